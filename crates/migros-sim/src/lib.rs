@@ -1,0 +1,1 @@
+//! Virtual-time network of migros devices (test support).

@@ -1,0 +1,40 @@
+//! Counters, per device and per QP, as `rdma statistic` shows them.
+
+use serde::{Deserialize, Serialize};
+
+/// Per-QP counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QpCounters {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Request packets sent again (go-back-N after a timeout or NAK).
+    pub retransmits: u64,
+    /// Retransmission timeouts that fired.
+    pub timeouts: u64,
+    pub naks_sent: u64,
+    pub naks_received: u64,
+    pub rnr_naks_sent: u64,
+    pub rnr_naks_received: u64,
+    /// Duplicate requests seen by the responder.
+    pub duplicates: u64,
+    /// Requests dropped because they arrived out of sequence.
+    pub out_of_sequence: u64,
+    pub pauses: u64,
+    pub resumes: u64,
+}
+
+/// Per-device counters (datagrams that never reached a QP count here).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCounters {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_icrc_errors: u64,
+    pub rx_malformed: u64,
+    pub rx_unknown_qp: u64,
+    pub rx_tombstone: u64,
+    pub retransmits: u64,
+}

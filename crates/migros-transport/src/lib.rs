@@ -1,0 +1,31 @@
+//! Sans-IO RoCE v2 transport: the protocol half of a migros device.
+//!
+//! A [`Device`] holds every verbs object of one node (PDs, MRs, CQs, SRQs,
+//! QPs) and runs the RC, UC and UD engines as deterministic state machines:
+//! it is fed datagrams, verbs calls and time, and asked for datagrams,
+//! events and its next deadline. It never performs I/O, reads a clock or
+//! spawns a thread; memory is reached through the [`Memory`] trait. This is
+//! what makes loss, reordering and live migration testable in virtual time
+//! (`migros-sim`), and what makes a checkpoint plain data ([`OwnerSnapshot`]).
+//!
+//! Live migration: [`Device::pause_owner`] stops every QP of an owner,
+//! [`Device::snapshot_owner`] serialises them, [`Device::evict_owner`] leaves
+//! tombstones that answer with the pause NAK, [`Device::restore`] recreates
+//! the objects on another device with the same identifiers and
+//! [`Device::resume_owner`] announces the new location with RESUME.
+
+pub mod counters;
+pub mod device;
+pub mod error;
+pub mod memory;
+pub mod snapshot;
+pub mod time;
+pub mod types;
+
+pub use counters::{DeviceCounters, QpCounters};
+pub use device::{Device, DeviceConfig, Transmit};
+pub use error::VerbsError;
+pub use memory::{KeyError, Memory, MemoryFault, MrTable};
+pub use snapshot::OwnerSnapshot;
+pub use time::Instant;
+pub use types::*;
