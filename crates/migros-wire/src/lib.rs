@@ -1,4 +1,43 @@
-//! RoCE v2 wire format (placeholder until the codec lands).
+//! RoCE v2 wire format for migros, a user-space RoCE v2 device.
+//!
+//! This crate is the bottom layer of the workspace: it turns the UDP payload
+//! of a RoCE v2 datagram into typed headers and back, and computes the
+//! Invariant CRC. It does no I/O and never allocates while parsing or
+//! emitting; `migros-transport` builds its RC, UC and UD engines on it.
+//!
+//! - [`Psn`]: 24-bit packet sequence numbers with wrap-around ordering.
+//! - [`Opcode`] and [`OpcodeInfo`]: one `const` table saying, for every
+//!   opcode, which extension headers follow the BTH; parse and emit read it.
+//! - [`Bth`], [`Reth`], [`Aeth`], [`AtomicEth`], [`AtomicAckEth`],
+//!   [`Deth`]: the headers, each with `LEN`, `parse` and `emit`;
+//!   [`AckSyndrome`] decodes the AETH syndrome.
+//! - [`Packet`]: a whole packet (headers plus a borrowed payload);
+//!   [`emit_headers`] for callers that place the payload themselves.
+//! - [`icrc`], [`seal`], [`verify`]: the ICRC, bit-compatible with the Linux
+//!   kernel's rxe (tested against packets it sent).
+//!
+//! Input from the network never makes this crate panic: malformed packets
+//! become a [`WireError`].
+//!
+//! migros extends the opcode table with [`Opcode::RC_RESUME`] (BTH + AETH,
+//! optional 16-byte address payload) and the AETH syndrome with
+//! [`NakCode::Pause`] ([`PAUSE_NAK_SYNDROME`]), used for live migration.
+
+pub mod error;
+pub mod headers;
+pub mod icrc;
+pub mod opcode;
+pub mod packet;
+pub mod psn;
+pub mod syndrome;
+
+pub use error::WireError;
+pub use headers::{Aeth, AtomicAckEth, AtomicEth, Bth, Deth, Reth, IETH_LEN, IMMDT_LEN};
+pub use icrc::{icrc, seal, verify, IpContext, ICRC_LEN};
+pub use opcode::{OpKind, Opcode, OpcodeInfo, Position, ServiceType};
+pub use packet::{emit_headers, pad_len, Headers, Packet, RESUME_PAYLOAD_LENS};
+pub use psn::Psn;
+pub use syndrome::{AckSyndrome, NakCode, PAUSE_NAK_SYNDROME};
 
 /// UDP destination port of RoCE v2.
 pub const ROCE_V2_PORT: u16 = 4791;
