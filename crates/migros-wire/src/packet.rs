@@ -268,3 +268,177 @@ fn take<'b>(rest: &mut &'b mut [u8], len: usize) -> &'b mut [u8] {
     *rest = tail;
     head
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::opcode::Opcode;
+    use crate::psn::Psn;
+
+    /// BTH of an RC SEND to QP 0x20 at PSN 0x100, then `rest`.
+    fn bytes(opcode: Opcode, byte1: u8, rest: &[u8]) -> Vec<u8> {
+        let mut v = vec![opcode.0, byte1, 0xff, 0xff, 0, 0, 0, 0x20, 0, 0, 1, 0];
+        v.extend_from_slice(rest);
+        v
+    }
+
+    #[test]
+    fn pad_len_values() {
+        assert_eq!([0, 1, 2, 3, 4, 5].map(pad_len), [0, 3, 2, 1, 0, 3]);
+    }
+
+    #[test]
+    fn parse_errors() {
+        let icrc = [0u8; 4];
+        assert_eq!(Packet::parse(&[]), Err(WireError::Truncated));
+        assert_eq!(
+            Packet::parse(&bytes(Opcode(0x18), 0, &icrc)),
+            Err(WireError::UnknownOpcode(0x18))
+        );
+        assert_eq!(
+            Packet::parse(&bytes(Opcode::RC_SEND_ONLY, 0x01, &icrc)),
+            Err(WireError::BadVersion)
+        );
+        assert_eq!(
+            Packet::parse(&bytes(Opcode::RC_SEND_ONLY, 0, &[0; 3])),
+            Err(WireError::Truncated)
+        );
+        // Needs an AETH.
+        assert_eq!(
+            Packet::parse(&bytes(Opcode::RC_ACKNOWLEDGE, 0, &icrc)),
+            Err(WireError::Truncated)
+        );
+        // Pad count 1 but nothing to pad.
+        assert_eq!(
+            Packet::parse(&bytes(Opcode::RC_SEND_ONLY, 0x10, &icrc)),
+            Err(WireError::Truncated)
+        );
+        // 5 bytes of payload with pad count 0.
+        assert_eq!(
+            Packet::parse(&bytes(Opcode::RC_SEND_ONLY, 0, &[0; 9])),
+            Err(WireError::BadPad)
+        );
+        // An ACK carrying 4 bytes.
+        assert_eq!(
+            Packet::parse(&bytes(Opcode::RC_ACKNOWLEDGE, 0, &[0; 12])),
+            Err(WireError::UnexpectedPayload)
+        );
+        assert_eq!(
+            Packet::parse(&bytes(Opcode::RC_RESUME, 0, &[0; 16])),
+            Err(WireError::BadResumePayload(8))
+        );
+    }
+
+    #[test]
+    fn parse_pads_and_resume() {
+        // 3 payload bytes, pad 1, ICRC.
+        let p = bytes(Opcode::RC_SEND_ONLY, 0x10, &[1, 2, 3, 0, 9, 9, 9, 9]);
+        let packet = Packet::parse(&p);
+        assert_eq!(packet.map(|p| p.payload), Ok(&[1, 2, 3][..]));
+
+        let mut resume = bytes(Opcode::RC_RESUME, 0, &[0x65, 0, 0, 7]);
+        resume.extend_from_slice(&[0xab; 16]);
+        resume.extend_from_slice(&[0; 4]);
+        let packet = Packet::parse(&resume);
+        assert_eq!(
+            packet.map(|p| (p.headers.aeth, p.payload.len())),
+            Ok((
+                Some(Aeth {
+                    syndrome: 0x65,
+                    msn: 7
+                }),
+                16
+            ))
+        );
+    }
+
+    #[test]
+    fn emit_errors() {
+        let bth = Bth::new(Opcode::RC_SEND_ONLY, 0x20, Psn::new(0x100));
+        let mut out = [0u8; 64];
+        let payload = [0u8; 4];
+
+        let missing_reth = Headers::new(Bth {
+            opcode: Opcode::RC_RDMA_WRITE_ONLY,
+            ..bth
+        });
+        let packet = Packet {
+            headers: missing_reth,
+            payload: &payload,
+        };
+        assert_eq!(packet.emit(&mut out), Err(WireError::HeaderMismatch));
+
+        let extra_aeth = Headers {
+            aeth: Some(Aeth {
+                syndrome: 0,
+                msn: 0,
+            }),
+            ..Headers::new(bth)
+        };
+        let packet = Packet {
+            headers: extra_aeth,
+            payload: &payload,
+        };
+        assert_eq!(packet.emit(&mut out), Err(WireError::HeaderMismatch));
+
+        let ack = Headers {
+            aeth: Some(Aeth {
+                syndrome: 0,
+                msn: 0,
+            }),
+            ..Headers::new(Bth {
+                opcode: Opcode::RC_ACKNOWLEDGE,
+                ..bth
+            })
+        };
+        let packet = Packet {
+            headers: ack,
+            payload: &payload,
+        };
+        assert_eq!(packet.emit(&mut out), Err(WireError::UnexpectedPayload));
+
+        let wide_qpn = Headers::new(Bth {
+            dest_qpn: 0x0100_0000,
+            ..bth
+        });
+        assert_eq!(
+            emit_headers(&wide_qpn, 0, &mut out),
+            Err(WireError::FieldOutOfRange("dest_qpn"))
+        );
+        let unknown = Headers::new(Bth {
+            opcode: Opcode(0xff),
+            ..bth
+        });
+        assert_eq!(
+            emit_headers(&unknown, 0, &mut out),
+            Err(WireError::UnknownOpcode(0xff))
+        );
+        assert_eq!(
+            emit_headers(&Headers::new(bth), 0, &mut out[..11]),
+            Err(WireError::BufferTooSmall)
+        );
+        let packet = Packet {
+            headers: Headers::new(bth),
+            payload: &payload,
+        };
+        assert_eq!(packet.emit(&mut out[..19]), Err(WireError::BufferTooSmall));
+        assert_eq!(packet.emit(&mut out[..20]), Ok(20));
+    }
+
+    #[test]
+    fn emit_overrides_pad_count() {
+        let bth = Bth {
+            pad_count: 3,
+            ..Bth::new(Opcode::UC_SEND_ONLY, 0x20, Psn::new(0x100))
+        };
+        let packet = Packet {
+            headers: Headers::new(bth),
+            payload: &[7; 6],
+        };
+        let mut out = [0xaa; 24];
+        assert_eq!(packet.buffer_len(), 24);
+        assert_eq!(packet.emit(&mut out), Ok(24));
+        assert_eq!(out[1], 0x20);
+        assert_eq!(out[18..], [0, 0, 0, 0, 0, 0]);
+    }
+}
