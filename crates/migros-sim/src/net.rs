@@ -1,0 +1,731 @@
+//! The simulated wire: datagrams in flight, link timing and fault rules.
+//!
+//! [`Network`] knows addresses, not devices: [`Network::send`] applies the
+//! link model and every installed [`Rule`] to one datagram and schedules the
+//! copies that survive; [`Network::pop_due`] hands them back in delivery
+//! order (deliver time, then send sequence number), which makes every run
+//! with the same seed identical. [`crate::Sim`] wires it to devices; tests of
+//! the rules themselves use it alone with raw bytes.
+//!
+//! Rules are applied when a datagram is sent, in the order they were added
+//! (as turmoil's `Rule`s are). A rule whose [`Filter`] does not match leaves
+//! the datagram alone; a dropping rule ends the evaluation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use migros_transport::Instant;
+use rand::rngs::SmallRng;
+use rand::Rng;
+
+/// Bytes of Ethernet, IPv4, UDP and FCS framing counted per datagram by the
+/// serialization delay.
+pub const FRAME_OVERHEAD: usize = 14 + 20 + 8 + 4;
+
+/// The BTH opcode of the RESUME message (MigrOS extension).
+pub const OPCODE_RESUME: u8 = 0x19;
+/// The BTH opcode of RC ACKNOWLEDGE (also carries the pause NAK).
+pub const OPCODE_RC_ACK: u8 = 0x11;
+
+/// Link model of every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkConfig {
+    /// One-way propagation latency added to every datagram.
+    pub latency: Duration,
+    /// Bits per second of each sender's link; consecutive datagrams of one
+    /// sender are serialised one after the other.
+    pub bits_per_sec: u64,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            latency: Duration::from_micros(5),
+            bits_per_sec: 10_000_000_000,
+        }
+    }
+}
+
+/// Identifies an installed rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleId(u64);
+
+/// A predicate on the BTH opcode (byte 0 of the datagram).
+pub type OpcodePredicate = Box<dyn Fn(u8) -> bool>;
+
+/// Which datagrams a rule applies to. Every part left `None` matches all.
+#[derive(Default)]
+pub struct Filter {
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    /// Called with byte 0 of the datagram (the BTH opcode); an empty
+    /// datagram never matches a filter that has one.
+    pub opcode: Option<OpcodePredicate>,
+}
+
+impl Filter {
+    /// Matches every datagram.
+    pub fn any() -> Filter {
+        Filter::default()
+    }
+
+    /// Matches datagrams sent by `src`.
+    pub fn from(src: IpAddr) -> Filter {
+        Filter {
+            src: Some(src),
+            ..Filter::default()
+        }
+    }
+
+    /// Matches datagrams sent to `dst`.
+    pub fn to(dst: IpAddr) -> Filter {
+        Filter {
+            dst: Some(dst),
+            ..Filter::default()
+        }
+    }
+
+    /// Matches datagrams from `src` to `dst`.
+    pub fn between(src: IpAddr, dst: IpAddr) -> Filter {
+        Filter {
+            src: Some(src),
+            dst: Some(dst),
+            opcode: None,
+        }
+    }
+
+    /// Restricts the filter to one BTH opcode.
+    pub fn opcode(self, opcode: u8) -> Filter {
+        self.opcode_matching(move |op| op == opcode)
+    }
+
+    /// Restricts the filter to opcodes for which `pred` holds.
+    pub fn opcode_matching(mut self, pred: impl Fn(u8) -> bool + 'static) -> Filter {
+        self.opcode = Some(Box::new(pred));
+        self
+    }
+
+    /// Whether a datagram from `src` to `dst` with these bytes matches.
+    pub fn matches(&self, src: IpAddr, dst: IpAddr, bytes: &[u8]) -> bool {
+        self.src.map_or(true, |s| s == src)
+            && self.dst.map_or(true, |d| d == dst)
+            && match &self.opcode {
+                None => true,
+                Some(pred) => bytes.first().is_some_and(|&op| pred(op)),
+            }
+    }
+}
+
+impl fmt::Debug for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Filter")
+            .field("src", &self.src)
+            .field("dst", &self.dst)
+            .field("opcode", &self.opcode.as_ref().map(|_| "<predicate>"))
+            .finish()
+    }
+}
+
+/// What a rule does to a datagram its filter matches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Drops with this probability (0.0..=1.0).
+    Drop { probability: f64 },
+    /// Adds a delay drawn uniformly from the range.
+    Delay { extra: RangeInclusive<Duration> },
+    /// With this probability, holds the datagram back by `delay`, so that
+    /// later ones overtake it.
+    Reorder { probability: f64, delay: Duration },
+    /// With this probability, delivers a second copy (up to one latency
+    /// later).
+    Duplicate { probability: f64 },
+    /// With this probability, flips one random bit (the receiving device
+    /// must reject the datagram by its ICRC or parse checks).
+    Corrupt { probability: f64 },
+    /// Drops everything between `a` and `b`, both directions. The rule's
+    /// filter is not consulted.
+    Partition { a: IpAddr, b: IpAddr },
+    /// Drops the next `n` matching datagrams, then passes everything.
+    DropNext { n: u64 },
+}
+
+/// A fault rule: a filter and an action.
+#[derive(Debug)]
+pub struct Rule {
+    pub filter: Filter,
+    pub action: Action,
+}
+
+impl Rule {
+    pub fn new(filter: Filter, action: Action) -> Rule {
+        Rule { filter, action }
+    }
+
+    /// Drops every matching datagram with probability `p`.
+    pub fn drop(filter: Filter, probability: f64) -> Rule {
+        Rule::new(filter, Action::Drop { probability })
+    }
+
+    /// Cuts `a` off from `b` in both directions.
+    pub fn partition(a: IpAddr, b: IpAddr) -> Rule {
+        Rule::new(Filter::any(), Action::Partition { a, b })
+    }
+
+    /// Drops the next `n` matching datagrams.
+    pub fn drop_next(filter: Filter, n: u64) -> Rule {
+        Rule::new(filter, Action::DropNext { n })
+    }
+}
+
+/// What the network did with datagrams, per node address. `sent`,
+/// `dropped`, `duplicated`, `corrupted`, `delayed` and `unroutable` are
+/// counted at the sender, `delivered` at the receiver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    pub sent: u64,
+    pub sent_bytes: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub corrupted: u64,
+    /// Held back by a Delay or Reorder rule.
+    pub delayed: u64,
+    /// Sent to an address with no node.
+    pub unroutable: u64,
+}
+
+/// A datagram on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    pub src: IpAddr,
+    pub src_port: u16,
+    pub dst: IpAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// Datagrams in flight between simulated hosts.
+#[derive(Debug)]
+pub struct Network {
+    link: LinkConfig,
+    hosts: BTreeMap<IpAddr, HostState>,
+    in_flight: BTreeMap<(Instant, u64), Datagram>,
+    next_seq: u64,
+    rules: BTreeMap<RuleId, Rule>,
+    next_rule: u64,
+    /// Counters of senders without a host entry.
+    unknown_senders: NetCounters,
+}
+
+#[derive(Debug, Default)]
+struct HostState {
+    link_free_at: Instant,
+    counters: NetCounters,
+}
+
+/// The combined effect of every rule on one datagram.
+#[derive(Debug, Default)]
+struct Verdict {
+    drop: bool,
+    extra: Duration,
+    duplicate: bool,
+    corrupt: bool,
+}
+
+impl Network {
+    pub fn new(link: LinkConfig) -> Network {
+        Network {
+            link,
+            hosts: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            next_seq: 0,
+            rules: BTreeMap::new(),
+            next_rule: 0,
+            unknown_senders: NetCounters::default(),
+        }
+    }
+
+    pub fn link(&self) -> LinkConfig {
+        self.link
+    }
+
+    /// Makes `addr` reachable.
+    pub fn add_host(&mut self, addr: IpAddr) {
+        self.hosts.entry(addr).or_default();
+    }
+
+    pub fn has_host(&self, addr: IpAddr) -> bool {
+        self.hosts.contains_key(&addr)
+    }
+
+    /// Installs a rule; it applies to datagrams sent from now on.
+    pub fn add_rule(&mut self, rule: Rule) -> RuleId {
+        let id = RuleId(self.next_rule);
+        self.next_rule += 1;
+        self.rules.insert(id, rule);
+        id
+    }
+
+    /// Removes a rule; returns it if it was installed. Datagrams already in
+    /// flight keep the fate the rule gave them.
+    pub fn remove_rule(&mut self, id: RuleId) -> Option<Rule> {
+        self.rules.remove(&id)
+    }
+
+    /// Removes every rule.
+    pub fn clear_rules(&mut self) {
+        self.rules.clear();
+    }
+
+    /// Puts a datagram on `src`'s link at `now`. Returns how many copies
+    /// were scheduled (0: dropped or unroutable, 2: duplicated).
+    pub fn send(&mut self, now: Instant, rng: &mut SmallRng, dgram: Datagram) -> usize {
+        let routable = self.hosts.contains_key(&dgram.dst);
+        let wire_bytes = dgram.bytes.len() + FRAME_OVERHEAD;
+        let serialization = serialization_delay(wire_bytes, self.link.bits_per_sec);
+        let latency = self.link.latency;
+        let sender = match self.hosts.get_mut(&dgram.src) {
+            Some(h) => h,
+            None => {
+                self.unknown_senders.sent += 1;
+                if !routable {
+                    self.unknown_senders.unroutable += 1;
+                }
+                return if routable {
+                    self.schedule(now + latency, dgram)
+                } else {
+                    0
+                };
+            }
+        };
+        sender.counters.sent += 1;
+        sender.counters.sent_bytes += dgram.bytes.len() as u64;
+        let start = sender.link_free_at.max(now);
+        let on_wire = start + serialization;
+        sender.link_free_at = on_wire;
+        if !routable {
+            sender.counters.unroutable += 1;
+            return 0;
+        }
+
+        let verdict = evaluate(&mut self.rules, rng, &dgram);
+        let counters = &mut sender.counters;
+        if verdict.drop {
+            counters.dropped += 1;
+            return 0;
+        }
+        if verdict.extra > Duration::ZERO {
+            counters.delayed += 1;
+        }
+        let at = on_wire + latency + verdict.extra;
+        let mut copies = 0;
+        if verdict.duplicate {
+            counters.duplicated += 1;
+            let jitter_ns = rng.gen_range(0..=duration_nanos(latency));
+            copies += self.schedule(at + Duration::from_nanos(jitter_ns), dgram.clone());
+        }
+        let mut dgram = dgram;
+        if verdict.corrupt && !dgram.bytes.is_empty() {
+            let bit = rng.gen_range(0..dgram.bytes.len() * 8);
+            dgram.bytes[bit / 8] ^= 1 << (bit % 8);
+            if let Some(h) = self.hosts.get_mut(&dgram.src) {
+                h.counters.corrupted += 1;
+            }
+        }
+        copies + self.schedule(at, dgram)
+    }
+
+    fn schedule(&mut self, at: Instant, dgram: Datagram) -> usize {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.in_flight.insert((at, seq), dgram);
+        1
+    }
+
+    /// When the next datagram arrives, if any is in flight.
+    pub fn next_delivery(&self) -> Option<Instant> {
+        self.in_flight.keys().next().map(|&(at, _)| at)
+    }
+
+    /// Removes the next datagram if it arrives at or before `now`, and
+    /// returns it with its arrival time.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, Datagram)> {
+        let (&(at, seq), _) = self.in_flight.iter().next()?;
+        if at > now {
+            return None;
+        }
+        let dgram = self.in_flight.remove(&(at, seq))?;
+        if let Some(h) = self.hosts.get_mut(&dgram.dst) {
+            h.counters.delivered += 1;
+        }
+        Some((at, dgram))
+    }
+
+    /// Datagrams in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Bytes in flight.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.in_flight.values().map(|d| d.bytes.len()).sum()
+    }
+
+    /// The counters of `addr` (zero if it is not a host).
+    pub fn counters(&self, addr: IpAddr) -> NetCounters {
+        self.hosts
+            .get(&addr)
+            .map(|h| h.counters)
+            .unwrap_or_default()
+    }
+
+    /// The sum of every host's counters (and of unknown senders').
+    pub fn total_counters(&self) -> NetCounters {
+        let mut t = self.unknown_senders;
+        for h in self.hosts.values() {
+            let c = h.counters;
+            t.sent += c.sent;
+            t.sent_bytes += c.sent_bytes;
+            t.delivered += c.delivered;
+            t.dropped += c.dropped;
+            t.duplicated += c.duplicated;
+            t.corrupted += c.corrupted;
+            t.delayed += c.delayed;
+            t.unroutable += c.unroutable;
+        }
+        t
+    }
+}
+
+fn evaluate(rules: &mut BTreeMap<RuleId, Rule>, rng: &mut SmallRng, d: &Datagram) -> Verdict {
+    let mut v = Verdict::default();
+    for rule in rules.values_mut() {
+        if let Action::Partition { a, b } = rule.action {
+            if (d.src == a && d.dst == b) || (d.src == b && d.dst == a) {
+                v.drop = true;
+                return v;
+            }
+            continue;
+        }
+        if !rule.filter.matches(d.src, d.dst, &d.bytes) {
+            continue;
+        }
+        match &mut rule.action {
+            Action::Drop { probability } => {
+                if chance(rng, *probability) {
+                    v.drop = true;
+                    return v;
+                }
+            }
+            Action::Delay { extra } => {
+                let lo = duration_nanos(*extra.start());
+                let hi = duration_nanos(*extra.end()).max(lo);
+                v.extra += Duration::from_nanos(rng.gen_range(lo..=hi));
+            }
+            Action::Reorder { probability, delay } => {
+                if chance(rng, *probability) {
+                    v.extra += *delay;
+                }
+            }
+            Action::Duplicate { probability } => {
+                if chance(rng, *probability) {
+                    v.duplicate = true;
+                }
+            }
+            Action::Corrupt { probability } => {
+                if chance(rng, *probability) {
+                    v.corrupt = true;
+                }
+            }
+            Action::DropNext { n } => {
+                if *n > 0 {
+                    *n -= 1;
+                    v.drop = true;
+                    return v;
+                }
+            }
+            Action::Partition { .. } => {}
+        }
+    }
+    v
+}
+
+fn chance(rng: &mut SmallRng, probability: f64) -> bool {
+    // gen_bool panics outside 0..=1; clamp (NaN counts as never).
+    let p = if probability.is_nan() {
+        0.0
+    } else {
+        probability.clamp(0.0, 1.0)
+    };
+    rng.gen_bool(p)
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Time to put `bytes` on a link of `bits_per_sec` (at least 1 ns).
+pub fn serialization_delay(bytes: usize, bits_per_sec: u64) -> Duration {
+    if bits_per_sec == 0 {
+        return Duration::ZERO;
+    }
+    let nanos = (bytes as u128 * 8 * 1_000_000_000).div_ceil(u128::from(bits_per_sec));
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use std::net::Ipv4Addr;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))
+    }
+
+    fn net() -> (Network, SmallRng) {
+        let mut n = Network::new(LinkConfig::default());
+        for i in 1..=3 {
+            n.add_host(ip(i));
+        }
+        (n, SmallRng::seed_from_u64(7))
+    }
+
+    fn dgram(src: u8, dst: u8, opcode: u8, tag: u8) -> Datagram {
+        Datagram {
+            src: ip(src),
+            src_port: 4791,
+            dst: ip(dst),
+            bytes: vec![opcode, tag, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        }
+    }
+
+    fn drain(n: &mut Network) -> Vec<(Instant, Datagram)> {
+        let mut out = Vec::new();
+        while let Some(d) = n.pop_due(Instant::from_nanos(u64::MAX)) {
+            out.push(d);
+        }
+        out
+    }
+
+    #[test]
+    fn delivers_in_order_after_latency_and_serialization() {
+        let (mut n, mut rng) = net();
+        for tag in 0..3 {
+            assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, tag)), 1);
+        }
+        let got = drain(&mut n);
+        let tags: Vec<u8> = got.iter().map(|(_, d)| d.bytes[1]).collect();
+        assert_eq!(tags, [0, 1, 2]);
+        let ser = serialization_delay(12 + FRAME_OVERHEAD, 10_000_000_000);
+        assert_eq!(got[0].0, Instant::ZERO + ser + Duration::from_micros(5));
+        assert_eq!(got[2].0, Instant::ZERO + ser * 3 + Duration::from_micros(5));
+        assert_eq!(n.counters(ip(1)).sent, 3);
+        assert_eq!(n.counters(ip(2)).delivered, 3);
+    }
+
+    #[test]
+    fn pop_due_respects_now() {
+        let (mut n, mut rng) = net();
+        n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, 0));
+        assert!(n.pop_due(Instant::from_nanos(1000)).is_none());
+        let at = n.next_delivery().expect("one in flight");
+        assert!(n.pop_due(at).is_some());
+        assert_eq!(n.in_flight(), 0);
+    }
+
+    #[test]
+    fn serialization_of_one_mebibyte_at_10g() {
+        let d = serialization_delay(1 << 20, 10_000_000_000);
+        assert_eq!(d, Duration::from_nanos(838_861));
+    }
+
+    #[test]
+    fn unroutable_is_counted_and_dropped() {
+        let (mut n, mut rng) = net();
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 9, 4, 0)), 0);
+        assert_eq!(n.counters(ip(1)).unroutable, 1);
+        assert_eq!(n.in_flight(), 0);
+    }
+
+    #[test]
+    fn drop_all_and_remove_rule() {
+        let (mut n, mut rng) = net();
+        let id = n.add_rule(Rule::drop(Filter::any(), 1.0));
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, 0)), 0);
+        assert_eq!(n.counters(ip(1)).dropped, 1);
+        assert!(n.remove_rule(id).is_some());
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, 0)), 1);
+    }
+
+    #[test]
+    fn drop_probability_is_roughly_respected_and_seeded() {
+        let run = |seed| {
+            let (mut n, _) = net();
+            let mut rng = SmallRng::seed_from_u64(seed);
+            n.add_rule(Rule::drop(Filter::any(), 0.05));
+            (0..10_000)
+                .map(|i| n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, i as u8)))
+                .collect::<Vec<_>>()
+        };
+        let a = run(1);
+        let dropped = a.iter().filter(|&&c| c == 0).count();
+        assert!((350..650).contains(&dropped), "dropped {dropped}");
+        assert_eq!(a, run(1), "same seed, same fate");
+        assert_ne!(a, run(2));
+    }
+
+    #[test]
+    fn opcode_filter_drops_only_resume() {
+        let (mut n, mut rng) = net();
+        n.add_rule(Rule::drop(Filter::any().opcode(OPCODE_RESUME), 1.0));
+        assert_eq!(
+            n.send(Instant::ZERO, &mut rng, dgram(1, 2, OPCODE_RESUME, 0)),
+            0
+        );
+        assert_eq!(
+            n.send(Instant::ZERO, &mut rng, dgram(1, 2, OPCODE_RC_ACK, 0)),
+            1
+        );
+        let mut empty = dgram(1, 2, 0, 0);
+        empty.bytes.clear();
+        assert_eq!(n.send(Instant::ZERO, &mut rng, empty), 1);
+    }
+
+    #[test]
+    fn filter_by_src_and_dst() {
+        let (mut n, mut rng) = net();
+        n.add_rule(Rule::drop(Filter::between(ip(1), ip(2)), 1.0));
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, 0)), 0);
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(2, 1, 4, 0)), 1);
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 3, 4, 0)), 1);
+    }
+
+    #[test]
+    fn partition_cuts_both_directions_only_between_its_pair() {
+        let (mut n, mut rng) = net();
+        let id = n.add_rule(Rule::partition(ip(1), ip(2)));
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, 0)), 0);
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(2, 1, 4, 0)), 0);
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 3, 4, 0)), 1);
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(3, 2, 4, 0)), 1);
+        n.remove_rule(id);
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, 0)), 1);
+    }
+
+    #[test]
+    fn drop_next_is_exact() {
+        let (mut n, mut rng) = net();
+        n.add_rule(Rule::drop_next(Filter::from(ip(1)), 3));
+        let fates: Vec<usize> = (0..6)
+            .map(|i| n.send(Instant::ZERO, &mut rng, dgram(1 + (i % 2), 3, 4, i)))
+            .collect();
+        // Only datagrams from .1 count down the rule.
+        assert_eq!(fates, [0, 1, 0, 1, 0, 1]);
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 3, 4, 9)), 1);
+    }
+
+    #[test]
+    fn delay_stays_in_range() {
+        let (mut n, mut rng) = net();
+        let extra = Duration::from_micros(10)..=Duration::from_micros(20);
+        n.add_rule(Rule::new(Filter::any(), Action::Delay { extra }));
+        for i in 0..100 {
+            let now = Instant::from_nanos(i * 1_000_000);
+            n.send(now, &mut rng, dgram(1, 2, 4, 0));
+            let (at, _) = n.pop_due(Instant::from_nanos(u64::MAX)).expect("sent");
+            let d = at.saturating_duration_since(now);
+            assert!(
+                d >= Duration::from_micros(15) && d <= Duration::from_micros(26),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reorder_lets_later_datagrams_overtake() {
+        let (mut n, mut rng) = net();
+        n.add_rule(Rule::new(
+            Filter::any(),
+            Action::Reorder {
+                probability: 0.3,
+                delay: Duration::from_micros(50),
+            },
+        ));
+        for tag in 0..100 {
+            n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, tag));
+        }
+        let tags: Vec<u8> = drain(&mut n).iter().map(|(_, d)| d.bytes[1]).collect();
+        let mut sorted = tags.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<u8>>(), "nothing lost");
+        assert_ne!(tags, sorted, "some reordered");
+    }
+
+    #[test]
+    fn duplicate_delivers_two_identical_copies() {
+        let (mut n, mut rng) = net();
+        n.add_rule(Rule::new(
+            Filter::any(),
+            Action::Duplicate { probability: 1.0 },
+        ));
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, 42)), 2);
+        let got = drain(&mut n);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].1, got[1].1);
+        assert_eq!(n.counters(ip(1)).duplicated, 1);
+        assert_eq!(n.counters(ip(2)).delivered, 2);
+    }
+
+    #[test]
+    fn corrupt_flips_exactly_one_bit() {
+        let (mut n, mut rng) = net();
+        n.add_rule(Rule::new(
+            Filter::any(),
+            Action::Corrupt { probability: 1.0 },
+        ));
+        for tag in 0..50 {
+            let orig = dgram(1, 2, 4, tag);
+            n.send(Instant::ZERO, &mut rng, orig.clone());
+            let (_, got) = n.pop_due(Instant::from_nanos(u64::MAX)).expect("sent");
+            let flipped: u32 = orig
+                .bytes
+                .iter()
+                .zip(&got.bytes)
+                .map(|(a, b)| (a ^ b).count_ones())
+                .sum();
+            assert_eq!(flipped, 1);
+        }
+        assert_eq!(n.counters(ip(1)).corrupted, 50);
+    }
+
+    #[test]
+    fn rules_compose_in_order() {
+        let (mut n, mut rng) = net();
+        n.add_rule(Rule::new(
+            Filter::any(),
+            Action::Duplicate { probability: 1.0 },
+        ));
+        n.add_rule(Rule::drop_next(Filter::any(), 1));
+        // The drop wins over the earlier duplicate: nothing is scheduled.
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, 0)), 0);
+        assert_eq!(n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, 0)), 2);
+    }
+
+    #[test]
+    fn links_are_per_sender() {
+        let (mut n, mut rng) = net();
+        let big = |src| Datagram {
+            src: ip(src),
+            src_port: 4791,
+            dst: ip(3),
+            bytes: vec![4; 4096],
+        };
+        n.send(Instant::ZERO, &mut rng, big(1));
+        n.send(Instant::ZERO, &mut rng, big(2));
+        let got = drain(&mut n);
+        assert_eq!(got[0].0, got[1].0, "two senders do not share a link");
+    }
+}
