@@ -12,9 +12,10 @@ use crate::headers::{
 use crate::icrc::ICRC_LEN;
 use crate::opcode::{OpKind, OpcodeInfo};
 
-/// Payload lengths a RESUME may carry: none, or a 16-byte IPv6 (or
-/// IPv4-mapped IPv6) address.
-pub const RESUME_PAYLOAD_LENS: [usize; 2] = [0, 16];
+/// Payload lengths a RESUME may carry: none (as MigrOS sends it), a 16-byte
+/// IPv6 (or IPv4-mapped IPv6) location, or that location followed by the
+/// sender's 4-byte QPN (what migros sends).
+pub const RESUME_PAYLOAD_LENS: [usize; 3] = [0, 16, 20];
 
 /// All headers of one packet. Which `Option`s are `Some` is fixed by
 /// `bth.opcode` (see [`OpcodeInfo`]).
@@ -118,7 +119,7 @@ impl<'a> Packet<'a> {
     /// Checks that the opcode is known, the transport version is 0, the
     /// headers, pad and ICRC fit, the payload plus pad is a multiple of 4
     /// bytes, and a payload is present only if the opcode may carry one (a
-    /// RESUME's only if 0 or 16 bytes). Reserved bits and pad bytes are
+    /// RESUME's only if 0, 16 or 20 bytes). Reserved bits and pad bytes are
     /// ignored. Does **not** verify the ICRC; see [`crate::verify`].
     pub fn parse(udp_payload: &'a [u8]) -> Result<Packet<'a>, WireError> {
         let bth = Bth::parse(udp_payload)?;
