@@ -5,14 +5,21 @@
 //! [`Device::poll_transmit`] until `None`, [`Device::poll_event`] until `None`,
 //! then [`Device::poll_timeout`] to arm one timer.
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use migros_wire::{IpContext, OpKind, Packet};
+
 use crate::counters::{DeviceCounters, QpCounters};
 use crate::error::VerbsError;
-use crate::memory::Memory;
-use crate::snapshot::OwnerSnapshot;
+use crate::memory::{Memory, MemoryFault};
+use crate::qp::{Env, Objects, Qp};
+use crate::queues::{Cq, Srq};
+use crate::snapshot::{from_remaining, to_remaining, OwnerSnapshot};
 use crate::time::Instant;
+use crate::tombstone::Tombstone;
+use crate::transition;
 use crate::types::*;
 
 /// Static configuration of a device.
@@ -53,36 +60,167 @@ pub struct Transmit {
 /// One node's device. See the module docs for the calling contract.
 pub struct Device {
     config: DeviceConfig,
+    objs: Objects,
+    qps: BTreeMap<Qpn, Qp>,
+    tombstones: BTreeMap<Qpn, Tombstone>,
+    /// QPs that may have a packet to send, in round-robin order.
+    ready: VecDeque<Qpn>,
+    scheduled: BTreeSet<Qpn>,
+    /// Datagrams produced outside any QP (tombstone answers and forwards).
+    control_out: VecDeque<(IpAddr, Vec<u8>)>,
 }
 
-#[allow(unused_variables)]
+/// Memory for engine steps that never touch it (timeouts).
+struct NoMemory;
+
+impl Memory for NoMemory {
+    fn read(&mut self, owner: OwnerId, addr: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
+        Err(MemoryFault {
+            owner,
+            addr,
+            len: buf.len(),
+        })
+    }
+    fn write(&mut self, owner: OwnerId, addr: u64, data: &[u8]) -> Result<(), MemoryFault> {
+        Err(MemoryFault {
+            owner,
+            addr,
+            len: data.len(),
+        })
+    }
+}
+
+fn not_found(kind: &'static str, id: impl Into<u64>) -> VerbsError {
+    VerbsError::NotFound {
+        kind,
+        id: id.into(),
+    }
+}
+
+fn exists(kind: &'static str, id: impl Into<u64>) -> VerbsError {
+    VerbsError::AlreadyExists {
+        kind,
+        id: id.into(),
+    }
+}
+
 impl Device {
     pub fn new(config: DeviceConfig) -> Device {
-        Device { config }
+        Device {
+            config,
+            objs: Objects::default(),
+            qps: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            ready: VecDeque::new(),
+            scheduled: BTreeSet::new(),
+            control_out: VecDeque::new(),
+        }
     }
 
     pub fn config(&self) -> &DeviceConfig {
         &self.config
     }
 
+    fn schedule(&mut self, qpn: Qpn) {
+        if self.scheduled.insert(qpn) {
+            self.ready.push_back(qpn);
+        }
+    }
+
+    /// Runs `f` on QP `qpn` with the engine environment.
+    fn with_qp<R>(
+        &mut self,
+        qpn: Qpn,
+        mem: &mut dyn Memory,
+        f: impl FnOnce(&mut Qp, &mut Env) -> R,
+    ) -> Result<R, VerbsError> {
+        let qp = self.qps.get_mut(&qpn).ok_or_else(|| not_found("qp", qpn))?;
+        let mut env = Env {
+            mem,
+            objs: &mut self.objs,
+            config: &self.config,
+        };
+        let r = f(qp, &mut env);
+        self.schedule(qpn);
+        Ok(r)
+    }
+
+    // ---- verbs objects ----
+
     pub fn alloc_pd(&mut self, owner: OwnerId, pd: Pdn) -> Result<(), VerbsError> {
-        todo!()
+        if self.objs.pds.contains_key(&pd) {
+            return Err(exists("pd", pd));
+        }
+        self.objs.pds.insert(pd, owner);
+        Ok(())
     }
+
     pub fn dealloc_pd(&mut self, pd: Pdn) -> Result<(), VerbsError> {
-        todo!()
+        if !self.objs.pds.contains_key(&pd) {
+            return Err(not_found("pd", pd));
+        }
+        let used = self.objs.mrs.iter().any(|m| m.pd == pd)
+            || self.qps.values().any(|q| q.init.pd == pd)
+            || self.objs.srqs.values().any(|s| s.pd == pd);
+        if used {
+            return Err(VerbsError::Busy(format!("pd {pd} still has objects")));
+        }
+        self.objs.pds.remove(&pd);
+        Ok(())
     }
+
     pub fn reg_mr(&mut self, mr: MrSpec) -> Result<(), VerbsError> {
-        todo!()
+        match self.objs.pds.get(&mr.pd) {
+            Some(owner) if *owner == mr.owner => {}
+            _ => return Err(not_found("pd", mr.pd)),
+        }
+        if mr.addr.checked_add(mr.length).is_none() {
+            return Err(VerbsError::InvalidArgument(
+                "memory region wraps the address space".into(),
+            ));
+        }
+        self.objs
+            .mrs
+            .insert(mr)
+            .map_err(|_| exists("memory key", mr.lkey))
     }
+
     pub fn dereg_mr(&mut self, lkey: u32) -> Result<(), VerbsError> {
-        todo!()
+        self.objs
+            .mrs
+            .remove(lkey)
+            .map(|_| ())
+            .ok_or_else(|| not_found("memory region", lkey))
     }
+
     pub fn create_cq(&mut self, owner: OwnerId, cq: Cqn, capacity: u32) -> Result<(), VerbsError> {
-        todo!()
+        if self.objs.cqs.contains_key(&cq) {
+            return Err(exists("cq", cq));
+        }
+        if capacity == 0 {
+            return Err(VerbsError::InvalidArgument(
+                "a cq needs room for one completion".into(),
+            ));
+        }
+        self.objs.cqs.insert(cq, Cq::new(owner, capacity));
+        Ok(())
     }
+
     pub fn destroy_cq(&mut self, cq: Cqn) -> Result<(), VerbsError> {
-        todo!()
+        if self
+            .qps
+            .values()
+            .any(|q| q.init.send_cq == cq || q.init.recv_cq == cq)
+        {
+            return Err(VerbsError::Busy(format!("cq {cq} is used by a qp")));
+        }
+        self.objs
+            .cqs
+            .remove(&cq)
+            .map(|_| ())
+            .ok_or_else(|| not_found("cq", cq))
     }
+
     /// Creates an SRQ holding up to `max_wr` receives; `limit` arms the
     /// limit event (0: disarmed).
     pub fn create_srq(
@@ -93,17 +231,87 @@ impl Device {
         max_wr: u32,
         limit: u32,
     ) -> Result<(), VerbsError> {
-        todo!()
+        if self.objs.srqs.contains_key(&srq) {
+            return Err(exists("srq", srq));
+        }
+        if self.objs.pds.get(&pd) != Some(&owner) {
+            return Err(not_found("pd", pd));
+        }
+        self.objs.srqs.insert(
+            srq,
+            Srq {
+                owner,
+                pd,
+                max_wr,
+                limit,
+                queue: VecDeque::new(),
+            },
+        );
+        Ok(())
     }
+
+    /// Re-arms the SRQ limit event.
+    pub fn modify_srq_limit(&mut self, srq: Srqn, limit: u32) -> Result<(), VerbsError> {
+        let s = self
+            .objs
+            .srqs
+            .get_mut(&srq)
+            .ok_or_else(|| not_found("srq", srq))?;
+        s.limit = limit;
+        Ok(())
+    }
+
     pub fn destroy_srq(&mut self, srq: Srqn) -> Result<(), VerbsError> {
-        todo!()
+        if self.qps.values().any(|q| q.init.srq == Some(srq)) {
+            return Err(VerbsError::Busy(format!("srq {srq} is used by a qp")));
+        }
+        self.objs
+            .srqs
+            .remove(&srq)
+            .map(|_| ())
+            .ok_or_else(|| not_found("srq", srq))
     }
+
     pub fn create_qp(&mut self, init: QpInit) -> Result<(), VerbsError> {
-        todo!()
+        if init.qpn > MAX_QPN || init.qpn < 2 {
+            return Err(VerbsError::InvalidArgument(format!(
+                "qpn {} is not a valid qp number",
+                init.qpn
+            )));
+        }
+        if self.qps.contains_key(&init.qpn) {
+            return Err(exists("qp", init.qpn));
+        }
+        if self.objs.pds.get(&init.pd) != Some(&init.owner) {
+            return Err(not_found("pd", init.pd));
+        }
+        for cq in [init.send_cq, init.recv_cq] {
+            if !self.objs.cqs.contains_key(&cq) {
+                return Err(not_found("cq", cq));
+            }
+        }
+        if let Some(srq) = init.srq {
+            if !self.objs.srqs.contains_key(&srq) {
+                return Err(not_found("srq", srq));
+            }
+        }
+        if init.cap.max_send_wr == 0 && init.cap.max_recv_wr == 0 && init.srq.is_none() {
+            return Err(VerbsError::InvalidArgument(
+                "a qp needs a send or a receive queue".into(),
+            ));
+        }
+        self.tombstones.remove(&init.qpn);
+        self.qps.insert(init.qpn, Qp::new(init));
+        Ok(())
     }
+
     pub fn destroy_qp(&mut self, qpn: Qpn) -> Result<(), VerbsError> {
-        todo!()
+        self.qps
+            .remove(&qpn)
+            .map(|_| ())
+            .ok_or_else(|| not_found("qp", qpn))
     }
+
     pub fn modify_qp(
         &mut self,
         now: Instant,
@@ -111,20 +319,111 @@ impl Device {
         attr: &QpAttr,
         mask: AttrMask,
     ) -> Result<(), VerbsError> {
-        todo!()
+        let max_mtu = self.config.max_mtu;
+        let qp = self.qps.get(&qpn).ok_or_else(|| not_found("qp", qpn))?;
+        let cur = qp.state();
+        if mask.contains(AttrMask::CUR_STATE) && attr.cur_qp_state != cur {
+            return Err(VerbsError::InvalidArgument(format!(
+                "cur_qp_state {:?} does not match the qp's state {cur:?}",
+                attr.cur_qp_state
+            )));
+        }
+        let to = if mask.contains(AttrMask::STATE) {
+            attr.qp_state
+        } else {
+            cur
+        };
+        transition::check(qp.qp_type(), cur, to, mask).map_err(VerbsError::InvalidArgument)?;
+        if mask.contains(AttrMask::PATH_MTU) && attr.path_mtu > max_mtu {
+            return Err(VerbsError::InvalidArgument(format!(
+                "path mtu {:?} exceeds the device's {max_mtu:?}",
+                attr.path_mtu
+            )));
+        }
+        if mask.contains(AttrMask::AV) && attr.dest_addr.is_none() {
+            return Err(VerbsError::InvalidArgument(
+                "the address vector has no destination".into(),
+            ));
+        }
+        if (mask.contains(AttrMask::RETRY_CNT) && attr.retry_cnt > 7)
+            || (mask.contains(AttrMask::RNR_RETRY) && attr.rnr_retry > 7)
+            || (mask.contains(AttrMask::TIMEOUT) && attr.timeout > 31)
+            || (mask.contains(AttrMask::MIN_RNR_TIMER) && attr.min_rnr_timer > 31)
+        {
+            return Err(VerbsError::InvalidArgument(
+                "retry counts take 0..=7, timers 0..=31".into(),
+            ));
+        }
+        if mask.contains(AttrMask::DEST_QPN) && attr.dest_qp_num > MAX_QPN {
+            return Err(VerbsError::InvalidArgument(
+                "dest qpn exceeds 24 bits".into(),
+            ));
+        }
+        let mut nomem = NoMemory;
+        self.with_qp(qpn, &mut nomem, |qp, env| {
+            qp.apply_attr(now, attr, mask, to, env);
+        })
     }
+
     pub fn query_qp(&self, qpn: Qpn) -> Result<QpAttr, VerbsError> {
-        todo!()
+        let qp = self.qps.get(&qpn).ok_or_else(|| not_found("qp", qpn))?;
+        let mut attr = qp.attr.clone();
+        attr.cur_qp_state = attr.qp_state;
+        attr.rq_psn = qp.resp.epsn.value();
+        attr.sq_psn = qp.req.next_psn.value();
+        Ok(attr)
     }
+
     pub fn post_send(&mut self, now: Instant, qpn: Qpn, wr: SendWr) -> Result<(), VerbsError> {
-        todo!()
+        let mut nomem = NoMemory;
+        self.with_qp(qpn, &mut nomem, |qp, env| qp.post_send(now, wr, env))?
     }
+
     pub fn post_recv(&mut self, qpn: Qpn, wr: RecvWr) -> Result<(), VerbsError> {
-        todo!()
+        let qp = self.qps.get_mut(&qpn).ok_or_else(|| not_found("qp", qpn))?;
+        if qp.init.srq.is_some() {
+            return Err(VerbsError::InvalidArgument(
+                "the qp receives from its srq".into(),
+            ));
+        }
+        if wr.sges.len() > qp.init.cap.max_recv_sge.max(1) as usize {
+            return Err(VerbsError::InvalidArgument("too many sges".into()));
+        }
+        match qp.state() {
+            QpState::Reset => {
+                return Err(VerbsError::WrongState {
+                    qpn,
+                    state: QpState::Reset,
+                })
+            }
+            QpState::Err => {
+                let wc = qp.recv_wc(wr.wr_id, WcStatus::WrFlushErr, WcOpcode::Recv, 0);
+                let cq = qp.init.recv_cq;
+                self.objs.complete(cq, wc);
+                return Ok(());
+            }
+            _ => {}
+        }
+        if qp.rq.len() >= qp.init.cap.max_recv_wr as usize {
+            return Err(VerbsError::QueueFull);
+        }
+        qp.rq.push_back(wr);
+        Ok(())
     }
+
     pub fn post_srq_recv(&mut self, srq: Srqn, wr: RecvWr) -> Result<(), VerbsError> {
-        todo!()
+        let s = self
+            .objs
+            .srqs
+            .get_mut(&srq)
+            .ok_or_else(|| not_found("srq", srq))?;
+        if s.queue.len() >= s.max_wr as usize {
+            return Err(VerbsError::QueueFull);
+        }
+        s.queue.push_back(wr);
+        Ok(())
     }
+
     /// Moves up to `max` completions of `cq` into `out`; returns how many.
     pub fn poll_cq(
         &mut self,
@@ -132,8 +431,17 @@ impl Device {
         max: usize,
         out: &mut Vec<WorkCompletion>,
     ) -> Result<usize, VerbsError> {
-        todo!()
+        let q = self
+            .objs
+            .cqs
+            .get_mut(&cq)
+            .ok_or_else(|| not_found("cq", cq))?;
+        let n = max.min(q.entries.len());
+        out.extend(q.entries.drain(..n));
+        Ok(n)
     }
+
+    // ---- I/O ----
 
     /// A UDP datagram arrived on port 4791 from `src`:`src_port`.
     /// Anything malformed or with a bad ICRC is counted and dropped.
@@ -145,8 +453,48 @@ impl Device {
         src_port: u16,
         datagram: &[u8],
     ) {
-        todo!()
+        let c = &mut self.objs.counters;
+        c.rx_packets += 1;
+        c.rx_bytes += datagram.len() as u64;
+        let ctx = IpContext::new(src, self.config.addr, src_port, migros_wire::ROCE_V2_PORT);
+        if !migros_wire::verify(&ctx, datagram) {
+            c.rx_icrc_errors += 1;
+            return;
+        }
+        let Ok(pkt) = Packet::parse(datagram) else {
+            c.rx_malformed += 1;
+            return;
+        };
+        let qpn = pkt.headers.bth.dest_qpn;
+        let is_resume = pkt
+            .headers
+            .bth
+            .opcode
+            .info()
+            .is_some_and(|i| i.kind == OpKind::Resume);
+        match self.qps.get(&qpn).map(|q| q.qp_type()) {
+            Some(QpType::Ud) if is_resume => {
+                // A UD QP we talked to moved: send there from now on.
+                if let Some((location, sender)) = crate::resume::parse_resume_payload(pkt.payload) {
+                    self.objs.ud_redirects.insert(sender, location);
+                }
+            }
+            Some(_) => {
+                // The closure's result is (); the QP exists, so this is Ok.
+                let _ = self.with_qp(qpn, mem, |qp, env| qp.handle_packet(now, &pkt, src, env));
+            }
+            None => match self.tombstones.get(&qpn) {
+                Some(t) => {
+                    self.objs.counters.rx_tombstone += 1;
+                    if let Some(out) = t.answer(&self.config, &pkt, datagram, src) {
+                        self.control_out.push_back(out);
+                    }
+                }
+                None => self.objs.counters.rx_unknown_qp += 1,
+            },
+        }
     }
+
     /// Writes the next datagram (a whole UDP payload, ICRC included) into
     /// `buf` (cleared first) and says where it goes; `None` when idle.
     pub fn poll_transmit(
@@ -155,72 +503,282 @@ impl Device {
         mem: &mut dyn Memory,
         buf: &mut Vec<u8>,
     ) -> Option<Transmit> {
-        todo!()
+        let src_port = self.config.udp_src_port;
+        let out = if let Some((dst, bytes)) = self.control_out.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&bytes);
+            Some(dst)
+        } else {
+            self.next_qp_packet(now, mem, buf)
+        };
+        let dst = out?;
+        self.objs.counters.tx_packets += 1;
+        self.objs.counters.tx_bytes += buf.len() as u64;
+        Some(Transmit { dst, src_port })
     }
+
+    fn next_qp_packet(
+        &mut self,
+        now: Instant,
+        mem: &mut dyn Memory,
+        buf: &mut Vec<u8>,
+    ) -> Option<IpAddr> {
+        while let Some(qpn) = self.ready.pop_front() {
+            self.scheduled.remove(&qpn);
+            let Some(qp) = self.qps.get_mut(&qpn) else {
+                continue;
+            };
+            let mut env = Env {
+                mem: &mut *mem,
+                objs: &mut self.objs,
+                config: &self.config,
+            };
+            let Some(dst) = qp.poll_packet(now, &mut env, buf) else {
+                continue;
+            };
+            if qp.has_output(now) {
+                self.schedule(qpn);
+            }
+            return Some(dst);
+        }
+        None
+    }
+
     /// The earliest deadline of any timer, if one is armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        self.qps.values().filter_map(|q| q.deadline()).min()
     }
+
     /// Runs every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        todo!()
+        let due: Vec<Qpn> = self
+            .qps
+            .iter()
+            .filter(|(_, q)| q.deadline().is_some_and(|d| d <= now))
+            .map(|(n, _)| *n)
+            .collect();
+        let mut nomem = NoMemory;
+        for qpn in due {
+            let _ = self.with_qp(qpn, &mut nomem, |qp, env| qp.on_timeout(now, env));
+        }
     }
+
     pub fn poll_event(&mut self) -> Option<DeviceEvent> {
-        todo!()
+        self.objs.events.pop_front()
+    }
+
+    // ---- migration ----
+
+    fn owner_qpns(&self, owner: OwnerId) -> Vec<Qpn> {
+        self.qps
+            .iter()
+            .filter(|(_, q)| q.init.owner == owner)
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     /// Stops every QP of `owner` (migration step 1): nothing more is sent
     /// or written into its memory; requests get the pause NAK.
-    pub fn pause_owner(&mut self, now: Instant, owner: OwnerId) -> Result<(), VerbsError> {
-        todo!()
+    pub fn pause_owner(&mut self, _now: Instant, owner: OwnerId) -> Result<(), VerbsError> {
+        for qpn in self.owner_qpns(owner) {
+            if let Some(qp) = self.qps.get_mut(&qpn) {
+                qp.pause();
+            }
+        }
+        Ok(())
     }
+
     /// Undoes `pause_owner` on the source after a failed or abandoned dump.
+    /// Partners that got the pause NAK meanwhile are paused: each QP runs
+    /// the RESUME handshake, as after a restore, from where it is.
     pub fn unpause_owner(&mut self, now: Instant, owner: OwnerId) -> Result<(), VerbsError> {
-        todo!()
+        self.resume_owner(now, owner)
     }
+
     /// Every object of a paused `owner`, as plain data.
     pub fn snapshot_owner(
         &self,
         now: Instant,
         owner: OwnerId,
     ) -> Result<OwnerSnapshot, VerbsError> {
-        todo!()
+        let mut snap = OwnerSnapshot::new(owner);
+        for (qpn, qp) in self.qps.iter().filter(|(_, q)| q.init.owner == owner) {
+            if qp.mig() != MigrationState::Stopped {
+                return Err(VerbsError::WrongState {
+                    qpn: *qpn,
+                    state: qp.state(),
+                });
+            }
+            let mut image = qp.clone();
+            image.timers.map(to_remaining(now));
+            snap.qps.push(image);
+        }
+        snap.pds = self
+            .objs
+            .pds
+            .iter()
+            .filter(|(_, o)| **o == owner)
+            .map(|(p, _)| *p)
+            .collect();
+        snap.mrs = self
+            .objs
+            .mrs
+            .iter()
+            .filter(|m| m.owner == owner)
+            .copied()
+            .collect();
+        snap.cqs = self
+            .objs
+            .cqs
+            .iter()
+            .filter(|(_, c)| c.owner == owner)
+            .map(|(n, c)| (*n, c.clone()))
+            .collect();
+        snap.srqs = self
+            .objs
+            .srqs
+            .iter()
+            .filter(|(_, s)| s.owner == owner)
+            .map(|(n, s)| (*n, s.clone()))
+            .collect();
+        Ok(snap)
     }
+
     /// Removes every object of `owner`, leaving a tombstone per QP that
     /// answers requests with the pause NAK. Returns the tombstoned QPNs.
-    pub fn evict_owner(&mut self, now: Instant, owner: OwnerId) -> Result<Vec<Qpn>, VerbsError> {
-        todo!()
+    pub fn evict_owner(&mut self, _now: Instant, owner: OwnerId) -> Result<Vec<Qpn>, VerbsError> {
+        let qpns = self.owner_qpns(owner);
+        for qpn in &qpns {
+            if let Some(qp) = self.qps.remove(qpn) {
+                self.tombstones.insert(*qpn, Tombstone::of(&qp));
+            }
+        }
+        self.remove_owner_objects(owner);
+        Ok(qpns)
     }
+
+    fn remove_owner_objects(&mut self, owner: OwnerId) {
+        let lkeys: Vec<u32> = self
+            .objs
+            .mrs
+            .iter()
+            .filter(|m| m.owner == owner)
+            .map(|m| m.lkey)
+            .collect();
+        for lkey in lkeys {
+            self.objs.mrs.remove(lkey);
+        }
+        self.objs.cqs.retain(|_, c| c.owner != owner);
+        self.objs.srqs.retain(|_, s| s.owner != owner);
+        self.objs.pds.retain(|_, o| *o != owner);
+    }
+
     /// Tells tombstones where their QPs went, so RESUMEs reaching this node
     /// are forwarded there.
     pub fn forward_tombstones(&mut self, qpns: &[Qpn], new_addr: IpAddr) {
-        todo!()
+        for qpn in qpns {
+            if let Some(t) = self.tombstones.get_mut(qpn) {
+                t.forward = Some(new_addr);
+            }
+        }
     }
+
     pub fn release_tombstone(&mut self, qpn: Qpn) {
-        todo!()
+        self.tombstones.remove(&qpn);
     }
+
+    /// QPNs with a tombstone on this device.
+    pub fn tombstones(&self) -> Vec<Qpn> {
+        self.tombstones.keys().copied().collect()
+    }
+
     /// Fails if restoring `snapshot` here would collide with an object.
     pub fn check_restore(&self, snapshot: &OwnerSnapshot) -> Result<(), VerbsError> {
-        todo!()
+        snapshot.validate()?;
+        for pd in &snapshot.pds {
+            if self.objs.pds.contains_key(pd) {
+                return Err(exists("pd", *pd));
+            }
+        }
+        for mr in &snapshot.mrs {
+            if self.objs.mrs.collides(mr) {
+                return Err(exists("memory key", mr.lkey));
+            }
+        }
+        for (cq, _) in &snapshot.cqs {
+            if self.objs.cqs.contains_key(cq) {
+                return Err(exists("cq", *cq));
+            }
+        }
+        for (srq, _) in &snapshot.srqs {
+            if self.objs.srqs.contains_key(srq) {
+                return Err(exists("srq", *srq));
+            }
+        }
+        for qp in &snapshot.qps {
+            if self.qps.contains_key(&qp.qpn()) {
+                return Err(exists("qp", qp.qpn()));
+            }
+            if qp.attr.path_mtu > self.config.max_mtu {
+                return Err(VerbsError::BadSnapshot(format!(
+                    "qp {} uses an mtu this device lacks",
+                    qp.qpn()
+                )));
+            }
+        }
+        Ok(())
     }
+
     /// Recreates every object of the snapshot with the same identifiers.
     /// The QPs stay stopped until `resume_owner`.
     pub fn restore(&mut self, now: Instant, snapshot: OwnerSnapshot) -> Result<(), VerbsError> {
-        todo!()
+        self.check_restore(&snapshot)?;
+        let owner = snapshot.owner;
+        for pd in snapshot.pds {
+            self.objs.pds.insert(pd, owner);
+        }
+        for mr in snapshot.mrs {
+            // check_restore found no collision, so this cannot fail.
+            let _ = self.objs.mrs.insert(mr);
+        }
+        self.objs.cqs.extend(snapshot.cqs);
+        self.objs.srqs.extend(snapshot.srqs);
+        for mut qp in snapshot.qps {
+            qp.timers.map(from_remaining(now));
+            qp.attr.migration = MigrationState::Stopped;
+            self.tombstones.remove(&qp.qpn());
+            self.qps.insert(qp.qpn(), qp);
+        }
+        Ok(())
     }
+
     /// Restarts the restored QPs of `owner`: each announces itself with RESUME.
     pub fn resume_owner(&mut self, now: Instant, owner: OwnerId) -> Result<(), VerbsError> {
-        todo!()
+        let mut nomem = NoMemory;
+        for qpn in self.owner_qpns(owner) {
+            self.with_qp(qpn, &mut nomem, |qp, env| qp.start_resume(now, env))?;
+        }
+        Ok(())
     }
+
     /// Flushes and destroys everything of an owner that went away.
-    pub fn destroy_owner(&mut self, now: Instant, owner: OwnerId) {
-        todo!()
+    pub fn destroy_owner(&mut self, _now: Instant, owner: OwnerId) {
+        for qpn in self.owner_qpns(owner) {
+            self.qps.remove(&qpn);
+        }
+        self.remove_owner_objects(owner);
     }
 
     pub fn counters(&self) -> DeviceCounters {
-        todo!()
+        self.objs.counters
     }
+
     pub fn qp_counters(&self, qpn: Qpn) -> Option<QpCounters> {
-        todo!()
+        self.qps.get(&qpn).map(|q| q.counters)
+    }
+
+    /// QPNs of every QP on this device.
+    pub fn qpns(&self) -> Vec<Qpn> {
+        self.qps.keys().copied().collect()
     }
 }

@@ -8,18 +8,32 @@
 //! what makes loss, reordering and live migration testable in virtual time
 //! (`migros-sim`), and what makes a checkpoint plain data ([`OwnerSnapshot`]).
 //!
-//! Live migration: [`Device::pause_owner`] stops every QP of an owner,
-//! [`Device::snapshot_owner`] serialises them, [`Device::evict_owner`] leaves
-//! tombstones that answer with the pause NAK, [`Device::restore`] recreates
-//! the objects on another device with the same identifiers and
-//! [`Device::resume_owner`] announces the new location with RESUME.
+//! Engines, as in the kernel's rxe: the requester (`requester`) builds
+//! request packets, the completer (`completer`) handles what comes back and
+//! completes send WRs, the responder (`responder`) executes requests.
+//!
+//! Live migration ([`resume`], `tombstone`): [`Device::pause_owner`] stops
+//! every QP of an owner, [`Device::snapshot_owner`] serialises them,
+//! [`Device::evict_owner`] leaves tombstones that answer with the pause NAK,
+//! [`Device::restore`] recreates the objects on another device with the
+//! same identifiers and [`Device::resume_owner`] announces the new location
+//! with RESUME.
 
+mod completer;
 pub mod counters;
 pub mod device;
+mod dma;
 pub mod error;
 pub mod memory;
+mod qp;
+mod queues;
+mod requester;
+mod responder;
+pub mod resume;
 pub mod snapshot;
 pub mod time;
+mod tombstone;
+mod transition;
 pub mod types;
 
 pub use counters::{DeviceCounters, QpCounters};

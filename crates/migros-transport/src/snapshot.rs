@@ -1,24 +1,61 @@
 //! Checkpoint images of an owner's verbs objects: a versioned, serialisable
-//! record of all transport state, and its encoding.
+//! record of all transport state (PSNs, MSN, queues, an in-progress
+//! multi-packet message, READ/atomic responder resources, the atomic replay
+//! cache, timers as remaining time), and its encoding.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::VerbsError;
-use crate::types::OwnerId;
+use crate::qp::Qp;
+use crate::queues::{Cq, Srq};
+use crate::time::Instant;
+use crate::types::*;
 
 /// Format version written into every image; decoding rejects others.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// Every verbs object of one owner, with all the transport state of its QPs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OwnerSnapshot {
     pub version: u32,
     pub owner: OwnerId,
+    pub(crate) pds: Vec<Pdn>,
+    pub(crate) mrs: Vec<MrSpec>,
+    pub(crate) cqs: Vec<(Cqn, Cq)>,
+    pub(crate) srqs: Vec<(Srqn, Srq)>,
+    /// QPs with their timers stored as time remaining at snapshot.
+    pub(crate) qps: Vec<Qp>,
 }
 
 impl OwnerSnapshot {
+    pub(crate) fn new(owner: OwnerId) -> OwnerSnapshot {
+        OwnerSnapshot {
+            version: SNAPSHOT_VERSION,
+            owner,
+            pds: Vec::new(),
+            mrs: Vec::new(),
+            cqs: Vec::new(),
+            srqs: Vec::new(),
+            qps: Vec::new(),
+        }
+    }
+
+    /// The QPNs in the image.
+    pub fn qpns(&self) -> Vec<Qpn> {
+        self.qps.iter().map(|q| q.qpn()).collect()
+    }
+
+    /// The memory regions in the image (keys a restore must not collide with).
+    pub fn mrs(&self) -> &[MrSpec] {
+        &self.mrs
+    }
+
     /// Encodes the image (JSON: readable by operators, diffable in tests).
     pub fn encode(&self) -> Vec<u8> {
+        // Every field is plain data (numbers, strings, sequences, maps with
+        // string-able keys), which serde_json always serialises.
         serde_json::to_vec(self).expect("snapshot types always serialise")
     }
 
@@ -32,6 +69,62 @@ impl OwnerSnapshot {
                 snap.version, SNAPSHOT_VERSION
             )));
         }
+        snap.validate()?;
         Ok(snap)
     }
+
+    /// Checks that the image is self-consistent: every reference resolves,
+    /// every object belongs to the owner, every cursor lies in its queue.
+    pub fn validate(&self) -> Result<(), VerbsError> {
+        let bad = |m: String| Err(VerbsError::BadSnapshot(m));
+        for mr in &self.mrs {
+            if mr.owner != self.owner || !self.pds.contains(&mr.pd) {
+                return bad(format!(
+                    "memory region {:#x} refers to a foreign owner or pd",
+                    mr.lkey
+                ));
+            }
+        }
+        for (cqn, cq) in &self.cqs {
+            if cq.owner != self.owner {
+                return bad(format!("cq {cqn} belongs to another owner"));
+            }
+        }
+        for (srqn, srq) in &self.srqs {
+            if srq.owner != self.owner || !self.pds.contains(&srq.pd) {
+                return bad(format!("srq {srqn} refers to a foreign owner or pd"));
+            }
+        }
+        let has_cq = |c: Cqn| self.cqs.iter().any(|(n, _)| *n == c);
+        for qp in &self.qps {
+            let init = &qp.init;
+            if init.owner != self.owner
+                || init.qpn > MAX_QPN
+                || !self.pds.contains(&init.pd)
+                || !has_cq(init.send_cq)
+                || !has_cq(init.recv_cq)
+                || init
+                    .srq
+                    .is_some_and(|s| !self.srqs.iter().any(|(n, _)| *n == s))
+            {
+                return bad(format!(
+                    "qp {} refers to objects not in the image",
+                    init.qpn
+                ));
+            }
+            qp.validate()
+                .map_err(|m| VerbsError::BadSnapshot(format!("qp {}: {m}", init.qpn)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Deadline → time remaining after `now` (stored in an Instant's nanoseconds).
+pub(crate) fn to_remaining(now: Instant) -> impl Fn(Instant) -> Instant {
+    move |t| Instant::from_nanos(t.saturating_duration_since(now).as_nanos() as u64)
+}
+
+/// Time remaining → deadline after `now`.
+pub(crate) fn from_remaining(now: Instant) -> impl Fn(Instant) -> Instant {
+    move |r| now + Duration::from_nanos(r.as_nanos())
 }

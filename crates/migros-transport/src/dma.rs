@@ -1,0 +1,126 @@
+//! Moving message bytes between packets and registered memory: gather from
+//! a send WR's SGEs, scatter into a receive WR's SGEs, and remote accesses
+//! checked against an rkey. Every access goes through the MR table first.
+
+use crate::memory::{KeyError, Memory, MrTable};
+use crate::types::{Access, Pdn, Sge};
+
+/// Why a local data movement failed (each becomes a completion status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmaError {
+    /// The SGE list is shorter than the message (`LocLenErr`).
+    Length,
+    /// An lkey check failed (`LocProtErr`).
+    Protection,
+    /// The memory behind a valid key could not be reached (`LocAccessErr`).
+    Access,
+}
+
+/// Total bytes an SGE list covers (saturating; lengths are u32 each).
+pub fn sge_total(sges: &[Sge]) -> u64 {
+    sges.iter().map(|s| u64::from(s.length)).sum()
+}
+
+/// Visits the pieces of `sges` that cover `[offset, offset + len)`.
+fn for_each_piece(
+    sges: &[Sge],
+    mut offset: u64,
+    len: usize,
+    mut f: impl FnMut(&Sge, u64, std::ops::Range<usize>) -> Result<(), DmaError>,
+) -> Result<(), DmaError> {
+    let mut done = 0usize;
+    for sge in sges {
+        if done == len {
+            break;
+        }
+        let sge_len = u64::from(sge.length);
+        if offset >= sge_len {
+            offset -= sge_len;
+            continue;
+        }
+        let take =
+            usize::try_from((sge_len - offset).min((len - done) as u64)).unwrap_or(len - done);
+        f(sge, sge.addr.wrapping_add(offset), done..done + take)?;
+        done += take;
+        offset = 0;
+    }
+    if done == len {
+        Ok(())
+    } else {
+        Err(DmaError::Length)
+    }
+}
+
+/// Reads `out.len()` bytes of the message described by `sges`, from `offset`.
+pub fn gather(
+    mem: &mut dyn Memory,
+    mrs: &MrTable,
+    pd: Pdn,
+    sges: &[Sge],
+    offset: u64,
+    out: &mut [u8],
+) -> Result<(), DmaError> {
+    let len = out.len();
+    for_each_piece(sges, offset, len, |sge, addr, range| {
+        let owner = mrs
+            .check_local(sge.lkey, pd, addr, range.len() as u64, Access::default())
+            .map_err(|_| DmaError::Protection)?;
+        mem.read(owner, addr, &mut out[range])
+            .map_err(|_| DmaError::Access)
+    })
+}
+
+/// Writes `data` into the message buffer described by `sges`, at `offset`.
+pub fn scatter(
+    mem: &mut dyn Memory,
+    mrs: &MrTable,
+    pd: Pdn,
+    sges: &[Sge],
+    offset: u64,
+    data: &[u8],
+) -> Result<(), DmaError> {
+    for_each_piece(sges, offset, data.len(), |sge, addr, range| {
+        let owner = mrs
+            .check_local(sge.lkey, pd, addr, range.len() as u64, Access::LOCAL_WRITE)
+            .map_err(|_| DmaError::Protection)?;
+        mem.write(owner, addr, &data[range])
+            .map_err(|_| DmaError::Access)
+    })
+}
+
+/// Why a remote access was refused (the responder NAKs with remote access error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteError {
+    Key(KeyError),
+    Fault,
+}
+
+/// Writes `data` at `va` through `rkey` (RDMA WRITE payload).
+pub fn remote_write(
+    mem: &mut dyn Memory,
+    mrs: &MrTable,
+    pd: Pdn,
+    rkey: u32,
+    va: u64,
+    data: &[u8],
+) -> Result<(), RemoteError> {
+    let owner = mrs
+        .check_remote(rkey, pd, va, data.len() as u64, Access::REMOTE_WRITE)
+        .map_err(RemoteError::Key)?;
+    mem.write(owner, va, data).map_err(|_| RemoteError::Fault)
+}
+
+/// Reads `out.len()` bytes at `va` through `rkey` (RDMA READ response).
+pub fn remote_read(
+    mem: &mut dyn Memory,
+    mrs: &MrTable,
+    pd: Pdn,
+    rkey: u32,
+    va: u64,
+    out: &mut [u8],
+) -> Result<(), RemoteError> {
+    let owner = mrs
+        .check_remote(rkey, pd, va, out.len() as u64, Access::REMOTE_READ)
+        .map_err(RemoteError::Key)?;
+    mem.read(owner, va, out).map_err(|_| RemoteError::Fault)
+}

@@ -1,0 +1,546 @@
+//! A queue pair: its attributes, state, migration state and timers, and the
+//! plumbing its engines share (the environment they run in, completions,
+//! the move to the error state, packet assembly).
+//!
+//! The engines themselves live in their own modules, each an `impl Qp`
+//! block: [`crate::requester`] builds request packets, [`crate::completer`]
+//! handles ACKs and responses, [`crate::responder`] executes requests, and
+//! [`crate::resume`] carries the pause/resume protocol.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use migros_wire::{Aeth, Bth, Headers, Opcode, Psn};
+use serde::{Deserialize, Serialize};
+
+use crate::counters::{DeviceCounters, QpCounters};
+use crate::device::DeviceConfig;
+use crate::memory::{Memory, MrTable};
+use crate::queues::{Cq, Srq};
+use crate::requester::Requester;
+use crate::responder::Responder;
+use crate::time::Instant;
+use crate::types::*;
+
+/// Everything of the device an engine may touch besides its own QP.
+pub(crate) struct Env<'a> {
+    pub mem: &'a mut dyn Memory,
+    pub objs: &'a mut Objects,
+    pub config: &'a DeviceConfig,
+}
+
+/// The device's objects other than QPs.
+#[derive(Debug, Default)]
+pub(crate) struct Objects {
+    pub pds: BTreeMap<Pdn, OwnerId>,
+    pub mrs: MrTable,
+    pub cqs: BTreeMap<Cqn, Cq>,
+    pub srqs: BTreeMap<Srqn, Srq>,
+    pub events: VecDeque<DeviceEvent>,
+    pub counters: DeviceCounters,
+    /// Where UD QPs that migrated went, learned from their RESUME.
+    pub ud_redirects: BTreeMap<Qpn, IpAddr>,
+}
+
+impl Objects {
+    /// Adds a completion to `cq` and raises the event if it was empty.
+    pub fn complete(&mut self, cq: Cqn, wc: WorkCompletion) {
+        if let Some(q) = self.cqs.get_mut(&cq) {
+            if q.push(wc) {
+                self.events.push_back(DeviceEvent::Completion { cq });
+            }
+        }
+    }
+}
+
+/// Timers of a QP, as absolute deadlines (`None`: not armed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Timers {
+    /// Retransmission (ACK) timeout of the requester.
+    pub retransmit: Option<Instant>,
+    /// End of the wait after an RNR NAK.
+    pub rnr: Option<Instant>,
+    /// Paused or Resuming for too long: the QP fails.
+    pub pause: Option<Instant>,
+    /// Next RESUME to send while Resuming.
+    pub resume: Option<Instant>,
+}
+
+impl Timers {
+    pub fn earliest(&self) -> Option<Instant> {
+        [self.retransmit, self.rnr, self.pause, self.resume]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Applies `f` to every armed deadline (snapshot and restore rebase them).
+    pub fn map(&mut self, f: impl Fn(Instant) -> Instant) {
+        for t in [
+            &mut self.retransmit,
+            &mut self.rnr,
+            &mut self.pause,
+            &mut self.resume,
+        ] {
+            *t = t.map(&f);
+        }
+    }
+}
+
+/// A queue pair.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Qp {
+    pub init: QpInit,
+    pub attr: QpAttr,
+    pub rq: VecDeque<RecvWr>,
+    pub req: Requester,
+    pub resp: Responder,
+    pub timers: Timers,
+    pub counters: QpCounters,
+    /// UD: remote (address, QPN) pairs this QP talked to, told on resume.
+    pub ud_peers: BTreeSet<(IpAddr, Qpn)>,
+    /// RESUMEs a migrated UD QP still has to announce.
+    pub ud_announce: VecDeque<(IpAddr, Qpn)>,
+}
+
+/// Most remote peers a UD QP remembers for its resume announcement.
+pub(crate) const MAX_UD_PEERS: usize = 64;
+
+impl Qp {
+    pub fn new(init: QpInit) -> Qp {
+        let attr = QpAttr {
+            cap: init.cap,
+            ..QpAttr::default()
+        };
+        Qp {
+            init,
+            attr,
+            rq: VecDeque::new(),
+            req: Requester::default(),
+            resp: Responder::default(),
+            timers: Timers::default(),
+            counters: QpCounters::default(),
+            ud_peers: BTreeSet::new(),
+            ud_announce: VecDeque::new(),
+        }
+    }
+
+    pub fn qpn(&self) -> Qpn {
+        self.init.qpn
+    }
+
+    pub fn qp_type(&self) -> QpType {
+        self.init.qp_type
+    }
+
+    pub fn state(&self) -> QpState {
+        self.attr.qp_state
+    }
+
+    pub fn mig(&self) -> MigrationState {
+        self.attr.migration
+    }
+
+    pub fn mtu(&self) -> u64 {
+        u64::from(self.attr.path_mtu.bytes())
+    }
+
+    /// The requester's ACK timeout (4.096 µs × 2^timeout; `None` = infinite).
+    pub fn ack_timeout(&self) -> Option<Duration> {
+        match self.attr.timeout {
+            0 => None,
+            t => Some(Duration::from_nanos(4096u64 << t.min(31))),
+        }
+    }
+
+    /// Whether packets may be received in this state.
+    pub fn can_receive(&self) -> bool {
+        matches!(
+            self.state(),
+            QpState::Rtr | QpState::Rts | QpState::Sqd | QpState::Sqe
+        )
+    }
+
+    /// BTH for a packet of this QP to `dest_qpn`.
+    pub fn bth(&self, opcode: Opcode, dest_qpn: Qpn, psn: Psn) -> Bth {
+        new_bth(opcode, dest_qpn, psn)
+    }
+
+    /// Headers of an ACK-class response to the partner.
+    pub fn ack_headers(&self, opcode: Opcode, psn: Psn, syndrome: u8, msn: u32) -> Headers {
+        ack_headers(opcode, self.attr.dest_qp_num, psn, syndrome, msn)
+    }
+
+    /// Moves the QP to ERR: every outstanding send and receive WR completes
+    /// with a flush error, in order, and the async event is raised.
+    pub fn enter_error(&mut self, env: &mut Env) {
+        if self.state() == QpState::Err {
+            return;
+        }
+        self.attr.qp_state = QpState::Err;
+        self.timers = Timers::default();
+        self.attr.migration = MigrationState::Running;
+        self.flush(env);
+        env.objs
+            .events
+            .push_back(DeviceEvent::QpError { qpn: self.qpn() });
+    }
+
+    /// Completes every queued WR with `WrFlushErr` (send queue, then own receive queue).
+    pub fn flush(&mut self, env: &mut Env) {
+        while let Some(wqe) = self.req.sq.pop_front() {
+            let wc = self.send_wc(&wqe.wr, WcStatus::WrFlushErr, 0);
+            env.objs.complete(self.init.send_cq, wc);
+        }
+        self.req.reset_cursor(Psn::new(self.attr.sq_psn));
+        while let Some(wr) = self.rq.pop_front() {
+            let wc = self.recv_wc(wr.wr_id, WcStatus::WrFlushErr, WcOpcode::Recv, 0);
+            env.objs.complete(self.init.recv_cq, wc);
+        }
+        self.resp.current = None;
+    }
+
+    /// A completion for a send WR.
+    pub fn send_wc(&self, wr: &SendWr, status: WcStatus, byte_len: u32) -> WorkCompletion {
+        let opcode = match wr.opcode {
+            WrOpcode::Send | WrOpcode::SendWithImm { .. } | WrOpcode::SendWithInv { .. } => {
+                WcOpcode::Send
+            }
+            WrOpcode::RdmaWrite { .. } | WrOpcode::RdmaWriteWithImm { .. } => WcOpcode::RdmaWrite,
+            WrOpcode::RdmaRead { .. } => WcOpcode::RdmaRead,
+            WrOpcode::AtomicCmpSwap { .. } => WcOpcode::CompSwap,
+            WrOpcode::AtomicFetchAdd { .. } => WcOpcode::FetchAdd,
+        };
+        WorkCompletion {
+            wr_id: wr.wr_id,
+            status,
+            opcode,
+            qp_num: self.qpn(),
+            byte_len,
+            imm_data: None,
+            invalidated_rkey: None,
+            src_qp: 0,
+            src_addr: None,
+        }
+    }
+
+    /// A completion for a receive WR.
+    pub fn recv_wc(
+        &self,
+        wr_id: u64,
+        status: WcStatus,
+        opcode: WcOpcode,
+        byte_len: u32,
+    ) -> WorkCompletion {
+        WorkCompletion {
+            wr_id,
+            status,
+            opcode,
+            qp_num: self.qpn(),
+            byte_len,
+            imm_data: None,
+            invalidated_rkey: None,
+            src_qp: 0,
+            src_addr: None,
+        }
+    }
+
+    /// The earliest armed timer (timers do not run while Stopped).
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.mig() == MigrationState::Stopped {
+            return None;
+        }
+        self.timers.earliest()
+    }
+}
+
+/// A BTH with the fields every packet of ours shares (default P_Key,
+/// MigReq set as rxe does, transport version 0).
+pub(crate) fn new_bth(opcode: Opcode, dest_qpn: Qpn, psn: Psn) -> Bth {
+    Bth {
+        opcode,
+        solicited: false,
+        mig_req: true,
+        pad_count: 0,
+        tver: 0,
+        pkey: 0xffff,
+        fecn: false,
+        becn: false,
+        dest_qpn,
+        ack_req: false,
+        psn,
+    }
+}
+
+/// Headers of an ACK-class packet (ACK, NAK, READ response, atomic ACK).
+pub(crate) fn ack_headers(
+    opcode: Opcode,
+    dest_qpn: Qpn,
+    psn: Psn,
+    syndrome: u8,
+    msn: u32,
+) -> Headers {
+    Headers {
+        bth: new_bth(opcode, dest_qpn, psn),
+        deth: None,
+        reth: None,
+        atomic_eth: None,
+        aeth: Some(Aeth {
+            syndrome,
+            msn: msn & 0x00ff_ffff,
+        }),
+        atomic_ack_eth: None,
+        immdt: None,
+        ieth: None,
+    }
+}
+
+/// Writes `headers` and a payload produced by `fill` into `buf`, sealed with
+/// the ICRC for a packet from `src` to `dst`. `fill` gets the payload slice.
+pub(crate) fn assemble<E>(
+    buf: &mut Vec<u8>,
+    headers: &Headers,
+    payload_len: usize,
+    src: IpAddr,
+    dst: IpAddr,
+    src_port: u16,
+    fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let header_len = headers_len(headers);
+    let total = header_len + payload_len + migros_wire::pad_len(payload_len) + 4;
+    buf.clear();
+    buf.resize(total, 0);
+    // The headers always match their opcode here: the engines build them
+    // from the opcode table's own shape, so this cannot fail.
+    let written = migros_wire::emit_headers(headers, payload_len, buf)
+        .expect("engine-built headers match their opcode");
+    debug_assert_eq!(written, header_len);
+    fill(&mut buf[header_len..header_len + payload_len])?;
+    let ctx = migros_wire::IpContext::new(src, dst, src_port, migros_wire::ROCE_V2_PORT);
+    migros_wire::seal(&ctx, buf);
+    Ok(())
+}
+
+fn headers_len(headers: &Headers) -> usize {
+    headers
+        .bth
+        .opcode
+        .info()
+        .map(|i| i.header_len)
+        .unwrap_or(Bth::LEN)
+}
+
+impl Qp {
+    /// Dispatches a received packet addressed to this QP.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        pkt: &migros_wire::Packet,
+        src: IpAddr,
+        env: &mut Env,
+    ) {
+        use migros_wire::{OpKind, ServiceType};
+        self.counters.rx_packets += 1;
+        let Some(info) = pkt.headers.bth.opcode.info() else {
+            return;
+        };
+        if info.kind == OpKind::Resume {
+            if self.qp_type() != QpType::Ud {
+                self.on_resume_packet(now, pkt, src);
+            }
+            return;
+        }
+        if !self.can_receive() {
+            return;
+        }
+        let service_ok = matches!(
+            (info.service, self.qp_type()),
+            (ServiceType::Rc, QpType::Rc)
+                | (ServiceType::Uc, QpType::Uc)
+                | (ServiceType::Ud, QpType::Ud)
+        );
+        if !service_ok {
+            return;
+        }
+        // Connected QPs accept packets from their partner only; the check is
+        // relaxed while a migration is under way (the partner may come back
+        // from a new address).
+        if self.qp_type() != QpType::Ud
+            && self.mig() == MigrationState::Running
+            && self.attr.dest_addr.is_some_and(|a| a != src)
+        {
+            return;
+        }
+        if info.is_response() {
+            if self.qp_type() == QpType::Rc {
+                self.handle_response(now, pkt, env);
+            }
+        } else {
+            self.handle_request(pkt, src, env);
+        }
+    }
+
+    /// Whether this QP has a packet to send now.
+    pub fn has_output(&self, now: Instant) -> bool {
+        self.wants_resume(now) || self.has_response() || self.wants_to_send()
+    }
+
+    /// Builds this QP's next packet: RESUME first, then responses, then requests.
+    pub fn poll_packet(
+        &mut self,
+        now: Instant,
+        env: &mut Env,
+        buf: &mut Vec<u8>,
+    ) -> Option<IpAddr> {
+        if let Some(dst) = self.next_resume(now, env, buf) {
+            return Some(dst);
+        }
+        if self.has_response() {
+            if let Some(dst) = self.next_response(env, buf) {
+                return Some(dst);
+            }
+        }
+        self.next_request(now, env, buf)
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn on_timeout(&mut self, now: Instant, env: &mut Env) {
+        if self.mig() == MigrationState::Stopped {
+            return;
+        }
+        if self.timers.pause.is_some_and(|t| t <= now) {
+            self.on_pause_timeout(env);
+            return;
+        }
+        if self.timers.rnr.is_some_and(|t| t <= now) {
+            self.on_rnr_timeout(now);
+        }
+        if self.timers.retransmit.is_some_and(|t| t <= now) && self.mig() == MigrationState::Running
+        {
+            self.on_retransmit_timeout(now, env);
+        }
+    }
+}
+
+impl Qp {
+    /// Checks the invariants the engines index by (for restored images).
+    pub fn validate(&self) -> Result<(), String> {
+        let req = &self.req;
+        if req.next_idx > req.sq.len() {
+            return Err("send cursor past the send queue".into());
+        }
+        match req.sq.get(req.next_idx) {
+            Some(w) if req.next_off > w.len => return Err("send offset past its message".into()),
+            None if req.next_off > 0 => return Err("send offset without a message".into()),
+            _ => {}
+        }
+        for w in &req.sq {
+            if w.len > u64::from(u32::MAX) || w.read_done > w.len {
+                return Err("send wr with an impossible length or progress".into());
+            }
+        }
+        if let Some(crate::responder::Inbound::Write { len, offset, .. }) = &self.resp.current {
+            if offset > len {
+                return Err("write cursor past its message".into());
+            }
+        }
+        if self.qpn() > MAX_QPN || self.attr.dest_qp_num > MAX_QPN {
+            return Err("qpn out of range".into());
+        }
+        Ok(())
+    }
+}
+
+impl Qp {
+    /// Applies the attributes of a `modify_qp` call already checked by
+    /// [`crate::transition::check`], and moves to `to`.
+    pub fn apply_attr(
+        &mut self,
+        now: Instant,
+        attr: &QpAttr,
+        mask: AttrMask,
+        to: QpState,
+        env: &mut Env,
+    ) {
+        let has = |bit: AttrMask| mask.contains(bit);
+        let a = &mut self.attr;
+        if has(AttrMask::ACCESS_FLAGS) {
+            a.qp_access_flags = attr.qp_access_flags;
+        }
+        if has(AttrMask::PKEY_INDEX) {
+            a.pkey_index = attr.pkey_index;
+        }
+        if has(AttrMask::PORT) {
+            a.port_num = attr.port_num;
+        }
+        if has(AttrMask::QKEY) {
+            a.qkey = attr.qkey;
+        }
+        if has(AttrMask::AV) {
+            a.dest_addr = attr.dest_addr;
+        }
+        if has(AttrMask::PATH_MTU) {
+            a.path_mtu = attr.path_mtu;
+        }
+        if has(AttrMask::TIMEOUT) {
+            a.timeout = attr.timeout;
+        }
+        if has(AttrMask::RETRY_CNT) {
+            a.retry_cnt = attr.retry_cnt;
+        }
+        if has(AttrMask::RNR_RETRY) {
+            a.rnr_retry = attr.rnr_retry;
+        }
+        if has(AttrMask::MAX_QP_RD_ATOMIC) {
+            a.max_rd_atomic = attr.max_rd_atomic;
+        }
+        if has(AttrMask::MIN_RNR_TIMER) {
+            a.min_rnr_timer = attr.min_rnr_timer;
+        }
+        if has(AttrMask::MAX_DEST_RD_ATOMIC) {
+            a.max_dest_rd_atomic = attr.max_dest_rd_atomic;
+        }
+        if has(AttrMask::DEST_QPN) {
+            a.dest_qp_num = attr.dest_qp_num;
+        }
+        if has(AttrMask::CAP) {
+            a.cap = attr.cap;
+            self.init.cap = attr.cap;
+        }
+        if has(AttrMask::RQ_PSN) {
+            self.attr.rq_psn = attr.rq_psn;
+            self.resp.epsn = Psn::new(attr.rq_psn);
+        }
+        if has(AttrMask::SQ_PSN) {
+            self.attr.sq_psn = attr.sq_psn;
+            self.req.reset_cursor(Psn::new(attr.sq_psn));
+        }
+        let from = self.state();
+        match to {
+            QpState::Reset => {
+                *self = Qp {
+                    counters: self.counters,
+                    ..Qp::new(self.init.clone())
+                };
+            }
+            QpState::Err => self.enter_error(env),
+            QpState::Rts => {
+                if from == QpState::Rtr {
+                    self.req.retry_left = self.attr.retry_cnt;
+                    self.req.rnr_left = self.attr.rnr_retry;
+                }
+                self.attr.sq_draining = false;
+                self.attr.qp_state = to;
+                if self.req.outstanding() && self.timers.retransmit.is_none() {
+                    self.timers.retransmit = self.ack_timeout().map(|t| now + t);
+                }
+            }
+            QpState::Sqd => {
+                self.attr.sq_draining = self.req.outstanding();
+                self.attr.qp_state = to;
+            }
+            _ => self.attr.qp_state = to,
+        }
+    }
+}

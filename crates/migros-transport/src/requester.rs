@@ -1,0 +1,603 @@
+//! The requester: turns send WRs into request packets (segmentation by path
+//! MTU, PSN assignment, READ/atomic depth, fences) and rewinds for
+//! go-back-N retransmission. What comes back is the completer's job.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use migros_wire::{AtomicEth, Deth, Headers, Opcode, Psn, Reth};
+use serde::{Deserialize, Serialize};
+
+use crate::dma::{self, DmaError};
+use crate::qp::{assemble, Env, Qp, MAX_UD_PEERS};
+use crate::time::Instant;
+use crate::types::*;
+
+/// Request packets in flight before the requester waits for ACKs.
+pub(crate) const SEND_WINDOW: i32 = 1024;
+/// A request asks for an ACK at least this often within a long message.
+const ACK_REQ_EVERY: u32 = 32;
+
+/// A posted send WR and its progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SendWqe {
+    pub wr: SendWr,
+    /// Message length in bytes.
+    pub len: u64,
+    /// PSN of its first packet, valid once sent.
+    pub first_psn: Psn,
+    /// PSNs the message consumes (READ: one per response packet).
+    pub npkts: u32,
+    /// The first packet went out at least once.
+    pub sent: bool,
+    /// READ: response bytes already placed.
+    pub read_done: u64,
+}
+
+impl SendWqe {
+    pub fn is_read_or_atomic(&self) -> bool {
+        matches!(
+            self.wr.opcode,
+            WrOpcode::RdmaRead { .. }
+                | WrOpcode::AtomicCmpSwap { .. }
+                | WrOpcode::AtomicFetchAdd { .. }
+        )
+    }
+
+    pub fn last_psn(&self) -> Psn {
+        self.first_psn.add(self.npkts.saturating_sub(1))
+    }
+
+    /// Whether `psn` falls in this message's PSN range.
+    pub fn covers(&self, psn: Psn) -> bool {
+        psn.distance(self.first_psn) >= 0 && psn.distance(self.last_psn()) <= 0
+    }
+}
+
+/// Send-side state of a QP.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Requester {
+    /// Posted WRs not yet completed, oldest first.
+    pub sq: VecDeque<SendWqe>,
+    /// Index in `sq` of the WR being sent.
+    pub next_idx: usize,
+    /// Bytes of that WR already sent.
+    pub next_off: u64,
+    /// PSN of the next packet.
+    pub next_psn: Psn,
+    /// Oldest unacknowledged PSN.
+    pub una: Psn,
+    /// READ/atomic requests sent and not completed.
+    pub rd_atomic_outstanding: u32,
+    pub retry_left: u8,
+    pub rnr_left: u8,
+    /// PSN the last go-back-N rewound to, so one loss rewinds once.
+    pub rewound_at: Option<Psn>,
+    /// One past the highest PSN sent when we last rewound: responses below
+    /// it may be stale, so gaps there do not trigger another rewind.
+    pub retry_fence: Option<Psn>,
+    pub since_ack_req: u32,
+    /// One past the highest PSN ever sent: packets below it are retransmissions.
+    pub high_psn: Psn,
+}
+
+impl Requester {
+    /// Forgets all progress; the next packet carries `psn`.
+    pub fn reset_cursor(&mut self, psn: Psn) {
+        self.next_idx = 0;
+        self.next_off = 0;
+        self.next_psn = psn;
+        self.una = psn;
+        self.high_psn = psn;
+        self.rd_atomic_outstanding = 0;
+        self.rewound_at = None;
+        self.retry_fence = None;
+    }
+
+    /// Whether any request is in flight (sent, not completed).
+    pub fn outstanding(&self) -> bool {
+        self.next_idx > 0 || self.next_off > 0
+    }
+}
+
+/// PSNs a message of `len` bytes uses at this MTU.
+pub(crate) fn packets_for(len: u64, mtu: u64) -> u32 {
+    u32::try_from(len.div_ceil(mtu).max(1)).unwrap_or(u32::MAX)
+}
+
+impl Qp {
+    /// Validates and queues a send WR.
+    pub fn post_send(&mut self, now: Instant, wr: SendWr, env: &mut Env) -> Result<(), VerbsError> {
+        let qp_type = self.qp_type();
+        let allowed = match wr.opcode {
+            WrOpcode::Send | WrOpcode::SendWithImm { .. } => true,
+            WrOpcode::RdmaWrite { .. } | WrOpcode::RdmaWriteWithImm { .. } => qp_type != QpType::Ud,
+            WrOpcode::SendWithInv { .. }
+            | WrOpcode::RdmaRead { .. }
+            | WrOpcode::AtomicCmpSwap { .. }
+            | WrOpcode::AtomicFetchAdd { .. } => qp_type == QpType::Rc,
+        };
+        if !allowed {
+            return Err(VerbsError::InvalidArgument(format!(
+                "{:?} is not supported on {qp_type:?} qps",
+                wr.opcode
+            )));
+        }
+        let len = match &wr.data {
+            SendData::Sges(sges) => {
+                if sges.len() > self.init.cap.max_send_sge.max(1) as usize {
+                    return Err(VerbsError::InvalidArgument(format!(
+                        "{} sges exceed max_send_sge {}",
+                        sges.len(),
+                        self.init.cap.max_send_sge
+                    )));
+                }
+                dma::sge_total(sges)
+            }
+            SendData::Inline(data) => {
+                if data.len() > self.init.cap.max_inline_data as usize {
+                    return Err(VerbsError::InvalidArgument(format!(
+                        "{} inline bytes exceed max_inline_data {}",
+                        data.len(),
+                        self.init.cap.max_inline_data
+                    )));
+                }
+                if matches!(
+                    wr.opcode,
+                    WrOpcode::RdmaRead { .. }
+                        | WrOpcode::AtomicCmpSwap { .. }
+                        | WrOpcode::AtomicFetchAdd { .. }
+                ) {
+                    return Err(VerbsError::InvalidArgument(
+                        "inline data on a read or atomic".into(),
+                    ));
+                }
+                data.len() as u64
+            }
+        };
+        let len = match wr.opcode {
+            WrOpcode::AtomicCmpSwap { remote_addr, .. }
+            | WrOpcode::AtomicFetchAdd { remote_addr, .. } => {
+                if len < 8 || remote_addr % 8 != 0 {
+                    return Err(VerbsError::InvalidArgument(
+                        "an atomic needs an 8-byte local buffer and an 8-byte aligned remote address".into(),
+                    ));
+                }
+                8
+            }
+            _ => len,
+        };
+        if len > u64::from(u32::MAX) {
+            return Err(VerbsError::InvalidArgument(
+                "message longer than 2^32-1 bytes".into(),
+            ));
+        }
+        if qp_type == QpType::Ud {
+            if wr.ud.is_none() {
+                return Err(VerbsError::InvalidArgument(
+                    "a ud send needs an address handle".into(),
+                ));
+            }
+            if len > self.mtu() {
+                return Err(VerbsError::InvalidArgument(format!(
+                    "ud message of {len} bytes exceeds the path mtu {}",
+                    self.mtu()
+                )));
+            }
+        }
+        if self.req.sq.len() >= self.init.cap.max_send_wr as usize {
+            return Err(VerbsError::QueueFull);
+        }
+        match self.state() {
+            QpState::Rts | QpState::Sqd => {}
+            QpState::Err => {
+                // Verbs: a WR posted to a QP in error completes with a flush error.
+                let wc = self.send_wc(&wr, WcStatus::WrFlushErr, 0);
+                env.objs.complete(self.init.send_cq, wc);
+                return Ok(());
+            }
+            state => {
+                return Err(VerbsError::WrongState {
+                    qpn: self.qpn(),
+                    state,
+                })
+            }
+        }
+        let _ = now;
+        self.req.sq.push_back(SendWqe {
+            wr,
+            len,
+            first_psn: self.req.next_psn,
+            npkts: 0,
+            sent: false,
+            read_done: 0,
+        });
+        Ok(())
+    }
+
+    /// Whether the requester could emit a packet now.
+    pub fn wants_to_send(&self) -> bool {
+        self.state() == QpState::Rts
+            && self.mig() == MigrationState::Running
+            && self.timers.rnr.is_none()
+            && self.req.next_idx < self.req.sq.len()
+    }
+
+    /// Builds the next request packet into `buf`, returning its destination.
+    pub fn next_request(
+        &mut self,
+        now: Instant,
+        env: &mut Env,
+        buf: &mut Vec<u8>,
+    ) -> Option<IpAddr> {
+        if !self.wants_to_send() {
+            return None;
+        }
+        if self.qp_type() == QpType::Rc && self.req.next_psn.distance(self.req.una) >= SEND_WINDOW {
+            return None;
+        }
+        let idx = self.req.next_idx;
+        let wqe = &self.req.sq[idx];
+        if self.req.next_off == 0 && !wqe.sent {
+            let fenced =
+                wqe.wr.flags.contains(SendFlags::FENCE) && self.req.rd_atomic_outstanding > 0;
+            let too_deep = wqe.is_read_or_atomic()
+                && self.req.rd_atomic_outstanding >= u32::from(self.attr.max_rd_atomic.max(1));
+            if fenced || too_deep {
+                return None;
+            }
+        }
+        let result = match self.qp_type() {
+            QpType::Ud => self.build_ud(now, env, buf),
+            QpType::Rc | QpType::Uc => self.build_connected(now, env, buf),
+        };
+        match result {
+            Ok(dst) => {
+                self.counters.tx_packets += 1;
+                self.counters.tx_bytes += buf.len() as u64;
+                Some(dst)
+            }
+            Err(err) => {
+                let status = match err {
+                    DmaError::Length => WcStatus::LocLenErr,
+                    DmaError::Protection => WcStatus::LocProtErr,
+                    DmaError::Access => WcStatus::LocAccessErr,
+                };
+                self.fail_wqe(idx, status, env);
+                None
+            }
+        }
+    }
+
+    /// Completes WR `idx` (and, for RC, everything queued) after a local error.
+    fn fail_wqe(&mut self, idx: usize, status: WcStatus, env: &mut Env) {
+        if self.qp_type() == QpType::Ud {
+            if let Some(wqe) = self.req.sq.remove(idx) {
+                let wc = self.send_wc(&wqe.wr, status, 0);
+                env.objs.complete(self.init.send_cq, wc);
+            }
+            self.req.next_off = 0;
+            return;
+        }
+        // Connected QPs complete in order: earlier WRs still in flight are
+        // flushed behind this error, as the QP goes to ERR.
+        if let Some(wqe) = self.req.sq.remove(idx) {
+            let wc = self.send_wc(&wqe.wr, status, 0);
+            env.objs.complete(self.init.send_cq, wc);
+        }
+        self.enter_error(env);
+    }
+
+    fn build_ud(
+        &mut self,
+        _now: Instant,
+        env: &mut Env,
+        buf: &mut Vec<u8>,
+    ) -> Result<IpAddr, DmaError> {
+        let idx = self.req.next_idx;
+        let wqe = &self.req.sq[idx];
+        // post_send checked the address handle is present.
+        let ud = wqe.wr.ud.expect("ud wr carries an address handle");
+        let dst = env
+            .objs
+            .ud_redirects
+            .get(&ud.remote_qpn)
+            .copied()
+            .unwrap_or(ud.addr);
+        let qkey = if ud.remote_qkey & 0x8000_0000 != 0 {
+            self.attr.qkey
+        } else {
+            ud.remote_qkey
+        };
+        let (opcode, imm) = match wqe.wr.opcode {
+            WrOpcode::SendWithImm { imm } => (Opcode::UD_SEND_ONLY_WITH_IMMEDIATE, Some(imm)),
+            _ => (Opcode::UD_SEND_ONLY, None),
+        };
+        let psn = self.req.next_psn;
+        let mut bth = self.bth(opcode, ud.remote_qpn, psn);
+        bth.solicited = wqe.wr.flags.contains(SendFlags::SOLICITED);
+        let headers = Headers {
+            bth,
+            deth: Some(Deth {
+                qkey,
+                src_qpn: self.qpn(),
+            }),
+            reth: None,
+            atomic_eth: None,
+            aeth: None,
+            atomic_ack_eth: None,
+            immdt: imm,
+            ieth: None,
+        };
+        let len = wqe.len as usize;
+        let pd = self.init.pd;
+        let data = wqe.wr.data.clone();
+        assemble(
+            buf,
+            &headers,
+            len,
+            env.config.addr,
+            dst,
+            env.config.udp_src_port,
+            |out| fill_payload(env, pd, &data, 0, out),
+        )?;
+        self.req.next_psn = psn.add(1);
+        if self.ud_peers.len() < MAX_UD_PEERS {
+            self.ud_peers.insert((dst, ud.remote_qpn));
+        }
+        // UD completes as soon as the packet is on its way.
+        if let Some(wqe) = self.req.sq.remove(idx) {
+            if self.init.sq_sig_all || wqe.wr.flags.contains(SendFlags::SIGNALED) {
+                let wc = self.send_wc(&wqe.wr, WcStatus::Success, wqe.len as u32);
+                env.objs.complete(self.init.send_cq, wc);
+            }
+        }
+        Ok(dst)
+    }
+
+    fn build_connected(
+        &mut self,
+        now: Instant,
+        env: &mut Env,
+        buf: &mut Vec<u8>,
+    ) -> Result<IpAddr, DmaError> {
+        let mtu = self.mtu();
+        let idx = self.req.next_idx;
+        let off = self.req.next_off;
+        let psn = self.req.next_psn;
+        let dst = self.attr.dest_addr.unwrap_or(env.config.addr);
+        let dest_qpn = self.attr.dest_qp_num;
+        let pd = self.init.pd;
+        let is_rc = self.qp_type() == QpType::Rc;
+        let bth = self.bth(Opcode::RC_SEND_ONLY, dest_qpn, psn);
+        let wqe = &mut self.req.sq[idx];
+        if !wqe.sent {
+            // First transmission: the message takes its PSNs. A resend
+            // (go-back-N) keeps them.
+            wqe.first_psn = psn;
+            wqe.npkts = packets_for(wqe.len, mtu);
+            if wqe.is_read_or_atomic() {
+                self.req.rd_atomic_outstanding += 1;
+            }
+            wqe.sent = true;
+        }
+        let solicited = wqe.wr.flags.contains(SendFlags::SOLICITED);
+        let mut headers = Headers {
+            bth,
+            deth: None,
+            reth: None,
+            atomic_eth: None,
+            aeth: None,
+            atomic_ack_eth: None,
+            immdt: None,
+            ieth: None,
+        };
+        let (payload_len, advance_psn, finished) = match wqe.wr.opcode {
+            WrOpcode::RdmaRead { remote_addr, rkey } => {
+                // A READ goes out whole, or from the first byte not yet placed
+                // when it is retried after a partial response.
+                let done = wqe.read_done;
+                headers.bth.opcode = Opcode::RC_RDMA_READ_REQUEST;
+                headers.reth = Some(Reth {
+                    va: remote_addr.wrapping_add(done),
+                    rkey,
+                    dma_len: (wqe.len - done) as u32,
+                });
+                let remaining_pkts = packets_for(wqe.len - done, mtu);
+                (0usize, remaining_pkts, true)
+            }
+            WrOpcode::AtomicCmpSwap {
+                remote_addr,
+                rkey,
+                compare,
+                swap,
+            } => {
+                headers.bth.opcode = Opcode::RC_COMPARE_SWAP;
+                headers.atomic_eth = Some(AtomicEth {
+                    va: remote_addr,
+                    rkey,
+                    swap_add: swap,
+                    compare,
+                });
+                (0, 1, true)
+            }
+            WrOpcode::AtomicFetchAdd {
+                remote_addr,
+                rkey,
+                add,
+            } => {
+                headers.bth.opcode = Opcode::RC_FETCH_ADD;
+                headers.atomic_eth = Some(AtomicEth {
+                    va: remote_addr,
+                    rkey,
+                    swap_add: add,
+                    compare: 0,
+                });
+                (0, 1, true)
+            }
+            op => {
+                let remaining = wqe.len - off;
+                let chunk = remaining.min(mtu);
+                let first = off == 0;
+                let last = chunk == remaining;
+                headers.bth.opcode = data_opcode(op, is_rc, first, last);
+                if first {
+                    if let WrOpcode::RdmaWrite { remote_addr, rkey }
+                    | WrOpcode::RdmaWriteWithImm {
+                        remote_addr, rkey, ..
+                    } = op
+                    {
+                        headers.reth = Some(Reth {
+                            va: remote_addr,
+                            rkey,
+                            dma_len: wqe.len as u32,
+                        });
+                    }
+                }
+                if last {
+                    match op {
+                        WrOpcode::SendWithImm { imm } | WrOpcode::RdmaWriteWithImm { imm, .. } => {
+                            headers.immdt = Some(imm)
+                        }
+                        WrOpcode::SendWithInv { rkey } => headers.ieth = Some(rkey),
+                        _ => {}
+                    }
+                    headers.bth.solicited = solicited;
+                }
+                (chunk as usize, 1, last)
+            }
+        };
+        self.req.since_ack_req += 1;
+        if is_rc && (finished || self.req.since_ack_req >= ACK_REQ_EVERY) {
+            headers.bth.ack_req = true;
+            self.req.since_ack_req = 0;
+        }
+        let data = self.req.sq[idx].wr.data.clone();
+        assemble(
+            buf,
+            &headers,
+            payload_len,
+            env.config.addr,
+            dst,
+            env.config.udp_src_port,
+            |out| fill_payload(env, pd, &data, off, out),
+        )?;
+        if psn.distance(self.req.high_psn) < 0 {
+            self.counters.retransmits += 1;
+            env.objs.counters.retransmits += 1;
+        }
+        self.req.next_psn = psn.add(advance_psn);
+        if self.req.next_psn.distance(self.req.high_psn) > 0 {
+            self.req.high_psn = self.req.next_psn;
+        }
+        if finished {
+            self.req.next_off = 0;
+            self.req.next_idx += 1;
+        } else {
+            self.req.next_off = off + payload_len as u64;
+        }
+        if is_rc {
+            if self.timers.retransmit.is_none() {
+                self.timers.retransmit = self.ack_timeout().map(|t| now + t);
+            }
+        } else if finished {
+            // UC: a message is complete once its last packet is sent.
+            self.req.next_idx -= 1;
+            if let Some(wqe) = self.req.sq.remove(idx) {
+                if self.init.sq_sig_all || wqe.wr.flags.contains(SendFlags::SIGNALED) {
+                    let wc = self.send_wc(&wqe.wr, WcStatus::Success, wqe.len as u32);
+                    env.objs.complete(self.init.send_cq, wc);
+                }
+            }
+            self.req.una = self.req.next_psn;
+        }
+        Ok(dst)
+    }
+
+    /// Go-back-N: the next packet sent is the one carrying `psn`.
+    pub fn rewind(&mut self, psn: Psn) {
+        let mtu = self.mtu();
+        let Some(idx) = self
+            .req
+            .sq
+            .iter()
+            .take(self.req.next_idx + 1)
+            .position(|w| w.sent && w.covers(psn))
+        else {
+            return;
+        };
+        let wqe = &self.req.sq[idx];
+        let (off, at) = match wqe.wr.opcode {
+            WrOpcode::RdmaRead { .. } => {
+                let done = wqe.read_done;
+                (0, wqe.first_psn.add(packets_done(done, mtu)))
+            }
+            WrOpcode::AtomicCmpSwap { .. } | WrOpcode::AtomicFetchAdd { .. } => (0, wqe.first_psn),
+            _ => {
+                let k = psn.distance(wqe.first_psn) as u64;
+                (k * mtu, psn)
+            }
+        };
+        self.req.next_idx = idx;
+        self.req.next_off = off;
+        self.req.next_psn = at;
+        self.req.since_ack_req = 0;
+    }
+}
+
+fn packets_done(bytes: u64, mtu: u64) -> u32 {
+    u32::try_from(bytes / mtu).unwrap_or(u32::MAX)
+}
+
+/// Copies message bytes `[off, off + out.len())` of a send WR into `out`.
+fn fill_payload(
+    env: &mut Env,
+    pd: Pdn,
+    data: &SendData,
+    off: u64,
+    out: &mut [u8],
+) -> Result<(), DmaError> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    match data {
+        SendData::Inline(bytes) => {
+            let start = off as usize;
+            let src = bytes
+                .get(start..start + out.len())
+                .ok_or(DmaError::Length)?;
+            out.copy_from_slice(src);
+            Ok(())
+        }
+        SendData::Sges(sges) => dma::gather(env.mem, &env.objs.mrs, pd, sges, off, out),
+    }
+}
+
+/// The opcode of a SEND or WRITE packet at this position of its message.
+fn data_opcode(op: WrOpcode, rc: bool, first: bool, last: bool) -> Opcode {
+    use WrOpcode::*;
+    let code = match (op, first, last) {
+        (Send | SendWithImm { .. } | SendWithInv { .. }, true, false) => Opcode::RC_SEND_FIRST,
+        (Send | SendWithImm { .. } | SendWithInv { .. }, false, false) => Opcode::RC_SEND_MIDDLE,
+        (Send, false, true) => Opcode::RC_SEND_LAST,
+        (Send, true, true) => Opcode::RC_SEND_ONLY,
+        (SendWithImm { .. }, false, true) => Opcode::RC_SEND_LAST_WITH_IMMEDIATE,
+        (SendWithImm { .. }, true, true) => Opcode::RC_SEND_ONLY_WITH_IMMEDIATE,
+        (SendWithInv { .. }, false, true) => Opcode::RC_SEND_LAST_WITH_INVALIDATE,
+        (SendWithInv { .. }, true, true) => Opcode::RC_SEND_ONLY_WITH_INVALIDATE,
+        (_, true, false) => Opcode::RC_RDMA_WRITE_FIRST,
+        (_, false, false) => Opcode::RC_RDMA_WRITE_MIDDLE,
+        (RdmaWriteWithImm { .. }, false, true) => Opcode::RC_RDMA_WRITE_LAST_WITH_IMMEDIATE,
+        (RdmaWriteWithImm { .. }, true, true) => Opcode::RC_RDMA_WRITE_ONLY_WITH_IMMEDIATE,
+        (_, false, true) => Opcode::RC_RDMA_WRITE_LAST,
+        (_, true, true) => Opcode::RC_RDMA_WRITE_ONLY,
+    };
+    if rc {
+        code
+    } else {
+        // UC opcodes are the RC ones in the 0x20 range.
+        Opcode(code.0 | 0x20)
+    }
+}
+
+use crate::error::VerbsError;

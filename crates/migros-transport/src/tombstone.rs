@@ -1,0 +1,85 @@
+//! What stays on the old node when a QP migrates away: a tombstone that
+//! answers the partner's requests with the pause NAK (so the partner pauses
+//! instead of timing out) and, once it knows the QP's new node, forwards
+//! RESUMEs (both ends migrating at once) and UD datagrams there.
+
+use std::net::IpAddr;
+
+use migros_wire::{IpContext, OpKind, Opcode, Packet, Psn};
+
+use crate::device::DeviceConfig;
+use crate::qp::{ack_headers, assemble, Qp};
+use crate::types::*;
+
+/// The remains of a migrated QP.
+#[derive(Debug, Clone)]
+pub(crate) struct Tombstone {
+    qp_type: QpType,
+    peer_qpn: Qpn,
+    epsn: Psn,
+    msn: u32,
+    /// Where the QP went, once known.
+    pub forward: Option<IpAddr>,
+}
+
+impl Tombstone {
+    pub fn of(qp: &Qp) -> Tombstone {
+        Tombstone {
+            qp_type: qp.qp_type(),
+            peer_qpn: qp.attr.dest_qp_num,
+            epsn: qp.resp.epsn,
+            msn: qp.resp.msn,
+            forward: None,
+        }
+    }
+
+    /// The datagram to send in answer to `pkt` (which arrived from `src`
+    /// as `datagram`), if any.
+    pub fn answer(
+        &self,
+        config: &DeviceConfig,
+        pkt: &Packet,
+        datagram: &[u8],
+        src: IpAddr,
+    ) -> Option<(IpAddr, Vec<u8>)> {
+        let info = pkt.headers.bth.opcode.info()?;
+        let forwardable = info.kind == OpKind::Resume || self.qp_type == QpType::Ud;
+        if forwardable {
+            if let Some(to) = self.forward {
+                let mut out = datagram.to_vec();
+                let ctx = IpContext::new(
+                    config.addr,
+                    to,
+                    config.udp_src_port,
+                    migros_wire::ROCE_V2_PORT,
+                );
+                migros_wire::seal(&ctx, &mut out);
+                return Some((to, out));
+            }
+        }
+        let wants_pause_nak =
+            self.qp_type == QpType::Rc && (info.kind == OpKind::Resume || info.is_request());
+        if !wants_pause_nak {
+            return None;
+        }
+        let h = ack_headers(
+            Opcode::RC_ACKNOWLEDGE,
+            self.peer_qpn,
+            self.epsn,
+            migros_wire::PAUSE_NAK_SYNDROME,
+            self.msn,
+        );
+        let mut out = Vec::new();
+        assemble::<()>(
+            &mut out,
+            &h,
+            0,
+            config.addr,
+            src,
+            config.udp_src_port,
+            |_| Ok(()),
+        )
+        .ok()?;
+        Some((src, out))
+    }
+}
