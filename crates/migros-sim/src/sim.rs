@@ -38,6 +38,10 @@ pub const FIRST_NODE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// special in InfiniBand; everything starts well above).
 pub const FIRST_ID: u32 = 0x100;
 
+/// Most consecutive steps at one instant before `run_until` declares a
+/// livelock (a device whose deadline stays in the past).
+pub const SAME_INSTANT_LIMIT: u64 = 1_000_000;
+
 /// Settings of a [`Sim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SimConfig {
@@ -455,17 +459,31 @@ impl Sim {
     ) -> bool {
         let end = deadline.into().resolve(self.now);
         let mut steps = 0u64;
+        let mut same_instant = 0u64;
         loop {
             self.flush_all();
             if cond(self) {
                 return true;
             }
+            let before = self.now;
             if !self.step_until(end) {
                 self.now = self.now.max(end);
                 self.flush_all();
                 return cond(self);
             }
             steps += 1;
+            same_instant = if self.now == before {
+                same_instant + 1
+            } else {
+                0
+            };
+            if same_instant > SAME_INSTANT_LIMIT {
+                panic!(
+                    "sim: livelock guard: {SAME_INSTANT_LIMIT} steps at {:?} without time \
+                     advancing (a timer that stays expired, or a packet storm)",
+                    self.now
+                );
+            }
             if steps > self.step_limit {
                 panic!(
                     "sim: livelock guard: {} steps in one run without reaching the deadline \
