@@ -91,7 +91,7 @@ fn layout(ops: &[Op], sizes: &[usize]) -> (Vec<(Op, usize, usize)>, usize) {
 
 /// Posts every message of `ops × sizes` from `a` to `b` in one batch and
 /// checks data and completions.
-fn transfer(seed: u64, mtu: Mtu, fault: Fault, ops: &[Op], sizes: &[usize]) {
+fn transfer(seed: u64, mtu: Mtu, fault: Fault, ops: &[Op], sizes: &[usize]) -> FaultTally {
     let (plan, buf_len) = layout(ops, sizes);
     let mut sim = Sim::new(seed);
     let (n0, n1) = (sim.add_node(), sim.add_node());
@@ -182,6 +182,64 @@ fn transfer(seed: u64, mtu: Mtu, fault: Fault, ops: &[Op], sizes: &[usize]) {
     }
     assert_no_completion(&mut sim, a.owner, a.send_cq, QUIET);
     assert_no_completion(&mut sim, b.owner, b.recv_cq, Duration::ZERO);
+    FaultTally::of(&sim)
+}
+
+/// What the network did and how the devices reacted, summed over runs.
+#[derive(Debug, Default, Clone, Copy)]
+struct FaultTally {
+    dropped: u64,
+    delayed: u64,
+    duplicated: u64,
+    corrupted: u64,
+    retransmits: u64,
+    rejected: u64,
+}
+
+impl FaultTally {
+    fn of(sim: &Sim) -> FaultTally {
+        let net = sim.network().total_counters();
+        let mut t = FaultTally {
+            dropped: net.dropped,
+            delayed: net.delayed,
+            duplicated: net.duplicated,
+            corrupted: net.corrupted,
+            ..FaultTally::default()
+        };
+        for n in sim.node_ids() {
+            let c = sim.device(n).counters();
+            t.retransmits += c.retransmits;
+            t.rejected += c.rx_icrc_errors + c.rx_malformed;
+        }
+        t
+    }
+
+    fn add(&mut self, o: FaultTally) {
+        self.dropped += o.dropped;
+        self.delayed += o.delayed;
+        self.duplicated += o.duplicated;
+        self.corrupted += o.corrupted;
+        self.retransmits += o.retransmits;
+        self.rejected += o.rejected;
+    }
+
+    /// The fault really hit the traffic and the devices recovered from it
+    /// (a test that passes because nothing was dropped proves nothing).
+    fn assert_exercised(&self, fault: Fault) {
+        match fault {
+            Fault::None => assert_eq!(self.retransmits, 0, "retransmissions without faults"),
+            Fault::Loss => {
+                assert!(self.dropped > 0, "nothing dropped: {self:?}");
+                assert!(self.retransmits > 0, "nothing retransmitted: {self:?}");
+            }
+            Fault::Reorder => assert!(self.delayed > 0, "nothing reordered: {self:?}"),
+            Fault::Duplicate => assert!(self.duplicated > 0, "nothing duplicated: {self:?}"),
+            Fault::Corrupt => {
+                assert!(self.corrupted > 0, "nothing corrupted: {self:?}");
+                assert!(self.rejected > 0, "corrupted packets accepted: {self:?}");
+            }
+        }
+    }
 }
 
 fn post(sim: &mut Sim, a: &Endpoint, b: &Endpoint, i: u64, m: &Msg) {
@@ -213,10 +271,12 @@ fn post(sim: &mut Sim, a: &Endpoint, b: &Endpoint, i: u64, m: &Msg) {
 /// Every size × every MTU without faults; with a fault, every MTU for the
 /// sizes around it and 1 MiB on MTU 1024 and 4096.
 fn grid(seed: u64, fault: Fault, ops: &[Op]) {
+    let mut tally = FaultTally::default();
     for (k, mtu) in MTUS.into_iter().enumerate() {
         let big = fault == Fault::None || matches!(mtu, Mtu::Mtu1024 | Mtu::Mtu4096);
-        transfer(seed + k as u64, mtu, fault, ops, &sizes(mtu, big));
+        tally.add(transfer(seed + k as u64, mtu, fault, ops, &sizes(mtu, big)));
     }
+    tally.assert_exercised(fault);
 }
 
 const SENDS: &[Op] = &[Op::Send, Op::SendImm];
@@ -303,9 +363,11 @@ fn read_corrupt() {
 #[test]
 fn mixed_operations_loss_5pct() {
     let ops = [Op::Send, Op::Write, Op::Read, Op::WriteImm, Op::SendImm];
+    let mut tally = FaultTally::default();
     for mtu in [Mtu::Mtu256, Mtu::Mtu4096] {
-        transfer(0x400, mtu, Fault::Loss, &ops, &sizes(mtu, false));
+        tally.add(transfer(0x400, mtu, Fault::Loss, &ops, &sizes(mtu, false)));
     }
+    tally.assert_exercised(Fault::Loss);
 }
 
 /// PSNs start just below 2^24 and wrap in the middle of a 1 MiB message.
@@ -363,6 +425,7 @@ fn atomics(seed: u64, fault: Fault) {
         },
         Atomic::FetchAdd(0x10),
     ];
+    let mut tally = FaultTally::default();
     for mtu in [Mtu::Mtu256, Mtu::Mtu4096] {
         let mut sim = Sim::new(seed);
         let (n0, n1) = (sim.add_node(), sim.add_node());
@@ -421,7 +484,9 @@ fn atomics(seed: u64, fault: Fault) {
         assert_eq!(sim.read_mem(b.owner, b.rx.at(56), 8), [0; 8]);
         assert_eq!(sim.read_mem(b.owner, b.rx.at(72), 8), [0; 8]);
         assert_no_completion(&mut sim, a.owner, a.send_cq, QUIET);
+        tally.add(FaultTally::of(&sim));
     }
+    tally.assert_exercised(fault);
 }
 
 #[test]
