@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command (README "Test"): sets up what the tests need,
+# then checks formatting and lints and runs every test of the workspace.
+# CI runs exactly this (through .ci/run) on a fresh clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+cargo --version
+for component in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" \
+    || rustup component add "$component"
+done
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
