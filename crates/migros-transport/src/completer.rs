@@ -125,6 +125,7 @@ impl Qp {
         }
         if progressed {
             self.on_progress(now);
+            self.complete_local_error_at_head(env);
         }
         self.state() != QpState::Err
     }
@@ -298,6 +299,7 @@ impl Qp {
             self.complete_head(WcStatus::Success, env);
         }
         self.on_progress(now);
+        self.complete_local_error_at_head(env);
     }
 
     fn atomic_ack(&mut self, now: Instant, pkt: &Packet, env: &mut Env) {
@@ -330,6 +332,7 @@ impl Qp {
         self.req.una = psn.add(1);
         self.complete_head(WcStatus::Success, env);
         self.on_progress(now);
+        self.complete_local_error_at_head(env);
     }
 }
 

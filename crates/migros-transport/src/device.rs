@@ -374,9 +374,9 @@ impl Device {
         Ok(attr)
     }
 
-    pub fn post_send(&mut self, now: Instant, qpn: Qpn, wr: SendWr) -> Result<(), VerbsError> {
+    pub fn post_send(&mut self, _now: Instant, qpn: Qpn, wr: SendWr) -> Result<(), VerbsError> {
         let mut nomem = NoMemory;
-        self.with_qp(qpn, &mut nomem, |qp, env| qp.post_send(now, wr, env))?
+        self.with_qp(qpn, &mut nomem, |qp, env| qp.post_send(wr, env))?
     }
 
     pub fn post_recv(&mut self, qpn: Qpn, wr: RecvWr) -> Result<(), VerbsError> {

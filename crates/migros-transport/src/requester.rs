@@ -32,6 +32,9 @@ pub(crate) struct SendWqe {
     pub sent: bool,
     /// READ: response bytes already placed.
     pub read_done: u64,
+    /// Failed locally (bad lkey, short SGE list): completes with this status
+    /// once it is the oldest WR.
+    pub local_error: Option<WcStatus>,
 }
 
 impl SendWqe {
@@ -107,7 +110,7 @@ pub(crate) fn packets_for(len: u64, mtu: u64) -> u32 {
 
 impl Qp {
     /// Validates and queues a send WR.
-    pub fn post_send(&mut self, now: Instant, wr: SendWr, env: &mut Env) -> Result<(), VerbsError> {
+    pub fn post_send(&mut self, wr: SendWr, env: &mut Env) -> Result<(), VerbsError> {
         let qp_type = self.qp_type();
         let allowed = match wr.opcode {
             WrOpcode::Send | WrOpcode::SendWithImm { .. } => true,
@@ -203,7 +206,6 @@ impl Qp {
                 })
             }
         }
-        let _ = now;
         self.req.sq.push_back(SendWqe {
             wr,
             len,
@@ -211,6 +213,7 @@ impl Qp {
             npkts: 0,
             sent: false,
             read_done: 0,
+            local_error: None,
         });
         Ok(())
     }
@@ -220,7 +223,11 @@ impl Qp {
         self.state() == QpState::Rts
             && self.mig() == MigrationState::Running
             && self.timers.rnr.is_none()
-            && self.req.next_idx < self.req.sq.len()
+            && self
+                .req
+                .sq
+                .get(self.req.next_idx)
+                .is_some_and(|w| w.local_error.is_none())
     }
 
     /// Builds the next request packet into `buf`, returning its destination.
@@ -271,17 +278,39 @@ impl Qp {
 
     /// Completes WR `idx` (and, for RC, everything queued) after a local error.
     fn fail_wqe(&mut self, idx: usize, status: WcStatus, env: &mut Env) {
-        if self.qp_type() == QpType::Ud {
+        if self.qp_type() != QpType::Rc {
+            // UD and UC: earlier WRs have completed already. This one fails,
+            // the rest are flushed and the QP goes to SQE (the receive side
+            // keeps working).
             if let Some(wqe) = self.req.sq.remove(idx) {
                 let wc = self.send_wc(&wqe.wr, status, 0);
                 env.objs.complete(self.init.send_cq, wc);
             }
-            self.req.next_off = 0;
+            while let Some(wqe) = self.req.sq.pop_front() {
+                let wc = self.send_wc(&wqe.wr, WcStatus::WrFlushErr, 0);
+                env.objs.complete(self.init.send_cq, wc);
+            }
+            self.req.reset_cursor(self.req.next_psn);
+            self.attr.qp_state = QpState::Sqe;
+            env.objs
+                .events
+                .push_back(DeviceEvent::QpError { qpn: self.qpn() });
             return;
         }
-        // Connected QPs complete in order: earlier WRs still in flight are
-        // flushed behind this error, as the QP goes to ERR.
-        if let Some(wqe) = self.req.sq.remove(idx) {
+        // RC completes in order: the error is reported when every earlier
+        // WR has completed; nothing after it is sent.
+        self.req.sq[idx].local_error = Some(status);
+        self.req.next_off = 0;
+        self.complete_local_error_at_head(env);
+    }
+
+    /// If the oldest WR failed locally, completes it with its error and
+    /// moves the QP to ERR.
+    pub fn complete_local_error_at_head(&mut self, env: &mut Env) {
+        let Some(status) = self.req.sq.front().and_then(|w| w.local_error) else {
+            return;
+        };
+        if let Some(wqe) = self.req.sq.pop_front() {
             let wc = self.send_wc(&wqe.wr, status, 0);
             env.objs.complete(self.init.send_cq, wc);
         }
