@@ -50,6 +50,8 @@ pub mod sim;
 pub mod support;
 
 pub use memory::{OwnerMemory, SimMemory};
-pub use migrate::{MigrateError, MigrationReport};
-pub use net::{Action, Datagram, Filter, LinkConfig, NetCounters, Network, Rule, RuleId};
+pub use migrate::{MigrateError, MigrationReport, PendingMigration};
+pub use net::{
+    Action, CaptureId, Captured, Datagram, Filter, LinkConfig, NetCounters, Network, Rule, RuleId,
+};
 pub use sim::{Deadline, NodeId, Sim, SimConfig};

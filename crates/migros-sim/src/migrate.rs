@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use migros_transport::{OwnerId, OwnerSnapshot, Qpn, VerbsError};
+use migros_transport::{Instant, OwnerId, OwnerSnapshot, Qpn, VerbsError};
 use std::fmt;
 
 use crate::sim::{NodeId, Sim};
@@ -99,6 +99,34 @@ impl std::error::Error for MigrateError {
     }
 }
 
+/// Owners evicted by [`Sim::begin_migration`], waiting to be restored by
+/// [`Sim::finish_migration`].
+pub struct PendingMigration {
+    plan: Vec<Move>,
+    started: Instant,
+}
+
+impl PendingMigration {
+    /// The owners on their way, with their source and target nodes.
+    pub fn moves(&self) -> Vec<(OwnerId, NodeId, NodeId)> {
+        self.plan.iter().map(|m| (m.owner, m.from, m.to)).collect()
+    }
+
+    /// QPs tombstoned on the source nodes, per move.
+    pub fn qpns(&self) -> Vec<Vec<Qpn>> {
+        self.plan.iter().map(|m| m.qpns.clone()).collect()
+    }
+}
+
+impl fmt::Debug for PendingMigration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingMigration")
+            .field("moves", &self.moves())
+            .field("started", &self.started)
+            .finish()
+    }
+}
+
 struct Move {
     owner: OwnerId,
     from: NodeId,
@@ -162,6 +190,21 @@ impl Sim {
         moves: &[(OwnerId, NodeId, NodeId)],
         downtime: Duration,
     ) -> Result<Vec<MigrationReport>, MigrateError> {
+        let pending = self.begin_migration(moves)?;
+        // Transfer time: peers keep running and get paused.
+        self.run_for(downtime);
+        self.finish_migration(pending)
+    }
+
+    /// The first half of [`Sim::migrate`]: pauses, checkpoints (through
+    /// the image format), checks the targets, evicts to tombstones and moves
+    /// the owners' memory. The owners are down until
+    /// [`Sim::finish_migration`]; meanwhile the test runs the network as it
+    /// likes (and may never finish: a process that never comes back).
+    pub fn begin_migration(
+        &mut self,
+        moves: &[(OwnerId, NodeId, NodeId)],
+    ) -> Result<PendingMigration, MigrateError> {
         let mut plan = self.plan(moves)?;
         let started = self.now;
 
@@ -214,9 +257,16 @@ impl Sim {
             }
             self.owners.insert(owner, m.to);
         }
-        // 4. Transfer time: peers keep running and get paused.
-        self.run_for(downtime);
-        // 5. Restore with the same identifiers, forward, resume.
+        Ok(PendingMigration { plan, started })
+    }
+
+    /// The second half of [`Sim::migrate`]: restores with the same
+    /// identifiers, forwards the tombstones and resumes.
+    pub fn finish_migration(
+        &mut self,
+        pending: PendingMigration,
+    ) -> Result<Vec<MigrationReport>, MigrateError> {
+        let PendingMigration { mut plan, started } = pending;
         for m in plan.iter_mut() {
             let (owner, to) = (m.owner, m.to);
             if let Some(snap) = m.image.take() {

@@ -197,6 +197,50 @@ pub struct NetCounters {
     pub unroutable: u64,
 }
 
+/// Identifies an installed capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CaptureId(u64);
+
+/// A datagram a capture saw, as its sender put it on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// When it was sent.
+    pub at: Instant,
+    pub datagram: Datagram,
+    /// Whether a rule dropped it (or its address had no host).
+    pub dropped: bool,
+}
+
+impl Captured {
+    /// The BTH opcode (byte 0), if the datagram has one.
+    pub fn opcode(&self) -> Option<u8> {
+        self.datagram.bytes.first().copied()
+    }
+
+    /// The AETH syndrome of an RC ACKNOWLEDGE (BTH is 12 bytes; the AETH
+    /// syndrome is its first byte), if the datagram is one.
+    pub fn ack_syndrome(&self) -> Option<u8> {
+        match self.opcode() {
+            Some(OPCODE_RC_ACK) => self.datagram.bytes.get(12).copied(),
+            _ => None,
+        }
+    }
+}
+
+struct Capture {
+    filter: Filter,
+    seen: Vec<Captured>,
+}
+
+impl fmt::Debug for Capture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Capture")
+            .field("filter", &self.filter)
+            .field("seen", &self.seen.len())
+            .finish()
+    }
+}
+
 /// A datagram on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {
@@ -215,6 +259,7 @@ pub struct Network {
     next_seq: u64,
     rules: BTreeMap<RuleId, Rule>,
     next_rule: u64,
+    captures: BTreeMap<CaptureId, Capture>,
     /// Counters of senders without a host entry.
     unknown_senders: NetCounters,
 }
@@ -243,6 +288,7 @@ impl Network {
             next_seq: 0,
             rules: BTreeMap::new(),
             next_rule: 0,
+            captures: BTreeMap::new(),
             unknown_senders: NetCounters::default(),
         }
     }
@@ -279,9 +325,52 @@ impl Network {
         self.rules.clear();
     }
 
+    /// Starts recording every datagram that `filter` matches, as sent
+    /// (before any rule acts on it), with whether it was dropped.
+    pub fn start_capture(&mut self, filter: Filter) -> CaptureId {
+        let id = CaptureId(self.next_rule);
+        self.next_rule += 1;
+        self.captures.insert(
+            id,
+            Capture {
+                filter,
+                seen: Vec::new(),
+            },
+        );
+        id
+    }
+
+    /// What a capture recorded so far, oldest first (empty for an unknown id).
+    pub fn captured(&self, id: CaptureId) -> &[Captured] {
+        self.captures.get(&id).map_or(&[], |c| &c.seen)
+    }
+
+    /// Stops a capture and returns what it recorded.
+    pub fn stop_capture(&mut self, id: CaptureId) -> Vec<Captured> {
+        self.captures.remove(&id).map_or_else(Vec::new, |c| c.seen)
+    }
+
     /// Puts a datagram on `src`'s link at `now`. Returns how many copies
     /// were scheduled (0: dropped or unroutable, 2: duplicated).
     pub fn send(&mut self, now: Instant, rng: &mut SmallRng, dgram: Datagram) -> usize {
+        if self.captures.is_empty() {
+            return self.send_inner(now, rng, dgram);
+        }
+        let copy = dgram.clone();
+        let copies = self.send_inner(now, rng, dgram);
+        for c in self.captures.values_mut() {
+            if c.filter.matches(copy.src, copy.dst, &copy.bytes) {
+                c.seen.push(Captured {
+                    at: now,
+                    datagram: copy.clone(),
+                    dropped: copies == 0,
+                });
+            }
+        }
+        copies
+    }
+
+    fn send_inner(&mut self, now: Instant, rng: &mut SmallRng, dgram: Datagram) -> usize {
         let routable = self.hosts.contains_key(&dgram.dst);
         let wire_bytes = dgram.bytes.len() + FRAME_OVERHEAD;
         let serialization = serialization_delay(wire_bytes, self.link.bits_per_sec);
@@ -524,6 +613,23 @@ mod tests {
         assert_eq!(got[2].0, Instant::ZERO + ser * 3 + Duration::from_micros(5));
         assert_eq!(n.counters(ip(1)).sent, 3);
         assert_eq!(n.counters(ip(2)).delivered, 3);
+    }
+
+    #[test]
+    fn capture_records_what_was_sent_and_whether_it_was_dropped() {
+        let (mut n, mut rng) = net();
+        let id = n.start_capture(Filter::any().opcode(OPCODE_RC_ACK));
+        n.add_rule(Rule::drop_next(Filter::any(), 1));
+        n.send(Instant::ZERO, &mut rng, dgram(1, 2, OPCODE_RC_ACK, 0));
+        n.send(Instant::ZERO, &mut rng, dgram(1, 2, 4, 1));
+        n.send(Instant::ZERO, &mut rng, dgram(2, 1, OPCODE_RC_ACK, 2));
+        let seen = n.captured(id);
+        assert_eq!(seen.len(), 2);
+        assert!(seen[0].dropped);
+        assert!(!seen[1].dropped);
+        assert_eq!(seen[1].opcode(), Some(OPCODE_RC_ACK));
+        assert_eq!(n.stop_capture(id).len(), 2);
+        assert!(n.captured(id).is_empty());
     }
 
     #[test]

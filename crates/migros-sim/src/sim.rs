@@ -18,7 +18,9 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 use crate::memory::SimMemory;
-use crate::net::{Datagram, LinkConfig, NetCounters, Network, Rule, RuleId};
+use crate::net::{
+    CaptureId, Captured, Datagram, Filter, LinkConfig, NetCounters, Network, Rule, RuleId,
+};
 
 /// Index of a node in a [`Sim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -319,6 +321,22 @@ impl Sim {
 
     pub fn clear_rules(&mut self) {
         self.net.clear_rules();
+    }
+
+    /// Starts recording the datagrams `filter` matches (see
+    /// [`Network::start_capture`]).
+    pub fn start_capture(&mut self, filter: Filter) -> CaptureId {
+        self.net.start_capture(filter)
+    }
+
+    /// What a capture recorded so far, oldest first.
+    pub fn captured(&self, id: CaptureId) -> &[Captured] {
+        self.net.captured(id)
+    }
+
+    /// Stops a capture and returns what it recorded.
+    pub fn stop_capture(&mut self, id: CaptureId) -> Vec<Captured> {
+        self.net.stop_capture(id)
     }
 
     pub fn network(&self) -> &Network {

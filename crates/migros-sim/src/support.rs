@@ -417,25 +417,27 @@ fn endpoint_in(
 /// # Panics
 /// If a transition fails.
 pub fn connect_rc(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions) {
-    let psn_a = opts.psn.unwrap_or_else(|| sim.rng().gen::<u32>()) & 0x00ff_ffff;
-    let psn_b = match opts.psn {
-        Some(p) => (p ^ 0x005a_5a5a) & 0x00ff_ffff,
-        None => sim.rng().gen::<u32>() & 0x00ff_ffff,
-    };
-    for (ep, peer, sq_psn, rq_psn) in [(a, b, psn_a, psn_b), (b, a, psn_b, psn_a)] {
-        let init = QpAttr {
-            qp_state: QpState::Init,
-            pkey_index: 0,
-            port_num: 1,
-            qp_access_flags: opts.access,
-            ..QpAttr::default()
-        };
-        let mask = AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS;
-        ok(
-            modify_qp(sim, ep.owner, ep.qpn, &init, mask),
-            "modify_qp to INIT",
-        );
+    connect_rc_until(sim, a, b, opts, QpState::Rts);
+}
 
+/// Like [`connect_rc`], but `b` stops at RTR: a receive-only QP, as a
+/// server of a one-way stream may leave it (it never sends a request, so
+/// it never needs RTS). `a` goes to RTS.
+///
+/// # Panics
+/// If a transition fails.
+pub fn connect_rc_receiver_rtr(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions) {
+    connect_rc_until(sim, a, b, opts, QpState::Rtr);
+}
+
+/// Connects two RESET QPs: `a` to RTS, `b` to `b_state` (RTR or RTS).
+fn connect_rc_until(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions, b_state: QpState) {
+    let (psn_a, psn_b) = initial_psns(sim, opts);
+    for (ep, peer, sq_psn, rq_psn, last) in [
+        (a, b, psn_a, psn_b, QpState::Rts),
+        (b, a, psn_b, psn_a, b_state),
+    ] {
+        to_init(sim, ep, opts);
         let rtr = QpAttr {
             qp_state: QpState::Rtr,
             dest_addr: Some(peer.addr(sim)),
@@ -457,7 +459,9 @@ pub fn connect_rc(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions) {
             modify_qp(sim, ep.owner, ep.qpn, &rtr, mask),
             "modify_qp to RTR",
         );
-
+        if last == QpState::Rtr {
+            continue;
+        }
         let rts = QpAttr {
             qp_state: QpState::Rts,
             timeout: opts.timeout,
@@ -478,6 +482,103 @@ pub fn connect_rc(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions) {
             "modify_qp to RTS",
         );
     }
+}
+
+/// The initial send PSNs of sides A and B (see [`RcOptions::psn`]).
+fn initial_psns(sim: &mut Sim, opts: &RcOptions) -> (u32, u32) {
+    let psn_a = opts.psn.unwrap_or_else(|| sim.rng().gen::<u32>()) & 0x00ff_ffff;
+    let psn_b = match opts.psn {
+        Some(p) => (p ^ 0x005a_5a5a) & 0x00ff_ffff,
+        None => sim.rng().gen::<u32>() & 0x00ff_ffff,
+    };
+    (psn_a, psn_b)
+}
+
+/// RESET to INIT for a connected (RC or UC) QP.
+fn to_init(sim: &mut Sim, ep: &Endpoint, opts: &RcOptions) {
+    let init = QpAttr {
+        qp_state: QpState::Init,
+        pkey_index: 0,
+        port_num: 1,
+        qp_access_flags: opts.access,
+        ..QpAttr::default()
+    };
+    let mask = AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS;
+    ok(
+        modify_qp(sim, ep.owner, ep.qpn, &init, mask),
+        "modify_qp to INIT",
+    );
+}
+
+/// Moves two RESET UC QPs to RTS, connected to each other, with the UC
+/// attribute masks (no ACK timeout, retries or RDMA READ/atomic depth).
+///
+/// # Panics
+/// If a transition fails.
+pub fn connect_uc(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions) {
+    let (psn_a, psn_b) = initial_psns(sim, opts);
+    for (ep, peer, sq_psn, rq_psn) in [(a, b, psn_a, psn_b), (b, a, psn_b, psn_a)] {
+        to_init(sim, ep, opts);
+        let rtr = QpAttr {
+            qp_state: QpState::Rtr,
+            dest_addr: Some(peer.addr(sim)),
+            path_mtu: opts.mtu,
+            dest_qp_num: peer.qpn,
+            rq_psn,
+            ..QpAttr::default()
+        };
+        let mask = AttrMask::STATE
+            | AttrMask::AV
+            | AttrMask::PATH_MTU
+            | AttrMask::DEST_QPN
+            | AttrMask::RQ_PSN;
+        ok(
+            modify_qp(sim, ep.owner, ep.qpn, &rtr, mask),
+            "modify_qp to RTR",
+        );
+        let rts = QpAttr {
+            qp_state: QpState::Rts,
+            sq_psn,
+            ..QpAttr::default()
+        };
+        ok(
+            modify_qp(
+                sim,
+                ep.owner,
+                ep.qpn,
+                &rts,
+                AttrMask::STATE | AttrMask::SQ_PSN,
+            ),
+            "modify_qp to RTS",
+        );
+    }
+}
+
+/// Two connected UC endpoints in RTS, on `node_a` and `node_b`.
+pub fn uc_pair(
+    sim: &mut Sim,
+    node_a: NodeId,
+    node_b: NodeId,
+    opts: &RcOptions,
+) -> (Endpoint, Endpoint) {
+    let a = endpoint(sim, node_a, QpType::Uc, opts);
+    let b = endpoint(sim, node_b, QpType::Uc, opts);
+    connect_uc(sim, &a, &b, opts);
+    (a, b)
+}
+
+/// Two connected RC endpoints: `a` on `node_a` in RTS, `b` on `node_b`
+/// left in RTR (see [`connect_rc_receiver_rtr`]).
+pub fn rc_pair_receiver_rtr(
+    sim: &mut Sim,
+    node_a: NodeId,
+    node_b: NodeId,
+    opts: &RcOptions,
+) -> (Endpoint, Endpoint) {
+    let a = endpoint(sim, node_a, QpType::Rc, opts);
+    let b = endpoint(sim, node_b, QpType::Rc, opts);
+    connect_rc_receiver_rtr(sim, &a, &b, opts);
+    (a, b)
 }
 
 /// Two connected RC endpoints in RTS, on `node_a` and `node_b`.
