@@ -8,7 +8,7 @@ use migros_wire::{AckSyndrome, NakCode, OpKind, Packet, Psn};
 use crate::dma::{self, DmaError};
 use crate::qp::{Env, Qp};
 use crate::time::Instant;
-use crate::types::*;
+use migros_proto::verbs::*;
 
 /// The IB RNR NAK timer table (5-bit code → microseconds).
 const RNR_TIMER_US: [u32; 32] = [

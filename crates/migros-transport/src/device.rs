@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use migros_wire::{IpContext, OpKind, Packet};
 
-use crate::counters::{DeviceCounters, QpCounters};
 use crate::error::VerbsError;
 use crate::memory::{Memory, MemoryFault};
 use crate::qp::{Env, Objects, Qp};
@@ -20,7 +19,8 @@ use crate::snapshot::{from_remaining, to_remaining, OwnerSnapshot};
 use crate::time::Instant;
 use crate::tombstone::Tombstone;
 use crate::transition;
-use crate::types::*;
+use migros_proto::counters::{DeviceCounters, QpCounters};
+use migros_proto::verbs::*;
 
 /// Static configuration of a device.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! checked against an rkey. Every access goes through the MR table first.
 
 use crate::memory::{KeyError, Memory, MrTable};
-use crate::types::{Access, Pdn, Sge};
+use migros_proto::verbs::{Access, Pdn, Sge};
 
 /// Why a local data movement failed (each becomes a completion status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

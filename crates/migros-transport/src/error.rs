@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use crate::types::{QpState, Qpn};
+use migros_proto::verbs::{QpState, Qpn};
 
 /// Why a verbs call on a device failed. Each maps to an errno in the C layer.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -20,7 +20,6 @@
 //! with RESUME.
 
 mod completer;
-pub mod counters;
 pub mod device;
 mod dma;
 pub mod error;
@@ -34,12 +33,16 @@ pub mod snapshot;
 pub mod time;
 mod tombstone;
 mod transition;
-pub mod types;
 
-pub use counters::{DeviceCounters, QpCounters};
 pub use device::{Device, DeviceConfig, Transmit};
 pub use error::VerbsError;
 pub use memory::{KeyError, Memory, MemoryFault, MrTable};
+pub use migros_proto::counters::{DeviceCounters, QpCounters};
+pub use migros_proto::verbs::*;
 pub use snapshot::OwnerSnapshot;
 pub use time::Instant;
-pub use types::*;
+
+/// The verbs types, shared with clients through `migros-proto`.
+pub mod types {
+    pub use migros_proto::verbs::*;
+}

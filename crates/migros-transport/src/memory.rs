@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::types::{Access, MrSpec, OwnerId, Pdn};
+use migros_proto::verbs::{Access, MrSpec, OwnerId, Pdn};
 
 /// The memory of the owners of verbs objects, reached like DMA.
 pub trait Memory {

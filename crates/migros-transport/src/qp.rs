@@ -14,14 +14,14 @@ use std::time::Duration;
 use migros_wire::{Aeth, Bth, Headers, Opcode, Psn};
 use serde::{Deserialize, Serialize};
 
-use crate::counters::{DeviceCounters, QpCounters};
 use crate::device::DeviceConfig;
 use crate::memory::{Memory, MrTable};
 use crate::queues::{Cq, Srq};
 use crate::requester::Requester;
 use crate::responder::Responder;
 use crate::time::Instant;
-use crate::types::*;
+use migros_proto::counters::{DeviceCounters, QpCounters};
+use migros_proto::verbs::*;
 
 /// Everything of the device an engine may touch besides its own QP.
 pub(crate) struct Env<'a> {

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{OwnerId, Pdn, RecvWr, WorkCompletion};
+use migros_proto::verbs::{OwnerId, Pdn, RecvWr, WorkCompletion};
 
 /// A completion queue.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::dma::{self, DmaError};
 use crate::qp::{assemble, Env, Qp, MAX_UD_PEERS};
 use crate::time::Instant;
-use crate::types::*;
+use migros_proto::verbs::*;
 
 /// Request packets in flight before the requester waits for ACKs.
 pub(crate) const SEND_WINDOW: i32 = 1024;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::dma::{self, DmaError};
 use crate::qp::{assemble, Env, Qp, MAX_UD_PEERS};
 use crate::requester::packets_for;
-use crate::types::*;
+use migros_proto::verbs::*;
 
 /// Most READ/atomic results kept for duplicates, whatever max_dest_rd_atomic says.
 const MIN_RESOURCES: usize = 16;

@@ -13,7 +13,7 @@ use migros_wire::{AckSyndrome, Headers, Opcode, Packet};
 
 use crate::qp::{assemble, Env, Qp};
 use crate::time::Instant;
-use crate::types::*;
+use migros_proto::verbs::*;
 
 /// Bytes of a RESUME payload.
 pub const RESUME_PAYLOAD_LEN: usize = 20;

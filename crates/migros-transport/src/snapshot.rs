@@ -11,7 +11,7 @@ use crate::error::VerbsError;
 use crate::qp::Qp;
 use crate::queues::{Cq, Srq};
 use crate::time::Instant;
-use crate::types::*;
+use migros_proto::verbs::*;
 
 /// Format version written into every image; decoding rejects others.
 pub const SNAPSHOT_VERSION: u32 = 1;

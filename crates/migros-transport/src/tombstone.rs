@@ -9,7 +9,7 @@ use migros_wire::{IpContext, OpKind, Opcode, Packet, Psn};
 
 use crate::device::DeviceConfig;
 use crate::qp::{ack_headers, assemble, Qp};
-use crate::types::*;
+use migros_proto::verbs::*;
 
 /// The remains of a migrated QP.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! attributes each one requires or allows, per transport service (IBA
 //! 11.2.5, the table the kernel keeps in `ib_modify_qp_is_ok`).
 
-use crate::types::{AttrMask, QpState, QpType};
+use migros_proto::verbs::{AttrMask, QpState, QpType};
 
 /// Attributes a transition requires and those it also accepts.
 struct Rule {

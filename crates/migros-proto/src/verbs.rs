@@ -1,5 +1,5 @@
-//! Verbs-level types shared by the engines and their users: identifiers,
-//! work requests, work completions, QP attributes. Numeric values follow
+//! Verbs-level types shared by the daemon's engines and its clients:
+//! identifiers, work requests, work completions, QP attributes. Numeric values follow
 //! libibverbs (rdma-core v44) so the C ABI layer can pass them through.
 
 use std::net::IpAddr;

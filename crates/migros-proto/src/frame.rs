@@ -1,0 +1,191 @@
+//! Framing on the daemon's sockets: a 4-byte little-endian length, then a
+//! postcard-encoded message. Both directions use it.
+
+use std::io::{Read, Write};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+/// Largest frame accepted (a checkpoint image of many QPs is the largest).
+pub const MAX_FRAME: usize = 64 << 20;
+const LEN_BYTES: usize = 4;
+
+#[derive(Debug, Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    #[error("malformed message: {0}")]
+    Malformed(#[from] postcard::Error),
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Appends `msg` as one frame to `out`.
+pub fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; LEN_BYTES]);
+    let body = postcard::to_extend(msg, std::mem::take(out))?;
+    *out = body;
+    let len = out.len() - start - LEN_BYTES;
+    if len > MAX_FRAME {
+        out.truncate(start);
+        return Err(FrameError::TooLarge(len));
+    }
+    out[start..start + LEN_BYTES].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Writes `msg` as one frame (blocking).
+pub fn write<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    let mut buf = Vec::new();
+    encode(msg, &mut buf)?;
+    w.write_all(&buf)?;
+    Ok(())
+}
+
+/// Reads one frame (blocking).
+pub fn read<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameError> {
+    let mut len = [0u8; LEN_BYTES];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(postcard::from_bytes(&body)?)
+}
+
+/// Reassembles frames from a byte stream read without blocking.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameReader {
+    pub fn new() -> FrameReader {
+        FrameReader::default()
+    }
+
+    /// Room to read into: call [`FrameReader::filled`] with the bytes read.
+    pub fn spare(&mut self, at_least: usize) -> &mut [u8] {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + at_least, 0);
+        &mut self.buf[len..]
+    }
+
+    /// `n` bytes of the last [`FrameReader::spare`] slice were filled.
+    pub fn filled(&mut self, spare_len: usize, n: usize) {
+        let len = self.buf.len();
+        self.buf.truncate(len - spare_len + n);
+    }
+
+    /// Adds bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole message, if one has arrived.
+    pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < LEN_BYTES {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        if avail.len() < LEN_BYTES + len {
+            return Ok(None);
+        }
+        let msg = postcard::from_bytes(&avail[LEN_BYTES..LEN_BYTES + len]);
+        self.start += LEN_BYTES + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > (1 << 20) {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        Ok(Some(msg?))
+    }
+
+    /// Bytes buffered but not yet returned as messages.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::Request;
+
+    #[test]
+    fn frames_split_anywhere_reassemble() {
+        let msgs = vec![
+            Request::AllocPd,
+            Request::SqDoorbell {
+                qpn: 0x1234,
+                pi: 99,
+            },
+            Request::DeregMr { lkey: 7 },
+        ];
+        let mut bytes = Vec::new();
+        for m in &msgs {
+            encode(m, &mut bytes).unwrap();
+        }
+        for cut in 0..bytes.len() {
+            let mut r = FrameReader::new();
+            r.push(&bytes[..cut]);
+            let mut got = Vec::new();
+            while let Some(m) = r.next::<Request>().unwrap() {
+                got.push(m);
+            }
+            r.push(&bytes[cut..]);
+            while let Some(m) = r.next::<Request>().unwrap() {
+                got.push(m);
+            }
+            assert_eq!(got, msgs, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn oversized_length_is_refused() {
+        let mut r = FrameReader::new();
+        r.push(&u32::MAX.to_le_bytes());
+        assert!(matches!(r.next::<Request>(), Err(FrameError::TooLarge(_))));
+    }
+
+    #[test]
+    fn garbage_body_is_an_error_not_a_panic() {
+        let mut r = FrameReader::new();
+        r.push(&3u32.to_le_bytes());
+        r.push(&[0xff, 0xff, 0xff]);
+        assert!(matches!(r.next::<Request>(), Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn blocking_round_trip() {
+        let mut buf = Vec::new();
+        write(&mut buf, &Request::QueryDevice).unwrap();
+        let got: Request = read(&mut buf.as_slice()).unwrap();
+        assert_eq!(got, Request::QueryDevice);
+        assert!(matches!(
+            read::<Request>(&mut [].as_slice()),
+            Err(FrameError::Closed)
+        ));
+    }
+}

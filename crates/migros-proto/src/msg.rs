@@ -1,0 +1,250 @@
+//! Messages between a client and its daemon.
+//!
+//! A client connection starts with [`Request::Hello`]; every request but
+//! the doorbells gets exactly one [`Response`], in order. A completion
+//! channel is a second connection that starts with
+//! [`Request::AttachChannel`] and then only carries [`Event`]s from the
+//! daemon. The daemon identifies the client's process by the socket's
+//! peer credentials and reaches its memory directly; addresses in requests
+//! are addresses in the client's own address space.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::counters::{DeviceCounters, QpCounters};
+use crate::verbs::*;
+
+/// Version of this protocol; a daemon refuses clients of another.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Handle of a completion channel.
+pub type ChannelId = u32;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// First message of a session.
+    Hello {
+        version: u32,
+    },
+    /// First (and only) message of a completion channel connection.
+    AttachChannel {
+        version: u32,
+        session: u64,
+        channel: ChannelId,
+    },
+    QueryDevice,
+    AllocPd,
+    DeallocPd {
+        pd: Pdn,
+    },
+    RegMr {
+        pd: Pdn,
+        addr: u64,
+        length: u64,
+        access: Access,
+    },
+    DeregMr {
+        lkey: u32,
+    },
+    CreateChannel,
+    DestroyChannel {
+        channel: ChannelId,
+    },
+    /// `ring` holds `entries` CQEs ([`crate::ring::CQE_SIZE`] bytes each);
+    /// `ctrl` is the CQ's control word (the client's consumer index).
+    CreateCq {
+        entries: u32,
+        ring: u64,
+        ctrl: u64,
+        channel: Option<ChannelId>,
+    },
+    DestroyCq {
+        cq: Cqn,
+    },
+    /// Arms the CQ: the next completion sends an [`Event::Completion`].
+    ReqNotifyCq {
+        cq: Cqn,
+        solicited_only: bool,
+    },
+    /// `ring` holds `max_wr` receive WQEs; `ctrl` receives the daemon's consumer index.
+    CreateSrq {
+        pd: Pdn,
+        max_wr: u32,
+        max_sge: u32,
+        limit: u32,
+        ring: u64,
+        ctrl: u64,
+    },
+    ModifySrq {
+        srq: Srqn,
+        limit: u32,
+    },
+    DestroySrq {
+        srq: Srqn,
+    },
+    /// `sq_ring` holds `cap.max_send_wr` send WQEs, `rq_ring` `cap.max_recv_wr`
+    /// receive WQEs (0 with an SRQ); `ctrl` is the QP's control block.
+    CreateQp {
+        pd: Pdn,
+        qp_type: QpType,
+        send_cq: Cqn,
+        recv_cq: Cqn,
+        srq: Option<Srqn>,
+        cap: QpCap,
+        sq_sig_all: bool,
+        sq_ring: u64,
+        rq_ring: u64,
+        ctrl: u64,
+    },
+    ModifyQp {
+        qpn: Qpn,
+        attr: QpAttr,
+        mask: AttrMask,
+    },
+    QueryQp {
+        qpn: Qpn,
+    },
+    DestroyQp {
+        qpn: Qpn,
+    },
+    /// The send ring of `qpn` is filled up to producer index `pi` (no response).
+    SqDoorbell {
+        qpn: Qpn,
+        pi: u32,
+    },
+    /// The receive ring of `qpn` is filled up to `pi` (no response).
+    RqDoorbell {
+        qpn: Qpn,
+        pi: u32,
+    },
+    /// The SRQ's ring is filled up to `pi` (no response).
+    SrqDoorbell {
+        srq: Srqn,
+        pi: u32,
+    },
+    /// Counters of the device and of this session's QPs.
+    Stats,
+    /// Stops this session's QPs and hands over their whole state, leaving
+    /// tombstones here (the process moves its objects to another daemon).
+    Checkpoint,
+    /// Recreates the objects of an image taken by `Checkpoint` on another
+    /// daemon, with the same identifiers, for this session.
+    Restore {
+        image: Vec<u8>,
+    },
+    /// Restarts the restored QPs: each announces itself with RESUME.
+    Resume,
+    /// Tells the tombstones of `qpns` (left by `Checkpoint`) where they went.
+    ForwardTombstones {
+        qpns: Vec<Qpn>,
+        to: IpAddr,
+    },
+}
+
+/// The daemon's answer to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Welcome {
+        session: u64,
+        device: DeviceInfo,
+    },
+    Ok,
+    Device(DeviceInfo),
+    Pd {
+        pd: Pdn,
+    },
+    Mr {
+        lkey: u32,
+        rkey: u32,
+    },
+    Channel {
+        channel: ChannelId,
+    },
+    Cq {
+        cq: Cqn,
+    },
+    Srq {
+        srq: Srqn,
+    },
+    Qp {
+        qpn: Qpn,
+    },
+    QpAttr(QpAttr),
+    Stats {
+        device: DeviceCounters,
+        qps: Vec<(Qpn, QpCounters)>,
+    },
+    Image {
+        image: Vec<u8>,
+        qpns: Vec<Qpn>,
+    },
+    /// The request failed; `errno` is what the C API reports.
+    Error {
+        errno: i32,
+        message: String,
+    },
+}
+
+/// What the daemon sends on a completion channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// An armed CQ got a completion (the CQ is disarmed again).
+    Completion { cq: Cqn },
+    /// A QP of the session failed (IBV_EVENT_QP_FATAL).
+    QpFatal { qpn: Qpn },
+}
+
+/// A device as its clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub name: String,
+    /// The device's address: its RoCE v2 GID.
+    pub addr: IpAddr,
+    /// The active MTU (and the largest path MTU it accepts).
+    pub mtu: Mtu,
+    pub node_guid: u64,
+    pub max_qp: u32,
+    pub max_qp_wr: u32,
+    pub max_sge: u32,
+    pub max_cq: u32,
+    pub max_cqe: u32,
+    pub max_mr: u32,
+    pub max_mr_size: u64,
+    pub max_pd: u32,
+    pub max_qp_rd_atom: u32,
+    pub max_srq: u32,
+    pub max_srq_wr: u32,
+    pub max_inline_data: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = vec![
+            Request::Hello {
+                version: PROTOCOL_VERSION,
+            },
+            Request::ModifyQp {
+                qpn: 0x11,
+                attr: QpAttr::default(),
+                mask: AttrMask::STATE,
+            },
+            Request::Restore {
+                image: vec![1, 2, 3],
+            },
+            Request::ForwardTombstones {
+                qpns: vec![1, 2],
+                to: "198.18.0.1".parse().unwrap(),
+            },
+        ];
+        for r in reqs {
+            let bytes = postcard::to_allocvec(&r).unwrap();
+            assert_eq!(postcard::from_bytes::<Request>(&bytes).unwrap(), r);
+        }
+    }
+}
