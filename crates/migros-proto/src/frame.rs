@@ -98,7 +98,7 @@ impl FrameReader {
     }
 
     /// The next whole message, if one has arrived.
-    pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+    pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         let avail = &self.buf[self.start..];
         if avail.len() < LEN_BYTES {
             return Ok(None);
@@ -151,11 +151,11 @@ mod tests {
             let mut r = FrameReader::new();
             r.push(&bytes[..cut]);
             let mut got = Vec::new();
-            while let Some(m) = r.next::<Request>().unwrap() {
+            while let Some(m) = r.next_message::<Request>().unwrap() {
                 got.push(m);
             }
             r.push(&bytes[cut..]);
-            while let Some(m) = r.next::<Request>().unwrap() {
+            while let Some(m) = r.next_message::<Request>().unwrap() {
                 got.push(m);
             }
             assert_eq!(got, msgs, "cut at {cut}");
@@ -166,7 +166,7 @@ mod tests {
     fn oversized_length_is_refused() {
         let mut r = FrameReader::new();
         r.push(&u32::MAX.to_le_bytes());
-        assert!(matches!(r.next::<Request>(), Err(FrameError::TooLarge(_))));
+        assert!(matches!(r.next_message::<Request>(), Err(FrameError::TooLarge(_))));
     }
 
     #[test]
@@ -174,7 +174,7 @@ mod tests {
         let mut r = FrameReader::new();
         r.push(&3u32.to_le_bytes());
         r.push(&[0xff, 0xff, 0xff]);
-        assert!(matches!(r.next::<Request>(), Err(FrameError::Malformed(_))));
+        assert!(matches!(r.next_message::<Request>(), Err(FrameError::Malformed(_))));
     }
 
     #[test]
