@@ -1,0 +1,2 @@
+//! migros: the command line (being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! migrosd: the migros device daemon (being written).
+fn main() {}
