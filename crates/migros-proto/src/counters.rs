@@ -21,6 +21,8 @@ pub struct QpCounters {
     pub duplicates: u64,
     /// Requests dropped because they arrived out of sequence.
     pub out_of_sequence: u64,
+    /// Packets dropped for another reason (wrong Q_Key, no UD receive posted).
+    pub rx_dropped: u64,
     pub pauses: u64,
     pub resumes: u64,
 }

@@ -558,11 +558,13 @@ impl Qp {
     fn ud_request(&mut self, pkt: &Packet, src: IpAddr, env: &mut Env) {
         let Some(deth) = pkt.headers.deth else { return };
         if deth.qkey != self.attr.qkey || self.mig() == MigrationState::Stopped {
-            self.counters.out_of_sequence += 1;
+            self.counters.rx_dropped += 1;
             return;
         }
         let Some(recv) = self.take_recv(env) else {
-            return; // UD drops silently when no receive is posted
+            // UD drops silently when no receive is posted.
+            self.counters.rx_dropped += 1;
+            return;
         };
         let grh = grh_bytes(src, env.config.addr, pkt.payload.len());
         let pd = self.init.pd;
