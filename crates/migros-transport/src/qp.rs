@@ -100,8 +100,8 @@ pub(crate) struct Qp {
     pub counters: QpCounters,
     /// UD: remote (address, QPN) pairs this QP talked to, told on resume.
     pub ud_peers: BTreeSet<(IpAddr, Qpn)>,
-    /// RESUMEs a migrated UD QP still has to announce.
-    pub ud_announce: VecDeque<(IpAddr, Qpn)>,
+    /// RESUMEs a migrated UD or UC QP still has to send (no answer expected).
+    pub announce: VecDeque<(IpAddr, Qpn)>,
 }
 
 /// Most remote peers a UD QP remembers for its resume announcement.
@@ -122,7 +122,7 @@ impl Qp {
             timers: Timers::default(),
             counters: QpCounters::default(),
             ud_peers: BTreeSet::new(),
-            ud_announce: VecDeque::new(),
+            announce: VecDeque::new(),
         }
     }
 

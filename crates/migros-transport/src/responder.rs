@@ -169,6 +169,11 @@ impl Qp {
     }
 
     fn uc_request(&mut self, pkt: &Packet, env: &mut Env) {
+        if self.mig() == MigrationState::Stopped {
+            // Being checkpointed: nothing may change, and UC has no NAK.
+            self.counters.rx_dropped += 1;
+            return;
+        }
         let psn = pkt.headers.bth.psn;
         let Some(info) = pkt.headers.bth.opcode.info() else {
             return;

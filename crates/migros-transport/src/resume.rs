@@ -19,7 +19,7 @@ use migros_proto::verbs::*;
 pub const RESUME_PAYLOAD_LEN: usize = 20;
 
 /// Times a migrated UD QP announces itself to each peer it knew.
-const UD_ANNOUNCE_REPEAT: usize = 3;
+const ANNOUNCE_REPEAT: usize = 3;
 
 /// The payload of a RESUME: where the sender now is, and its QPN.
 pub fn resume_payload(location: IpAddr, qpn: Qpn) -> [u8; RESUME_PAYLOAD_LEN] {
@@ -58,23 +58,34 @@ impl Qp {
     }
 
     /// After restore (or a rolled-back checkpoint): announce where we are.
+    /// RC runs the RESUME handshake; UC, which has no acknowledgements, and
+    /// UD send a few RESUMEs and carry on.
     pub fn start_resume(&mut self, now: Instant, env: &mut Env) {
         if self.mig() != MigrationState::Stopped {
             return;
         }
         self.counters.resumes += 1;
-        let connected = matches!(self.qp_type(), QpType::Rc | QpType::Uc);
-        if connected && self.can_receive() && self.attr.dest_addr.is_some() {
-            self.attr.migration = MigrationState::Resuming;
-            self.timers.retransmit = None;
-            self.timers.resume = Some(now);
-            self.timers.pause = Some(now + env.config.pause_timeout);
-        } else {
-            self.attr.migration = MigrationState::Running;
-            for _ in 0..UD_ANNOUNCE_REPEAT {
-                self.ud_announce.extend(self.ud_peers.iter().copied());
+        let partner = self.attr.dest_addr.filter(|_| self.can_receive());
+        match (self.qp_type(), partner) {
+            (QpType::Rc, Some(_)) => {
+                self.attr.migration = MigrationState::Resuming;
+                self.timers.retransmit = None;
+                self.timers.resume = Some(now);
+                self.timers.pause = Some(now + env.config.pause_timeout);
             }
-            self.restart_requester(now);
+            (QpType::Uc, Some(addr)) => {
+                self.attr.migration = MigrationState::Running;
+                let peer = (addr, self.attr.dest_qp_num);
+                self.announce
+                    .extend(std::iter::repeat_n(peer, ANNOUNCE_REPEAT));
+            }
+            _ => {
+                self.attr.migration = MigrationState::Running;
+                for _ in 0..ANNOUNCE_REPEAT {
+                    self.announce.extend(self.ud_peers.iter().copied());
+                }
+                self.restart_requester(now);
+            }
         }
     }
 
@@ -102,7 +113,7 @@ impl Qp {
             MigrationState::Stopped => {
                 // Our own move is under way: the new address is kept; the
                 // partner hears from us when we resume.
-                self.resp.pause_nak = true;
+                self.resp.pause_nak = self.qp_type() == QpType::Rc;
                 return;
             }
             MigrationState::Paused => {
@@ -112,6 +123,9 @@ impl Qp {
             MigrationState::Resuming | MigrationState::Running => {}
         }
         self.counters.resumes += 1;
+        if self.qp_type() != QpType::Rc {
+            return; // UC: nothing to acknowledge, nothing to resend
+        }
         // Acknowledge with the last PSN actually received in order, never
         // with the RESUME's PSN: that would complete data that never came.
         let last = self.resp.epsn.sub(1);
@@ -163,7 +177,7 @@ impl Qp {
 
     /// Whether a RESUME or UD announcement is due.
     pub fn wants_resume(&self, now: Instant) -> bool {
-        !self.ud_announce.is_empty()
+        !self.announce.is_empty()
             || (self.mig() == MigrationState::Resuming
                 && self.timers.resume.is_some_and(|t| t <= now))
     }
@@ -175,7 +189,7 @@ impl Qp {
         env: &mut Env,
         buf: &mut Vec<u8>,
     ) -> Option<IpAddr> {
-        let (dst, dest_qpn) = if let Some(peer) = self.ud_announce.pop_front() {
+        let (dst, dest_qpn) = if let Some(peer) = self.announce.pop_front() {
             peer
         } else if self.mig() == MigrationState::Resuming
             && self.timers.resume.is_some_and(|t| t <= now)

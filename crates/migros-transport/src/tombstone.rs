@@ -1,19 +1,22 @@
 //! What stays on the old node when a QP migrates away: a tombstone that
 //! answers the partner's requests with the pause NAK (so the partner pauses
 //! instead of timing out) and, once it knows the QP's new node, forwards
-//! RESUMEs (both ends migrating at once) and UD datagrams there.
+//! RESUMEs there (both ends migrating at once) and tells UD senders where
+//! the QP went (a RESUME naming the new node: their device redirects).
 
 use std::net::IpAddr;
 
-use migros_wire::{IpContext, OpKind, Opcode, Packet, Psn};
+use migros_wire::{AckSyndrome, IpContext, OpKind, Opcode, Packet, Psn};
 
 use crate::device::DeviceConfig;
 use crate::qp::{ack_headers, assemble, Qp};
+use crate::resume::resume_payload;
 use migros_proto::verbs::*;
 
 /// The remains of a migrated QP.
 #[derive(Debug, Clone)]
 pub(crate) struct Tombstone {
+    qpn: Qpn,
     qp_type: QpType,
     peer_qpn: Qpn,
     epsn: Psn,
@@ -25,6 +28,7 @@ pub(crate) struct Tombstone {
 impl Tombstone {
     pub fn of(qp: &Qp) -> Tombstone {
         Tombstone {
+            qpn: qp.qpn(),
             qp_type: qp.qp_type(),
             peer_qpn: qp.attr.dest_qp_num,
             epsn: qp.resp.epsn,
@@ -43,8 +47,13 @@ impl Tombstone {
         src: IpAddr,
     ) -> Option<(IpAddr, Vec<u8>)> {
         let info = pkt.headers.bth.opcode.info()?;
-        let forwardable = info.kind == OpKind::Resume || self.qp_type == QpType::Ud;
-        if forwardable {
+        if self.qp_type == QpType::Ud {
+            // The datagram is lost (UD is unreliable); its sender learns
+            // where to send from now on.
+            let (to, deth) = (self.forward?, pkt.headers.deth?);
+            return self.redirect(config, src, deth.src_qpn, to);
+        }
+        if info.kind == OpKind::Resume {
             if let Some(to) = self.forward {
                 let mut out = datagram.to_vec();
                 let ctx = IpContext::new(
@@ -81,5 +90,39 @@ impl Tombstone {
         )
         .ok()?;
         Some((src, out))
+    }
+
+    /// A RESUME to UD QP `dest_qpn` at `dst` saying this QP now lives at `to`.
+    fn redirect(
+        &self,
+        config: &DeviceConfig,
+        dst: IpAddr,
+        dest_qpn: Qpn,
+        to: IpAddr,
+    ) -> Option<(IpAddr, Vec<u8>)> {
+        let mut h = ack_headers(
+            Opcode::RC_RESUME,
+            dest_qpn,
+            self.epsn,
+            AckSyndrome::Ack { credits: 0x1f }.encode(),
+            self.msn,
+        );
+        h.bth.ack_req = false;
+        let payload = resume_payload(to, self.qpn);
+        let mut out = Vec::new();
+        assemble::<()>(
+            &mut out,
+            &h,
+            payload.len(),
+            config.addr,
+            dst,
+            config.udp_src_port,
+            |p| {
+                p.copy_from_slice(&payload);
+                Ok(())
+            },
+        )
+        .ok()?;
+        Some((dst, out))
     }
 }
