@@ -125,7 +125,7 @@ impl Qp {
         }
         if progressed {
             self.on_progress(now);
-            self.complete_local_error_at_head(env);
+            self.after_completions(env);
         }
         self.state() != QpState::Err
     }
@@ -154,9 +154,13 @@ impl Qp {
         } else {
             None
         };
-        if self.state() == QpState::Sqd && self.req.sq.is_empty() {
-            self.attr.sq_draining = false;
-        }
+    }
+
+    /// After WRs completed: report a local error that reached the head, and
+    /// the end of an SQD drain.
+    fn after_completions(&mut self, env: &mut Env) {
+        self.complete_local_error_at_head(env);
+        self.check_drained(env);
     }
 
     /// Pops the oldest WR and completes it with `status` (if signalled or failed).
@@ -299,7 +303,7 @@ impl Qp {
             self.complete_head(WcStatus::Success, env);
         }
         self.on_progress(now);
-        self.complete_local_error_at_head(env);
+        self.after_completions(env);
     }
 
     fn atomic_ack(&mut self, now: Instant, pkt: &Packet, env: &mut Env) {
@@ -332,7 +336,7 @@ impl Qp {
         self.req.una = psn.add(1);
         self.complete_head(WcStatus::Success, env);
         self.on_progress(now);
-        self.complete_local_error_at_head(env);
+        self.after_completions(env);
     }
 }
 

@@ -537,8 +537,9 @@ impl Qp {
                 }
             }
             QpState::Sqd => {
-                self.attr.sq_draining = self.req.outstanding();
+                self.attr.sq_draining = true;
                 self.attr.qp_state = to;
+                self.check_drained(env);
             }
             _ => self.attr.qp_state = to,
         }

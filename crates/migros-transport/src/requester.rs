@@ -220,7 +220,13 @@ impl Qp {
 
     /// Whether the requester could emit a packet now.
     pub fn wants_to_send(&self) -> bool {
-        self.state() == QpState::Rts
+        // SQD finishes the message in progress and starts no other.
+        let may_send = match self.state() {
+            QpState::Rts => true,
+            QpState::Sqd => self.req.next_off > 0,
+            _ => false,
+        };
+        may_send
             && self.mig() == MigrationState::Running
             && self.timers.rnr.is_none()
             && self
@@ -302,6 +308,16 @@ impl Qp {
         self.req.sq[idx].local_error = Some(status);
         self.req.next_off = 0;
         self.complete_local_error_at_head(env);
+    }
+
+    /// In SQD, raises `SqDrained` once nothing is in flight any more.
+    pub fn check_drained(&mut self, env: &mut Env) {
+        if self.state() == QpState::Sqd && self.attr.sq_draining && !self.req.outstanding() {
+            self.attr.sq_draining = false;
+            env.objs
+                .events
+                .push_back(DeviceEvent::SqDrained { qpn: self.qpn() });
+        }
     }
 
     /// If the oldest WR failed locally, completes it with its error and
