@@ -1,0 +1,84 @@
+//! One connection to a daemon: connect, Hello, synchronous requests, and
+//! fire-and-forget doorbells.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use migros_proto::frame;
+use migros_proto::msg::{DeviceInfo, Request, Response, PROTOCOL_VERSION};
+
+use crate::error::{Error, Result};
+
+/// A client session's socket.
+pub(crate) struct Conn {
+    stream: UnixStream,
+    /// Reused frame buffer (doorbells are on the hot path).
+    wbuf: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects to the socket of device `name` in `dir` (no Hello yet).
+    pub(crate) fn connect(dir: &Path, name: &str) -> Result<Conn> {
+        if !migros_proto::paths::valid_device_name(name) {
+            return Err(Error::NoDevice(name.to_owned()));
+        }
+        let path = migros_proto::paths::device_socket(dir, name);
+        let stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                Error::NoDevice(name.to_owned())
+            }
+            _ => Error::Io(e),
+        })?;
+        Ok(Conn {
+            stream,
+            wbuf: Vec::new(),
+        })
+    }
+
+    /// Connects and says Hello: the session id and the device.
+    pub(crate) fn open(dir: &Path, name: &str) -> Result<(Conn, u64, DeviceInfo)> {
+        let mut conn = Conn::connect(dir, name)?;
+        match conn.request(&Request::Hello {
+            version: PROTOCOL_VERSION,
+        })? {
+            Response::Welcome { session, device } => Ok((conn, session, device)),
+            other => Err(unexpected("Hello", &other)),
+        }
+    }
+
+    /// Sends `req` and waits for its response; `Response::Error` becomes
+    /// [`Error::Daemon`].
+    pub(crate) fn request(&mut self, req: &Request) -> Result<Response> {
+        self.send(req)?;
+        match frame::read::<Response>(&mut self.stream)? {
+            Response::Error { errno, message } => Err(Error::Daemon { errno, message }),
+            other => Ok(other),
+        }
+    }
+
+    /// Sends a frame that gets no response (doorbells, channel attach).
+    pub(crate) fn send(&mut self, req: &Request) -> Result<()> {
+        self.wbuf.clear();
+        frame::encode(req, &mut self.wbuf)?;
+        self.stream.write_all(&self.wbuf)?;
+        Ok(())
+    }
+
+    /// Takes the socket (completion channels keep only the stream).
+    pub(crate) fn into_stream(self) -> UnixStream {
+        self.stream
+    }
+}
+
+/// The error for a response of the wrong kind.
+pub(crate) fn unexpected(what: &str, got: &Response) -> Error {
+    Error::Protocol(format!("unexpected answer to {what}: {got:?}"))
+}
+
+/// Locks `m`, ignoring poisoning: every critical section of this crate
+/// leaves its data consistent before anything that can panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

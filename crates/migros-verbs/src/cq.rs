@@ -1,0 +1,99 @@
+//! Completion queues: a ring in this process's memory that the daemon fills.
+
+use std::sync::{Arc, Mutex};
+
+use migros_proto::msg::{Request, Response};
+use migros_proto::verbs::{Cqn, WorkCompletion};
+
+use crate::channel::{ChannelShared, CompChannel};
+use crate::conn::{lock, unexpected};
+use crate::context::Context;
+use crate::error::Result;
+use crate::ring::{ring_entries, CqRing};
+
+/// A completion queue. QPs using it keep it alive.
+pub struct Cq {
+    pub handle: Cqn,
+    pub(crate) inner: Arc<CqShared>,
+}
+
+pub(crate) struct CqShared {
+    ctx: Context,
+    handle: Cqn,
+    entries: u32,
+    ring: Mutex<CqRing>,
+    /// Kept alive while the CQ reports to it.
+    _channel: Option<Arc<ChannelShared>>,
+}
+
+impl Cq {
+    pub(crate) fn create(ctx: &Context, entries: u32, channel: Option<&CompChannel>) -> Result<Cq> {
+        let entries = ring_entries(entries)?;
+        let mut ring = CqRing::new(entries)?;
+        let handle = match ctx.request(&Request::CreateCq {
+            entries,
+            ring: ring.addr(),
+            ctrl: ring.ctrl_addr(),
+            channel: channel.map(|c| c.id()),
+        }) {
+            Ok(Response::Cq { cq }) => cq,
+            Ok(other) => {
+                ring.leak_on_drop();
+                return Err(unexpected("CreateCq", &other));
+            }
+            Err(e) => {
+                if !matches!(e, crate::Error::Daemon { .. }) {
+                    ring.leak_on_drop();
+                }
+                return Err(e);
+            }
+        };
+        Ok(Cq {
+            handle,
+            inner: Arc::new(CqShared {
+                ctx: ctx.clone(),
+                handle,
+                entries,
+                ring: Mutex::new(ring),
+                _channel: channel.map(|c| c.inner.clone()),
+            }),
+        })
+    }
+
+    /// Moves up to `max` completions into `out`; returns how many. No system call.
+    pub fn poll(&self, out: &mut Vec<WorkCompletion>, max: usize) -> Result<usize> {
+        lock(&self.inner.ring).poll(out, max)
+    }
+
+    /// Arms the CQ: the next completion raises an event on its channel.
+    pub fn req_notify(&self, solicited_only: bool) -> Result<()> {
+        self.inner.ctx.request_ok(&Request::ReqNotifyCq {
+            cq: self.handle,
+            solicited_only,
+        })
+    }
+
+    /// The ring's entries (the requested size rounded up to a power of two).
+    pub fn entries(&self) -> u32 {
+        self.inner.entries
+    }
+}
+
+impl Drop for CqShared {
+    fn drop(&mut self) {
+        if self
+            .ctx
+            .request_ok(&Request::DestroyCq { cq: self.handle })
+            .is_err()
+        {
+            // The daemon may still write completions here.
+            lock(&self.ring).leak_on_drop();
+        }
+    }
+}
+
+impl std::fmt::Debug for Cq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cq({})", self.handle)
+    }
+}
