@@ -1,2 +1,50 @@
-//! migros: the command line (being written).
-fn main() {}
+//! `migros`: the command line of migros devices.
+//!
+//! - `migros dev add|del|list|show` starts and stops `migrosd` daemons (one
+//!   per device) and shows them as `ibv_devinfo` does;
+//! - `migros stat` prints counters, as `rdma statistic`;
+//! - `migros bench …` runs perftest-like benchmarks, with byte-exact
+//!   verification and live migration of one end while traffic runs;
+//! - `migros env` prints the environment clients need.
+//!
+//! The socket directory comes from `--socket-dir`, else `MIGROS_SOCKET_DIR`,
+//! else `/run/migros`; the chosen one is exported to this process's
+//! environment so the verbs library finds the same devices.
+
+mod bench;
+mod cli;
+mod daemon;
+mod dev;
+mod env;
+mod stat;
+
+use anyhow::Result;
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("migros: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(dir) = &cli.socket_dir {
+        // Single-threaded here: no other thread reads the environment yet.
+        std::env::set_var(migros_proto::paths::SOCKET_DIR_ENV, dir);
+    }
+    let dir = migros_proto::paths::socket_dir();
+    match cli.command {
+        Command::Dev { command } => dev::run(&dir, command),
+        Command::Stat(a) => stat::run(&dir, a),
+        Command::Bench(a) => bench::run(a),
+        Command::Env => {
+            for l in env::lines(&dir, env::lib_dir().as_deref()) {
+                println!("{l}");
+            }
+            Ok(())
+        }
+    }
+}
