@@ -11,6 +11,7 @@
 //! through a ring the daemon writes into client memory (with an owner/phase
 //! byte written last), so polling a CQ costs no system call.
 
+pub mod admin;
 pub mod counters;
 pub mod frame;
 pub mod msg;

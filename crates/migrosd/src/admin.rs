@@ -1,0 +1,90 @@
+//! The admin socket's requests (root only; see `migros_proto::admin`).
+//!
+//! Requests that act on a client process (the CRIU plugin's pause,
+//! checkpoint and resume by pid) belong here: find the session with
+//! [`Daemon::session_of_pid`] and reuse the client-side handlers.
+
+use migros_proto::admin::{
+    AdminRequest, AdminResponse, DaemonStatus, QpStats, SessionInfo, ADMIN_PROTOCOL_VERSION,
+};
+
+use crate::daemon::Daemon;
+use crate::session::ConnKind;
+
+impl Daemon {
+    pub(crate) fn on_admin(&mut self, req: AdminRequest) -> AdminResponse {
+        match req {
+            AdminRequest::Status => AdminResponse::Status(self.status()),
+            AdminRequest::Stats => AdminResponse::Stats {
+                device: self.device.counters(),
+                qps: self.qp_stats(),
+            },
+            AdminRequest::Shutdown => {
+                tracing::info!("shutdown requested on the admin socket");
+                self.shutdown = true;
+                AdminResponse::Ok
+            }
+        }
+    }
+
+    /// The session of client process `pid`, if it has one.
+    pub fn session_of_pid(&self, pid: i32) -> Option<u64> {
+        self.sessions.values().find(|s| s.pid == pid).map(|s| s.id)
+    }
+
+    fn status(&self) -> DaemonStatus {
+        let sessions = self
+            .sessions
+            .values()
+            .map(|s| SessionInfo {
+                session: s.id,
+                pid: u32::try_from(s.pid).unwrap_or(0),
+                owner: s.owner,
+                qps: count(self.qps.values().filter(|q| q.session == s.id)),
+                cqs: count(self.cqs.values().filter(|c| c.session == s.id)),
+                mrs: count(self.mrs.values().filter(|m| m.session == s.id)),
+                channels: count(self.conns.values().filter(
+                    |c| matches!(c.kind, ConnKind::Channel { session, .. } if session == s.id),
+                )),
+                checkpointed: s.checkpointed,
+            })
+            .collect();
+        DaemonStatus {
+            version: ADMIN_PROTOCOL_VERSION,
+            device: self.info.clone(),
+            pid: std::process::id(),
+            uptime_secs: self.uptime().as_secs(),
+            sessions,
+            counters: self.device.counters(),
+            tombstones: self.device.tombstones(),
+        }
+    }
+
+    fn qp_stats(&self) -> Vec<QpStats> {
+        self.device
+            .qpns()
+            .into_iter()
+            .filter_map(|qpn| {
+                let counters = self.device.qp_counters(qpn)?;
+                let attr = self.device.query_qp(qpn).ok()?;
+                let (owner, pid) = self
+                    .qps
+                    .get(&qpn)
+                    .and_then(|r| self.sessions.get(&r.session))
+                    .map_or((0, 0), |s| (s.owner, u32::try_from(s.pid).unwrap_or(0)));
+                Some(QpStats {
+                    qpn,
+                    owner,
+                    pid,
+                    state: attr.qp_state,
+                    dest: attr.dest_addr.map(|a| (a, attr.dest_qp_num)),
+                    counters,
+                })
+            })
+            .collect()
+    }
+}
+
+fn count<T>(it: impl Iterator<Item = T>) -> u32 {
+    u32::try_from(it.count()).unwrap_or(u32::MAX)
+}

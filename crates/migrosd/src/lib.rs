@@ -1,0 +1,59 @@
+//! migrosd: the migros device daemon, the "NIC" of one node.
+//!
+//! One daemon plays one RoCE v2 device: it binds UDP `<addr>:4791`, runs the
+//! sans-IO transport ([`migros_transport::Device`]) in a single-threaded
+//! event loop ([`daemon`]), and serves its clients on a unix socket
+//! (`<dev>.sock`) and administrators on a root-only one (`<dev>.admin.sock`).
+//! It owns no protocol decisions: those belong to the transport. What it
+//! adds is I/O and bookkeeping:
+//!
+//! - [`udp`]: batched UDP (recvmmsg with GRO, GSO sends to one destination),
+//!   with optional test-only fault injection ([`fault`]).
+//! - [`procmem`]: the transport's `Memory` over `process_vm_readv/writev`
+//!   into the client process that owns an object (owner → pid), with
+//!   read-ahead inside registered regions and coalesced writes.
+//! - [`rings`]: the send / receive / completion rings in client memory:
+//!   doorbells are read in batches, completions written body first and
+//!   phase byte last.
+//! - [`session`]: a client connection (framing, write queue).
+//! - [`handler`]: every client request mapped onto the device.
+//! - [`image`]: the daemon's checkpoint image (versioned JSON wrapping the
+//!   transport's `OwnerSnapshot` plus the rings' state).
+//! - [`admin`]: the admin socket.
+//!
+//! # Identifiers
+//!
+//! The transport takes identifiers from its caller; the daemon picks them at
+//! random so that objects can move between daemons without manual ranges:
+//! QPNs uniformly in `2..2^24`, retried while they collide with a local QP
+//! or a tombstone; lkeys and rkeys random non-zero `u32`s that collide with
+//! no key in use (lkeys and rkeys share one space); PD, CQ, SRQ and
+//! completion channel handles random `u32`s, unique per kind; owner ids and
+//! session ids random `u64`s. A restored image keeps its identifiers; if
+//! one of them is taken on the destination, `check_restore` (and the
+//! daemon's own checks) refuse the restore before the source is touched.
+//! The chance that a restored QP collides is (QPs on the destination)/2^24.
+//!
+//! # Safety of client memory
+//!
+//! The daemon only reads and writes a client's registered memory regions
+//! (after the transport's key checks) and the rings it declared, and only
+//! in that client's own process, identified by `SO_PEERCRED` when it
+//! connected.
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod errno;
+pub mod fault;
+pub mod handler;
+pub mod ids;
+pub mod image;
+pub mod procmem;
+pub mod rings;
+pub mod session;
+pub mod udp;
+
+pub use config::Config;
+pub use daemon::Daemon;
