@@ -1,0 +1,221 @@
+//! Test support: start the built daemon, speak the protocol raw, and
+//! allocate rings and buffers in this process (the "client").
+
+#![allow(dead_code)]
+
+pub mod verbs;
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use migros_proto::admin::{AdminRequest, AdminResponse};
+use migros_proto::frame;
+use migros_proto::msg::{Request, Response, PROTOCOL_VERSION};
+use migros_proto::paths;
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A running `migrosd`, killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub name: String,
+    pub addr: String,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path, name: &str, addr: &str, extra: &[&str]) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_migrosd"))
+            .args(["--name", name, "--addr", addr, "--socket-dir"])
+            .arg(dir)
+            .args(extra)
+            .env("RUST_LOG", "migrosd=debug")
+            .stdin(Stdio::null())
+            .stderr(if std::env::var_os("MIGROSD_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("spawn migrosd");
+        let d = Daemon {
+            child,
+            dir: dir.to_path_buf(),
+            name: name.into(),
+            addr: addr.into(),
+        };
+        let sock = paths::admin_socket(dir, name);
+        wait_until("daemon sockets", || sock.exists());
+        d
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        paths::device_socket(&self.dir, &self.name)
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        paths::admin_socket(&self.dir, &self.name)
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(&self.socket())
+    }
+
+    /// A client that said hello.
+    pub fn session(&self) -> (Client, u64) {
+        let mut c = self.connect();
+        match c.request(&Request::Hello {
+            version: PROTOCOL_VERSION,
+        }) {
+            Response::Welcome { session, .. } => (c, session),
+            other => panic!("hello answered {other:?}"),
+        }
+    }
+
+    pub fn admin(&self, req: &AdminRequest) -> AdminResponse {
+        let mut s = UnixStream::connect(self.admin_socket()).expect("connect admin");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        frame::write(&mut s, req).unwrap();
+        frame::read(&mut s).expect("admin response")
+    }
+
+    /// Waits (bounded) for the process to exit; returns whether it did.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every millisecond for up to [`TIMEOUT`].
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + TIMEOUT;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A raw protocol client.
+pub struct Client {
+    pub stream: UnixStream,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Client {
+        let stream = UnixStream::connect(path).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Client { stream }
+    }
+
+    pub fn send(&mut self, req: &Request) {
+        frame::write(&mut self.stream, req).expect("send");
+    }
+
+    pub fn recv(&mut self) -> Response {
+        frame::read(&mut self.stream).expect("response")
+    }
+
+    pub fn request(&mut self, req: &Request) -> Response {
+        self.send(req);
+        self.recv()
+    }
+
+    /// Sends and expects `Ok`.
+    pub fn ok(&mut self, req: &Request) {
+        let r = self.request(req);
+        assert_eq!(r, Response::Ok, "{req:?}");
+    }
+
+    /// Whether the daemon closed the connection (bounded wait).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0))
+    }
+}
+
+/// Page-aligned zeroed memory in this process (rings, buffers).
+pub struct Pages {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl Pages {
+    pub fn new(len: usize) -> Pages {
+        let layout = Layout::from_size_align(len.max(1).next_multiple_of(4096), 4096).unwrap();
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        assert!(!ptr.is_null());
+        Pages { ptr, layout }
+    }
+
+    pub fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// Reads a byte the daemon may write concurrently.
+    pub fn get(&self, at: usize) -> u8 {
+        assert!(at < self.len());
+        // SAFETY: in bounds of a live allocation.
+        unsafe { std::ptr::read_volatile(self.ptr.add(at)) }
+    }
+
+    pub fn read(&self, at: usize, out: &mut [u8]) {
+        assert!(at + out.len() <= self.len());
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = self.get(at + i);
+        }
+    }
+
+    pub fn write(&self, at: usize, data: &[u8]) {
+        assert!(at + data.len() <= self.len());
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: in bounds of a live allocation.
+            unsafe { std::ptr::write_volatile(self.ptr.add(at + i), *b) };
+        }
+    }
+
+    pub fn u32_at(&self, at: usize) -> u32 {
+        let mut b = [0u8; 4];
+        self.read(at, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    pub fn set_u32(&self, at: usize, v: u32) {
+        self.write(at, &v.to_le_bytes());
+    }
+}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in `new`.
+        unsafe { dealloc(self.ptr, self.layout) };
+    }
+}

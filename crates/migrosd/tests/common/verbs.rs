@@ -1,0 +1,266 @@
+//! A hand-rolled verbs client over the raw protocol (rings in this process).
+
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use migros_proto::msg::{Request, Response};
+use migros_proto::ring::{self, CQE_PHASE, CQE_SIZE, RQ_WQE_SIZE, SQ_WQE_SIZE};
+use migros_proto::verbs::*;
+
+use super::{Client, Pages, TIMEOUT};
+
+pub struct Cq {
+    pub cq: Cqn,
+    pub ring: Pages,
+    pub ctrl: Pages,
+    pub entries: u32,
+    pub ci: u32,
+}
+
+pub struct Qp {
+    pub qpn: Qpn,
+    pub sq: Pages,
+    pub rq: Pages,
+    pub ctrl: Pages,
+    pub entries: u32,
+    pub sq_pi: u32,
+    pub rq_pi: u32,
+}
+
+pub struct Mr {
+    pub buf: Pages,
+    pub lkey: u32,
+    pub rkey: u32,
+}
+
+pub fn alloc_pd(c: &mut Client) -> Pdn {
+    match c.request(&Request::AllocPd) {
+        Response::Pd { pd } => pd,
+        other => panic!("alloc pd: {other:?}"),
+    }
+}
+
+pub fn reg_mr(c: &mut Client, pd: Pdn, len: usize) -> Mr {
+    let buf = Pages::new(len);
+    match c.request(&Request::RegMr {
+        pd,
+        addr: buf.addr(),
+        length: len as u64,
+        access: Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ,
+    }) {
+        Response::Mr { lkey, rkey } => Mr { buf, lkey, rkey },
+        other => panic!("reg mr: {other:?}"),
+    }
+}
+
+pub fn create_cq(c: &mut Client, entries: u32) -> Cq {
+    let ring = Pages::new(entries as usize * CQE_SIZE);
+    let ctrl = Pages::new(ring::CQ_CTRL_SIZE);
+    match c.request(&Request::CreateCq {
+        entries,
+        ring: ring.addr(),
+        ctrl: ctrl.addr(),
+        channel: None,
+    }) {
+        Response::Cq { cq } => Cq {
+            cq,
+            ring,
+            ctrl,
+            entries,
+            ci: 0,
+        },
+        other => panic!("create cq: {other:?}"),
+    }
+}
+
+pub fn create_qp(c: &mut Client, pd: Pdn, cq: &Cq, entries: u32) -> Qp {
+    let sq = Pages::new(entries as usize * SQ_WQE_SIZE);
+    let rq = Pages::new(entries as usize * RQ_WQE_SIZE);
+    let ctrl = Pages::new(ring::QP_CTRL_SIZE);
+    match c.request(&Request::CreateQp {
+        pd,
+        qp_type: QpType::Rc,
+        send_cq: cq.cq,
+        recv_cq: cq.cq,
+        srq: None,
+        cap: QpCap {
+            max_send_wr: entries,
+            max_recv_wr: entries,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 64,
+        },
+        sq_sig_all: true,
+        sq_ring: sq.addr(),
+        rq_ring: rq.addr(),
+        ctrl: ctrl.addr(),
+    }) {
+        Response::Qp { qpn } => Qp {
+            qpn,
+            sq,
+            rq,
+            ctrl,
+            entries,
+            sq_pi: 0,
+            rq_pi: 0,
+        },
+        other => panic!("create qp: {other:?}"),
+    }
+}
+
+/// RESET → INIT → RTR → RTS towards `dest`/`dest_qpn`.
+pub fn connect(c: &mut Client, qpn: Qpn, dest: IpAddr, dest_qpn: Qpn, mtu: Mtu) {
+    let init = QpAttr {
+        qp_state: QpState::Init,
+        qp_access_flags: Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ,
+        ..QpAttr::default()
+    };
+    c.ok(&Request::ModifyQp {
+        qpn,
+        attr: init,
+        mask: AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS,
+    });
+    let rtr = QpAttr {
+        qp_state: QpState::Rtr,
+        path_mtu: mtu,
+        dest_addr: Some(dest),
+        dest_qp_num: dest_qpn,
+        rq_psn: 100,
+        max_dest_rd_atomic: 4,
+        min_rnr_timer: 1,
+        ..QpAttr::default()
+    };
+    c.ok(&Request::ModifyQp {
+        qpn,
+        attr: rtr,
+        mask: AttrMask::STATE
+            | AttrMask::AV
+            | AttrMask::PATH_MTU
+            | AttrMask::DEST_QPN
+            | AttrMask::RQ_PSN
+            | AttrMask::MAX_DEST_RD_ATOMIC
+            | AttrMask::MIN_RNR_TIMER,
+    });
+    let rts = QpAttr {
+        qp_state: QpState::Rts,
+        sq_psn: 100,
+        timeout: 10,
+        retry_cnt: 7,
+        rnr_retry: 7,
+        max_rd_atomic: 4,
+        ..QpAttr::default()
+    };
+    c.ok(&Request::ModifyQp {
+        qpn,
+        attr: rts,
+        mask: AttrMask::STATE
+            | AttrMask::SQ_PSN
+            | AttrMask::TIMEOUT
+            | AttrMask::RETRY_CNT
+            | AttrMask::RNR_RETRY
+            | AttrMask::MAX_QP_RD_ATOMIC,
+    });
+}
+
+impl Qp {
+    /// Writes a send WQE and rings the doorbell.
+    pub fn post_send(&mut self, c: &mut Client, wr: &SendWr) {
+        self.write_send(wr);
+        self.sq_doorbell(c);
+    }
+
+    /// Writes a send WQE without a doorbell.
+    pub fn write_send(&mut self, wr: &SendWr) {
+        let mut e = [0u8; SQ_WQE_SIZE];
+        ring::encode_send(wr, &mut e).unwrap();
+        let slot = (self.sq_pi % self.entries) as usize;
+        self.sq.write(slot * SQ_WQE_SIZE, &e);
+        self.sq_pi = self.sq_pi.wrapping_add(1);
+    }
+
+    pub fn sq_doorbell(&mut self, c: &mut Client) {
+        c.send(&Request::SqDoorbell {
+            qpn: self.qpn,
+            pi: self.sq_pi,
+        });
+    }
+
+    pub fn post_recv(&mut self, c: &mut Client, wr: &RecvWr) {
+        let mut e = [0u8; RQ_WQE_SIZE];
+        ring::encode_recv(wr, &mut e).unwrap();
+        let slot = (self.rq_pi % self.entries) as usize;
+        self.rq.write(slot * RQ_WQE_SIZE, &e);
+        self.rq_pi = self.rq_pi.wrapping_add(1);
+        c.send(&Request::RqDoorbell {
+            qpn: self.qpn,
+            pi: self.rq_pi,
+        });
+    }
+
+    /// The daemon's send queue consumer index.
+    pub fn sq_ci(&self) -> u32 {
+        self.ctrl.u32_at(ring::QP_CTRL_SQ_CI as usize)
+    }
+}
+
+impl Cq {
+    /// The next completion, if one is there.
+    pub fn poll(&mut self) -> Option<WorkCompletion> {
+        let slot = (self.ci % self.entries) as usize;
+        let at = slot * CQE_SIZE;
+        if self.ring.get(at + CQE_PHASE) != ring::phase(self.ci, self.entries) {
+            return None;
+        }
+        let mut e = [0u8; CQE_SIZE];
+        self.ring.read(at, &mut e);
+        self.ci = self.ci.wrapping_add(1);
+        self.ctrl.set_u32(ring::CQ_CTRL_CI as usize, self.ci);
+        Some(ring::decode_cqe(&e).expect("valid cqe"))
+    }
+
+    /// Waits (bounded) for `n` completions.
+    pub fn wait(&mut self, n: usize) -> Vec<WorkCompletion> {
+        let end = Instant::now() + TIMEOUT;
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.poll() {
+                Some(wc) => out.push(wc),
+                None => {
+                    assert!(
+                        Instant::now() < end,
+                        "timed out waiting for completions: got {out:?}"
+                    );
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        out
+    }
+}
+
+pub fn send_wr(wr_id: u64, mr: &Mr, offset: u64, len: u32, opcode: WrOpcode) -> SendWr {
+    SendWr {
+        wr_id,
+        opcode,
+        flags: SendFlags::SIGNALED,
+        data: SendData::Sges(vec![Sge {
+            addr: mr.buf.addr() + offset,
+            length: len,
+            lkey: mr.lkey,
+        }]),
+        ud: None,
+    }
+}
+
+pub fn recv_wr(wr_id: u64, mr: &Mr, offset: u64, len: u32) -> RecvWr {
+    RecvWr {
+        wr_id,
+        sges: vec![Sge {
+            addr: mr.buf.addr() + offset,
+            length: len,
+            lkey: mr.lkey,
+        }],
+    }
+}
