@@ -1,0 +1,249 @@
+//! RDMA through two daemons (127.0.0.111 and .112) with a hand-rolled
+//! client: an RC pair, SENDs, WRITEs, a bulk WRITE for throughput, and a
+//! migration of one side to a third daemon. Needs root.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use common::verbs::*;
+use common::*;
+use migros_proto::admin::{AdminRequest, AdminResponse};
+use migros_proto::msg::{Request, Response};
+use migros_proto::verbs::*;
+
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+struct Side {
+    c: Client,
+    cq: Cq,
+    qp: Qp,
+    mr: Mr,
+}
+
+fn side(d: &Daemon, buf: usize, entries: u32) -> Side {
+    let (mut c, _) = d.session();
+    let pd = alloc_pd(&mut c);
+    let mr = reg_mr(&mut c, pd, buf);
+    let cq = create_cq(&mut c, entries * 2);
+    let qp = create_qp(&mut c, pd, &cq, entries);
+    Side { c, cq, qp, mr }
+}
+
+fn pair(a_addr: &str, b_addr: &str, a: &mut Side, b: &mut Side, mtu: Mtu) {
+    let aa: IpAddr = a_addr.parse().unwrap();
+    let ba: IpAddr = b_addr.parse().unwrap();
+    connect(&mut a.c, a.qp.qpn, ba, b.qp.qpn, mtu);
+    connect(&mut b.c, b.qp.qpn, aa, a.qp.qpn, mtu);
+}
+
+#[test]
+fn sends_and_writes_between_two_daemons() {
+    need_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let d1 = Daemon::start(dir.path(), "r1", "127.0.0.111", &[]);
+    let d2 = Daemon::start(dir.path(), "r2", "127.0.0.112", &[]);
+    let mut a = side(&d1, 1 << 16, 16);
+    let mut b = side(&d2, 1 << 16, 16);
+    pair("127.0.0.111", "127.0.0.112", &mut a, &mut b, Mtu::Mtu1024);
+
+    // SENDs: receives first, then 4 messages of 3000 bytes (3 packets each).
+    for i in 0..4u64 {
+        b.qp.post_recv(&mut b.c, &recv_wr(100 + i, &b.mr, i * 4096, 4096));
+    }
+    for i in 0..4u64 {
+        let pattern: Vec<u8> = (0..3000).map(|k| (k as u64 * 7 + i) as u8).collect();
+        a.mr.buf.write(i as usize * 4096, &pattern);
+        let wr = send_wr(i, &a.mr, i * 4096, 3000, WrOpcode::Send);
+        a.qp.post_send(&mut a.c, &wr);
+    }
+    let sent = a.cq.wait(4);
+    assert!(sent.iter().all(|w| w.status == WcStatus::Success && w.opcode == WcOpcode::Send));
+    assert_eq!(sent.iter().map(|w| w.wr_id).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    let got = b.cq.wait(4);
+    for (i, wc) in got.iter().enumerate() {
+        assert_eq!(wc.status, WcStatus::Success);
+        assert_eq!(wc.opcode, WcOpcode::Recv);
+        assert_eq!(wc.wr_id, 100 + i as u64);
+        assert_eq!(wc.byte_len, 3000);
+        let mut buf = vec![0u8; 3000];
+        b.mr.buf.read(i * 4096, &mut buf);
+        let want: Vec<u8> = (0..3000).map(|k| (k as u64 * 7 + i as u64) as u8).collect();
+        assert_eq!(buf, want, "message {i}");
+    }
+    assert_eq!(a.qp.sq_ci(), 4);
+
+    // A WRITE into B's buffer at an offset.
+    let data: Vec<u8> = (0..10_000u32).map(|k| (k % 251) as u8).collect();
+    a.mr.buf.write(0, &data);
+    let wr = send_wr(
+        9,
+        &a.mr,
+        0,
+        data.len() as u32,
+        WrOpcode::RdmaWrite {
+            remote_addr: b.mr.buf.addr() + 20_000,
+            rkey: b.mr.rkey,
+        },
+    );
+    a.qp.post_send(&mut a.c, &wr);
+    let wc = a.cq.wait(1);
+    assert_eq!(wc[0].status, WcStatus::Success);
+    assert_eq!(wc[0].opcode, WcOpcode::RdmaWrite);
+    let mut buf = vec![0u8; data.len()];
+    b.mr.buf.read(20_000, &mut buf);
+    assert_eq!(buf, data);
+
+    // A WRITE with a wrong rkey fails remotely and the QP goes to error.
+    let bad = send_wr(
+        10,
+        &a.mr,
+        0,
+        16,
+        WrOpcode::RdmaWrite {
+            remote_addr: b.mr.buf.addr(),
+            rkey: b.mr.rkey ^ 1,
+        },
+    );
+    a.qp.post_send(&mut a.c, &bad);
+    let wc = a.cq.wait(1);
+    assert_eq!(wc[0].status, WcStatus::RemAccessErr);
+
+    // Counters.
+    match a.c.request(&Request::Stats) {
+        Response::Stats { device, qps } => {
+            assert!(device.tx_packets >= 14, "{device:?}");
+            assert_eq!(qps.len(), 1);
+            assert!(qps[0].1.tx_packets >= 14);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Bulk 64 KiB WRITEs; prints the rate (a smoke check, not a benchmark).
+#[test]
+fn bulk_writes() {
+    need_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let d1 = Daemon::start(dir.path(), "r3", "127.0.0.113", &["--mtu", "4096"]);
+    let d2 = Daemon::start(dir.path(), "r4", "127.0.0.114", &["--mtu", "4096"]);
+    const MSG: usize = 64 << 10;
+    const DEPTH: u32 = 64;
+    let mut a = side(&d1, MSG * DEPTH as usize, DEPTH);
+    let mut b = side(&d2, MSG * DEPTH as usize, DEPTH);
+    pair("127.0.0.113", "127.0.0.114", &mut a, &mut b, Mtu::Mtu4096);
+    for k in 0..DEPTH as usize {
+        a.mr.buf.write(k * MSG, &[k as u8 + 1; 64]);
+    }
+    let total: u64 = if cfg!(debug_assertions) { 2000 } else { 20000 };
+    let start = Instant::now();
+    let (mut posted, mut done) = (0u64, 0u64);
+    while done < total {
+        let mut batch = 0;
+        while posted < total && posted - done < u64::from(DEPTH) {
+            let slot = posted % u64::from(DEPTH);
+            let wr = send_wr(
+                posted,
+                &a.mr,
+                slot * MSG as u64,
+                MSG as u32,
+                WrOpcode::RdmaWrite {
+                    remote_addr: b.mr.buf.addr() + slot * MSG as u64,
+                    rkey: b.mr.rkey,
+                },
+            );
+            a.qp.write_send(&wr);
+            posted += 1;
+            batch += 1;
+        }
+        if batch > 0 {
+            a.qp.sq_doorbell(&mut a.c);
+        }
+        let wc = a.cq.wait(1);
+        assert_eq!(wc[0].status, WcStatus::Success, "{wc:?}");
+        done += 1;
+        while let Some(wc) = a.cq.poll() {
+            assert_eq!(wc.status, WcStatus::Success);
+            done += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let gbit = (total * MSG as u64 * 8) as f64 / secs / 1e9;
+    eprintln!("bulk_writes: {total} x 64 KiB in {secs:.3} s = {gbit:.2} Gbit/s");
+    for k in 0..DEPTH as usize {
+        assert_eq!(b.mr.buf.get(k * MSG + 63), k as u8 + 1);
+    }
+    match d1.admin(&AdminRequest::Stats) {
+        AdminResponse::Stats { qps, .. } => assert_eq!(qps.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Moves A's context from daemon 5 to daemon 7 while B (daemon 6) stays.
+#[test]
+fn migrate_one_side_to_a_third_daemon() {
+    need_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let d1 = Daemon::start(dir.path(), "r5", "127.0.0.115", &[]);
+    let d2 = Daemon::start(dir.path(), "r6", "127.0.0.116", &[]);
+    let d3 = Daemon::start(dir.path(), "r7", "127.0.0.117", &[]);
+    let mut a = side(&d1, 1 << 16, 16);
+    let mut b = side(&d2, 1 << 16, 16);
+    pair("127.0.0.115", "127.0.0.116", &mut a, &mut b, Mtu::Mtu1024);
+    for i in 0..8u64 {
+        b.qp.post_recv(&mut b.c, &recv_wr(i, &b.mr, i * 1024, 1024));
+    }
+    a.mr.buf.write(0, b"before");
+    a.qp.post_send(&mut a.c, &send_wr(1, &a.mr, 0, 6, WrOpcode::Send));
+    assert_eq!(a.cq.wait(1)[0].status, WcStatus::Success);
+    assert_eq!(b.cq.wait(1)[0].byte_len, 6);
+
+    // Checkpoint on the old daemon.
+    let (image, qpns) = match a.c.request(&Request::Checkpoint) {
+        Response::Image { image, qpns } => (image, qpns),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(qpns, vec![a.qp.qpn]);
+    // A bad image is refused on the new daemon, without harm.
+    let (mut n, _) = d3.session();
+    let mut broken = image.clone();
+    broken.truncate(image.len() / 2);
+    assert!(matches!(
+        n.request(&Request::Restore { image: broken }),
+        Response::Error { errno, .. } if errno == libc::EINVAL
+    ));
+    n.ok(&Request::Restore { image });
+    n.ok(&Request::Resume);
+    a.c.ok(&Request::ForwardTombstones {
+        qpns,
+        to: "127.0.0.117".parse().unwrap(),
+    });
+    drop(std::mem::replace(&mut a.c, n));
+
+    // The same QP, rings and MR, now through daemon 7.
+    a.mr.buf.write(1024, b"after the move");
+    a.qp.post_send(&mut a.c, &send_wr(2, &a.mr, 1024, 14, WrOpcode::Send));
+    let wc = a.cq.wait(1);
+    assert_eq!((wc[0].wr_id, wc[0].status), (2, WcStatus::Success));
+    let wc = b.cq.wait(1);
+    assert_eq!(wc[0].byte_len, 14);
+    let mut buf = [0u8; 14];
+    b.mr.buf.read(1024, &mut buf);
+    assert_eq!(&buf, b"after the move");
+    match d1.admin(&AdminRequest::Status) {
+        AdminResponse::Status(s) => assert_eq!(s.tombstones, vec![a.qp.qpn]),
+        other => panic!("{other:?}"),
+    }
+    match d3.admin(&AdminRequest::Stats) {
+        AdminResponse::Stats { qps, .. } => assert_eq!(qps[0].qpn, a.qp.qpn),
+        other => panic!("{other:?}"),
+    }
+}
