@@ -60,9 +60,10 @@ pub struct DevAddArgs {
     /// Active MTU in bytes (256, 512, 1024, 2048 or 4096).
     #[arg(long, value_parser = parse_mtu)]
     pub mtu: Option<u32>,
-    /// Fault injection rule passed to the daemon (repeatable).
+    /// Test-only faults on the daemon's transmit path:
+    /// `drop=P,reorder=P,dup=P[,seed=N]` (any subset, P in 0..=1).
     #[arg(long, value_name = "SPEC")]
-    pub fault: Vec<String>,
+    pub fault: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -316,9 +317,7 @@ mod tests {
             "--mtu",
             "4096",
             "--fault",
-            "drop=0.01",
-            "--fault",
-            "dup=0.001",
+            "drop=0.01,dup=0.001",
         ])
         .command
         else {
@@ -327,6 +326,6 @@ mod tests {
         assert_eq!(a.name, "d0");
         assert_eq!(a.addr, "127.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(a.mtu, Some(4096));
-        assert_eq!(a.fault, vec!["drop=0.01", "dup=0.001"]);
+        assert_eq!(a.fault.as_deref(), Some("drop=0.01,dup=0.001"));
     }
 }

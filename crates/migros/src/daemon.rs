@@ -62,7 +62,7 @@ pub fn daemon_args(dir: &Path, args: &DevAddArgs) -> Vec<String> {
     if let Some(mtu) = args.mtu {
         v.extend(["--mtu".to_string(), mtu.to_string()]);
     }
-    for f in &args.fault {
+    if let Some(f) = &args.fault {
         v.extend(["--fault".to_string(), f.clone()]);
     }
     v
@@ -139,16 +139,35 @@ fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
 
-/// Stops the daemon of `name` with SIGTERM and waits for it to exit.
+/// Stops the daemon of `name`: admin Shutdown, else SIGTERM to the pid
+/// recorded by `dev add`; waits for it to exit.
 pub fn stop(dir: &Path, name: &str) -> Result<()> {
-    let Some(pid) = recorded_pid(dir, name) else {
-        bail!("no pid file for device {name} in {}", dir.display());
-    };
-    if alive(pid) {
-        kill(Pid::from_raw(pid), Signal::SIGTERM)
-            .with_context(|| format!("signalling pid {pid}"))?;
+    let pid = recorded_pid(dir, name);
+    if crate::admin::shutdown(dir, name).is_err() {
+        let Some(pid) = pid else {
+            bail!(
+                "device {name}: no admin socket answers and no pid file in {}",
+                dir.display()
+            );
+        };
+        if alive(pid) {
+            kill(Pid::from_raw(pid), Signal::SIGTERM)
+                .with_context(|| format!("signalling pid {pid}"))?;
+        }
     }
-    wait_gone(pid, dir, name)
+    match pid {
+        Some(pid) => wait_gone(pid, dir, name),
+        None => {
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while answers(dir, name) {
+                if Instant::now() >= deadline {
+                    bail!("device {name} still answers after shutdown");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Waits until `pid` has exited, then removes the pid file.
@@ -194,7 +213,7 @@ mod tests {
             name: "d0".into(),
             addr: "127.0.0.3".parse().unwrap(),
             mtu: Some(1024),
-            fault: vec!["drop=0.1".into()],
+            fault: Some("drop=0.1".into()),
         };
         assert_eq!(
             daemon_args(Path::new("/tmp/s"), &args).join(" "),

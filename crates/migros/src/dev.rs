@@ -87,21 +87,21 @@ fn list(dir: &Path, json_out: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<8} {:<40} {:>5} {:>8}",
+        "{:<16} {:<8} {:<24} {:>5} {:>8}",
         "DEVICE", "STATE", "ADDR", "MTU", "PID"
     );
     for (n, info, pid) in rows {
         let pid = pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         match info {
             Some(i) => println!(
-                "{:<16} {:<8} {:<40} {:>5} {:>8}",
+                "{:<16} {:<8} {:<24} {:>5} {:>8}",
                 n,
                 "ACTIVE",
                 i.addr,
                 i.mtu.bytes(),
                 pid
             ),
-            None => println!("{:<16} {:<8} {:<40} {:>5} {:>8}", n, "DOWN", "-", "-", pid),
+            None => println!("{:<16} {:<8} {:<24} {:>5} {:>8}", n, "DOWN", "-", "-", pid),
         }
     }
     Ok(())
@@ -112,6 +112,7 @@ fn show(dir: &Path, name: &str, json_out: bool) -> Result<()> {
         .with_context(|| format!("opening device {name} in {}", dir.display()))?;
     let info = ctx.device().clone();
     let (counters, _) = ctx.stats().context("reading counters")?;
+    let status = crate::admin::status(dir, name).ok();
     if json_out {
         let v = json!({
             "name": info.name,
@@ -123,12 +124,37 @@ fn show(dir: &Path, name: &str, json_out: bool) -> Result<()> {
             "gids": [{ "index": 0, "gid": gid(info.addr).to_string(), "type": "RoCE v2" }],
             "limits": &info,
             "counters": counters,
-            "pid": daemon::recorded_pid(dir, name),
+            "pid": status.as_ref().map(|s| s.pid as i32).or(daemon::recorded_pid(dir, name)),
+            "uptime_secs": status.as_ref().map(|s| s.uptime_secs),
+            "sessions": status.as_ref().map(|s| &s.sessions),
+            "tombstones": status.as_ref().map(|s| &s.tombstones),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     print!("{}", render_show(&info));
+    if let Some(st) = &status {
+        println!("\tdaemon:\t\t\t\tpid {} up {} s", st.pid, st.uptime_secs);
+        println!("\tsessions:\t\t\t{}", st.sessions.len());
+        for se in &st.sessions {
+            println!(
+                "\t\tsession {:#x} pid {} qps {} cqs {} mrs {}{}",
+                se.session,
+                se.pid,
+                se.qps,
+                se.cqs,
+                se.mrs,
+                if se.checkpointed {
+                    " (checkpointed)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if !st.tombstones.is_empty() {
+            println!("\ttombstones:\t\t\t{:x?}", st.tombstones);
+        }
+    }
     println!("\tcounters:");
     for (k, v) in counter_pairs(&counters)? {
         println!("\t\t{k:<24}{v}");

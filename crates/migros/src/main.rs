@@ -11,6 +11,7 @@
 //! else `/run/migros`; the chosen one is exported to this process's
 //! environment so the verbs library finds the same devices.
 
+mod admin;
 mod bench;
 mod cli;
 mod daemon;

@@ -132,8 +132,10 @@ impl Report {
         }
     }
 
+    /// Operations of one direction (all QPs): perftest's #iterations.
     pub fn ops(&self) -> u64 {
-        self.directions.iter().map(|d| d.ops).sum()
+        let n = self.directions.len().max(1) as u64;
+        self.directions.iter().map(|d| d.ops).sum::<u64>() / n
     }
 
     /// Average Gbit/s, both directions added (as perftest's -b).

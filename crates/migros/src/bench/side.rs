@@ -94,6 +94,8 @@ pub struct Side {
     pub verified: Option<Result<(), String>>,
     /// The peer's `Finished` (operations per QP).
     pub peer_ops: Option<Vec<u64>>,
+    /// The peer's `Done`, when it came before this end finished.
+    peer_done: Option<Summary>,
     last_ctrl_poll: Instant,
 }
 
@@ -117,6 +119,7 @@ impl Side {
             gaps: Gaps::default(),
             verified: None,
             peer_ops: None,
+            peer_done: None,
             last_ctrl_poll: Instant::now(),
         }
     }
@@ -174,6 +177,11 @@ impl Side {
                 self.peer_ops = Some(ops);
                 Ok(())
             }
+            // The peer is through while this end still checks what it got.
+            Msg::Done(s) => {
+                self.peer_done = Some(*s);
+                Ok(())
+            }
             m => bail!("unexpected message from the bench peer during the run: {m:?}"),
         }
     }
@@ -221,6 +229,9 @@ impl Side {
             }
         }
         self.ctrl.send(&Msg::Done(Box::new(local.clone())))?;
+        if let Some(peer) = self.peer_done.take() {
+            return Ok((local, peer));
+        }
         loop {
             match self.ctrl.recv(PASSIVE_WAIT)? {
                 Msg::Done(peer) => return Ok((local, *peer)),
