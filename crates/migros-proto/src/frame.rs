@@ -166,7 +166,10 @@ mod tests {
     fn oversized_length_is_refused() {
         let mut r = FrameReader::new();
         r.push(&u32::MAX.to_le_bytes());
-        assert!(matches!(r.next_message::<Request>(), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            r.next_message::<Request>(),
+            Err(FrameError::TooLarge(_))
+        ));
     }
 
     #[test]
@@ -174,7 +177,10 @@ mod tests {
         let mut r = FrameReader::new();
         r.push(&3u32.to_le_bytes());
         r.push(&[0xff, 0xff, 0xff]);
-        assert!(matches!(r.next_message::<Request>(), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            r.next_message::<Request>(),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     #[test]
