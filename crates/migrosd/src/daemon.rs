@@ -141,10 +141,14 @@ pub struct Daemon {
     pub(crate) dirty_cqs: BTreeSet<Cqn>,
     /// Work queues with entries to read.
     pub(crate) pending_wqs: BTreeSet<Wq>,
+    /// Work queues the transport had no room for: read again after
+    /// datagrams or timers may have freed some.
+    pub(crate) blocked_wqs: BTreeSet<Wq>,
     /// Work queues whose consumer index must be written back.
     pub(crate) ci_dirty: BTreeSet<Wq>,
     pub(crate) shutdown: bool,
     udp_rx_more: bool,
+    pub(crate) retry_blocked: bool,
     udp_blocked: bool,
     tx_more: bool,
     tx_buf: Vec<u8>,
@@ -242,9 +246,11 @@ impl Daemon {
             channels: BTreeMap::new(),
             dirty_cqs: BTreeSet::new(),
             pending_wqs: BTreeSet::new(),
+            blocked_wqs: BTreeSet::new(),
             ci_dirty: BTreeSet::new(),
             shutdown: false,
             udp_rx_more: false,
+            retry_blocked: false,
             udp_blocked: false,
             tx_more: false,
             tx_buf: Vec::with_capacity(9000),
@@ -308,7 +314,7 @@ impl Daemon {
             .device
             .poll_timeout()
             .map(|d| self.clock.until(now, d) + Duration::from_micros(50));
-        if self.cqs_waiting() || !self.pending_wqs.is_empty() {
+        if self.cqs_waiting() || !self.blocked_wqs.is_empty() {
             t = Some(t.map_or(FULL_RING_RETRY, |t| t.min(FULL_RING_RETRY)));
         }
         t
@@ -337,7 +343,7 @@ impl Daemon {
                 device.handle_datagram(now, mem, src.ip(), src.port(), bytes);
             });
             match r {
-                Ok(_) => {}
+                Ok(n) => self.retry_blocked |= n > 0,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -385,6 +391,11 @@ impl Daemon {
     fn turn(&mut self) {
         if self.device.poll_timeout().is_some_and(|d| d <= self.now) {
             self.device.handle_timeout(self.now);
+            self.retry_blocked = true;
+        }
+        if std::mem::take(&mut self.retry_blocked) {
+            let blocked = std::mem::take(&mut self.blocked_wqs);
+            self.pending_wqs.extend(blocked);
         }
         for _ in 0..8 {
             self.pump_wqs(None);
@@ -727,10 +738,12 @@ impl Daemon {
         }
         let qps = &self.qps;
         let srqs = &self.srqs;
-        self.pending_wqs.retain(|w| match w {
+        let live = |w: &Wq| match w {
             Wq::Sq(q) | Wq::Rq(q) => qps.contains_key(q),
             Wq::Srq(s) => srqs.contains_key(s),
-        });
+        };
+        self.pending_wqs.retain(live);
+        self.blocked_wqs.retain(live);
         let cqs = &self.cqs;
         self.dirty_cqs.retain(|c| cqs.contains_key(c));
     }

@@ -149,6 +149,9 @@ impl Daemon {
         if doorbell {
             return self.on_doorbell(sid, req);
         }
+        // A request may change what the transport accepts (a QP moved to RTS).
+        let blocked = std::mem::take(&mut self.blocked_wqs);
+        self.pending_wqs.extend(blocked);
         // Requests see the effect of every earlier doorbell.
         self.pump_wqs(Some(sid));
         match self.dispatch(sid, req) {
@@ -358,6 +361,7 @@ impl Daemon {
                 self.device.destroy_srq(srq)?;
                 self.srqs.remove(&srq);
                 self.pending_wqs.remove(&Wq::Srq(srq));
+                self.blocked_wqs.remove(&Wq::Srq(srq));
                 Ok(Response::Ok)
             }
             Request::CreateQp {
@@ -464,8 +468,10 @@ impl Daemon {
                 self.own_qp(sid, qpn)?;
                 self.device.destroy_qp(qpn)?;
                 self.qps.remove(&qpn);
-                self.pending_wqs.remove(&Wq::Sq(qpn));
-                self.pending_wqs.remove(&Wq::Rq(qpn));
+                for wq in [Wq::Sq(qpn), Wq::Rq(qpn)] {
+                    self.pending_wqs.remove(&wq);
+                    self.blocked_wqs.remove(&wq);
+                }
                 Ok(Response::Ok)
             }
             Request::SqDoorbell { .. }
@@ -899,8 +905,9 @@ impl Daemon {
             if only.is_some_and(|o| o != sid) {
                 continue;
             }
-            if self.pump(wq) {
-                self.pending_wqs.remove(&wq);
+            self.pending_wqs.remove(&wq);
+            if !self.pump(wq) {
+                self.blocked_wqs.insert(wq);
             }
         }
     }
@@ -1104,12 +1111,12 @@ impl Daemon {
         // Nothing more is read for it this turn.
         let qps = &self.qps;
         let srqs = &self.srqs;
-        self.pending_wqs.retain(|w| match w {
-            crate::daemon::Wq::Sq(q) | crate::daemon::Wq::Rq(q) => {
-                qps.get(q).is_some_and(|r| r.owner != owner)
-            }
-            crate::daemon::Wq::Srq(s) => srqs.get(s).is_some_and(|r| r.owner != owner),
-        });
+        let others = |w: &Wq| match w {
+            Wq::Sq(q) | Wq::Rq(q) => qps.get(q).is_some_and(|r| r.owner != owner),
+            Wq::Srq(s) => srqs.get(s).is_some_and(|r| r.owner != owner),
+        };
+        self.pending_wqs.retain(others);
+        self.blocked_wqs.retain(others);
     }
 }
 
