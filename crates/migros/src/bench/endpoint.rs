@@ -204,7 +204,7 @@ impl Endpoint {
             .context("qp to rtr")?;
             a.qp_state = QpState::Rts;
             a.sq_psn = *psn;
-            a.timeout = 12; // 16.8 ms
+            a.timeout = 14; // 67 ms, perftest's default
             a.retry_cnt = 7;
             a.rnr_retry = 7; // infinite
             a.max_rd_atomic = rd;

@@ -144,11 +144,14 @@ impl Report {
             .iter()
             .filter(|d| d.secs > 0.0)
             .map(|d| d.bytes as f64 * 8.0 / d.secs / 1e9)
-            .sum()
+            .fold(0.0, |a, b| a + b)
     }
 
     pub fn peak_gbps(&self) -> f64 {
-        self.directions.iter().map(|d| d.peak_gbps).sum()
+        self.directions
+            .iter()
+            .map(|d| d.peak_gbps)
+            .fold(0.0, |a, b| a + b)
     }
 
     pub fn mpps(&self) -> f64 {
@@ -156,7 +159,7 @@ impl Report {
             .iter()
             .filter(|d| d.secs > 0.0)
             .map(|d| d.ops as f64 / d.secs / 1e6)
-            .sum()
+            .fold(0.0, |a, b| a + b)
     }
 
     pub fn json(&self) -> Value {
@@ -184,7 +187,9 @@ impl Report {
                 // A latency run moves one message per iteration each way.
                 let secs: f64 = l.avg * l.count as f64 / 1e6;
                 if secs > 0.0 {
-                    v["gbps"] = json!(p.size as f64 * 8.0 * l.count as f64 / secs / 1e9);
+                    let gbps = p.size as f64 * 8.0 * l.count as f64 / secs / 1e9;
+                    v["gbps"] = json!(gbps);
+                    v["peak_gbps"] = json!(gbps);
                     v["mpps"] = json!(l.count as f64 / secs / 1e6);
                 }
             }
@@ -241,6 +246,9 @@ impl Report {
         }
         s += &format!("{line}\n");
         match self.verified {
+            Some(true) if p.test == crate::cli::Test::AtomicBw => {
+                s += " verified        : every atomic executed exactly once\n"
+            }
             Some(true) => s += " verified        : every byte\n",
             Some(false) => {
                 s += &format!(
@@ -409,6 +417,7 @@ mod tests {
         assert_eq!(v["lat_us"]["p99"], 9.9);
         assert_eq!(v["lat_us"]["max"], 10.0);
         assert_eq!(v["verified"], Value::Null);
+        assert!(v["peak_gbps"].as_f64().unwrap().is_sign_positive());
         assert!(r.table().contains("t_typical[usec]"));
     }
 }
