@@ -20,5 +20,9 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "build"
+# The end-to-end tests start the daemon and the CLI as separate processes.
+cargo build --workspace --bins --locked
+
 step "tests"
 cargo test --workspace --locked
