@@ -25,4 +25,4 @@ step "build"
 cargo build --workspace --bins --locked
 
 step "tests"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
