@@ -441,9 +441,9 @@ fn completion_channel_reports_armed_cqs() {
 }
 
 /// Streams `total` numbered SENDs from `a` to `b`, calling `mid` once
-/// after `at` of them were posted; checks every message arrives once, in
-/// order.
-fn stream(a: &mut Side, b: &Side, total: u32, at: u32, mut mid: impl FnMut(&Side)) {
+/// when `at` of them were posted; checks every message arrives once, in
+/// order. The first stream on a pair posts the receives (`first`).
+fn stream(a: &mut Side, b: &Side, first: bool, total: u32, at: u32, mut mid: impl FnMut(&Side)) {
     const SLOTS: u32 = 16;
     const MSG: usize = 64;
     let post_recv = |slot: u64| {
@@ -453,9 +453,12 @@ fn stream(a: &mut Side, b: &Side, total: u32, at: u32, mut mid: impl FnMut(&Side
         }])
         .unwrap();
     };
-    for slot in 0..32 {
-        post_recv(slot);
+    if first {
+        for slot in 0..32 {
+            post_recv(slot);
+        }
     }
+    let mut mid_done = false;
     let (mut next, mut acked, mut received) = (0u32, 0u32, Vec::new());
     let mut wcs = Vec::new();
     let start = Instant::now();
@@ -465,7 +468,8 @@ fn stream(a: &mut Side, b: &Side, total: u32, at: u32, mut mid: impl FnMut(&Side
             "stalled: posted {next}, acked {acked}, received {}",
             received.len()
         );
-        if next == at {
+        if next >= at && !mid_done {
+            mid_done = true;
             mid(a);
         }
         while next < total && next - acked < SLOTS {
@@ -518,14 +522,14 @@ fn qp_migrates_to_a_third_daemon_mid_stream() {
     ]) else {
         return;
     };
-    let ch_ctx = net.open("a");
-    let mut a = rc_side(ch_ctx, 1 << 12);
+    let actx = net.open("a");
+    let ch = actx.create_comp_channel().unwrap();
+    let mut a = rc_side_with(actx, 1 << 12, Some(&ch));
     let b = rc_side(net.open("b"), 1 << 12);
-    let ch = a.ctx.create_comp_channel().unwrap();
     let fd = ch.fd();
     connect_pair(&a, &b);
     let mut report = None;
-    stream(&mut a, &b, 400, 150, |a| {
+    stream(&mut a, &b, true, 400, 150, |a| {
         report = Some(a.ctx.migrate_to("c").expect("migrate"));
     });
     let report = report.expect("migrated");
@@ -537,7 +541,7 @@ fn qp_migrates_to_a_third_daemon_mid_stream() {
     assert_eq!(a.ctx.addr(), "127.0.0.211".parse::<IpAddr>().unwrap());
     assert_eq!(ch.fd(), fd, "the channel keeps its descriptor");
     // The stream goes on after the migration, and requests reach the new daemon.
-    stream(&mut a, &b, 100, u32::MAX, |_| {});
+    stream(&mut a, &b, false, 100, u32::MAX, |_| {});
     let (_, qps) = a.ctx.stats().unwrap();
     assert!(qps.iter().any(|(q, _)| *q == a.qp.qpn));
     // The channel works on the new daemon.
@@ -604,13 +608,25 @@ fn killed_client_gives_the_peer_retry_exceeded() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut child_line = |want: &str| loop {
-        let l = lines.next().expect("child output").expect("child output");
-        if let Some(rest) = l.strip_prefix("CHILD ") {
-            if rest.starts_with(want) {
-                return rest.to_owned();
+    // The harness may print "test ... " before the child's own output on
+    // the same line; lines are read on a thread so no wait is unbounded.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if let Some(at) = l.find("CHILD ") {
+                if tx.send(l[at + 6..].to_owned()).is_err() {
+                    return;
+                }
             }
+        }
+    });
+    let child_line = |want: &str| loop {
+        let l = rx
+            .recv_timeout(WAIT)
+            .expect("the child process did not answer");
+        if l.starts_with(want) {
+            return l;
         }
     };
     let info = child_line("");
@@ -648,29 +664,36 @@ fn killed_client_gives_the_peer_retry_exceeded() {
     for wc in wait_n(&b.cq, 8) {
         assert_eq!(wc.status, WcStatus::Success, "{wc:?}");
     }
-    // Kill the client mid-transfer.
+    // Kill the client mid-transfer and keep writing to it.
     b.qp.post_send(&(8..16).map(write).collect::<Vec<_>>())
         .unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
+    let (mut posted, mut done) = (16u64, 8u64);
     let start = Instant::now();
     let mut wcs = Vec::new();
     let first_error = loop {
         assert!(
             start.elapsed() < Duration::from_secs(45),
-            "no error completion after the peer died: {wcs:?}"
+            "no error completion after the peer died ({} completions)",
+            wcs.len()
         );
         let n = wcs.len();
         b.cq.poll(&mut wcs, 16).unwrap();
+        done += (wcs.len() - n) as u64;
         if let Some(wc) = wcs[n..].iter().find(|w| w.status != WcStatus::Success) {
             break wc.clone();
+        }
+        if posted - done < 8 {
+            b.qp.post_send(&[write(posted)]).unwrap();
+            posted += 1;
         }
         std::thread::sleep(Duration::from_millis(1));
     };
     eprintln!("error after {:?}: {first_error:?}", start.elapsed());
     assert_eq!(first_error.status, WcStatus::RetryExcErr);
     // Everything after it is flushed; nothing hangs.
-    let rest = 8 - wcs.len();
+    let rest = (posted - done) as usize;
     for wc in wait_n(&b.cq, rest) {
         assert_ne!(wc.status, WcStatus::Success);
     }

@@ -164,8 +164,13 @@ pub fn cap(wr: u32) -> QpCap {
 
 /// A side with an RC QP (not connected yet) and an MR of `mr_len` bytes.
 pub fn rc_side(ctx: Context, mr_len: usize) -> Side {
+    rc_side_with(ctx, mr_len, None)
+}
+
+/// Like [`rc_side`], the CQ reporting to `channel`.
+pub fn rc_side_with(ctx: Context, mr_len: usize, channel: Option<&CompChannel>) -> Side {
     let pd = ctx.alloc_pd().expect("pd");
-    let cq = ctx.create_cq(256, None).expect("cq");
+    let cq = ctx.create_cq(256, channel).expect("cq");
     let qp = pd
         .create_qp(&QpInitAttr {
             qp_type: QpType::Rc,
