@@ -172,6 +172,21 @@ pub enum WrOpcode {
     },
 }
 
+impl WrOpcode {
+    /// The opcode of this operation's send completion.
+    pub fn wc_opcode(self) -> WcOpcode {
+        match self {
+            WrOpcode::Send | WrOpcode::SendWithImm { .. } | WrOpcode::SendWithInv { .. } => {
+                WcOpcode::Send
+            }
+            WrOpcode::RdmaWrite { .. } | WrOpcode::RdmaWriteWithImm { .. } => WcOpcode::RdmaWrite,
+            WrOpcode::RdmaRead { .. } => WcOpcode::RdmaRead,
+            WrOpcode::AtomicCmpSwap { .. } => WcOpcode::CompSwap,
+            WrOpcode::AtomicFetchAdd { .. } => WcOpcode::FetchAdd,
+        }
+    }
+}
+
 /// Send flags (libibverbs `IBV_SEND_*` bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SendFlags(pub u32);
@@ -268,6 +283,23 @@ pub struct WorkCompletion {
     /// UD receives: the sender's QPN and address (the GRH).
     pub src_qp: Qpn,
     pub src_addr: Option<IpAddr>,
+}
+
+impl WorkCompletion {
+    /// A completion with no immediate, invalidation or source fields.
+    pub fn new(wr_id: u64, status: WcStatus, opcode: WcOpcode, qp_num: Qpn, byte_len: u32) -> Self {
+        WorkCompletion {
+            wr_id,
+            status,
+            opcode,
+            qp_num,
+            byte_len,
+            imm_data: None,
+            invalidated_rkey: None,
+            src_qp: 0,
+            src_addr: None,
+        }
+    }
 }
 
 /// Capacities of a QP's queues.

@@ -203,26 +203,13 @@ impl Qp {
 
     /// A completion for a send WR.
     pub fn send_wc(&self, wr: &SendWr, status: WcStatus, byte_len: u32) -> WorkCompletion {
-        let opcode = match wr.opcode {
-            WrOpcode::Send | WrOpcode::SendWithImm { .. } | WrOpcode::SendWithInv { .. } => {
-                WcOpcode::Send
-            }
-            WrOpcode::RdmaWrite { .. } | WrOpcode::RdmaWriteWithImm { .. } => WcOpcode::RdmaWrite,
-            WrOpcode::RdmaRead { .. } => WcOpcode::RdmaRead,
-            WrOpcode::AtomicCmpSwap { .. } => WcOpcode::CompSwap,
-            WrOpcode::AtomicFetchAdd { .. } => WcOpcode::FetchAdd,
-        };
-        WorkCompletion {
-            wr_id: wr.wr_id,
+        WorkCompletion::new(
+            wr.wr_id,
             status,
-            opcode,
-            qp_num: self.qpn(),
+            wr.opcode.wc_opcode(),
+            self.qpn(),
             byte_len,
-            imm_data: None,
-            invalidated_rkey: None,
-            src_qp: 0,
-            src_addr: None,
-        }
+        )
     }
 
     /// A completion for a receive WR.
@@ -233,17 +220,7 @@ impl Qp {
         opcode: WcOpcode,
         byte_len: u32,
     ) -> WorkCompletion {
-        WorkCompletion {
-            wr_id,
-            status,
-            opcode,
-            qp_num: self.qpn(),
-            byte_len,
-            imm_data: None,
-            invalidated_rkey: None,
-            src_qp: 0,
-            src_addr: None,
-        }
+        WorkCompletion::new(wr_id, status, opcode, self.qpn(), byte_len)
     }
 
     /// The earliest armed timer (timers do not run while Stopped).
@@ -281,19 +258,12 @@ pub(crate) fn ack_headers(
     syndrome: u8,
     msn: u32,
 ) -> Headers {
-    Headers {
-        bth: new_bth(opcode, dest_qpn, psn),
-        deth: None,
-        reth: None,
-        atomic_eth: None,
-        aeth: Some(Aeth {
-            syndrome,
-            msn: msn & 0x00ff_ffff,
-        }),
-        atomic_ack_eth: None,
-        immdt: None,
-        ieth: None,
-    }
+    let mut h = Headers::new(new_bth(opcode, dest_qpn, psn));
+    h.aeth = Some(Aeth {
+        syndrome,
+        msn: msn & 0x00ff_ffff,
+    });
+    h
 }
 
 /// Writes `headers` and a payload produced by `fill` into `buf`, sealed with

@@ -361,19 +361,12 @@ impl Qp {
         let psn = self.req.next_psn;
         let mut bth = self.bth(opcode, ud.remote_qpn, psn);
         bth.solicited = wqe.wr.flags.contains(SendFlags::SOLICITED);
-        let headers = Headers {
-            bth,
-            deth: Some(Deth {
-                qkey,
-                src_qpn: self.qpn(),
-            }),
-            reth: None,
-            atomic_eth: None,
-            aeth: None,
-            atomic_ack_eth: None,
-            immdt: imm,
-            ieth: None,
-        };
+        let mut headers = Headers::new(bth);
+        headers.deth = Some(Deth {
+            qkey,
+            src_qpn: self.qpn(),
+        });
+        headers.immdt = imm;
         let len = wqe.len as usize;
         let pd = self.init.pd;
         let data = wqe.wr.data.clone();
@@ -427,16 +420,7 @@ impl Qp {
             wqe.sent = true;
         }
         let solicited = wqe.wr.flags.contains(SendFlags::SOLICITED);
-        let mut headers = Headers {
-            bth,
-            deth: None,
-            reth: None,
-            atomic_eth: None,
-            aeth: None,
-            atomic_ack_eth: None,
-            immdt: None,
-            ieth: None,
-        };
+        let mut headers = Headers::new(bth);
         let (payload_len, advance_psn, finished) = match wqe.wr.opcode {
             WrOpcode::RdmaRead { remote_addr, rkey } => {
                 // A READ goes out whole, or from the first byte not yet placed

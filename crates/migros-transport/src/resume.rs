@@ -201,19 +201,11 @@ impl Qp {
         };
         let mut bth = self.bth(Opcode::RC_RESUME, dest_qpn, self.req.una);
         bth.ack_req = true;
-        let headers = Headers {
-            bth,
-            deth: None,
-            reth: None,
-            atomic_eth: None,
-            aeth: Some(migros_wire::Aeth {
-                syndrome: AckSyndrome::Ack { credits: 0x1f }.encode(),
-                msn: self.resp.msn,
-            }),
-            atomic_ack_eth: None,
-            immdt: None,
-            ieth: None,
-        };
+        let mut headers = Headers::new(bth);
+        headers.aeth = Some(migros_wire::Aeth {
+            syndrome: AckSyndrome::Ack { credits: 0x1f }.encode(),
+            msn: self.resp.msn,
+        });
         let payload = resume_payload(env.config.addr, self.qpn());
         assemble::<()>(
             buf,

@@ -3,8 +3,8 @@
 use migros_proto::msg::{Event, Request, Response, PROTOCOL_VERSION};
 use migros_proto::ring::{self, RQ_WQE_SIZE, SQ_WQE_SIZE};
 use migros_transport::{
-    Access, AttrMask, MrSpec, QpAttr, QpInit, QpState, RecvWr, SendWr, VerbsError, WcOpcode,
-    WcStatus, WorkCompletion, WrOpcode,
+    Access, AttrMask, MrSpec, QpAttr, QpInit, QpState, RecvWr, VerbsError, WcOpcode, WcStatus,
+    WorkCompletion,
 };
 
 use crate::daemon::{limits, Channel, Daemon, MrEntry, Wq};
@@ -990,7 +990,7 @@ impl Daemon {
                         return true;
                     }
                 };
-                let opcode = wc_opcode(&wr);
+                let opcode = wr.opcode.wc_opcode();
                 match self.device.post_send(now, qpn, wr) {
                     Ok(()) => true,
                     Err(VerbsError::QueueFull) => false,
@@ -1124,17 +1124,5 @@ fn error(errno: i32, message: impl Into<String>) -> Response {
     Response::Error {
         errno,
         message: message.into(),
-    }
-}
-
-fn wc_opcode(wr: &SendWr) -> WcOpcode {
-    match wr.opcode {
-        WrOpcode::Send | WrOpcode::SendWithImm { .. } | WrOpcode::SendWithInv { .. } => {
-            WcOpcode::Send
-        }
-        WrOpcode::RdmaWrite { .. } | WrOpcode::RdmaWriteWithImm { .. } => WcOpcode::RdmaWrite,
-        WrOpcode::RdmaRead { .. } => WcOpcode::RdmaRead,
-        WrOpcode::AtomicCmpSwap { .. } => WcOpcode::CompSwap,
-        WrOpcode::AtomicFetchAdd { .. } => WcOpcode::FetchAdd,
     }
 }
