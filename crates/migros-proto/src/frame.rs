@@ -64,10 +64,16 @@ pub fn read<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameError> {
 }
 
 /// Reassembles frames from a byte stream read without blocking.
+///
+/// The buffer is initialised once and reused: reading into
+/// [`FrameReader::spare`] costs no zero-filling on the hot path (a doorbell
+/// is a few bytes, the read chunk may be 64 KiB).
 #[derive(Debug, Default)]
 pub struct FrameReader {
+    /// Initialised storage; bytes `start..end` are received, not yet consumed.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 impl FrameReader {
@@ -75,31 +81,42 @@ impl FrameReader {
         FrameReader::default()
     }
 
-    /// Room to read into: call [`FrameReader::filled`] with the bytes read.
+    /// Room to read into (at least `at_least` bytes): call
+    /// [`FrameReader::filled`] with how many bytes were read into it.
     pub fn spare(&mut self, at_least: usize) -> &mut [u8] {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + at_least, 0);
-        &mut self.buf[len..]
+        if self.buf.len() - self.end < at_least {
+            // Move what is unconsumed to the front before growing.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() - self.end < at_least {
+                self.buf.resize(self.end + at_least, 0);
+            }
+        }
+        &mut self.buf[self.end..]
     }
 
-    /// `n` bytes of the last [`FrameReader::spare`] slice were filled.
+    /// `n` bytes were read into the last [`FrameReader::spare`] slice (of
+    /// length `spare_len`).
     pub fn filled(&mut self, spare_len: usize, n: usize) {
-        let len = self.buf.len();
-        self.buf.truncate(len - spare_len + n);
+        debug_assert!(n <= spare_len);
+        self.end = (self.end + n.min(spare_len)).min(self.buf.len());
     }
 
     /// Adds bytes read from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        let room = self.spare(bytes.len());
+        room[..bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
     }
 
     /// The next whole message, if one has arrived.
     pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
-        let avail = &self.buf[self.start..];
+        let avail = &self.buf[self.start..self.end];
         if avail.len() < LEN_BYTES {
             return Ok(None);
         }
@@ -112,19 +129,12 @@ impl FrameReader {
         }
         let msg = postcard::from_bytes(&avail[LEN_BYTES..LEN_BYTES + len]);
         self.start += LEN_BYTES + len;
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > (1 << 20) {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
         Ok(Some(msg?))
     }
 
     /// Bytes buffered but not yet returned as messages.
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 }
 
@@ -160,6 +170,29 @@ mod tests {
             }
             assert_eq!(got, msgs, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn reads_through_spare_reassemble_and_reuse_the_buffer() {
+        let mut bytes = Vec::new();
+        for qpn in 0..50 {
+            encode(&Request::SqDoorbell { qpn, pi: qpn * 2 }, &mut bytes).unwrap();
+        }
+        let mut r = FrameReader::new();
+        let mut got = Vec::new();
+        for chunk in bytes.chunks(7) {
+            let spare = r.spare(64);
+            let len = spare.len();
+            spare[..chunk.len()].copy_from_slice(chunk);
+            r.filled(len, chunk.len());
+            while let Some(m) = r.next_message::<Request>().unwrap() {
+                got.push(m);
+            }
+        }
+        assert_eq!(got.len(), 50);
+        assert_eq!(got[49], Request::SqDoorbell { qpn: 49, pi: 98 });
+        assert_eq!(r.pending(), 0);
+        assert!(r.buf.len() <= 128, "buffer stays small: {}", r.buf.len());
     }
 
     #[test]
