@@ -1,0 +1,246 @@
+//! Completion queues and completion channels; `poll_cq` and
+//! `req_notify_cq` are reached through the context's ops table.
+
+use std::cell::RefCell;
+
+use migros_verbs::{CompChannel, Cq as VCq, WorkCompletion};
+
+use crate::context::{lock, Ctx};
+use crate::sys::*;
+use crate::util::{null_errno, set_errno};
+
+/// What a CQ pointer points to (`ibv_cq_ex` starts with `ibv_cq`).
+#[repr(C)]
+pub(crate) struct Cq {
+    pub cq: ibv_cq_ex,
+    pub inner: VCq,
+}
+
+/// What a completion channel pointer points to.
+#[repr(C)]
+struct Channel {
+    ch: ibv_comp_channel,
+    inner: CompChannel,
+}
+
+/// # Safety
+/// `cq` must come from `ibv_create_cq` and not be destroyed.
+pub(crate) unsafe fn cq<'a>(cq: *mut ibv_cq) -> &'a Cq {
+    // SAFETY: CQ pointers are Cq blocks (contract).
+    unsafe { &*cq.cast::<Cq>() }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_create_comp_channel(
+    context: *mut ibv_context,
+) -> *mut ibv_comp_channel {
+    if context.is_null() {
+        return null_errno(libc::EINVAL);
+    }
+    // SAFETY: live context (contract).
+    let ctx = unsafe { Ctx::from_ibv(context) };
+    match ctx.dev.create_comp_channel() {
+        Ok(inner) => {
+            let ch = ibv_comp_channel {
+                context,
+                fd: inner.fd(),
+                refcnt: 0,
+            };
+            Box::into_raw(Box::new(Channel { ch, inner })).cast()
+        }
+        Err(e) => null_errno(e.errno()),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_destroy_comp_channel(channel: *mut ibv_comp_channel) -> libc::c_int {
+    if channel.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: made by Box::into_raw in ibv_create_comp_channel, released once.
+    drop(unsafe { Box::from_raw(channel.cast::<Channel>()) });
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_create_cq(
+    context: *mut ibv_context,
+    cqe: libc::c_int,
+    cq_context: *mut libc::c_void,
+    channel: *mut ibv_comp_channel,
+    _comp_vector: libc::c_int,
+) -> *mut ibv_cq {
+    if context.is_null() || cqe < 1 {
+        return null_errno(libc::EINVAL);
+    }
+    // SAFETY: live context and channel (contract).
+    let ctx = unsafe { Ctx::from_ibv(context) };
+    let chan = (!channel.is_null()).then(|| unsafe { &(*channel.cast::<Channel>()).inner });
+    let inner = match ctx.dev.create_cq(cqe as u32, chan) {
+        Ok(c) => c,
+        Err(e) => return null_errno(e.errno()),
+    };
+    // SAFETY: all-zero is a valid ibv_cq_ex (pointers, integers, `None`
+    // ops, zero-initialised pthread objects).
+    let mut cq: ibv_cq_ex = unsafe { core::mem::zeroed() };
+    cq.context = context;
+    cq.channel = channel;
+    cq.cq_context = cq_context;
+    cq.handle = inner.handle;
+    cq.cqe = inner.entries() as libc::c_int;
+    let handle = inner.handle;
+    let block = Box::into_raw(Box::new(Cq { cq, inner }));
+    lock(&ctx.cqs).insert(handle, block as usize);
+    block.cast()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut ibv_cq) -> libc::c_int {
+    if cq.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: made by Box::into_raw in ibv_create_cq, released once; its
+    // context is still open (contract).
+    let block = unsafe { Box::from_raw(cq.cast::<Cq>()) };
+    // SAFETY: the CQ's context is open (contract).
+    let ctx = unsafe { Ctx::from_ibv(block.cq.context) };
+    lock(&ctx.cqs).remove(&block.cq.handle);
+    drop(block);
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_resize_cq(_cq: *mut ibv_cq, _cqe: libc::c_int) -> libc::c_int {
+    libc::EOPNOTSUPP
+}
+
+thread_local! {
+    /// Completions taken from a ring, before conversion.
+    static POLLED: RefCell<Vec<WorkCompletion>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `ops.poll_cq`.
+pub(crate) unsafe extern "C" fn poll_cq(
+    cq: *mut ibv_cq,
+    num_entries: libc::c_int,
+    wc: *mut ibv_wc,
+) -> libc::c_int {
+    if cq.is_null() || num_entries < 0 || (num_entries > 0 && wc.is_null()) {
+        return -libc::EINVAL;
+    }
+    // SAFETY: a live CQ (contract).
+    let c = unsafe { self::cq(cq) };
+    POLLED.with(|polled| {
+        let mut polled = polled.borrow_mut();
+        polled.clear();
+        match c.inner.poll(&mut polled, num_entries as usize) {
+            Ok(n) => {
+                for (i, w) in polled.iter().take(n).enumerate() {
+                    // SAFETY: the caller's array holds num_entries ≥ n entries.
+                    unsafe { *wc.add(i) = to_ibv_wc(w) };
+                }
+                n as libc::c_int
+            }
+            Err(e) => -e.errno(),
+        }
+    })
+}
+
+/// A completion in the C layout.
+pub(crate) fn to_ibv_wc(w: &WorkCompletion) -> ibv_wc {
+    let mut flags = 0;
+    let mut imm = 0u32;
+    if let Some(v) = w.imm_data {
+        flags |= ibv_wc_flags_IBV_WC_WITH_IMM;
+        imm = v.to_be();
+    }
+    if let Some(k) = w.invalidated_rkey {
+        flags |= ibv_wc_flags_IBV_WC_WITH_INV;
+        imm = k;
+    }
+    if w.src_addr.is_some() {
+        flags |= ibv_wc_flags_IBV_WC_GRH;
+    }
+    ibv_wc {
+        wr_id: w.wr_id,
+        status: w.status as u32,
+        opcode: w.opcode as u32,
+        vendor_err: 0,
+        byte_len: w.byte_len,
+        __bindgen_anon_1: ibv_wc__bindgen_ty_1 { imm_data: imm },
+        qp_num: w.qp_num,
+        src_qp: w.src_qp,
+        wc_flags: flags,
+        pkey_index: 0,
+        slid: 0,
+        sl: 0,
+        dlid_path_bits: 0,
+    }
+}
+
+/// `ops.req_notify_cq`.
+pub(crate) unsafe extern "C" fn req_notify_cq(
+    cq: *mut ibv_cq,
+    solicited_only: libc::c_int,
+) -> libc::c_int {
+    if cq.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: a live CQ (contract).
+    match unsafe { self::cq(cq) }
+        .inner
+        .req_notify(solicited_only != 0)
+    {
+        Ok(()) => 0,
+        Err(e) => e.errno(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_get_cq_event(
+    channel: *mut ibv_comp_channel,
+    cq: *mut *mut ibv_cq,
+    cq_context: *mut *mut libc::c_void,
+) -> libc::c_int {
+    if channel.is_null() || cq.is_null() || cq_context.is_null() {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: a live channel (contract).
+    let ch = unsafe { &*channel.cast::<Channel>() };
+    loop {
+        let handle = match ch.inner.get_event() {
+            Ok(h) => h,
+            Err(e) => {
+                set_errno(e.errno());
+                return -1;
+            }
+        };
+        // SAFETY: the channel's context is open (contract).
+        let ctx = unsafe { Ctx::from_ibv(ch.ch.context) };
+        let Some(&block) = lock(&ctx.cqs).get(&handle) else {
+            // An event for a CQ destroyed meanwhile.
+            continue;
+        };
+        let block = block as *mut Cq;
+        // SAFETY: a registered CQ block is live until ibv_destroy_cq
+        // removes it; the out pointers are writable (contract).
+        unsafe {
+            *cq = block.cast();
+            *cq_context = (*block).cq.cq_context;
+        }
+        return 0;
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_ack_cq_events(cq: *mut ibv_cq, nevents: libc::c_uint) {
+    if cq.is_null() {
+        return;
+    }
+    // SAFETY: a live CQ; the counter is only informative here.
+    unsafe {
+        let c = &mut *cq.cast::<Cq>();
+        c.cq.comp_events_completed = c.cq.comp_events_completed.wrapping_add(nevents);
+    }
+}

@@ -1,0 +1,388 @@
+//! Devices (one per daemon in the socket directory) and the queries:
+//! device, port, GID, pkey. The identity is rxe's (vendor 0xffffff, part
+//! 0) so programs take the generic paths.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use migros_verbs::DeviceInfo;
+
+use crate::context::{lock, Ctx};
+use crate::sys::*;
+use crate::util::{copy_cstr, from_cstr, gid_of, null_errno, set_errno};
+
+/// Entries in the port's GID table: index 0 is the device's address.
+const GID_TBL_LEN: i32 = 1;
+
+/// What a device pointer points to. Never freed: contexts keep pointing
+/// at their device, and one block per (directory, name) is ever made.
+#[repr(C)]
+pub(crate) struct Device {
+    /// First, so the block's address is the `ibv_device`'s.
+    pub dev: ibv_device,
+    pub dir: PathBuf,
+    pub name: String,
+    pub index: i32,
+}
+
+/// Every device block made so far.
+static DEVICES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// The block of `name` in `dir`, made on first use.
+fn device_block(dir: &std::path::Path, name: &str) -> *mut Device {
+    let mut all = lock(&DEVICES);
+    for &p in all.iter() {
+        // SAFETY: every address in DEVICES is a leaked, never-freed Device.
+        let d = unsafe { &*(p as *const Device) };
+        if d.dir == dir && d.name == name {
+            return p as *mut Device;
+        }
+    }
+    // SAFETY: all-zero is a valid ibv_device (arrays and `None` ops).
+    let mut dev: ibv_device = unsafe { core::mem::zeroed() };
+    dev.node_type = ibv_node_type_IBV_NODE_CA;
+    dev.transport_type = ibv_transport_type_IBV_TRANSPORT_IB;
+    copy_cstr(&mut dev.name, name);
+    copy_cstr(&mut dev.dev_name, &format!("uverbs-{name}"));
+    copy_cstr(
+        &mut dev.dev_path,
+        &dir.join(format!("{name}.sock")).to_string_lossy(),
+    );
+    copy_cstr(
+        &mut dev.ibdev_path,
+        &format!("/sys/class/infiniband/{name}"),
+    );
+    let block = Box::into_raw(Box::new(Device {
+        dev,
+        dir: dir.to_owned(),
+        name: name.to_owned(),
+        index: all.len() as i32,
+    }));
+    all.push(block as usize);
+    block
+}
+
+/// # Safety
+/// `device` must come from `ibv_get_device_list`.
+unsafe fn block<'a>(device: *mut ibv_device) -> &'a Device {
+    // SAFETY: device pointers are Device blocks that are never freed.
+    unsafe { &*device.cast::<Device>() }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_get_device_list(
+    num_devices: *mut libc::c_int,
+) -> *mut *mut ibv_device {
+    let dir = migros_proto::paths::socket_dir();
+    let names = migros_verbs::devices_in(&dir);
+    // SAFETY: calloc of names+1 pointers; freed by ibv_free_device_list.
+    let list = unsafe { libc::calloc(names.len() + 1, core::mem::size_of::<*mut ibv_device>()) }
+        .cast::<*mut ibv_device>();
+    if list.is_null() {
+        return null_errno(libc::ENOMEM);
+    }
+    for (i, name) in names.iter().enumerate() {
+        // SAFETY: `i` < names.len() and the array has names.len()+1 slots.
+        unsafe { *list.add(i) = device_block(&dir, name).cast() };
+    }
+    if !num_devices.is_null() {
+        // SAFETY: the caller passes a valid int pointer or NULL.
+        unsafe { *num_devices = names.len() as libc::c_int };
+    }
+    if names.is_empty() {
+        // No daemon: an empty list, and errno says why.
+        set_errno(libc::ENODEV);
+    }
+    list
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_free_device_list(list: *mut *mut ibv_device) {
+    // SAFETY: `list` came from ibv_get_device_list's calloc (contract).
+    unsafe { libc::free(list.cast()) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_get_device_name(device: *mut ibv_device) -> *const libc::c_char {
+    if device.is_null() {
+        return null_errno(libc::EINVAL);
+    }
+    // SAFETY: a device from the list (contract); `name` is NUL-terminated.
+    unsafe { (*device).name.as_ptr() }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_get_device_index(device: *mut ibv_device) -> libc::c_int {
+    // SAFETY: a device from the list (contract).
+    unsafe { block(device).index }
+}
+
+/// The node GUID in network byte order (0 if the daemon does not answer).
+#[no_mangle]
+pub unsafe extern "C" fn ibv_get_device_guid(device: *mut ibv_device) -> u64 {
+    // SAFETY: a device from the list (contract).
+    let d = unsafe { block(device) };
+    match migros_verbs::Context::open_in(&d.dir, &d.name) {
+        Ok(c) => c.device().node_guid.to_be(),
+        Err(e) => {
+            set_errno(e.errno());
+            0
+        }
+    }
+}
+
+/// The device's information (from the daemon's Hello).
+unsafe fn info<'a>(ctx: *mut ibv_context) -> &'a DeviceInfo {
+    // SAFETY: a live context (caller).
+    unsafe { Ctx::from_ibv(ctx).dev.device() }
+}
+
+fn device_attr(info: &DeviceInfo, name: &str) -> ibv_device_attr {
+    // SAFETY: all-zero is a valid ibv_device_attr (integers and arrays).
+    let mut a: ibv_device_attr = unsafe { core::mem::zeroed() };
+    let _ = name;
+    copy_cstr(&mut a.fw_ver, env!("CARGO_PKG_VERSION"));
+    a.node_guid = info.node_guid.to_be();
+    a.sys_image_guid = info.node_guid.to_be();
+    a.max_mr_size = info.max_mr_size;
+    a.page_size_cap = 0xffff_f000;
+    a.vendor_id = 0xffffff;
+    a.vendor_part_id = 0;
+    a.hw_ver = 0;
+    a.max_qp = info.max_qp as i32;
+    a.max_qp_wr = info.max_qp_wr as i32;
+    a.device_cap_flags = ibv_device_cap_flags_IBV_DEVICE_RC_RNR_NAK_GEN
+        | ibv_device_cap_flags_IBV_DEVICE_SRQ_RESIZE
+        | ibv_device_cap_flags_IBV_DEVICE_N_NOTIFY_CQ;
+    a.max_sge = info.max_sge as i32;
+    a.max_sge_rd = info.max_sge as i32;
+    a.max_cq = info.max_cq as i32;
+    a.max_cqe = info.max_cqe as i32;
+    a.max_mr = info.max_mr as i32;
+    a.max_pd = info.max_pd as i32;
+    a.max_qp_rd_atom = info.max_qp_rd_atom as i32;
+    a.max_qp_init_rd_atom = info.max_qp_rd_atom as i32;
+    a.max_res_rd_atom = (info.max_qp_rd_atom * info.max_qp) as i32;
+    a.atomic_cap = ibv_atomic_cap_IBV_ATOMIC_HCA;
+    a.max_ah = info.max_qp as i32;
+    a.max_srq = info.max_srq as i32;
+    a.max_srq_wr = info.max_srq_wr as i32;
+    a.max_srq_sge = info.max_sge as i32;
+    a.max_pkeys = 1;
+    a.local_ca_ack_delay = 15;
+    a.phys_port_cnt = 1;
+    a
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_query_device(
+    context: *mut ibv_context,
+    attr: *mut ibv_device_attr,
+) -> libc::c_int {
+    if context.is_null() || attr.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: live context and a writable attr (contract).
+    unsafe {
+        let name = from_cstr(&(*(*context).device).name);
+        *attr = device_attr(info(context), &name);
+    }
+    0
+}
+
+/// `verbs_context.query_device_ex`: the legacy attributes, the rest zero.
+pub(crate) unsafe extern "C" fn query_device_ex(
+    context: *mut ibv_context,
+    _input: *const ibv_query_device_ex_input,
+    attr: *mut ibv_device_attr_ex,
+    attr_size: usize,
+) -> libc::c_int {
+    if context.is_null() || attr.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: all-zero is a valid ibv_device_attr_ex (integers).
+    let mut ex: ibv_device_attr_ex = unsafe { core::mem::zeroed() };
+    // SAFETY: live context (contract).
+    unsafe {
+        let name = from_cstr(&(*(*context).device).name);
+        ex.orig_attr = device_attr(info(context), &name);
+    }
+    ex.phys_port_cnt_ex = 1;
+    let n = attr_size.min(core::mem::size_of::<ibv_device_attr_ex>());
+    // SAFETY: the caller's attr holds attr_size bytes; n is at most that.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            (&ex as *const ibv_device_attr_ex).cast::<u8>(),
+            attr.cast::<u8>(),
+            n,
+        )
+    };
+    0
+}
+
+fn port_attr(info: &DeviceInfo) -> ibv_port_attr {
+    // SAFETY: all-zero is a valid ibv_port_attr (integers).
+    let mut p: ibv_port_attr = unsafe { core::mem::zeroed() };
+    p.state = ibv_port_state_IBV_PORT_ACTIVE;
+    p.max_mtu = ibv_mtu_IBV_MTU_4096;
+    p.active_mtu = info.mtu as u32;
+    p.gid_tbl_len = GID_TBL_LEN;
+    p.port_cap_flags = ibv_port_cap_flags_IBV_PORT_CM_SUP;
+    p.max_msg_sz = 1 << 31;
+    p.pkey_tbl_len = 1;
+    p.max_vl_num = 1;
+    p.active_width = 1; // 1X
+    p.active_speed = 1; // 2.5 Gb/s, as rxe reports
+    p.phys_state = 5; // LinkUp
+    p.link_layer = IBV_LINK_LAYER_ETHERNET as u8;
+    p
+}
+
+/// The exported `ibv_query_port` (the compat struct: fields up to
+/// `link_layer`), called when `verbs_context.query_port` is not used.
+#[no_mangle]
+pub unsafe extern "C" fn ibv_query_port(
+    context: *mut ibv_context,
+    port_num: u8,
+    attr: *mut ibv_port_attr,
+) -> libc::c_int {
+    let compat = core::mem::offset_of!(ibv_port_attr, link_layer) + 1;
+    // SAFETY: as query_port_ex, with the compat struct's size.
+    unsafe { query_port_ex(context, port_num, attr, compat) }
+}
+
+/// `verbs_context.query_port`.
+pub(crate) unsafe extern "C" fn query_port_ex(
+    context: *mut ibv_context,
+    port_num: u8,
+    attr: *mut ibv_port_attr,
+    attr_len: usize,
+) -> libc::c_int {
+    if context.is_null() || attr.is_null() || port_num != 1 {
+        return libc::EINVAL;
+    }
+    // SAFETY: live context (contract).
+    let p = port_attr(unsafe { info(context) });
+    let n = attr_len.min(core::mem::size_of::<ibv_port_attr>());
+    // SAFETY: attr holds attr_len bytes (contract); n is at most that.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            (&p as *const ibv_port_attr).cast::<u8>(),
+            attr.cast::<u8>(),
+            n,
+        )
+    };
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_query_gid(
+    context: *mut ibv_context,
+    port_num: u8,
+    index: libc::c_int,
+    gid: *mut ibv_gid,
+) -> libc::c_int {
+    if context.is_null() || gid.is_null() || port_num != 1 || index != 0 {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: live context, writable gid (contract).
+    unsafe { *gid = gid_of(info(context).addr) };
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn _ibv_query_gid_ex(
+    context: *mut ibv_context,
+    port_num: u32,
+    gid_index: u32,
+    entry: *mut ibv_gid_entry,
+    _flags: u32,
+    entry_size: usize,
+) -> libc::c_int {
+    if context.is_null() || entry.is_null() || port_num != 1 {
+        return libc::EINVAL;
+    }
+    if gid_index != 0 {
+        return libc::ENODATA;
+    }
+    if entry_size < core::mem::size_of::<ibv_gid_entry>() {
+        return libc::EINVAL;
+    }
+    // SAFETY: live context and an entry of at least entry_size bytes.
+    unsafe {
+        *entry = ibv_gid_entry {
+            gid: gid_of(info(context).addr),
+            gid_index: 0,
+            port_num: 1,
+            gid_type: ibv_gid_type_IBV_GID_TYPE_ROCE_V2,
+            ndev_ifindex: 0,
+        };
+    }
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn _ibv_query_gid_table(
+    context: *mut ibv_context,
+    entries: *mut ibv_gid_entry,
+    max_entries: usize,
+    flags: u32,
+    entry_size: usize,
+) -> isize {
+    if max_entries == 0 {
+        return -(libc::EINVAL as isize);
+    }
+    // SAFETY: as _ibv_query_gid_ex, for the first entry.
+    match unsafe { _ibv_query_gid_ex(context, 1, 0, entries, flags, entry_size) } {
+        0 => 1,
+        e => -(e as isize),
+    }
+}
+
+/// `enum ibv_gid_type_sysfs`: 1 is RoCE v2.
+#[no_mangle]
+pub unsafe extern "C" fn ibv_query_gid_type(
+    context: *mut ibv_context,
+    port_num: u8,
+    index: libc::c_uint,
+    gid_type: *mut libc::c_int,
+) -> libc::c_int {
+    if context.is_null() || gid_type.is_null() || port_num != 1 || index != 0 {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: writable (contract).
+    unsafe { *gid_type = 1 };
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_query_pkey(
+    context: *mut ibv_context,
+    port_num: u8,
+    index: libc::c_int,
+    pkey: *mut u16,
+) -> libc::c_int {
+    if context.is_null() || pkey.is_null() || port_num != 1 || index != 0 {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: writable (contract).
+    unsafe { *pkey = 0xffff };
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_get_pkey_index(
+    _context: *mut ibv_context,
+    port_num: u8,
+    pkey: u16,
+) -> libc::c_int {
+    if port_num == 1 && pkey == 0xffff {
+        0
+    } else {
+        set_errno(libc::ENOENT);
+        -1
+    }
+}

@@ -1,0 +1,45 @@
+//! A drop-in `libibverbs.so.1` (the rdma-core v44 ABI, as in Debian 12)
+//! over migros devices: unmodified programs (ibverbs-utils, perftest) run
+//! on `migrosd`.
+//!
+//! Every daemon in the socket directory (`MIGROS_SOCKET_DIR`, else
+//! `/run/migros`) is a device named as the daemon. Each C object handed out
+//! is a heap block that starts with the C struct the headers define
+//! (`sys`, generated from the v44 headers) followed by the
+//! [`migros_verbs`] object doing the work; the C pointer is a pointer to the
+//! block. The logic lives in migros-verbs: this crate only converts.
+//!
+//! Modules:
+//! - `sys`: the v44 types (bindgen output, committed); `abi`: compile-time
+//!   checks of every offset the programs rely on;
+//! - `util`: errno, strings, GID ⇄ address;
+//! - `device`: device list, open/close, queries (device, port, GID, pkey);
+//! - `context`: the context block, its `ibv_context_ops` and `verbs_context`
+//!   tables;
+//! - `mr`: PDs and MRs; `cq`: CQs and completion channels; `qp`: QPs, SRQs,
+//!   AHs and the data path; `misc`: strings and small calls.
+//!
+//! The version nodes programs ask for (`IBVERBS_1.1`, …) are defined by a
+//! version script made from `versions.txt` by `build.rs`. rustc's own
+//! version script comes first, so the symbols are bound to `Base`, which
+//! the dynamic linker accepts for a versioned reference. (`.symver` in
+//! `global_asm!` cannot bind them yet: the functions live in other
+//! codegen units than the directive.)
+//!
+//! Every exported function follows the contract of its libibverbs man page
+//! (pointers valid as documented there); that contract is the `# Safety`
+//! section of each, so the lint asking for one per function is off.
+#![allow(clippy::missing_safety_doc)]
+// The C constants keep their header names (`ibv_qp_state_IBV_QPS_RTS`).
+#![allow(non_upper_case_globals)]
+
+mod abi;
+mod context;
+mod cq;
+mod device;
+mod misc;
+mod mr;
+mod qp;
+#[allow(unsafe_op_in_unsafe_fn)]
+mod sys;
+mod util;

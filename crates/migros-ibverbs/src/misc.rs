@@ -1,0 +1,217 @@
+//! Strings, sysfs reading and the calls that have nothing to do on migros.
+
+use std::ffi::CStr;
+
+use crate::sys::*;
+use crate::util::set_errno;
+
+/// A static C string.
+macro_rules! cs {
+    ($s:expr) => {
+        concat!($s, "\0").as_ptr().cast::<libc::c_char>()
+    };
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_wc_status_str(status: ibv_wc_status) -> *const libc::c_char {
+    match status {
+        0 => cs!("success"),
+        1 => cs!("local length error"),
+        2 => cs!("local QP operation error"),
+        3 => cs!("local EE context operation error"),
+        4 => cs!("local protection error"),
+        5 => cs!("Work Request Flushed Error"),
+        6 => cs!("memory management operation error"),
+        7 => cs!("bad response error"),
+        8 => cs!("local access error"),
+        9 => cs!("remote invalid request error"),
+        10 => cs!("remote access error"),
+        11 => cs!("remote operation error"),
+        12 => cs!("transport retry counter exceeded"),
+        13 => cs!("RNR retry counter exceeded"),
+        14 => cs!("local RDD violation error"),
+        15 => cs!("remote invalid RD request"),
+        16 => cs!("aborted error"),
+        17 => cs!("invalid EE context number"),
+        18 => cs!("invalid EE context state"),
+        19 => cs!("fatal error"),
+        20 => cs!("response timeout error"),
+        21 => cs!("general error"),
+        22 => cs!("TM error"),
+        23 => cs!("TM RNDV incomplete"),
+        _ => cs!("unknown"),
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_node_type_str(node_type: ibv_node_type) -> *const libc::c_char {
+    match node_type {
+        1 => cs!("InfiniBand channel adapter"),
+        2 => cs!("InfiniBand switch"),
+        3 => cs!("InfiniBand router"),
+        4 => cs!("iWARP NIC"),
+        5 => cs!("usNIC"),
+        6 => cs!("usNIC UDP"),
+        _ => cs!("unknown"),
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_port_state_str(state: ibv_port_state) -> *const libc::c_char {
+    match state {
+        0 => cs!("no state change (NOP)"),
+        1 => cs!("down"),
+        2 => cs!("init"),
+        3 => cs!("armed"),
+        4 => cs!("active"),
+        5 => cs!("active deferred"),
+        _ => cs!("unknown"),
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_event_type_str(event: ibv_event_type) -> *const libc::c_char {
+    match event {
+        0 => cs!("CQ error"),
+        1 => cs!("local work queue catastrophic error"),
+        2 => cs!("invalid request local work queue error"),
+        3 => cs!("local access violation work queue error"),
+        4 => cs!("communication established"),
+        5 => cs!("send queue drained"),
+        6 => cs!("path migrated"),
+        7 => cs!("path migration request error"),
+        8 => cs!("local catastrophic error"),
+        9 => cs!("port active"),
+        10 => cs!("port error"),
+        11 => cs!("LID change"),
+        12 => cs!("P_Key change"),
+        13 => cs!("SM change"),
+        14 => cs!("SRQ catastrophic error"),
+        15 => cs!("SRQ limit reached"),
+        16 => cs!("last WQE reached"),
+        17 => cs!("client reregistration"),
+        18 => cs!("GID table change"),
+        _ => cs!("unknown"),
+    }
+}
+
+/// Reads `dir/file` into `buf` (NUL-terminated, trailing newline
+/// dropped); the length read, or -1.
+#[no_mangle]
+pub unsafe extern "C" fn ibv_read_sysfs_file(
+    dir: *const libc::c_char,
+    file: *const libc::c_char,
+    buf: *mut libc::c_char,
+    size: usize,
+) -> libc::c_int {
+    if dir.is_null() || file.is_null() || buf.is_null() || size == 0 {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: NUL-terminated strings (contract).
+    let (d, f) = unsafe { (CStr::from_ptr(dir), CStr::from_ptr(file)) };
+    let path = std::path::Path::new(&*d.to_string_lossy()).join(&*f.to_string_lossy());
+    let mut data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) => {
+            set_errno(e.raw_os_error().unwrap_or(libc::EIO));
+            return -1;
+        }
+    };
+    data.truncate(size - 1);
+    if data.last() == Some(&b'\n') {
+        data.pop();
+    }
+    // SAFETY: buf holds size bytes (contract); data.len() < size.
+    unsafe {
+        core::ptr::copy_nonoverlapping(data.as_ptr(), buf.cast::<u8>(), data.len());
+        *buf.add(data.len()) = 0;
+    }
+    data.len() as libc::c_int
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_get_sysfs_path() -> *const libc::c_char {
+    cs!("/sys")
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_rate_to_mult(rate: libc::c_int) -> libc::c_int {
+    match rate {
+        2 => 1,
+        5 => 2,
+        3 => 4,
+        6 => 8,
+        7 => 12,
+        _ => -1,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn mult_to_ibv_rate(mult: libc::c_int) -> libc::c_int {
+    match mult {
+        1 => 2,
+        2 => 5,
+        4 => 3,
+        8 => 6,
+        12 => 7,
+        _ => 0,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_fork_init() -> libc::c_int {
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_dontfork_range(_base: *mut libc::c_void, _size: usize) -> libc::c_int {
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_dofork_range(_base: *mut libc::c_void, _size: usize) -> libc::c_int {
+    0
+}
+
+/// Multicast is not supported.
+#[no_mangle]
+pub extern "C" fn ibv_attach_mcast(
+    _qp: *mut ibv_qp,
+    _gid: *const ibv_gid,
+    _lid: u16,
+) -> libc::c_int {
+    libc::EOPNOTSUPP
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_detach_mcast(
+    _qp: *mut ibv_qp,
+    _gid: *const ibv_gid,
+    _lid: u16,
+) -> libc::c_int {
+    libc::EOPNOTSUPP
+}
+
+/// Asynchronous events are not reported yet: fails with EAGAIN.
+#[no_mangle]
+pub extern "C" fn ibv_get_async_event(
+    _context: *mut ibv_context,
+    _event: *mut ibv_async_event,
+) -> libc::c_int {
+    set_errno(libc::EAGAIN);
+    -1
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_ack_async_event(_event: *mut ibv_async_event) {}
+
+#[no_mangle]
+pub extern "C" fn ibv_query_ece(_qp: *mut ibv_qp, _ece: *mut ibv_ece) -> libc::c_int {
+    libc::EOPNOTSUPP
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_set_ece(_qp: *mut ibv_qp, _ece: *mut ibv_ece) -> libc::c_int {
+    libc::EOPNOTSUPP
+}

@@ -1,0 +1,114 @@
+//! Protection domains and memory regions.
+
+use migros_verbs::{Access, Pd as VPd, RawMr};
+
+use crate::context::Ctx;
+use crate::sys::*;
+use crate::util::null_errno;
+
+/// What a PD pointer points to.
+#[repr(C)]
+pub(crate) struct Pd {
+    pub pd: ibv_pd,
+    pub inner: VPd,
+}
+
+/// What an MR pointer points to.
+#[repr(C)]
+struct Mr {
+    mr: ibv_mr,
+    _inner: RawMr,
+}
+
+/// # Safety
+/// `pd` must come from [`ibv_alloc_pd`] and not be deallocated.
+pub(crate) unsafe fn pd<'a>(pd: *mut ibv_pd) -> &'a Pd {
+    // SAFETY: PD pointers are Pd blocks (contract).
+    unsafe { &*pd.cast::<Pd>() }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_alloc_pd(context: *mut ibv_context) -> *mut ibv_pd {
+    if context.is_null() {
+        return null_errno(libc::EINVAL);
+    }
+    // SAFETY: live context (contract).
+    let ctx = unsafe { Ctx::from_ibv(context) };
+    match ctx.dev.alloc_pd() {
+        Ok(inner) => {
+            let pd = ibv_pd {
+                context,
+                handle: inner.handle,
+            };
+            Box::into_raw(Box::new(Pd { pd, inner })).cast()
+        }
+        Err(e) => null_errno(e.errno()),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_dealloc_pd(pd: *mut ibv_pd) -> libc::c_int {
+    if pd.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: made by Box::into_raw in ibv_alloc_pd, released once (contract).
+    drop(unsafe { Box::from_raw(pd.cast::<Pd>()) });
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_reg_mr(
+    pd: *mut ibv_pd,
+    addr: *mut libc::c_void,
+    length: usize,
+    access: libc::c_int,
+) -> *mut ibv_mr {
+    // SAFETY: same contract.
+    unsafe { ibv_reg_mr_iova2(pd, addr, length, addr as u64, access as u32) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_reg_mr_iova2(
+    pd: *mut ibv_pd,
+    addr: *mut libc::c_void,
+    length: usize,
+    iova: u64,
+    access: libc::c_uint,
+) -> *mut ibv_mr {
+    if pd.is_null() || iova != addr as u64 {
+        // Remote addresses are this process's virtual addresses.
+        return null_errno(libc::EINVAL);
+    }
+    // SAFETY: a live PD (contract).
+    let p = unsafe { self::pd(pd) };
+    // Optional bits (relaxed ordering…) have no meaning here.
+    let access = Access(access & 0xf);
+    // SAFETY: the caller keeps addr..addr+length mapped until ibv_dereg_mr
+    // (the ibv_reg_mr contract), which drops the RawMr.
+    match unsafe { p.inner.reg_mr_raw(addr as u64, length, access) } {
+        Ok(inner) => {
+            let mr = ibv_mr {
+                // SAFETY: reading the PD block's own field.
+                context: unsafe { (*pd).context },
+                pd,
+                addr,
+                length,
+                handle: inner.lkey,
+                lkey: inner.lkey,
+                rkey: inner.rkey,
+            };
+            Box::into_raw(Box::new(Mr { mr, _inner: inner })).cast()
+        }
+        Err(e) => null_errno(e.errno()),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_dereg_mr(mr: *mut ibv_mr) -> libc::c_int {
+    if mr.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: made by Box::into_raw in ibv_reg_mr_iova2, released once.
+    drop(unsafe { Box::from_raw(mr.cast::<Mr>()) });
+    0
+}
