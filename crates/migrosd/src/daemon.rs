@@ -294,6 +294,10 @@ impl Daemon {
                 }
             }
             if self.udp_rx_more {
+                // Receives posted before these datagrams arrived must be in
+                // the transport first, or a SEND finds no receive (UD drops
+                // it; RC answers RNR) although the client had posted one.
+                self.pump_wqs(None);
                 self.receive();
             }
             self.turn();
@@ -358,6 +362,10 @@ impl Daemon {
     /// Sends what the device has, up to the turn's budget.
     fn transmit(&mut self) {
         self.tx_more = false;
+        // Data written into client memory (WRITE payloads, atomic results,
+        // RECV data) must be in place before any ACK or response that lets
+        // the peer see its operation complete.
+        self.mem.flush();
         let mut sent = 0;
         while !self.udp_blocked {
             while self.udp.queued() < TX_BATCH {
