@@ -14,6 +14,10 @@ for component in rustfmt clippy; do
     || rustup component add "$component"
 done
 
+step "setup"
+# System packages the end-to-end tests use (ibverbs-utils, perftest).
+./scripts/setup.sh
+
 step "format"
 cargo fmt --all -- --check
 
