@@ -409,6 +409,10 @@ impl Daemon {
             self.pump_wqs(None);
             self.transmit();
             self.device_events();
+            // A completion frees its ring slot: the consumer index must be
+            // visible before the completion, or a client that reposts at
+            // once finds its ring full.
+            self.write_cis();
             let wrote = self.write_completions();
             // Completions may have freed send queue room: go again.
             if !wrote || self.pending_wqs.is_empty() {
