@@ -19,13 +19,20 @@ pub fn lines(dir: &Path, lib_dir: Option<&Path>) -> Vec<String> {
     v
 }
 
-/// Where migros' `libibverbs.so.1` is, if installed with this executable.
+/// Where migros' `libibverbs.so.1` is, if installed with this executable
+/// (next to it, in `../lib/migros`) or built beside it in a checkout
+/// (`target/ibverbs`, which `scripts/ibverbs.sh` fills).
 pub fn lib_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let bin = exe.parent()?;
-    [bin.to_path_buf(), bin.join("../lib/migros")]
-        .into_iter()
-        .find(|d| d.join("libibverbs.so.1").is_file())
+    [
+        bin.to_path_buf(),
+        bin.join("../lib/migros"),
+        bin.join("../ibverbs"),
+    ]
+    .into_iter()
+    .find(|d| d.join("libibverbs.so.1").is_file())
+    .map(|d| d.canonicalize().unwrap_or(d))
 }
 
 fn shell_quote(s: &str) -> String {
