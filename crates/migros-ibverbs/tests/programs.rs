@@ -26,6 +26,12 @@ fn ready() -> Option<PathBuf> {
         "ibv_rc_pingpong",
         "ib_send_bw",
         "ib_write_bw",
+        "ib_read_bw",
+        "ib_atomic_bw",
+        "ib_send_lat",
+        "ib_write_lat",
+        "ib_read_lat",
+        "ib_atomic_lat",
     ] {
         if !Path::new("/usr/bin").join(bin).is_file() {
             eprintln!("skipped: /usr/bin/{bin} missing (scripts/setup.sh installs it)");
@@ -198,27 +204,72 @@ fn debian_programs_run_unmodified() {
         );
     }
 
-    for prog in [
-        "ib_send_bw",
-        "ib_write_bw",
-        "ib_read_bw",
-        "ib_send_lat",
-        "ib_write_lat",
-    ] {
-        let s = [prog, "-d", "devA", "-x", "0", "-p", "18612", "-n", "200"];
-        let c = [
-            prog,
-            "-d",
-            "devB",
-            "-x",
-            "0",
-            "-p",
-            "18612",
-            "-n",
-            "200",
-            "127.0.0.1",
-        ];
-        let (_, co) = net.pair(&s, &c);
-        assert!(co.contains("#bytes"), "{prog}: {co}");
-    }
+    perftest(&net);
+}
+
+/// One perftest run: the program and its extra flags (both sides).
+struct Case {
+    prog: &'static str,
+    flags: &'static [&'static str],
+}
+
+const fn case(prog: &'static str, flags: &'static [&'static str]) -> Case {
+    Case { prog, flags }
+}
+
+/// perftest programs and flags, a few at a time on distinct ports (the
+/// programs busy-poll, so more at once only slows each down).
+fn perftest(net: &Net) {
+    let cases = [
+        case("ib_send_bw", &["-n", "200"]),
+        case("ib_write_bw", &["-n", "200"]),
+        case("ib_read_bw", &["-n", "200"]),
+        case("ib_atomic_bw", &["-n", "200"]),
+        case("ib_send_lat", &["-n", "200"]),
+        case("ib_write_lat", &["-n", "200"]),
+        case("ib_read_lat", &["-n", "200"]),
+        case("ib_atomic_lat", &["-n", "200"]),
+        // All sizes, 2 B to 8 MiB.
+        case("ib_write_bw", &["-a", "-n", "5"]),
+        case("ib_send_lat", &["-a", "-n", "5"]),
+        // Bidirectional.
+        case("ib_send_bw", &["-b", "-n", "200"]),
+        case("ib_read_bw", &["-b", "-n", "100"]),
+        case("ib_atomic_bw", &["-b", "-n", "200"]),
+        // Several QPs.
+        case("ib_write_bw", &["-q", "4", "-n", "200"]),
+        case("ib_send_bw", &["-q", "4", "-n", "100"]),
+        case("ib_atomic_bw", &["-q", "4", "-n", "100"]),
+        // Completion events (perftest refuses -e for WRITE).
+        case("ib_send_bw", &["-e", "-n", "200"]),
+        case("ib_read_bw", &["-e", "-n", "200"]),
+        case("ib_send_lat", &["-e", "-n", "200"]),
+        case("ib_read_lat", &["-e", "-n", "200"]),
+        // Fixed duration.
+        case("ib_write_bw", &["-D", "2"]),
+        case("ib_read_lat", &["-D", "2"]),
+    ];
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(c) = cases.get(i) else { break };
+                let port = (18700 + i).to_string();
+                let base = [c.prog, "-x", "0", "-p", port.as_str()];
+                let mut srv: Vec<&str> = base.to_vec();
+                srv.extend(["-d", "devA"]);
+                srv.extend(c.flags);
+                let mut cli: Vec<&str> = base.to_vec();
+                cli.extend(["-d", "devB"]);
+                cli.extend(c.flags);
+                cli.push("127.0.0.1");
+                let (_, co) = net.pair(&srv, &cli);
+                assert!(co.contains("#bytes"), "{:?}: {co}", cli);
+                if c.flags.contains(&"-a") {
+                    assert!(co.contains("8388608"), "{cli:?}: not every size\n{co}");
+                }
+            });
+        }
+    });
 }
