@@ -10,7 +10,7 @@ use migros_verbs::Context;
 use crate::device::Device;
 use crate::sys::*;
 use crate::util::null_errno;
-use crate::{cq, device, qp};
+use crate::{cq, cqx, device, qp, qpx};
 
 /// What `ibv_open_device` returns a pointer into (`&vctx.context`).
 #[repr(C)]
@@ -58,6 +58,8 @@ pub unsafe extern "C" fn ibv_open_device(device: *mut ibv_device) -> *mut ibv_co
     vctx.sz = core::mem::size_of::<verbs_context>();
     vctx.query_port = Some(device::query_port_ex);
     vctx.query_device_ex = Some(device::query_device_ex);
+    vctx.create_cq_ex = Some(cqx::create_cq_ex);
+    vctx.create_qp_ex = Some(qpx::create_qp_ex);
     let c = &mut vctx.context;
     c.device = device;
     c.cmd_fd = -1;

@@ -2,6 +2,7 @@
 //! `req_notify_cq` are reached through the context's ops table.
 
 use std::cell::RefCell;
+use std::sync::Mutex;
 
 use migros_verbs::{CompChannel, Cq as VCq, WorkCompletion};
 
@@ -14,6 +15,8 @@ use crate::util::{null_errno, set_errno};
 pub(crate) struct Cq {
     pub cq: ibv_cq_ex,
     pub inner: VCq,
+    /// The completion being read between `ibv_start_poll` and `ibv_end_poll`.
+    pub current: Mutex<Option<crate::cqx::Current>>,
 }
 
 /// What a completion channel pointer points to.
@@ -88,8 +91,13 @@ pub unsafe extern "C" fn ibv_create_cq(
     cq.cq_context = cq_context;
     cq.handle = inner.handle;
     cq.cqe = inner.entries() as libc::c_int;
+    crate::cqx::set_ops(&mut cq);
     let handle = inner.handle;
-    let block = Box::into_raw(Box::new(Cq { cq, inner }));
+    let block = Box::into_raw(Box::new(Cq {
+        cq,
+        inner,
+        current: Mutex::new(None),
+    }));
     lock(&ctx.cqs).insert(handle, block as usize);
     block.cast()
 }

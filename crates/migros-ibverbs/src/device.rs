@@ -208,6 +208,9 @@ pub(crate) unsafe extern "C" fn query_device_ex(
         ex.orig_attr = device_attr(info(context), &name);
     }
     ex.phys_port_cnt_ex = 1;
+    // Completion timestamps: CLOCK_MONOTONIC nanoseconds (see `cqx`).
+    ex.completion_timestamp_mask = u64::MAX;
+    ex.hca_core_clock = 1_000_000;
     let n = attr_size.min(core::mem::size_of::<ibv_device_attr_ex>());
     // SAFETY: the caller's attr holds attr_size bytes; n is at most that.
     unsafe {

@@ -16,8 +16,10 @@
 //! - `device`: device list, open/close, queries (device, port, GID, pkey);
 //! - `context`: the context block, its `ibv_context_ops` and `verbs_context`
 //!   tables;
-//! - `mr`: PDs and MRs; `cq`: CQs and completion channels; `qp`: QPs, SRQs,
-//!   AHs and the data path; `misc`: strings and small calls.
+//! - `mr`: PDs and MRs; `cq`: CQs and completion channels; `cqx`: the
+//!   extended CQ polling ops; `qp`: QPs, SRQs, AHs and the data path;
+//!   `qpx`: extended QPs and the `ibv_wr_*` ops; `misc`: strings and
+//!   small calls.
 //!
 //! The version nodes programs ask for (`IBVERBS_1.1`, …) are defined by a
 //! version script made from `versions.txt` by `build.rs`. rustc's own
@@ -36,10 +38,12 @@
 mod abi;
 mod context;
 mod cq;
+mod cqx;
 mod device;
 mod misc;
 mod mr;
 mod qp;
+mod qpx;
 #[allow(unsafe_op_in_unsafe_fn)]
 mod sys;
 mod util;

@@ -15,10 +15,12 @@ use crate::util::{addr_of, gid_of, null_errno, set_errno};
 
 /// What a QP pointer points to (`ibv_qp_ex` starts with `ibv_qp`).
 #[repr(C)]
-struct Qp {
-    qpx: ibv_qp_ex,
-    inner: VQp,
+pub(crate) struct Qp {
+    pub qpx: ibv_qp_ex,
+    pub inner: VQp,
     init: ibv_qp_init_attr,
+    /// The `ibv_wr_*` batch being built.
+    pub batch: std::sync::Mutex<crate::qpx::Batch>,
 }
 
 /// What an SRQ pointer points to.
@@ -30,9 +32,9 @@ struct Srq {
 
 /// What an AH pointer points to.
 #[repr(C)]
-struct Ah {
+pub(crate) struct Ah {
     ah: ibv_ah,
-    addr: IpAddr,
+    pub addr: IpAddr,
 }
 
 #[no_mangle]
@@ -98,10 +100,12 @@ pub unsafe extern "C" fn ibv_create_qp(
     q.qp_num = inner.qpn;
     q.state = ibv_qp_state_IBV_QPS_RESET;
     q.qp_type = a.qp_type;
+    crate::qpx::set_ops(&mut qpx);
     Box::into_raw(Box::new(Qp {
         qpx,
         inner,
         init: *a,
+        batch: Default::default(),
     }))
     .cast()
 }

@@ -167,6 +167,10 @@ fn debian_programs_run_unmodified() {
         ("4096", None),
         ("65536", None),
         ("4096", Some("-e")),
+        // Extended CQ with completion timestamps, and the ibv_wr_* API.
+        ("4096", Some("-t")),
+        ("4096", Some("-N")),
+        ("64", Some("-N")),
     ] {
         let mut s = vec![
             "ibv_rc_pingpong",
@@ -202,6 +206,12 @@ fn debian_programs_run_unmodified() {
             co.contains("50 iters in") && so.contains("50 iters in"),
             "{so}\n{co}"
         );
+        if extra == Some("-t") {
+            assert!(
+                co.contains("Average receive completion clock cycles"),
+                "{co}"
+            );
+        }
     }
 
     perftest(&net);
