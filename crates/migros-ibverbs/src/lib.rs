@@ -22,11 +22,11 @@
 //!   small calls.
 //!
 //! The version nodes programs ask for (`IBVERBS_1.1`, …) are defined by a
-//! version script made from `versions.txt` by `build.rs`. rustc's own
-//! version script comes first, so the symbols are bound to `Base`, which
-//! the dynamic linker accepts for a versioned reference. (`.symver` in
-//! `global_asm!` cannot bind them yet: the functions live in other
-//! codegen units than the directive.)
+//! version script made from `versions.txt` by `build.rs`, which also makes
+//! the `.symver` directives binding each export to its node (`objdump -T`
+//! shows `IBVERBS_1.1 ibv_get_device_list`). `.symver` only applies to
+//! symbols of its own object file, so the crate is built as one codegen
+//! unit (a profile override in the root Cargo.toml).
 //!
 //! Every exported function follows the contract of its libibverbs man page
 //! (pointers valid as documented there); that contract is the `# Safety`
@@ -47,3 +47,7 @@ mod qpx;
 #[allow(unsafe_op_in_unsafe_fn)]
 mod sys;
 mod util;
+
+// Binds every export to its version node (`ibv_get_device_list@@IBVERBS_1.1`);
+// see the crate docs for why this needs one codegen unit.
+core::arch::global_asm!(include_str!(concat!(env!("OUT_DIR"), "/symver.s")));

@@ -144,9 +144,47 @@ fn check(args: &[&str], out: &Output) -> String {
     stdout
 }
 
+/// `objdump -T` shows every export of versions.txt bound to its node
+/// (`IBVERBS_1.1 ibv_get_device_list`), not to `Base`.
+fn exports_are_versioned() {
+    let lib = root().join("target/ibverbs/libibverbs.so.1");
+    let out = match Command::new("objdump").arg("-T").arg(&lib).output() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("objdump check skipped: {e}");
+            return;
+        }
+    };
+    assert!(out.status.success(), "objdump -T failed");
+    let dump = String::from_utf8_lossy(&out.stdout);
+    // symbol → version node, from lines ending in `NODE symbol`.
+    let bound: std::collections::BTreeMap<&str, &str> = dump
+        .lines()
+        .filter(|l| l.contains(" DF "))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().rev();
+            let sym = w.next()?;
+            Some((sym, w.next()?))
+        })
+        .collect();
+    let list = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("versions.txt"))
+        .expect("versions.txt");
+    let mut checked = 0;
+    for line in list.lines().filter(|l| !l.starts_with('#')) {
+        let mut words = line.split_whitespace();
+        let Some(node) = words.next() else { continue };
+        for sym in words {
+            assert_eq!(bound.get(sym), Some(&node), "{sym} in\n{dump}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} exports listed");
+}
+
 #[test]
 fn debian_programs_run_unmodified() {
     let Some(bin) = ready() else { return };
+    exports_are_versioned();
     let net = Net::start(&bin);
 
     let list = net.run(&["ibv_devices"]);
