@@ -66,6 +66,22 @@ impl Conn {
         Ok(())
     }
 
+    /// Whether the daemon closed the connection (hang-up or a socket
+    /// error). Never blocks.
+    pub(crate) fn closed_by_peer(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        // The peer's close shows as POLLRDHUP (nix has no name for it).
+        let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+        let mut fds = [PollFd::new(self.stream.as_fd(), rdhup)];
+        // Only hang-up and error conditions can be reported (POLLIN is not
+        // asked for), so any ready descriptor means the daemon is gone.
+        match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) => n > 0,
+            Err(e) => e != nix::errno::Errno::EINTR,
+        }
+    }
+
     /// Takes the socket (completion channels keep only the stream).
     pub(crate) fn into_stream(self) -> UnixStream {
         self.stream

@@ -124,6 +124,12 @@ impl Context {
         }
     }
 
+    /// Whether the daemon closed this session (it exited or dropped the
+    /// client): nothing made from the context works any more. Never blocks.
+    pub fn connection_lost(&self) -> bool {
+        lock(&self.inner.session).conn.closed_by_peer()
+    }
+
     /// Sends a request and waits for its response.
     pub(crate) fn request(&self, req: &Request) -> Result<Response> {
         lock(&self.inner.session).conn.request(req)
