@@ -3,11 +3,12 @@
 //! the inline functions of verbs.h call through.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use migros_verbs::Context;
 
 use crate::device::Device;
+use crate::events::Async;
 use crate::sys::*;
 use crate::util::null_errno;
 use crate::{cq, cqx, device, qp, qpx};
@@ -20,9 +21,20 @@ pub(crate) struct Ctx {
     pub dev: Context,
     /// CQ handle → CQ block, for `ibv_get_cq_event`.
     pub cqs: Mutex<BTreeMap<u32, usize>>,
+    /// Asynchronous events and whether the daemon is gone.
+    pub events: Arc<Async>,
 }
 
 impl Ctx {
+    /// Whether the daemon of a live context closed the session.
+    ///
+    /// # Safety
+    /// As [`Ctx::from_ibv`].
+    pub unsafe fn dead(ctx: *mut ibv_context) -> bool {
+        // SAFETY: as from_ibv (caller).
+        unsafe { Ctx::from_ibv(ctx) }.events.is_dead()
+    }
+
     /// The block of a context pointer this library handed out.
     ///
     /// # Safety
@@ -64,7 +76,9 @@ pub unsafe extern "C" fn ibv_open_device(device: *mut ibv_device) -> *mut ibv_co
     c.device = device;
     c.cmd_fd = -1;
     // SAFETY: plain system call; the descriptor is closed by ibv_close_device.
-    c.async_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    // A semaphore counting queued async events; blocking, as libibverbs'.
+    c.async_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_SEMAPHORE) };
+    let events = Async::start(&dev, c.async_fd);
     c.num_comp_vectors = 1;
     c.abi_compat = usize::MAX as *mut libc::c_void;
     let ops = &mut c.ops;
@@ -77,6 +91,7 @@ pub unsafe extern "C" fn ibv_open_device(device: *mut ibv_device) -> *mut ibv_co
         vctx,
         dev,
         cqs: Mutex::new(BTreeMap::new()),
+        events,
     }));
     // SAFETY: `block` was just allocated; the context lives inside it.
     unsafe { &mut (*block).vctx.context }
@@ -90,6 +105,7 @@ pub unsafe extern "C" fn ibv_close_device(context: *mut ibv_context) -> libc::c_
     // SAFETY: the context came from ibv_open_device (contract); the block
     // was made by Box::into_raw there and is released once, here.
     let block = unsafe { Box::from_raw((Ctx::from_ibv(context) as *const Ctx).cast_mut()) };
+    block.events.close();
     if block.vctx.context.async_fd >= 0 {
         // SAFETY: the descriptor was opened by ibv_open_device.
         unsafe { libc::close(block.vctx.context.async_fd) };

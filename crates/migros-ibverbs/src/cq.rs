@@ -142,6 +142,9 @@ pub(crate) unsafe extern "C" fn poll_cq(
         let mut polled = polled.borrow_mut();
         polled.clear();
         match c.inner.poll(&mut polled, num_entries as usize) {
+            // An empty CQ of a context whose daemon is gone stays empty.
+            // SAFETY: the CQ's context is open (contract).
+            Ok(0) if unsafe { Ctx::dead(c.cq.context) } => -libc::EIO,
             Ok(n) => {
                 for (i, w) in polled.iter().take(n).enumerate() {
                     // SAFETY: the caller's array holds num_entries ≥ n entries.

@@ -14,6 +14,7 @@
 //!   checks of every offset the programs rely on;
 //! - `util`: errno, strings, GID ⇄ address;
 //! - `device`: device list, open/close, queries (device, port, GID, pkey);
+//! - `events`: asynchronous events (a daemon that dies: IBV_EVENT_DEVICE_FATAL);
 //! - `context`: the context block, its `ibv_context_ops` and `verbs_context`
 //!   tables;
 //! - `mr`: PDs and MRs; `cq`: CQs and completion channels; `cqx`: the
@@ -40,6 +41,7 @@ mod context;
 mod cq;
 mod cqx;
 mod device;
+mod events;
 mod misc;
 mod mr;
 mod qp;

@@ -195,18 +195,6 @@ pub extern "C" fn ibv_detach_mcast(
 
 /// Asynchronous events are not reported yet: fails with EAGAIN.
 #[no_mangle]
-pub extern "C" fn ibv_get_async_event(
-    _context: *mut ibv_context,
-    _event: *mut ibv_async_event,
-) -> libc::c_int {
-    set_errno(libc::EAGAIN);
-    -1
-}
-
-#[no_mangle]
-pub extern "C" fn ibv_ack_async_event(_event: *mut ibv_async_event) {}
-
-#[no_mangle]
 pub extern "C" fn ibv_query_ece(_qp: *mut ibv_qp, _ece: *mut ibv_ece) -> libc::c_int {
     libc::EOPNOTSUPP
 }

@@ -8,6 +8,7 @@ use migros_verbs::{
     SendFlags, SendWr, Sge, Srq as VSrq, UdDest, WrOpcode,
 };
 
+use crate::context::Ctx;
 use crate::cq::cq;
 use crate::mr::pd;
 use crate::sys::*;
@@ -371,6 +372,10 @@ pub(crate) unsafe extern "C" fn post_send(
     }
     // SAFETY: live QP (contract).
     let q = unsafe { &*qp.cast::<Qp>() };
+    // SAFETY: the QP's context is open (contract).
+    if unsafe { Ctx::dead(q.qpx.qp_base.context) } {
+        return fail(libc::EIO, wr, bad_wr);
+    }
     let is_ud = q.inner.qp_type() == QpType::Ud;
     let mut wrs = Vec::new();
     let mut cur = wr;
@@ -440,6 +445,10 @@ pub(crate) unsafe extern "C" fn post_recv(
     }
     // SAFETY: live QP and a valid list (contract).
     let (q, wrs) = unsafe { (&*qp.cast::<Qp>(), recv_wrs(wr)) };
+    // SAFETY: the QP's context is open (contract).
+    if unsafe { Ctx::dead(q.qpx.qp_base.context) } {
+        return fail(libc::EIO, wr, bad_wr);
+    }
     match q.inner.post_recv(&wrs) {
         Ok(()) => 0,
         Err(e) => fail(e.errno(), wr, bad_wr),
@@ -457,6 +466,10 @@ pub(crate) unsafe extern "C" fn post_srq_recv(
     }
     // SAFETY: live SRQ and a valid list (contract).
     let (s, wrs) = unsafe { (&*srq.cast::<Srq>(), recv_wrs(wr)) };
+    // SAFETY: the SRQ's context is open (contract).
+    if unsafe { Ctx::dead(s.srq.context) } {
+        return fail(libc::EIO, wr, bad_wr);
+    }
     match s.inner.post_recv(&wrs) {
         Ok(()) => 0,
         Err(e) => fail(e.errno(), wr, bad_wr),

@@ -7,7 +7,7 @@
 
 use migros_verbs::{SendData, SendFlags, SendWr, Sge, UdDest, WrOpcode};
 
-use crate::context::lock;
+use crate::context::{lock, Ctx};
 use crate::qp::{ibv_create_qp, Ah, Qp};
 use crate::sys::*;
 use crate::util::null_errno;
@@ -152,6 +152,10 @@ unsafe extern "C" fn wr_complete(qp: *mut ibv_qp_ex) -> libc::c_int {
     let b = unsafe { batch(qp, std::mem::take) };
     if let Some(e) = b.error {
         return e;
+    }
+    // SAFETY: the QP's context is open (contract).
+    if unsafe { Ctx::dead((*qp).qp_base.context) } {
+        return libc::EIO;
     }
     // SAFETY: a live QP block (contract).
     match unsafe { &(*qp.cast::<Qp>()).inner }.post_send(&b.wrs) {

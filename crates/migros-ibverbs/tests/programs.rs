@@ -253,6 +253,70 @@ fn debian_programs_run_unmodified() {
     }
 
     perftest(&net);
+    daemon_death(net);
+}
+
+/// Kills devA's daemon under a running ibv_rc_pingpong: the program on
+/// devA stops with an error (poll_cq fails with EIO) instead of hanging,
+/// and ibv_asyncwatch on devA reports IBV_EVENT_DEVICE_FATAL.
+fn daemon_death(mut net: Net) {
+    let spawn = |args: &[&str]| {
+        net.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let watch = spawn(&["stdbuf", "-oL", "ibv_asyncwatch", "-d", "devA"]);
+    let ping = |dev| {
+        vec![
+            "ibv_rc_pingpong",
+            "-d",
+            dev,
+            "-g",
+            "0",
+            "-p",
+            "18613",
+            "-n",
+            "100000000",
+        ]
+    };
+    let srv = spawn(&ping("devA"));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c = ping("devB");
+    c.push("127.0.0.1");
+    let cli = spawn(&c);
+    std::thread::sleep(Duration::from_millis(1000));
+    let _ = net.daemons[0].kill();
+    let _ = net.daemons[0].wait();
+    let killed = Instant::now();
+    let out = srv.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // `timeout` exits with 124 when the program hung.
+    assert!(
+        !out.status.success() && out.status.code() != Some(124),
+        "server: {} {err}",
+        out.status
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "server took too long"
+    );
+    // The peer on devB only learns of it if it has something in flight
+    // (a retry error); waiting for a receive it waits forever, as on any
+    // RC device. Stop it and ibv_asyncwatch (SIGTERM to `timeout`, which
+    // passes it on).
+    std::thread::sleep(Duration::from_millis(200));
+    for p in [&cli, &watch] {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let _ = cli.wait_with_output();
+    let out = watch.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("IBV_EVENT_DEVICE_FATAL"), "{text}");
 }
 
 /// One perftest run: the program and its extra flags (both sides).
