@@ -2,7 +2,9 @@
 # Measures, side by side in one run, what the issue notes quote: iperf3 TCP
 # over loopback, migros bench write-bw and send-bw (64 KiB, --pair), the
 # ratio of each to iperf3, send-lat p50 at 64 bytes, and the peer-observed
-# pause of a --migrate-to run. Needs root and iperf3.
+# pause of a --migrate-to run; with target/ibverbs built (scripts/ibverbs.sh)
+# and perftest installed, ib_write_bw and ib_send_lat at the same sizes.
+# Needs root and iperf3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
@@ -33,15 +35,34 @@ mig=$(bench write-bw -s 65536 -n 20000 --verify --migrate-to fig-c)
 "$migros" dev del fig-c >/dev/null
 "$migros" dev add fig-c --addr 127.0.0.73 --mtu "$mtu" >/dev/null
 fast=$(bench write-bw -s 65536 -n 20000 --migrate-to fig-c)
-python3 - "$tcp" "$write" "$send" "$lat" "$mig" "$fast" <<'PY'
+# The C path: Debian's unmodified perftest on the drop-in libibverbs, same sizes.
+perf_write="" perf_lat=""
+if command -v ib_write_bw >/dev/null && [ -f target/ibverbs/libibverbs.so.1 ]; then
+  perftest() {  # program, args: server on fig-a, client on fig-b
+    local prog=$1; shift
+    LD_LIBRARY_PATH=$PWD/target/ibverbs timeout 60 "$prog" -d fig-a -x 0 -p 18777 "$@" >/dev/null 2>&1 &
+    local srv=$!
+    sleep 0.5
+    LD_LIBRARY_PATH=$PWD/target/ibverbs timeout 60 "$prog" -d fig-b -x 0 -p 18777 "$@" 127.0.0.71
+    wait "$srv" || true
+  }
+  perf_write=$(perftest ib_write_bw -s 65536 -D 5 --report_gbits | awk '$1 == 65536 {print $4}')
+  perf_lat=$(perftest ib_send_lat -s 64 -n 5000 | awk '$1 == 64 {print $5}')
+fi
+python3 - "$tcp" "$write" "$send" "$lat" "$mig" "$fast" "$perf_write" "$perf_lat" <<'PY'
 import json, sys
 tcp = float(sys.argv[1])
-write, send, lat, mig, fast = (json.loads(a) for a in sys.argv[2:])
+write, send, lat, mig, fast = (json.loads(a) for a in sys.argv[2:7])
+perf_write, perf_lat = sys.argv[7], sys.argv[8]
 print(f"iperf3 TCP 127.0.0.1, 5 s          : {tcp:7.2f} Gbit/s")
 print(f"migros write-bw 64 KiB, 5 s        : {write['gbps']:7.2f} Gbit/s  ratio {write['gbps']/tcp:.2f}  (retransmits {write['retransmits']})")
+if perf_write:
+    print(f"ib_write_bw (Debian, drop-in lib)  : {float(perf_write):7.2f} Gbit/s  ({float(perf_write)/write['gbps']:.2f} of migros write-bw)")
 print(f"migros send-bw  64 KiB, 5 s        : {send['gbps']:7.2f} Gbit/s  ratio {send['gbps']/tcp:.2f}  (retransmits {send['retransmits']})")
 l = lat['lat_us']
 print(f"migros send-lat 64 B, 5000 iters   : p50 {l['p50']:.2f} us  p99 {l['p99']:.2f} us  min {l['min']:.2f} us")
+if perf_lat:
+    print(f"ib_send_lat 64 B (Debian, drop-in) : t_typical {float(perf_lat):.2f} us")
 m = mig['migration']
 print(f"write-bw --verify --migrate-to     : {mig['gbps']:.2f} Gbit/s verified={mig['verified']} downtime {m['downtime_ms']:.2f} ms, peer pause_ms {mig['pause_ms']:.2f}, image {m['image_bytes']} B")
 m = fast['migration']
