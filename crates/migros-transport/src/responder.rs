@@ -298,12 +298,7 @@ impl Qp {
         if first {
             let reth = pkt.headers.reth.ok_or(Refusal::InvalidRequest)?;
             let len = u64::from(reth.dma_len);
-            if len > 0 {
-                env.objs
-                    .mrs
-                    .check_remote(reth.rkey, self.init.pd, reth.va, len, Access::REMOTE_WRITE)
-                    .map_err(|_| Refusal::RemoteAccess)?;
-            }
+            self.check_rkey(reth, Access::REMOTE_WRITE, env)?;
             self.resp.current = Some(Inbound::Write {
                 va: reth.va,
                 rkey: reth.rkey,
@@ -377,12 +372,7 @@ impl Qp {
         }
         let reth = pkt.headers.reth.ok_or(Refusal::InvalidRequest)?;
         let len = u64::from(reth.dma_len);
-        if len > 0 {
-            env.objs
-                .mrs
-                .check_remote(reth.rkey, self.init.pd, reth.va, len, Access::REMOTE_READ)
-                .map_err(|_| Refusal::RemoteAccess)?;
-        }
+        self.check_rkey(reth, Access::REMOTE_READ, env)?;
         let psn = pkt.headers.bth.psn;
         let npkts = packets_for(len, self.mtu());
         self.resp.msn = self.resp.msn.wrapping_add(1) & 0x00ff_ffff;
@@ -447,6 +437,24 @@ impl Qp {
         Ok(())
     }
 
+    /// Checks a RETH's rkey, range and rights (a zero-length access needs none).
+    fn check_rkey(&self, reth: migros_wire::Reth, need: Access, env: &Env) -> Result<(), Refusal> {
+        if reth.dma_len == 0 {
+            return Ok(());
+        }
+        env.objs
+            .mrs
+            .check_remote(
+                reth.rkey,
+                self.init.pd,
+                reth.va,
+                u64::from(reth.dma_len),
+                need,
+            )
+            .map(|_| ())
+            .map_err(|_| Refusal::RemoteAccess)
+    }
+
     fn remember(&mut self, res: RdResource) {
         let cap = usize::from(self.attr.max_dest_rd_atomic).max(MIN_RESOURCES);
         while self.resp.resources.len() >= cap {
@@ -472,12 +480,7 @@ impl Qp {
                 });
                 let Some(reth) = pkt.headers.reth else { return };
                 let len = u64::from(reth.dma_len);
-                let allowed = len == 0
-                    || env
-                        .objs
-                        .mrs
-                        .check_remote(reth.rkey, self.init.pd, reth.va, len, Access::REMOTE_READ)
-                        .is_ok();
+                let allowed = self.check_rkey(reth, Access::REMOTE_READ, env).is_ok();
                 if known && allowed {
                     // A READ has no side effect: execute it again from the
                     // PSN asked for (the requester may retry a partial READ).

@@ -239,17 +239,7 @@ mod tests {
     }
 
     fn wc(wr_id: u64) -> WorkCompletion {
-        WorkCompletion {
-            wr_id,
-            status: WcStatus::Success,
-            opcode: WcOpcode::Send,
-            qp_num: 5,
-            byte_len: 1,
-            imm_data: None,
-            invalidated_rkey: None,
-            src_qp: 0,
-            src_addr: None,
-        }
+        WorkCompletion::new(wr_id, WcStatus::Success, WcOpcode::Send, 5, 1)
     }
 
     /// Writes CQE `index` as the daemon would.

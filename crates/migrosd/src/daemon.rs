@@ -446,7 +446,7 @@ impl Daemon {
     }
 
     /// Sends `ev` on every attached channel of session `sid`.
-    fn session_event(&mut self, sid: u64, ev: Event) {
+    pub(crate) fn session_event(&mut self, sid: u64, ev: Event) {
         let conns: Vec<usize> = self
             .channels
             .values()

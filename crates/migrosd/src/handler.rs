@@ -1053,32 +1053,12 @@ impl Daemon {
             self.drain_cq_into_backlog(c);
         }
         if let Some(r) = self.cqs.get_mut(&cq) {
-            r.backlog.push_back(WorkCompletion {
-                wr_id,
-                status: WcStatus::LocQpOpErr,
-                opcode,
-                qp_num: qpn,
-                byte_len: 0,
-                imm_data: None,
-                invalidated_rkey: None,
-                src_qp: 0,
-                src_addr: None,
-            });
+            let wc = WorkCompletion::new(wr_id, WcStatus::LocQpOpErr, opcode, qpn, 0);
+            r.backlog.push_back(wc);
             self.dirty_cqs.insert(cq);
         }
         if let Some(sid) = self.qps.get(&qpn).map(|q| q.session) {
-            let ev = Event::QpFatal { qpn };
-            let conns: Vec<usize> = self
-                .channels
-                .values()
-                .filter(|c| c.session == sid)
-                .filter_map(|c| c.conn)
-                .collect();
-            for t in conns {
-                if let Some(c) = self.conns.get_mut(&t) {
-                    let _ = c.send(&ev);
-                }
-            }
+            self.session_event(sid, Event::QpFatal { qpn });
         }
     }
 

@@ -212,17 +212,7 @@ mod tests {
     use migros_transport::{WcOpcode, WcStatus};
 
     fn wc(id: u64) -> WorkCompletion {
-        WorkCompletion {
-            wr_id: id,
-            status: WcStatus::Success,
-            opcode: WcOpcode::Send,
-            qp_num: 5,
-            byte_len: 1,
-            imm_data: None,
-            invalidated_rkey: None,
-            src_qp: 0,
-            src_addr: None,
-        }
+        WorkCompletion::new(id, WcStatus::Success, WcOpcode::Send, 5, 1)
     }
 
     #[test]
