@@ -139,6 +139,8 @@ fn ud_srq_uc_pingpong_run_unmodified() {
         ("ibv_ud_pingpong", "512", None),
         ("ibv_ud_pingpong", "1024", None),
         ("ibv_ud_pingpong", "1024", Some("-e")),
+        // Larger than the default path MTU: a UD QP may fill the port's MTU.
+        ("ibv_ud_pingpong", "2008", None),
         ("ibv_srq_pingpong", "1024", None),
         ("ibv_srq_pingpong", "4096", None),
         ("ibv_srq_pingpong", "4096", Some("-e")),

@@ -301,7 +301,13 @@ impl Device {
             ));
         }
         self.tombstones.remove(&init.qpn);
-        self.qps.insert(init.qpn, Qp::new(init));
+        let ud = init.qp_type == QpType::Ud;
+        let mut qp = Qp::new(init);
+        if ud {
+            // A UD QP has no path: its messages may fill the port's MTU.
+            qp.attr.path_mtu = self.config.max_mtu;
+        }
+        self.qps.insert(qp.qpn(), qp);
         Ok(())
     }
 
