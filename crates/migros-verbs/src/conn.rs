@@ -1,7 +1,6 @@
 //! One connection to a daemon: connect, Hello, synchronous requests, and
 //! fire-and-forget doorbells.
 
-use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -62,8 +61,7 @@ impl Conn {
     pub(crate) fn send(&mut self, req: &Request) -> Result<()> {
         self.wbuf.clear();
         frame::encode(req, &mut self.wbuf)?;
-        self.stream.write_all(&self.wbuf)?;
-        Ok(())
+        send_all(&self.stream, &self.wbuf)
     }
 
     /// Whether the daemon closed the connection (hang-up or a socket
@@ -86,6 +84,28 @@ impl Conn {
     pub(crate) fn into_stream(self) -> UnixStream {
         self.stream
     }
+}
+
+/// Writes all of `buf` with `MSG_NOSIGNAL`: a daemon that is gone makes
+/// this an [`Error::Io`] (EPIPE), never a SIGPIPE that would kill the
+/// program.
+pub(crate) fn send_all(stream: &UnixStream, mut buf: &[u8]) -> Result<()> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    while !buf.is_empty() {
+        match send(stream.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
+            Ok(0) => {
+                return Err(Error::Io(std::io::Error::from(
+                    std::io::ErrorKind::WriteZero,
+                )))
+            }
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::Io(e.into())),
+        }
+    }
+    Ok(())
 }
 
 /// The error for a response of the wrong kind.

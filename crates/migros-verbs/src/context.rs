@@ -1,17 +1,20 @@
 //! [`Context`]: a session with one daemon, shared by every object made from it.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use migros_proto::counters::{DeviceCounters, QpCounters};
 use migros_proto::msg::{DeviceInfo, Request, Response};
-use migros_proto::verbs::Qpn;
+use migros_proto::verbs::{Cqn, Qpn, WorkCompletion};
 
 use crate::channel::{ChannelShared, CompChannel};
 use crate::conn::{lock, unexpected, Conn};
 use crate::cq::Cq;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::flush::WrTrack;
 use crate::memory::Pd;
 
 /// A session with one device. Cheap to clone (shared).
@@ -34,6 +37,10 @@ pub(crate) struct ContextInner {
     devices: DevSlot,
     /// Completion channels, re-attached to the new daemon by a migration.
     pub(crate) channels: Mutex<Vec<Weak<ChannelShared>>>,
+    /// The connection to the daemon is known to be lost.
+    lost: AtomicBool,
+    /// The outstanding work requests of every QP, by number.
+    pub(crate) qps: Mutex<BTreeMap<Qpn, Weak<WrTrack>>>,
 }
 
 /// The current connection.
@@ -84,6 +91,8 @@ impl Context {
                     next: OnceLock::new(),
                 },
                 channels: Mutex::new(Vec::new()),
+                lost: AtomicBool::new(false),
+                qps: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -126,13 +135,37 @@ impl Context {
 
     /// Whether the daemon closed this session (it exited or dropped the
     /// client): nothing made from the context works any more. Never blocks.
+    ///
+    /// Once true it stays true: posting fails and CQs flush the work
+    /// requests still outstanding (see the crate docs).
     pub fn connection_lost(&self) -> bool {
-        lock(&self.inner.session).conn.closed_by_peer()
+        if self.is_lost() {
+            return true;
+        }
+        if lock(&self.inner.session).conn.closed_by_peer() {
+            self.inner.lost.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// Whether the connection is already known to be lost (no system call).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.inner.lost.load(Ordering::Acquire)
+    }
+
+    /// Notes a failure on the socket: the connection is lost.
+    fn note<T>(&self, r: Result<T>) -> Result<T> {
+        if matches!(r, Err(Error::Io(_))) {
+            self.inner.lost.store(true, Ordering::Release);
+        }
+        r
     }
 
     /// Sends a request and waits for its response.
     pub(crate) fn request(&self, req: &Request) -> Result<Response> {
-        lock(&self.inner.session).conn.request(req)
+        let r = lock(&self.inner.session).conn.request(req);
+        self.note(r)
     }
 
     /// Sends a request whose only acceptable response is `Ok`.
@@ -145,7 +178,48 @@ impl Context {
 
     /// Sends a doorbell (no response).
     pub(crate) fn doorbell(&self, req: &Request) -> Result<()> {
-        lock(&self.inner.session).conn.send(req)
+        let r = lock(&self.inner.session).conn.send(req);
+        self.note(r)
+    }
+
+    /// The error of a post on a context whose connection is lost.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.is_lost() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "daemon connection lost",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Registers the outstanding-WR record of a new QP.
+    pub(crate) fn track(&self, t: &Arc<WrTrack>) {
+        let mut qps = lock(&self.inner.qps);
+        qps.retain(|_, w| w.strong_count() > 0);
+        qps.insert(t.qpn, Arc::downgrade(t));
+    }
+
+    /// Drops the WRs that `wcs` account for.
+    pub(crate) fn account(&self, wcs: &[WorkCompletion]) {
+        if wcs.is_empty() {
+            return;
+        }
+        let qps = lock(&self.inner.qps);
+        for wc in wcs {
+            if let Some(t) = qps.get(&wc.qp_num).and_then(Weak::upgrade) {
+                t.complete(wc);
+            }
+        }
+    }
+
+    /// The flush completions of every QP reporting to `cq`.
+    pub(crate) fn flush(&self, cq: Cqn) -> VecDeque<WorkCompletion> {
+        let mut out = VecDeque::new();
+        for t in lock(&self.inner.qps).values().filter_map(Weak::upgrade) {
+            t.flush_into(cq, &mut out);
+        }
+        out
     }
 
     /// Records that the device is now `info` (after a migration).

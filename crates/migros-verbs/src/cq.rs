@@ -1,5 +1,6 @@
 //! Completion queues: a ring in this process's memory that the daemon fills.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use migros_proto::msg::{Request, Response};
@@ -22,6 +23,9 @@ pub(crate) struct CqShared {
     handle: Cqn,
     entries: u32,
     ring: Mutex<CqRing>,
+    /// After the connection is lost: the flush completions not yet
+    /// polled (`None` until they are made, once).
+    flushed: Mutex<Option<VecDeque<WorkCompletion>>>,
     /// Kept alive while the CQ reports to it.
     _channel: Option<Arc<ChannelShared>>,
 }
@@ -55,14 +59,39 @@ impl Cq {
                 handle,
                 entries,
                 ring: Mutex::new(ring),
+                flushed: Mutex::new(None),
                 _channel: channel.map(|c| c.inner.clone()),
             }),
         })
     }
 
     /// Moves up to `max` completions into `out`; returns how many. No system call.
+    ///
+    /// Once the connection is known to be lost and the ring is empty, the
+    /// work requests still outstanding on the CQ's QPs come out as
+    /// `WrFlushErr` completions (see the crate docs).
     pub fn poll(&self, out: &mut Vec<WorkCompletion>, max: usize) -> Result<usize> {
-        lock(&self.inner.ring).poll(out, max)
+        let s = &self.inner;
+        let start = out.len();
+        let polled = lock(&s.ring).poll(out, max);
+        s.ctx.account(&out[start..]);
+        let n = polled?;
+        if n >= max || !s.ctx.is_lost() {
+            return Ok(n);
+        }
+        let mut flushed = lock(&s.flushed);
+        let queue = flushed.get_or_insert_with(|| s.ctx.flush(s.handle));
+        let more = queue.len().min(max - n);
+        out.extend(queue.drain(..more));
+        Ok(n + more)
+    }
+
+    /// Whether a completion is waiting in the ring (peeks, takes nothing).
+    pub fn has_completion(&self) -> bool {
+        lock(&self.inner.ring).has_completion()
+            || lock(&self.inner.flushed)
+                .as_ref()
+                .is_some_and(|q| !q.is_empty())
     }
 
     /// Arms the CQ: the next completion raises an event on its channel.

@@ -12,18 +12,27 @@
 //! - `ring`: ring index arithmetic, WQE producers, the CQE consumer;
 //! - `conn`: one socket to a daemon (Hello, requests, doorbells);
 //! - `context`, `memory`, `cq`, `qp`, `channel`: the verbs objects;
+//! - `flush`: outstanding work requests, flushed when the daemon is gone;
 //! - `migrate`: [`Context::migrate_to`].
 //!
 //! Objects keep what they depend on alive (a QP its PD, CQs and SRQ; every
 //! object its context) and are destroyed on drop; errors while dropping are
 //! ignored, and memory the daemon did not confirm it released stays
 //! allocated rather than being freed under its feet.
+//!
+//! A daemon that dies: once the context knows its connection is lost
+//! ([`Context::connection_lost`] returned true, or a request or doorbell
+//! failed on the socket), posting fails with [`Error::Io`] and every work
+//! request posted to a QP and not yet completed comes out of its CQ as a
+//! `WrFlushErr` completion, in posting order, after whatever the daemon
+//! wrote before it died. Writes to the daemon never raise SIGPIPE.
 
 mod channel;
 mod conn;
 mod context;
 mod cq;
 mod error;
+mod flush;
 mod memory;
 mod migrate;
 mod qp;

@@ -12,6 +12,7 @@ use crate::conn::{lock, unexpected};
 use crate::context::Context;
 use crate::cq::{Cq, CqShared};
 use crate::error::{Error, Result};
+use crate::flush::WrTrack;
 use crate::memory::{Pd, PdShared};
 use crate::ring::{ring_entries, Ctrl, Producer};
 
@@ -36,6 +37,9 @@ pub struct Qp {
     /// `None` when receives come from an SRQ.
     rq: Option<Mutex<Producer>>,
     ctrl: Ctrl,
+    sq_sig_all: bool,
+    /// Posted WRs not yet completed (flushed if the daemon dies).
+    track: Arc<WrTrack>,
     _pd: Arc<PdShared>,
     _send_cq: Arc<CqShared>,
     _recv_cq: Arc<CqShared>,
@@ -92,6 +96,14 @@ impl Qp {
                 });
             }
         };
+        let track = Arc::new(WrTrack::new(
+            qpn,
+            attr.send_cq.handle,
+            attr.srq.is_none().then_some(attr.recv_cq.handle),
+            cap.max_send_wr,
+            cap.max_recv_wr,
+        ));
+        ctx.track(&track);
         Ok(Qp {
             qpn,
             ctx: ctx.clone(),
@@ -100,6 +112,8 @@ impl Qp {
             sq: Mutex::new(sq),
             rq: rq.map(Mutex::new),
             ctrl,
+            sq_sig_all: attr.sq_sig_all,
+            track,
             _pd: pd.inner.clone(),
             _send_cq: attr.send_cq.inner.clone(),
             _recv_cq: attr.recv_cq.inner.clone(),
@@ -138,6 +152,7 @@ impl Qp {
     /// before the failing one are posted and the rest are not, as with
     /// `ibv_post_send`'s `bad_wr`.
     pub fn post_send(&self, wrs: &[SendWr]) -> Result<()> {
+        self.ctx.check_alive()?;
         let mut sq = lock(&self.sq);
         let start = sq.pi();
         let mut wqe = [0u8; SQ_WQE_SIZE];
@@ -151,12 +166,21 @@ impl Qp {
             }
         }
         if sq.pi() != start {
+            // Recorded before the daemon can complete them.
+            let posted = sq.pi().wrapping_sub(start) as usize;
+            let kept = self.track.post_send(wrs[..posted].iter().map(|wr| {
+                let signalled = self.sq_sig_all || wr.flags.contains(SendFlags::SIGNALED);
+                (wr.wr_id, signalled)
+            }));
             // The WQEs are written before the daemon hears of them.
             fence(Ordering::Release);
-            self.ctx.doorbell(&Request::SqDoorbell {
+            if let Err(e) = self.ctx.doorbell(&Request::SqDoorbell {
                 qpn: self.qpn,
                 pi: sq.pi(),
-            })?;
+            }) {
+                self.track.unpost_send(kept);
+                return Err(e);
+            }
         }
         result
     }
@@ -172,10 +196,10 @@ impl Qp {
         post_recv(
             &self.ctx,
             rq,
-            &self.ctrl,
-            layout::QP_CTRL_RQ_CI,
+            (&self.ctrl, layout::QP_CTRL_RQ_CI),
             self.cap.max_recv_sge,
             wrs,
+            Some(&self.track),
             |pi| Request::RqDoorbell { qpn: self.qpn, pi },
         )
     }
@@ -272,10 +296,10 @@ impl Srq {
         post_recv(
             &s.ctx,
             &s.rq,
-            &s.ctrl,
-            layout::SRQ_CTRL_CI,
+            (&s.ctrl, layout::SRQ_CTRL_CI),
             s.max_sge,
             wrs,
+            None,
             |pi| Request::SrqDoorbell { srq: s.handle, pi },
         )
     }
@@ -360,12 +384,13 @@ fn check_cap(what: &str, value: u32, max: usize) -> Result<()> {
 fn post_recv(
     ctx: &Context,
     ring: &Mutex<Producer>,
-    ctrl: &Ctrl,
-    ci_at: u64,
+    (ctrl, ci_at): (&Ctrl, u64),
     max_sge: u32,
     wrs: &[RecvWr],
+    track: Option<&WrTrack>,
     doorbell: impl Fn(u32) -> Request,
 ) -> Result<()> {
+    ctx.check_alive()?;
     let mut rq = lock(ring);
     let start = rq.pi();
     let mut wqe = [0u8; RQ_WQE_SIZE];
@@ -387,8 +412,15 @@ fn post_recv(
         }
     }
     if rq.pi() != start {
+        let posted = rq.pi().wrapping_sub(start) as usize;
+        let kept = track.map(|t| t.post_recv(wrs[..posted].iter().map(|wr| wr.wr_id)));
         fence(Ordering::Release);
-        ctx.doorbell(&doorbell(rq.pi()))?;
+        if let Err(e) = ctx.doorbell(&doorbell(rq.pi())) {
+            if let (Some(t), Some(kept)) = (track, kept) {
+                t.unpost_recv(kept);
+            }
+            return Err(e);
+        }
     }
     result
 }

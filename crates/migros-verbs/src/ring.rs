@@ -131,6 +131,13 @@ impl CqRing {
         self.ctrl.addr()
     }
 
+    /// Whether the entry at the consumer index is valid (takes nothing).
+    pub(crate) fn has_completion(&self) -> bool {
+        let at = slot(self.ci, self.entries) * CQE_SIZE;
+        self.buf.load_u8(at + layout::CQE_PHASE, Ordering::Acquire)
+            == layout::phase(self.ci, self.entries)
+    }
+
     /// Moves up to `max` completions into `out`; publishes the consumer index.
     pub(crate) fn poll(&mut self, out: &mut Vec<WorkCompletion>, max: usize) -> Result<usize> {
         let mut n = 0;

@@ -559,6 +559,53 @@ fn qp_migrates_to_a_third_daemon_mid_stream() {
     wait_ok(&a.cq);
 }
 
+#[test]
+fn killed_daemon_flushes_outstanding_work_requests() {
+    if !can_run() {
+        return;
+    }
+    let Some(mut net) = Net::start(&[("a", "127.0.0.214"), ("b", "127.0.0.215")]) else {
+        return;
+    };
+    let a = rc_side(net.open("a"), 1 << 12);
+    let b = rc_side(net.open("b"), 1 << 12);
+    connect_pair(&a, &b);
+    let recv = |wr_id| RecvWr {
+        wr_id,
+        sges: vec![b.mr.sge(0, 64)],
+    };
+    b.qp.post_recv(&[recv(10), recv(11), recv(12), recv(13)])
+        .unwrap();
+    a.qp.post_send(&[
+        send_wr(1, WrOpcode::Send, vec![a.mr.sge(0, 8)]),
+        send_wr(2, WrOpcode::Send, vec![a.mr.sge(0, 8)]),
+    ])
+    .unwrap();
+    wait_n(&a.cq, 2);
+    let got: Vec<_> = wait_n(&b.cq, 2).iter().map(|w| w.wr_id).collect();
+    assert_eq!(got, [10, 11]);
+
+    net.kill("b");
+    let start = Instant::now();
+    while !b.ctx.connection_lost() {
+        assert!(start.elapsed() < WAIT, "the daemon's death went unnoticed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut wcs = Vec::new();
+    b.cq.poll(&mut wcs, 16).unwrap();
+    let got: Vec<_> = wcs.iter().map(|w| (w.wr_id, w.status)).collect();
+    assert_eq!(
+        got,
+        [(12, WcStatus::WrFlushErr), (13, WcStatus::WrFlushErr)]
+    );
+    assert_eq!(b.cq.poll(&mut wcs, 16).unwrap(), 0);
+    assert!(b.qp.post_recv(&[recv(14)]).is_err());
+    assert!(b
+        .qp
+        .post_send(&[send_wr(3, WrOpcode::Send, vec![b.mr.sge(0, 8)])])
+        .is_err());
+}
+
 const CHILD_ENV: &str = "MIGROS_VERBS_E2E_CHILD_DIR";
 
 /// Not a test on its own: the client process that

@@ -117,6 +117,16 @@ impl Net {
         Context::open_in(self.dir.path(), name).expect("open device")
     }
 
+    /// Kills daemon `name` (SIGKILL) and reaps it.
+    pub fn kill(&mut self, name: &str) {
+        for (n, c) in &mut self.children {
+            if n == name {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }

@@ -1,0 +1,153 @@
+//! A daemon that goes away: posts fail with an I/O error instead of a
+//! SIGPIPE, and the work requests still outstanding come out of their CQs
+//! as flush errors. A stand-in daemon answers the setup and then hangs up
+//! (no root needed). SIGPIPE is set back to its default (the Rust runtime
+//! ignores it) so that a write raising it kills this test binary; this
+//! file has one test so nothing else runs under that disposition.
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use migros_proto::frame;
+use migros_proto::msg::{DeviceInfo, Request, Response};
+use migros_verbs::*;
+
+fn device() -> DeviceInfo {
+    DeviceInfo {
+        name: "gone".into(),
+        addr: "127.0.0.1".parse().unwrap(),
+        mtu: Mtu::Mtu1024,
+        node_guid: 1,
+        max_qp: 16,
+        max_qp_wr: 1024,
+        max_sge: 8,
+        max_cq: 16,
+        max_cqe: 4096,
+        max_mr: 16,
+        max_mr_size: 1 << 30,
+        max_pd: 16,
+        max_qp_rd_atom: 16,
+        max_srq: 16,
+        max_srq_wr: 1024,
+        max_inline_data: 128,
+    }
+}
+
+/// Answers requests until the first `Stats`, then closes the session.
+fn serve(mut s: UnixStream) {
+    while let Ok(req) = frame::read::<Request>(&mut s) {
+        let resp = match req {
+            Request::Hello { .. } => Response::Welcome {
+                session: 1,
+                device: device(),
+            },
+            Request::AllocPd => Response::Pd { pd: 1 },
+            Request::RegMr { .. } => Response::Mr { lkey: 3, rkey: 4 },
+            Request::CreateCq { .. } => Response::Cq { cq: 5 },
+            Request::CreateQp { .. } => Response::Qp { qpn: 0x42 },
+            Request::SqDoorbell { .. } | Request::RqDoorbell { .. } => continue,
+            Request::Stats => return,
+            _ => Response::Ok,
+        };
+        if frame::write(&mut s, &resp).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn posts_fail_and_outstanding_wrs_flush_when_the_daemon_hangs_up() {
+    // SAFETY: no other thread of this binary handles signals; the default
+    // disposition only makes a SIGPIPE fatal, which is what is tested.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    }
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let listener =
+        UnixListener::bind(migros_proto::paths::device_socket(dir.path(), "gone")).unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming().map_while(std::result::Result::ok) {
+            std::thread::spawn(move || serve(s));
+        }
+    });
+    let ctx = Context::open_in(dir.path(), "gone").unwrap();
+    let pd = ctx.alloc_pd().unwrap();
+    let mr = pd.alloc_mr(64, Access::LOCAL_WRITE).unwrap();
+    let cq = ctx.create_cq(16, None).unwrap();
+    let qp = pd
+        .create_qp(&QpInitAttr {
+            qp_type: QpType::Rc,
+            send_cq: &cq,
+            recv_cq: &cq,
+            srq: None,
+            cap: QpCap {
+                max_send_wr: 8,
+                max_recv_wr: 8,
+                max_send_sge: 1,
+                max_recv_sge: 1,
+                max_inline_data: 0,
+            },
+            sq_sig_all: false,
+        })
+        .unwrap();
+    let send = |wr_id, flags| SendWr {
+        wr_id,
+        opcode: WrOpcode::Send,
+        flags,
+        data: SendData::Sges(vec![mr.sge(0, 8)]),
+        ud: None,
+    };
+    qp.post_recv(&[10, 11].map(|wr_id| RecvWr {
+        wr_id,
+        sges: vec![mr.sge(0, 64)],
+    }))
+    .unwrap();
+    qp.post_send(&[send(1, SendFlags::SIGNALED), send(2, SendFlags(0))])
+        .unwrap();
+    let mut wcs = Vec::new();
+    assert_eq!(
+        cq.poll(&mut wcs, 8).unwrap(),
+        0,
+        "nothing flushed while alive"
+    );
+
+    // The daemon hangs up.
+    assert!(ctx.stats().is_err());
+    let start = Instant::now();
+    while !ctx.connection_lost() {
+        assert!(start.elapsed() < Duration::from_secs(5), "hang-up not seen");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Posting is an error, not a SIGPIPE.
+    let err = qp.post_send(&[send(3, SendFlags::SIGNALED)]).unwrap_err();
+    assert_eq!(err.errno(), 5, "{err}");
+    assert!(qp.post_recv(&[]).is_err());
+
+    // Everything outstanding flushes, in posting order, in small polls.
+    assert_eq!(cq.poll(&mut wcs, 3).unwrap(), 3);
+    assert_eq!(cq.poll(&mut wcs, 8).unwrap(), 1);
+    let got: Vec<_> = wcs.iter().map(|w| (w.wr_id, w.opcode)).collect();
+    assert_eq!(
+        got,
+        [
+            (1, WcOpcode::Send),
+            (2, WcOpcode::Send),
+            (10, WcOpcode::Recv),
+            (11, WcOpcode::Recv)
+        ]
+    );
+    assert!(wcs
+        .iter()
+        .all(|w| w.status == WcStatus::WrFlushErr && w.qp_num == 0x42));
+    assert_eq!(cq.poll(&mut wcs, 8).unwrap(), 0);
+
+    // A doorbell written straight after the hang-up is not a SIGPIPE
+    // either (the lost flag is not yet known to this fresh context).
+    let ctx2 = Context::open_in(dir.path(), "gone").unwrap();
+    assert!(ctx2.stats().is_err());
+    assert!(ctx2.alloc_pd().is_err());
+}
