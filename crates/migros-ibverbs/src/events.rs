@@ -2,8 +2,10 @@
 //! daemon closes the session (it died or dropped the client), marks the
 //! context dead and queues `IBV_EVENT_DEVICE_FATAL` on `async_fd` (an
 //! eventfd counting queued events, read by `ibv_get_async_event`). On a
-//! dead context, polling an empty CQ and posting fail with EIO, so
-//! programs stop instead of waiting for completions that never come.
+//! dead context, the work requests still outstanding complete with
+//! `IBV_WC_WR_FLUSH_ERR` (migros-verbs makes those completions), then
+//! polling the empty CQ and posting fail with EIO, so programs stop
+//! instead of waiting for completions that never come.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
