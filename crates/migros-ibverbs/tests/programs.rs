@@ -3,146 +3,30 @@
 //! scripts/ibverbs.sh). Needs root (the daemons reach the programs' memory)
 //! and the Debian packages (scripts/setup.sh installs them).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{ready, root, Net};
 
 const A: (&str, &str) = ("devA", "127.0.0.151");
 const B: (&str, &str) = ("devB", "127.0.0.152");
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Whether the test can run; builds target/ibverbs and migrosd.
-fn ready() -> Option<PathBuf> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
-        return None;
-    }
-    for bin in [
-        "ibv_devices",
-        "ibv_devinfo",
-        "ibv_rc_pingpong",
-        "ib_send_bw",
-        "ib_write_bw",
-        "ib_read_bw",
-        "ib_atomic_bw",
-        "ib_send_lat",
-        "ib_write_lat",
-        "ib_read_lat",
-        "ib_atomic_lat",
-    ] {
-        if !Path::new("/usr/bin").join(bin).is_file() {
-            eprintln!("skipped: /usr/bin/{bin} missing (scripts/setup.sh installs it)");
-            return None;
-        }
-    }
-    let status = Command::new(root().join("scripts/ibverbs.sh"))
-        .status()
-        .expect("run scripts/ibverbs.sh");
-    assert!(status.success(), "scripts/ibverbs.sh failed");
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "-p",
-            "migrosd",
-            "--manifest-path",
-        ])
-        .arg(root().join("Cargo.toml"))
-        .status()
-        .expect("build migrosd");
-    assert!(status.success(), "migrosd does not build");
-    Some(root().join("target/release/migrosd"))
-}
-
-/// Two daemons in a temporary socket directory; killed on drop.
-struct Net {
-    dir: tempfile::TempDir,
-    daemons: Vec<Child>,
-}
-
-impl Net {
-    fn start(bin: &Path) -> Net {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut daemons = Vec::new();
-        for (name, addr) in [A, B] {
-            let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log");
-            daemons.push(
-                Command::new(bin)
-                    .args(["--name", name, "--addr", addr, "--socket-dir"])
-                    .arg(dir.path())
-                    .stdout(log.try_clone().expect("log"))
-                    .stderr(log)
-                    .spawn()
-                    .expect("spawn migrosd"),
-            );
-            let sock = dir.path().join(format!("{name}.sock"));
-            let start = Instant::now();
-            while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "migrosd {name} did not start"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Net { dir, daemons }
-    }
-
-    /// A program with the replacement library, bounded by `timeout`.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("timeout");
-        c.arg("30")
-            .args(args)
-            .env("LD_LIBRARY_PATH", root().join("target/ibverbs"))
-            .env("MIGROS_SOCKET_DIR", self.dir.path())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().expect("run program");
-        check(args, &out)
-    }
-
-    /// Server on devA, then client on devB; both must succeed.
-    fn pair(&self, server: &[&str], client: &[&str]) -> (String, String) {
-        let srv = self
-            .cmd(server)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn server");
-        std::thread::sleep(Duration::from_millis(500));
-        let c = self.run(client);
-        let s = check(server, &srv.wait_with_output().expect("server"));
-        (s, c)
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for d in &mut self.daemons {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
-    }
-}
-
-fn check(args: &[&str], out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+/// The Debian programs this test runs.
+const PROGRAMS: &[&str] = &[
+    "ibv_devices",
+    "ibv_devinfo",
+    "ibv_rc_pingpong",
+    "ib_send_bw",
+    "ib_write_bw",
+    "ib_read_bw",
+    "ib_atomic_bw",
+    "ib_send_lat",
+    "ib_write_lat",
+    "ib_read_lat",
+    "ib_atomic_lat",
+];
 
 /// `objdump -T` shows every export of versions.txt bound to its node
 /// (`IBVERBS_1.1 ibv_get_device_list`), not to `Base`.
@@ -183,9 +67,9 @@ fn exports_are_versioned() {
 
 #[test]
 fn debian_programs_run_unmodified() {
-    let Some(bin) = ready() else { return };
+    let Some(bin) = ready(PROGRAMS) else { return };
     exports_are_versioned();
-    let net = Net::start(&bin);
+    let net = Net::start(&bin, [A, B], &[]);
 
     let list = net.run(&["ibv_devices"]);
     assert!(list.contains("devA") && list.contains("devB"), "{list}");
