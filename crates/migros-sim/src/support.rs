@@ -554,6 +554,21 @@ pub fn connect_uc(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions) {
     }
 }
 
+/// Two endpoints of `qp_type` on `node_a` and `node_b`, joined by `connect`.
+fn pair_with(
+    sim: &mut Sim,
+    node_a: NodeId,
+    node_b: NodeId,
+    qp_type: QpType,
+    opts: &RcOptions,
+    connect: fn(&mut Sim, &Endpoint, &Endpoint, &RcOptions),
+) -> (Endpoint, Endpoint) {
+    let a = endpoint(sim, node_a, qp_type, opts);
+    let b = endpoint(sim, node_b, qp_type, opts);
+    connect(sim, &a, &b, opts);
+    (a, b)
+}
+
 /// Two connected UC endpoints in RTS, on `node_a` and `node_b`.
 pub fn uc_pair(
     sim: &mut Sim,
@@ -561,10 +576,7 @@ pub fn uc_pair(
     node_b: NodeId,
     opts: &RcOptions,
 ) -> (Endpoint, Endpoint) {
-    let a = endpoint(sim, node_a, QpType::Uc, opts);
-    let b = endpoint(sim, node_b, QpType::Uc, opts);
-    connect_uc(sim, &a, &b, opts);
-    (a, b)
+    pair_with(sim, node_a, node_b, QpType::Uc, opts, connect_uc)
 }
 
 /// Two connected RC endpoints: `a` on `node_a` in RTS, `b` on `node_b`
@@ -575,10 +587,14 @@ pub fn rc_pair_receiver_rtr(
     node_b: NodeId,
     opts: &RcOptions,
 ) -> (Endpoint, Endpoint) {
-    let a = endpoint(sim, node_a, QpType::Rc, opts);
-    let b = endpoint(sim, node_b, QpType::Rc, opts);
-    connect_rc_receiver_rtr(sim, &a, &b, opts);
-    (a, b)
+    pair_with(
+        sim,
+        node_a,
+        node_b,
+        QpType::Rc,
+        opts,
+        connect_rc_receiver_rtr,
+    )
 }
 
 /// Two connected RC endpoints in RTS, on `node_a` and `node_b`.
@@ -588,10 +604,7 @@ pub fn rc_pair(
     node_b: NodeId,
     opts: &RcOptions,
 ) -> (Endpoint, Endpoint) {
-    let a = endpoint(sim, node_a, QpType::Rc, opts);
-    let b = endpoint(sim, node_b, QpType::Rc, opts);
-    connect_rc(sim, &a, &b, opts);
-    (a, b)
+    pair_with(sim, node_a, node_b, QpType::Rc, opts, connect_rc)
 }
 
 /// Moves a RESET UD QP to RTS with Q_Key `qkey`.
