@@ -14,8 +14,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::counters::{DeviceCounters, QpCounters};
-use crate::msg::DeviceInfo;
-use crate::verbs::{OwnerId, QpState, Qpn};
+use crate::msg::{ChannelId, DeviceInfo};
+use crate::verbs::{Cqn, OwnerId, Pdn, QpState, Qpn, Srqn};
 
 /// Version of the admin protocol, reported by [`AdminResponse::Status`].
 pub const ADMIN_PROTOCOL_VERSION: u32 = 1;
@@ -29,6 +29,30 @@ pub enum AdminRequest {
     Stats,
     /// Ends the daemon (cleanly, as on SIGTERM).
     Shutdown,
+    /// Stops every QP of every session of process `pid` (peers get pause
+    /// NAKs); from then on the daemon writes nothing into the process's
+    /// memory or sockets. Answers [`AdminResponse::Paused`].
+    Pause { pid: u32 },
+    /// Handles what the (frozen) process `pid` already sent, pauses it if
+    /// needed and snapshots its sessions, without removing anything: the
+    /// objects become tombstones when the session connection closes, and
+    /// everything rolls back if the process runs again with its connection
+    /// open. Answers [`AdminResponse::Checkpointed`].
+    Checkpoint { pid: u32 },
+    /// Source daemon: rolls paused or checkpointed sessions of `pid` back.
+    /// Destination daemon: starts the sessions restored for `pid`. Answers
+    /// [`AdminResponse::Resumed`].
+    Resume { pid: u32 },
+    /// The identifiers of the sessions of `pid`. Answers
+    /// [`AdminResponse::Identifiers`].
+    Identifiers { pid: u32 },
+    /// Whether sessions with these identifiers could be restored here:
+    /// [`AdminResponse::Ok`], or an `EEXIST` error naming a collision.
+    CheckIdentifiers(Vec<SessionIds>),
+    /// Tells the tombstones of `qpns` where their QPs went.
+    ForwardTombstones { qpns: Vec<Qpn>, to: IpAddr },
+    /// Drops the tombstones of `qpns`.
+    ReleaseTombstones { qpns: Vec<Qpn> },
 }
 
 /// The daemon's answer to an admin request.
@@ -44,6 +68,58 @@ pub enum AdminResponse {
         errno: i32,
         message: String,
     },
+    /// Sessions paused (0: the process has none here).
+    Paused {
+        sessions: u32,
+    },
+    Checkpointed(Vec<SessionImage>),
+    /// Sessions rolled back or started (0: nothing of the process here).
+    Resumed {
+        sessions: u32,
+    },
+    Identifiers(Vec<SessionIds>),
+}
+
+/// One session as an admin checkpoint takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionImage {
+    pub session: u64,
+    /// The device name.
+    pub device: String,
+    /// The socket path the client connected to, as the client sees it.
+    pub path: String,
+    /// Inode of the client's session socket (CRIU's id for it).
+    pub inode: u64,
+    pub channels: Vec<ChannelImage>,
+    /// The objects: what `RestoreSession` takes as `image`.
+    pub objects: Vec<u8>,
+    /// Bytes queued for the session socket but not yet written.
+    pub outbox: Vec<u8>,
+    pub qpns: Vec<Qpn>,
+}
+
+/// A completion channel of a checkpointed session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelImage {
+    pub channel: ChannelId,
+    /// Inode of the client's channel socket.
+    pub inode: u64,
+    /// Bytes queued for the channel socket but not yet written.
+    pub outbox: Vec<u8>,
+}
+
+/// The identifiers a session holds (all must be free where it is restored).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SessionIds {
+    pub session: u64,
+    pub owner: OwnerId,
+    pub qpns: Vec<Qpn>,
+    /// lkeys and rkeys (one space).
+    pub keys: Vec<u32>,
+    pub pds: Vec<Pdn>,
+    pub cqs: Vec<Cqn>,
+    pub srqs: Vec<Srqn>,
+    pub channels: Vec<ChannelId>,
 }
 
 /// What [`AdminRequest::Status`] reports.
@@ -92,10 +168,30 @@ mod tests {
 
     #[test]
     fn admin_messages_round_trip() {
+        let ids = SessionIds {
+            session: 1,
+            owner: 2,
+            qpns: vec![3],
+            keys: vec![4, 5],
+            pds: vec![6],
+            cqs: vec![7],
+            srqs: vec![],
+            channels: vec![8],
+        };
         for r in [
             AdminRequest::Status,
             AdminRequest::Stats,
             AdminRequest::Shutdown,
+            AdminRequest::Pause { pid: 42 },
+            AdminRequest::Checkpoint { pid: 42 },
+            AdminRequest::Resume { pid: 42 },
+            AdminRequest::Identifiers { pid: 42 },
+            AdminRequest::CheckIdentifiers(vec![ids.clone()]),
+            AdminRequest::ForwardTombstones {
+                qpns: vec![1, 2],
+                to: "198.18.0.2".parse().unwrap(),
+            },
+            AdminRequest::ReleaseTombstones { qpns: vec![3] },
         ] {
             let bytes = postcard::to_allocvec(&r).unwrap();
             assert_eq!(postcard::from_bytes::<AdminRequest>(&bytes).unwrap(), r);
@@ -111,7 +207,41 @@ mod tests {
                 counters: QpCounters::default(),
             }],
         };
-        let bytes = postcard::to_allocvec(&resp).unwrap();
-        assert_eq!(postcard::from_bytes::<AdminResponse>(&bytes).unwrap(), resp);
+        let image = SessionImage {
+            session: 0xabc,
+            device: "rxe0".into(),
+            path: "/run/migros/rxe0.sock".into(),
+            inode: 77,
+            channels: vec![ChannelImage {
+                channel: 5,
+                inode: 78,
+                outbox: vec![1, 2],
+            }],
+            objects: vec![3; 40],
+            outbox: vec![4],
+            qpns: vec![0x12],
+        };
+        for resp in [
+            resp,
+            AdminResponse::Paused { sessions: 1 },
+            AdminResponse::Checkpointed(vec![image]),
+            AdminResponse::Resumed { sessions: 0 },
+            AdminResponse::Identifiers(vec![ids]),
+        ] {
+            let bytes = postcard::to_allocvec(&resp).unwrap();
+            assert_eq!(postcard::from_bytes::<AdminResponse>(&bytes).unwrap(), resp);
+        }
+    }
+
+    /// Older tools keep working: the first variants keep their indices.
+    #[test]
+    fn old_variants_keep_their_encoding() {
+        assert_eq!(postcard::to_allocvec(&AdminRequest::Status).unwrap(), [0]);
+        assert_eq!(postcard::to_allocvec(&AdminRequest::Shutdown).unwrap(), [2]);
+        assert_eq!(postcard::to_allocvec(&AdminResponse::Ok).unwrap(), [0]);
+        assert_eq!(
+            postcard::to_allocvec(&AdminRequest::Pause { pid: 1 }).unwrap(),
+            [3, 1]
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::counters::{DeviceCounters, QpCounters};
 use crate::verbs::*;
 
 /// Version of this protocol; a daemon refuses clients of another.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Handle of a completion channel.
 pub type ChannelId = u32;
@@ -24,15 +24,21 @@ pub type ChannelId = u32;
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// First message of a session.
+    /// First message of a session. `path` is the socket path the client
+    /// connected to, as the client sees it; `inode` is the inode number of
+    /// the client's own socket (`fstat`), the id CRIU knows the socket by.
     Hello {
         version: u32,
+        path: String,
+        inode: u64,
     },
-    /// First (and only) message of a completion channel connection.
+    /// First (and only) message of a completion channel connection
+    /// (`inode` as in [`Request::Hello`]).
     AttachChannel {
         version: u32,
         session: u64,
         channel: ChannelId,
+        inode: u64,
     },
     QueryDevice,
     AllocPd,
@@ -141,6 +147,29 @@ pub enum Request {
         qpns: Vec<Qpn>,
         to: IpAddr,
     },
+    /// First message of a connection opened inside a process restored by
+    /// CRIU: recreate session `session` (same id) from `image` (the
+    /// `objects` of an admin checkpoint's `SessionImage`), QPs stopped and
+    /// no writes into the process until the admin `Resume`. The daemon
+    /// answers [`Response::Welcome`], then writes `replay` verbatim.
+    RestoreSession {
+        version: u32,
+        session: u64,
+        path: String,
+        inode: u64,
+        image: Vec<u8>,
+        replay: Vec<u8>,
+    },
+    /// First message of a restored completion channel connection: attach it
+    /// as `channel` of `session` (parked until that session is restored).
+    /// The daemon answers [`Response::Ok`], then writes `replay` verbatim.
+    RestoreChannel {
+        version: u32,
+        session: u64,
+        channel: ChannelId,
+        inode: u64,
+        replay: Vec<u8>,
+    },
 }
 
 /// The daemon's answer to a request.
@@ -228,6 +257,14 @@ mod tests {
         let reqs = vec![
             Request::Hello {
                 version: PROTOCOL_VERSION,
+                path: "/run/migros/rxe0.sock".into(),
+                inode: 1234,
+            },
+            Request::AttachChannel {
+                version: PROTOCOL_VERSION,
+                session: 7,
+                channel: 3,
+                inode: 99,
             },
             Request::ModifyQp {
                 qpn: 0x11,
@@ -240,6 +277,21 @@ mod tests {
             Request::ForwardTombstones {
                 qpns: vec![1, 2],
                 to: "198.18.0.1".parse().unwrap(),
+            },
+            Request::RestoreSession {
+                version: PROTOCOL_VERSION,
+                session: u64::MAX,
+                path: "/run/migros/rxe0.sock".into(),
+                inode: 5,
+                image: vec![9; 100],
+                replay: vec![0, 1, 2],
+            },
+            Request::RestoreChannel {
+                version: PROTOCOL_VERSION,
+                session: 1,
+                channel: 2,
+                inode: 3,
+                replay: vec![],
             },
         ];
         for r in reqs {

@@ -222,10 +222,12 @@ impl Drop for ChannelShared {
 /// Opens a channel connection: AttachChannel, then a non-blocking socket.
 fn attach(dir: &Path, device: &str, session: u64, channel: ChannelId) -> Result<OwnedFd> {
     let mut conn = Conn::connect(dir, device)?;
+    let inode = conn.inode()?;
     conn.send(&Request::AttachChannel {
         version: PROTOCOL_VERSION,
         session,
         channel,
+        inode,
     })?;
     let stream = conn.into_stream();
     stream.set_nonblocking(true)?;

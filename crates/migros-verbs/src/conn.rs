@@ -1,6 +1,7 @@
 //! One connection to a daemon: connect, Hello, synchronous requests, and
 //! fire-and-forget doorbells.
 
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -13,6 +14,8 @@ use crate::error::{Error, Result};
 /// A client session's socket.
 pub(crate) struct Conn {
     stream: UnixStream,
+    /// The socket path connected to (sent in Hello).
+    path: String,
     /// Reused frame buffer (doorbells are on the hot path).
     wbuf: Vec<u8>,
 }
@@ -32,16 +35,27 @@ impl Conn {
         })?;
         Ok(Conn {
             stream,
+            path: path.to_string_lossy().into_owned(),
             wbuf: Vec::new(),
         })
+    }
+
+    /// The inode of this end of the socket: the id CRIU knows it by.
+    pub(crate) fn inode(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let fd = self.stream.as_fd().try_clone_to_owned()?;
+        Ok(std::fs::File::from(fd).metadata()?.ino())
     }
 
     /// Connects and says Hello: the session id and the device.
     pub(crate) fn open(dir: &Path, name: &str) -> Result<(Conn, u64, DeviceInfo)> {
         let mut conn = Conn::connect(dir, name)?;
-        match conn.request(&Request::Hello {
+        let hello = Request::Hello {
             version: PROTOCOL_VERSION,
-        })? {
+            path: conn.path.clone(),
+            inode: conn.inode()?,
+        };
+        match conn.request(&hello)? {
             Response::Welcome { session, device } => Ok((conn, session, device)),
             other => Err(unexpected("Hello", &other)),
         }
@@ -68,7 +82,6 @@ impl Conn {
     /// error). Never blocks.
     pub(crate) fn closed_by_peer(&self) -> bool {
         use nix::poll::{PollFd, PollFlags, PollTimeout};
-        use std::os::fd::AsFd;
         // The peer's close shows as POLLRDHUP (nix has no name for it).
         let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
         let mut fds = [PollFd::new(self.stream.as_fd(), rdhup)];

@@ -24,6 +24,10 @@ impl Daemon {
                 self.shutdown = true;
                 AdminResponse::Ok
             }
+            _ => AdminResponse::Error {
+                errno: libc::ENOSYS,
+                message: "not supported yet".into(),
+            },
         }
     }
 

@@ -108,6 +108,8 @@ pub struct MrEntry {
 pub struct Channel {
     pub session: u64,
     pub conn: Option<usize>,
+    /// Inode of the client's end of the channel connection (0: none yet).
+    pub inode: u64,
 }
 
 /// The daemon: a device and everything around it.

@@ -55,7 +55,11 @@ impl Daemon {
 
     fn on_first(&mut self, token: usize, req: Request) -> Outcome {
         match req {
-            Request::Hello { version } => {
+            Request::Hello {
+                version,
+                path,
+                inode,
+            } => {
                 if version != PROTOCOL_VERSION {
                     return Outcome::Fatal(error(
                         libc::EPROTONOSUPPORT,
@@ -86,6 +90,8 @@ impl Daemon {
                         conn: token,
                         pid,
                         owner,
+                        path,
+                        inode,
                         tombstones: Vec::new(),
                         checkpointed: false,
                     },
@@ -105,6 +111,7 @@ impl Daemon {
                 version,
                 session,
                 channel,
+                inode,
             } => {
                 if version != PROTOCOL_VERSION {
                     return Outcome::Fatal(error(
@@ -131,12 +138,16 @@ impl Daemon {
                 }
                 if let Some(c) = self.channels.get_mut(&channel) {
                     c.conn = Some(token);
+                    c.inode = inode;
                 }
                 if let Some(c) = self.conns.get_mut(&token) {
                     c.kind = ConnKind::Channel { session, channel };
                 }
                 Outcome::Silent
             }
+            Request::RestoreSession { .. } | Request::RestoreChannel { .. } => Outcome::Fatal(
+                error(libc::ENOSYS, "restoring a process is not supported yet"),
+            ),
             _ => Outcome::Fatal(error(libc::EPROTO, "the first request must be hello")),
         }
     }
@@ -216,7 +227,10 @@ impl Daemon {
     fn dispatch(&mut self, sid: u64, req: Request) -> Res {
         let owner = self.owner_of(sid)?;
         match req {
-            Request::Hello { .. } | Request::AttachChannel { .. } => Err(ReqError::new(
+            Request::Hello { .. }
+            | Request::AttachChannel { .. }
+            | Request::RestoreSession { .. }
+            | Request::RestoreChannel { .. } => Err(ReqError::new(
                 libc::EPROTO,
                 "the session has said hello already",
             )),
@@ -271,6 +285,7 @@ impl Daemon {
                     Channel {
                         session: sid,
                         conn: None,
+                        inode: 0,
                     },
                 );
                 Ok(Response::Channel { channel })
@@ -863,6 +878,7 @@ impl Daemon {
                 Channel {
                     session: sid,
                     conn: None,
+                    inode: 0,
                 },
             );
         }

@@ -135,6 +135,10 @@ pub struct Session {
     pub conn: usize,
     pub pid: i32,
     pub owner: OwnerId,
+    /// The socket path the client connected to, as it sees it.
+    pub path: String,
+    /// Inode of the client's end of the session socket.
+    pub inode: u64,
     /// QPs this session checkpointed away (tombstones it may forward).
     pub tombstones: Vec<Qpn>,
     pub checkpointed: bool,

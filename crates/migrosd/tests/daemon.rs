@@ -143,7 +143,11 @@ fn request_before_hello_is_refused() {
     }
     assert!(c.is_closed());
     let mut c = d.connect();
-    match c.request(&Request::Hello { version: 999 }) {
+    match c.request(&Request::Hello {
+        version: 999,
+        path: String::new(),
+        inode: 0,
+    }) {
         Response::Error { errno, .. } => assert_eq!(errno, libc::EPROTONOSUPPORT),
         other => panic!("{other:?}"),
     }

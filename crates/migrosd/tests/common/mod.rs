@@ -74,6 +74,8 @@ impl Daemon {
         let mut c = self.connect();
         match c.request(&Request::Hello {
             version: PROTOCOL_VERSION,
+            path: String::new(),
+            inode: 0,
         }) {
             Response::Welcome { session, .. } => (c, session),
             other => panic!("hello answered {other:?}"),
