@@ -6,12 +6,19 @@
 #    libcriu-dev (for criu-plugin.h) are fetched by apt-get with a private source
 #    list, state and cache, unpacked with `dpkg -x` into the prefix, and run
 #    through the prefix's own loader by a wrapper script `criu`;
-#  - runc and iptables (CRIU runs iptables-restore) from Debian 12, the normal way.
+#  - runc and iptables (CRIU runs iptables-restore) from Debian 12, the normal way;
+#  - a compatibility library the wrapper preloads (tools/criu-compat): CRIU 4.1.1
+#    cannot dump inet sockets on kernels >= 6.16 (SO_PASSCRED/SO_PASSSEC became
+#    unix-only; upstream criu#2705), see the library's source;
+#  - /etc/criu/runc.conf with "tcp-established" when it does not exist, so
+#    checkpoints driven by runc (and Docker, which has no such option) keep TCP
+#    connections.
 #
 # Prefix: $MIGROS_CRIU_PREFIX, default /opt/migros/criu. Result:
 #   <prefix>/bin/criu                          wrapper (symlinked from /usr/local/sbin/criu)
 #   <prefix>/usr/sbin/criu, usr/lib/...         the unpacked trixie packages
 #   <prefix>/usr/include/criu/criu-plugin.h    plugin ABI header (libcriu-dev)
+#   <prefix>/lib/sockopt_compat.so             the preloaded compatibility library
 #   <prefix>/.installed                        "criu <version>" once complete
 # Idempotent: a quick no-op when the installed version is 4.1.x and the wrapper
 # runs. MIGROS_CRIU_FORCE=1 reinstalls. Needs root, apt-get, dpkg, amd64.
@@ -42,7 +49,37 @@ installed_ok() {
   [ "$(readlink "$LINK" 2>/dev/null)" = "$P/bin/criu" ] || return 1
   command -v runc >/dev/null && command -v iptables-restore >/dev/null
 }
+# ---- the wrapper, its compatibility library and runc.conf (every run) -------
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+install_wrapper() {
+  local src="$HERE/tools/criu-compat/sockopt_compat.c" so="$P/lib/sockopt_compat.so"
+  local ver; ver=$(awk '$1=="criu"{print $2}' "$P/.installed")
+  mkdir -p "$P/lib" "$P/bin"
+  if [ ! -f "$so" ] || [ "$src" -nt "$so" ]; then
+    command -v cc >/dev/null || die "needs a C compiler (cc) for $src"
+    cc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$so.new" "$src" || die "cannot build $src"
+    mv "$so.new" "$so"
+  fi
+  cat > "$P/bin/criu.new" <<WRAP
+#!/bin/sh
+# CRIU $ver from Debian trixie, run through its own loader and libraries,
+# with sockopt_compat.so preloaded (installed by migros scripts/setup-criu.sh).
+P='$P'
+exec "\$P/$LIBDIR/ld-linux-x86-64.so.2" --library-path "\$P/$LIBDIR" --preload "\$P/lib/sockopt_compat.so" "\$P/usr/sbin/criu" "\$@"
+WRAP
+  chmod 755 "$P/bin/criu.new"; mv "$P/bin/criu.new" "$P/bin/criu"
+  mkdir -p "$(dirname "$LINK")"
+  ln -sfn "$P/bin/criu" "$LINK"
+  if [ ! -e /etc/criu/runc.conf ]; then
+    mkdir -p /etc/criu
+    printf '%s\n' "# written by migros scripts/setup-criu.sh: keep TCP connections in runc/Docker checkpoints" \
+      "tcp-established" > /etc/criu/runc.conf
+  fi
+}
+
 if [ "${MIGROS_CRIU_FORCE:-0}" != 1 ] && installed_ok; then
+  [ "$(id -u)" = 0 ] || die "must run as root"
+  install_wrapper
   say "already installed: $(cat "$P/.installed") in $P, $(runc --version | head -1)"
   exit 0
 fi
@@ -122,23 +159,13 @@ notfound=$("$S/$LIBDIR/ld-linux-x86-64.so.2" --library-path "$S/$LIBDIR" --list 
   | grep 'not found' || true)
 [ -z "$notfound" ] || die "libraries missing from the prefix: $notfound"
 
-mkdir -p "$S/bin"
-cat > "$S/bin/criu" <<EOF
-#!/bin/sh
-# CRIU $ver from Debian trixie, run through its own loader and libraries
-# (installed by migros scripts/setup-criu.sh).
-P='$P'
-exec "\$P/$LIBDIR/ld-linux-x86-64.so.2" --library-path "\$P/$LIBDIR" "\$P/usr/sbin/criu" "\$@"
-EOF
-chmod 755 "$S/bin/criu"
 echo "criu $ver" > "$S/.installed"
 
 # swap into place, keeping the apt state (lists, cached .debs) for the next run
 mv "$A" "$S/.apt"
 rm -rf "$P.old"; [ -e "$P" ] && mv "$P" "$P.old"
 mv "$S" "$P"; rm -rf "$P.old"
-mkdir -p "$(dirname "$LINK")"
-ln -sfn "$P/bin/criu" "$LINK"
+install_wrapper
 say "installed criu $ver into $P; $LINK -> $P/bin/criu"
 
 # ---- check ------------------------------------------------------------------
