@@ -12,16 +12,21 @@ use migros_proto::{frame, paths};
 
 /// Sends one request and reads its response.
 pub fn request(dir: &Path, name: &str, req: &AdminRequest) -> Result<AdminResponse> {
+    let resp = request_raw(dir, name, req)?;
+    if let AdminResponse::Error { errno, message } = &resp {
+        bail!("{message} (errno {errno})");
+    }
+    Ok(resp)
+}
+
+/// Sends one request and reads its response, errors included.
+pub fn request_raw(dir: &Path, name: &str, req: &AdminRequest) -> Result<AdminResponse> {
     let path = paths::admin_socket(dir, name);
     let mut s =
         UnixStream::connect(&path).with_context(|| format!("connecting to {}", path.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     frame::write(&mut s, req).context("writing to the admin socket")?;
-    let resp: AdminResponse = frame::read(&mut s).context("reading from the admin socket")?;
-    if let AdminResponse::Error { errno, message } = &resp {
-        bail!("{message} (errno {errno})");
-    }
-    Ok(resp)
+    frame::read(&mut s).context("reading from the admin socket")
 }
 
 pub fn status(dir: &Path, name: &str) -> Result<DaemonStatus> {

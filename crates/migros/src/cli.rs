@@ -1,7 +1,7 @@
 //! The command line's shape (clap derive): every subcommand and option,
 //! with the defaults perftest users expect.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -30,6 +30,114 @@ pub enum Command {
     Bench(BenchArgs),
     /// Prints the environment lines that make clients find the devices.
     Env,
+    /// Nodes: a network namespace with a migrosd each, on bridge migros-br0 (root).
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Runs a container (runc) on a node.
+    Run(RunArgs),
+    /// Lists the containers.
+    Ps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints a container's output.
+    Logs { name: String },
+    /// Waits for a container to exit; exits with its exit status.
+    Wait {
+        name: String,
+        /// Give up after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Removes a container (-f: kills it first).
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        name: String,
+    },
+    /// Live-migrates a container to another node (runc + CRIU).
+    Migrate(MigrateArgs),
+    /// Internal: supervises one incarnation of a container.
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        name: String,
+        gen: u32,
+        #[arg(long)]
+        restore: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Creates a node: netns migros-NAME, an address on migros-br0, a migrosd.
+    Add(NodeAddArgs),
+    /// Lists the nodes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stops a node's daemon and removes its namespace.
+    Del { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct NodeAddArgs {
+    pub name: String,
+    /// The node's address, in 198.18.0.0/16 (also its device's GID).
+    #[arg(long)]
+    pub addr: Ipv4Addr,
+    /// The device the node's migrosd plays.
+    #[arg(long, default_value = "rxe0")]
+    pub dev: String,
+    /// Active MTU in bytes (256, 512, 1024, 2048 or 4096).
+    #[arg(long, value_parser = parse_mtu)]
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The node to run on.
+    #[arg(long)]
+    pub node: String,
+    /// The container's name.
+    #[arg(long)]
+    pub name: String,
+    /// Its overlay address in 198.19.0.0/16 (default: the first free one).
+    #[arg(long)]
+    pub ip: Option<Ipv4Addr>,
+    /// KEY=VALUE added to its environment.
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub cmd: Vec<String>,
+}
+
+/// Container runtimes a migration can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    Runc,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    pub name: String,
+    /// The destination node.
+    #[arg(long)]
+    pub to: String,
+    /// Pre-copy rounds (CRIU pre-dumps) before the final checkpoint.
+    #[arg(long, default_value_t = 0)]
+    pub pre_copy: u32,
+    /// Keep the source running until the restore succeeded.
+    #[arg(long)]
+    pub leave_running: bool,
+    #[arg(long, value_enum, default_value_t = Engine::Runc)]
+    pub engine: Engine,
+    /// Keep the image directory after a successful migration.
+    #[arg(long)]
+    pub keep_image: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,6 +409,47 @@ mod tests {
                 "{bad:?} should not parse"
             );
         }
+    }
+
+    #[test]
+    fn node_run_migrate() {
+        let Command::Node {
+            command: NodeCommand::Add(a),
+        } = parse(&["migros", "node", "add", "a", "--addr", "198.18.1.1"]).command
+        else {
+            panic!("not node add");
+        };
+        assert_eq!(
+            (a.name.as_str(), a.dev.as_str(), a.mtu),
+            ("a", "rxe0", None)
+        );
+        let Command::Run(r) = parse(&[
+            "migros", "run", "--node", "a", "--name", "srv", "-e", "X=1", "--", "sh", "-c",
+            "echo hi",
+        ])
+        .command
+        else {
+            panic!("not run");
+        };
+        assert_eq!(r.cmd, ["sh", "-c", "echo hi"]);
+        assert_eq!((r.env.as_slice(), r.ip), (&["X=1".to_string()][..], None));
+        let Command::Migrate(m) = parse(&[
+            "migros",
+            "migrate",
+            "srv",
+            "--to",
+            "c",
+            "--pre-copy",
+            "2",
+            "--leave-running",
+        ])
+        .command
+        else {
+            panic!("not migrate");
+        };
+        assert_eq!((m.to.as_str(), m.pre_copy, m.leave_running), ("c", 2, true));
+        assert!(Cli::try_parse_from(["migros", "run", "--node", "a", "--name", "x"]).is_err());
+        assert!(Cli::try_parse_from(["migros", "node", "add", "a", "--addr", "::1"]).is_err());
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //! - `migros stat` prints counters, as `rdma statistic`;
 //! - `migros bench …` runs perftest-like benchmarks, with byte-exact
 //!   verification and live migration of one end while traffic runs;
-//! - `migros env` prints the environment clients need.
+//! - `migros env` prints the environment clients need;
+//! - `migros node add|list|del` makes nodes (a network namespace with a
+//!   migrosd each), `migros run|ps|logs|wait|rm` runs containers on them
+//!   with runc, and `migros migrate` live-migrates a container to another
+//!   node with CRIU.
 //!
 //! The socket directory comes from `--socket-dir`, else `MIGROS_SOCKET_DIR`,
 //! else `/run/migros`; the chosen one is exported to this process's
@@ -14,10 +18,14 @@
 mod admin;
 mod bench;
 mod cli;
+mod container;
 mod daemon;
 mod dev;
 mod env;
+mod migrate;
+mod node;
 mod stat;
+mod sys;
 
 use anyhow::Result;
 use clap::Parser;
@@ -47,5 +55,16 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Node { command } => node::run(command),
+        Command::Run(a) => container::run(&a),
+        Command::Ps { json } => container::ps(json),
+        Command::Logs { name } => container::logs(&name),
+        Command::Wait { name, timeout } => {
+            let code = container::wait(&name, timeout)?;
+            std::process::exit(code)
+        }
+        Command::Rm { force, name } => container::rm(&name, force),
+        Command::Migrate(a) => migrate::run(&a),
+        Command::Supervise { name, gen, restore } => container::supervise::run(&name, gen, restore),
     }
 }

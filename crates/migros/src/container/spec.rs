@@ -1,0 +1,218 @@
+//! The OCI runtime configuration (`config.json`) of a container: a rootfs
+//! directory made of read-only bind mounts of the host's system directories,
+//! the node's socket directory at `/run/migros`, migros' libibverbs at
+//! `/opt/migros/lib`, and a network namespace made beforehand.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+/// Host directories bind-mounted read-only (or recreated as symlinks when
+/// they are symlinks on the host, as with a merged /usr).
+pub const HOST_DIRS: [&str; 6] = ["/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"];
+/// Where the node's socket directory appears inside a container.
+pub const SOCKET_DIR: &str = "/run/migros";
+/// Where migros' libibverbs appears inside a container.
+pub const LIB_DIR: &str = "/opt/migros/lib";
+const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What a container's configuration depends on.
+pub struct Spec<'a> {
+    pub hostname: &'a str,
+    pub rootfs: &'a Path,
+    pub args: &'a [String],
+    /// `KEY=VALUE` lines added to the defaults.
+    pub env: &'a [String],
+    pub netns: PathBuf,
+    /// The node's socket directory on the host.
+    pub socket_dir: &'a Path,
+    /// migros' libibverbs directory on the host, if built.
+    pub lib_dir: Option<&'a Path>,
+}
+
+fn bind(src: &Path, dst: &str, ro: bool) -> Value {
+    let mut opts = vec!["rbind", "nosuid", "nodev"];
+    if ro {
+        opts.push("ro");
+    }
+    json!({ "destination": dst, "type": "bind", "source": src, "options": opts })
+}
+
+impl Spec<'_> {
+    /// Host directories that become bind mounts (not symlinks).
+    pub fn bound_dirs() -> Vec<&'static str> {
+        HOST_DIRS
+            .into_iter()
+            .filter(|d| {
+                Path::new(d).is_dir()
+                    && !std::fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink())
+            })
+            .collect()
+    }
+
+    pub fn env(&self) -> Vec<String> {
+        let mut env = vec![
+            PATH.to_string(),
+            "HOME=/tmp".to_string(),
+            format!("{}={SOCKET_DIR}", migros_proto::paths::SOCKET_DIR_ENV),
+        ];
+        if self.lib_dir.is_some() {
+            env.push(format!("LD_LIBRARY_PATH={LIB_DIR}"));
+        }
+        env.extend(self.env.iter().cloned());
+        env
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut mounts = vec![
+            json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+            json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+            json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                   "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+            json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                   "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+            json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                   "options": ["nosuid", "noexec", "nodev"]}),
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                   "options": ["nosuid", "noexec", "nodev", "ro"]}),
+            json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["nosuid", "nodev", "mode=1777"]}),
+            json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["nosuid", "nodev", "mode=755"]}),
+        ];
+        for d in Self::bound_dirs() {
+            mounts.push(bind(Path::new(d), d, true));
+        }
+        mounts.push(bind(self.socket_dir, SOCKET_DIR, false));
+        if let Some(lib) = self.lib_dir {
+            mounts.push(bind(lib, LIB_DIR, true));
+        }
+        let caps = [
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FSETID",
+            "CAP_FOWNER",
+            "CAP_NET_RAW",
+            "CAP_SETGID",
+            "CAP_SETUID",
+            "CAP_SETFCAP",
+            "CAP_SETPCAP",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_SYS_CHROOT",
+            "CAP_KILL",
+            "CAP_AUDIT_WRITE",
+            "CAP_IPC_LOCK",
+        ];
+        json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "args": self.args,
+                "env": self.env(),
+                "cwd": "/",
+                "capabilities": {
+                    "bounding": caps, "effective": caps, "permitted": caps, "ambient": caps,
+                },
+                "noNewPrivileges": true,
+            },
+            "root": {"path": self.rootfs, "readonly": true},
+            "hostname": self.hostname,
+            "mounts": mounts,
+            "linux": {
+                "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+                "namespaces": [
+                    {"type": "pid"},
+                    {"type": "ipc"},
+                    {"type": "uts"},
+                    {"type": "mount"},
+                    {"type": "network", "path": self.netns},
+                ],
+                "maskedPaths": [
+                    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                    "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+                ],
+                "readonlyPaths": [
+                    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+                ],
+            },
+        })
+    }
+}
+
+/// Makes the rootfs directory: mount points for every mount, and the host's
+/// symlinked system directories (`/bin -> usr/bin`) as the same symlinks.
+pub fn make_rootfs(rootfs: &Path) -> std::io::Result<()> {
+    for d in [
+        "proc",
+        "dev",
+        "sys",
+        "tmp",
+        "run",
+        "opt/migros/lib",
+        "usr",
+        "etc",
+    ] {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    for d in HOST_DIRS {
+        let rel = d.trim_start_matches('/');
+        if let Ok(target) = std::fs::read_link(d) {
+            let link = rootfs.join(rel);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(target, link)?;
+            }
+        } else if Path::new(d).is_dir() {
+            std::fs::create_dir_all(rootfs.join(rel))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_the_mounts_and_namespaces() {
+        let args = vec!["sh".to_string(), "-c".to_string(), "true".to_string()];
+        let env = vec!["A=1".to_string()];
+        let s = Spec {
+            hostname: "srv",
+            rootfs: Path::new("/r"),
+            args: &args,
+            env: &env,
+            netns: PathBuf::from("/run/netns/migros-c-srv-0"),
+            socket_dir: Path::new("/run/migros/nodes/a"),
+            lib_dir: Some(Path::new("/w/target/ibverbs")),
+        };
+        let v = s.to_json();
+        assert_eq!(v["process"]["args"][2], "true");
+        assert_eq!(v["process"]["terminal"], false);
+        let env: Vec<&str> = v["process"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert!(env.contains(&"LD_LIBRARY_PATH=/opt/migros/lib"), "{env:?}");
+        assert!(env.contains(&"MIGROS_SOCKET_DIR=/run/migros"), "{env:?}");
+        assert_eq!(env.last(), Some(&"A=1"));
+        let mounts = v["mounts"].as_array().unwrap();
+        let find = |d: &str| mounts.iter().find(|m| m["destination"] == d).cloned();
+        let sock = find("/run/migros").expect("socket dir mounted");
+        assert_eq!(sock["source"], "/run/migros/nodes/a");
+        assert_eq!(
+            find("/opt/migros/lib").unwrap()["source"],
+            "/w/target/ibverbs"
+        );
+        assert_eq!(find("/usr").unwrap()["options"][3], "ro");
+        assert_eq!(v["root"]["readonly"], true);
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "network" && n["path"] == "/run/netns/migros-c-srv-0"));
+    }
+}

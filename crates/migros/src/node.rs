@@ -1,0 +1,411 @@
+//! `migros node add|list|del`: a node is a network namespace `migros-<name>`
+//! with a veth into the host bridge `migros-br0` (198.18.0.1/16), an address
+//! in 198.18.0.0/16 and a `migrosd` running inside it, whose sockets are in
+//! `/run/migros/nodes/<name>/` (where the CRIU plugin looks for daemons).
+//! Records, logs and pid files are under `/run/migros/state/nodes/<name>/`.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::cli::{DevAddArgs, NodeAddArgs, NodeCommand};
+use crate::sys::{self, ip, ip_in};
+use crate::{container, daemon};
+
+/// The host bridge every node is plugged into.
+pub const BRIDGE: &str = "migros-br0";
+/// The bridge's own address (the host side of the node network).
+pub const BRIDGE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// Link MTU of the bridge and every veth (RoCE MTU 4096 plus headers fits).
+pub const LINK_MTU: &str = "9000";
+/// Longest node name (`mh-<name>` is an interface name, 15 bytes at most).
+pub const MAX_NAME: usize = 12;
+
+/// What `node add` recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub dev: String,
+    pub mtu: Option<u32>,
+    pub pid: i32,
+}
+
+impl Node {
+    pub fn netns(&self) -> String {
+        netns(&self.name)
+    }
+
+    pub fn socket_dir(&self) -> PathBuf {
+        sys::node_socket_dir(&self.name)
+    }
+
+    pub fn running(&self) -> bool {
+        sys::alive(self.pid) && daemon::answers(&self.socket_dir(), &self.dev)
+    }
+}
+
+pub fn netns(name: &str) -> String {
+    format!("migros-{name}")
+}
+
+fn host_veth(name: &str) -> String {
+    format!("mh-{name}")
+}
+
+pub fn node_dir(name: &str) -> PathBuf {
+    sys::state_dir().join("nodes").join(name)
+}
+
+fn record_path(name: &str) -> PathBuf {
+    node_dir(name).join("node.json")
+}
+
+pub fn log_path(name: &str) -> PathBuf {
+    node_dir(name).join("migrosd.log")
+}
+
+/// The node called `name`.
+pub fn load(name: &str) -> Result<Node> {
+    let p = record_path(name);
+    if !p.exists() {
+        bail!("node {name} not found (see `migros node list`)");
+    }
+    sys::read_json(&p)
+}
+
+/// Every node, sorted by name.
+pub fn all() -> Vec<Node> {
+    let Ok(entries) = std::fs::read_dir(sys::state_dir().join("nodes")) else {
+        return Vec::new();
+    };
+    let mut v: Vec<Node> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| sys::read_json(&e.path().join("node.json")).ok())
+        .collect();
+    v.sort_by(|a: &Node, b| a.name.cmp(&b.name));
+    v
+}
+
+pub fn run(cmd: NodeCommand) -> Result<()> {
+    match cmd {
+        NodeCommand::Add(a) => add(&a),
+        NodeCommand::List { json } => list(json),
+        NodeCommand::Del { name } => del(&name),
+    }
+}
+
+/// Whether `addr` may be a node's address: in 198.18.0.0/16, not the
+/// network, broadcast or bridge address.
+pub fn valid_addr(addr: Ipv4Addr) -> bool {
+    let o = addr.octets();
+    o[0] == 198
+        && o[1] == 18
+        && addr != BRIDGE_ADDR
+        && !(o[2] == 0 && o[3] == 0)
+        && !(o[2] == 255 && o[3] == 255)
+}
+
+fn add(a: &NodeAddArgs) -> Result<()> {
+    sys::need_root("migros node add")?;
+    if !sys::valid_name(&a.name, MAX_NAME) {
+        bail!(
+            "invalid node name {:?}: 1 to {MAX_NAME} of a-z 0-9 - _, starting with a letter or digit",
+            a.name
+        );
+    }
+    if !valid_addr(a.addr) {
+        bail!(
+            "node address {} is not in 198.18.0.0/16 (198.18.0.1 is the bridge's)",
+            a.addr
+        );
+    }
+    if !migros_proto::paths::valid_device_name(&a.dev) {
+        bail!("invalid device name {:?}", a.dev);
+    }
+    let _lock = sys::lock()?;
+    if let Ok(old) = load(&a.name) {
+        if old.running() && sys::netns_exists(&old.netns()) {
+            bail!(
+                "node {} exists (addr {}, pid {})",
+                old.name,
+                old.addr,
+                old.pid
+            );
+        }
+        // A leftover of a crash: clean it and start over.
+        teardown(&old.name, Some(&old));
+    } else if sys::netns_exists(&netns(&a.name)) {
+        teardown(&a.name, None);
+    }
+    if let Some(other) = all().into_iter().find(|n| n.addr == a.addr) {
+        bail!("address {} is taken by node {}", a.addr, other.name);
+    }
+    match setup(a) {
+        Ok(node) => {
+            println!(
+                "node {} added: addr {} device {} pid {} sockets {}",
+                node.name,
+                node.addr,
+                node.dev,
+                node.pid,
+                node.socket_dir().display()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            teardown(&a.name, None);
+            let _ = remove_bridge_if_unused();
+            Err(e)
+        }
+    }
+}
+
+fn setup(a: &NodeAddArgs) -> Result<Node> {
+    ensure_bridge()?;
+    let ns = netns(&a.name);
+    let hv = host_veth(&a.name);
+    ip(&["netns", "add", &ns])?;
+    ip(&[
+        "link", "add", &hv, "mtu", LINK_MTU, "type", "veth", "peer", "name", "eth0", "mtu",
+        LINK_MTU, "netns", &ns,
+    ])?;
+    ip(&["link", "set", &hv, "master", BRIDGE, "up"])?;
+    ip_in(&ns, &["link", "set", "lo", "up"])?;
+    ip_in(
+        &ns,
+        &["addr", "add", &format!("{}/16", a.addr), "dev", "eth0"],
+    )?;
+    ip_in(&ns, &["link", "set", "eth0", "up"])?;
+    sys::sysctl_in(&ns, "net.ipv4.ip_forward", "1")?;
+    // The node forwards containers' traffic: routes to every container.
+    for c in container::all() {
+        if let Ok(home) = load(&c.node) {
+            ip_in(
+                &ns,
+                &[
+                    "route",
+                    "replace",
+                    &format!("{}/32", c.ip),
+                    "via",
+                    &home.addr.to_string(),
+                ],
+            )?;
+        }
+    }
+    let dir = node_dir(&a.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let sock = sys::node_socket_dir(&a.name);
+    std::fs::create_dir_all(&sock).with_context(|| format!("creating {}", sock.display()))?;
+    let pid = start_daemon(a, &ns, &sock)?;
+    let node = Node {
+        name: a.name.clone(),
+        addr: a.addr,
+        dev: a.dev.clone(),
+        mtu: a.mtu,
+        pid,
+    };
+    sys::write_json(&record_path(&a.name), &node)?;
+    Ok(node)
+}
+
+fn ensure_bridge() -> Result<()> {
+    if !std::path::Path::new("/sys/class/net").join(BRIDGE).exists() {
+        ip(&["link", "add", BRIDGE, "mtu", LINK_MTU, "type", "bridge"])?;
+    }
+    let addrs = ip(&["-4", "-o", "addr", "show", "dev", BRIDGE])?;
+    if !addrs.contains(&format!("{BRIDGE_ADDR}/16")) {
+        ip(&["addr", "add", &format!("{BRIDGE_ADDR}/16"), "dev", BRIDGE])?;
+    }
+    ip(&["link", "set", BRIDGE, "up"])?;
+    Ok(())
+}
+
+fn remove_bridge_if_unused() -> Result<()> {
+    if all().is_empty() && std::path::Path::new("/sys/class/net").join(BRIDGE).exists() {
+        ip(&["link", "del", BRIDGE])?;
+    }
+    Ok(())
+}
+
+/// Starts `migrosd` inside the node's namespace, detached, and waits until
+/// its socket answers.
+fn start_daemon(a: &NodeAddArgs, ns: &str, sock: &std::path::Path) -> Result<i32> {
+    let bin = daemon::find_daemon()?;
+    let log_path = log_path(&a.name);
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log_err = log.try_clone()?;
+    let dev = DevAddArgs {
+        name: a.dev.clone(),
+        addr: IpAddr::V4(a.addr),
+        mtu: a.mtu,
+        fault: None,
+    };
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(&bin)
+        .args(daemon::daemon_args(sock, &dev))
+        .env(migros_proto::paths::SOCKET_DIR_ENV, sock)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .context("starting migrosd in the node's namespace")?;
+    // `ip netns exec` execs the daemon: same pid.
+    let pid = child.id() as i32;
+    std::fs::write(node_dir(&a.name).join("migrosd.pid"), format!("{pid}\n"))?;
+    let deadline = Instant::now() + daemon::START_TIMEOUT;
+    loop {
+        if daemon::answers(sock, &a.dev) {
+            // Detached (its own session): init reaps it after we exit.
+            return Ok(pid);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "migrosd exited ({status}); its log ends with:\n{}",
+                daemon::log_tail(&log_path)
+            );
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "migrosd did not answer within {:?}; its log ends with:\n{}",
+                daemon::START_TIMEOUT,
+                daemon::log_tail(&log_path)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stops the daemon of a node (admin Shutdown, else SIGTERM, then SIGKILL).
+fn stop_daemon(node: &Node) {
+    let dir = node.socket_dir();
+    if crate::admin::shutdown(&dir, &node.dev).is_err() && sys::alive(node.pid) {
+        let _ = kill(Pid::from_raw(node.pid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + daemon::STOP_TIMEOUT;
+    while sys::alive(node.pid) {
+        if Instant::now() >= deadline {
+            let _ = kill(Pid::from_raw(node.pid), Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(100));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Removes whatever exists of node `name` (best effort, no errors).
+fn teardown(name: &str, node: Option<&Node>) {
+    if let Some(n) = node {
+        stop_daemon(n);
+    }
+    let _ = sys::netns_del(&netns(name));
+    if std::path::Path::new("/sys/class/net")
+        .join(host_veth(name))
+        .exists()
+    {
+        let _ = ip(&["link", "del", &host_veth(name)]);
+    }
+    let _ = std::fs::remove_dir_all(sys::node_socket_dir(name));
+    let _ = std::fs::remove_dir_all(node_dir(name));
+}
+
+fn del(name: &str) -> Result<()> {
+    sys::need_root("migros node del")?;
+    let _lock = sys::lock()?;
+    let node = load(name).ok();
+    if node.is_none() && !sys::netns_exists(&netns(name)) {
+        bail!("node {name} not found");
+    }
+    let on_it: Vec<String> = container::all()
+        .into_iter()
+        .filter(|c| c.node == name)
+        .map(|c| c.name)
+        .collect();
+    if !on_it.is_empty() {
+        bail!(
+            "node {name} still has containers: {} (migros rm -f them first)",
+            on_it.join(", ")
+        );
+    }
+    teardown(name, node.as_ref());
+    remove_bridge_if_unused()?;
+    println!("node {name} removed");
+    Ok(())
+}
+
+fn list(json_out: bool) -> Result<()> {
+    let nodes = all();
+    if json_out {
+        let v: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "name": n.name,
+                    "addr": n.addr.to_string(),
+                    "dev": n.dev,
+                    "mtu": n.mtu,
+                    "pid": n.pid,
+                    "state": if n.running() { "running" } else { "down" },
+                    "netns": n.netns(),
+                    "socket_dir": n.socket_dir(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<16} {:<8} {:<8} {:>8}  SOCKETS",
+        "NODE", "ADDR", "DEV", "STATE", "PID"
+    );
+    for n in nodes {
+        println!(
+            "{:<12} {:<16} {:<8} {:<8} {:>8}  {}",
+            n.name,
+            n.addr,
+            n.dev,
+            if n.running() { "running" } else { "down" },
+            n.pid,
+            n.socket_dir().display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_addresses() {
+        assert!(valid_addr(Ipv4Addr::new(198, 18, 1, 1)));
+        assert!(valid_addr(Ipv4Addr::new(198, 18, 0, 2)));
+        assert!(!valid_addr(BRIDGE_ADDR));
+        assert!(!valid_addr(Ipv4Addr::new(198, 18, 0, 0)));
+        assert!(!valid_addr(Ipv4Addr::new(198, 18, 255, 255)));
+        assert!(!valid_addr(Ipv4Addr::new(198, 19, 1, 1)));
+        assert!(!valid_addr(Ipv4Addr::new(10, 0, 0, 1)));
+    }
+}
