@@ -24,10 +24,15 @@ impl Daemon {
                 self.shutdown = true;
                 AdminResponse::Ok
             }
-            _ => AdminResponse::Error {
-                errno: libc::ENOSYS,
-                message: "not supported yet".into(),
-            },
+            AdminRequest::Pause { pid } => self.pause_pid(pid),
+            AdminRequest::Checkpoint { pid } => self.checkpoint_pid(pid),
+            AdminRequest::Resume { pid } => self.resume_pid(pid),
+            AdminRequest::Identifiers { pid } => self.identifiers_of_pid(pid),
+            AdminRequest::CheckIdentifiers(list) => self.check_identifiers(&list),
+            AdminRequest::ForwardTombstones { qpns, to } => {
+                self.forward_tombstones_admin(&qpns, to)
+            }
+            AdminRequest::ReleaseTombstones { qpns } => self.release_tombstones(&qpns),
         }
     }
 

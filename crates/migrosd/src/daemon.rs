@@ -28,10 +28,11 @@ use migros_transport::{
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::criu::CriuState;
 use crate::ids::Ids;
 use crate::procmem::ProcMem;
 use crate::rings::{write_ci, CqRing, QpRings, SrqRing};
-use crate::session::{Conn, ConnKind, ReadState, Session};
+use crate::session::{Conn, ConnKind, Hold, ReadState, Session};
 use crate::udp::UdpIo;
 
 const UDP: Token = Token(0);
@@ -149,6 +150,7 @@ pub struct Daemon {
     /// Work queues whose consumer index must be written back.
     pub(crate) ci_dirty: BTreeSet<Wq>,
     pub(crate) shutdown: bool,
+    pub(crate) criu: CriuState,
     udp_rx_more: bool,
     pub(crate) retry_blocked: bool,
     udp_blocked: bool,
@@ -251,6 +253,7 @@ impl Daemon {
             blocked_wqs: BTreeSet::new(),
             ci_dirty: BTreeSet::new(),
             shutdown: false,
+            criu: CriuState::default(),
             udp_rx_more: false,
             retry_blocked: false,
             udp_blocked: false,
@@ -322,6 +325,9 @@ impl Daemon {
             .map(|d| self.clock.until(now, d) + Duration::from_micros(50));
         if self.cqs_waiting() || !self.blocked_wqs.is_empty() {
             t = Some(t.map_or(FULL_RING_RETRY, |t| t.min(FULL_RING_RETRY)));
+        }
+        if let Some(c) = self.criu_timeout() {
+            t = Some(t.map_or(c, |t| t.min(c)));
         }
         t
     }
@@ -399,6 +405,7 @@ impl Daemon {
     // ---- one turn of work after the events ----
 
     fn turn(&mut self) {
+        self.criu_tick();
         if self.device.poll_timeout().is_some_and(|d| d <= self.now) {
             self.device.handle_timeout(self.now);
             self.retry_blocked = true;
@@ -472,6 +479,15 @@ impl Daemon {
         let mut wrote = false;
         let dirty: Vec<Cqn> = self.dirty_cqs.iter().copied().collect();
         for cqn in dirty {
+            // A held session gets every CQ marked again when it resumes.
+            if self
+                .cqs
+                .get(&cqn)
+                .is_some_and(|r| self.memory_held(r.session))
+            {
+                self.dirty_cqs.remove(&cqn);
+                continue;
+            }
             let Some(ring) = self.cqs.get_mut(&cqn) else {
                 self.dirty_cqs.remove(&cqn);
                 continue;
@@ -526,6 +542,14 @@ impl Daemon {
     fn write_cis(&mut self) {
         let dirty = std::mem::take(&mut self.ci_dirty);
         for wq in dirty {
+            // A held session gets every index marked again when it resumes.
+            let sid = match wq {
+                Wq::Sq(q) | Wq::Rq(q) => self.qps.get(&q).map(|r| r.session),
+                Wq::Srq(s) => self.srqs.get(&s).map(|r| r.session),
+            };
+            if sid.is_some_and(|sid| self.memory_held(sid)) {
+                continue;
+            }
             let (owner, at, ci) = match wq {
                 Wq::Sq(q) => match self.qps.get(&q) {
                     Some(r) => (r.owner, r.ctrl + migros_proto::ring::QP_CTRL_SQ_CI, r.sq.ci),
@@ -616,7 +640,7 @@ impl Daemon {
     }
 
     /// Handles every whole frame buffered on `token`.
-    fn process_frames(&mut self, token: usize) {
+    pub(crate) fn process_frames(&mut self, token: usize) {
         loop {
             let Some(conn) = self.conns.get_mut(&token) else {
                 return;
@@ -672,7 +696,9 @@ impl Daemon {
         if conn.flush().is_err() {
             conn.dead = true;
         }
-        if conn.dead || (conn.closing && !conn.has_output()) {
+        // A held connection that closes drops its output: the process is
+        // gone or moved, and what it had not read went into its image.
+        if conn.dead || (conn.closing && (!conn.has_output() || conn.held)) {
             self.drop_conn(token);
         }
     }
@@ -713,6 +739,12 @@ impl Daemon {
         let Some(s) = self.sessions.remove(&sid) else {
             return;
         };
+        if s.hold == Hold::Checkpointed {
+            // The process was dumped and is gone: its QPs move on.
+            self.sessions.insert(sid, s.clone());
+            self.commit_checkpoint(sid, s.owner);
+            return;
+        }
         tracing::info!(session = sid, pid = s.pid, owner = s.owner, "session ended");
         self.device.destroy_owner(self.now, s.owner);
         self.forget_session_objects(sid);

@@ -11,7 +11,7 @@ use crate::daemon::{limits, Channel, Daemon, MrEntry, Wq};
 use crate::errno::ReqError;
 use crate::image::Image;
 use crate::rings::{CqRing, QpRings, SrqRing, WqRing, WQ_BATCH};
-use crate::session::{ConnKind, Session};
+use crate::session::{ConnKind, Hold, Session};
 
 type Res = Result<Response, ReqError>;
 
@@ -21,6 +21,8 @@ enum Outcome {
     Silent,
     /// Reply, then disconnect the client.
     Fatal(Response),
+    /// Reply, then write these bytes verbatim (a restored connection's replay).
+    Replay(Response, Vec<u8>),
 }
 
 impl Daemon {
@@ -46,6 +48,10 @@ impl Daemon {
                 let _ = conn.send(&r);
             }
             Outcome::Silent => {}
+            Outcome::Replay(r, bytes) => {
+                let _ = conn.send(&r);
+                conn.send_raw(&bytes);
+            }
             Outcome::Fatal(r) => {
                 let _ = conn.send(&r);
                 conn.closing = true;
@@ -94,6 +100,8 @@ impl Daemon {
                         inode,
                         tombstones: Vec::new(),
                         checkpointed: false,
+                        hold: Hold::Running,
+                        seen_running: false,
                     },
                 );
                 self.owners.insert(owner, sid);
@@ -140,14 +148,37 @@ impl Daemon {
                     c.conn = Some(token);
                     c.inode = inode;
                 }
+                let held = self
+                    .sessions
+                    .get(&session)
+                    .is_some_and(|s| s.hold.holds_output());
                 if let Some(c) = self.conns.get_mut(&token) {
                     c.kind = ConnKind::Channel { session, channel };
+                    c.held = held;
                 }
                 Outcome::Silent
             }
-            Request::RestoreSession { .. } | Request::RestoreChannel { .. } => Outcome::Fatal(
-                error(libc::ENOSYS, "restoring a process is not supported yet"),
-            ),
+            Request::RestoreSession {
+                version,
+                session,
+                path,
+                inode,
+                image,
+                replay,
+            } => match self.restore_session(token, version, session, path, inode, &image) {
+                Ok(r) => Outcome::Replay(r, replay),
+                Err(e) => Outcome::Fatal(error(e.errno, e.message)),
+            },
+            Request::RestoreChannel {
+                version,
+                session,
+                channel,
+                inode,
+                replay,
+            } => match self.restore_channel(token, version, session, channel, inode) {
+                Ok(r) => Outcome::Replay(r, replay),
+                Err(e) => Outcome::Fatal(error(e.errno, e.message)),
+            },
             _ => Outcome::Fatal(error(libc::EPROTO, "the first request must be hello")),
         }
     }
@@ -507,20 +538,7 @@ impl Daemon {
             Request::Checkpoint => self.checkpoint(sid, owner),
             Request::Restore { image } => self.restore(sid, owner, &image),
             Request::Resume => {
-                self.device.resume_owner(self.now, owner)?;
-                let wqs: Vec<Wq> = self
-                    .qps
-                    .values()
-                    .filter(|q| q.session == sid)
-                    .flat_map(|q| [Wq::Sq(q.qpn), Wq::Rq(q.qpn)])
-                    .chain(
-                        self.srqs
-                            .values()
-                            .filter(|s| s.session == sid)
-                            .map(|s| Wq::Srq(s.srq)),
-                    )
-                    .collect();
-                self.pending_wqs.extend(wqs);
+                self.start_session(sid, owner)?;
                 Ok(Response::Ok)
             }
             Request::ForwardTombstones { qpns, to } => {
@@ -713,6 +731,36 @@ impl Daemon {
         if self.sessions.get(&sid).is_some_and(|s| s.checkpointed) {
             return Err(ReqError::busy("the session was checkpointed already"));
         }
+        let image = match self.snapshot_session(sid, owner) {
+            Ok((image, _)) => image,
+            Err(e) => {
+                let _ = self.device.unpause_owner(self.now, owner);
+                return Err(e);
+            }
+        };
+        let qpns = self.evict_session(sid, owner)?;
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.checkpointed = true;
+            s.tombstones = qpns.clone();
+        }
+        tracing::info!(
+            session = sid,
+            owner,
+            qps = qpns.len(),
+            bytes = image.len(),
+            "checkpointed"
+        );
+        Ok(Response::Image { image, qpns })
+    }
+
+    /// Pauses every QP of session `sid`, moves what the transport completed
+    /// into the CQ backlogs and encodes the session's image with its QPNs.
+    /// The objects stay (stopped); on failure they stay paused.
+    pub(crate) fn snapshot_session(
+        &mut self,
+        sid: u64,
+        owner: u64,
+    ) -> Result<(Vec<u8>, Vec<u32>), ReqError> {
         let now = self.now;
         self.device.pause_owner(now, owner)?;
         // Everything completed so far goes into the backlogs (and the image).
@@ -730,13 +778,8 @@ impl Daemon {
             }
         }
         self.mem.flush();
-        let snap = match self.device.snapshot_owner(now, owner) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = self.device.unpause_owner(now, owner);
-                return Err(e.into());
-            }
-        };
+        let snap = self.device.snapshot_owner(now, owner)?;
+        let qpns = snap.qpns();
         let image = Image::new(
             &snap,
             self.qps
@@ -760,35 +803,21 @@ impl Daemon {
                 .map(|(id, _)| *id)
                 .collect(),
         )
-        .and_then(|i| i.encode());
-        let image = match image {
-            Ok(i) => i,
-            Err(e) => {
-                let _ = self.device.unpause_owner(now, owner);
-                return Err(ReqError::new(
-                    libc::EIO,
-                    format!("cannot encode the image: {e}"),
-                ));
-            }
-        };
-        let qpns = self.device.evict_owner(now, owner)?;
-        self.forget_session_objects(sid);
-        self.mem.unbind(owner);
-        if let Some(s) = self.sessions.get_mut(&sid) {
-            s.checkpointed = true;
-            s.tombstones = qpns.clone();
-        }
-        tracing::info!(
-            session = sid,
-            owner,
-            qps = qpns.len(),
-            bytes = image.len(),
-            "checkpointed"
-        );
-        Ok(Response::Image { image, qpns })
+        .and_then(|i| i.encode())
+        .map_err(|e| ReqError::new(libc::EIO, format!("cannot encode the image: {e}")))?;
+        Ok((image, qpns))
     }
 
-    fn restore(&mut self, sid: u64, old_owner: u64, bytes: &[u8]) -> Res {
+    /// Removes every object of session `sid` from the device, leaving a
+    /// tombstone per QP; returns their QPNs. The session itself stays.
+    pub(crate) fn evict_session(&mut self, sid: u64, owner: u64) -> Result<Vec<u32>, ReqError> {
+        let qpns = self.device.evict_owner(self.now, owner)?;
+        self.forget_session_objects(sid);
+        self.mem.unbind(owner);
+        Ok(qpns)
+    }
+
+    pub(crate) fn restore(&mut self, sid: u64, old_owner: u64, bytes: &[u8]) -> Res {
         let owns_something = self.pds.values().any(|s| *s == sid)
             || self.cqs.values().any(|c| c.session == sid)
             || self.channels.values().any(|c| c.session == sid);

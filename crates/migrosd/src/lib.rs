@@ -44,6 +44,7 @@
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod criu;
 pub mod daemon;
 pub mod errno;
 pub mod fault;

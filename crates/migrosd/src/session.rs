@@ -42,6 +42,9 @@ pub struct Conn {
     pub closing: bool,
     /// The peer closed (or failed): drop the connection.
     pub dead: bool,
+    /// Nothing is written to the socket (its process is paused for a
+    /// checkpoint); output stays queued.
+    pub held: bool,
 }
 
 /// Result of reading what is available.
@@ -63,6 +66,7 @@ impl Conn {
             uid,
             closing: false,
             dead: false,
+            held: false,
         }
     }
 
@@ -80,8 +84,22 @@ impl Conn {
         self.out_pos < self.out.len()
     }
 
+    /// Bytes queued but not yet written.
+    pub fn outbox(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+
+    /// Queues `bytes` verbatim (a restored connection's replay).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
     /// Writes what the socket takes; `Ok(true)` when the queue is empty.
+    /// A held connection writes nothing.
     pub fn flush(&mut self) -> io::Result<bool> {
+        if self.held {
+            return Ok(!self.has_output());
+        }
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -142,4 +160,33 @@ pub struct Session {
     /// QPs this session checkpointed away (tombstones it may forward).
     pub tombstones: Vec<Qpn>,
     pub checkpointed: bool,
+    /// Where the session is in a CRIU migration.
+    pub hold: Hold,
+    /// The watchdog saw the checkpointed process running once.
+    pub seen_running: bool,
+}
+
+/// A session's part in a CRIU migration (admin requests by pid). While it
+/// is not [`Hold::Running`] the daemon writes nothing into the process's
+/// memory (completions, consumer indices); while paused or checkpointed
+/// it also writes nothing to its sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hold {
+    #[default]
+    Running,
+    /// Admin Pause: QPs stopped.
+    Paused,
+    /// Admin Checkpoint: snapshot taken, objects kept (stopped) until the
+    /// connection closes (then tombstones) or the process runs again
+    /// (then rolled back).
+    Checkpointed,
+    /// Recreated by RestoreSession, waiting for the admin Resume.
+    Restored,
+}
+
+impl Hold {
+    /// Whether socket output is held back.
+    pub fn holds_output(self) -> bool {
+        matches!(self, Hold::Paused | Hold::Checkpointed)
+    }
 }
