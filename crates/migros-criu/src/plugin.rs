@@ -27,6 +27,10 @@ use crate::sock;
 /// work (`pause`, `checkpoint`, `dump_unix_sk`, `restore_unix_sk`,
 /// `resume`); for tests of CRIU's error paths.
 pub const FAIL_ENV: &str = "MIGROS_CRIU_FAIL";
+/// Env var: `<hook>:<milliseconds>[,…]`: hooks that sleep that long after
+/// their work (before a failure injected by [`FAIL_ENV`]); for tests that
+/// kill CRIU in the middle.
+pub const SLEEP_ENV: &str = "MIGROS_CRIU_SLEEP";
 
 /// Logs a line at CRIU's info level (its log shows it with `-v3` and more).
 macro_rules! log {
@@ -106,6 +110,15 @@ fn with_dump<T>(f: impl FnOnce(&mut Dump) -> T) -> T {
 }
 
 fn injected(hook: &str) -> HookResult<()> {
+    if let Ok(v) = std::env::var(SLEEP_ENV) {
+        for (h, ms) in v.split(',').filter_map(|e| e.split_once(':')) {
+            if h.trim() == hook {
+                let ms: u64 = ms.trim().parse().unwrap_or(0);
+                log!("{hook}: sleeping {ms} ms ({SLEEP_ENV}={v})");
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+        }
+    }
     let Ok(v) = std::env::var(FAIL_ENV) else {
         return Ok(());
     };

@@ -1,0 +1,477 @@
+//! The plugin with real daemons: a process (examples/verbs_app.rs, `app`)
+//! exchanging RDMA traffic with a peer process on a third daemon is
+//! dumped by `criu dump` from daemon A and restored by `criu restore`
+//! attached to daemon B (`MIGROS_RESTORE_SOCKET_DIR`): the traffic goes on
+//! byte-exact and the peer only pauses. A dump that fails (injected in the
+//! plugin, or CRIU killed in the middle) leaves the app running on A; a
+//! corrupt image fails the restore with a clear message.
+//!
+//! Daemons on 127.0.0.181..189, a temporary socket directory per daemon
+//! (each device is `rxe0`). Needs root and `criu`; skipped otherwise.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use migros_criu::daemons;
+use migros_criu::image;
+use migros_proto::admin::{AdminRequest, AdminResponse};
+use support::*;
+
+/// Rounds the app must make after each event before the test goes on.
+const ROUNDS: u32 = 150;
+
+struct Daemon {
+    dir: PathBuf,
+    log: PathBuf,
+    child: Child,
+}
+
+struct World {
+    tmp: tempfile::TempDir,
+    daemons: Vec<(String, Daemon)>,
+    work: PathBuf,
+    images: PathBuf,
+    plugins: PathBuf,
+    app: Option<Child>,
+    app_pid: i32,
+    peer: Option<Child>,
+}
+
+fn can_run_e2e() -> bool {
+    if !can_run() {
+        return false;
+    }
+    if !cargo_build(&["-p", "migrosd"]) {
+        eprintln!("skipped: migrosd does not build");
+        return false;
+    }
+    true
+}
+
+impl World {
+    /// Daemons `(name, addr)` (each in its own socket dir `<tmp>/<name>`);
+    /// the app on `app_on`, the peer on `peer_on`; waits until the app has
+    /// made [`ROUNDS`] rounds.
+    fn start(devs: &[(&str, &str)], app_on: &str, peer_on: &str) -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = tmp.path().join("work");
+        let images = tmp.path().join("images");
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::create_dir_all(&images).unwrap();
+        let plugins = plugin_dir(tmp.path());
+        let mut w = World {
+            daemons: Vec::new(),
+            work,
+            images,
+            plugins,
+            app: None,
+            app_pid: 0,
+            peer: None,
+            tmp,
+        };
+        for (name, addr) in devs {
+            w.add_daemon(name, addr);
+        }
+        let mut peer = Command::new(example("verbs_app"));
+        peer.arg("peer").arg(w.dir(peer_on)).arg(&w.work);
+        let log = std::fs::File::create(w.tmp.path().join("peer.log")).unwrap();
+        w.peer = Some(
+            peer.stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let mut app = Command::new(example("verbs_app"));
+        app.arg("app").arg(w.dir(app_on)).arg(&w.work);
+        let app = spawn_session_leader(&mut app, &w.tmp.path().join("app.log"));
+        w.app_pid = app.id() as i32;
+        w.app = Some(app);
+        w.wait_rounds(ROUNDS);
+        w
+    }
+
+    fn add_daemon(&mut self, name: &str, addr: &str) {
+        let dir = self.tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = self.tmp.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(profile_dir().join("migrosd"))
+            .args(["--name", "rxe0", "--addr", addr, "--socket-dir"])
+            .arg(&dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let sock = dir.join("rxe0.sock");
+        wait_for(&format!("daemon {name}"), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+        self.daemons
+            .push((name.to_owned(), Daemon { dir, log, child }));
+    }
+
+    fn dir(&self, name: &str) -> &Path {
+        &self.daemons.iter().find(|(n, _)| n == name).unwrap().1.dir
+    }
+
+    fn dir_str(&self, name: &str) -> String {
+        self.dir(name).to_string_lossy().into_owned()
+    }
+
+    fn progress(&self, role: &str) -> u32 {
+        std::fs::read_to_string(self.work.join(format!("{role}.progress")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the app has made `n` more rounds than now.
+    fn wait_rounds(&self, n: u32) {
+        let from = self.progress("app");
+        let start = Instant::now();
+        while self.progress("app") < from + n {
+            if let Ok(e) = std::fs::read_to_string(self.work.join("app.error")) {
+                panic!("app failed: {e}\n{}", self.logs());
+            }
+            if let Ok(e) = std::fs::read_to_string(self.work.join("peer.error")) {
+                panic!("peer failed: {e}\n{}", self.logs());
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "the app made no {n} rounds in {WAIT:?} (at {})\n{}",
+                self.progress("app"),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn dump(&self, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+        let pid = self.app_pid.to_string();
+        criu(
+            &["dump", "-t", &pid],
+            &self.images,
+            &self.plugins,
+            "dump.log",
+            env,
+        )
+    }
+
+    /// Restores the app onto daemon `to`.
+    fn restore(&self, to: &str, log: &str) -> (std::process::ExitStatus, String) {
+        let dir = self.dir_str(to);
+        criu(
+            &["restore", "-d"],
+            &self.images,
+            &self.plugins,
+            log,
+            &[
+                ("MIGROS_CRIU_SOCKET_DIRS", &dir),
+                ("MIGROS_RESTORE_SOCKET_DIR", &dir),
+            ],
+        )
+    }
+
+    /// After a good dump: the app was killed by CRIU; reap it.
+    fn reap_dumped_app(&mut self) {
+        let mut app = self.app.take().unwrap();
+        let status = wait_child(&mut app, WAIT).expect("the app is killed after the dump");
+        assert!(!status.success());
+    }
+
+    /// Stops the traffic; both sides end well and agree on the rounds.
+    fn stop_and_check(&mut self, restored: bool) -> u32 {
+        write_atomic(&self.work.join("stop"), "");
+        if restored {
+            let ended = reap(self.app_pid, WAIT);
+            assert_eq!(ended, Some(Ended::Exited(0)), "{}", self.logs());
+        } else {
+            let mut app = self.app.take().unwrap();
+            let status = wait_child(&mut app, WAIT).expect("app ends");
+            assert!(status.success(), "{}", self.logs());
+        }
+        let mut peer = self.peer.take().unwrap();
+        let status = wait_child(&mut peer, WAIT).expect("peer ends");
+        assert!(status.success(), "{}", self.logs());
+        let done = |role: &str| -> u32 {
+            std::fs::read_to_string(self.work.join(format!("{role}.done")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(done("app"), done("peer"));
+        done("app")
+    }
+
+    fn status(&self, name: &str) -> migros_proto::admin::DaemonStatus {
+        match daemons::ask(
+            &self.dir(name).join("rxe0.admin.sock"),
+            &AdminRequest::Status,
+        ) {
+            Ok(AdminResponse::Status(s)) => s,
+            other => panic!("status of {name}: {other:?}"),
+        }
+    }
+
+    /// The counters of the peer's QP on daemon `name`.
+    fn peer_qp(&self, name: &str) -> migros_proto::admin::QpStats {
+        match daemons::ask(
+            &self.dir(name).join("rxe0.admin.sock"),
+            &AdminRequest::Stats,
+        ) {
+            Ok(AdminResponse::Stats { mut qps, .. }) => {
+                assert_eq!(qps.len(), 1, "{qps:?}");
+                qps.remove(0)
+            }
+            other => panic!("stats of {name}: {other:?}"),
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for f in ["app.log", "peer.log"] {
+            let text = std::fs::read_to_string(self.tmp.path().join(f)).unwrap_or_default();
+            out += &format!("--- {f} ---\n{text}\n");
+        }
+        for (name, d) in &self.daemons {
+            let text = std::fs::read_to_string(&d.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            out += &format!("--- daemon {name} (last lines) ---\n");
+            for l in tail.iter().rev() {
+                out += l;
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.app.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        } else if self.app_pid > 0 && Path::new(&format!("/proc/{}", self.app_pid)).exists() {
+            kill_and_reap(self.app_pid);
+        }
+        if let Some(mut c) = self.peer.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for (_, d) in &mut self.daemons {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+#[test]
+fn criu_moves_a_process_with_rdma_traffic_to_another_daemon() {
+    let _serial = serial();
+    if !can_run_e2e() {
+        return;
+    }
+    let mut w = World::start(
+        &[
+            ("a", "127.0.0.181"),
+            ("b", "127.0.0.182"),
+            ("c", "127.0.0.183"),
+        ],
+        "a",
+        "c",
+    );
+    let pid = w.app_pid;
+    let a = w.dir_str("a");
+    let (status, log) = w.dump(&[("MIGROS_CRIU_SOCKET_DIRS", &a)]);
+    assert!(status.success(), "criu dump failed:\n{log}\n{}", w.logs());
+    eprintln!("dump:\n{}", hook_lines(&log).join("\n"));
+    assert_in_order(
+        &log,
+        &[
+            &format!("migros-criu: PAUSE_DEVICES pid {pid}"),
+            &format!("migros-criu: paused 1 session(s) of pid {pid}"),
+            &format!("migros-criu: CHECKPOINT_DEVICES pid {pid}"),
+            "migros-criu: checkpointed session",
+            ": Session of session",
+            "migros-criu: exit (stage 0, ret 0)",
+        ],
+    );
+    assert!(log.contains(": Channel("), "the channel socket was claimed");
+    w.reap_dumped_app();
+    let dumped_at = w.progress("app");
+    // The peer waits, paused or idle, with nothing failed.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(w.peer.as_mut().unwrap().try_wait().unwrap().is_none());
+    assert!(!w.work.join("peer.error").exists());
+
+    let (status, log) = w.restore("b", "restore.log");
+    assert!(
+        status.success(),
+        "criu restore failed:\n{log}\n{}",
+        w.logs()
+    );
+    eprintln!("restore:\n{}", hook_lines(&log).join("\n"));
+    assert_in_order(
+        &log,
+        &[
+            "migros-criu: init (stage 2: restore)",
+            "migros-criu: RESTORE_UNIX_SK id",
+            &format!("migros-criu: RESUME_DEVICES_LATE pid {pid}"),
+            &format!("migros-criu: resumed 1 session(s) of pid {pid}"),
+            "migros-criu: exit (stage 2, ret 0)",
+        ],
+    );
+    assert!(log.contains("migros-criu: restored session"));
+    assert!(log.contains("migros-criu: restored channel"));
+    // The app goes on from where it was, now on daemon B.
+    w.wait_rounds(ROUNDS);
+    let b = w.status("b");
+    assert!(
+        b.sessions
+            .iter()
+            .any(|s| s.pid == pid as u32 && s.qps == 1 && s.channels == 1),
+        "daemon B: {:?}",
+        b.sessions
+    );
+    assert!(w.status("a").sessions.iter().all(|s| s.pid != pid as u32));
+    let peer_qp = w.peer_qp("c");
+    eprintln!("peer QP after the move: {peer_qp:?}");
+    assert_eq!(peer_qp.state, migros_proto::verbs::QpState::Rts);
+    assert!(peer_qp.counters.resumes >= 1, "the peer heard the RESUME");
+    assert_eq!(
+        peer_qp.dest.map(|d| d.0),
+        Some("127.0.0.182".parse().unwrap()),
+        "the peer follows the app to B"
+    );
+    let rounds = w.stop_and_check(true);
+    assert!(rounds >= dumped_at + ROUNDS);
+}
+
+#[test]
+fn a_dump_failing_after_the_checkpoint_leaves_the_app_running() {
+    let _serial = serial();
+    if !can_run_e2e() {
+        return;
+    }
+    let mut w = World::start(&[("a", "127.0.0.184"), ("c", "127.0.0.185")], "a", "c");
+    let a = w.dir_str("a");
+    let (status, log) = w.dump(&[
+        ("MIGROS_CRIU_SOCKET_DIRS", &a),
+        ("MIGROS_CRIU_FAIL", "dump_unix_sk"),
+    ]);
+    assert!(!status.success(), "criu dump succeeded despite the failure");
+    assert_in_order(
+        &log,
+        &[
+            "migros-criu: checkpointed session",
+            "migros-criu: error: dump_unix_sk: failure injected",
+            "migros-criu: exit (stage 0, ret",
+            "migros-criu: dump did not complete: rolled back 1 session(s)",
+        ],
+    );
+    w.wait_rounds(ROUNDS);
+    let rounds = w.stop_and_check(false);
+    assert!(rounds >= 2 * ROUNDS);
+}
+
+#[test]
+fn criu_killed_in_the_middle_of_a_dump_leaves_the_app_running() {
+    let _serial = serial();
+    if !can_run_e2e() {
+        return;
+    }
+    let mut w = World::start(&[("a", "127.0.0.186"), ("c", "127.0.0.187")], "a", "c");
+    let a = w.dir_str("a");
+    let pid = w.app_pid.to_string();
+    let log = w.images.join("dump.log");
+    let mut criu = Command::new("criu")
+        .args(["dump", "-t", &pid, "-v4", "-o", "dump.log", "-D"])
+        .arg(&w.images)
+        .arg("-L")
+        .arg(&w.plugins)
+        .env("MIGROS_CRIU_SOCKET_DIRS", &a)
+        .env("MIGROS_CRIU_SLEEP", "dump_unix_sk:20000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it while the app is frozen and checkpointed on its daemon.
+    wait_for("the plugin's sleep in DUMP_UNIX_SK", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("dump_unix_sk: sleeping"))
+    });
+    criu.kill().unwrap();
+    criu.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    eprintln!("dump (killed):\n{}", hook_lines(&text).join("\n"));
+    // The daemon sees the app run again and rolls back by itself.
+    w.wait_rounds(ROUNDS);
+    let rounds = w.stop_and_check(false);
+    assert!(rounds >= 2 * ROUNDS);
+}
+
+#[test]
+fn a_corrupt_session_image_fails_the_restore_and_a_good_one_restores() {
+    let _serial = serial();
+    if !can_run_e2e() {
+        return;
+    }
+    let mut w = World::start(
+        &[
+            ("a", "127.0.0.188"),
+            ("b", "127.0.0.189"),
+            ("c", "127.0.0.183"),
+        ],
+        "a",
+        "c",
+    );
+    let a = w.dir_str("a");
+    let (status, log) = w.dump(&[("MIGROS_CRIU_SOCKET_DIRS", &a)]);
+    assert!(status.success(), "criu dump failed:\n{log}\n{}", w.logs());
+    w.reap_dumped_app();
+    let session = std::fs::read_dir(&w.images)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("migros-session-"))
+        .expect("a session image");
+    let path = w.images.join(&session);
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x10;
+    std::fs::write(&path, &bad).unwrap();
+    let (status, log) = w.restore("b", "restore-bad.log");
+    assert!(
+        !status.success(),
+        "criu restore succeeded with a corrupt image"
+    );
+    assert!(
+        log.contains(&format!("{session}: checksum mismatch (corrupt image)")),
+        "{}",
+        hook_lines(&log).join("\n")
+    );
+    eprintln!("restore (corrupt):\n{}", hook_lines(&log).join("\n"));
+    wait_gone(w.app_pid);
+    assert!(image::decode_session(&session, &good).is_ok());
+
+    std::fs::write(&path, &good).unwrap();
+    let (status, log) = w.restore("b", "restore.log");
+    assert!(
+        status.success(),
+        "criu restore failed:\n{log}\n{}",
+        w.logs()
+    );
+    w.wait_rounds(ROUNDS);
+    w.stop_and_check(true);
+}
