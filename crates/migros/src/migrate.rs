@@ -163,6 +163,7 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     if let Err(e) = c
         .write_bundle(gen, &dst)
         .and_then(|_| net::create(&c.name, gen, c.ip, &dst))
+        .and_then(|_| net::lock(&c.name, gen))
     {
         undo_dst(&c);
         let _ = std::fs::remove_dir_all(&mig);
@@ -245,6 +246,7 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     args.push(id.clone());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     if let Err(e) = container::runc(&args) {
+        net::unlock(&c.name, c.gen);
         c.save()?;
         undo_dst(&c);
         let still = if sys::alive(pid) {
@@ -357,6 +359,7 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
         }
     };
     let resumed = Instant::now();
+    net::unlock(&c.name, gen);
     let rs_dir = container::gen_dir(&c.name, gen).join("work");
     let rs_stats = criu::read_stats(&rs_dir.join("stats-restore")).unwrap_or_default();
     let rs_log = criu::read_log(&rs_dir.join("restore.log"));

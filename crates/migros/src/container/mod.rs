@@ -14,6 +14,7 @@ pub mod spec;
 pub mod supervise;
 
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -151,6 +152,11 @@ impl Container {
         let root = rootfs(&self.name);
         let lib = crate::env::lib_dir();
         let sock = node.socket_dir();
+        let d = dir(&self.name);
+        let (criu_conf, script) = (d.join("criu.conf"), d.join("criu-action.sh"));
+        std::fs::write(&script, spec::ACTION_SCRIPT)?;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::write(&criu_conf, spec::criu_config(&script))?;
         let s = spec::Spec {
             hostname: &self.name,
             rootfs: &root,
@@ -159,6 +165,7 @@ impl Container {
             netns: net::netns_path(&self.name, gen),
             socket_dir: &sock,
             lib_dir: lib.as_deref(),
+            criu_config: Some(&criu_conf),
         };
         sys::write_json(&gd.join("config.json"), &s.to_json())?;
         Ok(gd)

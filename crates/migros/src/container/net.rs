@@ -116,6 +116,37 @@ pub fn unroute(ip: Ipv4Addr) {
     }
 }
 
+/// Drops every packet in the namespace of incarnation `gen` (what the
+/// CRIU action script does at `network-lock`): a restored TCP connection
+/// must see nothing before its socket exists, or the kernel resets it.
+pub fn lock(name: &str, gen: u32) -> Result<()> {
+    let ns = netns(name, gen);
+    for chain in ["INPUT", "OUTPUT"] {
+        sys::run(
+            "ip",
+            &[
+                "netns", "exec", &ns, "iptables", "-w", "-I", chain, "1", "-j", "DROP",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes what [`lock`] (or the action script) added.
+pub fn unlock(name: &str, gen: u32) {
+    let ns = netns(name, gen);
+    for chain in ["INPUT", "OUTPUT"] {
+        while sys::run(
+            "ip",
+            &[
+                "netns", "exec", &ns, "iptables", "-w", "-D", chain, "-j", "DROP",
+            ],
+        )
+        .is_ok()
+        {}
+    }
+}
+
 /// Removes the namespace of incarnation `gen` (its veth goes with it).
 pub fn destroy(name: &str, gen: u32) -> Result<()> {
     sys::netns_del(&netns(name, gen))

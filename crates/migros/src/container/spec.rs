@@ -28,6 +28,9 @@ pub struct Spec<'a> {
     pub socket_dir: &'a Path,
     /// migros' libibverbs directory on the host, if built.
     pub lib_dir: Option<&'a Path>,
+    /// The CRIU configuration runc uses for this container's checkpoints
+    /// and restores (annotation `org.criu.config`).
+    pub criu_config: Option<&'a Path>,
 }
 
 fn bind(src: &Path, dst: &str, ro: bool) -> Value {
@@ -119,6 +122,10 @@ impl Spec<'_> {
             },
             "root": {"path": self.rootfs, "readonly": true},
             "hostname": self.hostname,
+            "annotations": match self.criu_config {
+                Some(p) => json!({"org.criu.config": p}),
+                None => json!({}),
+            },
             "mounts": mounts,
             "linux": {
                 "resources": {"devices": [{"allow": false, "access": "rwm"}]},
@@ -140,6 +147,48 @@ impl Spec<'_> {
             },
         })
     }
+}
+
+/// The CRIU action script of every container: CRIU runs it (through runc,
+/// with `CRTOOLS_SCRIPT_ACTION` and `CRTOOLS_INIT_PID` set) at
+/// `network-lock`, right after freezing the container, and at
+/// `network-unlock`. CRIU cannot lock a network namespace it does not own
+/// (runc's, made by us), so without this the kernel would answer the peers
+/// of the dumped TCP connections with resets until the namespace goes.
+pub const ACTION_SCRIPT: &str = r#"#!/bin/sh
+# CRIU action script of migros containers (written by `migros run`).
+# network-lock: drop every packet in the container's network namespace;
+# network-unlock: remove those rules.
+PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+[ -n "$CRTOOLS_INIT_PID" ] || exit 0
+ipt() { nsenter -t "$CRTOOLS_INIT_PID" -n iptables -w "$@"; }
+case "$CRTOOLS_SCRIPT_ACTION" in
+network-lock)
+  for c in INPUT OUTPUT; do
+    ipt -C "$c" -j DROP 2>/dev/null || ipt -I "$c" 1 -j DROP || exit 1
+  done ;;
+network-unlock)
+  for c in INPUT OUTPUT; do
+    while ipt -D "$c" -j DROP 2>/dev/null; do :; done
+  done ;;
+esac
+exit 0
+"#;
+
+/// The CRIU configuration of a container: the action script, plus what
+/// `/etc/criu/runc.conf` says (runc reads only one of the two).
+pub fn criu_config(action_script: &Path) -> String {
+    let mut s = String::from("# written by migros run\n");
+    if let Ok(global) = std::fs::read_to_string("/etc/criu/runc.conf") {
+        for l in global.lines() {
+            if !l.trim_start().starts_with("action-script") {
+                s += l;
+                s += "\n";
+            }
+        }
+    }
+    s += &format!("action-script {}\n", action_script.display());
+    s
 }
 
 /// Makes the rootfs directory: mount points for every mount, and the host's
@@ -187,6 +236,7 @@ mod tests {
             netns: PathBuf::from("/run/netns/migros-c-srv-0"),
             socket_dir: Path::new("/run/migros/nodes/a"),
             lib_dir: Some(Path::new("/w/target/ibverbs")),
+            criu_config: Some(Path::new("/s/criu.conf")),
         };
         let v = s.to_json();
         assert_eq!(v["process"]["args"][2], "true");
@@ -210,6 +260,7 @@ mod tests {
         );
         assert_eq!(find("/usr").unwrap()["options"][3], "ro");
         assert_eq!(v["root"]["readonly"], true);
+        assert_eq!(v["annotations"]["org.criu.config"], "/s/criu.conf");
         let ns = v["linux"]["namespaces"].as_array().unwrap();
         assert!(ns
             .iter()

@@ -1,0 +1,454 @@
+//! End-to-end tests of nodes, containers and their live migration:
+//! `migros node …`, `run`, `ps`, `logs`, `wait`, `rm`, `migrate`.
+//!
+//! They need root (network namespaces, runc, CRIU), `runc` and `criu` on
+//! PATH (`scripts/setup-criu.sh`) and a built `migrosd` next to `migros`;
+//! without them they print why and pass. Each test uses its own nodes
+//! (198.18.1.x) and containers (198.19.1.x), removed at the end.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const MIGROS: &str = env!("CARGO_BIN_EXE_migros");
+/// Upper bound of one command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The nodes and containers of one test, removed when dropped.
+struct Lab {
+    nodes: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl Lab {
+    /// `None` (after saying why) when the tests cannot run here.
+    fn new() -> Option<Lab> {
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: needs root");
+            return None;
+        }
+        let daemon = Path::new(MIGROS).with_file_name("migrosd");
+        if !daemon.is_file() {
+            println!(
+                "skipped: {} not built (cargo build -p migrosd)",
+                daemon.display()
+            );
+            return None;
+        }
+        for p in ["runc", "criu", "ip", "python3"] {
+            if !have(p) {
+                println!("skipped: {p} not on PATH (scripts/setup-criu.sh installs runc and criu)");
+                return None;
+            }
+        }
+        Some(Lab {
+            nodes: Vec::new(),
+            containers: Vec::new(),
+        })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let child = Command::new(MIGROS)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn migros");
+        wait_bounded(child, args)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "migros {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command that must fail; its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "migros {args:?} should fail:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let s = self.ok(args);
+        serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("{args:?}: not json ({e}): {s}"))
+    }
+
+    fn node(&mut self, name: &str, addr: &str) {
+        self.nodes.push(name.to_string());
+        self.ok(&["node", "add", name, "--addr", addr]);
+    }
+
+    fn container(&mut self, node: &str, name: &str, ip: &str, cmd: &[&str]) {
+        self.containers.push(name.to_string());
+        let mut args = vec!["run", "--node", node, "--name", name, "--ip", ip, "--"];
+        args.extend_from_slice(cmd);
+        self.ok(&args);
+    }
+
+    fn ps(&self, name: &str) -> Option<Value> {
+        let v = self.json(&["ps", "--json"]);
+        v.as_array()
+            .expect("ps --json is an array")
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+    }
+
+    fn logs(&self, name: &str) -> String {
+        self.ok(&["logs", name])
+    }
+
+    /// Waits until the container's output contains `needle`.
+    fn wait_log(&self, name: &str, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.logs(name).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never printed {needle:?}:\n{}",
+                self.logs(name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `migros wait`: the container's exit status.
+    fn wait(&self, name: &str) -> i32 {
+        let out = self.run(&["wait", name, "--timeout", "120"]);
+        out.status
+            .code()
+            .unwrap_or_else(|| panic!("wait {name}: {out:?}"))
+    }
+
+    fn migrate(&self, name: &str, to: &str) -> String {
+        let out = self.ok(&["migrate", name, "--to", to]);
+        eprintln!("{out}");
+        assert!(out.contains("downtime"), "{out}");
+        assert!(out.contains(&format!("to {to}")), "{out}");
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in std::mem::take(&mut self.containers) {
+            let _ = self.run(&["rm", "-f", &c]);
+        }
+        for n in std::mem::take(&mut self.nodes) {
+            let out = self.run(&["node", "del", &n]);
+            if !out.status.success() {
+                eprintln!("node del {n}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    }
+}
+
+fn wait_bounded(mut child: Child, what: &[&str]) -> Output {
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        match child.try_wait().expect("wait") {
+            Some(_) => return child.wait_with_output().expect("output"),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!(
+                    "migros {what:?} timed out after {COMMAND_TIMEOUT:?}\nstdout: {}\nstderr: {}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+#[test]
+fn nodes_add_list_del_and_errors() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.node("k1a", "198.18.1.11");
+    lab.node("k1b", "198.18.1.12");
+    let list = lab.json(&["node", "list", "--json"]);
+    for (n, a) in [("k1a", "198.18.1.11"), ("k1b", "198.18.1.12")] {
+        let e = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == n)
+            .unwrap_or_else(|| panic!("{n} not listed: {list}"));
+        assert_eq!(e["addr"], a, "{e}");
+        assert_eq!(e["state"], "running", "{e}");
+        assert_eq!(e["dev"], "rxe0", "{e}");
+        assert!(Path::new(&format!("/run/netns/migros-{n}")).exists());
+        assert!(Path::new(&format!("/run/migros/nodes/{n}/rxe0.sock")).exists());
+        assert!(Path::new(&format!("/run/migros/state/nodes/{n}/migrosd.log")).exists());
+    }
+    assert!(lab
+        .fails(&["node", "add", "k1a", "--addr", "198.18.1.13"])
+        .contains("exists"));
+    assert!(lab
+        .fails(&["node", "add", "k1x", "--addr", "198.18.1.11"])
+        .contains("taken by node k1a"));
+    assert!(lab
+        .fails(&["node", "add", "k1x", "--addr", "10.1.2.3"])
+        .contains("198.18.0.0/16"));
+    assert!(lab
+        .fails(&["node", "add", "K1/x", "--addr", "198.18.1.14"])
+        .contains("invalid node name"));
+    assert!(lab.fails(&["node", "del", "k1nope"]).contains("not found"));
+
+    lab.ok(&["node", "del", "k1a"]);
+    lab.nodes.retain(|n| n != "k1a");
+    assert!(!Path::new("/run/netns/migros-k1a").exists());
+    assert!(!Path::new("/run/migros/nodes/k1a").exists());
+    assert!(!Path::new("/sys/class/net/mh-k1a").exists());
+    let list = lab.json(&["node", "list", "--json"]);
+    assert!(
+        !list.as_array().unwrap().iter().any(|e| e["name"] == "k1a"),
+        "{list}"
+    );
+    assert!(lab.fails(&["node", "del", "k1a"]).contains("not found"));
+    // The name and the address are free again.
+    lab.node("k1a", "198.18.1.11");
+}
+
+#[test]
+fn containers_run_ps_logs_wait_rm() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.node("k2a", "198.18.1.21");
+    lab.node("k2b", "198.18.1.22");
+    lab.containers.push("k2once".into());
+    lab.ok(&[
+        "run", "--node", "k2a", "--name", "k2once", "--ip", "198.19.1.21", "--env", "X=42",
+        "--", "sh", "-c",
+        "echo out; echo err >&2; echo x=$X; ls /run/migros; ls /usr/bin/python3; cat /etc/hostname 2>/dev/null; ip -4 -o addr show dev eth0; exit 7",
+    ]);
+    assert_eq!(lab.wait("k2once"), 7);
+    let logs = lab.logs("k2once");
+    for want in [
+        "out",
+        "err",
+        "x=42",
+        "rxe0.sock",
+        "/usr/bin/python3",
+        "198.19.1.21/32",
+    ] {
+        assert!(logs.contains(want), "{want:?} missing from\n{logs}");
+    }
+    let ps = lab.ps("k2once").expect("listed");
+    assert_eq!(ps["status"], "exited(7)", "{ps}");
+    assert_eq!(ps["exit_code"], 7, "{ps}");
+    assert_eq!(
+        (ps["node"].as_str(), ps["ip"].as_str()),
+        (Some("k2a"), Some("198.19.1.21"))
+    );
+    // An exited container is removed without -f.
+    lab.ok(&["rm", "k2once"]);
+    assert!(lab.ps("k2once").is_none());
+
+    // Two containers on two nodes talk TCP over the overlay.
+    lab.container(
+        "k2b",
+        "k2srv",
+        "198.19.1.22",
+        &[
+            "python3",
+            "-c",
+            "import socket\ns=socket.socket(); s.bind(('198.19.1.22',7100)); s.listen(1)\n\
+             print('listening', flush=True)\nc,a=s.accept(); print('peer', a[0], c.recv(100).decode(), flush=True)",
+        ],
+    );
+    lab.wait_log("k2srv", "listening");
+    lab.container(
+        "k2a",
+        "k2cli",
+        "198.19.1.23",
+        &[
+            "python3",
+            "-c",
+            "import socket\nc=socket.create_connection(('198.19.1.22',7100)); c.sendall(b'hello')",
+        ],
+    );
+    assert_eq!(lab.wait("k2cli"), 0, "{}", lab.logs("k2cli"));
+    assert_eq!(lab.wait("k2srv"), 0, "{}", lab.logs("k2srv"));
+    assert!(
+        lab.logs("k2srv").contains("peer 198.19.1.23 hello"),
+        "{}",
+        lab.logs("k2srv")
+    );
+
+    // A running container: auto address, rm needs -f, names and addresses
+    // are checked.
+    lab.containers.push("k2sleep".into());
+    lab.ok(&[
+        "run", "--node", "k2a", "--name", "k2sleep", "--", "sleep", "600",
+    ]);
+    let ps = lab.ps("k2sleep").expect("listed");
+    assert_eq!(ps["status"], "running", "{ps}");
+    assert!(ps["pid"].as_i64().is_some_and(|p| p > 1), "{ps}");
+    assert!(
+        ps["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("198.19.")),
+        "{ps}"
+    );
+    assert!(lab
+        .fails(&["run", "--node", "k2a", "--name", "k2sleep", "--", "true"])
+        .contains("exists"));
+    assert!(lab
+        .fails(&[
+            "run",
+            "--node",
+            "k2a",
+            "--name",
+            "k2x",
+            "--ip",
+            "198.19.1.22",
+            "--",
+            "true"
+        ])
+        .contains("taken"));
+    assert!(lab
+        .fails(&["run", "--node", "k2a", "--name", "k2x", "--ip", "10.0.0.2", "--", "true"])
+        .contains("198.19.0.0/16"));
+    assert!(lab
+        .fails(&["run", "--node", "k2nope", "--name", "k2x", "--", "true"])
+        .contains("not found"));
+    assert!(lab
+        .fails(&["node", "del", "k2a"])
+        .contains("still has containers"));
+    assert!(lab.fails(&["rm", "k2sleep"]).contains("running"));
+    lab.ok(&["rm", "-f", "k2sleep"]);
+    assert!(lab.ps("k2sleep").is_none());
+    assert!(lab.fails(&["rm", "k2sleep"]).contains("not found"));
+}
+
+/// An echo server; prints how many lines it echoed.
+const ECHO_SERVER: &str = "import socket,sys
+ip,port=sys.argv[1],int(sys.argv[2])
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind((ip,port)); s.listen(1)
+print('listening',flush=True)
+c,_=s.accept(); f=c.makefile('rwb'); n=0
+for line in f:
+    f.write(line); f.flush(); n+=1
+print('server echoed',n,flush=True)";
+
+/// Sends numbered lines over one TCP connection, checks every echo.
+const ECHO_CLIENT: &str = "import socket,sys,time
+ip,port,n=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])
+c=socket.create_connection((ip,port)); f=c.makefile('rwb')
+print('connected',flush=True)
+for i in range(n):
+    f.write(b'%d\\n'%i); f.flush(); l=f.readline()
+    assert l==b'%d\\n'%i,(i,l)
+    time.sleep(0.02)
+print('client ok',n,flush=True)";
+
+/// A TCP client in a container on `a` talking to a server on `b`, migrated
+/// along `hops`, keeps its connection: both end with status 0.
+fn tcp_client_migrates(prefix: &str, octet: u8, hops: &[&str]) {
+    let Some(mut lab) = Lab::new() else { return };
+    let (a, b, c) = (
+        format!("{prefix}a"),
+        format!("{prefix}b"),
+        format!("{prefix}c"),
+    );
+    for (i, n) in [&a, &b, &c].into_iter().enumerate() {
+        lab.node(n, &format!("198.18.1.{}", octet + i as u8));
+    }
+    let srv_ip = format!("198.19.1.{octet}");
+    let cli_ip = format!("198.19.1.{}", octet + 1);
+    let (srv, cli) = (format!("{prefix}srv"), format!("{prefix}cli"));
+    lab.container(
+        &b,
+        &srv,
+        &srv_ip,
+        &["python3", "-c", ECHO_SERVER, &srv_ip, "7200"],
+    );
+    lab.wait_log(&srv, "listening");
+    // Long enough for the migrations even when other tests hold the lock.
+    let lines = "300";
+    lab.container(
+        &a,
+        &cli,
+        &cli_ip,
+        &["python3", "-c", ECHO_CLIENT, &srv_ip, "7200", lines],
+    );
+    lab.wait_log(&cli, "connected");
+    for hop in hops {
+        let to = format!("{prefix}{hop}");
+        std::thread::sleep(Duration::from_millis(300));
+        lab.migrate(&cli, &to);
+        let ps = lab.ps(&cli).expect("listed");
+        assert_eq!(ps["node"], to.as_str(), "{ps}");
+        assert_eq!(ps["ip"], cli_ip.as_str(), "{ps}");
+        assert_eq!(
+            ps["status"],
+            "running",
+            "{ps}\nclient:\n{}\nserver:\n{}",
+            lab.logs(&cli),
+            lab.logs(&srv)
+        );
+    }
+    assert_eq!(lab.wait(&cli), 0, "client:\n{}", lab.logs(&cli));
+    assert_eq!(lab.wait(&srv), 0, "server:\n{}", lab.logs(&srv));
+    assert!(
+        lab.logs(&cli).contains(&format!("client ok {lines}")),
+        "{}",
+        lab.logs(&cli)
+    );
+    assert!(
+        lab.logs(&srv).contains(&format!("server echoed {lines}")),
+        "{}",
+        lab.logs(&srv)
+    );
+}
+
+#[test]
+fn tcp_connection_survives_migration() {
+    tcp_client_migrates("k3", 31, &["c"]);
+}
+
+#[test]
+fn migrate_there_and_back() {
+    tcp_client_migrates("k4", 41, &["c", "a"]);
+}
+
+#[test]
+fn migrate_errors_leave_the_container_running() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.node("k5a", "198.18.1.51");
+    lab.container("k5a", "k5sleep", "198.19.1.51", &["sleep", "600"]);
+    assert!(lab
+        .fails(&["migrate", "k5sleep", "--to", "k5a"])
+        .contains("already runs"));
+    assert!(lab
+        .fails(&["migrate", "k5sleep", "--to", "k5nope"])
+        .contains("not found"));
+    assert!(lab
+        .fails(&["migrate", "k5nope", "--to", "k5a"])
+        .contains("not found"));
+    let ps = lab.ps("k5sleep").expect("listed");
+    assert_eq!(ps["status"], "running", "{ps}");
+}
