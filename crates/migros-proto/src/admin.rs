@@ -6,8 +6,16 @@
 //! with [`AdminResponse::Error`] and closes the connection.
 //!
 //! Both enums only ever grow at the end (postcard encodes the variant
-//! index), so tools built against an older version keep working: the CRIU
-//! plugin adds its pause / checkpoint / restore requests (by pid) here.
+//! index), so tools built against an older version keep working.
+//!
+//! The requests after `Shutdown` move a whole process with CRIU (the
+//! `migros-criu` plugin and `migros migrate`): [`AdminRequest::Pause`]
+//! before the freeze, [`AdminRequest::Checkpoint`] after it (one
+//! [`SessionImage`] per session, whose `objects` the plugin hands to
+//! [`crate::msg::Request::RestoreSession`] on the destination),
+//! [`AdminRequest::Resume`] to start the restored sessions or to roll a
+//! failed dump back, and the identifier checks and tombstone requests
+//! around them.
 
 use std::net::IpAddr;
 

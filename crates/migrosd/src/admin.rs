@@ -1,8 +1,11 @@
 //! The admin socket's requests (root only; see `migros_proto::admin`).
 //!
-//! Requests that act on a client process (the CRIU plugin's pause,
-//! checkpoint and resume by pid) belong here: find the session with
-//! [`Daemon::session_of_pid`] and reuse the client-side handlers.
+//! Status, counters and shutdown are answered here; the requests that act
+//! on a client process by pid (the CRIU plugin's Pause, Checkpoint,
+//! Resume, and Identifiers / CheckIdentifiers / ForwardTombstones /
+//! ReleaseTombstones for `migros migrate`) are dispatched to
+//! [`crate::criu`]. A pid with no session here is answered with zero
+//! sessions, never an error: the plugin asks every daemon.
 
 use migros_proto::admin::{
     AdminRequest, AdminResponse, DaemonStatus, QpStats, SessionInfo, ADMIN_PROTOCOL_VERSION,

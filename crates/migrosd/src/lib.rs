@@ -20,6 +20,8 @@
 //! - [`image`]: the daemon's checkpoint image (versioned JSON wrapping the
 //!   transport's `OwnerSnapshot` plus the rings' state).
 //! - [`admin`]: the admin socket.
+//! - [`criu`]: moving a whole process with CRIU (admin requests by pid,
+//!   RestoreSession / RestoreChannel, the rollback watchdog).
 //!
 //! # Identifiers
 //!
@@ -33,6 +35,34 @@
 //! one of them is taken on the destination, `check_restore` (and the
 //! daemon's own checks) refuse the restore before the source is touched.
 //! The chance that a restored QP collides is (QPs on the destination)/2^24.
+//!
+//! # Migration with CRIU
+//!
+//! The CRIU plugin (`migros-criu`) moves a process with its sessions; the
+//! daemon's side, in [`criu`]:
+//!
+//! 1. Admin `Pause{pid}` (before CRIU freezes the process): every QP of
+//!    the process stops (peers get the pause NAK), pending memory writes
+//!    are flushed, and from then on nothing is written into the process:
+//!    completions, consumer indices and socket output are held back.
+//! 2. Admin `Checkpoint{pid}` (frozen): what the process already sent is
+//!    read and handled (requests, doorbells), then each session is
+//!    snapshotted with the image of `Request::Checkpoint`, plus the socket
+//!    paths, inodes and the output still queued (the outbox). Nothing is
+//!    removed. When the session's connection closes (the process was
+//!    killed after a good dump) its QPs become tombstones. If the process
+//!    runs again with the connection open (`/proc/<pid>` neither stopped,
+//!    traced nor dying on two looks 20 ms apart), the daemon rolls back:
+//!    QPs resume from where they were and what was held is written.
+//!    Admin `Resume{pid}` rolls back explicitly.
+//! 3. `RestoreSession` (first message of a connection opened inside the
+//!    restored process) recreates the session with its identifiers, QPs
+//!    stopped and memory untouched; `RestoreChannel` attaches channels,
+//!    parked (up to 60 s) if they come before their session. Both write
+//!    the client's replay bytes verbatim after their answer.
+//! 4. Admin `Resume{pid}` on the destination starts the restored QPs
+//!    (RESUME to their peers) and writes what was held; admin
+//!    `ForwardTombstones` on the source sends late RESUMEs on.
 //!
 //! # Safety of client memory
 //!
