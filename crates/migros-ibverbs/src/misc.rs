@@ -193,7 +193,8 @@ pub extern "C" fn ibv_detach_mcast(
     libc::EOPNOTSUPP
 }
 
-/// Asynchronous events are not reported yet: fails with EAGAIN.
+/// Enhanced connection establishment (ECE) is not supported: EOPNOTSUPP,
+/// as rdma-core for a provider without `query_ece` / `set_ece`.
 #[no_mangle]
 pub extern "C" fn ibv_query_ece(_qp: *mut ibv_qp, _ece: *mut ibv_ece) -> libc::c_int {
     libc::EOPNOTSUPP
@@ -202,4 +203,31 @@ pub extern "C" fn ibv_query_ece(_qp: *mut ibv_qp, _ece: *mut ibv_ece) -> libc::c
 #[no_mangle]
 pub extern "C" fn ibv_set_ece(_qp: *mut ibv_qp, _ece: *mut ibv_ece) -> libc::c_int {
     libc::EOPNOTSUPP
+}
+
+/// A context from another process's command fd: there is none on migros
+/// (NULL, errno EOPNOTSUPP).
+#[no_mangle]
+pub extern "C" fn ibv_import_device(_cmd_fd: libc::c_int) -> *mut ibv_context {
+    set_errno(libc::EOPNOTSUPP);
+    core::ptr::null_mut()
+}
+
+/// Registered memory is plain process memory: a child's copy-on-write
+/// pages never hide it from the daemon, so fork protection is not needed
+/// (IBV_FORK_UNNEEDED, as rdma-core on a kernel with copy-on-fork).
+#[no_mangle]
+pub extern "C" fn ibv_is_fork_initialized() -> ibv_fork_status {
+    ibv_fork_status_IBV_FORK_UNNEEDED
+}
+
+/// No ordering promise beyond the verbs' (0: "not guaranteed"), as
+/// rdma-core for a provider without `query_qp_data_in_order`.
+#[no_mangle]
+pub extern "C" fn ibv_query_qp_data_in_order(
+    _qp: *mut ibv_qp,
+    _op: ibv_wr_opcode,
+    _flags: u32,
+) -> libc::c_int {
+    0
 }

@@ -4,7 +4,7 @@ use migros_verbs::{Access, Pd as VPd, RawMr};
 
 use crate::context::Ctx;
 use crate::sys::*;
-use crate::util::null_errno;
+use crate::util::{null_errno, set_errno};
 
 /// What a PD pointer points to.
 #[repr(C)]
@@ -112,3 +112,80 @@ pub unsafe extern "C" fn ibv_dereg_mr(mr: *mut ibv_mr) -> libc::c_int {
     drop(unsafe { Box::from_raw(mr.cast::<Mr>()) });
     0
 }
+
+/// `ibv_reg_mr_iova` (IBVERBS_1.7): the MR's remote address must be its
+/// virtual address, as for [`ibv_reg_mr_iova2`].
+#[no_mangle]
+pub unsafe extern "C" fn ibv_reg_mr_iova(
+    pd: *mut ibv_pd,
+    addr: *mut libc::c_void,
+    length: usize,
+    iova: u64,
+    access: libc::c_int,
+) -> *mut ibv_mr {
+    // SAFETY: same contract.
+    unsafe { ibv_reg_mr_iova2(pd, addr, length, iova, access as u32) }
+}
+
+/// Re-registration is not supported: as rdma-core with a provider without
+/// `rereg_mr`, no flags succeeds (nothing to do), anything else fails
+/// with IBV_REREG_MR_ERR_INPUT (-1) and errno EOPNOTSUPP.
+#[no_mangle]
+pub extern "C" fn ibv_rereg_mr(
+    mr: *mut ibv_mr,
+    flags: libc::c_int,
+    _pd: *mut ibv_pd,
+    _addr: *mut libc::c_void,
+    _length: usize,
+    _access: libc::c_int,
+) -> libc::c_int {
+    if mr.is_null() || flags & !7 != 0 {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    if flags == 0 {
+        return 0;
+    }
+    set_errno(libc::EOPNOTSUPP);
+    -1
+}
+
+/// dma-buf MRs are not supported: NULL, errno EOPNOTSUPP (rdma-core's
+/// answer for a provider without `reg_dmabuf_mr`).
+#[no_mangle]
+pub extern "C" fn ibv_reg_dmabuf_mr(
+    _pd: *mut ibv_pd,
+    _offset: u64,
+    _length: usize,
+    _iova: u64,
+    _fd: libc::c_int,
+    _access: libc::c_int,
+) -> *mut ibv_mr {
+    null_errno(libc::EOPNOTSUPP)
+}
+
+/// Objects are not shared between processes through a command fd:
+/// importing fails with EOPNOTSUPP, unimporting has nothing to do.
+#[no_mangle]
+pub extern "C" fn ibv_import_pd(_context: *mut ibv_context, _handle: u32) -> *mut ibv_pd {
+    null_errno(libc::EOPNOTSUPP)
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_unimport_pd(_pd: *mut ibv_pd) {}
+
+#[no_mangle]
+pub extern "C" fn ibv_import_mr(_pd: *mut ibv_pd, _handle: u32) -> *mut ibv_mr {
+    null_errno(libc::EOPNOTSUPP)
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_unimport_mr(_mr: *mut ibv_mr) {}
+
+#[no_mangle]
+pub extern "C" fn ibv_import_dm(_context: *mut ibv_context, _handle: u32) -> *mut ibv_dm {
+    null_errno(libc::EOPNOTSUPP)
+}
+
+#[no_mangle]
+pub extern "C" fn ibv_unimport_dm(_dm: *mut ibv_dm) {}
