@@ -9,6 +9,7 @@ use migros_verbs::Context;
 
 use crate::device::Device;
 use crate::events::Async;
+use crate::srq::SrqQps;
 use crate::sys::*;
 use crate::util::null_errno;
 use crate::{cq, cqx, device, qp, qpx};
@@ -23,6 +24,8 @@ pub(crate) struct Ctx {
     pub cqs: Mutex<BTreeMap<u32, usize>>,
     /// Asynchronous events and whether the daemon is gone.
     pub events: Arc<Async>,
+    /// The QPs taking receives from SRQs (their flush when the daemon dies).
+    pub srq_qps: SrqQps,
 }
 
 impl Ctx {
@@ -92,6 +95,7 @@ pub unsafe extern "C" fn ibv_open_device(device: *mut ibv_device) -> *mut ibv_co
         dev,
         cqs: Mutex::new(BTreeMap::new()),
         events,
+        srq_qps: SrqQps::default(),
     }));
     // SAFETY: `block` was just allocated; the context lives inside it.
     unsafe { &mut (*block).vctx.context }

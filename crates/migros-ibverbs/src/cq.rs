@@ -3,10 +3,11 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use migros_verbs::{CompChannel, Cq as VCq, WorkCompletion};
+use migros_verbs::{Cq as VCq, WorkCompletion};
 
+use crate::channel::Feed;
 use crate::context::{lock, Ctx};
 use crate::sys::*;
 use crate::util::{null_errno, set_errno};
@@ -26,8 +27,9 @@ pub(crate) struct Cq {
 /// What a completion channel pointer points to.
 #[repr(C)]
 struct Channel {
+    /// `fd` is the feed's eventfd.
     ch: ibv_comp_channel,
-    inner: CompChannel,
+    feed: Arc<Feed>,
     /// How many CQs report to the channel (see `stale`).
     cqs: AtomicUsize,
 }
@@ -48,22 +50,24 @@ pub unsafe extern "C" fn ibv_create_comp_channel(
     }
     // SAFETY: live context (contract).
     let ctx = unsafe { Ctx::from_ibv(context) };
-    match ctx.dev.create_comp_channel() {
-        Ok(inner) => {
-            let ch = ibv_comp_channel {
-                context,
-                fd: inner.fd(),
-                refcnt: 0,
-            };
-            Box::into_raw(Box::new(Channel {
-                ch,
-                inner,
-                cqs: AtomicUsize::new(0),
-            }))
-            .cast()
-        }
-        Err(e) => null_errno(e.errno()),
-    }
+    let feed = match ctx.dev.create_comp_channel() {
+        Ok(inner) => match Feed::start(inner) {
+            Ok(f) => f,
+            Err(e) => return null_errno(e),
+        },
+        Err(e) => return null_errno(e.errno()),
+    };
+    let ch = ibv_comp_channel {
+        context,
+        fd: feed.fd,
+        refcnt: 0,
+    };
+    Box::into_raw(Box::new(Channel {
+        ch,
+        feed,
+        cqs: AtomicUsize::new(0),
+    }))
+    .cast()
 }
 
 #[no_mangle]
@@ -71,8 +75,18 @@ pub unsafe extern "C" fn ibv_destroy_comp_channel(channel: *mut ibv_comp_channel
     if channel.is_null() {
         return libc::EINVAL;
     }
+    // SAFETY: a live channel (contract).
+    if unsafe { &*channel.cast::<Channel>() }
+        .cqs
+        .load(Ordering::Acquire)
+        > 0
+    {
+        // As libibverbs: a channel that CQs still report to stays.
+        return libc::EBUSY;
+    }
     // SAFETY: made by Box::into_raw in ibv_create_comp_channel, released once.
-    drop(unsafe { Box::from_raw(channel.cast::<Channel>()) });
+    let block = unsafe { Box::from_raw(channel.cast::<Channel>()) };
+    block.feed.stop();
     0
 }
 
@@ -89,7 +103,7 @@ pub unsafe extern "C" fn ibv_create_cq(
     }
     // SAFETY: live context and channel (contract).
     let ctx = unsafe { Ctx::from_ibv(context) };
-    let chan = (!channel.is_null()).then(|| unsafe { &(*channel.cast::<Channel>()).inner });
+    let chan = chan_block(channel).map(|c| &c.feed.inner);
     let inner = match ctx.dev.create_cq(cqe as u32, chan) {
         Ok(c) => c,
         Err(e) => return null_errno(e.errno()),
@@ -104,7 +118,9 @@ pub unsafe extern "C" fn ibv_create_cq(
     cq.cqe = inner.entries() as libc::c_int;
     crate::cqx::set_ops(&mut cq);
     if let Some(ch) = chan_block(channel) {
-        ch.cqs.fetch_add(1, Ordering::Relaxed);
+        ch.cqs.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the program's view of the count (`ibv_comp_channel.refcnt`).
+        unsafe { (*channel).refcnt += 1 };
     }
     let handle = inner.handle;
     let block = Box::into_raw(Box::new(Cq {
@@ -127,11 +143,20 @@ pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut ibv_cq) -> libc::c_int {
     let block = unsafe { Box::from_raw(cq.cast::<Cq>()) };
     // SAFETY: the CQ's context is open (contract).
     let ctx = unsafe { Ctx::from_ibv(block.cq.context) };
-    lock(&ctx.cqs).remove(&block.cq.handle);
+    // Under the registry's lock: a concurrent ibv_get_cq_event either has
+    // finished with the block or will not find it (its pending events are
+    // dropped). Unlike libibverbs this does not wait for the program to
+    // acknowledge the events it got (ibv_ack_cq_events): nothing here
+    // needs it, and a program that forgot would hang.
+    let mut cqs = lock(&ctx.cqs);
+    cqs.remove(&block.cq.handle);
     if let Some(ch) = chan_block(block.cq.channel) {
-        ch.cqs.fetch_sub(1, Ordering::Relaxed);
+        ch.cqs.fetch_sub(1, Ordering::AcqRel);
+        // SAFETY: as in ibv_create_cq.
+        unsafe { (*block.cq.channel).refcnt -= 1 };
     }
     drop(block);
+    drop(cqs);
     0
 }
 
@@ -159,11 +184,11 @@ pub(crate) unsafe extern "C" fn poll_cq(
     POLLED.with(|polled| {
         let mut polled = polled.borrow_mut();
         polled.clear();
-        match c.inner.poll(&mut polled, num_entries as usize) {
+        // SAFETY: the CQ's context is open (contract).
+        match unsafe { take(&c.inner, c.cq.context, &mut polled, num_entries as usize) } {
             // An empty CQ of a context whose daemon is gone stays empty.
-            // SAFETY: the CQ's context is open (contract).
-            Ok(0) if unsafe { Ctx::dead(c.cq.context) } => -libc::EIO,
-            Ok(n) => {
+            Ok((0, true)) => -libc::EIO,
+            Ok((n, _)) => {
                 for (i, w) in polled.iter().take(n).enumerate() {
                     // SAFETY: the caller's array holds num_entries ≥ n entries.
                     unsafe { *wc.add(i) = to_ibv_wc(w) };
@@ -173,6 +198,37 @@ pub(crate) unsafe extern "C" fn poll_cq(
             Err(e) => -e.errno(),
         }
     })
+}
+
+/// Takes up to `max` completions of CQ `inner` into `out`: the ring's
+/// (and, once the daemon is gone, migros-verbs' flushes of the QPs'
+/// queues), then on a dead context the flushes of the SRQ receives
+/// reported to this CQ (see `srq`). Accounts SRQ receives as it goes.
+/// Also says whether the context was dead before the poll: then a short
+/// count means the CQ is empty for good.
+///
+/// # Safety
+/// `context` must be the CQ's open context.
+pub(crate) unsafe fn take(
+    inner: &VCq,
+    context: *mut ibv_context,
+    out: &mut Vec<WorkCompletion>,
+    max: usize,
+) -> migros_verbs::Result<(usize, bool)> {
+    // SAFETY: the CQ's open context (caller).
+    let ctx = unsafe { Ctx::from_ibv(context) };
+    // Read first: the watcher marks the context dead only after
+    // migros-verbs knows the connection is lost, so this poll already
+    // hands out its flushes. (Reading it after the poll could see a death
+    // the poll did not, and end the CQ before its flushes.)
+    let dead = ctx.events.is_dead();
+    let start = out.len();
+    let n = inner.poll(out, max)?;
+    ctx.srq_qps.account(&out[start..]);
+    if n < max && dead {
+        return Ok((n + ctx.srq_qps.flush(inner.handle, out, max - n), true));
+    }
+    Ok((n, dead))
 }
 
 /// A completion in the C layout.
@@ -238,23 +294,25 @@ pub unsafe extern "C" fn ibv_get_cq_event(
     // SAFETY: a live channel (contract).
     let ch = unsafe { &*channel.cast::<Channel>() };
     loop {
-        let handle = match ch.inner.get_event() {
+        let handle = match ch.feed.next() {
             Ok(h) => h,
             Err(e) => {
-                set_errno(e.errno());
+                set_errno(e);
                 return -1;
             }
         };
         // SAFETY: the channel's context is open (contract).
         let ctx = unsafe { Ctx::from_ibv(ch.ch.context) };
-        let Some(&block) = lock(&ctx.cqs).get(&handle) else {
+        // Held until the block is no longer used: ibv_destroy_cq waits.
+        let cqs = lock(&ctx.cqs);
+        let Some(&block) = cqs.get(&handle) else {
             // An event for a CQ destroyed meanwhile.
             continue;
         };
         let block = block as *mut Cq;
         // SAFETY: a registered CQ block is live until ibv_destroy_cq
-        // removes it.
-        if ch.cqs.load(Ordering::Relaxed) == 1 && unsafe { stale(&*block) } {
+        // removes it under this lock.
+        if ch.cqs.load(Ordering::Acquire) == 1 && unsafe { stale(&*block) } {
             continue;
         }
         // SAFETY: as above; the out pointers are writable (contract).
@@ -299,9 +357,10 @@ pub unsafe extern "C" fn ibv_ack_cq_events(cq: *mut ibv_cq, nevents: libc::c_uin
     if cq.is_null() {
         return;
     }
-    // SAFETY: a live CQ; the counter is only informative here.
+    // SAFETY: a live CQ; the counter is only informative here (nothing
+    // waits for it, see ibv_destroy_cq).
     unsafe {
-        let c = &mut *cq.cast::<Cq>();
-        c.cq.comp_events_completed = c.cq.comp_events_completed.wrapping_add(nevents);
+        let n = core::ptr::addr_of_mut!((*cq).comp_events_completed);
+        *n = (*n).wrapping_add(nevents);
     }
 }

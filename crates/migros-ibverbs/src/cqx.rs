@@ -110,8 +110,9 @@ unsafe fn advance(cq: *mut ibv_cq_ex) -> libc::c_int {
     // fields are borrowed, the C fields are written through `cq`.
     let (inner, current) = unsafe { (&(*block).inner, &(*block).current) };
     let mut out = Vec::with_capacity(1);
-    match inner.poll(&mut out, 1) {
-        Ok(1) => {}
+    // SAFETY: the CQ's context is open (caller).
+    match unsafe { crate::cq::take(inner, (*cq).context, &mut out, 1) } {
+        Ok((1, _)) => {}
         Ok(_) => {
             *lock(current) = None;
             return libc::ENOENT;

@@ -3,7 +3,8 @@
 //! context dead and queues `IBV_EVENT_DEVICE_FATAL` on `async_fd` (an
 //! eventfd counting queued events, read by `ibv_get_async_event`). On a
 //! dead context, the work requests still outstanding complete with
-//! `IBV_WC_WR_FLUSH_ERR` (migros-verbs makes those completions), then
+//! `IBV_WC_WR_FLUSH_ERR` (migros-verbs makes those of the QPs' queues,
+//! the `srq` module those of receives posted to SRQs), then
 //! polling the empty CQ and posting fail with EIO, so programs stop
 //! instead of waiting for completions that never come.
 

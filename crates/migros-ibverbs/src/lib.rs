@@ -17,10 +17,11 @@
 //! - `events`: asynchronous events (a daemon that dies: IBV_EVENT_DEVICE_FATAL);
 //! - `context`: the context block, its `ibv_context_ops` and `verbs_context`
 //!   tables;
-//! - `mr`: PDs and MRs; `cq`: CQs and completion channels; `cqx`: the
+//! - `mr`: PDs and MRs; `cq`: CQs and completion channels (`channel`: the
+//!   descriptor programs wait on); `cqx`: the
 //!   extended CQ polling ops; `qp`: QPs, SRQs, AHs and the data path;
-//!   `qpx`: extended QPs and the `ibv_wr_*` ops; `misc`: strings and
-//!   small calls.
+//!   `qpx`: extended QPs and the `ibv_wr_*` ops; `srq`: SRQ receives
+//!   flushed when the daemon dies; `misc`: strings and small calls.
 //!
 //! The version nodes programs ask for (`IBVERBS_1.1`, …) are defined by a
 //! version script made from `versions.txt` by `build.rs`, which also makes
@@ -37,6 +38,7 @@
 #![allow(non_upper_case_globals)]
 
 mod abi;
+mod channel;
 mod context;
 mod cq;
 mod cqx;
@@ -46,6 +48,7 @@ mod misc;
 mod mr;
 mod qp;
 mod qpx;
+mod srq;
 #[allow(unsafe_op_in_unsafe_fn)]
 mod sys;
 mod util;

@@ -2,6 +2,7 @@
 //! `post_recv` and `post_srq_recv` are reached through the ops table.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use migros_verbs::{
     Access, AttrMask, Mtu, Qp as VQp, QpAttr, QpCap, QpInitAttr, QpState, QpType, RecvWr, SendData,
@@ -11,6 +12,7 @@ use migros_verbs::{
 use crate::context::Ctx;
 use crate::cq::cq;
 use crate::mr::pd;
+use crate::srq::SrqTrack;
 use crate::sys::*;
 use crate::util::{addr_of, gid_of, null_errno, set_errno};
 
@@ -29,6 +31,8 @@ pub(crate) struct Qp {
 struct Srq {
     srq: ibv_srq,
     inner: VSrq,
+    /// Posted receives not yet completed (flushed if the daemon dies).
+    track: Arc<SrqTrack>,
 }
 
 /// What an AH pointer points to.
@@ -102,6 +106,15 @@ pub unsafe extern "C" fn ibv_create_qp(
     q.state = ibv_qp_state_IBV_QPS_RESET;
     q.qp_type = a.qp_type;
     crate::qpx::set_ops(&mut qpx);
+    if !a.srq.is_null() {
+        // SAFETY: live context, SRQ and CQ (contract).
+        unsafe {
+            let track = &(*a.srq.cast::<Srq>()).track;
+            Ctx::from_ibv((*pd).context)
+                .srq_qps
+                .attach(inner.qpn, (*a.recv_cq).handle, track);
+        }
+    }
     Box::into_raw(Box::new(Qp {
         qpx,
         inner,
@@ -117,7 +130,13 @@ pub unsafe extern "C" fn ibv_destroy_qp(qp: *mut ibv_qp) -> libc::c_int {
         return libc::EINVAL;
     }
     // SAFETY: made by Box::into_raw in ibv_create_qp, released once.
-    drop(unsafe { Box::from_raw(qp.cast::<Qp>()) });
+    let block = unsafe { Box::from_raw(qp.cast::<Qp>()) };
+    let q = &block.qpx.qp_base;
+    if !q.srq.is_null() {
+        // SAFETY: the QP's context is open (contract).
+        unsafe { Ctx::from_ibv(q.context) }.srq_qps.detach(q.qp_num);
+    }
+    drop(block);
     0
 }
 
@@ -471,7 +490,10 @@ pub(crate) unsafe extern "C" fn post_srq_recv(
         return fail(libc::EIO, wr, bad_wr);
     }
     match s.inner.post_recv(&wrs) {
-        Ok(()) => 0,
+        Ok(()) => {
+            s.track.post(wrs.iter().map(|w| w.wr_id));
+            0
+        }
         Err(e) => fail(e.errno(), wr, bad_wr),
     }
 }
@@ -502,7 +524,8 @@ pub unsafe extern "C" fn ibv_create_srq(
     srq.srq_context = a.srq_context;
     srq.pd = pd;
     srq.handle = inner.handle;
-    Box::into_raw(Box::new(Srq { srq, inner })).cast()
+    let track = SrqTrack::new(inner.entries());
+    Box::into_raw(Box::new(Srq { srq, inner, track })).cast()
 }
 
 #[no_mangle]

@@ -8,7 +8,10 @@
 //! context knows its connection is lost, a CQ whose ring is empty hands
 //! out, once, a `WrFlushErr` completion for every WR still recorded on
 //! the QPs it serves (QPs by number, each queue in posting order), then
-//! nothing more. Receives posted to an SRQ are not tracked.
+//! nothing more. Receives posted to an SRQ are not tracked here: the C
+//! library (migros-ibverbs, its `srq` module) records and flushes them
+//! itself; doing it here would need `Srq::post_recv` to record them and
+//! `Qp::create` to tie an SRQ's record to the QP's receive CQ.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
