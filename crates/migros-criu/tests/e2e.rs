@@ -2,9 +2,12 @@
 //! exchanging RDMA traffic with a peer process on a third daemon is
 //! dumped by `criu dump` from daemon A and restored by `criu restore`
 //! attached to daemon B (`MIGROS_RESTORE_SOCKET_DIR`): the traffic goes on
-//! byte-exact and the peer only pauses. A dump that fails (injected in the
-//! plugin, or CRIU killed in the middle) leaves the app running on A; a
-//! corrupt image fails the restore with a clear message.
+//! byte-exact and the peer only pauses; a restored process moves again
+//! (B to D). A dump that fails (injected in the plugin, or CRIU killed in
+//! the middle) or leaves the task running (`--leave-running`) leaves the
+//! app running on A; a corrupt image fails the restore with a clear
+//! message. (`criu pre-dump` is not tested: it needs soft-dirty memory
+//! tracking, which this machine lacks.)
 //!
 //! Daemons on 127.0.0.181..189, a temporary socket directory per daemon
 //! (each device is `rxe0`). Needs root and `criu`; skipped otherwise.
@@ -153,22 +156,39 @@ impl World {
     }
 
     fn dump(&self, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+        self.dump_with(&self.images, &[], env)
+    }
+
+    /// `criu dump` of the app into `images` with `extra` options.
+    fn dump_with(
+        &self,
+        images: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (std::process::ExitStatus, String) {
+        std::fs::create_dir_all(images).unwrap();
         let pid = self.app_pid.to_string();
-        criu(
-            &["dump", "-t", &pid],
-            &self.images,
-            &self.plugins,
-            "dump.log",
-            env,
-        )
+        let mut args = vec!["dump", "-t", &pid];
+        args.extend_from_slice(extra);
+        criu(&args, images, &self.plugins, "dump.log", env)
     }
 
     /// Restores the app onto daemon `to`.
     fn restore(&self, to: &str, log: &str) -> (std::process::ExitStatus, String) {
+        self.restore_from(&self.images, to, log)
+    }
+
+    /// Restores the app from `images` onto daemon `to`.
+    fn restore_from(
+        &self,
+        images: &Path,
+        to: &str,
+        log: &str,
+    ) -> (std::process::ExitStatus, String) {
         let dir = self.dir_str(to);
         criu(
             &["restore", "-d"],
-            &self.images,
+            images,
             &self.plugins,
             log,
             &[
@@ -474,4 +494,86 @@ fn a_corrupt_session_image_fails_the_restore_and_a_good_one_restores() {
     );
     w.wait_rounds(ROUNDS);
     w.stop_and_check(true);
+}
+
+#[test]
+fn a_restored_process_moves_again() {
+    let _serial = serial();
+    if !can_run_e2e() {
+        return;
+    }
+    let mut w = World::start(
+        &[
+            ("a", "127.0.0.181"),
+            ("b", "127.0.0.182"),
+            ("d", "127.0.0.184"),
+            ("c", "127.0.0.183"),
+        ],
+        "a",
+        "c",
+    );
+    let pid = w.app_pid;
+    let first = w.tmp.path().join("images-1");
+    let second = w.tmp.path().join("images-2");
+    let a = w.dir_str("a");
+    let (status, log) = w.dump_with(&first, &[], &[("MIGROS_CRIU_SOCKET_DIRS", &a)]);
+    assert!(status.success(), "first dump failed:\n{log}\n{}", w.logs());
+    w.reap_dumped_app();
+    let (status, log) = w.restore_from(&first, "b", "restore.log");
+    assert!(
+        status.success(),
+        "first restore failed:\n{log}\n{}",
+        w.logs()
+    );
+    w.wait_rounds(ROUNDS);
+
+    // The restored process is ours (subreaper); CRIU finds its new sockets
+    // by the inodes the plugin gave the daemon at restore.
+    let b = w.dir_str("b");
+    let (status, log) = w.dump_with(&second, &[], &[("MIGROS_CRIU_SOCKET_DIRS", &b)]);
+    assert!(status.success(), "second dump failed:\n{log}\n{}", w.logs());
+    assert!(log.contains(": Session of session") && log.contains(": Channel("));
+    assert_eq!(reap(pid, WAIT), Some(Ended::Signaled(libc::SIGKILL)));
+    let (status, log) = w.restore_from(&second, "d", "restore.log");
+    assert!(
+        status.success(),
+        "second restore failed:\n{log}\n{}",
+        w.logs()
+    );
+    w.wait_rounds(ROUNDS);
+    assert!(w.status("d").sessions.iter().any(|s| s.pid == pid as u32));
+    let peer_qp = w.peer_qp("c");
+    assert_eq!(
+        peer_qp.dest.map(|d| d.0),
+        Some("127.0.0.184".parse().unwrap())
+    );
+    assert!(peer_qp.counters.resumes >= 2, "{peer_qp:?}");
+    let rounds = w.stop_and_check(true);
+    assert!(rounds >= 3 * ROUNDS);
+}
+
+#[test]
+fn a_dump_with_leave_running_rolls_back_and_the_app_runs_on() {
+    let _serial = serial();
+    if !can_run_e2e() {
+        return;
+    }
+    let mut w = World::start(&[("a", "127.0.0.185"), ("c", "127.0.0.186")], "a", "c");
+    let a = w.dir_str("a");
+    let images = w.images.clone();
+    let (status, log) = w.dump_with(
+        &images,
+        &["--leave-running"],
+        &[("MIGROS_CRIU_SOCKET_DIRS", &a)],
+    );
+    assert!(
+        status.success(),
+        "criu dump -R failed:\n{log}\n{}",
+        w.logs()
+    );
+    assert!(log.contains("migros-criu: exit (stage 0, ret 0)"));
+    // The daemon sees the process run with its connection open: it rolls back.
+    w.wait_rounds(ROUNDS);
+    let rounds = w.stop_and_check(false);
+    assert!(rounds >= 2 * ROUNDS);
 }
