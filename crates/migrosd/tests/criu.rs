@@ -38,6 +38,13 @@ const CHILD_ENV: &str = "MIGROSD_CRIU_CHILD_DIR";
 const MSG: usize = 64;
 const SLOTS: u32 = 16;
 const TOTAL: u32 = 1500;
+/// SENDs the peer streams back (paced by what it received).
+const PEER_TOTAL: u32 = 500;
+const PEER_WINDOW: u32 = 4;
+/// Receive slots on either side.
+const RECV_SLOTS: u64 = 32;
+/// Tags the child's receive WR ids.
+const RECV_TAG: u64 = 1 << 32;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn skip() -> bool {
@@ -51,6 +58,11 @@ fn skip() -> bool {
 /// Byte `k` of message `seq`: every byte checked, none the same twice in a row.
 fn pattern(seq: u32, k: usize) -> u8 {
     (seq.wrapping_mul(131).wrapping_add(k as u32 * 7) ^ (seq >> 8)) as u8
+}
+
+/// Byte `k` of the peer's message `seq`.
+fn peer_pattern(seq: u32, k: usize) -> u8 {
+    pattern(seq ^ 0x5a5a, k) ^ 0xa5
 }
 
 const ALL_ACCESS: Access =
@@ -152,6 +164,16 @@ fn criu_child_role() {
     let cq = ctx.create_cq(256, Some(&ch)).expect("cq");
     let qp = rc_qp(&pd, &cq);
     let mut mr = pd.alloc_mr(SLOTS as usize * MSG, ALL_ACCESS).expect("mr");
+    let inbox = pd
+        .alloc_mr(RECV_SLOTS as usize * MSG, ALL_ACCESS)
+        .expect("mr");
+    let post_recv = |slot: u64| {
+        qp.post_recv(&[RecvWr {
+            wr_id: RECV_TAG | slot,
+            sges: vec![inbox.sge(slot as usize * MSG, MSG)],
+        }])
+        .expect("post recv")
+    };
     println!(
         "CHILD {} {} {}",
         qp.qpn,
@@ -165,6 +187,9 @@ fn criu_child_role() {
     let rqpn: Qpn = it.next().unwrap().parse().unwrap();
     let raddr: IpAddr = it.next().unwrap().parse().unwrap();
     connect_rc(&qp, rqpn, raddr);
+    for slot in 0..RECV_SLOTS {
+        post_recv(slot);
+    }
     // The plugin's stand-in: restores the sockets when told to.
     std::thread::spawn(|| {
         for line in std::io::stdin().lock().lines().map_while(|l| l.ok()) {
@@ -180,12 +205,13 @@ fn criu_child_role() {
     println!("CHILD READY");
     std::io::stdout().flush().unwrap();
 
-    // Numbered SENDs, 16 in flight, each completion checked in order. No
-    // printing in here: the thread may be frozen holding stdout's lock.
-    let (mut next, mut acked) = (0u32, 0u32);
+    // Numbered SENDs, 16 in flight, each completion checked in order; the
+    // peer's SENDs checked byte by byte. No printing in here: the thread
+    // may be frozen holding stdout's lock.
+    let (mut next, mut acked, mut got) = (0u32, 0u32, 0u32);
     let mut wcs = Vec::new();
     let start = Instant::now();
-    while acked < TOTAL {
+    while acked < TOTAL || got < PEER_TOTAL {
         assert!(start.elapsed() < WAIT * 2, "stalled at {acked}");
         while next < TOTAL && next - acked < SLOTS {
             let off = (next % SLOTS) as usize * MSG;
@@ -199,6 +225,20 @@ fn criu_child_role() {
         wcs.clear();
         cq.poll(&mut wcs, 32).expect("poll");
         for wc in &wcs {
+            if wc.opcode == WcOpcode::Recv {
+                assert_eq!(wc.status, WcStatus::Success);
+                let slot = wc.wr_id & !RECV_TAG;
+                let off = slot as usize * MSG;
+                let want: Vec<u8> = (0..MSG).map(|k| peer_pattern(got, k)).collect();
+                assert_eq!(
+                    &inbox.as_slice()[off..off + MSG],
+                    &want[..],
+                    "peer message {got}"
+                );
+                got += 1;
+                post_recv(slot);
+                continue;
+            }
             assert_eq!((wc.status, wc.wr_id), (WcStatus::Success, u64::from(acked)));
             acked += 1;
         }
@@ -216,7 +256,7 @@ fn criu_child_role() {
     cq.poll(&mut wcs, 4).expect("poll");
     assert_eq!(wcs.len(), 1);
     assert_eq!(wcs[0].status, WcStatus::Success);
-    println!("CHILD DONE {} {}", acked, ctx.session());
+    println!("CHILD DONE {} {} {}", acked, got, ctx.session());
     std::io::stdout().flush().unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
@@ -317,6 +357,8 @@ struct Setup {
     tid: i32,
     child_qpn: Qpn,
     received: u32,
+    peer_sent: u32,
+    peer_acked: u32,
     a: Daemon,
     b: Option<Daemon>,
     _c: Daemon,
@@ -375,9 +417,15 @@ fn setup(base: u8, with_b: bool) -> Setup {
     let pd = peer_ctx.alloc_pd().unwrap();
     let peer_cq = peer_ctx.create_cq(256, None).unwrap();
     let peer_qp = rc_qp(&pd, &peer_cq);
-    let peer_mr = pd.alloc_mr(32 * MSG, ALL_ACCESS).unwrap();
+    // Receive slots, then the send window.
+    let peer_mr = pd
+        .alloc_mr(
+            (RECV_SLOTS + u64::from(PEER_WINDOW)) as usize * MSG,
+            ALL_ACCESS,
+        )
+        .unwrap();
     connect_rc(&peer_qp, child_qpn, child_addr);
-    for slot in 0..32u64 {
+    for slot in 0..RECV_SLOTS {
         peer_qp
             .post_recv(&[RecvWr {
                 wr_id: slot,
@@ -403,13 +451,15 @@ fn setup(base: u8, with_b: bool) -> Setup {
         peer_qp,
         peer_mr,
         received: 0,
+        peer_sent: 0,
+        peer_acked: 0,
     }
 }
 
 impl Setup {
-    /// Receives (and checks byte by byte) until `upto` messages arrived.
+    /// Receives (and checks byte by byte) until `upto` messages arrived,
+    /// sending the peer's stream along (paced by what arrived).
     fn receive(&mut self, upto: u32) {
-        let mut wcs = Vec::new();
         let start = Instant::now();
         while self.received < upto {
             assert!(
@@ -417,36 +467,76 @@ impl Setup {
                 "stalled at {} of {upto}",
                 self.received
             );
-            wcs.clear();
-            self.peer_cq.poll(&mut wcs, 32).unwrap();
-            for wc in &wcs {
-                assert_eq!(wc.status, WcStatus::Success, "{wc:?}");
-                let off = wc.wr_id as usize * MSG;
-                let got = &self.peer_mr.as_slice()[off..off + MSG];
-                let want: Vec<u8> = (0..MSG).map(|k| pattern(self.received, k)).collect();
-                assert_eq!(got, &want[..], "message {}", self.received);
-                self.received += 1;
-                self.peer_qp
-                    .post_recv(&[RecvWr {
-                        wr_id: wc.wr_id,
-                        sges: vec![self.peer_mr.sge(off, MSG)],
-                    }])
-                    .unwrap();
-            }
-            if wcs.is_empty() {
+            let limit = (self.received / 3 + PEER_WINDOW).min(PEER_TOTAL);
+            if self.poll_peer(limit) == 0 {
                 std::thread::sleep(Duration::from_micros(50));
             }
         }
     }
 
-    /// Nothing arrives for `d` (the child's QP is stopped).
-    fn nothing_arrives(&mut self, d: Duration) {
-        let before = self.received;
-        std::thread::sleep(d);
+    /// Posts the peer's SENDs up to number `limit` (window permitting) and
+    /// handles its completions; returns how many there were.
+    fn poll_peer(&mut self, limit: u32) -> usize {
+        while self.peer_sent < limit && self.peer_sent - self.peer_acked < PEER_WINDOW {
+            let seq = self.peer_sent;
+            let off = (RECV_SLOTS as usize + (seq % PEER_WINDOW) as usize) * MSG;
+            for (k, b) in self.peer_mr.as_mut_slice()[off..off + MSG]
+                .iter_mut()
+                .enumerate()
+            {
+                *b = peer_pattern(seq, k);
+            }
+            self.peer_qp
+                .post_send(&[send_wr(u64::from(seq), self.peer_mr.sge(off, MSG))])
+                .unwrap();
+            self.peer_sent += 1;
+        }
         let mut wcs = Vec::new();
         self.peer_cq.poll(&mut wcs, 32).unwrap();
-        assert!(wcs.is_empty(), "{} arrived while paused", wcs.len());
-        assert_eq!(self.received, before);
+        for wc in &wcs {
+            if wc.opcode != WcOpcode::Recv {
+                assert_eq!(
+                    (wc.status, wc.wr_id),
+                    (WcStatus::Success, u64::from(self.peer_acked)),
+                    "{wc:?}"
+                );
+                self.peer_acked += 1;
+                continue;
+            }
+            assert_eq!(wc.status, WcStatus::Success, "{wc:?}");
+            let off = wc.wr_id as usize * MSG;
+            let got = &self.peer_mr.as_slice()[off..off + MSG];
+            let want: Vec<u8> = (0..MSG).map(|k| pattern(self.received, k)).collect();
+            assert_eq!(got, &want[..], "message {}", self.received);
+            self.received += 1;
+            self.peer_qp
+                .post_recv(&[RecvWr {
+                    wr_id: wc.wr_id,
+                    sges: vec![self.peer_mr.sge(off, MSG)],
+                }])
+                .unwrap();
+        }
+        wcs.len()
+    }
+
+    /// Nothing arrives for `d` (the child's QP is stopped), and nothing
+    /// the peer sends meanwhile completes (it gets the pause NAK).
+    fn nothing_arrives(&mut self, d: Duration) {
+        // What was on the wire before the pause lands first.
+        let settle = Instant::now() + Duration::from_millis(30);
+        while Instant::now() < settle {
+            self.poll_peer(self.peer_sent);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (before, acked) = (self.received, self.peer_acked);
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            self.poll_peer(PEER_TOTAL);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(self.received, before, "arrived while paused");
+        assert_eq!(self.peer_acked, acked, "acknowledged while paused");
+        assert!(self.peer_sent > self.peer_acked);
     }
 
     fn line(&self, want: &str) -> String {
@@ -481,18 +571,34 @@ impl Setup {
     }
 
     /// The peer's QP only paused: still in RTS, no error completion (every
-    /// one was checked), and it heard the RESUME.
+    /// one was checked), it got the pause NAK and heard the RESUME.
     fn peer_only_paused(&self) {
         assert_eq!(self.peer_qp.query().unwrap().qp_state, QpState::Rts);
         let (_, qps) = self.peer_ctx.stats().unwrap();
         let (_, counters) = qps.iter().find(|(q, _)| *q == self.peer_qp.qpn).unwrap();
+        assert!(counters.pauses >= 1, "{counters:?}");
         assert!(counters.resumes >= 1, "{counters:?}");
     }
 
+    /// Both streams complete, checked on both sides.
     fn finish(&mut self) {
         self.receive(TOTAL + 1);
+        let start = Instant::now();
+        while self.peer_acked < PEER_TOTAL {
+            assert!(
+                start.elapsed() < WAIT,
+                "peer stalled at {}",
+                self.peer_acked
+            );
+            if self.poll_peer(PEER_TOTAL) == 0 {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
         let done = self.line("DONE");
-        assert!(done.starts_with(&format!("DONE {TOTAL} ")), "{done}");
+        assert!(
+            done.starts_with(&format!("DONE {TOTAL} {PEER_TOTAL} ")),
+            "{done}"
+        );
     }
 }
 
