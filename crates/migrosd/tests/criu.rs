@@ -800,6 +800,53 @@ fn check_identifiers_refuses_a_collision() {
         a.admin(&AdminRequest::Identifiers { pid: 1 }),
         AdminResponse::Identifiers(vec![])
     );
+    checkpoint_drains_requests_and_holds_answers(&a, c, session);
+}
+
+/// Paused, the answers to this process's requests are held; Checkpoint
+/// handles what it sent and returns the held answers as the outbox. This
+/// process is running, so the watchdog then rolls back by itself and the
+/// answers arrive.
+fn checkpoint_drains_requests_and_holds_answers(a: &Daemon, mut c: common::Client, session: u64) {
+    let me = std::process::id();
+    assert_eq!(
+        a.admin(&AdminRequest::Pause { pid: me }),
+        AdminResponse::Paused { sessions: 1 }
+    );
+    c.send(&Request::AllocPd);
+    c.send(&Request::QueryDevice);
+    // Paused (no watchdog yet): nothing is written to the socket.
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(std::io::Read::read(&mut c.stream, &mut byte).is_err());
+    let images = match a.admin(&AdminRequest::Checkpoint { pid: me }) {
+        AdminResponse::Checkpointed(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].session, session);
+    assert!(images[0].qpns.is_empty());
+    let mut outbox = &images[0].outbox[..];
+    let pd = match frame::read::<Response>(&mut outbox).unwrap() {
+        Response::Pd { pd } => pd,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        frame::read::<Response>(&mut outbox).unwrap(),
+        Response::Device(_)
+    ));
+    assert!(outbox.is_empty());
+    // Rolled back by the watchdog: the held answers arrive, in order.
+    c.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert_eq!(c.recv(), Response::Pd { pd });
+    assert!(matches!(c.recv(), Response::Device(_)));
+    assert_eq!(
+        a.admin(&AdminRequest::Resume { pid: me }),
+        AdminResponse::Resumed { sessions: 0 }
+    );
+    assert_eq!(c.request(&Request::DeallocPd { pd }), Response::Ok);
 }
 
 #[test]
