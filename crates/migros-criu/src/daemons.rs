@@ -18,9 +18,11 @@ pub const SOCKET_DIRS_ENV: &str = "MIGROS_CRIU_SOCKET_DIRS";
 /// Subdirectories of this one hold the sockets of `migros` nodes.
 const NODES_DIR: &str = "/run/migros/nodes";
 const ADMIN_SUFFIX: &str = ".admin.sock";
-/// How long a daemon may take to answer one admin request (a checkpoint of
-/// many QPs included).
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a daemon may take to answer a checkpoint (of many QPs).
+const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a daemon may take to answer anything else (CRIU's own freeze
+/// timeout is 10 s by default).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Every admin socket: `*.admin.sock` in `$MIGROS_SOCKET_DIR`,
 /// `$MIGROS_RESTORE_SOCKET_DIR`, `/run/migros` and each directory under
@@ -48,6 +50,22 @@ pub fn admin_sockets() -> Vec<PathBuf> {
         found.extend(admin_sockets_in(&dir));
     }
     found.into_iter().collect()
+}
+
+/// The directories [`admin_sockets`] searches, for messages.
+pub fn searched() -> String {
+    if let Some(list) = std::env::var_os(SOCKET_DIRS_ENV).filter(|v| !v.is_empty()) {
+        return list.to_string_lossy().into_owned();
+    }
+    let mut dirs: Vec<String> = [SOCKET_DIR_ENV, RESTORE_SOCKET_DIR_ENV]
+        .iter()
+        .filter_map(std::env::var_os)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect();
+    dirs.push(DEFAULT_SOCKET_DIR.to_owned());
+    dirs.push(format!("{NODES_DIR}/*"));
+    dirs.join(", ")
 }
 
 fn admin_sockets_in(dir: &Path) -> Vec<PathBuf> {
@@ -87,10 +105,20 @@ pub fn ask(sock: &Path, req: &AdminRequest) -> Result<AdminResponse, AskError> {
         _ => AskError::Failed(format!("connect: {e}")),
     })?;
     let failed = |e: &dyn std::fmt::Display| AskError::Failed(e.to_string());
-    s.set_read_timeout(Some(ADMIN_TIMEOUT))
-        .map_err(|e| failed(&e))?;
-    s.set_write_timeout(Some(ADMIN_TIMEOUT))
-        .map_err(|e| failed(&e))?;
+    let timeout = match req {
+        AdminRequest::Checkpoint { .. } => CHECKPOINT_TIMEOUT,
+        _ => ADMIN_TIMEOUT,
+    };
+    s.set_read_timeout(Some(timeout)).map_err(|e| failed(&e))?;
+    s.set_write_timeout(Some(timeout)).map_err(|e| failed(&e))?;
     frame::write(&mut s, req).map_err(|e| failed(&e))?;
     frame::read(&mut s).map_err(|e| failed(&e))
+}
+
+/// Whether the daemon at `sock` says (in its status) that it has no
+/// session of `pid`: then its failure to pause or resume `pid` does not
+/// concern us (an older daemon without these requests, say).
+pub fn has_nothing_of(sock: &Path, pid: u32) -> bool {
+    matches!(ask(sock, &AdminRequest::Status),
+        Ok(AdminResponse::Status(st)) if st.sessions.iter().all(|s| s.pid != pid))
 }

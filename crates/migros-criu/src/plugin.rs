@@ -192,7 +192,7 @@ pub fn pause_devices(pid: c_int) -> HookResult<()> {
     let mut answered = Vec::new();
     let mut errors = Vec::new();
     for sock in socks {
-        match daemons::ask(&sock, &AdminRequest::Pause { pid: pid as u32 }) {
+        let error = match daemons::ask(&sock, &AdminRequest::Pause { pid: pid as u32 }) {
             Ok(AdminResponse::Paused { sessions }) => {
                 if sessions > 0 {
                     log!(
@@ -201,18 +201,22 @@ pub fn pause_devices(pid: c_int) -> HookResult<()> {
                     );
                 }
                 answered.push((sock, sessions));
+                continue;
             }
-            Err(AskError::Gone(_)) => {}
-            Ok(other) => {
-                errors.push(format!("{}: {}", sock.display(), describe(&other)));
-                // It may hold something of the task: roll it back too.
-                answered.push((sock, 0));
-            }
-            Err(e) => {
-                errors.push(format!("{}: {e}", sock.display()));
-                answered.push((sock, 0));
-            }
+            Err(AskError::Gone(_)) => continue,
+            Ok(other) => describe(&other),
+            Err(e) => e.to_string(),
+        };
+        if daemons::has_nothing_of(&sock, pid as u32) {
+            log_warn!(
+                "ignoring {}, which has no session of pid {pid}: pause: {error}",
+                sock.display()
+            );
+            continue;
         }
+        errors.push(format!("{}: {error}", sock.display()));
+        // It may hold something of the task: roll it back too.
+        answered.push((sock, 0));
     }
     with_dump(|d| d.paused.insert(pid, answered));
     if !errors.is_empty() {
@@ -299,6 +303,16 @@ pub fn checkpoint_devices(pid: c_int) -> HookResult<()> {
 pub fn dump_unix_sk(fd: RawFd, id: c_int) -> HookResult<bool> {
     let ino = id as u32 as u64;
     let Some(claim) = with_dump(|d| d.claims.get(&ino).cloned()) else {
+        if let Some(peer) = sock::peer_path(fd).filter(|p| p.ends_with(".sock")) {
+            log_warn!(
+                "socket {ino} is connected to {peer}, but no migros daemon reported it in \
+                 a checkpoint: if that is a migros device, its admin socket is not in the \
+                 searched directories ({}; {} overrides them) or the daemon does not know \
+                 this socket",
+                daemons::searched(),
+                daemons::SOCKET_DIRS_ENV
+            );
+        }
         return Ok(false);
     };
     let err = |what: &str, e: &dyn std::fmt::Display| {
@@ -434,7 +448,7 @@ pub fn restore_unix_sk(id: c_int) -> HookResult<Option<RawFd>> {
 pub fn resume_devices_late(pid: c_int) -> HookResult<()> {
     let mut errors = Vec::new();
     for sock in daemons::admin_sockets() {
-        match daemons::ask(&sock, &AdminRequest::Resume { pid: pid as u32 }) {
+        let error = match daemons::ask(&sock, &AdminRequest::Resume { pid: pid as u32 }) {
             Ok(AdminResponse::Resumed { sessions }) => {
                 if sessions > 0 {
                     log!(
@@ -442,11 +456,20 @@ pub fn resume_devices_late(pid: c_int) -> HookResult<()> {
                         sock.display()
                     );
                 }
+                continue;
             }
-            Err(AskError::Gone(_)) => {}
-            Ok(other) => errors.push(format!("{}: {}", sock.display(), describe(&other))),
-            Err(e) => errors.push(format!("{}: {e}", sock.display())),
+            Err(AskError::Gone(_)) => continue,
+            Ok(other) => describe(&other),
+            Err(e) => e.to_string(),
+        };
+        if daemons::has_nothing_of(&sock, pid as u32) {
+            log_warn!(
+                "ignoring {}, which has no session of pid {pid}: resume: {error}",
+                sock.display()
+            );
+            continue;
         }
+        errors.push(format!("{}: {error}", sock.display()));
     }
     if !errors.is_empty() {
         return Err(fail(

@@ -97,6 +97,27 @@ pub fn inode(fd: RawFd) -> io::Result<u64> {
     Ok(st.st_ino)
 }
 
+/// The path of the socket `fd` is connected to (for a connection to a
+/// daemon: its listening socket); `None` if unnamed or not a unix socket.
+pub fn peer_path(fd: RawFd) -> Option<String> {
+    // SAFETY: getpeername into a zeroed sockaddr_un of the given length.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: as above.
+    if unsafe { libc::getpeername(fd, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len) } < 0
+        || addr.sun_family != libc::AF_UNIX as libc::sa_family_t
+    {
+        return None;
+    }
+    let n = (len as usize).saturating_sub(std::mem::size_of::<libc::sa_family_t>());
+    let bytes: Vec<u8> = addr.sun_path[..n.min(addr.sun_path.len())]
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&b| b != 0)
+        .collect();
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// A blocking connection to `path` with a bounded handshake; call
 /// [`finish_handshake`] before handing it to the process.
 pub fn connect(path: &str) -> io::Result<UnixStream> {
@@ -186,5 +207,15 @@ mod tests {
         let (fl2, fdfl2) = fd_flags(a.as_raw_fd()).unwrap();
         assert_eq!((fl2 & libc::O_NONBLOCK, fdfl2), (0, 0));
         assert!(inode(a.as_raw_fd()).unwrap() > 0);
+        assert_eq!(peer_path(a.as_raw_fd()), None);
+    }
+
+    #[test]
+    fn peer_path_names_the_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let s = UnixStream::connect(&path).unwrap();
+        assert_eq!(peer_path(s.as_raw_fd()).as_deref(), path.to_str());
     }
 }

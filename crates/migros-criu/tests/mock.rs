@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use migros_criu::image;
-use migros_proto::admin::{AdminRequest, AdminResponse, SessionImage};
+use migros_proto::admin::{AdminRequest, AdminResponse, DaemonStatus, SessionImage};
 use migros_proto::frame;
 use migros_proto::msg::{DeviceInfo, Request, Response};
 use migros_proto::verbs::Mtu;
@@ -76,6 +76,9 @@ struct Conn {
 #[derive(Default)]
 struct State {
     pid: u32,
+    /// The checkpoint names another socket than the process's (so the
+    /// plugin does not claim it).
+    wrong_inode: bool,
     conns: Vec<Conn>,
     admin: Vec<AdminRequest>,
     /// Hello's inode of the first connection.
@@ -105,6 +108,14 @@ impl Fake {
             for s in admin.incoming() {
                 let st = st.clone();
                 std::thread::spawn(move || serve_admin(s.unwrap(), st));
+            }
+        });
+        // A daemon of an older version, without the CRIU requests and
+        // without sessions: the plugin must not fail because of it.
+        let old = UnixListener::bind(dir.join("old.admin.sock")).unwrap();
+        std::thread::spawn(move || {
+            for s in old.incoming() {
+                std::thread::spawn(move || serve_old_admin(s.unwrap()));
             }
         });
         Fake {
@@ -187,7 +198,7 @@ fn serve_admin(mut s: UnixStream, st: Arc<Mutex<State>>) {
                         Some(Request::Hello { path, .. }) => path.clone(),
                         _ => unreachable!("the first connection said Hello"),
                     },
-                    inode: g.inode,
+                    inode: g.inode + u64::from(g.wrong_inode),
                     channels: vec![],
                     objects: OBJECTS.to_vec(),
                     outbox: frames(SENT..TOTAL),
@@ -211,6 +222,27 @@ fn serve_admin(mut s: UnixStream, st: Arc<Mutex<State>>) {
             },
         };
         drop(g);
+        frame::write(&mut s, &resp).unwrap();
+    }
+}
+
+fn serve_old_admin(mut s: UnixStream) {
+    while let Ok(req) = frame::read::<AdminRequest>(&mut s) {
+        let resp = match req {
+            AdminRequest::Status => AdminResponse::Status(DaemonStatus {
+                version: 1,
+                device: device(),
+                pid: 1,
+                uptime_secs: 1,
+                sessions: vec![],
+                counters: Default::default(),
+                tombstones: vec![],
+            }),
+            _ => AdminResponse::Error {
+                errno: libc::ENOSYS,
+                message: "not supported yet".into(),
+            },
+        };
         frame::write(&mut s, &resp).unwrap();
     }
 }
@@ -317,6 +349,7 @@ fn dump_and_restore_replay_every_unread_byte_once() {
             "migros-criu: init (stage 0: dump)",
             &format!("migros-criu: PAUSE_DEVICES pid {pid}"),
             &format!("migros-criu: paused 1 session(s) of pid {pid}"),
+            &format!("old.admin.sock, which has no session of pid {pid}: pause: not supported yet"),
             &format!("migros-criu: CHECKPOINT_DEVICES pid {pid}"),
             &format!("migros-criu: checkpointed session {SESSION:#x} of pid {pid}"),
             "migros-criu: DUMP_UNIX_SK fd",
@@ -351,6 +384,9 @@ fn dump_and_restore_replay_every_unread_byte_once() {
             &format!("migros-criu: restored session {SESSION:#x} of pid {pid}"),
             &format!("migros-criu: RESUME_DEVICES_LATE pid {pid}"),
             &format!("migros-criu: resumed 1 session(s) of pid {pid}"),
+            &format!(
+                "old.admin.sock, which has no session of pid {pid}: resume: not supported yet"
+            ),
             "migros-criu: exit (stage 2, ret 0)",
         ],
     );
@@ -489,5 +525,35 @@ fn a_corrupt_image_fails_the_restore_clearly_and_a_good_one_still_restores() {
         "{}",
         s.child_log()
     );
+    assert_eq!(s.got(), (0..TOTAL).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_daemon_socket_nobody_claims_fails_the_dump_with_a_hint() {
+    let _serial = serial();
+    if !can_run() {
+        return;
+    }
+    let mut s = setup(1);
+    s.fake.with(|st| st.wrong_inode = true);
+    let (status, log) = s.dump(&[]);
+    assert!(
+        !status.success(),
+        "criu dump succeeded with an unclaimed socket"
+    );
+    let inode = s.fake.with(|st| st.inode);
+    assert_in_order(
+        &log,
+        &[
+            &format!(
+                "migros-criu: warning: socket {inode} is connected to {}, but no migros daemon reported it",
+                s.fake.sock()
+            ),
+            "migros-criu: dump did not complete: rolled back 1 session(s)",
+        ],
+    );
+    write_atomic(&s.work.join("allow"), &TOTAL.to_string());
+    let status = wait_child(&mut s.child, WAIT).expect("the process ends");
+    assert!(status.success(), "child log:\n{}", s.child_log());
     assert_eq!(s.got(), (0..TOTAL).collect::<Vec<_>>());
 }
