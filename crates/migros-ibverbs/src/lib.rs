@@ -1,6 +1,9 @@
 //! A drop-in `libibverbs.so.1` (the rdma-core v44 ABI, as in Debian 12)
-//! over migros devices: unmodified programs (ibverbs-utils, perftest) run
-//! on `migrosd`.
+//! over migros devices: unmodified programs (ibverbs-utils, perftest,
+//! python3-pyverbs) run on `migrosd`. What migros does not do (memory
+//! windows, XRC, device memory, flow steering, counters, parent domains,
+//! importing objects, dma-buf MRs) fails with EOPNOTSUPP, as libibverbs
+//! answers for a provider without the operation.
 //!
 //! Every daemon in the socket directory (`MIGROS_SOCKET_DIR`, else
 //! `/run/migros`) is a device named as the daemon. Each C object handed out
