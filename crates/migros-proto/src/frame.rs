@@ -136,6 +136,12 @@ impl FrameReader {
     pub fn pending(&self) -> usize {
         self.end - self.start
     }
+
+    /// The bytes buffered but not yet returned as messages (a frame cut
+    /// short, when a checkpoint froze its writer).
+    pub fn unconsumed(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
 }
 
 #[cfg(test)]

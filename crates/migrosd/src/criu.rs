@@ -123,7 +123,14 @@ impl Daemon {
                     "session {sid:#x} ended during the checkpoint"
                 )));
             };
-            let (objects, qpns) = match self.snapshot_session(sid, owner) {
+            // After the drain only a frame cut short can be left.
+            let inbox = self
+                .sessions
+                .get(&sid)
+                .and_then(|s| self.conns.get(&s.conn))
+                .map(|c| c.reader.unconsumed().to_vec())
+                .unwrap_or_default();
+            let (objects, qpns) = match self.snapshot_session(sid, owner, inbox) {
                 Ok(x) => x,
                 Err(e) => return admin_error(e),
             };
@@ -302,6 +309,14 @@ impl Daemon {
         }
         if let Some(c) = self.conns.get_mut(&token) {
             c.kind = ConnKind::Session(session);
+            // The start of a request cut by the freeze comes before the rest.
+            let inbox = inbox_of(image);
+            if !inbox.is_empty() {
+                let rest = c.reader.unconsumed().to_vec();
+                c.reader = migros_proto::FrameReader::new();
+                c.reader.push(&inbox);
+                c.reader.push(&rest);
+            }
         }
         self.adopt_parked(session);
         tracing::info!(session, pid, "session restored (held until resume)");
@@ -695,6 +710,16 @@ fn check_version(version: u32) -> Result<(), ReqError> {
         ));
     }
     Ok(())
+}
+
+/// The `inbox` of an image that [`Daemon::restore`] accepted.
+fn inbox_of(image: &[u8]) -> Vec<u8> {
+    #[derive(serde::Deserialize)]
+    struct Inbox {
+        #[serde(default)]
+        inbox: Vec<u8>,
+    }
+    serde_json::from_slice::<Inbox>(image).map_or(Vec::new(), |i| i.inbox)
 }
 
 fn admin_error(e: ReqError) -> AdminResponse {

@@ -731,7 +731,7 @@ impl Daemon {
         if self.sessions.get(&sid).is_some_and(|s| s.checkpointed) {
             return Err(ReqError::busy("the session was checkpointed already"));
         }
-        let image = match self.snapshot_session(sid, owner) {
+        let image = match self.snapshot_session(sid, owner, Vec::new()) {
             Ok((image, _)) => image,
             Err(e) => {
                 let _ = self.device.unpause_owner(self.now, owner);
@@ -754,12 +754,14 @@ impl Daemon {
     }
 
     /// Pauses every QP of session `sid`, moves what the transport completed
-    /// into the CQ backlogs and encodes the session's image with its QPNs.
-    /// The objects stay (stopped); on failure they stay paused.
+    /// into the CQ backlogs and encodes the session's image with its QPNs
+    /// (and `inbox`, a request cut short). The objects stay (stopped); on
+    /// failure they stay paused.
     pub(crate) fn snapshot_session(
         &mut self,
         sid: u64,
         owner: u64,
+        inbox: Vec<u8>,
     ) -> Result<(Vec<u8>, Vec<u32>), ReqError> {
         let now = self.now;
         self.device.pause_owner(now, owner)?;
@@ -803,7 +805,10 @@ impl Daemon {
                 .map(|(id, _)| *id)
                 .collect(),
         )
-        .and_then(|i| i.encode())
+        .and_then(|mut i| {
+            i.inbox = inbox;
+            i.encode()
+        })
         .map_err(|e| ReqError::new(libc::EIO, format!("cannot encode the image: {e}")))?;
         Ok((image, qpns))
     }

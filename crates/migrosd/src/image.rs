@@ -5,7 +5,7 @@
 //! { "format": "migrosd-image", "version": 1, "owner": 123,
 //!   "transport": { ...OwnerSnapshot... },
 //!   "qps": [QpRings...], "cqs": [CqRing...], "srqs": [SrqRing...],
-//!   "channels": [ids...] }
+//!   "channels": [ids...], "inbox": [bytes...] }
 //! ```
 //!
 //! Ring entries carry their addresses in the client's address space,
@@ -38,6 +38,10 @@ pub struct Image {
     pub cqs: Vec<CqRing>,
     pub srqs: Vec<SrqRing>,
     pub channels: Vec<ChannelId>,
+    /// The start of a request the process was writing when it was frozen
+    /// (admin checkpoints only): read first on the restored connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbox: Vec<u8>,
 }
 
 /// Why an image was refused.
@@ -72,6 +76,7 @@ impl Image {
             cqs,
             srqs,
             channels,
+            inbox: Vec::new(),
         })
     }
 

@@ -849,6 +849,59 @@ fn checkpoint_drains_requests_and_holds_answers(a: &Daemon, mut c: common::Clien
     assert_eq!(c.request(&Request::DeallocPd { pd }), Response::Ok);
 }
 
+/// A dump and a restore on the same daemon (the process's connection
+/// closes in between), with a request cut in two by the freeze: its start
+/// travels in the image, its end comes on the new connection.
+fn restore_on_the_same_daemon_with_a_request_cut_short(a: &Daemon) {
+    use std::io::Write as _;
+    let me = std::process::id();
+    let (mut c, session) = a.session();
+    let pd = match c.request(&Request::AllocPd) {
+        Response::Pd { pd } => pd,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        a.admin(&AdminRequest::Pause { pid: me }),
+        AdminResponse::Paused { sessions: 1 }
+    );
+    let mut query = Vec::new();
+    frame::encode(&Request::QueryDevice, &mut query).unwrap();
+    c.stream.write_all(&query[..3]).unwrap();
+    let images = match a.admin(&AdminRequest::Checkpoint { pid: me }) {
+        AdminResponse::Checkpointed(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(images.len(), 1);
+    let objects: serde_json::Value = serde_json::from_slice(&images[0].objects).unwrap();
+    assert_eq!(objects["inbox"], serde_json::json!(query[..3]));
+    drop(c);
+    common::wait_until("the old session ends", || status(a).sessions.is_empty());
+    let mut n = a.connect();
+    match n.request(&Request::RestoreSession {
+        version: PROTOCOL_VERSION,
+        session,
+        path: a.socket().to_string_lossy().into_owned(),
+        inode: 1,
+        image: images[0].objects.clone(),
+        replay: Vec::new(),
+    }) {
+        Response::Welcome { session: s, .. } => assert_eq!(s, session),
+        other => panic!("{other:?}"),
+    }
+    n.stream.write_all(&query[3..]).unwrap();
+    assert!(matches!(n.recv(), Response::Device(_)));
+    assert_eq!(
+        a.admin(&AdminRequest::Resume { pid: me }),
+        AdminResponse::Resumed { sessions: 1 }
+    );
+    // The same pd, in the same session.
+    assert_eq!(n.request(&Request::DeallocPd { pd }), Response::Ok);
+    drop(n);
+    common::wait_until("the restored session ends", || {
+        status(a).sessions.is_empty()
+    });
+}
+
 #[test]
 fn bad_restores_create_nothing_and_bad_admin_input_never_panics() {
     if skip() {
@@ -856,6 +909,7 @@ fn bad_restores_create_nothing_and_bad_admin_input_never_panics() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let a = Daemon::start(tmp.path(), "a", "127.0.0.199", &[]);
+    restore_on_the_same_daemon_with_a_request_cut_short(&a);
     let restore = |version, session, image: &[u8]| Request::RestoreSession {
         version,
         session,
