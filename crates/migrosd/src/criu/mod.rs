@@ -9,23 +9,24 @@
 //! consumer indices wait; the transport's paused QPs write nothing either),
 //! and while paused or checkpointed nothing is written to its sockets (the
 //! output stays queued and goes into the image as the outbox).
+//!
+//! Submodules: `restore` (the first requests of restored connections,
+//! parked channels) and [`watch`] (the rollback watchdog, `/proc` states).
 
-use std::time::{Duration, Instant};
+mod restore;
+pub mod watch;
+
+use std::time::Instant;
 
 use migros_proto::admin::{AdminResponse, ChannelImage, SessionIds, SessionImage};
-use migros_proto::msg::{ChannelId, Response, PROTOCOL_VERSION};
+use migros_proto::msg::{ChannelId, PROTOCOL_VERSION};
 use migros_transport::Qpn;
 
 use crate::daemon::{Daemon, Wq};
 use crate::errno::ReqError;
-use crate::session::{ConnKind, Hold, Session};
+use crate::session::{Hold, Session};
 
-/// How often a checkpointed process's state is looked at.
-pub const WATCHDOG_PERIOD: Duration = Duration::from_millis(20);
-/// How long a restored channel waits for its session.
-pub const PARK_TIMEOUT: Duration = Duration::from_secs(60);
-/// `PF_EXITING` in the flags of `/proc/<pid>/stat`.
-const PF_EXITING: u64 = 0x4;
+pub use watch::{ProcState, PARK_TIMEOUT, WATCHDOG_PERIOD};
 
 /// The daemon's CRIU bookkeeping.
 #[derive(Debug, Default)]
@@ -42,16 +43,6 @@ struct Parked {
     channel: ChannelId,
     inode: u64,
     since: Instant,
-}
-
-/// What a look at `/proc/<pid>` found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcState {
-    /// Stopped ('t', 'T') or traced (CRIU's parasite runs in a traced task).
-    Frozen,
-    Running,
-    /// Gone, a zombie, or being killed.
-    Dying,
 }
 
 impl Daemon {
@@ -250,241 +241,6 @@ impl Daemon {
             self.device.release_tombstone(*q);
         }
         AdminResponse::Ok
-    }
-
-    // ---- restore (first requests of a connection) ----
-
-    /// RestoreSession on connection `token`: session `session` with the
-    /// objects of `image`, held until the admin Resume. Nothing is created
-    /// when it fails.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn restore_session(
-        &mut self,
-        token: usize,
-        version: u32,
-        session: u64,
-        path: String,
-        inode: u64,
-        image: &[u8],
-    ) -> Result<Response, ReqError> {
-        check_version(version)?;
-        let pid = self.conns.get(&token).map_or(0, |c| c.pid);
-        if pid <= 0 {
-            return Err(ReqError::new(libc::EPERM, "the peer has no process id"));
-        }
-        if self.sessions.contains_key(&session) {
-            return Err(ReqError::new(
-                libc::EEXIST,
-                format!("session {session:#x} exists on this device"),
-            ));
-        }
-        let owners = &self.owners;
-        let placeholder = self
-            .ids
-            .u64(|v| owners.contains_key(&v))
-            .ok_or_else(|| ReqError::nomem("no free owner id"))?;
-        self.sessions.insert(
-            session,
-            Session {
-                id: session,
-                conn: token,
-                pid,
-                owner: placeholder,
-                path,
-                inode,
-                tombstones: Vec::new(),
-                checkpointed: false,
-                hold: Hold::Restored,
-                seen_running: false,
-            },
-        );
-        self.owners.insert(placeholder, session);
-        self.mem.bind(placeholder, pid);
-        if let Err(e) = self.restore(session, placeholder, image) {
-            self.sessions.remove(&session);
-            self.owners.remove(&placeholder);
-            self.mem.unbind(placeholder);
-            tracing::info!(session, pid, error = %e.message, "restore refused");
-            return Err(e);
-        }
-        if let Some(c) = self.conns.get_mut(&token) {
-            c.kind = ConnKind::Session(session);
-            // The start of a request cut by the freeze comes before the rest.
-            let inbox = inbox_of(image);
-            if !inbox.is_empty() {
-                let rest = c.reader.unconsumed().to_vec();
-                c.reader = migros_proto::FrameReader::new();
-                c.reader.push(&inbox);
-                c.reader.push(&rest);
-            }
-        }
-        self.adopt_parked(session);
-        tracing::info!(session, pid, "session restored (held until resume)");
-        Ok(Response::Welcome {
-            session,
-            device: self.info.clone(),
-        })
-    }
-
-    /// RestoreChannel on connection `token`: attach it, or park it until
-    /// its session is restored (it is answered at once either way: the
-    /// plugin restores one descriptor after the other in the same task).
-    pub(crate) fn restore_channel(
-        &mut self,
-        token: usize,
-        version: u32,
-        session: u64,
-        channel: ChannelId,
-        inode: u64,
-    ) -> Result<Response, ReqError> {
-        check_version(version)?;
-        if let Some(c) = self.conns.get_mut(&token) {
-            c.kind = ConnKind::Channel { session, channel };
-        }
-        if self.sessions.contains_key(&session) {
-            self.attach_channel(token, session, channel, inode)?;
-        } else {
-            self.criu.parked.push(Parked {
-                token,
-                session,
-                channel,
-                inode,
-                since: Instant::now(),
-            });
-            tracing::debug!(session, channel, "restored channel parked");
-        }
-        Ok(Response::Ok)
-    }
-
-    fn attach_channel(
-        &mut self,
-        token: usize,
-        session: u64,
-        channel: ChannelId,
-        inode: u64,
-    ) -> Result<(), ReqError> {
-        let pid = self.conns.get(&token).map_or(0, |c| c.pid);
-        let ok = self.sessions.get(&session).is_some_and(|s| s.pid == pid)
-            && self
-                .channels
-                .get(&channel)
-                .is_some_and(|c| c.session == session);
-        if !ok {
-            return Err(ReqError::noent(format!(
-                "no channel {channel} in session {session:#x} of this process"
-            )));
-        }
-        if let Some(old) = self.channels.get(&channel).and_then(|c| c.conn) {
-            if let Some(c) = self.conns.get_mut(&old) {
-                c.closing = true;
-            }
-        }
-        if let Some(c) = self.channels.get_mut(&channel) {
-            c.conn = Some(token);
-            c.inode = inode;
-        }
-        let held = self
-            .sessions
-            .get(&session)
-            .is_some_and(|s| s.hold.holds_output());
-        if let Some(c) = self.conns.get_mut(&token) {
-            c.held = held;
-        }
-        Ok(())
-    }
-
-    /// Attaches the channels parked for `session` (now restored).
-    fn adopt_parked(&mut self, session: u64) {
-        let (mine, rest) = std::mem::take(&mut self.criu.parked)
-            .into_iter()
-            .partition(|p| p.session == session);
-        self.criu.parked = rest;
-        for p in mine {
-            if let Err(e) = self.attach_channel(p.token, session, p.channel, p.inode) {
-                tracing::info!(session, channel = p.channel, error = %e.message, "parked channel dropped");
-                if let Some(c) = self.conns.get_mut(&p.token) {
-                    c.closing = true;
-                }
-            }
-        }
-    }
-
-    // ---- watchdog and expiry ----
-
-    /// When the CRIU bookkeeping wants the loop to wake up.
-    pub(crate) fn criu_timeout(&self) -> Option<Duration> {
-        let now = Instant::now();
-        let watch = self
-            .criu
-            .next_watch
-            .map(|t| t.saturating_duration_since(now));
-        let park = self
-            .criu
-            .parked
-            .iter()
-            .map(|p| (p.since + PARK_TIMEOUT).saturating_duration_since(now))
-            .min();
-        match (watch, park) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Rolls back checkpointed sessions whose process runs again with its
-    /// connection open (seen twice in a row), and drops stale parked channels.
-    pub(crate) fn criu_tick(&mut self) {
-        let now = Instant::now();
-        let expired: Vec<usize> = self
-            .criu
-            .parked
-            .iter()
-            .filter(|p| now >= p.since + PARK_TIMEOUT)
-            .map(|p| p.token)
-            .collect();
-        if !expired.is_empty() {
-            self.criu.parked.retain(|p| now < p.since + PARK_TIMEOUT);
-            for t in expired {
-                tracing::info!(token = t, "restored channel never saw its session: dropped");
-                if let Some(c) = self.conns.get_mut(&t) {
-                    c.closing = true;
-                }
-            }
-        }
-        let Some(due) = self.criu.next_watch else {
-            return;
-        };
-        if now < due {
-            return;
-        }
-        let watched: Vec<(u64, i32, bool)> = self
-            .sessions
-            .values()
-            .filter(|s| s.hold == Hold::Checkpointed)
-            .map(|s| (s.id, s.pid, s.seen_running))
-            .collect();
-        self.criu.next_watch = (!watched.is_empty()).then(|| now + WATCHDOG_PERIOD);
-        for (sid, pid, seen) in watched {
-            let open = self
-                .sessions
-                .get(&sid)
-                .and_then(|s| self.conns.get(&s.conn))
-                .is_some_and(|c| !c.dead);
-            let running = open && proc_state(pid) == ProcState::Running;
-            if running && seen {
-                tracing::warn!(
-                    session = sid,
-                    pid,
-                    "checkpointed process runs again with its connection open: rolling back"
-                );
-                let owner = self.sessions.get(&sid).map_or(0, |s| s.owner);
-                if let Err(e) = self.start_session(sid, owner) {
-                    tracing::warn!(session = sid, error = %e.message, "rollback failed");
-                }
-                self.set_hold(sid, Hold::Running);
-            } else if let Some(s) = self.sessions.get_mut(&sid) {
-                s.seen_running = running;
-            }
-        }
     }
 
     // ---- helpers ----
@@ -712,93 +468,9 @@ fn check_version(version: u32) -> Result<(), ReqError> {
     Ok(())
 }
 
-/// The `inbox` of an image that [`Daemon::restore`] accepted.
-fn inbox_of(image: &[u8]) -> Vec<u8> {
-    #[derive(serde::Deserialize)]
-    struct Inbox {
-        #[serde(default)]
-        inbox: Vec<u8>,
-    }
-    serde_json::from_slice::<Inbox>(image).map_or(Vec::new(), |i| i.inbox)
-}
-
 fn admin_error(e: ReqError) -> AdminResponse {
     AdminResponse::Error {
         errno: e.errno,
         message: e.message,
-    }
-}
-
-/// Whether process `pid` is frozen, running or on its way out, from
-/// `/proc/<pid>/stat` (state and flags) and `/proc/<pid>/status`
-/// (`TracerPid`, pending SIGKILL).
-pub fn proc_state(pid: i32) -> ProcState {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return ProcState::Dying;
-    };
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return ProcState::Dying;
-    };
-    parse_proc_state(&stat, &status)
-}
-
-/// [`proc_state`] on the two files' contents.
-pub fn parse_proc_state(stat: &str, status: &str) -> ProcState {
-    // The command name may hold anything: the fields start after the last ')'.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return ProcState::Dying;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first().and_then(|s| s.chars().next());
-    // Fields after the name: state ppid pgrp session tty_nr tpgid flags.
-    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-    };
-    let traced = field("TracerPid:").is_some_and(|v| v != "0");
-    let sigkill = ["SigPnd:", "ShdPnd:"].iter().any(|f| {
-        field(f)
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-            .is_some_and(|m| m & (1 << (libc::SIGKILL - 1)) != 0)
-    });
-    match state {
-        None | Some('Z' | 'X' | 'x') => ProcState::Dying,
-        _ if flags & PF_EXITING != 0 || sigkill => ProcState::Dying,
-        Some('t' | 'T') => ProcState::Frozen,
-        _ if traced => ProcState::Frozen,
-        _ => ProcState::Running,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const STATUS: &str = "Name:\tx\nState:\tS (sleeping)\nTracerPid:\t0\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n";
-
-    #[test]
-    fn proc_states() {
-        let stat = |st: char, flags: u64| format!("12 (a) b) c) {st} 1 12 12 0 -1 {flags} 0 0");
-        assert_eq!(parse_proc_state(&stat('S', 0), STATUS), ProcState::Running);
-        assert_eq!(parse_proc_state(&stat('R', 0), STATUS), ProcState::Running);
-        assert_eq!(parse_proc_state(&stat('T', 0), STATUS), ProcState::Frozen);
-        assert_eq!(parse_proc_state(&stat('t', 0), STATUS), ProcState::Frozen);
-        assert_eq!(parse_proc_state(&stat('Z', 0), STATUS), ProcState::Dying);
-        assert_eq!(parse_proc_state(&stat('R', 0x4), STATUS), ProcState::Dying);
-        let traced = STATUS.replace("TracerPid:\t0", "TracerPid:\t99");
-        assert_eq!(parse_proc_state(&stat('S', 0), &traced), ProcState::Frozen);
-        let killed = STATUS.replace("SigPnd:\t0000000000000000", "SigPnd:\t0000000000000100");
-        assert_eq!(parse_proc_state(&stat('R', 0), &killed), ProcState::Dying);
-        assert_eq!(parse_proc_state("garbage", ""), ProcState::Dying);
-        assert_eq!(parse_proc_state("1 (x)", ""), ProcState::Dying);
-    }
-
-    #[test]
-    fn this_process_runs() {
-        assert_eq!(proc_state(std::process::id() as i32), ProcState::Running);
-        assert_eq!(proc_state(-1), ProcState::Dying);
     }
 }

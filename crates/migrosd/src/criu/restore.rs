@@ -1,0 +1,181 @@
+//! The first request of a connection opened inside a restored process:
+//! RestoreSession recreates a session (held until the admin Resume),
+//! RestoreChannel attaches a channel or parks it until its session comes.
+
+use std::time::Instant;
+
+use migros_proto::msg::{ChannelId, Response};
+
+use super::{check_version, Parked};
+use crate::daemon::Daemon;
+use crate::errno::ReqError;
+use crate::session::{ConnKind, Hold, Session};
+
+impl Daemon {
+    // ---- restore (first requests of a connection) ----
+
+    /// RestoreSession on connection `token`: session `session` with the
+    /// objects of `image`, held until the admin Resume. Nothing is created
+    /// when it fails.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restore_session(
+        &mut self,
+        token: usize,
+        version: u32,
+        session: u64,
+        path: String,
+        inode: u64,
+        image: &[u8],
+    ) -> Result<Response, ReqError> {
+        check_version(version)?;
+        let pid = self.conns.get(&token).map_or(0, |c| c.pid);
+        if pid <= 0 {
+            return Err(ReqError::new(libc::EPERM, "the peer has no process id"));
+        }
+        if self.sessions.contains_key(&session) {
+            return Err(ReqError::new(
+                libc::EEXIST,
+                format!("session {session:#x} exists on this device"),
+            ));
+        }
+        let owners = &self.owners;
+        let placeholder = self
+            .ids
+            .u64(|v| owners.contains_key(&v))
+            .ok_or_else(|| ReqError::nomem("no free owner id"))?;
+        self.sessions.insert(
+            session,
+            Session {
+                id: session,
+                conn: token,
+                pid,
+                owner: placeholder,
+                path,
+                inode,
+                tombstones: Vec::new(),
+                checkpointed: false,
+                hold: Hold::Restored,
+                seen_running: false,
+            },
+        );
+        self.owners.insert(placeholder, session);
+        self.mem.bind(placeholder, pid);
+        if let Err(e) = self.restore(session, placeholder, image) {
+            self.sessions.remove(&session);
+            self.owners.remove(&placeholder);
+            self.mem.unbind(placeholder);
+            tracing::info!(session, pid, error = %e.message, "restore refused");
+            return Err(e);
+        }
+        if let Some(c) = self.conns.get_mut(&token) {
+            c.kind = ConnKind::Session(session);
+            // The start of a request cut by the freeze comes before the rest.
+            let inbox = inbox_of(image);
+            if !inbox.is_empty() {
+                let rest = c.reader.unconsumed().to_vec();
+                c.reader = migros_proto::FrameReader::new();
+                c.reader.push(&inbox);
+                c.reader.push(&rest);
+            }
+        }
+        self.adopt_parked(session);
+        tracing::info!(session, pid, "session restored (held until resume)");
+        Ok(Response::Welcome {
+            session,
+            device: self.info.clone(),
+        })
+    }
+
+    /// RestoreChannel on connection `token`: attach it, or park it until
+    /// its session is restored (it is answered at once either way: the
+    /// plugin restores one descriptor after the other in the same task).
+    pub(crate) fn restore_channel(
+        &mut self,
+        token: usize,
+        version: u32,
+        session: u64,
+        channel: ChannelId,
+        inode: u64,
+    ) -> Result<Response, ReqError> {
+        check_version(version)?;
+        if let Some(c) = self.conns.get_mut(&token) {
+            c.kind = ConnKind::Channel { session, channel };
+        }
+        if self.sessions.contains_key(&session) {
+            self.attach_channel(token, session, channel, inode)?;
+        } else {
+            self.criu.parked.push(Parked {
+                token,
+                session,
+                channel,
+                inode,
+                since: Instant::now(),
+            });
+            tracing::debug!(session, channel, "restored channel parked");
+        }
+        Ok(Response::Ok)
+    }
+
+    fn attach_channel(
+        &mut self,
+        token: usize,
+        session: u64,
+        channel: ChannelId,
+        inode: u64,
+    ) -> Result<(), ReqError> {
+        let pid = self.conns.get(&token).map_or(0, |c| c.pid);
+        let ok = self.sessions.get(&session).is_some_and(|s| s.pid == pid)
+            && self
+                .channels
+                .get(&channel)
+                .is_some_and(|c| c.session == session);
+        if !ok {
+            return Err(ReqError::noent(format!(
+                "no channel {channel} in session {session:#x} of this process"
+            )));
+        }
+        if let Some(old) = self.channels.get(&channel).and_then(|c| c.conn) {
+            if let Some(c) = self.conns.get_mut(&old) {
+                c.closing = true;
+            }
+        }
+        if let Some(c) = self.channels.get_mut(&channel) {
+            c.conn = Some(token);
+            c.inode = inode;
+        }
+        let held = self
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.hold.holds_output());
+        if let Some(c) = self.conns.get_mut(&token) {
+            c.held = held;
+        }
+        Ok(())
+    }
+
+    /// Attaches the channels parked for `session` (now restored).
+    fn adopt_parked(&mut self, session: u64) {
+        let (mine, rest) = std::mem::take(&mut self.criu.parked)
+            .into_iter()
+            .partition(|p| p.session == session);
+        self.criu.parked = rest;
+        for p in mine {
+            if let Err(e) = self.attach_channel(p.token, session, p.channel, p.inode) {
+                tracing::info!(session, channel = p.channel, error = %e.message, "parked channel dropped");
+                if let Some(c) = self.conns.get_mut(&p.token) {
+                    c.closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// The `inbox` of an image that [`Daemon::restore`] accepted.
+fn inbox_of(image: &[u8]) -> Vec<u8> {
+    #[derive(serde::Deserialize)]
+    struct Inbox {
+        #[serde(default)]
+        inbox: Vec<u8>,
+    }
+    serde_json::from_slice::<Inbox>(image).map_or(Vec::new(), |i| i.inbox)
+}
