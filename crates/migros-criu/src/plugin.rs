@@ -367,45 +367,31 @@ pub fn restore_unix_sk(id: c_int) -> HookResult<Option<RawFd>> {
         SocketKind::Session => format!("session {:#x}", sk.session),
         SocketKind::Channel(c) => format!("channel {c} of session {:#x}", sk.session),
     };
-    let req_for = |inode: u64| -> HookResult<Request> {
-        Ok(match sk.kind {
-            SocketKind::Session => {
-                let sname = image::session_file_name(sk.session);
-                let sbytes = image::read_at(dir, &sname)
-                    .map_err(bad_image)?
-                    .ok_or_else(|| {
-                        fail(
-                            libc::ENOENT,
-                            format!("restore of {what}: {sname} is missing"),
-                        )
-                    })?;
-                let img = image::decode_session(&sname, &sbytes).map_err(bad_image)?;
-                if img.session != sk.session {
-                    return Err(fail(
-                        libc::EINVAL,
-                        format!(
-                            "restore of {what}: {sname} holds session {:#x}",
-                            img.session
-                        ),
-                    ));
-                }
-                Request::RestoreSession {
-                    version: PROTOCOL_VERSION,
-                    session: sk.session,
-                    path: path.clone(),
-                    inode,
-                    image: img.objects,
-                    replay: sk.replay.clone(),
-                }
+    // The session's objects, read and checked before the daemon is asked.
+    let objects = match sk.kind {
+        SocketKind::Session => {
+            let sname = image::session_file_name(sk.session);
+            let sbytes = image::read_at(dir, &sname)
+                .map_err(bad_image)?
+                .ok_or_else(|| {
+                    fail(
+                        libc::ENOENT,
+                        format!("restore of {what}: {sname} is missing"),
+                    )
+                })?;
+            let img = image::decode_session(&sname, &sbytes).map_err(bad_image)?;
+            if img.session != sk.session {
+                return Err(fail(
+                    libc::EINVAL,
+                    format!(
+                        "restore of {what}: {sname} holds session {:#x}",
+                        img.session
+                    ),
+                ));
             }
-            SocketKind::Channel(channel) => Request::RestoreChannel {
-                version: PROTOCOL_VERSION,
-                session: sk.session,
-                channel,
-                inode,
-                replay: sk.replay.clone(),
-            },
-        })
+            img.objects
+        }
+        SocketKind::Channel(_) => Vec::new(),
     };
     let io = |step: &str, e: &dyn std::fmt::Display| {
         fail(
@@ -415,7 +401,23 @@ pub fn restore_unix_sk(id: c_int) -> HookResult<Option<RawFd>> {
     };
     let mut s = sock::connect(&path).map_err(|e| io("connect", &e))?;
     let inode = sock::inode(s.as_raw_fd()).map_err(|e| io("fstat", &e))?;
-    let req = req_for(inode)?;
+    let req = match sk.kind {
+        SocketKind::Session => Request::RestoreSession {
+            version: PROTOCOL_VERSION,
+            session: sk.session,
+            path: path.clone(),
+            inode,
+            image: objects,
+            replay: sk.replay.clone(),
+        },
+        SocketKind::Channel(channel) => Request::RestoreChannel {
+            version: PROTOCOL_VERSION,
+            session: sk.session,
+            channel,
+            inode,
+            replay: sk.replay.clone(),
+        },
+    };
     frame::write(&mut s, &req).map_err(|e| io("send", &e))?;
     // Exactly one frame: what follows is the replay, the process's to read.
     let resp: Response = frame::read(&mut s).map_err(|e| io("reading the answer", &e))?;

@@ -484,6 +484,8 @@ fn a_corrupt_session_image_fails_the_restore_and_a_good_one_restores() {
     eprintln!("restore (corrupt):\n{}", hook_lines(&log).join("\n"));
     wait_gone(w.app_pid);
     assert!(image::decode_session(&session, &good).is_ok());
+    // The plugin checks the image before it asks the daemon for anything.
+    assert!(w.status("b").sessions.is_empty());
 
     std::fs::write(&path, &good).unwrap();
     let (status, log) = w.restore("b", "restore.log");
