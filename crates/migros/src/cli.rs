@@ -110,6 +110,9 @@ pub struct RunArgs {
     /// KEY=VALUE added to its environment.
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Bind-mounts a host directory or file (`:ro` read-only).
+    #[arg(short, long = "volume", value_name = "HOST:DEST[:ro]")]
+    pub volume: Vec<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub cmd: Vec<String>,

@@ -227,12 +227,28 @@ fn ensure_bridge() -> Result<()> {
         ip(&["addr", "add", &format!("{BRIDGE_ADDR}/16"), "dev", BRIDGE])?;
     }
     ip(&["link", "set", BRIDGE, "up"])?;
+    // Bridged packets traverse the host's FORWARD chain (br_netfilter),
+    // whose policy may be DROP (Docker): let node-to-node traffic through.
+    if sys::run("iptables", &FORWARD_RULE_CHECK).is_err() {
+        let _ = sys::run("iptables", &FORWARD_RULE_ADD);
+    }
     Ok(())
 }
+
+const FORWARD_RULE_CHECK: [&str; 9] = [
+    "-w", "-C", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT",
+];
+const FORWARD_RULE_ADD: [&str; 9] = [
+    "-w", "-I", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT",
+];
+const FORWARD_RULE_DEL: [&str; 9] = [
+    "-w", "-D", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT",
+];
 
 fn remove_bridge_if_unused() -> Result<()> {
     if all().is_empty() && std::path::Path::new("/sys/class/net").join(BRIDGE).exists() {
         ip(&["link", "del", BRIDGE])?;
+        while sys::run("iptables", &FORWARD_RULE_DEL).is_ok() {}
     }
     Ok(())
 }

@@ -452,3 +452,201 @@ fn migrate_errors_leave_the_container_running() {
     let ps = lab.ps("k5sleep").expect("listed");
     assert_eq!(ps["status"], "running", "{ps}");
 }
+
+/// RDMA runs one at a time: two cores, and a daemon starved of CPU makes
+/// the peers' retry counters run out.
+static RDMA: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Why RDMA in containers cannot be tested here, if it cannot.
+fn rdma_missing(programs: &[&str]) -> Option<String> {
+    let lib = Path::new(MIGROS)
+        .parent()
+        .and_then(Path::parent)
+        .map(|t| t.join("ibverbs/libibverbs.so.1"));
+    if !lib.as_ref().is_some_and(|l| l.is_file()) {
+        return Some("target/ibverbs/libibverbs.so.1 not built (scripts/ibverbs.sh)".into());
+    }
+    if !Path::new("/usr/lib/criu/migros_criu.so").is_file() {
+        return Some("the CRIU plugin is not installed (scripts/install-criu-plugin.sh)".into());
+    }
+    programs
+        .iter()
+        .find(|p| !have(p))
+        .map(|p| format!("{p} not on PATH (perftest)"))
+}
+
+/// Which end moves.
+#[derive(Clone, Copy, PartialEq)]
+enum Moves {
+    Server,
+    Client,
+}
+
+/// A server container on node A and a client container on node B run
+/// `server` and `client` (the server's overlay address appended to the
+/// client's command); once traffic flows, one end migrates to node C; both
+/// must exit 0. `started` is what the server prints when traffic flows.
+fn rdma_migration(
+    prefix: &str,
+    octet: u8,
+    server: &[&str],
+    client: &[&str],
+    started: &str,
+    moves: Moves,
+    volume: Option<&str>,
+) -> Option<(String, String)> {
+    let mut lab = Lab::new()?;
+    let programs: Vec<&str> = [server, client]
+        .into_iter()
+        .flat_map(|c| c.iter().copied().take(3))
+        .filter(|p| !p.starts_with('/') && !p.starts_with('-'))
+        .collect();
+    if let Some(why) = rdma_missing(&programs) {
+        println!("skipped: {why}");
+        return None;
+    }
+    let _one = RDMA.lock().unwrap_or_else(|e| e.into_inner());
+    let (a, b, c) = (
+        format!("{prefix}a"),
+        format!("{prefix}b"),
+        format!("{prefix}c"),
+    );
+    for (i, n) in [&a, &b, &c].into_iter().enumerate() {
+        let addr = format!("198.18.1.{}", octet + i as u8);
+        lab.nodes.push(n.clone());
+        lab.ok(&["node", "add", n, "--addr", &addr, "--mtu", "4096"]);
+    }
+    let srv_ip = format!("198.19.1.{octet}");
+    let cli_ip = format!("198.19.1.{}", octet + 1);
+    let (srv, cli) = (format!("{prefix}srv"), format!("{prefix}cli"));
+    let run = |lab: &mut Lab, node: &str, name: &str, ip: &str, cmd: &[&str]| {
+        lab.containers.push(name.to_string());
+        let mut args = vec!["run", "--node", node, "--name", name, "--ip", ip];
+        if let Some(v) = volume {
+            args.extend(["--volume", v]);
+        }
+        args.push("--");
+        args.extend_from_slice(cmd);
+        lab.ok(&args);
+    };
+    run(&mut lab, &a, &srv, &srv_ip, server);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut client = client.to_vec();
+    client.push(&srv_ip);
+    run(&mut lab, &b, &cli, &cli_ip, &client);
+    lab.wait_log(&srv, started);
+    std::thread::sleep(Duration::from_millis(700));
+    let who = if moves == Moves::Server { &srv } else { &cli };
+    let out = lab.migrate(who, &c);
+    assert!(out.contains("1 QP(s) forwarded"), "{out}");
+    let ps = lab.ps(who).expect("listed");
+    assert_eq!(ps["node"], c.as_str(), "{ps}");
+    let (cs, ss) = (lab.wait(&cli), lab.wait(&srv));
+    let (cl, sl) = (lab.logs(&cli), lab.logs(&srv));
+    assert_eq!((cs, ss), (0, 0), "client:\n{cl}\nserver:\n{sl}");
+    for l in [&cl, &sl] {
+        assert!(!l.contains("Completion with error"), "{l}");
+    }
+    Some((sl, cl))
+}
+
+/// perftest's result line: size, iterations, peak, average, rate.
+fn perftest_result(log: &str, size: &str) {
+    assert!(
+        log.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 4 && f[0] == size && f[3].parse::<f64>().is_ok_and(|bw| bw > 0.0)
+        }),
+        "no result line:\n{log}"
+    );
+}
+
+/// perftest's command line: device, GID index 0, then `extra`, with its
+/// output line-buffered.
+fn perftest<'a>(prog: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    // Line-buffered: perftest's output says when traffic flows.
+    let mut v = vec!["stdbuf", "-oL", prog, "-d", "rxe0", "-x", "0"];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// The seed experiment: `ib_send_bw -n 100000 -b` (16 KiB messages) with
+/// the server migrated while both directions stream.
+#[test]
+fn rdma_send_bw_bidirectional_server_migrates() {
+    let cmd = perftest("ib_send_bw", &["-s", "16384", "-n", "100000", "-b"]);
+    let Some((s, c)) = rdma_migration("k6", 61, &cmd, &cmd, "remote address", Moves::Server, None)
+    else {
+        return;
+    };
+    perftest_result(&s, "16384");
+    perftest_result(&c, "16384");
+}
+
+#[test]
+fn rdma_send_bw_client_migrates() {
+    let cmd = perftest("ib_send_bw", &["-D", "6"]);
+    let Some((s, c)) = rdma_migration("k7", 71, &cmd, &cmd, "remote address", Moves::Client, None)
+    else {
+        return;
+    };
+    perftest_result(&s, "65536");
+    perftest_result(&c, "65536");
+}
+
+#[test]
+fn rdma_write_bw_server_migrates() {
+    let cmd = perftest("ib_write_bw", &["-D", "6"]);
+    let Some((_, c)) = rdma_migration("k8", 81, &cmd, &cmd, "remote address", Moves::Server, None)
+    else {
+        return;
+    };
+    perftest_result(&c, "65536");
+}
+
+#[test]
+fn rdma_read_bw_server_migrates() {
+    let cmd = perftest("ib_read_bw", &["-D", "6"]);
+    let Some((_, c)) = rdma_migration("k9", 91, &cmd, &cmd, "remote address", Moves::Server, None)
+    else {
+        return;
+    };
+    perftest_result(&c, "65536");
+}
+
+/// `migros bench --verify` (the Rust verbs API, not libibverbs) in
+/// containers: every byte written checked across the migration.
+#[test]
+fn bench_verify_in_containers_server_migrates() {
+    // A copy of this build's migros: a rebuild must not delete a binary
+    // CRIU has to dump.
+    let bin = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(MIGROS, bin.path().join("migros")).expect("copy migros");
+    let vol = format!("{}:/opt/bin:ro", bin.path().display());
+    let bench = [
+        "/opt/bin/migros",
+        "bench",
+        "write-bw",
+        "-d",
+        "rxe0",
+        "--verify",
+        "-D",
+        "6",
+        "-s",
+        "16384",
+    ];
+    let Some((s, c)) = rdma_migration(
+        "k10",
+        101,
+        &bench,
+        &bench,
+        "connected",
+        Moves::Server,
+        Some(&vol),
+    ) else {
+        return;
+    };
+    for l in [&s, &c] {
+        assert!(l.contains("verified        : every byte"), "{l}");
+    }
+}

@@ -39,6 +39,8 @@ pub struct Container {
     pub ip: Ipv4Addr,
     pub args: Vec<String>,
     pub env: Vec<String>,
+    #[serde(default)]
+    pub volumes: Vec<spec::Volume>,
     /// The current incarnation.
     pub gen: u32,
     pub state: State,
@@ -150,7 +152,7 @@ impl Container {
         let gd = gen_dir(&self.name, gen);
         std::fs::create_dir_all(&gd).with_context(|| format!("creating {}", gd.display()))?;
         let root = rootfs(&self.name);
-        let lib = crate::env::lib_dir();
+        let lib = snapshot_lib(&self.name)?;
         let sock = node.socket_dir();
         let d = dir(&self.name);
         let (criu_conf, script) = (d.join("criu.conf"), d.join("criu-action.sh"));
@@ -166,10 +168,40 @@ impl Container {
             socket_dir: &sock,
             lib_dir: lib.as_deref(),
             criu_config: Some(&criu_conf),
+            volumes: &self.volumes,
         };
         sys::write_json(&gd.join("config.json"), &s.to_json())?;
         Ok(gd)
     }
+}
+
+/// The container's own copy of migros' libibverbs directory (hard links
+/// where possible), made once: a rebuild of `target/ibverbs` replaces the
+/// files, and CRIU cannot dump a process mapping a deleted library.
+fn snapshot_lib(name: &str) -> Result<Option<PathBuf>> {
+    let snap = dir(name).join("lib");
+    if snap.is_dir() {
+        return Ok(Some(snap));
+    }
+    let Some(src) = crate::env::lib_dir() else {
+        return Ok(None);
+    };
+    let tmp = dir(name).join("lib.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    for e in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
+        let e = e?;
+        if !e.file_type()?.is_file() {
+            continue;
+        }
+        let to = tmp.join(e.file_name());
+        if std::fs::hard_link(e.path(), &to).is_err() {
+            std::fs::copy(e.path(), &to)
+                .with_context(|| format!("copying {}", e.path().display()))?;
+        }
+    }
+    std::fs::rename(&tmp, &snap)?;
+    Ok(Some(snap))
 }
 
 pub fn load(name: &str) -> Result<Container> {
@@ -266,6 +298,19 @@ pub fn run(a: &RunArgs) -> Result<()> {
             bail!("--env {e:?} is not KEY=VALUE");
         }
     }
+    let volumes = a
+        .volume
+        .iter()
+        .map(|v| v.parse::<spec::Volume>().map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    for v in &volumes {
+        if !v.host.exists() {
+            bail!(
+                "volume {}: no such file or directory on the host",
+                v.host.display()
+            );
+        }
+    }
     let lock = sys::lock()?;
     let node = node::load(&a.node)?;
     if !node.running() {
@@ -302,6 +347,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         ip,
         args: a.cmd.clone(),
         env: a.env.clone(),
+        volumes,
         gen: 0,
         state: State::Active,
     };

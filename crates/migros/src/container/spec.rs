@@ -31,6 +31,45 @@ pub struct Spec<'a> {
     /// The CRIU configuration runc uses for this container's checkpoints
     /// and restores (annotation `org.criu.config`).
     pub criu_config: Option<&'a Path>,
+    /// Extra bind mounts: host path, destination, read-only.
+    pub volumes: &'a [Volume],
+}
+
+/// A host path bind-mounted into a container (`--volume HOST:DEST[:ro]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Volume {
+    pub host: PathBuf,
+    pub dest: String,
+    pub ro: bool,
+}
+
+impl std::str::FromStr for Volume {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (rest, ro) = match s.strip_suffix(":ro") {
+            Some(r) => (r, true),
+            None => (s.strip_suffix(":rw").unwrap_or(s), false),
+        };
+        let Some((host, dest)) = rest.split_once(':') else {
+            return Err(format!("volume {s:?} is not HOST:DEST[:ro]"));
+        };
+        if !host.starts_with('/') || !dest.starts_with('/') || dest.contains("..") {
+            return Err(format!("volume {s:?}: both paths must be absolute"));
+        }
+        if HOST_DIRS
+            .iter()
+            .chain(&["/proc", "/sys", "/dev"])
+            .any(|d| dest == *d || dest.starts_with(&format!("{d}/")))
+        {
+            return Err(format!("volume {s:?}: {dest} is inside a system mount"));
+        }
+        Ok(Volume {
+            host: PathBuf::from(host),
+            dest: dest.to_string(),
+            ro,
+        })
+    }
 }
 
 fn bind(src: &Path, dst: &str, ro: bool) -> Value {
@@ -90,6 +129,9 @@ impl Spec<'_> {
         mounts.push(bind(self.socket_dir, SOCKET_DIR, false));
         if let Some(lib) = self.lib_dir {
             mounts.push(bind(lib, LIB_DIR, true));
+        }
+        for v in self.volumes {
+            mounts.push(bind(&v.host, &v.dest, v.ro));
         }
         let caps = [
             "CAP_CHOWN",
@@ -237,6 +279,7 @@ mod tests {
             socket_dir: Path::new("/run/migros/nodes/a"),
             lib_dir: Some(Path::new("/w/target/ibverbs")),
             criu_config: Some(Path::new("/s/criu.conf")),
+            volumes: &["/h/bin:/opt/bin:ro".parse().unwrap()],
         };
         let v = s.to_json();
         assert_eq!(v["process"]["args"][2], "true");
@@ -261,9 +304,34 @@ mod tests {
         assert_eq!(find("/usr").unwrap()["options"][3], "ro");
         assert_eq!(v["root"]["readonly"], true);
         assert_eq!(v["annotations"]["org.criu.config"], "/s/criu.conf");
+        let vol = find("/opt/bin").expect("volume mounted");
+        assert_eq!(
+            (vol["source"].as_str(), vol["options"][3].as_str()),
+            (Some("/h/bin"), Some("ro"))
+        );
         let ns = v["linux"]["namespaces"].as_array().unwrap();
         assert!(ns
             .iter()
             .any(|n| n["type"] == "network" && n["path"] == "/run/netns/migros-c-srv-0"));
+    }
+
+    #[test]
+    fn volumes_parse() {
+        let v: Volume = "/a:/b".parse().unwrap();
+        assert_eq!(
+            (v.host.to_str(), v.dest.as_str(), v.ro),
+            (Some("/a"), "/b", false)
+        );
+        assert!("/a:/b:ro".parse::<Volume>().unwrap().ro);
+        for bad in [
+            "/a",
+            "a:/b",
+            "/a:b",
+            "/a:/usr/x",
+            "/a:/proc",
+            "/a:/x/../usr",
+        ] {
+            assert!(bad.parse::<Volume>().is_err(), "{bad}");
+        }
     }
 }
