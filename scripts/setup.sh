@@ -1,17 +1,43 @@
 #!/usr/bin/env bash
-# Installs what the tests need from the system: the unmodified Debian 12
-# programs that run on the drop-in libibverbs (crates/migros-ibverbs).
-# Does nothing when they are present; skips (the tests then skip) when
-# not root or without apt-get.
+# Installs what the tests need from the system:
+#  - the unmodified Debian 12 programs that run on the drop-in libibverbs
+#    (crates/migros-ibverbs): ibverbs-utils, perftest;
+#  - for containers and their live migration (crates/migros/tests/containers.rs):
+#    CRIU 4.1.x, runc and iptables (scripts/setup-criu.sh), and the migros CRIU
+#    plugin in /usr/lib/criu (scripts/install-criu-plugin.sh).
+# Idempotent and quick when everything is there; skips (the tests then skip,
+# saying why) when not root or without apt-get. A failed CRIU setup is
+# reported and does not stop the tests.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+
 pkgs=(ibverbs-utils perftest)
-if command -v ibv_devinfo >/dev/null && command -v ib_send_bw >/dev/null; then
-  exit 0
+if ! { command -v ibv_devinfo && command -v ib_send_bw; } >/dev/null; then
+  if can_install; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  else
+    echo "setup: cannot install ${pkgs[*]} (needs root and apt-get); their tests will skip"
+  fi
 fi
-if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-  echo "setup: cannot install ${pkgs[*]} (needs root and apt-get); their tests will skip"
-  exit 0
+
+if [ -x scripts/setup-criu.sh ]; then
+  if can_install; then
+    ./scripts/setup-criu.sh \
+      || echo "setup: WARNING: scripts/setup-criu.sh failed; the container migration tests will skip"
+  else
+    echo "setup: cannot install CRIU and runc (needs root and apt-get); the container tests will skip"
+  fi
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq "${pkgs[@]}" >/dev/null
+
+if [ -x scripts/install-criu-plugin.sh ]; then
+  if [ "$(id -u)" = 0 ]; then
+    ./scripts/install-criu-plugin.sh \
+      || echo "setup: WARNING: scripts/install-criu-plugin.sh failed; the RDMA container migration tests will skip"
+  else
+    echo "setup: cannot install the CRIU plugin (needs root); the RDMA container migration tests will skip"
+  fi
+fi

@@ -459,6 +459,15 @@ static RDMA: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Why RDMA in containers cannot be tested here, if it cannot.
 fn rdma_missing(programs: &[&str]) -> Option<String> {
+    // Build (or refresh) the drop-in libibverbs once, as its own tests do.
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ibverbs.sh");
+        match Command::new(&script).status() {
+            Ok(s) if s.success() => {}
+            r => eprintln!("{} failed: {r:?}", script.display()),
+        }
+    });
     let lib = Path::new(MIGROS)
         .parent()
         .and_then(Path::parent)
