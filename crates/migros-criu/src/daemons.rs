@@ -1,6 +1,7 @@
 //! Finding the daemons (their admin sockets) and asking them things.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,43 +30,49 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(8);
 /// `/run/migros/nodes/`; or only in the directories of
 /// `$MIGROS_CRIU_SOCKET_DIRS` if that is set. Sorted, without duplicates.
 pub fn admin_sockets() -> Vec<PathBuf> {
-    let mut found = BTreeSet::new();
-    if let Some(list) = std::env::var_os(SOCKET_DIRS_ENV).filter(|v| !v.is_empty()) {
-        for dir in std::env::split_paths(&list) {
-            found.extend(admin_sockets_in(&dir));
-        }
-        return found.into_iter().collect();
-    }
-    let mut dirs: Vec<PathBuf> = [SOCKET_DIR_ENV, RESTORE_SOCKET_DIR_ENV]
-        .iter()
-        .filter_map(std::env::var_os)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .collect();
-    dirs.push(PathBuf::from(DEFAULT_SOCKET_DIR));
-    if let Ok(nodes) = std::fs::read_dir(NODES_DIR) {
-        dirs.extend(nodes.filter_map(|e| e.ok()).map(|e| e.path()));
-    }
-    for dir in dirs {
-        found.extend(admin_sockets_in(&dir));
-    }
-    found.into_iter().collect()
+    admin_sockets_with(&|k| std::env::var_os(k), Path::new(NODES_DIR))
 }
 
 /// The directories [`admin_sockets`] searches, for messages.
 pub fn searched() -> String {
-    if let Some(list) = std::env::var_os(SOCKET_DIRS_ENV).filter(|v| !v.is_empty()) {
-        return list.to_string_lossy().into_owned();
+    let (dirs, only) = search(&|k| std::env::var_os(k));
+    let mut names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    if !only {
+        names.push(format!("{NODES_DIR}/*"));
     }
-    let mut dirs: Vec<String> = [SOCKET_DIR_ENV, RESTORE_SOCKET_DIR_ENV]
+    names.join(", ")
+}
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+/// The directories named by the environment, and whether they are the
+/// only ones (`$MIGROS_CRIU_SOCKET_DIRS`).
+fn search(env: Env) -> (Vec<PathBuf>, bool) {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty());
+    if let Some(list) = set(SOCKET_DIRS_ENV) {
+        return (std::env::split_paths(&list).collect(), true);
+    }
+    let mut dirs: Vec<PathBuf> = [SOCKET_DIR_ENV, RESTORE_SOCKET_DIR_ENV]
         .iter()
-        .filter_map(std::env::var_os)
-        .filter(|v| !v.is_empty())
-        .map(|v| v.to_string_lossy().into_owned())
+        .filter_map(|k| set(k))
+        .map(PathBuf::from)
         .collect();
-    dirs.push(DEFAULT_SOCKET_DIR.to_owned());
-    dirs.push(format!("{NODES_DIR}/*"));
-    dirs.join(", ")
+    dirs.push(PathBuf::from(DEFAULT_SOCKET_DIR));
+    (dirs, false)
+}
+
+fn admin_sockets_with(env: Env, nodes: &Path) -> Vec<PathBuf> {
+    let (mut dirs, only) = search(env);
+    if !only {
+        if let Ok(entries) = std::fs::read_dir(nodes) {
+            dirs.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+        }
+    }
+    let mut found = BTreeSet::new();
+    for dir in dirs {
+        found.extend(admin_sockets_in(&dir));
+    }
+    found.into_iter().collect()
 }
 
 fn admin_sockets_in(dir: &Path) -> Vec<PathBuf> {
@@ -121,4 +128,66 @@ pub fn ask(sock: &Path, req: &AdminRequest) -> Result<AdminResponse, AskError> {
 pub fn has_nothing_of(sock: &Path, pid: u32) -> bool {
     matches!(ask(sock, &AdminRequest::Status),
         Ok(AdminResponse::Status(st)) if st.sessions.iter().all(|s| s.pid != pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn touch(p: &Path) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"").unwrap();
+    }
+
+    #[test]
+    fn finds_admin_sockets_where_the_environment_says() {
+        let t = tempfile::tempdir().unwrap();
+        let t = t.path().canonicalize().unwrap();
+        let (env_dir, restore_dir, nodes) = (t.join("env"), t.join("restore"), t.join("nodes"));
+        for f in [
+            env_dir.join("a.admin.sock"),
+            env_dir.join("a.sock"),
+            env_dir.join("notes"),
+            restore_dir.join("b.admin.sock"),
+            nodes.join("n1/rxe0.admin.sock"),
+            nodes.join("n2/rxe0.admin.sock"),
+            nodes.join("n2/rxe0.sock"),
+        ] {
+            touch(&f);
+        }
+        let vars: BTreeMap<&str, OsString> = [
+            (SOCKET_DIR_ENV, env_dir.clone().into_os_string()),
+            (RESTORE_SOCKET_DIR_ENV, restore_dir.clone().into_os_string()),
+        ]
+        .into_iter()
+        .collect();
+        let env = |k: &str| vars.get(k).cloned();
+        let got = admin_sockets_with(&env, &nodes);
+        let want: Vec<PathBuf> = vec![
+            env_dir.join("a.admin.sock"),
+            nodes.join("n1/rxe0.admin.sock"),
+            nodes.join("n2/rxe0.admin.sock"),
+            restore_dir.join("b.admin.sock"),
+        ];
+        // /run/migros may hold sockets of this machine's daemons too.
+        let mine: Vec<PathBuf> = got.into_iter().filter(|p| p.starts_with(&t)).collect();
+        assert_eq!(mine, want);
+
+        // The override is the whole list: no nodes, no /run/migros.
+        let only = OsString::from(format!(
+            "{}:{}",
+            restore_dir.display(),
+            nodes.join("n1").display()
+        ));
+        let env = |k: &str| (k == SOCKET_DIRS_ENV).then(|| only.clone());
+        assert_eq!(
+            admin_sockets_with(&env, &nodes),
+            vec![
+                nodes.join("n1/rxe0.admin.sock"),
+                restore_dir.join("b.admin.sock")
+            ]
+        );
+        assert_eq!(search(&env), (vec![restore_dir, nodes.join("n1")], true));
+    }
 }

@@ -280,4 +280,27 @@ mod tests {
         write_at(d.as_raw_fd(), "a.img", b"second").unwrap();
         assert_eq!(read_at(d.as_raw_fd(), "a.img").unwrap().unwrap(), b"second");
     }
+
+    proptest::proptest! {
+        /// Any bytes, with or without a valid header: an error or a value,
+        /// never a panic.
+        #[test]
+        fn decoding_anything_never_panics(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            framed in proptest::bool::ANY,
+        ) {
+            let bytes = if framed {
+                let mut b = SOCKET_MAGIC.to_vec();
+                b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+                b.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                b.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+                b.extend_from_slice(&body);
+                b
+            } else {
+                body
+            };
+            let _ = decode_socket("f", &bytes);
+            let _ = decode_session("f", &bytes);
+        }
+    }
 }

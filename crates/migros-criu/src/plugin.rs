@@ -485,12 +485,16 @@ pub fn resume_devices_late(pid: c_int) -> HookResult<()> {
 /// Where a restored connection goes: the recorded path, or the same
 /// socket name in `$MIGROS_RESTORE_SOCKET_DIR`.
 fn restore_path(recorded: &str) -> String {
-    match std::env::var_os(RESTORE_SOCKET_DIR_ENV).filter(|v| !v.is_empty()) {
-        Some(dir) => match Path::new(recorded).file_name() {
-            Some(base) => Path::new(&dir).join(base).to_string_lossy().into_owned(),
-            None => recorded.to_owned(),
-        },
-        None => recorded.to_owned(),
+    restore_path_in(recorded, std::env::var_os(RESTORE_SOCKET_DIR_ENV))
+}
+
+fn restore_path_in(recorded: &str, dir: Option<std::ffi::OsString>) -> String {
+    match (
+        dir.filter(|v| !v.is_empty()),
+        Path::new(recorded).file_name(),
+    ) {
+        (Some(dir), Some(base)) => Path::new(&dir).join(base).to_string_lossy().into_owned(),
+        _ => recorded.to_owned(),
     }
 }
 
@@ -507,5 +511,21 @@ fn describe(r: &AdminResponse) -> String {
     match r {
         AdminResponse::Error { errno, message } => format!("{message} (errno {errno})"),
         other => format!("unexpected answer {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_paths() {
+        let rec = "/run/migros/rxe0.sock";
+        assert_eq!(restore_path_in(rec, None), rec);
+        assert_eq!(restore_path_in(rec, Some("".into())), rec);
+        assert_eq!(
+            restore_path_in(rec, Some("/tmp/x/b".into())),
+            "/tmp/x/b/rxe0.sock"
+        );
     }
 }
