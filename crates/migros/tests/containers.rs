@@ -659,3 +659,94 @@ fn bench_verify_in_containers_server_migrates() {
         assert!(l.contains("verified        : every byte"), "{l}");
     }
 }
+
+/// `--leave-running` keeps the source until the restore is done, then stops
+/// it; `--pre-copy` works where the kernel tracks dirty memory and is
+/// refused clearly (nothing frozen) where it does not.
+#[test]
+fn migrate_leave_running_and_pre_copy() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.node("k11a", "198.18.1.111");
+    lab.node("k11b", "198.18.1.112");
+    lab.container(
+        "k11a",
+        "k11count",
+        "198.19.1.111",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 60 ]; do echo n=$i; i=$((i+1)); sleep 0.1; done",
+        ],
+    );
+    lab.wait_log("k11count", "n=3");
+    let out = lab.ok(&["migrate", "k11count", "--to", "k11b", "--leave-running"]);
+    assert!(out.contains("source stopped"), "{out}");
+    let tracking = Command::new("criu")
+        .args(["check", "--feature", "mem_dirty_track"])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && !String::from_utf8_lossy(&o.stderr).contains("OFF")
+                && !String::from_utf8_lossy(&o.stdout).contains("OFF")
+        })
+        .unwrap_or(false);
+    let pre = lab.run(&["migrate", "k11count", "--to", "k11a", "--pre-copy", "2"]);
+    if tracking {
+        assert!(pre.status.success(), "{pre:?}");
+        let out = String::from_utf8_lossy(&pre.stdout);
+        assert!(out.contains("pre-copy 2"), "{out}");
+    } else {
+        let err = String::from_utf8_lossy(&pre.stderr);
+        assert!(err.contains("dirty tracking"), "{err}");
+        assert_eq!(lab.ps("k11count").unwrap()["node"], "k11b");
+    }
+    assert_eq!(lab.wait("k11count"), 0, "{}", lab.logs("k11count"));
+    let logs = lab.logs("k11count");
+    // Every number is there (the source, left running during the restore,
+    // may have printed a few the restored copy prints again), the last once.
+    for i in 0..60 {
+        assert!(logs.contains(&format!("n={i}\n")), "n={i} missing:\n{logs}");
+    }
+    assert_eq!(logs.matches("n=59\n").count(), 1, "{logs}");
+}
+
+/// A checkpoint CRIU refuses (a deleted file bigger than its ghost limit is
+/// open) leaves the container running where it was, and says so.
+#[test]
+fn failed_checkpoint_leaves_the_container_running() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.node("k12a", "198.18.1.121");
+    lab.node("k12b", "198.18.1.122");
+    let vol = tempfile::tempdir().expect("temp dir");
+    let big = vol.path().join("big");
+    std::fs::write(&big, vec![7u8; 4 << 20]).expect("write big file");
+    let v = format!("{}:/vol", vol.path().display());
+    lab.containers.push("k12ghost".into());
+    lab.ok(&[
+        "run",
+        "--node",
+        "k12a",
+        "--name",
+        "k12ghost",
+        "--ip",
+        "198.19.1.121",
+        "--volume",
+        &v,
+        "--",
+        "sh",
+        "-c",
+        "exec 3</vol/big; echo ready; sleep 600",
+    ]);
+    lab.wait_log("k12ghost", "ready");
+    std::fs::remove_file(&big).expect("remove big file");
+    let err = lab.fails(&["migrate", "k12ghost", "--to", "k12b"]);
+    assert!(err.contains("checkpoint failed"), "{err}");
+    assert!(err.contains("still running on node k12a"), "{err}");
+    let ps = lab.ps("k12ghost").expect("listed");
+    assert_eq!(
+        (ps["status"].as_str(), ps["node"].as_str()),
+        (Some("running"), Some("k12a")),
+        "{ps}"
+    );
+    lab.ok(&["rm", "-f", "k12ghost"]);
+}
