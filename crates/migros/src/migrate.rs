@@ -36,6 +36,10 @@ use crate::sys;
 
 pub mod criu;
 
+/// Test only: `MIGROS_FAULT=restore` damages the transferred image, so the
+/// restore fails after a good checkpoint.
+pub const FAULT_ENV: &str = "MIGROS_FAULT";
+
 /// One line of the timeline.
 struct Step {
     name: String,
@@ -325,6 +329,10 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     // 7. restore
     tl.progress(&format!("restore on node {}", dst.name));
     let t_rs = Instant::now();
+    if std::env::var(FAULT_ENV).is_ok_and(|v| v == "restore") {
+        // Test only: a transferred image that lost a file.
+        let _ = std::fs::remove_file(dst_img.join("final/inventory.img"));
+    }
     let restored = moved.and_then(|_| container::start(&c.name, gen, Some(&dst_img.join("final"))));
     let new_pid = match restored {
         Ok(p) => p,

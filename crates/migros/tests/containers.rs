@@ -750,3 +750,36 @@ fn failed_checkpoint_leaves_the_container_running() {
     );
     lab.ok(&["rm", "-f", "k12ghost"]);
 }
+
+/// A restore that fails after a good checkpoint (a damaged image, by fault
+/// injection) keeps the image and says where; the container is "lost"
+/// until removed.
+#[test]
+fn failed_restore_keeps_the_image() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.node("k13a", "198.18.1.131");
+    lab.node("k13b", "198.18.1.132");
+    lab.container("k13a", "k13lost", "198.19.1.131", &["sleep", "600"]);
+    let child = Command::new(MIGROS)
+        .args(["migrate", "k13lost", "--to", "k13b"])
+        .env("MIGROS_FAULT", "restore")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn migros");
+    let out = wait_bounded(child, &["migrate"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("restore on node k13b failed"), "{err}");
+    let kept = err
+        .split("the image is kept in ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no image path in {err}"));
+    assert!(Path::new(kept).join("final/pages-1.img").exists(), "{kept}");
+    let ps = lab.ps("k13lost").expect("listed");
+    assert_eq!(ps["status"], "lost", "{ps}");
+    assert!(lab.run(&["wait", "k13lost"]).status.code() != Some(0));
+    lab.ok(&["rm", "-f", "k13lost"]);
+    assert!(!Path::new(kept).exists());
+}
