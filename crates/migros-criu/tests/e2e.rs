@@ -59,6 +59,12 @@ impl World {
     /// the app on `app_on`, the peer on `peer_on`; waits until the app has
     /// made [`ROUNDS`] rounds.
     fn start(devs: &[(&str, &str)], app_on: &str, peer_on: &str) -> World {
+        World::start_with(devs, app_on, peer_on, false)
+    }
+
+    /// Like [`World::start`]; with `under_shell`, the app is the child of a
+    /// shell (a tree of two tasks for CRIU, `app_pid` is the shell's).
+    fn start_with(devs: &[(&str, &str)], app_on: &str, peer_on: &str, under_shell: bool) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let work = tmp.path().join("work");
         let images = tmp.path().join("images");
@@ -88,7 +94,14 @@ impl World {
                 .spawn()
                 .unwrap(),
         );
-        let mut app = Command::new(example("verbs_app"));
+        let mut app = if under_shell {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "\"$@\"; exit $?", "sh"])
+                .arg(example("verbs_app"));
+            sh
+        } else {
+            Command::new(example("verbs_app"))
+        };
         app.arg("app").arg(w.dir(app_on)).arg(&w.work);
         let app = spawn_session_leader(&mut app, &w.tmp.path().join("app.log"));
         w.app_pid = app.id() as i32;
@@ -578,4 +591,54 @@ fn a_dump_with_leave_running_rolls_back_and_the_app_runs_on() {
     w.wait_rounds(ROUNDS);
     let rounds = w.stop_and_check(false);
     assert!(rounds >= 2 * ROUNDS);
+}
+
+#[test]
+fn a_process_tree_moves_with_the_app_inside() {
+    let _serial = serial();
+    if !can_run_e2e() {
+        return;
+    }
+    let mut w = World::start_with(
+        &[
+            ("a", "127.0.0.181"),
+            ("b", "127.0.0.182"),
+            ("c", "127.0.0.183"),
+        ],
+        "a",
+        "c",
+        true,
+    );
+    let shell = w.app_pid;
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let app: i32 = children.trim().parse().expect("one child: the app");
+    let a = w.dir_str("a");
+    let (status, log) = w.dump(&[("MIGROS_CRIU_SOCKET_DIRS", &a)]);
+    assert!(status.success(), "criu dump failed:\n{log}\n{}", w.logs());
+    // Both tasks are paused and checkpointed; only the app has a session.
+    assert_in_order(
+        &log,
+        &[
+            &format!("migros-criu: PAUSE_DEVICES pid {shell}"),
+            &format!("migros-criu: PAUSE_DEVICES pid {app}"),
+            &format!("migros-criu: paused 1 session(s) of pid {app}"),
+            &format!("migros-criu: CHECKPOINT_DEVICES pid {shell}"),
+            &format!("migros-criu: checkpoint pid {shell}: no migros session"),
+            &format!("migros-criu: CHECKPOINT_DEVICES pid {app}"),
+            "migros-criu: checkpointed session",
+        ],
+    );
+    w.reap_dumped_app();
+    // The app was re-parented to us when CRIU killed the shell: reap it, or
+    // its session id keeps the shell's pid taken.
+    wait_gone(app);
+    let (status, log) = w.restore("b", "restore.log");
+    assert!(
+        status.success(),
+        "criu restore failed:\n{log}\n{}",
+        w.logs()
+    );
+    assert!(log.contains(&format!("migros-criu: resumed 1 session(s) of pid {app}")));
+    w.wait_rounds(ROUNDS);
+    w.stop_and_check(true);
 }
