@@ -82,3 +82,38 @@ pub fn criu_log(level: u32, line: &std::ffi::CStr) -> bool {
     unsafe { f(level, c"%s".as_ptr(), line.as_ptr()) };
     true
 }
+
+/// `add_inventory_plugin(name)`: records in the dump's inventory that a
+/// restore needs this plugin (then `criu restore` without it fails with
+/// "Missing required plugin"). `None` outside CRIU 4.x.
+pub fn add_inventory_plugin(name: &std::ffi::CStr) -> Option<bool> {
+    // SAFETY: symbol lookup only.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"add_inventory_plugin".as_ptr()) };
+    if sym.is_null() {
+        return None;
+    }
+    // SAFETY: image.h: `int add_inventory_plugin(const char *name)`.
+    let f: unsafe extern "C" fn(*const c_char) -> c_int = unsafe { std::mem::transmute(sym) };
+    // SAFETY: a NUL-terminated string CRIU copies.
+    Some(unsafe { f(name.as_ptr()) } == 0)
+}
+
+/// `check_and_remove_inventory_plugin(name, len)` at restore: whether the
+/// dump recorded this plugin; CRIU fails the restore for recorded plugins
+/// that do not remove themselves. `None` outside CRIU 4.x.
+pub fn check_and_remove_inventory_plugin(name: &std::ffi::CStr) -> Option<bool> {
+    // SAFETY: symbol lookup only.
+    let sym = unsafe {
+        libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"check_and_remove_inventory_plugin".as_ptr(),
+        )
+    };
+    if sym.is_null() {
+        return None;
+    }
+    // SAFETY: image.h: `bool check_and_remove_inventory_plugin(const char *name, size_t n)`.
+    let f: unsafe extern "C" fn(*const c_char, usize) -> bool = unsafe { std::mem::transmute(sym) };
+    // SAFETY: a NUL-terminated string and its length.
+    Some(unsafe { f(name.as_ptr(), name.to_bytes().len()) })
+}

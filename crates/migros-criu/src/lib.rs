@@ -40,7 +40,7 @@ use plugin::{log, log_error, HookResult};
 /// but it lives in writable memory like the C macro's, whatever CRIU does.
 #[no_mangle]
 pub static mut CR_PLUGIN_DESC: CrPluginDesc = CrPluginDesc {
-    name: c"migros".as_ptr(),
+    name: plugin::PLUGIN_NAME.as_ptr(),
     init: Some(cr_init),
     exit: Some(cr_exit),
     version: ffi::CRIU_PLUGIN_VERSION,

@@ -27,6 +27,8 @@ use crate::sock;
 /// work (`pause`, `checkpoint`, `dump_unix_sk`, `restore_unix_sk`,
 /// `resume`); for tests of CRIU's error paths.
 pub const FAIL_ENV: &str = "MIGROS_CRIU_FAIL";
+/// The plugin's name (CR_PLUGIN_DESC, CRIU's inventory).
+pub const PLUGIN_NAME: &std::ffi::CStr = c"migros";
 /// Env var: `<hook>:<milliseconds>[,…]`: hooks that sleep that long after
 /// their work (before a failure injected by [`FAIL_ENV`]); for tests that
 /// kill CRIU in the middle.
@@ -100,6 +102,8 @@ struct Dump {
     claims: BTreeMap<u64, Claim>,
     /// Inodes DUMP_UNIX_SK recorded.
     dumped: BTreeSet<u64>,
+    /// Whether the inventory names us (a restore needs the plugin).
+    in_inventory: bool,
 }
 
 static DUMP: Mutex<Option<Dump>> = Mutex::new(None);
@@ -143,6 +147,15 @@ pub fn init(stage: c_int) -> HookResult<()> {
         "init (stage {stage}: {stage_name}), version {}",
         env!("CARGO_PKG_VERSION")
     );
+    if stage == ffi::STAGE_RESTORE {
+        // A dump that checkpointed sessions named us in its inventory;
+        // CRIU fails the restore unless we take our name off the list.
+        match ffi::check_and_remove_inventory_plugin(PLUGIN_NAME) {
+            Some(true) => log!("the images hold migros sessions"),
+            Some(false) => log!("the images hold no migros session"),
+            None => {}
+        }
+    }
     Ok(())
 }
 
@@ -295,6 +308,12 @@ pub fn checkpoint_devices(pid: c_int) -> HookResult<()> {
     }
     if total == 0 {
         log!("checkpoint pid {pid}: no migros session");
+    } else if !with_dump(|d| std::mem::replace(&mut d.in_inventory, true)) {
+        // A restore without this plugin would fail obscurely on the
+        // daemon sockets: let CRIU say "Missing required plugin: migros".
+        if ffi::add_inventory_plugin(PLUGIN_NAME) == Some(false) {
+            return Err(fail(libc::ENOMEM, "could not add migros to the inventory"));
+        }
     }
     injected("checkpoint")
 }

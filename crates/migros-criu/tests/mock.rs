@@ -380,6 +380,7 @@ fn dump_and_restore_replay_every_unread_byte_once() {
         &log,
         &[
             "migros-criu: init (stage 2: restore)",
+            "migros-criu: the images hold migros sessions",
             &format!("migros-criu: RESTORE_UNIX_SK id {inode} in pid {pid}"),
             &format!("migros-criu: restored session {SESSION:#x} of pid {pid}"),
             &format!("migros-criu: RESUME_DEVICES_LATE pid {pid}"),
@@ -499,6 +500,23 @@ fn a_corrupt_image_fails_the_restore_clearly_and_a_good_one_still_restores() {
     let last = bad.len() - 1;
     bad[last] ^= 0x5a;
     std::fs::write(&path, &bad).unwrap();
+
+    // Without the plugin, CRIU itself refuses: the inventory names it.
+    let empty = s.images.parent().unwrap().join("no-plugins");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (status, log) = criu(
+        &["restore", "-d"],
+        &s.images,
+        &empty,
+        "restore-none.log",
+        &[],
+    );
+    assert!(
+        !status.success(),
+        "criu restore succeeded without the plugin"
+    );
+    assert_in_order(&log, &["Missing required plugin: migros"]);
+    s.fake.with(|st| assert_eq!(st.conns.len(), 1));
 
     let (status, log) = s.restore("restore-bad.log");
     assert!(
