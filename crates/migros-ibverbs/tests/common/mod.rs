@@ -85,7 +85,8 @@ impl Net {
     /// A program with the replacement library, bounded by `timeout`.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("timeout");
-        c.arg("30")
+        // Generous: perftest -a takes ~15 s on a loaded 2-core machine.
+        c.arg("90")
             .args(args)
             .env("LD_LIBRARY_PATH", root().join("target/ibverbs"))
             .env("MIGROS_SOCKET_DIR", self.dir.path())
