@@ -2,8 +2,11 @@
 //! daemon (client and admin sockets served by this test): the hooks run in
 //! the documented order, the bytes the process had not read yet (in the
 //! socket and held back by the daemon) reach it after the restore exactly
-//! once, a failed dump rolls back, a corrupt image fails the restore with
-//! a clear message. Needs root and `criu`; skipped otherwise.
+//! once (also into a read(2) that was blocked at the freeze), a failed
+//! dump rolls back, an unclaimed daemon socket gets a hint, a corrupt image
+//! or a missing plugin fails the restore with a clear message, and a daemon
+//! without the CRIU requests (an older one) is ignored when it has nothing
+//! of the process. Needs root and `criu`; skipped otherwise.
 
 mod support;
 
@@ -574,4 +577,41 @@ fn a_daemon_socket_nobody_claims_fails_the_dump_with_a_hint() {
     let status = wait_child(&mut s.child, WAIT).expect("the process ends");
     assert!(status.success(), "child log:\n{}", s.child_log());
     assert_eq!(s.got(), (0..TOTAL).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_process_blocked_in_read_gets_the_held_back_frames_after_restore() {
+    let _serial = serial();
+    if !can_run() {
+        return;
+    }
+    // Everything sent is read: the process blocks in read(2) for frame
+    // SENT, which the fake daemon holds back until the restore.
+    let mut s = setup(SENT);
+    write_atomic(&s.work.join("allow"), &TOTAL.to_string());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (status, log) = s.dump(&[]);
+    assert!(status.success(), "criu dump failed:\n{log}");
+    wait_child(&mut s.child, WAIT).expect("killed after the dump");
+    let inode = s.fake.with(|st| st.inode);
+    let kname = image::socket_file_name(inode);
+    let sk = image::decode_socket(&kname, &std::fs::read(s.images.join(&kname)).unwrap()).unwrap();
+    assert_eq!(
+        sk.replay,
+        frames(SENT..TOTAL),
+        "nothing queued, all held back"
+    );
+
+    let (status, log) = s.restore("restore.log");
+    assert!(status.success(), "criu restore failed:\n{log}");
+    // The interrupted read(2) restarts on the new connection.
+    assert_eq!(
+        reap(s.pid, WAIT),
+        Some(Ended::Exited(0)),
+        "{}",
+        s.child_log()
+    );
+    assert_eq!(s.got(), (0..TOTAL).collect::<Vec<_>>());
+    s.fake
+        .with(|st| assert_eq!(st.conns[1].acks, (SENT..TOTAL).collect::<Vec<_>>()));
 }
