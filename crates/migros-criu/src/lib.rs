@@ -7,8 +7,9 @@
 //! and one per completion channel); its rings and MRs are its own memory,
 //! which CRIU dumps and restores at the same addresses. The plugin adds
 //! what CRIU cannot see, talking to the daemons on their admin sockets
-//! (`*.admin.sock` in `$MIGROS_SOCKET_DIR`, `/run/migros` and
-//! `/run/migros/nodes/*/`):
+//! (`*.admin.sock` in `$MIGROS_SOCKET_DIR`, `$MIGROS_RESTORE_SOCKET_DIR`,
+//! `/run/migros` and `/run/migros/nodes/*/`; only in the directories of
+//! `$MIGROS_CRIU_SOCKET_DIRS` when that is set):
 //!
 //! | hook | where it runs | what it does |
 //! |---|---|---|
@@ -19,10 +20,19 @@
 //! | RESTORE_UNIX_SK(inode) | inside the restored task | connects to the daemon (same path, or `$MIGROS_RESTORE_SOCKET_DIR`/same name), sends RestoreSession/RestoreChannel, reads exactly one answer frame, returns the fd |
 //! | RESUME_DEVICES_LATE(pid) | CRIU, before the task runs | `Resume{pid}` to every daemon: restored QPs start (RESUME on the wire) |
 //!
-//! Every hook logs to stderr (CRIU's log) with the prefix `migros-criu:`,
-//! never panics across the FFI boundary and never aborts CRIU: a failure
-//! is an error return with a message saying what failed.
-//! `MIGROS_CRIU_FAIL=<hook>[,<hook>…]` makes hooks fail on purpose (tests).
+//! A dump that checkpointed sessions names the plugin in CRIU's inventory,
+//! so restoring it without the plugin fails with "Missing required plugin:
+//! migros". A daemon that fails Pause or Resume but lists no session of the
+//! task (an older daemon) is ignored with a warning.
+//!
+//! Every hook logs into CRIU's log (through CRIU's `print_on_level`; to
+//! stderr outside CRIU) with the prefix `migros-criu:`: info at level 3
+//! (`-v3` and more), warnings and errors always. No hook panics across the
+//! FFI boundary or aborts CRIU: a failure is an error return with a
+//! message saying what failed. For tests, `MIGROS_CRIU_FAIL=<hook>[,…]`
+//! makes hooks fail after their work and `MIGROS_CRIU_SLEEP=<hook>:<ms>`
+//! makes them sleep (hooks: pause, checkpoint, dump_unix_sk,
+//! restore_unix_sk, resume).
 
 pub mod daemons;
 pub mod ffi;
