@@ -50,6 +50,17 @@ const B: (&str, &str) = ("b", "127.0.0.242");
 const BUDGET: Duration = Duration::from_secs(55);
 /// Any one phase (client setup, traffic, teardown).
 const PHASE: Duration = Duration::from_secs(30);
+/// Local ACK timeout of every QP: 4.096 us * 2^17 = 537 ms (7 retries:
+/// about 4 s without progress before a QP fails). The test is about
+/// scale, not timing: 8000 messages burst through two daemons, which on a
+/// small loaded machine (2 cores, other tests running, unoptimised
+/// daemons) can take longer than 100 ms to acknowledge a packet. With the
+/// usual 16.7 ms (12) the retransmissions feed on themselves and QPs ran
+/// out of retries (RetryExcErr) under load, before and after the CRIU
+/// changes alike. Loopback loses nothing, so the long timeout costs no time.
+const ACK_TIMEOUT: u8 = 17;
+/// Retransmissions before a QP fails.
+const RETRY_CNT: u8 = 7;
 
 const CHILD_DIR_ENV: &str = "MIGROS_VERBS_MANY_CLIENTS_DIR";
 const CHILD_INDEX_ENV: &str = "MIGROS_VERBS_MANY_CLIENTS_INDEX";
@@ -148,7 +159,7 @@ impl Group {
     fn connect(&self, remote: &[Qpn], addr: IpAddr) {
         assert_eq!(remote.len(), self.qps.len());
         for (qp, &r) in self.qps.iter().zip(remote) {
-            connect_rc(qp, r, addr, 12, 7);
+            connect_rc(qp, r, addr, ACK_TIMEOUT, RETRY_CNT);
         }
     }
 
