@@ -1,0 +1,438 @@
+//! How long the daemons take to move a process with N connected RC QPs the
+//! way CRIU moves it, and mostly how long its restore takes.
+//!
+//! ```text
+//! sudo cargo run --release -p migrosd --example restore_time -- 1 100 1000
+//! ```
+//!
+//! Three daemons run in this process (threads; addresses 127.0.0.231..233,
+//! a temporary socket directory): source A, destination B, and C with the
+//! peers. This process is the application: one session on A with one PD,
+//! CQ and MR and N RC QPs, each connected to its own QP on C, and one
+//! SEND per QP from A to C as a warm-up. Then, as the
+//! plugin does it, admin `Pause` and `Checkpoint` on A; the session socket
+//! is closed (the process "dies": A turns the QPs into tombstones); a new
+//! connection to B sends `RestoreSession` with the image and is `dup2`'d
+//! over the old descriptor (what RESTORE_UNIX_SK gives the restored
+//! process); one SEND per QP is posted (held: the QPs are stopped); admin
+//! `Resume` on B. Memory stays where it is, as after CRIU's restore.
+//!
+//! Columns (milliseconds, the median of `--runs` runs, 3 by default):
+//! - `pause`, `checkpoint`: the admin requests on A, sent to answer;
+//! - `restore`: RestoreSession sent to its Welcome read: the image decoded
+//!   and every object recreated on B (QPs stopped);
+//! - `resume`: admin Resume sent to its answer: every QP sent its RESUME;
+//! - `back`: admin Resume sent until every QP's SEND completed on B and
+//!   arrived on C: every peer acknowledged the RESUME and traffic flows.
+//!
+//! Needs root (the daemons reach this process's memory with
+//! process_vm_readv/writev).
+
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use migros_proto::admin::{AdminRequest, AdminResponse, SessionImage};
+use migros_proto::frame;
+use migros_proto::msg::{Request, Response, PROTOCOL_VERSION};
+use migros_verbs::*;
+
+const A: (&str, &str) = ("a", "127.0.0.231");
+const B: (&str, &str) = ("b", "127.0.0.232");
+const C: (&str, &str) = ("c", "127.0.0.233");
+/// Bytes of one message (and of one receive slot).
+const MSG: usize = 64;
+/// Any wait.
+const WAIT: Duration = Duration::from_secs(60);
+
+const ALL_ACCESS: Access =
+    Access(Access::LOCAL_WRITE.0 | Access::REMOTE_WRITE.0 | Access::REMOTE_READ.0);
+
+fn main() {
+    let mut runs = 3;
+    let mut counts = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => {
+                runs = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--runs takes a number");
+            }
+            "-h" | "--help" => {
+                println!("usage: restore_time [--runs R] [QPS...]   (default: 1 100 1000)");
+                return;
+            }
+            n => counts.push(n.parse::<usize>().expect("a number of QPs")),
+        }
+    }
+    if counts.is_empty() {
+        counts = vec![1, 100, 1000];
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("restore_time needs root: the daemons reach this process's memory");
+        std::process::exit(2);
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for (name, addr) in [A, B, C] {
+        start_daemon(dir.path(), name, addr);
+    }
+    println!(
+        "{:>6} {:>10} {:>8} {:>11} {:>9} {:>8} {:>8}",
+        "qps", "image", "pause", "checkpoint", "restore", "resume", "back"
+    );
+    for n in counts {
+        let mut rows: Vec<Row> = (0..runs.max(1)).map(|_| migrate(dir.path(), n)).collect();
+        let image = rows[0].image;
+        let med = |f: fn(&Row) -> Duration, rows: &mut Vec<Row>| {
+            rows.sort_by_key(f);
+            ms(f(&rows[rows.len() / 2]))
+        };
+        println!(
+            "{n:>6} {:>9}B {:>8} {:>11} {:>9} {:>8} {:>8}",
+            image,
+            med(|r| r.pause, &mut rows),
+            med(|r| r.checkpoint, &mut rows),
+            med(|r| r.restore, &mut rows),
+            med(|r| r.resume, &mut rows),
+            med(|r| r.back, &mut rows),
+        );
+    }
+    for (name, _) in [A, B, C] {
+        let _ = admin(dir.path(), name, &AdminRequest::Shutdown);
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+/// One migration's figures.
+struct Row {
+    image: usize,
+    pause: Duration,
+    checkpoint: Duration,
+    restore: Duration,
+    resume: Duration,
+    back: Duration,
+}
+
+fn start_daemon(dir: &Path, name: &'static str, addr: &str) {
+    let cfg = migrosd::Config::new(name, addr.parse().expect("address"), dir);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("migrosd-{name}"))
+        .spawn(move || match migrosd::Daemon::new(cfg) {
+            Ok(mut d) => {
+                let _ = tx.send(Ok(()));
+                if let Err(e) = d.run() {
+                    eprintln!("daemon {name}: {e}");
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+            }
+        })
+        .expect("a daemon thread");
+    if let Err(e) = rx.recv().expect("the daemon thread") {
+        eprintln!("daemon {name} did not start: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn admin(dir: &Path, name: &str, req: &AdminRequest) -> AdminResponse {
+    let mut s =
+        UnixStream::connect(migros_proto::paths::admin_socket(dir, name)).expect("connect admin");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    frame::write(&mut s, req).expect("admin request");
+    frame::read(&mut s).expect("admin response")
+}
+
+/// A session with N RC QPs on one CQ, and an MR with a slot per QP for
+/// sending and one for receiving.
+struct Side {
+    qps: Vec<Qp>,
+    cq: Cq,
+    mr: Mr,
+    _pd: Pd,
+    ctx: Context,
+}
+
+impl Side {
+    fn new(dir: &Path, dev: &str, n: usize) -> Side {
+        let ctx = Context::open_in(dir, dev).expect("open a device");
+        let pd = ctx.alloc_pd().expect("pd");
+        let cq = ctx.create_cq((4 * n + 16) as u32, None).expect("cq");
+        let qps = (0..n)
+            .map(|_| {
+                pd.create_qp(&QpInitAttr {
+                    qp_type: QpType::Rc,
+                    send_cq: &cq,
+                    recv_cq: &cq,
+                    srq: None,
+                    cap: QpCap {
+                        max_send_wr: 4,
+                        max_recv_wr: 4,
+                        max_send_sge: 1,
+                        max_recv_sge: 1,
+                        max_inline_data: 0,
+                    },
+                    sq_sig_all: false,
+                })
+                .expect("qp")
+            })
+            .collect();
+        let mr = pd.alloc_mr(2 * n * MSG, ALL_ACCESS).expect("mr");
+        Side {
+            qps,
+            cq,
+            mr,
+            _pd: pd,
+            ctx,
+        }
+    }
+
+    fn connect(&self, remote: &Side) {
+        let addr = remote.ctx.addr();
+        for (qp, r) in self.qps.iter().zip(&remote.qps) {
+            connect_rc(qp, r.qpn, addr);
+        }
+    }
+
+    fn post_recvs(&self, per_qp: usize) {
+        let n = self.qps.len();
+        for (q, qp) in self.qps.iter().enumerate() {
+            let wrs: Vec<RecvWr> = (0..per_qp)
+                .map(|_| RecvWr {
+                    wr_id: q as u64,
+                    sges: vec![self.mr.sge((n + q) * MSG, MSG)],
+                })
+                .collect();
+            qp.post_recv(&wrs).expect("post_recv");
+        }
+    }
+
+    fn send_one_each(&mut self, round: u8) {
+        for q in 0..self.qps.len() {
+            self.mr.as_mut_slice()[q * MSG..(q + 1) * MSG].fill(round);
+            let wr = SendWr {
+                wr_id: q as u64,
+                opcode: WrOpcode::Send,
+                flags: SendFlags::SIGNALED,
+                data: SendData::Sges(vec![self.mr.sge(q * MSG, MSG)]),
+                ud: None,
+            };
+            self.qps[q].post_send(&[wr]).expect("post_send");
+        }
+    }
+
+    /// Waits for `n` successful completions.
+    fn wait(&self, n: usize, what: &str) {
+        let deadline = Instant::now() + WAIT;
+        let mut wcs = Vec::new();
+        let mut got = 0;
+        while got < n {
+            wcs.clear();
+            self.cq.poll(&mut wcs, 256).expect("poll");
+            for wc in &wcs {
+                assert_eq!(wc.status, WcStatus::Success, "{what}: {wc:?}");
+            }
+            got += wcs.len();
+            if wcs.is_empty() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: {got} of {n} completions"
+                );
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+fn connect_rc(qp: &Qp, remote_qpn: Qpn, remote_addr: IpAddr) {
+    let init = QpAttr {
+        qp_state: QpState::Init,
+        port_num: 1,
+        qp_access_flags: ALL_ACCESS,
+        ..QpAttr::default()
+    };
+    qp.modify(
+        &init,
+        AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS,
+    )
+    .expect("init");
+    let rtr = QpAttr {
+        qp_state: QpState::Rtr,
+        path_mtu: Mtu::Mtu1024,
+        dest_qp_num: remote_qpn,
+        dest_addr: Some(remote_addr),
+        rq_psn: 0x100,
+        max_dest_rd_atomic: 4,
+        min_rnr_timer: 1,
+        ..QpAttr::default()
+    };
+    qp.modify(
+        &rtr,
+        AttrMask::STATE
+            | AttrMask::AV
+            | AttrMask::PATH_MTU
+            | AttrMask::DEST_QPN
+            | AttrMask::RQ_PSN
+            | AttrMask::MAX_DEST_RD_ATOMIC
+            | AttrMask::MIN_RNR_TIMER,
+    )
+    .expect("rtr");
+    let rts = QpAttr {
+        qp_state: QpState::Rts,
+        sq_psn: 0x100,
+        timeout: 17,
+        retry_cnt: 7,
+        rnr_retry: 7,
+        max_rd_atomic: 4,
+        ..QpAttr::default()
+    };
+    qp.modify(
+        &rts,
+        AttrMask::STATE
+            | AttrMask::SQ_PSN
+            | AttrMask::TIMEOUT
+            | AttrMask::RETRY_CNT
+            | AttrMask::RNR_RETRY
+            | AttrMask::MAX_QP_RD_ATOMIC,
+    )
+    .expect("rts");
+}
+
+/// Sets up N QP pairs between A and C, moves the A side to B, and times it.
+fn migrate(dir: &Path, n: usize) -> Row {
+    let pid = std::process::id();
+    let mut app = Side::new(dir, A.0, n);
+    let peers = Side::new(dir, C.0, n);
+    app.connect(&peers);
+    peers.connect(&app);
+    peers.post_recvs(2);
+    app.send_one_each(1);
+    app.wait(n, "warm-up sends");
+    peers.wait(n, "warm-up receives");
+
+    let t = Instant::now();
+    match admin(dir, A.0, &AdminRequest::Pause { pid }) {
+        AdminResponse::Paused { sessions: 1 } => {}
+        other => panic!("pause answered {other:?}"),
+    }
+    let pause = t.elapsed();
+    let t = Instant::now();
+    let image = match admin(dir, A.0, &AdminRequest::Checkpoint { pid }) {
+        AdminResponse::Checkpointed(mut images) if images.len() == 1 => images.remove(0),
+        other => panic!("checkpoint answered {other:?}"),
+    };
+    let checkpoint = t.elapsed();
+
+    let restore = restore_session(dir, &image);
+
+    // Posted while the QPs are stopped: they go out after the RESUME.
+    app.send_one_each(2);
+    let t = Instant::now();
+    match admin(dir, B.0, &AdminRequest::Resume { pid }) {
+        AdminResponse::Resumed { sessions: 1 } => {}
+        other => panic!("resume answered {other:?}"),
+    }
+    let resume = t.elapsed();
+    app.wait(n, "sends after the resume");
+    peers.wait(n, "receives after the resume");
+    let back = t.elapsed();
+    match admin(dir, B.0, &AdminRequest::Status) {
+        AdminResponse::Status(st) => assert!(
+            st.sessions.iter().any(|s| s.session == image.session),
+            "the session is on B"
+        ),
+        other => panic!("status answered {other:?}"),
+    }
+    drop(app);
+    drop(peers);
+    // The tombstones on A are of no more use.
+    let _ = admin(
+        dir,
+        A.0,
+        &AdminRequest::ReleaseTombstones { qpns: image.qpns },
+    );
+    Row {
+        image: image.objects.len(),
+        pause,
+        checkpoint,
+        restore,
+        resume,
+        back,
+    }
+}
+
+/// What CRIU does to the session socket of `image` between the dump and
+/// the restore: the old connection closes (the source sees the process
+/// gone), RESTORE_UNIX_SK opens one to B with RestoreSession, and it takes
+/// the old descriptor's number. Returns the RestoreSession round trip.
+fn restore_session(dir: &Path, image: &SessionImage) -> Duration {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::unix::fs::MetadataExt;
+    let old = fd_of_inode(image.inode).expect("the session's descriptor");
+    // What the process had not read, then what the daemon still held.
+    let mut replay = vec![0u8; 1 << 20];
+    let got = recv(
+        old,
+        &mut replay,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    )
+    .unwrap_or(0);
+    replay.truncate(got);
+    replay.extend_from_slice(&image.outbox);
+    // SAFETY: `old` is an open descriptor of this process (from /proc/self/fd);
+    // it is only borrowed here.
+    let old_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(old) };
+    let flags = fcntl(old_fd, FcntlArg::F_GETFL).expect("flags");
+    // The process is gone from A: its descriptor now points elsewhere.
+    let null = std::fs::File::open("/dev/null").expect("/dev/null");
+    // SAFETY: as above; dup2 replaces it in place, the number stays ours.
+    let mut target = unsafe { OwnedFd::from_raw_fd(old) };
+    nix::unistd::dup2(&null, &mut target).expect("dup2");
+
+    let path = migros_proto::paths::device_socket(dir, B.0);
+    let mut new = UnixStream::connect(&path).expect("connect to B");
+    let inode = new.try_clone().and_then(|s| {
+        std::fs::File::from(OwnedFd::from(s))
+            .metadata()
+            .map(|m| m.ino())
+    });
+    let req = Request::RestoreSession {
+        version: PROTOCOL_VERSION,
+        session: image.session,
+        path: path.to_string_lossy().into_owned(),
+        inode: inode.expect("the new socket's inode"),
+        image: image.objects.clone(),
+        replay,
+    };
+    let t = Instant::now();
+    frame::write(&mut new, &req).expect("RestoreSession");
+    match frame::read::<Response>(&mut new).expect("the answer to RestoreSession") {
+        Response::Welcome { session, .. } if session == image.session => {}
+        other => panic!("RestoreSession answered {other:?}"),
+    }
+    let took = t.elapsed();
+    fcntl(&new, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags))).expect("flags");
+    nix::unistd::dup2(&new, &mut target).expect("dup2");
+    std::mem::forget(target);
+    assert_ne!(new.as_raw_fd(), old);
+    took
+}
+
+/// The descriptor of this process whose socket has inode `inode`.
+fn fd_of_inode(inode: u64) -> Option<i32> {
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want))
+        .and_then(|e| e.file_name().to_str()?.parse().ok())
+}
