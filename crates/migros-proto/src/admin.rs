@@ -100,8 +100,10 @@ pub struct SessionImage {
     pub inode: u64,
     pub channels: Vec<ChannelImage>,
     /// The objects: what `RestoreSession` takes as `image`.
+    #[serde(with = "crate::bytes")]
     pub objects: Vec<u8>,
     /// Bytes queued for the session socket but not yet written.
+    #[serde(with = "crate::bytes")]
     pub outbox: Vec<u8>,
     pub qpns: Vec<Qpn>,
 }
@@ -113,6 +115,7 @@ pub struct ChannelImage {
     /// Inode of the client's channel socket.
     pub inode: u64,
     /// Bytes queued for the channel socket but not yet written.
+    #[serde(with = "crate::bytes")]
     pub outbox: Vec<u8>,
 }
 

@@ -12,6 +12,7 @@
 //! byte written last), so polling a CQ costs no system call.
 
 pub mod admin;
+mod bytes;
 pub mod counters;
 pub mod frame;
 pub mod msg;

@@ -138,6 +138,7 @@ pub enum Request {
     /// Recreates the objects of an image taken by `Checkpoint` on another
     /// daemon, with the same identifiers, for this session.
     Restore {
+        #[serde(with = "crate::bytes")]
         image: Vec<u8>,
     },
     /// Restarts the restored QPs: each announces itself with RESUME.
@@ -157,7 +158,9 @@ pub enum Request {
         session: u64,
         path: String,
         inode: u64,
+        #[serde(with = "crate::bytes")]
         image: Vec<u8>,
+        #[serde(with = "crate::bytes")]
         replay: Vec<u8>,
     },
     /// First message of a restored completion channel connection: attach it
@@ -168,6 +171,7 @@ pub enum Request {
         session: u64,
         channel: ChannelId,
         inode: u64,
+        #[serde(with = "crate::bytes")]
         replay: Vec<u8>,
     },
 }
@@ -206,6 +210,7 @@ pub enum Response {
         qps: Vec<(Qpn, QpCounters)>,
     },
     Image {
+        #[serde(with = "crate::bytes")]
         image: Vec<u8>,
         qpns: Vec<Qpn>,
     },
