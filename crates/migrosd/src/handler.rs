@@ -536,7 +536,10 @@ impl Daemon {
                 })
             }
             Request::Checkpoint => self.checkpoint(sid, owner),
-            Request::Restore { image } => self.restore(sid, owner, &image),
+            Request::Restore { image } => {
+                self.restore(sid, owner, &image)?;
+                Ok(Response::Ok)
+            }
             Request::Resume => {
                 self.start_session(sid, owner)?;
                 Ok(Response::Ok)
@@ -822,7 +825,15 @@ impl Daemon {
         Ok(qpns)
     }
 
-    pub(crate) fn restore(&mut self, sid: u64, old_owner: u64, bytes: &[u8]) -> Res {
+    /// Recreates the objects of image `bytes` for session `sid` (which owns
+    /// nothing yet); returns the image's inbox (the start of a request cut
+    /// by a freeze, empty but for admin checkpoints).
+    pub(crate) fn restore(
+        &mut self,
+        sid: u64,
+        old_owner: u64,
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, ReqError> {
         let owns_something = self.pds.values().any(|s| *s == sid)
             || self.cqs.values().any(|c| c.session == sid)
             || self.channels.values().any(|c| c.session == sid);
@@ -834,11 +845,9 @@ impl Daemon {
         }
         let (img, snap) =
             Image::decode(bytes).map_err(|e| ReqError::inval(format!("bad image: {e}")))?;
-        let pds: Vec<u32> = img
-            .transport
-            .get("pds")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .ok_or_else(|| ReqError::inval("bad image: no pd list"))?;
+        let pds = img
+            .pds()
+            .map_err(|e| ReqError::inval(format!("bad image: no pd list: {e}")))?;
         if self.owners.contains_key(&img.owner) {
             return Err(ReqError::new(
                 libc::EEXIST,
@@ -932,7 +941,7 @@ impl Daemon {
             self.qps.insert(q.qpn, q);
         }
         tracing::info!(session = sid, owner = new_owner, "restored");
-        Ok(Response::Ok)
+        Ok(img.inbox)
     }
 
     // ---- work queues ----

@@ -60,17 +60,19 @@ impl Daemon {
         );
         self.owners.insert(placeholder, session);
         self.mem.bind(placeholder, pid);
-        if let Err(e) = self.restore(session, placeholder, image) {
-            self.sessions.remove(&session);
-            self.owners.remove(&placeholder);
-            self.mem.unbind(placeholder);
-            tracing::info!(session, pid, error = %e.message, "restore refused");
-            return Err(e);
-        }
+        let inbox = match self.restore(session, placeholder, image) {
+            Ok(inbox) => inbox,
+            Err(e) => {
+                self.sessions.remove(&session);
+                self.owners.remove(&placeholder);
+                self.mem.unbind(placeholder);
+                tracing::info!(session, pid, error = %e.message, "restore refused");
+                return Err(e);
+            }
+        };
         if let Some(c) = self.conns.get_mut(&token) {
             c.kind = ConnKind::Session(session);
             // The start of a request cut by the freeze comes before the rest.
-            let inbox = inbox_of(image);
             if !inbox.is_empty() {
                 let rest = c.reader.unconsumed().to_vec();
                 c.reader = migros_proto::FrameReader::new();
@@ -168,14 +170,4 @@ impl Daemon {
             }
         }
     }
-}
-
-/// The `inbox` of an image that [`Daemon::restore`] accepted.
-fn inbox_of(image: &[u8]) -> Vec<u8> {
-    #[derive(serde::Deserialize)]
-    struct Inbox {
-        #[serde(default)]
-        inbox: Vec<u8>,
-    }
-    serde_json::from_slice::<Inbox>(image).map_or(Vec::new(), |i| i.inbox)
 }
