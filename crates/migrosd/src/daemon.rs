@@ -479,19 +479,19 @@ impl Daemon {
         let mut wrote = false;
         let dirty: Vec<Cqn> = self.dirty_cqs.iter().copied().collect();
         for cqn in dirty {
-            // A held session gets every CQ marked again when it resumes.
-            if self
-                .cqs
-                .get(&cqn)
-                .is_some_and(|r| self.memory_held(r.session))
-            {
-                self.dirty_cqs.remove(&cqn);
-                continue;
-            }
             let Some(ring) = self.cqs.get_mut(&cqn) else {
                 self.dirty_cqs.remove(&cqn);
                 continue;
             };
+            // A held session gets every CQ marked again when it resumes.
+            if self
+                .sessions
+                .get(&ring.session)
+                .is_some_and(|s| s.hold != Hold::Running)
+            {
+                self.dirty_cqs.remove(&cqn);
+                continue;
+            }
             self.wc_buf.clear();
             let _ = self.device.poll_cq(cqn, usize::MAX, &mut self.wc_buf);
             let limit = ring.backlog_limit();
@@ -542,28 +542,39 @@ impl Daemon {
     fn write_cis(&mut self) {
         let dirty = std::mem::take(&mut self.ci_dirty);
         for wq in dirty {
-            // A held session gets every index marked again when it resumes.
-            let sid = match wq {
-                Wq::Sq(q) | Wq::Rq(q) => self.qps.get(&q).map(|r| r.session),
-                Wq::Srq(s) => self.srqs.get(&s).map(|r| r.session),
-            };
-            if sid.is_some_and(|sid| self.memory_held(sid)) {
-                continue;
-            }
-            let (owner, at, ci) = match wq {
+            let (sid, owner, at, ci) = match wq {
                 Wq::Sq(q) => match self.qps.get(&q) {
-                    Some(r) => (r.owner, r.ctrl + migros_proto::ring::QP_CTRL_SQ_CI, r.sq.ci),
+                    Some(r) => (
+                        r.session,
+                        r.owner,
+                        r.ctrl + migros_proto::ring::QP_CTRL_SQ_CI,
+                        r.sq.ci,
+                    ),
                     None => continue,
                 },
                 Wq::Rq(q) => match self.qps.get(&q).and_then(|r| r.rq.map(|rq| (r, rq))) {
-                    Some((r, rq)) => (r.owner, r.ctrl + migros_proto::ring::QP_CTRL_RQ_CI, rq.ci),
+                    Some((r, rq)) => (
+                        r.session,
+                        r.owner,
+                        r.ctrl + migros_proto::ring::QP_CTRL_RQ_CI,
+                        rq.ci,
+                    ),
                     None => continue,
                 },
                 Wq::Srq(s) => match self.srqs.get(&s) {
-                    Some(r) => (r.owner, r.ctrl + migros_proto::ring::SRQ_CTRL_CI, r.rq.ci),
+                    Some(r) => (
+                        r.session,
+                        r.owner,
+                        r.ctrl + migros_proto::ring::SRQ_CTRL_CI,
+                        r.rq.ci,
+                    ),
                     None => continue,
                 },
             };
+            // A held session gets every index marked again when it resumes.
+            if self.memory_held(sid) {
+                continue;
+            }
             if let Err(e) = write_ci(&mut self.mem, owner, at, ci) {
                 tracing::debug!(error = %e, "cannot write a consumer index");
             }
