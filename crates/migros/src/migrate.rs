@@ -268,7 +268,7 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     let dump_stats = criu::read_stats(&wk.join("stats-dump")).unwrap_or_default();
     let dump_log = criu::read_log(&wk.join("dump.log"));
     // The freeze happened (log end - freeze) before runc returned.
-    let frozen_at = match (dump_log.freeze, dump_log.end) {
+    let frozen_at = match (dump_log.stopped(), dump_log.end) {
         (Some(f), Some(e)) if e >= f => ck_end - Duration::from_secs_f64(e - f),
         _ => t_ck,
     };
@@ -280,11 +280,11 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
         ms(Duration::from_micros(dump_stats.memwrite_time)),
         dump_stats.pages_written
     );
-    if let Some((first, last)) = dump_log.plugin_span() {
-        detail += &format!(
-            ", RDMA pause+dump {}",
-            ms(Duration::from_secs_f64(last - first))
-        );
+    if let Some(p) = dump_log.plugin_step("PAUSE_DEVICES", "paused") {
+        detail += &format!(", RDMA pause {}", ms(Duration::from_secs_f64(p)));
+    }
+    if let Some(d) = dump_log.plugin_step("CHECKPOINT_DEVICES", "checkpointed") {
+        detail += &format!(", RDMA dump {}", ms(Duration::from_secs_f64(d)));
     }
     tl.push("checkpoint", ck_wall, detail);
 
@@ -377,11 +377,11 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
         ms(Duration::from_micros(rs_stats.restore_time)),
         rs_stats.pages_restored
     );
-    if let Some((first, last)) = rs_log.plugin_span() {
-        detail += &format!(
-            ", RDMA reconnect..resume {}",
-            ms(Duration::from_secs_f64(last - first))
-        );
+    if let Some(r) = rs_log.plugin_step("RESTORE_UNIX_SK", "restored") {
+        detail += &format!(", RDMA reconnect {}", ms(Duration::from_secs_f64(r)));
+    }
+    if let Some(r) = rs_log.plugin_step("RESUME_DEVICES_LATE", "resumed") {
+        detail += &format!(", RDMA resume {}", ms(Duration::from_secs_f64(r)));
     }
     tl.push("restore", t_rs.elapsed(), detail);
 
@@ -434,7 +434,7 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
         println!("  {:<20} {:>10}  {}", s.name, ms(s.took), s.detail);
     }
     println!(
-        "  {:<20} {:>10}  freeze to resumed (checkpoint after the freeze + transfer + network + restore)",
+        "  {:<20} {:>10}  stopped (RDMA pause or freeze) to resumed",
         "downtime",
         ms(resumed - frozen_at)
     );

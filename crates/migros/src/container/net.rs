@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::node::{self, Node};
 use crate::sys::{self, ip_in};
@@ -120,31 +120,39 @@ pub fn unroute(ip: Ipv4Addr) {
 /// CRIU action script does at `network-lock`): a restored TCP connection
 /// must see nothing before its socket exists, or the kernel resets it.
 pub fn lock(name: &str, gen: u32) -> Result<()> {
-    let ns = netns(name, gen);
-    for chain in ["INPUT", "OUTPUT"] {
-        sys::run(
-            "ip",
-            &[
-                "netns", "exec", &ns, "iptables", "-w", "-I", chain, "1", "-j", "DROP",
-            ],
-        )?;
-    }
-    Ok(())
+    drop_rules(name, gen, "-I INPUT 1", "-I OUTPUT 1")
 }
 
-/// Removes what [`lock`] (or the action script) added.
+/// Removes what [`lock`] (or the action script) added, if still there.
 pub fn unlock(name: &str, gen: u32) {
+    let _ = drop_rules(name, gen, "-D INPUT", "-D OUTPUT");
+}
+
+/// Adds or deletes the two DROP rules in one `iptables-restore`.
+fn drop_rules(name: &str, gen: u32, input: &str, output: &str) -> Result<()> {
+    use std::io::Write as _;
     let ns = netns(name, gen);
-    for chain in ["INPUT", "OUTPUT"] {
-        while sys::run(
-            "ip",
-            &[
-                "netns", "exec", &ns, "iptables", "-w", "-D", chain, "-j", "DROP",
-            ],
-        )
-        .is_ok()
-        {}
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "iptables-restore", "-w", "--noflush"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running iptables-restore")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        write!(
+            stdin,
+            "*filter\n{input} -j DROP\n{output} -j DROP\nCOMMIT\n"
+        )?;
     }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "iptables-restore in {ns} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Removes the namespace of incarnation `gen` (its veth goes with it).

@@ -200,19 +200,17 @@ impl Spec<'_> {
 pub const ACTION_SCRIPT: &str = r#"#!/bin/sh
 # CRIU action script of migros containers (written by `migros run`).
 # network-lock: drop every packet in the container's network namespace;
-# network-unlock: remove those rules.
+# network-unlock: remove those rules. One iptables-restore each: the
+# unlock is part of the migration's downtime.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 [ -n "$CRTOOLS_INIT_PID" ] || exit 0
-ipt() { nsenter -t "$CRTOOLS_INIT_PID" -n iptables -w "$@"; }
+rules() {
+  printf '*filter\n-%s INPUT %s-j DROP\n-%s OUTPUT %s-j DROP\nCOMMIT\n' "$1" "$2" "$1" "$2" |
+    nsenter -t "$CRTOOLS_INIT_PID" -n iptables-restore -w --noflush
+}
 case "$CRTOOLS_SCRIPT_ACTION" in
-network-lock)
-  for c in INPUT OUTPUT; do
-    ipt -C "$c" -j DROP 2>/dev/null || ipt -I "$c" 1 -j DROP || exit 1
-  done ;;
-network-unlock)
-  for c in INPUT OUTPUT; do
-    while ipt -D "$c" -j DROP 2>/dev/null; do :; done
-  done ;;
+network-lock) rules I "1 " || exit 1 ;;
+network-unlock) rules D "" 2>/dev/null || true ;;
 esac
 exit 0
 "#;

@@ -125,9 +125,29 @@ pub struct LogTimes {
 }
 
 impl LogTimes {
-    /// First and last plugin line.
-    pub fn plugin_span(&self) -> Option<(f64, f64)> {
-        Some((self.plugin.first()?.0, self.plugin.last()?.0))
+    /// Seconds from the first plugin line containing `from` to the last
+    /// one containing `to` after it.
+    pub fn plugin_step(&self, from: &str, to: &str) -> Option<f64> {
+        let i = self.plugin.iter().position(|(_, m)| m.contains(from))?;
+        let last = self.plugin[i..]
+            .iter()
+            .rev()
+            .find(|(_, m)| m.contains(to))?;
+        Some(last.0 - self.plugin[i].0)
+    }
+
+    /// When the process stopped: the plugin's pause (before the freeze) or
+    /// the freeze, whichever came first.
+    pub fn stopped(&self) -> Option<f64> {
+        let pause = self
+            .plugin
+            .iter()
+            .find(|(_, m)| m.contains("PAUSE_DEVICES"))
+            .map(|p| p.0);
+        match (pause, self.freeze) {
+            (Some(p), Some(f)) => Some(p.min(f)),
+            (p, f) => p.or(f),
+        }
     }
 }
 
@@ -217,6 +237,18 @@ mod tests {
         );
         assert_eq!(t.freeze, Some(0.055798));
         assert_eq!(t.end, Some(0.184428));
-        assert_eq!(t.plugin_span(), Some((0.06, 0.07)));
+        assert_eq!(t.plugin.len(), 2);
+        assert_eq!(t.stopped(), Some(0.055798));
+        let r = parse_log(
+            "(00.010000) migros-criu: PAUSE_DEVICES pid 7\n\
+             (00.012000) migros-criu: paused 1 session(s) of pid 7\n\
+             (00.020000) freezing cgroup x\n\
+             (00.030000) migros-criu: CHECKPOINT_DEVICES pid 7\n\
+             (00.034000) migros-criu: checkpointed session 0x1 of pid 7\n",
+        );
+        assert_eq!(r.stopped(), Some(0.01));
+        let step = r.plugin_step("CHECKPOINT_DEVICES", "checkpointed").unwrap();
+        assert!((step - 0.004).abs() < 1e-9, "{step}");
+        assert!(r.plugin_step("RESUME_DEVICES_LATE", "resumed").is_none());
     }
 }
