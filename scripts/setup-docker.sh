@@ -38,8 +38,24 @@ if [ ! -e /etc/docker/daemon.json ]; then
   echo '{"experimental": true, "iptables": false, "ip-masq": false}' > /etc/docker/daemon.json
   say "wrote /etc/docker/daemon.json"
 elif ! grep -q '"experimental": *true' /etc/docker/daemon.json; then
-  say "warning: /etc/docker/daemon.json exists without \"experimental\": true; docker checkpoint needs it"
+  if docker info >/dev/null 2>&1; then
+    say "warning: /etc/docker/daemon.json lacks \"experimental\": true and dockerd already runs (restart it after adding it)"
+  elif command -v python3 >/dev/null; then
+    # Keep the file's other settings; turn experimental on.
+    python3 - /etc/docker/daemon.json <<'PY' || die "cannot add experimental to /etc/docker/daemon.json"
+import json, sys
+p = sys.argv[1]
+with open(p) as f:
+    text = f.read()
+d = json.loads(text) if text.strip() else {}
+d["experimental"] = True
+with open(p, "w") as f:
+    json.dump(d, f, indent=2)
+PY
+    say "turned experimental on in /etc/docker/daemon.json"
+  fi
 fi
+command -v criu >/dev/null || say "warning: criu not on PATH (scripts/setup-criu.sh): docker checkpoint will fail"
 
 if ! docker info >/dev/null 2>&1; then
   mkdir -p "$STATE"
@@ -51,8 +67,8 @@ if ! docker info >/dev/null 2>&1; then
   done
   docker info >/dev/null 2>&1 || die "dockerd did not come up; see $STATE/dockerd.log"
 fi
-docker info 2>/dev/null | grep -q 'Experimental: true' \
-  || say "warning: dockerd runs without experimental features; docker checkpoint will be refused"
+[ "$(docker version --format '{{.Server.Experimental}}' 2>/dev/null)" = true ] \
+  || die "dockerd runs without experimental features: docker checkpoint would be refused (add \"experimental\": true to /etc/docker/daemon.json and restart dockerd)"
 
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
   R=$(mktemp -d)

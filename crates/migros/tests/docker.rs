@@ -67,7 +67,7 @@ fn missing() -> Option<String> {
             daemon.display()
         ));
     }
-    for p in ["docker", "criu", "ip", "ib_send_bw", "stdbuf"] {
+    for p in ["criu", "ip", "ib_send_bw", "stdbuf"] {
         if !have(p) {
             return Some(format!(
                 "{p} not on PATH (scripts/setup-criu.sh, scripts/setup-docker.sh, perftest)"
@@ -88,6 +88,9 @@ fn missing() -> Option<String> {
             ))
         }
         Err(e) => return Some(format!("cannot run {}: {e}", setup.display())),
+    }
+    if !have("docker") {
+        return Some("no docker client on PATH".into());
     }
     static BUILD: std::sync::Once = std::sync::Once::new();
     BUILD.call_once(
@@ -493,6 +496,12 @@ fn migros_migrate_engine_docker() {
     assert!(out.contains("downtime"), "{out}");
     assert!(out.contains("1 QP(s) forwarded"), "{out}");
     assert!(out.contains("image"), "{out}");
+    let ps = migros(&["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with(srv) && l.contains(&c) && l.contains("dk2srv-1")),
+        "{ps}"
+    );
 
     let code = |n: &str| {
         let o = run(MIGROS, &["wait", n, "--timeout", "300"]);
