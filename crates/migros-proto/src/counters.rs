@@ -25,6 +25,14 @@ pub struct QpCounters {
     pub rx_dropped: u64,
     pub pauses: u64,
     pub resumes: u64,
+    /// Time this QP spent paused by its partner's migration, in
+    /// nanoseconds, summed over the pauses that ended (pause NAK received
+    /// to RESUME received): the pause the peer of a migration observes.
+    #[serde(default)]
+    pub paused_nanos: u64,
+    /// The most recent of those pauses, in nanoseconds.
+    #[serde(default)]
+    pub last_pause_nanos: u64,
 }
 
 /// Per-device counters (datagrams that never reached a QP count here).

@@ -426,6 +426,12 @@ fn f_pause_of_ten_timeouts_consumes_no_retries() {
     let after = counters(&sim, &a);
     assert_eq!(after.timeouts, 0, "the pause consumed no retries");
     assert!(after.pauses >= 1 && after.resumes >= 1);
+    // The pause the partner saw is counted: from the pause NAK (before
+    // `paused_at`) to the RESUME (before now).
+    let pause = Duration::from_nanos(after.last_pause_nanos);
+    assert!(pause >= 10 * ack_timeout(opts.timeout), "{pause:?}");
+    assert!(pause <= sim.now().saturating_duration_since(Instant::ZERO));
+    assert_eq!(after.paused_nanos, after.last_pause_nanos, "one pause");
 }
 
 // ---- g: a partner that never comes back ----

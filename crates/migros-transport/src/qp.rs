@@ -102,6 +102,10 @@ pub(crate) struct Qp {
     pub ud_peers: BTreeSet<(IpAddr, Qpn)>,
     /// RESUMEs a migrated UD or UC QP still has to send (no answer expected).
     pub announce: VecDeque<(IpAddr, Qpn)>,
+    /// When the partner paused us (for the pause counters). Not part of a
+    /// snapshot: a QP that moves while paused does not count that pause.
+    #[serde(skip)]
+    pub paused_at: Option<Instant>,
 }
 
 /// Most remote peers a UD QP remembers for its resume announcement.
@@ -123,6 +127,7 @@ impl Qp {
             counters: QpCounters::default(),
             ud_peers: BTreeSet::new(),
             announce: VecDeque::new(),
+            paused_at: None,
         }
     }
 

@@ -97,6 +97,7 @@ impl Qp {
         }
         self.attr.migration = MigrationState::Paused;
         self.counters.pauses += 1;
+        self.paused_at = Some(now);
         self.timers.retransmit = None;
         self.timers.pause = Some(now + env.config.pause_timeout);
     }
@@ -119,6 +120,12 @@ impl Qp {
             MigrationState::Paused => {
                 self.attr.migration = MigrationState::Running;
                 self.timers.pause = None;
+                if let Some(since) = self.paused_at.take() {
+                    let nanos = u64::try_from(now.saturating_duration_since(since).as_nanos())
+                        .unwrap_or(u64::MAX);
+                    self.counters.paused_nanos = self.counters.paused_nanos.saturating_add(nanos);
+                    self.counters.last_pause_nanos = nanos;
+                }
             }
             MigrationState::Resuming | MigrationState::Running => {}
         }
