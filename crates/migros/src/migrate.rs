@@ -129,6 +129,16 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     let sessions: Vec<SessionIds> = ids.unwrap_or_default();
     let qpns: Vec<u32> = sessions.iter().flat_map(|s| s.qpns.clone()).collect();
     if !sessions.is_empty() {
+        if src.dev != dst.dev {
+            // The plugin reconnects to the same socket path (/run/migros/<dev>.sock).
+            bail!(
+                "the container uses device {} of node {}, node {} has {}: nothing was frozen",
+                src.dev,
+                src.name,
+                dst.name,
+                dst.dev
+            );
+        }
         check_identifiers(&dst, &sessions)?;
     }
     tl.push(

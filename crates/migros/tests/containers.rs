@@ -217,6 +217,16 @@ fn nodes_add_list_del_and_errors() {
         .fails(&["node", "add", "K1/x", "--addr", "198.18.1.14"])
         .contains("invalid node name"));
     assert!(lab.fails(&["node", "del", "k1nope"]).contains("not found"));
+    // Not root: a clear refusal before anything is touched.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", MIGROS])
+        .args(["node", "add", "k1u", "--addr", "198.18.1.15"])
+        .output();
+    if let Ok(out) = out {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("needs root"), "{err}");
+    }
 
     lab.ok(&["node", "del", "k1a"]);
     lab.nodes.retain(|n| n != "k1a");
