@@ -29,8 +29,16 @@ pub fn log_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.log"))
 }
 
-/// The `migrosd` next to this executable, else the first on `PATH`.
+/// `$MIGROSD` if set, else the `migrosd` next to this executable, else the
+/// first on `PATH`.
 pub fn find_daemon() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MIGROSD").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("MIGROSD={} is not a file", p.display());
+        }
+        return Ok(p);
+    }
     let exe = std::env::current_exe().context("locating the migros executable")?;
     let mut candidates = Vec::new();
     if let Some(dir) = exe.parent() {
