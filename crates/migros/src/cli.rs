@@ -59,6 +59,9 @@ pub enum Command {
     },
     /// Live-migrates a container to another node (runc + CRIU).
     Migrate(MigrateArgs),
+    /// The seed experiment: ib_send_bw between containers on two of three
+    /// local nodes, the server live-migrated mid-run; writes a bandwidth plot.
+    Demo(crate::demo::DemoArgs),
     /// Internal: supervises one incarnation of a container.
     #[command(name = "__supervise", hide = true)]
     Supervise {

@@ -20,10 +20,12 @@ mod bench;
 mod cli;
 mod container;
 mod daemon;
+mod demo;
 mod dev;
 mod env;
 mod migrate;
 mod node;
+mod plot;
 mod stat;
 mod sys;
 
@@ -65,6 +67,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Rm { force, name } => container::rm(&name, force),
         Command::Migrate(a) => migrate::run(&a),
+        Command::Demo(a) => demo::run(&a),
         Command::Supervise { name, gen, restore } => container::supervise::run(&name, gen, restore),
     }
 }

@@ -1,0 +1,207 @@
+//! A bandwidth-over-time chart as a standalone SVG file (no plotting
+//! dependency: a line, two axes with ticks, and shaded spans for the
+//! pauses), for `migros demo`.
+
+use std::fmt::Write as _;
+
+/// One measurement: seconds since the start, and Gbit/s over the interval
+/// that ended then.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub t: f64,
+    pub gbits: f64,
+}
+
+/// A marked span of time (e.g. the migration's pause), with its label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub from: f64,
+    pub to: f64,
+    pub label: String,
+}
+
+const WIDTH: f64 = 900.0;
+const HEIGHT: f64 = 420.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 55.0;
+
+/// The chart of `samples` with `spans` shaded, titled `title`.
+pub fn bandwidth_svg(title: &str, samples: &[Sample], spans: &[Span]) -> String {
+    let t_max = samples
+        .iter()
+        .map(|s| s.t)
+        .chain(spans.iter().map(|s| s.to))
+        .fold(0.0_f64, f64::max)
+        .max(1e-3);
+    let y_max = nice_ceiling(samples.iter().map(|s| s.gbits).fold(0.0_f64, f64::max));
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let x = |t: f64| LEFT + (t / t_max).clamp(0.0, 1.0) * plot_w;
+    let y = |g: f64| TOP + plot_h - (g / y_max).clamp(0.0, 1.0) * plot_h;
+
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"##
+    );
+    let _ = writeln!(
+        svg,
+        r##"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"##
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"##,
+        WIDTH / 2.0,
+        escape(title)
+    );
+    for span in spans {
+        let (x0, x1) = (x(span.from), x(span.to));
+        // At least 2 px wide, so a millisecond pause stays visible.
+        let w = (x1 - x0).max(2.0);
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{x0:.1}" y="{TOP}" width="{w:.1}" height="{plot_h}" fill="#e4572e" fill-opacity="0.25"/>"##
+        );
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{}" fill="#b03a1e">{}</text>"##,
+            x0 + w + 4.0,
+            TOP + 14.0,
+            escape(&span.label)
+        );
+    }
+    for i in 0..=5 {
+        let g = y_max * f64::from(i) / 5.0;
+        let yy = y(g);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            WIDTH - RIGHT,
+            LEFT - 6.0,
+            yy + 4.0,
+            trim(g)
+        );
+    }
+    let step = nice_ceiling(t_max / 8.0);
+    let mut t = 0.0;
+    while t <= t_max + 1e-9 {
+        let xx = x(t);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{xx:.1}" y1="{}" x2="{xx:.1}" y2="{}" stroke="#333"/><text x="{xx:.1}" y="{}" text-anchor="middle">{}</text>"##,
+            TOP + plot_h,
+            TOP + plot_h + 5.0,
+            TOP + plot_h + 18.0,
+            trim(t)
+        );
+        t += step;
+    }
+    let _ = writeln!(
+        svg,
+        r##"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{}" stroke="#333"/><line x1="{LEFT}" y1="{}" x2="{}" y2="{}" stroke="#333"/>"##,
+        TOP + plot_h,
+        TOP + plot_h,
+        WIDTH - RIGHT,
+        TOP + plot_h
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="{}" y="{}" text-anchor="middle">time (s)</text>"##,
+        LEFT + plot_w / 2.0,
+        HEIGHT - 12.0
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">Gbit/s</text>"##,
+        TOP + plot_h / 2.0,
+        TOP + plot_h / 2.0
+    );
+    if !samples.is_empty() {
+        let mut points = String::new();
+        for s in samples {
+            let _ = write!(points, "{:.1},{:.1} ", x(s.t), y(s.gbits));
+        }
+        let _ = writeln!(
+            svg,
+            r##"<polyline points="{}" fill="none" stroke="#1f5fa8" stroke-width="1.5"/>"##,
+            points.trim_end()
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The smallest of 1, 2, 2.5, 5 × 10^k that is ≥ `v` (1 for v ≤ 0).
+fn nice_ceiling(v: f64) -> f64 {
+    if !v.is_finite() || v <= 0.0 {
+        return 1.0;
+    }
+    let base = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if m * base >= v * (1.0 - 1e-12) {
+            return m * base;
+        }
+    }
+    10.0 * base
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nice_ceilings() {
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(7.3), 10.0);
+        assert_eq!(nice_ceiling(19.0), 20.0);
+        assert_eq!(nice_ceiling(21.0), 25.0);
+        assert_eq!(nice_ceiling(0.3), 0.5);
+        assert_eq!(nice_ceiling(f64::NAN), 1.0);
+    }
+
+    #[test]
+    fn chart_has_the_line_the_pause_and_escaped_text() {
+        let samples: Vec<Sample> = (0..50)
+            .map(|i| Sample {
+                t: f64::from(i) * 0.1,
+                gbits: if i == 20 { 0.0 } else { 18.0 },
+            })
+            .collect();
+        let spans = [Span {
+            from: 2.0,
+            to: 2.004,
+            label: "migration <4 ms>".into(),
+        }];
+        let svg = bandwidth_svg("ib_send_bw & migros", &samples, &spans);
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("ib_send_bw &amp; migros"));
+        assert!(svg.contains("migration &lt;4 ms&gt;"));
+        let line = svg.lines().find(|l| l.starts_with("<polyline")).unwrap();
+        assert_eq!(line.matches(',').count(), 50, "one point per sample");
+        // The pause span is drawn at least 2 px wide.
+        assert!(svg.contains(r##"width="2.0" height="325""##), "{svg}");
+    }
+
+    #[test]
+    fn empty_input_still_makes_a_valid_chart() {
+        let svg = bandwidth_svg("nothing", &[], &[]);
+        assert!(svg.contains("</svg>"));
+        assert!(!svg.contains("<polyline"));
+        assert!(!svg.contains("NaN"));
+    }
+}
