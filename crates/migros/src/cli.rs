@@ -136,7 +136,8 @@ pub struct MigrateArgs {
     /// Pre-copy rounds (CRIU pre-dumps) before the final checkpoint.
     #[arg(long, default_value_t = 0)]
     pub pre_copy: u32,
-    /// Keep the source running until the restore succeeded.
+    /// Keep the source (frozen) until the restore succeeded; a failed
+    /// restore lets it continue.
     #[arg(long)]
     pub leave_running: bool,
     #[arg(long, value_enum, default_value_t = Engine::Runc)]

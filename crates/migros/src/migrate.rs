@@ -8,9 +8,12 @@
 //!    overlay address) on the destination node and its bundle, which mounts
 //!    the destination node's socket directory at `/run/migros`;
 //! 3. optional pre-copy rounds (`runc checkpoint --pre-dump`);
-//! 4. checkpoint (`runc checkpoint --tcp-established`): CRIU freezes the
-//!    container, the migros CRIU plugin pauses and dumps its RDMA state,
-//!    CRIU dumps memory and kills it (unless `--leave-running`);
+//! 4. checkpoint: `runc pause` freezes the container (quicker than CRIU's
+//!    own freezer loop), then `runc checkpoint --tcp-established`: the
+//!    migros CRIU plugin pauses and dumps its RDMA state, the container's
+//!    CRIU action script locks its network namespace, CRIU dumps memory and
+//!    kills it (with `--leave-running` it stays, frozen, until the restore
+//!    succeeded);
 //! 5. transfer the image (one machine: a copy of the directory);
 //! 6. move the overlay address: routes on every node point at the
 //!    destination, the source namespace goes;
@@ -240,6 +243,10 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     // 4. checkpoint
     tl.progress("checkpoint (freeze, RDMA pause + dump, memory)");
     let t_ck = Instant::now();
+    // Freeze first: CRIU re-polls a cgroup still freezing only every
+    // 100 ms, runc's freezer far more often; CRIU takes a frozen cgroup as
+    // it is (and leaves it frozen with --leave-running).
+    let prefrozen = container::runc(&["pause", &id]).is_ok();
     let img = src_img.join("final");
     let wk = work.join("final");
     std::fs::create_dir_all(&wk)?;
@@ -260,6 +267,9 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     args.push(id.clone());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     if let Err(e) = container::runc(&args) {
+        if prefrozen {
+            let _ = container::runc(&["resume", &id]);
+        }
         net::unlock(&c.name, c.gen);
         c.save()?;
         undo_dst(&c);
@@ -279,11 +289,13 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     let dump_log = criu::read_log(&wk.join("dump.log"));
     // The freeze happened (log end - freeze) before runc returned.
     let frozen_at = match (dump_log.stopped(), dump_log.end) {
+        _ if prefrozen => t_ck,
         (Some(f), Some(e)) if e >= f => ck_end - Duration::from_secs_f64(e - f),
         _ => t_ck,
     };
     let mut detail = format!(
-        "criu: freeze {}, frozen {}, memory dump {} + write {}, {} pages",
+        "{}criu: freeze {}, frozen {}, memory dump {} + write {}, {} pages",
+        if prefrozen { "runc pause, " } else { "" },
         ms(Duration::from_micros(dump_stats.freezing_time)),
         ms(Duration::from_micros(dump_stats.frozen_time)),
         ms(Duration::from_micros(dump_stats.memdump_time)),
@@ -355,6 +367,9 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
             };
             if a.leave_running && sys::alive(pid) {
                 // The source still runs: keep it, undo the move.
+                if prefrozen {
+                    let _ = container::runc(&["resume", &id]);
+                }
                 let _ = net::route_to(&c.name, c.ip, &src);
                 undo_dst(&c);
                 c.save()?;
@@ -376,6 +391,13 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
             );
         }
     };
+    // A checkpoint of a frozen cgroup restores frozen.
+    let new_id = container::runc_id(&c.name, gen);
+    if container::runc(&["state", &new_id]).is_ok_and(|st| st.contains("\"paused\"")) {
+        if let Err(e) = container::runc(&["resume", &new_id]) {
+            eprintln!("migros: warning: thawing the restored container: {e:#}");
+        }
+    }
     let resumed = Instant::now();
     net::unlock(&c.name, gen);
     let rs_dir = container::gen_dir(&c.name, gen).join("work");
@@ -414,6 +436,8 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     }
     if a.leave_running {
         let _ = container::runc(&["kill", &id, "KILL"]);
+        // A frozen task dies once thawed.
+        let _ = container::runc(&["resume", &id]);
         let _ = net::destroy(&c.name, c.gen);
         notes.push("source stopped".into());
     }
