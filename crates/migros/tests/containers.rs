@@ -97,8 +97,20 @@ impl Lab {
     }
 
     fn node(&mut self, name: &str, addr: &str) {
+        self.clean_node(name);
         self.nodes.push(name.to_string());
         self.ok(&["node", "add", name, "--addr", addr]);
+    }
+
+    /// Removes what a killed run of this test may have left of node `name`.
+    fn clean_node(&self, name: &str) {
+        let ps = self.json(&["ps", "--json"]);
+        for c in ps.as_array().into_iter().flatten() {
+            if c["node"] == name {
+                let _ = self.run(&["rm", "-f", c["name"].as_str().unwrap_or_default()]);
+            }
+        }
+        let _ = self.run(&["node", "del", name]);
     }
 
     fn container(&mut self, node: &str, name: &str, ip: &str, cmd: &[&str]) {
@@ -532,6 +544,7 @@ fn rdma_migration(
     );
     for (i, n) in [&a, &b, &c].into_iter().enumerate() {
         let addr = format!("198.18.1.{}", octet + i as u8);
+        lab.clean_node(n);
         lab.nodes.push(n.clone());
         lab.ok(&["node", "add", n, "--addr", &addr, "--mtu", "4096"]);
     }
