@@ -242,6 +242,9 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
 
     // 4. checkpoint
     tl.progress("checkpoint (freeze, RDMA pause + dump, memory)");
+    // The source's tombstones before: the checkpoint's are the new ones
+    // (QPs made after the identifier check included).
+    let tombstones_before = tombstones(&src);
     let t_ck = Instant::now();
     // Freeze first: CRIU re-polls a cgroup still freezing only every
     // 100 ms, runc's freezer far more often; CRIU takes a frozen cgroup as
@@ -421,6 +424,25 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     tl.progress("forwarding tombstones");
     let t = Instant::now();
     let mut notes = Vec::new();
+    let mut qpns = qpns;
+    if let Some(before) = &tombstones_before {
+        // The daemon makes them when the dumped process's connection
+        // closes: give it a moment.
+        for _ in 0..25 {
+            let now = tombstones(&src).unwrap_or_default();
+            let fresh: Vec<u32> = now.into_iter().filter(|q| !before.contains(q)).collect();
+            let complete = qpns.iter().all(|q| fresh.contains(q));
+            for q in fresh {
+                if !qpns.contains(&q) {
+                    qpns.push(q);
+                }
+            }
+            if complete {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     if !qpns.is_empty() {
         match crate::admin::request(
             &src.socket_dir(),
@@ -484,6 +506,13 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// The QPNs with a tombstone on a node's daemon (`None`: it does not say).
+fn tombstones(node: &Node) -> Option<Vec<u32>> {
+    crate::admin::status(&node.socket_dir(), &node.dev)
+        .ok()
+        .map(|s| s.tombstones)
 }
 
 /// Pre-copy needs the kernel's soft-dirty tracking.
