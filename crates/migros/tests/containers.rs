@@ -640,15 +640,59 @@ fn rdma_seed_experiment_exact() {
     perftest_result(&c, "65536");
 }
 
+/// The client moves, and its RDMA process is not the container's init (a
+/// shell's child): `migrate` finds it in the container's process tree.
 #[test]
 fn rdma_send_bw_client_migrates() {
     let cmd = perftest("ib_send_bw", &["-D", "6"]);
-    let Some((s, c)) = rdma_migration("k7", 71, &cmd, &cmd, "remote address", Moves::Client, None)
-    else {
+    let script = format!("{} \"$0\"; echo client exit $?", cmd.join(" "));
+    let client = ["sh", "-c", script.as_str()];
+    let Some((s, c)) = rdma_migration(
+        "k7",
+        71,
+        &cmd,
+        &client,
+        "remote address",
+        Moves::Client,
+        None,
+    ) else {
         return;
     };
     perftest_result(&s, "65536");
     perftest_result(&c, "65536");
+    assert!(c.contains("client exit 0"), "{c}");
+}
+
+/// `ibv_rc_pingpong -e`: completion events through a completion channel
+/// (a second daemon connection the plugin restores too).
+#[test]
+fn rdma_rc_pingpong_events_server_migrates() {
+    let cmd = [
+        "stdbuf",
+        "-oL",
+        "ibv_rc_pingpong",
+        "-d",
+        "rxe0",
+        "-g",
+        "0",
+        "-n",
+        "10000",
+        "-e",
+    ];
+    let Some((s, c)) = rdma_migration(
+        "k15",
+        151,
+        &cmd,
+        &cmd,
+        "remote address",
+        Moves::Server,
+        None,
+    ) else {
+        return;
+    };
+    for l in [&s, &c] {
+        assert!(l.contains("10000 iters in"), "{l}");
+    }
 }
 
 #[test]
