@@ -515,15 +515,15 @@ enum Moves {
 
 /// A server container on node A and a client container on node B run
 /// `server` and `client` (the server's overlay address appended to the
-/// client's command); once traffic flows, one end migrates to node C; both
-/// must exit 0. `started` is what the server prints when traffic flows.
+/// client's command); once traffic flows, one end migrates along `hops`
+/// (node suffixes: `c`, then maybe `a`); both must exit 0. `started` is what the server prints when traffic flows.
 fn rdma_migration(
     prefix: &str,
     octet: u8,
     server: &[&str],
     client: &[&str],
     started: &str,
-    moves: Moves,
+    (moves, hops): (Moves, &[&str]),
     volume: Option<&str>,
 ) -> Option<(String, String)> {
     let mut lab = Lab::new()?;
@@ -569,10 +569,14 @@ fn rdma_migration(
     lab.wait_log(&srv, started);
     std::thread::sleep(Duration::from_millis(700));
     let who = if moves == Moves::Server { &srv } else { &cli };
-    let out = lab.migrate(who, &c);
-    assert!(out.contains("1 QP(s) forwarded"), "{out}");
-    let ps = lab.ps(who).expect("listed");
-    assert_eq!(ps["node"], c.as_str(), "{ps}");
+    for hop in hops {
+        let to = format!("{prefix}{hop}");
+        let out = lab.migrate(who, &to);
+        assert!(out.contains("QP(s) forwarded"), "{out}");
+        let ps = lab.ps(who).expect("listed");
+        assert_eq!(ps["node"], to.as_str(), "{ps}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let (cs, ss) = (lab.wait(&cli), lab.wait(&srv));
     let (cl, sl) = (lab.logs(&cli), lab.logs(&srv));
     assert_eq!((cs, ss), (0, 0), "client:\n{cl}\nserver:\n{sl}");
@@ -607,8 +611,15 @@ fn perftest<'a>(prog: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn rdma_send_bw_bidirectional_server_migrates() {
     let cmd = perftest("ib_send_bw", &["-s", "16384", "-n", "100000", "-b"]);
-    let Some((s, c)) = rdma_migration("k6", 61, &cmd, &cmd, "remote address", Moves::Server, None)
-    else {
+    let Some((s, c)) = rdma_migration(
+        "k6",
+        61,
+        &cmd,
+        &cmd,
+        "remote address",
+        (Moves::Server, &["c"]),
+        None,
+    ) else {
         return;
     };
     perftest_result(&s, "16384");
@@ -631,7 +642,7 @@ fn rdma_seed_experiment_exact() {
         &cmd,
         &cmd,
         "remote address",
-        Moves::Server,
+        (Moves::Server, &["c"]),
         None,
     ) else {
         return;
@@ -653,7 +664,7 @@ fn rdma_send_bw_client_migrates() {
         &cmd,
         &client,
         "remote address",
-        Moves::Client,
+        (Moves::Client, &["c"]),
         None,
     ) else {
         return;
@@ -685,7 +696,7 @@ fn rdma_rc_pingpong_events_server_migrates() {
         &cmd,
         &cmd,
         "remote address",
-        Moves::Server,
+        (Moves::Server, &["c"]),
         None,
     ) else {
         return;
@@ -695,11 +706,37 @@ fn rdma_rc_pingpong_events_server_migrates() {
     }
 }
 
+/// Four QPs, the server migrated there and back (A to C to A: onto the
+/// daemon that holds their tombstones).
+#[test]
+fn rdma_write_bw_four_qps_there_and_back() {
+    let cmd = perftest("ib_write_bw", &["-D", "8", "-q", "4"]);
+    let Some((_, c)) = rdma_migration(
+        "k16",
+        161,
+        &cmd,
+        &cmd,
+        "remote address",
+        (Moves::Server, &["c", "a"]),
+        None,
+    ) else {
+        return;
+    };
+    perftest_result(&c, "65536");
+}
+
 #[test]
 fn rdma_write_bw_server_migrates() {
     let cmd = perftest("ib_write_bw", &["-D", "6"]);
-    let Some((_, c)) = rdma_migration("k8", 81, &cmd, &cmd, "remote address", Moves::Server, None)
-    else {
+    let Some((_, c)) = rdma_migration(
+        "k8",
+        81,
+        &cmd,
+        &cmd,
+        "remote address",
+        (Moves::Server, &["c"]),
+        None,
+    ) else {
         return;
     };
     perftest_result(&c, "65536");
@@ -708,8 +745,15 @@ fn rdma_write_bw_server_migrates() {
 #[test]
 fn rdma_read_bw_server_migrates() {
     let cmd = perftest("ib_read_bw", &["-D", "6"]);
-    let Some((_, c)) = rdma_migration("k9", 91, &cmd, &cmd, "remote address", Moves::Server, None)
-    else {
+    let Some((_, c)) = rdma_migration(
+        "k9",
+        91,
+        &cmd,
+        &cmd,
+        "remote address",
+        (Moves::Server, &["c"]),
+        None,
+    ) else {
         return;
     };
     perftest_result(&c, "65536");
@@ -742,7 +786,7 @@ fn bench_verify_in_containers_server_migrates() {
         &bench,
         &bench,
         "connected",
-        Moves::Server,
+        (Moves::Server, &["c"]),
         Some(&vol),
     ) else {
         return;
