@@ -362,7 +362,8 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     let new_pid = match restored {
         Ok(p) => p,
         Err(e) => {
-            let keep = if dst_img.exists() { &dst_img } else { &src_img };
+            // The source copy goes only after a complete transfer.
+            let keep = if src_img.exists() { &src_img } else { &dst_img };
             let mut lost = c.clone();
             lost.state = State::Lost {
                 image: keep.clone(),
