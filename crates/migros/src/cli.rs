@@ -35,7 +35,7 @@ pub enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
-    /// Runs a container (runc) on a node.
+    /// Runs a container (runc, or Docker with --engine docker) on a node.
     Run(RunArgs),
     /// Lists the containers.
     Ps {
@@ -57,7 +57,7 @@ pub enum Command {
         force: bool,
         name: String,
     },
-    /// Live-migrates a container to another node (runc + CRIU).
+    /// Live-migrates a container to another node (runc or Docker, + CRIU).
     Migrate(MigrateArgs),
     /// The seed experiment: ib_send_bw between containers on two of three
     /// local nodes, the server live-migrated mid-run; writes a bandwidth plot.
@@ -116,6 +116,9 @@ pub struct RunArgs {
     /// Bind-mounts a host directory or file (`:ro` read-only).
     #[arg(short, long = "volume", value_name = "HOST:DEST[:ro]")]
     pub volume: Vec<String>,
+    /// The container runtime.
+    #[arg(long, value_enum, default_value_t = Engine::Runc)]
+    pub engine: Engine,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub cmd: Vec<String>,
@@ -125,6 +128,8 @@ pub struct RunArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
     Runc,
+    /// Docker (20.10, experimental checkpoints; scripts/setup-docker.sh).
+    Docker,
 }
 
 #[derive(Debug, Args)]

@@ -29,7 +29,8 @@
 //! name every time: Docker 20.10 fails to restore a checkpoint containerd
 //! already holds); (4) copy `/var/lib/docker/containers/<old id>/checkpoints/<ck>`
 //! into the new container's `checkpoints/`; (5) `docker start --checkpoint
-//! <ck> <new>`; (6) admin `ForwardTombstones` on the source daemon.
+//! <ck> <new>`; (6) admin `ForwardTombstones` on the source daemon for
+//! every QP the checkpoint turned into a tombstone there.
 //! containerd removes CRIU's work directory (logs, stats), so the timeline
 //! shows wall-clock times: the downtime is measured from the start of the
 //! checkpoint (the freeze comes a few ms later) to the end of the restore.
@@ -485,6 +486,9 @@ pub fn migrate(name: &str, to: &str, keep_image: bool) -> Result<()> {
     moving.save()?;
     step("docker checkpoint create (freeze, RDMA pause + dump, memory)");
     let old_id = inspect(&cur, "{{.Id}}")?;
+    // The source's tombstones before: the checkpoint's are the new ones
+    // (QPs made after the identifier check included).
+    let tombstones_before = tombstones(&src);
     let ck = format!(
         "migros-{gen}-{}",
         std::time::SystemTime::now()
@@ -562,6 +566,28 @@ pub fn migrate(name: &str, to: &str, keep_image: bool) -> Result<()> {
     step("forwarding tombstones");
     let t = Instant::now();
     let mut notes = Vec::new();
+    let mut qpns = qpns;
+    if let Some(before) = &tombstones_before {
+        // The daemon makes them when the dumped process's connection
+        // closes, which may take a moment.
+        for _ in 0..25 {
+            let fresh: Vec<u32> = tombstones(&src)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|q| !before.contains(q))
+                .collect();
+            let complete = qpns.iter().all(|q| fresh.contains(q));
+            for q in fresh {
+                if !qpns.contains(&q) {
+                    qpns.push(q);
+                }
+            }
+            if complete {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     if !qpns.is_empty() {
         match crate::admin::request(
             &src.socket_dir(),
@@ -642,6 +668,13 @@ fn start_checkpoint(old: &str, ck: &str, new: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The QPNs with a tombstone on a node's daemon (`None`: it does not say).
+fn tombstones(node: &Node) -> Option<Vec<u32>> {
+    crate::admin::status(&node.socket_dir(), &node.dev)
+        .ok()
+        .map(|s| s.tombstones)
 }
 
 /// The RDMA identifiers of each process on the node's daemon.

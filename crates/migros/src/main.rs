@@ -8,8 +8,8 @@
 //! - `migros env` prints the environment clients need;
 //! - `migros node add|list|del` makes nodes (a network namespace with a
 //!   migrosd each), `migros run|ps|logs|wait|rm` runs containers on them
-//!   with runc, and `migros migrate` live-migrates a container to another
-//!   node with CRIU.
+//!   with runc (or Docker: `--engine docker`, see `docker.rs`), and
+//!   `migros migrate` live-migrates a container to another node with CRIU.
 //!
 //! The socket directory comes from `--socket-dir`, else `MIGROS_SOCKET_DIR`,
 //! else `/run/migros`; the chosen one is exported to this process's
@@ -22,6 +22,7 @@ mod container;
 mod daemon;
 mod demo;
 mod dev;
+mod docker;
 mod env;
 mod migrate;
 mod node;
@@ -58,13 +59,30 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Node { command } => node::run(command),
+        Command::Run(a) if a.engine == cli::Engine::Docker => {
+            docker::run(&a.node, &a.name, a.ip, &a.env, &a.volume, &a.cmd)
+        }
         Command::Run(a) => container::run(&a),
-        Command::Ps { json } => container::ps(json),
+        Command::Ps { json } => {
+            container::ps(json)?;
+            if !json {
+                for l in docker::ps_lines() {
+                    println!("{l}");
+                }
+            }
+            Ok(())
+        }
+        Command::Logs { name } if docker::exists(&name) => docker::logs(&name),
         Command::Logs { name } => container::logs(&name),
         Command::Wait { name, timeout } => {
-            let code = container::wait(&name, timeout)?;
+            let code = if docker::exists(&name) {
+                docker::wait(&name, timeout)?
+            } else {
+                container::wait(&name, timeout)?
+            };
             std::process::exit(code)
         }
+        Command::Rm { force, name } if docker::exists(&name) => docker::rm(&name, force),
         Command::Rm { force, name } => container::rm(&name, force),
         Command::Migrate(a) => migrate::run(&a),
         Command::Demo(a) => demo::run(&a),

@@ -87,7 +87,12 @@ fn ms(d: Duration) -> String {
 
 pub fn run(a: &MigrateArgs) -> Result<()> {
     sys::need_root("migros migrate")?;
-    let Engine::Runc = a.engine;
+    if a.engine == Engine::Docker || crate::docker::exists(&a.name) {
+        if a.pre_copy > 0 || a.leave_running {
+            bail!("--pre-copy and --leave-running are for --engine runc");
+        }
+        return crate::docker::migrate(&a.name, &a.to, a.keep_image);
+    }
     let _lock = sys::lock()?;
     let c = container::load(&a.name)?;
     if c.state != State::Active {
