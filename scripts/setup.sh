@@ -4,7 +4,8 @@
 #    (crates/migros-ibverbs): ibverbs-utils, perftest;
 #  - for containers and their live migration (crates/migros/tests/containers.rs):
 #    CRIU 4.1.x, runc and iptables (scripts/setup-criu.sh), and the migros CRIU
-#    plugin in /usr/lib/criu (scripts/install-criu-plugin.sh).
+#    plugin in /usr/lib/criu (scripts/install-criu-plugin.sh);
+#  - Docker with experimental checkpoints (scripts/setup-docker.sh).
 # Idempotent and quick when everything is there; skips (the tests then skip,
 # saying why) when not root or without apt-get. A failed CRIU setup is
 # reported and does not stop the tests.
@@ -41,3 +42,6 @@ if [ -x scripts/install-criu-plugin.sh ]; then
     echo "setup: cannot install the CRIU plugin (needs root); the RDMA container migration tests will skip"
   fi
 fi
+
+# Docker for the Docker migration tests (crates/migros/tests/docker.rs): dockerd with experimental checkpoints, image migros-base, network migros-dock.
+if [ "$(id -u)" = 0 ]; then ./scripts/setup-docker.sh || echo "setup: WARNING: scripts/setup-docker.sh failed; the Docker migration tests will skip"; fi
