@@ -490,6 +490,18 @@ fn migros_migrate_engine_docker() {
     wait_for(srv, "remote address");
     std::thread::sleep(Duration::from_millis(1000));
 
+    // Refused before anything is frozen: the traffic goes on.
+    let same = run(MIGROS, &["migrate", "--engine", "docker", srv, "--to", &a]);
+    assert!(!same.status.success());
+    let err = String::from_utf8_lossy(&same.stderr);
+    assert!(err.contains("already runs on node"), "{err}");
+    let none = run(
+        MIGROS,
+        &["migrate", "--engine", "docker", srv, "--to", "dk2none"],
+    );
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("not found"));
+
     let out = migros(&["migrate", "--engine", "docker", srv, "--to", &c]);
     eprintln!("{out}");
     assert!(out.contains(&format!("from {a} to {c}")), "{out}");
