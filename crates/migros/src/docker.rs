@@ -1,8 +1,8 @@
-//! The Docker engine: `migros run|logs|wait|rm --engine docker` and
-//! `migros migrate --engine docker` drive Docker (20.10, experimental
-//! checkpoints) with the commands of the seed experiment; the migros CRIU
-//! plugin, which CRIU loads when containerd's runc calls it, moves the RDMA
-//! state.
+//! The Docker engine: `migros run --engine docker` and `migros migrate
+//! --engine docker` drive Docker (20.10, experimental checkpoints) with the
+//! commands of the seed experiment (`migros logs|wait|rm|ps` recognise
+//! these containers by their record); the migros CRIU plugin, which CRIU
+//! loads when containerd's runc calls it, moves the RDMA state.
 //!
 //! A container `<name>` runs on a node as the Docker container `<name>`
 //! (incarnation 0), then `<name>-1`, `<name>-2`… after each migration
