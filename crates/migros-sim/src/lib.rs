@@ -54,4 +54,4 @@ pub use migrate::{MigrateError, MigrationReport, PendingMigration};
 pub use net::{
     Action, CaptureId, Captured, Datagram, Filter, LinkConfig, NetCounters, Network, Rule, RuleId,
 };
-pub use sim::{Deadline, NodeId, Sim, SimConfig};
+pub use sim::{Deadline, NodeId, Sim, SimConfig, SlowReceiver};

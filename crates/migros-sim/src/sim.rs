@@ -8,7 +8,7 @@
 //! step). Ties go to datagrams, then to nodes in ascending order. With the
 //! same seed and the same calls, every run is identical.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -91,11 +91,37 @@ impl From<Instant> for Deadline {
     }
 }
 
+/// A host that handles datagrams slower than they can arrive (a loaded
+/// machine, a debug build): what arrives waits in a receive queue of
+/// bounded size (a socket buffer; a datagram that does not fit is dropped)
+/// and the device takes one datagram from it every `per_datagram`. Timers
+/// still run on time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowReceiver {
+    /// Time the device spends on each datagram.
+    pub per_datagram: Duration,
+    /// Bytes the receive queue holds.
+    pub queue_bytes: usize,
+}
+
+/// The receive queue of a node with a [`SlowReceiver`].
+#[derive(Debug, Default)]
+struct RxQueue {
+    model: Option<SlowReceiver>,
+    queue: VecDeque<Datagram>,
+    bytes: usize,
+    /// When the device is free to take the next datagram.
+    busy_until: Instant,
+    overflows: u64,
+    max_bytes: usize,
+}
+
 /// One simulated host: its device and the memory of the owners living on it.
 pub struct Node {
     pub device: Device,
     pub memory: SimMemory,
     events: Vec<DeviceEvent>,
+    rx: RxQueue,
 }
 
 /// A virtual-time network of devices. See the module docs.
@@ -117,6 +143,8 @@ pub struct Sim {
 enum Input {
     Datagram,
     Timer(NodeId),
+    /// The next datagram of a slow receiver's queue.
+    Queued(NodeId),
 }
 
 impl Sim {
@@ -164,6 +192,7 @@ impl Sim {
             device: Device::new(config),
             memory: SimMemory::new(),
             events: Vec::new(),
+            rx: RxQueue::default(),
         });
         id
     }
@@ -415,10 +444,32 @@ impl Sim {
         }
     }
 
+    /// Makes `node` a slow receiver (`None`: datagrams are handled as they
+    /// arrive, the default). Datagrams already queued stay queued.
+    pub fn set_slow_receiver(&mut self, node: NodeId, model: Option<SlowReceiver>) {
+        self.nodes[node.0].rx.model = model;
+    }
+
+    /// A slow receiver's datagrams dropped because its queue was full.
+    pub fn rx_overflows(&self, node: NodeId) -> u64 {
+        self.node(node).rx.overflows
+    }
+
+    /// The most bytes a slow receiver's queue held.
+    pub fn rx_queue_max_bytes(&self, node: NodeId) -> usize {
+        self.node(node).rx.max_bytes
+    }
+
     /// The earliest pending input at or before `limit`.
     fn next_input(&self, limit: Instant) -> Option<(Instant, Input)> {
         let mut best = self.net.next_delivery().map(|t| (t, Input::Datagram));
         for (i, n) in self.nodes.iter().enumerate() {
+            if !n.rx.queue.is_empty() {
+                let t = n.rx.busy_until;
+                if best.map_or(true, |(b, _)| t < b) {
+                    best = Some((t, Input::Queued(NodeId(i))));
+                }
+            }
             if let Some(t) = n.device.poll_timeout() {
                 if best.map_or(true, |(b, _)| t < b) {
                     best = Some((t, Input::Timer(NodeId(i))));
@@ -447,10 +498,35 @@ impl Sim {
                 // The network only schedules datagrams to known hosts.
                 if let Some(node) = self.node_by_addr(d.dst) {
                     let n = &mut self.nodes[node.0];
+                    if let Some(model) = n.rx.model {
+                        let rx = &mut n.rx;
+                        if rx.bytes + d.bytes.len() > model.queue_bytes {
+                            rx.overflows += 1;
+                        } else {
+                            if rx.queue.is_empty() {
+                                rx.busy_until = rx.busy_until.max(now);
+                            }
+                            rx.bytes += d.bytes.len();
+                            rx.max_bytes = rx.max_bytes.max(rx.bytes);
+                            rx.queue.push_back(d);
+                        }
+                        return true;
+                    }
                     n.device
                         .handle_datagram(now, &mut n.memory, d.src, d.src_port, &d.bytes);
                     self.flush(node);
                 }
+            }
+            Input::Queued(node) => {
+                let n = &mut self.nodes[node.0];
+                if let Some(d) = n.rx.queue.pop_front() {
+                    n.rx.bytes -= d.bytes.len();
+                    let per = n.rx.model.map_or(Duration::ZERO, |m| m.per_datagram);
+                    n.rx.busy_until = now + per;
+                    n.device
+                        .handle_datagram(now, &mut n.memory, d.src, d.src_port, &d.bytes);
+                }
+                self.flush(node);
             }
             Input::Timer(node) => {
                 let n = &mut self.nodes[node.0];
@@ -520,10 +596,13 @@ impl Sim {
         self.run_until(duration, |_| false);
     }
 
-    /// Runs until nothing is in flight on the network (devices' timers may
+    /// Runs until nothing is in flight on the network or waits in a slow
+    /// receiver's queue (devices' timers may
     /// still be armed) or the deadline passes; returns whether it got quiet.
     pub fn run_until_quiet(&mut self, deadline: impl Into<Deadline>) -> bool {
-        self.run_until(deadline, |s| s.net.in_flight() == 0)
+        self.run_until(deadline, |s| {
+            s.net.in_flight() == 0 && s.nodes.iter().all(|n| n.rx.queue.is_empty())
+        })
     }
 
     /// Steps taken since the start.
