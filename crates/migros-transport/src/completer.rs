@@ -69,6 +69,11 @@ impl Qp {
                         // One NAK per gap: resend from it, unless we already
                         // did (a duplicated NAK) or it is stale.
                         if psn == self.req.una && self.req.rewound_at != Some(psn) {
+                            // The receiver lost packets (its queue may
+                            // have overflowed): resend with half the
+                            // window, growing back as ACKs come.
+                            let half = (self.window() / 2).max(1) as u32;
+                            self.shrink_window(half);
                             self.retry(now, psn, env);
                         }
                     }
@@ -102,6 +107,7 @@ impl Qp {
         if psn.distance(self.req.high_psn) >= 0 {
             return true; // acknowledges something never sent: ignore
         }
+        let una_before = self.req.una;
         let mut progressed = false;
         while let Some(head) = self.req.sq.front() {
             if !head.sent || psn.distance(head.first_psn) < 0 {
@@ -124,17 +130,20 @@ impl Qp {
             }
         }
         if progressed {
-            self.on_progress(now);
+            let acked = self.req.una.distance(una_before).max(1) as u32;
+            self.on_progress(now, acked);
             self.after_completions(env);
         }
         self.state() != QpState::Err
     }
 
-    /// Forward progress: counters refill and the timer restarts.
-    fn on_progress(&mut self, now: Instant) {
+    /// Forward progress (`acked` more PSNs acknowledged): counters refill,
+    /// the timer restarts, a shrunk window grows.
+    fn on_progress(&mut self, now: Instant, acked: u32) {
         self.req.retry_left = self.attr.retry_cnt;
         self.req.rnr_left = self.attr.rnr_retry;
         self.req.rewound_at = None;
+        self.grow_window(acked);
         if self
             .req
             .retry_fence
@@ -235,6 +244,8 @@ impl Qp {
         }
         self.counters.timeouts += 1;
         let una = self.req.una;
+        // Resend the oldest packet alone, more once ACKs come back.
+        self.shrink_window(1);
         self.retry(now, una, env);
         if self.state() != QpState::Err {
             self.timers.retransmit = self.ack_timeout().map(|t| now + t);
@@ -302,7 +313,7 @@ impl Qp {
         if is_last {
             self.complete_head(WcStatus::Success, env);
         }
-        self.on_progress(now);
+        self.on_progress(now, 1);
         self.after_completions(env);
     }
 
@@ -335,7 +346,7 @@ impl Qp {
         }
         self.req.una = psn.add(1);
         self.complete_head(WcStatus::Success, env);
-        self.on_progress(now);
+        self.on_progress(now, 1);
         self.after_completions(env);
     }
 }
