@@ -47,6 +47,10 @@ const RX_BUDGET: usize = 16;
 const TX_BUDGET: usize = 1024;
 /// Datagrams gathered before a send call.
 const TX_BATCH: usize = 128;
+/// Bytes received past a due timer before it runs although datagrams are
+/// still queued: by then everything that was queued when it came due (the
+/// socket holds at most this much) has been handled.
+const TIMER_DEFER_BYTES: usize = 2 * crate::udp::SOCKET_BUFFER;
 /// How often to look again at a CQ whose ring is full.
 const FULL_RING_RETRY: Duration = Duration::from_micros(200);
 
@@ -152,6 +156,9 @@ pub struct Daemon {
     pub(crate) shutdown: bool,
     pub(crate) criu: CriuState,
     udp_rx_more: bool,
+    /// A timer came due while received datagrams were still queued: bytes
+    /// received since (see [`TIMER_DEFER_BYTES`]).
+    timer_deferred: Option<usize>,
     pub(crate) retry_blocked: bool,
     udp_blocked: bool,
     tx_more: bool,
@@ -255,6 +262,7 @@ impl Daemon {
             shutdown: false,
             criu: CriuState::default(),
             udp_rx_more: false,
+            timer_deferred: None,
             retry_blocked: false,
             udp_blocked: false,
             tx_more: false,
@@ -351,9 +359,14 @@ impl Daemon {
             let now = self.now;
             let device = &mut self.device;
             let mem = &mut self.mem;
+            let mut bytes_in = 0;
             let r = self.udp.recv_batch(|src, bytes| {
+                bytes_in += bytes.len();
                 device.handle_datagram(now, mem, src.ip(), src.port(), bytes);
             });
+            if let Some(b) = &mut self.timer_deferred {
+                *b += bytes_in;
+            }
             match r {
                 Ok(n) => self.retry_blocked |= n > 0,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -407,8 +420,17 @@ impl Daemon {
     fn turn(&mut self) {
         self.criu_tick();
         if self.device.poll_timeout().is_some_and(|d| d <= self.now) {
-            self.device.handle_timeout(self.now);
-            self.retry_blocked = true;
+            // An ACK may be waiting in the socket behind a backlog (a slow
+            // or descheduled daemon): what arrived before the deadline is
+            // handled before the timer decides that nothing came.
+            let deferred = self.timer_deferred.get_or_insert(0);
+            if !self.udp_rx_more || *deferred >= TIMER_DEFER_BYTES {
+                self.timer_deferred = None;
+                self.device.handle_timeout(self.now);
+                self.retry_blocked = true;
+            }
+        } else {
+            self.timer_deferred = None;
         }
         if std::mem::take(&mut self.retry_blocked) {
             let blocked = std::mem::take(&mut self.blocked_wqs);

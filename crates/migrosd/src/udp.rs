@@ -18,7 +18,7 @@ const RX_BUF: usize = 64 << 10;
 /// Largest GSO super-datagram payload.
 const GSO_MAX_BYTES: usize = 65000;
 /// Socket buffer sizes asked for.
-const SOCKET_BUFFER: usize = 8 << 20;
+pub(crate) const SOCKET_BUFFER: usize = 8 << 20;
 
 #[derive(Debug, Clone, Copy)]
 struct Seg {
