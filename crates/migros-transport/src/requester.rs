@@ -21,7 +21,7 @@ pub(crate) const SEND_WINDOW: i32 = 1024;
 /// may queue there must take well under an ACK timeout to drain even on a
 /// slow or loaded machine, or the requester times out on data that arrived
 /// and resends it (rxe bounds unacknowledged PSNs the same way).
-pub(crate) const SEND_WINDOW_BYTES: u64 = 512 << 10;
+pub(crate) const SEND_WINDOW_BYTES: u64 = 1 << 20;
 /// A request asks for an ACK at least this often within a long message.
 const ACK_REQ_EVERY: u32 = 32;
 
