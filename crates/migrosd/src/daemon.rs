@@ -186,9 +186,8 @@ impl Daemon {
         )))?;
         let socket_path = paths::device_socket(&cfg.socket_dir, &cfg.name);
         let admin_path = paths::admin_socket(&cfg.socket_dir, &cfg.name);
-        let listener = bind_unix(&socket_path, 0o666)?;
-        let admin_listener = bind_unix(&admin_path, 0o600)?;
-
+        // Signals are taken over before the sockets appear: whoever sees
+        // the socket may send SIGTERM and expects a clean exit.
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGTERM);
         mask.add(Signal::SIGINT);
@@ -196,6 +195,8 @@ impl Daemon {
             .map_err(|e| io_err("cannot block signals")(e.into()))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| io_err("cannot create a signalfd")(e.into()))?;
+        let listener = bind_unix(&socket_path, 0o666)?;
+        let admin_listener = bind_unix(&admin_path, 0o600)?;
 
         let poll = Poll::new().map_err(io_err("cannot create a poll"))?;
         let reg = poll.registry();
