@@ -35,7 +35,7 @@
 //! shows wall-clock times: the downtime is measured from the start of the
 //! checkpoint (the freeze comes a few ms later) to the end of the restore.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -488,7 +488,7 @@ pub fn migrate(name: &str, to: &str, keep_image: bool) -> Result<()> {
     let old_id = inspect(&cur, "{{.Id}}")?;
     // The source's tombstones before: the checkpoint's are the new ones
     // (QPs made after the identifier check included).
-    let tombstones_before = tombstones(&src);
+    let tombstones_before = crate::migrate::tombstones(&src);
     let ck = format!(
         "migros-{gen}-{}",
         std::time::SystemTime::now()
@@ -566,41 +566,12 @@ pub fn migrate(name: &str, to: &str, keep_image: bool) -> Result<()> {
     step("forwarding tombstones");
     let t = Instant::now();
     let mut notes = Vec::new();
-    let mut qpns = qpns;
-    if let Some(before) = &tombstones_before {
-        // The daemon makes them when the dumped process's connection
-        // closes, which may take a moment.
-        for _ in 0..25 {
-            let fresh: Vec<u32> = tombstones(&src)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|q| !before.contains(q))
-                .collect();
-            let complete = qpns.iter().all(|q| fresh.contains(q));
-            for q in fresh {
-                if !qpns.contains(&q) {
-                    qpns.push(q);
-                }
-            }
-            if complete {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    if !qpns.is_empty() {
-        match crate::admin::request(
-            &src.socket_dir(),
-            &src.dev,
-            &AdminRequest::ForwardTombstones {
-                qpns: qpns.clone(),
-                to: IpAddr::V4(dst.addr),
-            },
-        ) {
-            Ok(_) => notes.push(format!("{} QP(s) forwarded to {}", qpns.len(), dst.addr)),
-            Err(e) => notes.push(format!("forwarding tombstones failed: {e:#}")),
-        }
-    }
+    notes.extend(crate::migrate::forward_tombstones(
+        &src,
+        &dst,
+        qpns,
+        tombstones_before.as_deref(),
+    ));
     let mut done = c.clone();
     done.node = dst.name.clone();
     done.gen = gen;
@@ -661,6 +632,16 @@ fn start_checkpoint(old: &str, ck: &str, new: &str) -> Result<()> {
                 Err(e)
                     if format!("{e:#}").contains("Address already in use")
                         && Instant::now() < deadline => {}
+                Err(e) if Instant::now() < deadline => match held_content(&format!("{e:#}")) {
+                    // Docker 20.10 refuses a checkpoint whose content
+                    // containerd still holds from an earlier restore
+                    // ("commit failed: content sha256:… already exists"):
+                    // drop that blob from containerd's store and retry.
+                    Some(digest) => {
+                        drop_content(&digest).with_context(|| format!("after: {e:#}"))?
+                    }
+                    None => return Err(e),
+                },
                 Err(e) => return Err(e),
             }
         } else if Instant::now() >= deadline {
@@ -670,11 +651,41 @@ fn start_checkpoint(old: &str, ck: &str, new: &str) -> Result<()> {
     }
 }
 
-/// The QPNs with a tombstone on a node's daemon (`None`: it does not say).
-fn tombstones(node: &Node) -> Option<Vec<u32>> {
-    crate::admin::status(&node.socket_dir(), &node.dev)
-        .ok()
-        .map(|s| s.tombstones)
+/// The digest in Docker 20.10's "content sha256:… already exists" error.
+fn held_content(error: &str) -> Option<String> {
+    let rest = &error[error.find("content sha256:")? + "content ".len()..];
+    if !rest.contains("already exists") {
+        return None;
+    }
+    let hex: String = rest
+        .strip_prefix("sha256:")?
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    (hex.len() == 64).then(|| format!("sha256:{hex}"))
+}
+
+/// Removes a blob from the content store of dockerd's containerd.
+fn drop_content(digest: &str) -> Result<()> {
+    let out = std::process::Command::new("ctr")
+        .args([
+            "--address",
+            "/var/run/docker/containerd/containerd.sock",
+            "--namespace",
+            "moby",
+            "content",
+            "rm",
+            digest,
+        ])
+        .output()
+        .context("running ctr (containerd's client) to drop a stale checkpoint blob")?;
+    if !out.status.success() {
+        bail!(
+            "ctr content rm {digest} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// The RDMA identifiers of each process on the node's daemon.
@@ -725,6 +736,18 @@ fn check_identifiers(node: &Node, sessions: &[SessionIds]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn held_content_digest_is_found_only_in_that_error() {
+        let d = "6b9b6924df5be36c7d67a98a2ee7d424b3c0cd942082e1a6b823667ddac5d8a6";
+        let e = format!("Error response from daemon: failed to upload checkpoint to containerd: commit failed: content sha256:{d}: already exists");
+        assert_eq!(super::held_content(&e), Some(format!("sha256:{d}")));
+        assert_eq!(super::held_content("Address already in use"), None);
+        assert_eq!(
+            super::held_content("content sha256:abc: already exists"),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

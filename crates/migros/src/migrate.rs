@@ -430,38 +430,12 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     tl.progress("forwarding tombstones");
     let t = Instant::now();
     let mut notes = Vec::new();
-    let mut qpns = qpns;
-    if let Some(before) = &tombstones_before {
-        // The daemon makes them when the dumped process's connection
-        // closes: give it a moment.
-        for _ in 0..25 {
-            let now = tombstones(&src).unwrap_or_default();
-            let fresh: Vec<u32> = now.into_iter().filter(|q| !before.contains(q)).collect();
-            let complete = qpns.iter().all(|q| fresh.contains(q));
-            for q in fresh {
-                if !qpns.contains(&q) {
-                    qpns.push(q);
-                }
-            }
-            if complete {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    if !qpns.is_empty() {
-        match crate::admin::request(
-            &src.socket_dir(),
-            &src.dev,
-            &AdminRequest::ForwardTombstones {
-                qpns: qpns.clone(),
-                to: IpAddr::V4(dst.addr),
-            },
-        ) {
-            Ok(_) => notes.push(format!("{} QP(s) forwarded to {}", qpns.len(), dst.addr)),
-            Err(e) => notes.push(format!("forwarding tombstones failed: {e:#}")),
-        }
-    }
+    notes.extend(forward_tombstones(
+        &src,
+        &dst,
+        qpns,
+        tombstones_before.as_deref(),
+    ));
     if a.leave_running {
         let _ = container::runc(&["kill", &id, "KILL"]);
         // A frozen task dies once thawed.
@@ -514,8 +488,49 @@ pub fn run(a: &MigrateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Tells the source daemon where the moved QPs went: `qpns` (identified
+/// before the freeze) and every tombstone that appeared on `src` since
+/// `before` (the daemon makes them when the dumped process's connection
+/// closes, which may take a moment). Returns the timeline's note.
+pub(crate) fn forward_tombstones(
+    src: &Node,
+    dst: &Node,
+    mut qpns: Vec<u32>,
+    before: Option<&[u32]>,
+) -> Option<String> {
+    if let Some(before) = before {
+        for _ in 0..25 {
+            let now = tombstones(src).unwrap_or_default();
+            let fresh: Vec<u32> = now.into_iter().filter(|q| !before.contains(q)).collect();
+            let complete = qpns.iter().all(|q| fresh.contains(q));
+            for q in fresh {
+                if !qpns.contains(&q) {
+                    qpns.push(q);
+                }
+            }
+            if complete {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if qpns.is_empty() {
+        return None;
+    }
+    let req = AdminRequest::ForwardTombstones {
+        qpns: qpns.clone(),
+        to: IpAddr::V4(dst.addr),
+    };
+    Some(
+        match crate::admin::request(&src.socket_dir(), &src.dev, &req) {
+            Ok(_) => format!("{} QP(s) forwarded to {}", qpns.len(), dst.addr),
+            Err(e) => format!("forwarding tombstones failed: {e:#}"),
+        },
+    )
+}
+
 /// The QPNs with a tombstone on a node's daemon (`None`: it does not say).
-fn tombstones(node: &Node) -> Option<Vec<u32>> {
+pub(crate) fn tombstones(node: &Node) -> Option<Vec<u32>> {
     crate::admin::status(&node.socket_dir(), &node.dev)
         .ok()
         .map(|s| s.tombstones)
