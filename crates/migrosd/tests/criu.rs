@@ -375,12 +375,17 @@ impl Drop for Setup {
 /// Daemons a, (b,) c at `base`, `base+1`, ..., the
 /// child on a connected to a peer QP on c, the stream started.
 fn setup(base: u8, with_b: bool) -> Setup {
+    setup_with(base, with_b, &[])
+}
+
+/// `setup`, with extra arguments for the peer's daemon (c).
+fn setup_with(base: u8, with_b: bool, peer_args: &[&str]) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let addr = |k: u8| format!("127.0.0.{}", base + k);
     let a = Daemon::start(dir, "a", &addr(0), &[]);
     let b = with_b.then(|| Daemon::start(dir, "b", &addr(1), &[]));
-    let c = Daemon::start(dir, "c", &addr(if with_b { 2 } else { 1 }), &[]);
+    let c = Daemon::start(dir, "c", &addr(if with_b { 2 } else { 1 }), peer_args);
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -729,6 +734,45 @@ fn resume_rolls_a_checkpoint_back() {
     kill(Pid::from_raw(s.pid as i32), Signal::SIGCONT).unwrap();
     s.finish();
     s.peer_only_paused();
+}
+
+/// The dump succeeded and the process was killed, but it is never
+/// restored: the peer, paused by the tombstone, ends in an error once its
+/// pause timeout (here 800 ms) has passed, not earlier and not never.
+#[test]
+fn a_peer_whose_partner_never_returns_errors_after_the_pause_timeout() {
+    if skip() {
+        return;
+    }
+    let mut s = setup_with(176, false, &["--pause-timeout-ms", "800"]);
+    s.receive(300);
+    kill(Pid::from_raw(s.pid as i32), Signal::SIGSTOP).unwrap();
+    wait_stopped(s.pid);
+    let paused_at = Instant::now();
+    s.pause_and_checkpoint();
+    s.nothing_arrives(Duration::from_millis(100));
+    // CRIU kills the dumped process; nobody restores it.
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    common::wait_until("a tombstone on a", || {
+        status(&s.a).tombstones == vec![s.child_qpn]
+    });
+    let mut wcs = Vec::new();
+    let failed = loop {
+        assert!(
+            paused_at.elapsed() < Duration::from_secs(20),
+            "the peer never gave up"
+        );
+        wcs.clear();
+        s.peer_cq.poll(&mut wcs, 32).unwrap();
+        if let Some(wc) = wcs.iter().find(|w| w.status != WcStatus::Success) {
+            break (wc.status, paused_at.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(failed.0, WcStatus::RetryExcErr, "{wcs:?}");
+    assert!(failed.1 >= Duration::from_millis(800), "{:?}", failed.1);
+    assert_eq!(s.peer_qp.query().unwrap().qp_state, QpState::Err);
 }
 
 fn wait_stopped(pid: u32) {
