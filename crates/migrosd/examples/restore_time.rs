@@ -28,7 +28,6 @@
 //! Needs root (the daemons reach this process's memory with
 //! process_vm_readv/writev).
 
-use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -39,6 +38,10 @@ use migros_proto::frame;
 use migros_proto::msg::{Request, Response, PROTOCOL_VERSION};
 use migros_verbs::*;
 
+#[path = "../tests/common/rc.rs"]
+mod rc;
+use rc::{connect_rc, ALL_ACCESS};
+
 const A: (&str, &str) = ("a", "127.0.0.231");
 const B: (&str, &str) = ("b", "127.0.0.232");
 const C: (&str, &str) = ("c", "127.0.0.233");
@@ -46,9 +49,6 @@ const C: (&str, &str) = ("c", "127.0.0.233");
 const MSG: usize = 64;
 /// Any wait.
 const WAIT: Duration = Duration::from_secs(60);
-
-const ALL_ACCESS: Access =
-    Access(Access::LOCAL_WRITE.0 | Access::REMOTE_WRITE.0 | Access::REMOTE_READ.0);
 
 fn main() {
     let mut runs = 3;
@@ -198,7 +198,7 @@ impl Side {
     fn connect(&self, remote: &Side) {
         let addr = remote.ctx.addr();
         for (qp, r) in self.qps.iter().zip(&remote.qps) {
-            connect_rc(qp, r.qpn, addr);
+            connect_rc(qp, r.qpn, addr, 17);
         }
     }
 
@@ -250,60 +250,6 @@ impl Side {
             }
         }
     }
-}
-
-fn connect_rc(qp: &Qp, remote_qpn: Qpn, remote_addr: IpAddr) {
-    let init = QpAttr {
-        qp_state: QpState::Init,
-        port_num: 1,
-        qp_access_flags: ALL_ACCESS,
-        ..QpAttr::default()
-    };
-    qp.modify(
-        &init,
-        AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS,
-    )
-    .expect("init");
-    let rtr = QpAttr {
-        qp_state: QpState::Rtr,
-        path_mtu: Mtu::Mtu1024,
-        dest_qp_num: remote_qpn,
-        dest_addr: Some(remote_addr),
-        rq_psn: 0x100,
-        max_dest_rd_atomic: 4,
-        min_rnr_timer: 1,
-        ..QpAttr::default()
-    };
-    qp.modify(
-        &rtr,
-        AttrMask::STATE
-            | AttrMask::AV
-            | AttrMask::PATH_MTU
-            | AttrMask::DEST_QPN
-            | AttrMask::RQ_PSN
-            | AttrMask::MAX_DEST_RD_ATOMIC
-            | AttrMask::MIN_RNR_TIMER,
-    )
-    .expect("rtr");
-    let rts = QpAttr {
-        qp_state: QpState::Rts,
-        sq_psn: 0x100,
-        timeout: 17,
-        retry_cnt: 7,
-        rnr_retry: 7,
-        max_rd_atomic: 4,
-        ..QpAttr::default()
-    };
-    qp.modify(
-        &rts,
-        AttrMask::STATE
-            | AttrMask::SQ_PSN
-            | AttrMask::TIMEOUT
-            | AttrMask::RETRY_CNT
-            | AttrMask::RNR_RETRY
-            | AttrMask::MAX_QP_RD_ATOMIC,
-    )
-    .expect("rts");
 }
 
 /// Sets up N QP pairs between A and C, moves the A side to B, and times it.

@@ -24,6 +24,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use common::rc::{connect_rc, ALL_ACCESS};
 use common::{is_root, Daemon, TIMEOUT};
 use migros_proto::admin::{AdminRequest, AdminResponse, SessionIds, SessionImage};
 use migros_proto::frame;
@@ -65,9 +66,6 @@ fn peer_pattern(seq: u32, k: usize) -> u8 {
     pattern(seq ^ 0x5a5a, k) ^ 0xa5
 }
 
-const ALL_ACCESS: Access =
-    Access(Access::LOCAL_WRITE.0 | Access::REMOTE_WRITE.0 | Access::REMOTE_READ.0);
-
 fn rc_qp(pd: &Pd, cq: &Cq) -> Qp {
     pd.create_qp(&QpInitAttr {
         qp_type: QpType::Rc,
@@ -84,60 +82,6 @@ fn rc_qp(pd: &Pd, cq: &Cq) -> Qp {
         sq_sig_all: false,
     })
     .expect("qp")
-}
-
-fn connect_rc(qp: &Qp, remote_qpn: Qpn, remote_addr: IpAddr) {
-    let init = QpAttr {
-        qp_state: QpState::Init,
-        port_num: 1,
-        qp_access_flags: ALL_ACCESS,
-        ..QpAttr::default()
-    };
-    qp.modify(
-        &init,
-        AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS,
-    )
-    .expect("init");
-    let rtr = QpAttr {
-        qp_state: QpState::Rtr,
-        path_mtu: Mtu::Mtu1024,
-        dest_qp_num: remote_qpn,
-        dest_addr: Some(remote_addr),
-        rq_psn: 0x100,
-        max_dest_rd_atomic: 4,
-        min_rnr_timer: 1,
-        ..QpAttr::default()
-    };
-    qp.modify(
-        &rtr,
-        AttrMask::STATE
-            | AttrMask::AV
-            | AttrMask::PATH_MTU
-            | AttrMask::DEST_QPN
-            | AttrMask::RQ_PSN
-            | AttrMask::MAX_DEST_RD_ATOMIC
-            | AttrMask::MIN_RNR_TIMER,
-    )
-    .expect("rtr");
-    let rts = QpAttr {
-        qp_state: QpState::Rts,
-        sq_psn: 0x100,
-        timeout: 12,
-        retry_cnt: 7,
-        rnr_retry: 7,
-        max_rd_atomic: 4,
-        ..QpAttr::default()
-    };
-    qp.modify(
-        &rts,
-        AttrMask::STATE
-            | AttrMask::SQ_PSN
-            | AttrMask::TIMEOUT
-            | AttrMask::RETRY_CNT
-            | AttrMask::RNR_RETRY
-            | AttrMask::MAX_QP_RD_ATOMIC,
-    )
-    .expect("rts");
 }
 
 fn send_wr(wr_id: u64, sge: Sge) -> SendWr {
@@ -186,7 +130,7 @@ fn criu_child_role() {
     let mut it = line.split_whitespace();
     let rqpn: Qpn = it.next().unwrap().parse().unwrap();
     let raddr: IpAddr = it.next().unwrap().parse().unwrap();
-    connect_rc(&qp, rqpn, raddr);
+    connect_rc(&qp, rqpn, raddr, 12);
     for slot in 0..RECV_SLOTS {
         post_recv(slot);
     }
@@ -429,7 +373,7 @@ fn setup_with(base: u8, with_b: bool, peer_args: &[&str]) -> Setup {
             ALL_ACCESS,
         )
         .unwrap();
-    connect_rc(&peer_qp, child_qpn, child_addr);
+    connect_rc(&peer_qp, child_qpn, child_addr, 12);
     for slot in 0..RECV_SLOTS {
         peer_qp
             .post_recv(&[RecvWr {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod rc;
 pub mod verbs;
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
