@@ -9,7 +9,9 @@
 //! - `migros node add|list|del` makes nodes (a network namespace with a
 //!   migrosd each), `migros run|ps|logs|wait|rm` runs containers on them
 //!   with runc (or Docker: `--engine docker`, see `docker.rs`), and
-//!   `migros migrate` live-migrates a container to another node with CRIU.
+//!   `migros migrate` live-migrates a container to another node with CRIU;
+//! - `migros demo` runs the seed experiment on three nodes and plots the
+//!   client's bandwidth with the pause marked (`demo.rs`, `plot.rs`).
 //!
 //! The socket directory comes from `--socket-dir`, else `MIGROS_SOCKET_DIR`,
 //! else `/run/migros`; the chosen one is exported to this process's
