@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::engine::EngineKind;
+
 /// migros: software RoCE v2 devices whose queue pairs live-migrate.
 #[derive(Debug, Parser)]
 #[command(name = "migros", version, about)]
@@ -116,20 +118,12 @@ pub struct RunArgs {
     /// Bind-mounts a host directory or file (`:ro` read-only).
     #[arg(short, long = "volume", value_name = "HOST:DEST[:ro]")]
     pub volume: Vec<String>,
-    /// The container runtime.
-    #[arg(long, value_enum, default_value_t = Engine::Runc)]
-    pub engine: Engine,
+    /// The container engine.
+    #[arg(long, value_enum, default_value_t = EngineKind::Runc)]
+    pub engine: EngineKind,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub cmd: Vec<String>,
-}
-
-/// Container runtimes a migration can use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Engine {
-    Runc,
-    /// Docker (20.10, experimental checkpoints; scripts/setup-docker.sh).
-    Docker,
 }
 
 #[derive(Debug, Args)]
@@ -145,8 +139,10 @@ pub struct MigrateArgs {
     /// restore lets it continue.
     #[arg(long)]
     pub leave_running: bool,
-    #[arg(long, value_enum, default_value_t = Engine::Runc)]
-    pub engine: Engine,
+    /// The container's engine, if you want it checked (its record says
+    /// which it is: runc or docker).
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineKind>,
     /// Keep the image directory after a successful migration.
     #[arg(long)]
     pub keep_image: bool,

@@ -8,8 +8,11 @@
 //! - `migros env` prints the environment clients need;
 //! - `migros node add|list|del` makes nodes (a network namespace with a
 //!   migrosd each), `migros run|ps|logs|wait|rm` runs containers on them
-//!   with runc (or Docker: `--engine docker`, see `docker.rs`), and
-//!   `migros migrate` live-migrates a container to another node with CRIU;
+//!   (`container`) with an engine, runc or Docker (`engine`: one trait
+//!   whose methods are the container operations and the steps of a
+//!   migration), and `migros migrate` live-migrates a container to another
+//!   node with CRIU (`migration`: the steps in order, the RDMA checks every
+//!   engine shares, rollback, the timeline);
 //! - `migros demo` runs the seed experiment on three nodes and plots the
 //!   client's bandwidth with the pause marked (`demo.rs`, `plot.rs`).
 //!
@@ -24,9 +27,9 @@ mod container;
 mod daemon;
 mod demo;
 mod dev;
-mod docker;
+mod engine;
 mod env;
-mod migrate;
+mod migration;
 mod node;
 mod plot;
 mod stat;
@@ -61,33 +64,18 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Node { command } => node::run(command),
-        Command::Run(a) if a.engine == cli::Engine::Docker => {
-            docker::run(&a.node, &a.name, a.ip, &a.env, &a.volume, &a.cmd)
-        }
-        Command::Run(a) => container::run(&a),
-        Command::Ps { json } => {
-            container::ps(json)?;
-            if !json {
-                for l in docker::ps_lines() {
-                    println!("{l}");
-                }
-            }
-            Ok(())
-        }
-        Command::Logs { name } if docker::exists(&name) => docker::logs(&name),
-        Command::Logs { name } => container::logs(&name),
+        Command::Run(a) => container::commands::run(&a),
+        Command::Ps { json } => container::commands::ps(json),
+        Command::Logs { name } => container::commands::logs(&name),
         Command::Wait { name, timeout } => {
-            let code = if docker::exists(&name) {
-                docker::wait(&name, timeout)?
-            } else {
-                container::wait(&name, timeout)?
-            };
+            let code = container::commands::wait(&name, timeout)?;
             std::process::exit(code)
         }
-        Command::Rm { force, name } if docker::exists(&name) => docker::rm(&name, force),
-        Command::Rm { force, name } => container::rm(&name, force),
-        Command::Migrate(a) => migrate::run(&a),
+        Command::Rm { force, name } => container::commands::rm(&name, force),
+        Command::Migrate(a) => migration::run(&a),
         Command::Demo(a) => demo::run(&a),
-        Command::Supervise { name, gen, restore } => container::supervise::run(&name, gen, restore),
+        Command::Supervise { name, gen, restore } => {
+            engine::runc::supervise::run(&name, gen, restore)
+        }
     }
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::cli::{DevAddArgs, NodeAddArgs, NodeCommand};
+use crate::engine::runc;
 use crate::sys::{self, ip, ip_in};
 use crate::{container, daemon};
 
@@ -188,20 +189,7 @@ fn setup(a: &NodeAddArgs) -> Result<Node> {
     ip_in(&ns, &["link", "set", "eth0", "up"])?;
     sys::sysctl_in(&ns, "net.ipv4.ip_forward", "1")?;
     // The node forwards containers' traffic: routes to every container.
-    for c in container::all() {
-        if let Ok(home) = load(&c.node) {
-            ip_in(
-                &ns,
-                &[
-                    "route",
-                    "replace",
-                    &format!("{}/32", c.ip),
-                    "via",
-                    &home.addr.to_string(),
-                ],
-            )?;
-        }
-    }
+    runc::net::route_all(&ns)?;
     let dir = node_dir(&a.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let sock = sys::node_socket_dir(&a.name);

@@ -142,6 +142,28 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// `pid` and its descendants (every thread's children).
+pub fn process_tree(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.filter_map(|t| t.ok()) {
+                if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                    for c in s.split_whitespace().filter_map(|c| c.parse().ok()) {
+                        if !out.contains(&c) {
+                            out.push(c);
+                        }
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Total size in bytes of the regular files under `dir` (symlinks not followed).
 pub fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -227,5 +249,19 @@ mod tests {
         assert_eq!(human_bytes(1000), "1000 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert!(alive(std::process::id() as i32));
+    }
+
+    #[test]
+    fn a_process_tree_holds_the_children() {
+        let me = std::process::id() as i32;
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep runs");
+        let tree = process_tree(me);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(tree[0], me);
+        assert!(tree.contains(&(child.id() as i32)), "{tree:?}");
     }
 }

@@ -3,8 +3,11 @@
 //! varint fields) and the timestamps of its log (`(SS.UUUUUU) text`).
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
+
+use super::timeline::ms;
 
 /// CRIU's service image magic, then the stats image's own.
 const SERVICE_MAGIC: u32 = 0x5510_5940;
@@ -136,6 +139,18 @@ impl LogTimes {
         Some(last.0 - self.plugin[i].0)
     }
 
+    /// `, <label> <ms>` for each (from, to, label) of `steps` the log
+    /// has (see [`plugin_step`](Self::plugin_step)), for a timeline line.
+    pub fn plugin_steps(&self, steps: &[(&str, &str, &str)]) -> String {
+        steps
+            .iter()
+            .filter_map(|(from, to, label)| {
+                let took = self.plugin_step(from, to)?;
+                Some(format!(", {label} {}", ms(Duration::from_secs_f64(took))))
+            })
+            .collect()
+    }
+
     /// When the process stopped: the plugin's pause (before the freeze) or
     /// the freeze, whichever came first.
     pub fn stopped(&self) -> Option<f64> {
@@ -250,5 +265,13 @@ mod tests {
         let step = r.plugin_step("CHECKPOINT_DEVICES", "checkpointed").unwrap();
         assert!((step - 0.004).abs() < 1e-9, "{step}");
         assert!(r.plugin_step("RESUME_DEVICES_LATE", "resumed").is_none());
+        assert_eq!(
+            r.plugin_steps(&[
+                ("PAUSE_DEVICES", "paused", "RDMA pause"),
+                ("RESUME_DEVICES_LATE", "resumed", "RDMA resume"),
+                ("CHECKPOINT_DEVICES", "checkpointed", "RDMA dump"),
+            ]),
+            ", RDMA pause 2.0 ms, RDMA dump 4.0 ms"
+        );
     }
 }

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 
+use crate::container;
+use crate::engine::EngineKind;
 use crate::node::{self, Node};
 use crate::sys::{self, ip_in};
 
@@ -102,6 +104,24 @@ pub fn route_to(name: &str, ip: Ipv4Addr, home: &Node) -> Result<()> {
         } else {
             ip_in(
                 &n.netns(),
+                &["route", "replace", &dst, "via", &home.addr.to_string()],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds to a new node (namespace `node_ns`) the route to every runc
+/// container, through its home node.
+pub fn route_all(node_ns: &str) -> Result<()> {
+    for c in container::all() {
+        if c.engine != EngineKind::Runc {
+            continue;
+        }
+        if let Ok(home) = node::load(&c.node) {
+            let dst = format!("{}/32", c.ip);
+            ip_in(
+                node_ns,
                 &["route", "replace", &dst, "via", &home.addr.to_string()],
             )?;
         }

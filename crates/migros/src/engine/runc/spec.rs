@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use crate::container::Volume;
+
 /// Host directories bind-mounted read-only (or recreated as symlinks when
 /// they are symlinks on the host, as with a merged /usr).
 pub const HOST_DIRS: [&str; 6] = ["/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"];
@@ -33,43 +35,6 @@ pub struct Spec<'a> {
     pub criu_config: Option<&'a Path>,
     /// Extra bind mounts: host path, destination, read-only.
     pub volumes: &'a [Volume],
-}
-
-/// A host path bind-mounted into a container (`--volume HOST:DEST[:ro]`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Volume {
-    pub host: PathBuf,
-    pub dest: String,
-    pub ro: bool,
-}
-
-impl std::str::FromStr for Volume {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (rest, ro) = match s.strip_suffix(":ro") {
-            Some(r) => (r, true),
-            None => (s.strip_suffix(":rw").unwrap_or(s), false),
-        };
-        let Some((host, dest)) = rest.split_once(':') else {
-            return Err(format!("volume {s:?} is not HOST:DEST[:ro]"));
-        };
-        if !host.starts_with('/') || !dest.starts_with('/') || dest.contains("..") {
-            return Err(format!("volume {s:?}: both paths must be absolute"));
-        }
-        if HOST_DIRS
-            .iter()
-            .chain(&["/proc", "/sys", "/dev"])
-            .any(|d| dest == *d || dest.starts_with(&format!("{d}/")))
-        {
-            return Err(format!("volume {s:?}: {dest} is inside a system mount"));
-        }
-        Ok(Volume {
-            host: PathBuf::from(host),
-            dest: dest.to_string(),
-            ro,
-        })
-    }
 }
 
 fn bind(src: &Path, dst: &str, ro: bool) -> Value {
@@ -311,25 +276,5 @@ mod tests {
         assert!(ns
             .iter()
             .any(|n| n["type"] == "network" && n["path"] == "/run/netns/migros-c-srv-0"));
-    }
-
-    #[test]
-    fn volumes_parse() {
-        let v: Volume = "/a:/b".parse().unwrap();
-        assert_eq!(
-            (v.host.to_str(), v.dest.as_str(), v.ro),
-            (Some("/a"), "/b", false)
-        );
-        assert!("/a:/b:ro".parse::<Volume>().unwrap().ro);
-        for bad in [
-            "/a",
-            "a:/b",
-            "/a:b",
-            "/a:/usr/x",
-            "/a:/proc",
-            "/a:/x/../usr",
-        ] {
-            assert!(bad.parse::<Volume>().is_err(), "{bad}");
-        }
     }
 }

@@ -1,0 +1,371 @@
+//! The runc engine's migration steps (`crate::engine` lists them):
+//!
+//! - prepare: the next incarnation's network namespace (same overlay
+//!   address) on the destination node, locked, and its bundle, which mounts
+//!   the destination node's socket directory at `/run/migros`;
+//! - pre-copy: `runc checkpoint --pre-dump` rounds;
+//! - checkpoint: `runc pause` freezes the container (quicker than CRIU's
+//!   own freezer loop), then `runc checkpoint --tcp-established`: the
+//!   migros CRIU plugin pauses and dumps its RDMA state, the container's
+//!   CRIU action script locks its network namespace, CRIU dumps memory and
+//!   kills it (with `--leave-running` it stays, frozen, until the restore
+//!   succeeded);
+//! - transfer: the image directory is copied (one machine);
+//! - network: routes on every node point at the destination, the source
+//!   namespace goes;
+//! - restore: `runc restore -d --tcp-established` under a new supervisor;
+//! - finish: with `--leave-running` the source is stopped now; the
+//!   migration's directory goes unless `--keep-image`.
+//!
+//! A migration works in `<container>/migration-<gen>/`: `source/` (the
+//! images CRIU writes: `pre-<n>/`, `final/`), `work/` (CRIU's logs and
+//! stats), `image/` (the transferred copy the restore reads).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::{gen_dir, net, runc, runc_id, start, Runc};
+use crate::container::{dir, State};
+use crate::engine::{Aftermath, Checkpointed, Engine as _, Move, Restored, Step, Transferred};
+use crate::migration::criu;
+use crate::migration::timeline::ms;
+use crate::sys;
+
+/// Test only: `MIGROS_FAULT=restore` damages the transferred image, so the
+/// restore fails after a good checkpoint.
+pub const FAULT_ENV: &str = "MIGROS_FAULT";
+
+/// What the steps of one migration share.
+#[derive(Debug, Default)]
+pub(super) struct Migration {
+    /// The container's init on the source.
+    pid: i32,
+    /// `<container>/migration-<gen>`.
+    dir: PathBuf,
+    /// `runc pause` froze the container before the checkpoint.
+    prefrozen: bool,
+    /// The last pre-copy round's image (`pre-<n>`), the next one's parent.
+    parent: Option<String>,
+}
+
+impl Migration {
+    fn source(&self) -> PathBuf {
+        self.dir.join("source")
+    }
+
+    fn image(&self) -> PathBuf {
+        self.dir.join("image")
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+}
+
+impl Runc {
+    pub(super) fn check_step(&mut self, m: &Move) -> Result<Vec<i32>> {
+        let c = &self.c;
+        if c.state != State::Active {
+            bail!("container {}: {}", c.name, self.status().label());
+        }
+        let Some(pid) = self.pid() else {
+            bail!(
+                "container {} is not running ({})",
+                c.name,
+                self.status().label()
+            );
+        };
+        if m.opts.pre_copy > 0 {
+            check_dirty_tracking()?;
+        }
+        self.mig = Migration {
+            pid,
+            dir: dir(&c.name).join(format!("migration-{}", m.gen)),
+            ..Migration::default()
+        };
+        Ok(sys::process_tree(pid))
+    }
+
+    pub(super) fn prepare_step(&mut self, m: &Move) -> Result<String> {
+        let (c, mig) = (&self.c, &self.mig);
+        let _ = std::fs::remove_dir_all(&mig.dir);
+        std::fs::create_dir_all(mig.source())?;
+        std::fs::create_dir_all(mig.work())?;
+        self.write_bundle(m.gen, &m.dst)?;
+        net::create(&c.name, m.gen, c.ip, &m.dst)?;
+        net::lock(&c.name, m.gen)?;
+        Ok(format!("netns {}, bundle", net::netns(&c.name, m.gen)))
+    }
+
+    pub(super) fn pre_copy_step(&mut self, _m: &Move, round: u32) -> Result<String> {
+        let name = format!("pre-{round}");
+        let img = self.mig.source().join(&name);
+        let work = self.mig.work().join(&name);
+        std::fs::create_dir_all(&work)?;
+        let mut args = vec![
+            "checkpoint".to_string(),
+            "--pre-dump".into(),
+            "--image-path".into(),
+            img.display().to_string(),
+            "--work-path".into(),
+            work.display().to_string(),
+        ];
+        if let Some(p) = &self.mig.parent {
+            args.extend(["--parent-path".into(), format!("../{p}")]);
+        }
+        args.push(self.id(self.c.gen));
+        run_runc(&args)?;
+        let st = criu::read_stats(&work.join("stats-dump")).unwrap_or_default();
+        self.mig.parent = Some(name);
+        Ok(format!(
+            "{} pages written, {}",
+            st.pages_written,
+            sys::human_bytes(sys::dir_size(&img))
+        ))
+    }
+
+    pub(super) fn checkpoint_step(&mut self, m: &Move) -> Result<Checkpointed> {
+        let id = self.id(self.c.gen);
+        let t_ck = Instant::now();
+        // Freeze first: CRIU re-polls a cgroup still freezing only every
+        // 100 ms, runc's freezer far more often; CRIU takes a frozen cgroup as
+        // it is (and leaves it frozen with --leave-running).
+        self.mig.prefrozen = runc(&["pause", &id]).is_ok();
+        let img = self.mig.source().join("final");
+        let work = self.mig.work().join("final");
+        std::fs::create_dir_all(&work)?;
+        let mut args = vec![
+            "checkpoint".to_string(),
+            "--tcp-established".into(),
+            "--image-path".into(),
+            img.display().to_string(),
+            "--work-path".into(),
+            work.display().to_string(),
+        ];
+        if let Some(p) = &self.mig.parent {
+            args.extend(["--parent-path".into(), format!("../{p}")]);
+        }
+        if m.opts.leave_running {
+            args.push("--leave-running".into());
+        }
+        args.push(id);
+        run_runc(&args)?;
+        let ck_end = Instant::now();
+        let stats = criu::read_stats(&work.join("stats-dump")).unwrap_or_default();
+        let log = criu::read_log(&work.join("dump.log"));
+        // The freeze happened (log end - freeze) before runc returned.
+        let stopped_at = match (log.stopped(), log.end) {
+            _ if self.mig.prefrozen => t_ck,
+            (Some(f), Some(e)) if e >= f => ck_end - Duration::from_secs_f64(e - f),
+            _ => t_ck,
+        };
+        let us = Duration::from_micros;
+        let mut detail = format!(
+            "{}criu: freeze {}, frozen {}, memory dump {} + write {}, {} pages",
+            if self.mig.prefrozen {
+                "runc pause, "
+            } else {
+                ""
+            },
+            ms(us(stats.freezing_time)),
+            ms(us(stats.frozen_time)),
+            ms(us(stats.memdump_time)),
+            ms(us(stats.memwrite_time)),
+            stats.pages_written
+        );
+        detail += &log.plugin_steps(&[
+            ("PAUSE_DEVICES", "paused", "RDMA pause"),
+            ("CHECKPOINT_DEVICES", "checkpointed", "RDMA dump"),
+        ]);
+        Ok(Checkpointed {
+            detail,
+            stopped_at,
+            stopped_how: "stopped (RDMA pause or freeze) to resumed",
+        })
+    }
+
+    pub(super) fn transfer_step(&mut self, m: &Move) -> Result<Transferred> {
+        let (source, image) = (self.mig.source(), self.mig.image());
+        sys::copy_tree(&source, &image)?;
+        // The source copy goes only after a complete transfer.
+        let _ = std::fs::remove_dir_all(&source);
+        let size = sys::dir_size(&image.join("final"));
+        let detail = if m.opts.pre_copy > 0 {
+            format!(
+                "image {} (with pre-copies {})",
+                sys::human_bytes(size),
+                sys::human_bytes(sys::dir_size(&image))
+            )
+        } else {
+            format!("image {}", sys::human_bytes(size))
+        };
+        Ok(Transferred {
+            detail,
+            image_bytes: size,
+            image_at: image.display().to_string(),
+        })
+    }
+
+    pub(super) fn network_step(&mut self, m: &Move) -> Result<String> {
+        let c = &self.c;
+        if !m.opts.leave_running {
+            net::destroy(&c.name, c.gen)?;
+        }
+        net::route_to(&c.name, c.ip, &m.dst)?;
+        Ok(format!(
+            "{} routed to node {} on every node",
+            c.ip, m.dst.name
+        ))
+    }
+
+    pub(super) fn restore_step(&mut self, m: &Move) -> Result<Restored> {
+        let name = &self.c.name;
+        let image = self.mig.image().join("final");
+        if std::env::var(FAULT_ENV).is_ok_and(|v| v == "restore") {
+            // Test only: a transferred image that lost a file.
+            let _ = std::fs::remove_file(image.join("inventory.img"));
+        }
+        let pid = start(name, m.gen, Some(&image))?;
+        // A checkpoint of a frozen cgroup restores frozen.
+        let new_id = runc_id(name, m.gen);
+        if runc(&["state", &new_id]).is_ok_and(|st| st.contains("\"paused\"")) {
+            if let Err(e) = runc(&["resume", &new_id]) {
+                eprintln!("migros: warning: thawing the restored container: {e:#}");
+            }
+        }
+        let resumed_at = Instant::now();
+        net::unlock(name, m.gen);
+        let work = gen_dir(name, m.gen).join("work");
+        let stats = criu::read_stats(&work.join("stats-restore")).unwrap_or_default();
+        let log = criu::read_log(&work.join("restore.log"));
+        let us = Duration::from_micros;
+        let mut detail = format!(
+            "criu: forking {}, restore {}, {} pages restored",
+            ms(us(stats.forking_time)),
+            ms(us(stats.restore_time)),
+            stats.pages_restored
+        );
+        detail += &log.plugin_steps(&[
+            ("RESTORE_UNIX_SK", "restored", "RDMA reconnect"),
+            ("RESUME_DEVICES_LATE", "resumed", "RDMA resume"),
+        ]);
+        Ok(Restored {
+            detail,
+            pid,
+            resumed_at,
+        })
+    }
+
+    pub(super) fn finish_step(&mut self, m: &Move) -> Vec<String> {
+        let mut notes = Vec::new();
+        if m.opts.leave_running {
+            let id = self.id(self.c.gen);
+            let _ = runc(&["kill", &id, "KILL"]);
+            // A frozen task dies once thawed.
+            let _ = runc(&["resume", &id]);
+            let _ = net::destroy(&self.c.name, self.c.gen);
+            notes.push("source stopped".into());
+        }
+        if !m.opts.keep_image {
+            let _ = std::fs::remove_dir_all(&self.mig.dir);
+        }
+        notes
+    }
+
+    pub(super) fn rollback_steps(&mut self, m: &Move, failed: Step) -> Aftermath {
+        let (c, mig) = (&self.c, &self.mig);
+        let id = self.id(c.gen);
+        let undo_destination = || {
+            let _ = net::destroy(&c.name, m.gen);
+            let _ = std::fs::remove_dir_all(gen_dir(&c.name, m.gen));
+        };
+        let resume_source = || {
+            if mig.prefrozen {
+                let _ = runc(&["resume", &id]);
+            }
+        };
+        let src = &m.src.name;
+        match failed {
+            Step::Check => Aftermath::Source {
+                note: "nothing was frozen".into(),
+            },
+            Step::Prepare | Step::PreCopy(_) => {
+                undo_destination();
+                let _ = std::fs::remove_dir_all(&mig.dir);
+                Aftermath::Source {
+                    note: format!(
+                        "the container is still running on node {src} (CRIU's logs: {})",
+                        mig.work().display()
+                    ),
+                }
+            }
+            Step::Checkpoint => {
+                resume_source();
+                net::unlock(&c.name, c.gen);
+                undo_destination();
+                let still = if sys::alive(mig.pid) {
+                    format!("the container is still running on node {src}")
+                } else {
+                    format!("the container (pid {}) is gone", mig.pid)
+                };
+                Aftermath::Source {
+                    note: format!(
+                        "{still}; CRIU's log: {}",
+                        mig.work().join("final/dump.log").display()
+                    ),
+                }
+            }
+            Step::Transfer | Step::Network | Step::Restore => {
+                // The source copy goes only after a complete transfer.
+                let image = if mig.source().exists() {
+                    mig.source()
+                } else {
+                    mig.image()
+                };
+                if m.opts.leave_running && sys::alive(mig.pid) {
+                    // The source still runs: keep it, undo the move.
+                    resume_source();
+                    let _ = net::route_to(&c.name, c.ip, &m.src);
+                    undo_destination();
+                    return Aftermath::Source {
+                        note: format!(
+                            "the source still runs on node {src}; the image is kept in {}",
+                            image.display()
+                        ),
+                    };
+                }
+                let note = format!(
+                    "the image is kept in {} (CRIU's log: {})",
+                    image.display(),
+                    gen_dir(&c.name, m.gen).join("work/restore.log").display()
+                );
+                Aftermath::Lost { image, note }
+            }
+        }
+    }
+}
+
+/// `runc` with owned arguments.
+fn run_runc(args: &[String]) -> Result<String> {
+    let v: Vec<&str> = args.iter().map(String::as_str).collect();
+    runc(&v)
+}
+
+/// Pre-copy needs the kernel's soft-dirty tracking.
+fn check_dirty_tracking() -> Result<()> {
+    let out = std::process::Command::new("criu")
+        .args(["check", "--feature", "mem_dirty_track"])
+        .output()
+        .context("running criu check")?;
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.contains("OFF") {
+        bail!(
+            "--pre-copy needs memory dirty tracking, which this kernel lacks (criu check: {}); migrate without it",
+            text.trim()
+        );
+    }
+    Ok(())
+}

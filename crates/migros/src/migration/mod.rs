@@ -1,0 +1,269 @@
+//! `migros migrate`: live-migrates a container to another node, whatever
+//! its engine, and prints a timeline.
+//!
+//! [`run`] is the command (arguments → one call of [`migrate`]); [`drive`]
+//! runs the steps of the container's [`Engine`] in order (see
+//! `crate::engine`), adds what every engine shares, and rolls back when a
+//! step fails:
+//!
+//! - before anything freezes, the RDMA identifiers of the container's
+//!   processes on the source daemon (admin `Identifiers`) must be free on
+//!   the destination daemon (admin `CheckIdentifiers`);
+//! - once the destination is prepared the record says `migrating`;
+//! - after the restore, the source daemon learns where the QPs went
+//!   (`ForwardTombstones`: those identified before the freeze and any
+//!   tombstone the checkpoint made), and the record names the new node and
+//!   incarnation;
+//! - a failed step calls [`Engine::rollback`]: the record goes back to
+//!   the source as it was, or says `lost` with the image kept; the error
+//!   says which step failed and where the container is.
+
+pub mod cluster;
+pub mod criu;
+#[cfg(test)]
+mod tests;
+pub mod timeline;
+
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::cli::MigrateArgs;
+use crate::container::{self, Container, State};
+use crate::engine::{self, Aftermath, Engine, EngineKind, Move, Options, Step};
+use crate::node;
+use crate::sys;
+use cluster::Cluster;
+use timeline::{Report, Timeline};
+
+/// `migros migrate NAME --to NODE …`.
+pub fn run(a: &MigrateArgs) -> Result<()> {
+    sys::need_root("migros migrate")?;
+    let opts = Options {
+        pre_copy: a.pre_copy,
+        leave_running: a.leave_running,
+        keep_image: a.keep_image,
+    };
+    let report = migrate(&a.name, &a.to, a.engine, opts)?;
+    print!("{report}");
+    Ok(())
+}
+
+/// Live-migrates container `name` to node `to` (`engine`: the engine the
+/// caller expects, if it says).
+pub fn migrate(name: &str, to: &str, engine: Option<EngineKind>, opts: Options) -> Result<Report> {
+    let _lock = sys::lock()?;
+    let record = container::load(name)?;
+    if let Some(kind) = engine.filter(|k| *k != record.engine) {
+        bail!(
+            "container {name} runs on {}, not {}",
+            record.engine.name(),
+            kind.name()
+        );
+    }
+    let src = node::load(&record.node)?;
+    let dst = node::load(to)?;
+    if src.name == dst.name {
+        bail!("container {name} already runs on node {}", dst.name);
+    }
+    if !dst.running() {
+        bail!(
+            "node {}: its migrosd (pid {}) is not running",
+            dst.name,
+            dst.pid
+        );
+    }
+    let m = Move {
+        src,
+        dst,
+        gen: record.gen + 1,
+        opts,
+    };
+    drive(engine::open(record).as_mut(), &m, &cluster::Local)
+}
+
+/// Runs the migration `m` of `engine`'s container step by step.
+pub fn drive(engine: &mut dyn Engine, m: &Move, cluster: &dyn Cluster) -> Result<Report> {
+    let record = engine.record().clone();
+    let steps = 7 + m.opts.pre_copy as usize;
+    let mut d = Driver {
+        tl: Timeline::new(&record.name, steps),
+        engine,
+        m,
+        cluster,
+        record,
+        marked: false,
+    };
+    d.run()
+}
+
+/// One migration under way.
+struct Driver<'a> {
+    engine: &'a mut dyn Engine,
+    m: &'a Move,
+    cluster: &'a dyn Cluster,
+    /// The record as it was before.
+    record: Container,
+    /// The record says `migrating`.
+    marked: bool,
+    tl: Timeline,
+}
+
+impl Driver<'_> {
+    fn run(&mut self) -> Result<Report> {
+        let (m, t_start) = (self.m, Instant::now());
+
+        self.tl.progress("checking RDMA identifiers");
+        let t = Instant::now();
+        let checked = self.engine.check(m).and_then(|pids| {
+            let sessions = cluster::check_identifiers(self.cluster, m, &pids)?;
+            Ok((pids, sessions))
+        });
+        let (pids, sessions) = self.attempt(Step::Check, checked)?;
+        self.tl
+            .push("check identifiers", t.elapsed(), sessions.detail(m));
+
+        self.tl.progress(&format!("preparing node {}", m.dst.name));
+        let t = Instant::now();
+        let prepared = self.engine.prepare(m);
+        let detail = self.attempt(Step::Prepare, prepared)?;
+        let moving = self.record.with_state(State::Migrating);
+        let marked = self.cluster.save(&moving);
+        self.attempt(Step::Prepare, marked)?;
+        self.marked = true;
+        self.tl.push("prepare destination", t.elapsed(), detail);
+
+        for round in 1..=m.opts.pre_copy {
+            self.tl.progress(&format!("pre-copy round {round}"));
+            let t = Instant::now();
+            let copied = self.engine.pre_copy(m, round);
+            let detail = self.attempt(Step::PreCopy(round), copied)?;
+            self.tl
+                .push(&format!("pre-copy {round}"), t.elapsed(), detail);
+        }
+
+        self.tl
+            .progress("checkpoint (freeze, RDMA pause + dump, memory)");
+        // The source's tombstones before: the checkpoint's are the new ones
+        // (QPs made after the identifier check included).
+        let tombstones_before = self.cluster.tombstones(&m.src);
+        let t = Instant::now();
+        let checkpointed = self.engine.checkpoint(m);
+        let ck = self.attempt(Step::Checkpoint, checkpointed)?;
+        self.tl.push("checkpoint", t.elapsed(), ck.detail.clone());
+
+        self.tl.progress("transfer");
+        let t = Instant::now();
+        let transferred = self.engine.transfer(m);
+        let image = self.attempt(Step::Transfer, transferred)?;
+        self.tl.push("transfer", t.elapsed(), image.detail.clone());
+
+        self.tl.progress("moving the address");
+        let t = Instant::now();
+        let moved = self.engine.network(m);
+        let detail = self.attempt(Step::Network, moved)?;
+        self.tl.push("network", t.elapsed(), detail);
+
+        self.tl.progress(&format!("restore on node {}", m.dst.name));
+        let t = Instant::now();
+        let restored = self.engine.restore(m);
+        let rs = self.attempt(Step::Restore, restored)?;
+        self.tl.push("restore", t.elapsed(), rs.detail.clone());
+
+        self.tl.progress("forwarding tombstones");
+        let t = Instant::now();
+        let mut notes: Vec<String> = cluster::forward_tombstones(
+            self.cluster,
+            m,
+            sessions.qpns(),
+            tombstones_before.as_deref(),
+        )
+        .into_iter()
+        .collect();
+        notes.extend(self.engine.finish(m));
+        let done = Container {
+            node: m.dst.name.clone(),
+            gen: m.gen,
+            ..self.record.with_state(State::Active)
+        };
+        self.cluster.save(&done).map_err(|e| {
+            anyhow!(
+                "container {} runs on node {} (pid {}), but its record was not written: {e:#}",
+                done.name,
+                m.dst.name,
+                rs.pid
+            )
+        })?;
+        let notes = if notes.is_empty() {
+            "no RDMA".to_string()
+        } else {
+            notes.join(", ")
+        };
+        self.tl.push("finish", t.elapsed(), notes);
+
+        let r = &self.record;
+        let kind = r.engine.name();
+        Ok(Report {
+            head: format!(
+                "migrated {} from {} to {} ({kind} {} -> {}): pid {} -> {}",
+                r.name,
+                m.src.name,
+                m.dst.name,
+                self.engine.id(r.gen),
+                self.engine.id(m.gen),
+                pids.first().copied().unwrap_or(0),
+                rs.pid
+            ),
+            lines: std::mem::take(&mut self.tl).into_lines(),
+            downtime: rs.resumed_at.saturating_duration_since(ck.stopped_at),
+            downtime_how: ck.stopped_how,
+            total: t_start.elapsed(),
+            image_bytes: image.image_bytes,
+            kept_at: m.opts.keep_image.then_some(image.image_at),
+        })
+    }
+
+    /// `r`'s value, or (when the step failed) the rollback's error.
+    fn attempt<T>(&mut self, step: Step, r: Result<T>) -> Result<T> {
+        r.map_err(|e| self.abort(step, e))
+    }
+
+    /// Rolls back after `step` failed with `e`: the engine undoes its
+    /// part, the record says where the container is; the error to show.
+    fn abort(&mut self, step: Step, e: anyhow::Error) -> anyhow::Error {
+        let after = self.engine.rollback(self.m, step);
+        let saved = match &after {
+            Aftermath::Source { .. } if self.marked => self.cluster.save(&self.record),
+            Aftermath::Source { .. } => Ok(()),
+            Aftermath::Lost { image, .. } => {
+                self.cluster.save(&self.record.with_state(State::Lost {
+                    image: image.clone(),
+                    error: format!("{e:#}"),
+                }))
+            }
+        };
+        let mut msg = match failure(step, self.m) {
+            Some(what) => format!("{what}: {e:#}\n{}", after.note()),
+            // A refused check: nothing happened, the error says why.
+            None => format!("{e:#}"),
+        };
+        if let Err(se) = saved {
+            msg += &format!("\nthe container's record was not written: {se:#}");
+        }
+        anyhow!(msg)
+    }
+}
+
+/// What failed, as the error says it (`None`: the check, whose error is
+/// its own explanation).
+fn failure(step: Step, m: &Move) -> Option<String> {
+    Some(match step {
+        Step::Check => return None,
+        Step::Prepare => format!("preparing node {} failed", m.dst.name),
+        Step::PreCopy(round) => format!("pre-copy round {round} failed"),
+        Step::Checkpoint => "checkpoint failed".into(),
+        Step::Transfer => format!("transfer to node {} failed", m.dst.name),
+        Step::Network => "moving the address failed".into(),
+        Step::Restore => format!("restore on node {} failed", m.dst.name),
+    })
+}
