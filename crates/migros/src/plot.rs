@@ -1,6 +1,7 @@
 //! A bandwidth-over-time chart as a standalone SVG file (no plotting
-//! dependency: a line, two axes with ticks, and shaded spans for the
-//! pauses), for `migros demo`.
+//! dependency: a line, two axes with ticks, shaded spans for the pauses and
+//! dashed markers for instants, their labels in rows that never overlap),
+//! for `migros demo`.
 
 use std::fmt::Write as _;
 
@@ -56,19 +57,37 @@ pub fn bandwidth_svg(title: &str, samples: &[Sample], spans: &[Span]) -> String 
         WIDTH / 2.0,
         escape(title)
     );
-    for span in spans {
+    // Labels go on top of everything, in the order of their spans.
+    let mut labels = Labels::default();
+    let mut label_svg = String::new();
+    let mut in_time = spans.iter().collect::<Vec<_>>();
+    in_time.sort_by(|a, b| a.from.total_cmp(&b.from));
+    for span in in_time {
         let (x0, x1) = (x(span.from), x(span.to));
-        // At least 2 px wide, so a millisecond pause stays visible.
-        let w = (x1 - x0).max(2.0);
+        if span.to <= span.from {
+            // An instant (the start of the migration): a dashed marker.
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{x0:.1}" y1="{TOP}" x2="{x0:.1}" y2="{}" stroke="#b03a1e" stroke-dasharray="4 3"/>"##,
+                TOP + plot_h
+            );
+        } else {
+            // At least 2 px wide, so a millisecond pause stays visible.
+            let w = (x1 - x0).max(2.0);
+            let _ = writeln!(
+                svg,
+                r##"<rect x="{x0:.1}" y="{TOP}" width="{w:.1}" height="{plot_h}" fill="#e4572e" fill-opacity="0.25"/>"##
+            );
+        }
+        let at = labels.place(x0, x0 + (x1 - x0).max(2.0), &span.label);
         let _ = writeln!(
-            svg,
-            r##"<rect x="{x0:.1}" y="{TOP}" width="{w:.1}" height="{plot_h}" fill="#e4572e" fill-opacity="0.25"/>"##
-        );
-        let _ = writeln!(
-            svg,
-            r##"<text x="{:.1}" y="{}" fill="#b03a1e">{}</text>"##,
-            x0 + w + 4.0,
-            TOP + 14.0,
+            label_svg,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{LABEL_HEIGHT}" fill="white" fill-opacity="0.7"/><text x="{:.1}" y="{:.1}" fill="#b03a1e">{}</text>"##,
+            at.left - 2.0,
+            at.baseline - LABEL_HEIGHT + 4.0,
+            at.width + 4.0,
+            at.left,
+            at.baseline,
             escape(&span.label)
         );
     }
@@ -129,8 +148,59 @@ pub fn bandwidth_svg(title: &str, samples: &[Sample], spans: &[Span]) -> String 
             points.trim_end()
         );
     }
+    svg.push_str(&label_svg);
     svg.push_str("</svg>\n");
     svg
+}
+
+/// Height of a label's row.
+const LABEL_HEIGHT: f64 = 16.0;
+/// Width of one character of a label (12 px sans-serif, a little generous).
+const CHAR_WIDTH: f64 = 7.2;
+
+/// Where a span's label goes: on the right of its span (on the left when
+/// there is no room), in the first row from the top of the plot where it
+/// overlaps no other label.
+#[derive(Default)]
+struct Labels {
+    /// Every label placed so far: row, left and right edge.
+    placed: Vec<(usize, f64, f64)>,
+}
+
+/// A placed label: its left edge, baseline and width.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Placed {
+    left: f64,
+    baseline: f64,
+    width: f64,
+}
+
+impl Labels {
+    /// Places `text`, the label of the span drawn from `x0` to `x1`.
+    fn place(&mut self, x0: f64, x1: f64, text: &str) -> Placed {
+        let width = text.chars().count() as f64 * CHAR_WIDTH;
+        let left = if x1 + 4.0 + width <= WIDTH - RIGHT {
+            x1 + 4.0
+        } else {
+            (x0 - 4.0 - width).max(LEFT)
+        };
+        let right = left + width;
+        let gap = 6.0;
+        let row = (0..)
+            .find(|r| {
+                !self
+                    .placed
+                    .iter()
+                    .any(|&(pr, pl, prr)| pr == *r && left < prr + gap && pl < right + gap)
+            })
+            .expect("an unbounded range has a free row");
+        self.placed.push((row, left, right));
+        Placed {
+            left,
+            baseline: TOP + 14.0 + row as f64 * LABEL_HEIGHT,
+            width,
+        }
+    }
 }
 
 /// The smallest of 1, 2, 2.5, 5 × 10^k that is ≥ `v` (1 for v ≤ 0).
@@ -195,6 +265,43 @@ mod tests {
         assert_eq!(line.matches(',').count(), 50, "one point per sample");
         // The pause span is drawn at least 2 px wide.
         assert!(svg.contains(r##"width="2.0" height="325""##), "{svg}");
+    }
+
+    #[test]
+    fn labels_of_close_spans_do_not_overlap() {
+        // The demo: the migration starts, the client's QP pauses a moment
+        // later; and a span at the right edge.
+        let mut labels = Labels::default();
+        let placed = [
+            labels.place(300.0, 300.0, "migrate"),
+            labels.place(310.0, 322.0, "pause 302.3 ms"),
+            labels.place(WIDTH - RIGHT - 2.0, WIDTH - RIGHT, "late"),
+        ];
+        for (i, a) in placed.iter().enumerate() {
+            assert!(a.left >= LEFT && a.left + a.width <= WIDTH - RIGHT, "{a:?}");
+            for b in &placed[i + 1..] {
+                let apart = a.baseline != b.baseline
+                    || a.left + a.width <= b.left
+                    || b.left + b.width <= a.left;
+                assert!(apart, "{a:?} overlaps {b:?}");
+            }
+        }
+        assert_eq!(placed[0].baseline, TOP + 14.0);
+        assert_eq!(placed[1].baseline, TOP + 14.0 + LABEL_HEIGHT);
+        // No room on the right: on the left of its span.
+        assert!(placed[2].left + placed[2].width < WIDTH - RIGHT - 2.0);
+    }
+
+    #[test]
+    fn an_instant_is_a_dashed_marker() {
+        let spans = [Span {
+            from: 1.0,
+            to: 1.0,
+            label: "migrate".into(),
+        }];
+        let svg = bandwidth_svg("t", &[], &spans);
+        assert!(svg.contains(r##"stroke-dasharray="4 3""##), "{svg}");
+        assert!(!svg.contains("#e4572e"), "{svg}");
     }
 
     #[test]
