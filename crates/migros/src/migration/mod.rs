@@ -30,7 +30,9 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::cli::MigrateArgs;
 use crate::container::{self, Container, State};
-use crate::engine::{self, Aftermath, Engine, EngineKind, Move, Options, Step};
+use crate::engine::{
+    self, Aftermath, Checkpointed, Engine, EngineKind, Move, Options, Restored, Step, Transferred,
+};
 use crate::node;
 use crate::sys;
 use cluster::Cluster;
@@ -112,70 +114,39 @@ struct Driver<'a> {
 impl Driver<'_> {
     fn run(&mut self) -> Result<Report> {
         let (m, t_start) = (self.m, Instant::now());
-
-        self.tl.progress("checking RDMA identifiers");
-        let t = Instant::now();
-        let checked = self.engine.check(m).and_then(|pids| {
-            let sessions = cluster::check_identifiers(self.cluster, m, &pids)?;
-            Ok((pids, sessions))
-        });
-        let (pids, sessions) = self.attempt(Step::Check, checked)?;
-        self.tl
-            .push("check identifiers", t.elapsed(), sessions.detail(m));
-
-        self.tl.progress(&format!("preparing node {}", m.dst.name));
-        let t = Instant::now();
-        let prepared = self.engine.prepare(m);
-        let detail = self.attempt(Step::Prepare, prepared)?;
-        let moving = self.record.with_state(State::Migrating);
-        let marked = self.cluster.save(&moving);
-        self.attempt(Step::Prepare, marked)?;
-        self.marked = true;
-        self.tl.push("prepare destination", t.elapsed(), detail);
-
+        let checked = self.step(Step::Check, |d| {
+            let pids = d.engine.check(m)?;
+            let sessions = cluster::check_identifiers(d.cluster, m, &pids)?;
+            let detail = sessions.detail(m);
+            Ok(Checked {
+                pids,
+                sessions,
+                detail,
+            })
+        })?;
+        self.step(Step::Prepare, |d| {
+            let detail = d.engine.prepare(m)?;
+            d.cluster.save(&d.record.with_state(State::Migrating))?;
+            d.marked = true;
+            Ok(detail)
+        })?;
         for round in 1..=m.opts.pre_copy {
-            self.tl.progress(&format!("pre-copy round {round}"));
-            let t = Instant::now();
-            let copied = self.engine.pre_copy(m, round);
-            let detail = self.attempt(Step::PreCopy(round), copied)?;
-            self.tl
-                .push(&format!("pre-copy {round}"), t.elapsed(), detail);
+            self.step(Step::PreCopy(round), |d| d.engine.pre_copy(m, round))?;
         }
-
-        self.tl
-            .progress("checkpoint (freeze, RDMA pause + dump, memory)");
         // The source's tombstones before: the checkpoint's are the new ones
         // (QPs made after the identifier check included).
         let tombstones_before = self.cluster.tombstones(&m.src);
-        let t = Instant::now();
-        let checkpointed = self.engine.checkpoint(m);
-        let ck = self.attempt(Step::Checkpoint, checkpointed)?;
-        self.tl.push("checkpoint", t.elapsed(), ck.detail.clone());
-
-        self.tl.progress("transfer");
-        let t = Instant::now();
-        let transferred = self.engine.transfer(m);
-        let image = self.attempt(Step::Transfer, transferred)?;
-        self.tl.push("transfer", t.elapsed(), image.detail.clone());
-
-        self.tl.progress("moving the address");
-        let t = Instant::now();
-        let moved = self.engine.network(m);
-        let detail = self.attempt(Step::Network, moved)?;
-        self.tl.push("network", t.elapsed(), detail);
-
-        self.tl.progress(&format!("restore on node {}", m.dst.name));
-        let t = Instant::now();
-        let restored = self.engine.restore(m);
-        let rs = self.attempt(Step::Restore, restored)?;
-        self.tl.push("restore", t.elapsed(), rs.detail.clone());
+        let ck = self.step(Step::Checkpoint, |d| d.engine.checkpoint(m))?;
+        let image = self.step(Step::Transfer, |d| d.engine.transfer(m))?;
+        self.step(Step::Network, |d| d.engine.network(m))?;
+        let rs = self.step(Step::Restore, |d| d.engine.restore(m))?;
 
         self.tl.progress("forwarding tombstones");
         let t = Instant::now();
         let mut notes: Vec<String> = cluster::forward_tombstones(
             self.cluster,
             m,
-            sessions.qpns(),
+            checked.sessions.qpns(),
             tombstones_before.as_deref(),
         )
         .into_iter()
@@ -211,7 +182,7 @@ impl Driver<'_> {
                 m.dst.name,
                 self.engine.id(r.gen),
                 self.engine.id(m.gen),
-                pids.first().copied().unwrap_or(0),
+                checked.pids.first().copied().unwrap_or(0),
                 rs.pid
             ),
             lines: std::mem::take(&mut self.tl).into_lines(),
@@ -223,14 +194,28 @@ impl Driver<'_> {
         })
     }
 
-    /// `r`'s value, or (when the step failed) the rollback's error.
-    fn attempt<T>(&mut self, step: Step, r: Result<T>) -> Result<T> {
-        r.map_err(|e| self.abort(step, e))
+    /// Runs `step` (`call`) between its progress line and its timeline
+    /// line; rolls back when it fails.
+    fn step<T: Detail>(
+        &mut self,
+        step: Step,
+        call: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let words = Words::of(step, self.m);
+        self.tl.progress(&words.progress);
+        let t = Instant::now();
+        match call(self) {
+            Ok(v) => {
+                self.tl.push(&words.line, t.elapsed(), v.detail());
+                Ok(v)
+            }
+            Err(e) => Err(self.abort(step, words.failed, e)),
+        }
     }
 
     /// Rolls back after `step` failed with `e`: the engine undoes its
     /// part, the record says where the container is; the error to show.
-    fn abort(&mut self, step: Step, e: anyhow::Error) -> anyhow::Error {
+    fn abort(&mut self, step: Step, failed: Option<String>, e: anyhow::Error) -> anyhow::Error {
         let after = self.engine.rollback(self.m, step);
         let saved = match &after {
             Aftermath::Source { .. } if self.marked => self.cluster.save(&self.record),
@@ -242,7 +227,7 @@ impl Driver<'_> {
                 }))
             }
         };
-        let mut msg = match failure(step, self.m) {
+        let mut msg = match failed {
             Some(what) => format!("{what}: {e:#}\n{}", after.note()),
             // A refused check: nothing happened, the error says why.
             None => format!("{e:#}"),
@@ -254,16 +239,90 @@ impl Driver<'_> {
     }
 }
 
-/// What failed, as the error says it (`None`: the check, whose error is
-/// its own explanation).
-fn failure(step: Step, m: &Move) -> Option<String> {
-    Some(match step {
-        Step::Check => return None,
-        Step::Prepare => format!("preparing node {} failed", m.dst.name),
-        Step::PreCopy(round) => format!("pre-copy round {round} failed"),
-        Step::Checkpoint => "checkpoint failed".into(),
-        Step::Transfer => format!("transfer to node {} failed", m.dst.name),
-        Step::Network => "moving the address failed".into(),
-        Step::Restore => format!("restore on node {} failed", m.dst.name),
-    })
+/// How the progress, the timeline and an error name a step.
+struct Words {
+    progress: String,
+    line: String,
+    /// `None`: the check, whose error is its own explanation.
+    failed: Option<String>,
 }
+
+impl Words {
+    fn of(step: Step, m: &Move) -> Words {
+        let dst = &m.dst.name;
+        let (progress, line, failed) = match step {
+            Step::Check => (
+                "checking RDMA identifiers".to_string(),
+                "check identifiers".to_string(),
+                None,
+            ),
+            Step::Prepare => (
+                format!("preparing node {dst}"),
+                "prepare destination".into(),
+                Some(format!("preparing node {dst} failed")),
+            ),
+            Step::PreCopy(n) => (
+                format!("pre-copy round {n}"),
+                format!("pre-copy {n}"),
+                Some(format!("pre-copy round {n} failed")),
+            ),
+            Step::Checkpoint => (
+                "checkpoint (freeze, RDMA pause + dump, memory)".into(),
+                "checkpoint".into(),
+                Some("checkpoint failed".into()),
+            ),
+            Step::Transfer => (
+                "transfer".into(),
+                "transfer".into(),
+                Some(format!("transfer to node {dst} failed")),
+            ),
+            Step::Network => (
+                "moving the address".into(),
+                "network".into(),
+                Some("moving the address failed".into()),
+            ),
+            Step::Restore => (
+                format!("restore on node {dst}"),
+                "restore".into(),
+                Some(format!("restore on node {dst} failed")),
+            ),
+        };
+        Words {
+            progress,
+            line,
+            failed,
+        }
+    }
+}
+
+/// What the check found.
+struct Checked {
+    /// The container's processes on the source, init first.
+    pids: Vec<i32>,
+    sessions: cluster::Sessions,
+    detail: String,
+}
+
+/// A step's result as its timeline line shows it.
+trait Detail {
+    fn detail(&self) -> String;
+}
+
+impl Detail for String {
+    fn detail(&self) -> String {
+        self.clone()
+    }
+}
+
+/// `Detail` of the step results that carry their `detail`.
+macro_rules! detail_field {
+    ($($t:ty),*) => {
+        $(impl Detail for $t {
+            fn detail(&self) -> String {
+                self.detail.clone()
+            }
+        })*
+    };
+}
+
+detail_field!(Checked, Checkpointed, Transferred, Restored);

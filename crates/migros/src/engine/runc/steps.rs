@@ -21,7 +21,7 @@
 //! images CRIU writes: `pre-<n>/`, `final/`), `work/` (CRIU's logs and
 //! stats), `image/` (the transferred copy the restore reads).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -104,19 +104,7 @@ impl Runc {
         let img = self.mig.source().join(&name);
         let work = self.mig.work().join(&name);
         std::fs::create_dir_all(&work)?;
-        let mut args = vec![
-            "checkpoint".to_string(),
-            "--pre-dump".into(),
-            "--image-path".into(),
-            img.display().to_string(),
-            "--work-path".into(),
-            work.display().to_string(),
-        ];
-        if let Some(p) = &self.mig.parent {
-            args.extend(["--parent-path".into(), format!("../{p}")]);
-        }
-        args.push(self.id(self.c.gen));
-        run_runc(&args)?;
+        self.checkpoint_into(&img, &work, &["--pre-dump"])?;
         let st = criu::read_stats(&work.join("stats-dump")).unwrap_or_default();
         self.mig.parent = Some(name);
         Ok(format!(
@@ -124,6 +112,21 @@ impl Runc {
             st.pages_written,
             sys::human_bytes(sys::dir_size(&img))
         ))
+    }
+
+    /// `runc checkpoint <flags>` of the current incarnation into `image`
+    /// (CRIU's logs and stats in `work`), on top of the last pre-copy.
+    fn checkpoint_into(&self, image: &Path, work: &Path, flags: &[&str]) -> Result<String> {
+        let (image, work) = (image.display().to_string(), work.display().to_string());
+        let parent = self.mig.parent.as_ref().map(|p| format!("../{p}"));
+        let id = self.id(self.c.gen);
+        let mut args = vec!["checkpoint", "--image-path", &image, "--work-path", &work];
+        args.extend_from_slice(flags);
+        if let Some(p) = &parent {
+            args.extend(["--parent-path", p]);
+        }
+        args.push(&id);
+        runc(&args)
     }
 
     pub(super) fn checkpoint_step(&mut self, m: &Move) -> Result<Checkpointed> {
@@ -136,22 +139,12 @@ impl Runc {
         let img = self.mig.source().join("final");
         let work = self.mig.work().join("final");
         std::fs::create_dir_all(&work)?;
-        let mut args = vec![
-            "checkpoint".to_string(),
-            "--tcp-established".into(),
-            "--image-path".into(),
-            img.display().to_string(),
-            "--work-path".into(),
-            work.display().to_string(),
-        ];
-        if let Some(p) = &self.mig.parent {
-            args.extend(["--parent-path".into(), format!("../{p}")]);
-        }
-        if m.opts.leave_running {
-            args.push("--leave-running".into());
-        }
-        args.push(id);
-        run_runc(&args)?;
+        let leave = if m.opts.leave_running {
+            &["--tcp-established", "--leave-running"][..]
+        } else {
+            &["--tcp-established"]
+        };
+        self.checkpoint_into(&img, &work, leave)?;
         let ck_end = Instant::now();
         let stats = criu::read_stats(&work.join("stats-dump")).unwrap_or_default();
         let log = criu::read_log(&work.join("dump.log"));
@@ -345,12 +338,6 @@ impl Runc {
             }
         }
     }
-}
-
-/// `runc` with owned arguments.
-fn run_runc(args: &[String]) -> Result<String> {
-    let v: Vec<&str> = args.iter().map(String::as_str).collect();
-    runc(&v)
 }
 
 /// Pre-copy needs the kernel's soft-dirty tracking.
