@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,53 +83,59 @@ pub fn answers(dir: &Path, name: &str) -> bool {
 /// Starts a detached daemon and waits until its socket answers.
 pub fn start(dir: &Path, args: &DevAddArgs) -> Result<u32> {
     let bin = find_daemon()?;
-    let log_path = log_file(dir, &args.name);
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let log_err = log.try_clone().context("duplicating the log descriptor")?;
     let mut cmd = Command::new(&bin);
-    cmd.args(daemon_args(dir, args))
-        .env(paths::SOCKET_DIR_ENV, dir)
+    cmd.args(daemon_args(dir, args));
+    spawn(
+        cmd,
+        dir,
+        &args.name,
+        &log_file(dir, &args.name),
+        &pid_file(dir, &args.name),
+    )
+    .with_context(|| format!("starting {}", bin.display()))
+}
+
+/// Spawns `cmd` (a migrosd, or a command that execs one) detached, its
+/// output in `log_path`, its pid in `pid_file`, and waits until device
+/// `name` answers in `dir`; the pid. On failure the pid file goes.
+pub fn spawn(
+    mut cmd: Command,
+    dir: &Path,
+    name: &str,
+    log_path: &Path,
+    pid_file: &Path,
+) -> Result<u32> {
+    let log = File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log_err = log.try_clone().context("duplicating the log descriptor")?;
+    cmd.env(paths::SOCKET_DIR_ENV, dir)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+    crate::sys::detach(&mut cmd);
+    let mut child = cmd.spawn()?;
     let pid = child.id();
-    std::fs::write(pid_file(dir, &args.name), format!("{pid}\n"))
-        .context("writing the pid file")?;
+    std::fs::write(pid_file, format!("{pid}\n")).context("writing the pid file")?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        if answers(dir, &args.name) {
+        if answers(dir, name) {
+            // Detached (its own session): init reaps it after we exit.
             return Ok(pid);
         }
-        if let Some(status) = child.try_wait().context("waiting for migrosd")? {
-            let _ = std::fs::remove_file(pid_file(dir, &args.name));
-            bail!(
-                "migrosd exited ({status}); its log ends with:\n{}",
-                log_tail(&log_path)
-            );
-        }
-        if Instant::now() >= deadline {
+        let failed = if let Some(status) = child.try_wait().context("waiting for migrosd")? {
+            format!("migrosd exited ({status})")
+        } else if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            let _ = std::fs::remove_file(pid_file(dir, &args.name));
-            bail!(
-                "migrosd did not answer on {} within {:?}; its log ends with:\n{}",
-                paths::device_socket(dir, &args.name).display(),
-                START_TIMEOUT,
-                log_tail(&log_path)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+            format!(
+                "migrosd did not answer on {} within {START_TIMEOUT:?}",
+                paths::device_socket(dir, name).display()
+            )
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let _ = std::fs::remove_file(pid_file);
+        bail!("{failed}; its log ends with:\n{}", log_tail(log_path));
     }
 }
 

@@ -104,42 +104,19 @@ fn experiment(a: &DemoArgs, migros: &dyn Fn(&[&str]) -> Result<String>) -> Resul
     say(&format!(
         "server: ib_send_bw -d {DEVICE} -b -n {n} in container {SERVER} on {node_a} ({ip})"
     ));
-    migros(&[
-        "run",
-        "--node",
-        node_a,
-        "--name",
-        SERVER,
-        "--ip",
-        &ip,
-        "--",
-        "ib_send_bw",
-        "-d",
-        DEVICE,
-        "-b",
-        "-n",
-        &n,
-    ])?;
+    let bench = ["ib_send_bw", "-d", DEVICE, "-b", "-n", &n];
+    let mut server = vec!["run", "--node", node_a, "--name", SERVER, "--ip", &ip, "--"];
+    server.extend(bench);
+    migros(&server)?;
     // The server listens once its device is open; give it that moment.
     std::thread::sleep(Duration::from_millis(500));
     say(&format!(
         "client: ib_send_bw -d {DEVICE} -b -n {n} {ip} in container {CLIENT} on {node_b}"
     ));
-    migros(&[
-        "run",
-        "--node",
-        node_b,
-        "--name",
-        CLIENT,
-        "--",
-        "ib_send_bw",
-        "-d",
-        DEVICE,
-        "-b",
-        "-n",
-        &n,
-        &ip,
-    ])?;
+    let mut client = vec!["run", "--node", node_b, "--name", CLIENT, "--"];
+    client.extend(bench);
+    client.push(&ip);
+    migros(&client)?;
 
     let dir_b = PathBuf::from(format!("/run/migros/nodes/{node_b}"));
     // Both directions: each side sends n messages of 64 KiB (payload only).
@@ -300,20 +277,7 @@ fn say(what: &str) {
 }
 
 fn run_migros(me: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(me)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run migros {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "migros {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::sys::run(&me.to_string_lossy(), args)
 }
 
 fn run_migros_showing_progress(me: &Path, args: &[&str]) -> Result<String> {

@@ -4,11 +4,9 @@
 //! `/run/migros/nodes/<name>/` (where the CRIU plugin looks for daemons).
 //! Records, logs and pid files are under `/run/migros/state/nodes/<name>/`.
 
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -86,15 +84,7 @@ pub fn load(name: &str) -> Result<Node> {
 
 /// Every node, sorted by name.
 pub fn all() -> Vec<Node> {
-    let Ok(entries) = std::fs::read_dir(sys::state_dir().join("nodes")) else {
-        return Vec::new();
-    };
-    let mut v: Vec<Node> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| sys::read_json(&e.path().join("node.json")).ok())
-        .collect();
-    v.sort_by(|a: &Node, b| a.name.cmp(&b.name));
-    v
+    sys::read_records(&sys::state_dir().join("nodes"), "node.json")
 }
 
 pub fn run(cmd: NodeCommand) -> Result<()> {
@@ -243,12 +233,8 @@ fn remove_bridge_if_unused() -> Result<()> {
 
 /// Starts `migrosd` inside the node's namespace, detached, and waits until
 /// its socket answers.
-fn start_daemon(a: &NodeAddArgs, ns: &str, sock: &std::path::Path) -> Result<i32> {
+fn start_daemon(a: &NodeAddArgs, ns: &str, sock: &Path) -> Result<i32> {
     let bin = daemon::find_daemon()?;
-    let log_path = log_path(&a.name);
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let log_err = log.try_clone()?;
     let dev = DevAddArgs {
         name: a.dev.clone(),
         addr: IpAddr::V4(a.addr),
@@ -259,47 +245,17 @@ fn start_daemon(a: &NodeAddArgs, ns: &str, sock: &std::path::Path) -> Result<i32
     cmd.args(["netns", "exec", ns])
         .arg(&bin)
         .args(daemon::daemon_args(sock, &dev))
-        .env(migros_proto::paths::SOCKET_DIR_ENV, sock)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .context("starting migrosd in the node's namespace")?;
+        .env("NO_COLOR", "1");
     // `ip netns exec` execs the daemon: same pid.
-    let pid = child.id() as i32;
-    std::fs::write(node_dir(&a.name).join("migrosd.pid"), format!("{pid}\n"))?;
-    let deadline = Instant::now() + daemon::START_TIMEOUT;
-    loop {
-        if daemon::answers(sock, &a.dev) {
-            // Detached (its own session): init reaps it after we exit.
-            return Ok(pid);
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "migrosd exited ({status}); its log ends with:\n{}",
-                daemon::log_tail(&log_path)
-            );
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "migrosd did not answer within {:?}; its log ends with:\n{}",
-                daemon::START_TIMEOUT,
-                daemon::log_tail(&log_path)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let pid = daemon::spawn(
+        cmd,
+        sock,
+        &a.dev,
+        &log_path(&a.name),
+        &node_dir(&a.name).join("migrosd.pid"),
+    )
+    .context("starting migrosd in the node's namespace")?;
+    Ok(pid as i32)
 }
 
 /// Stops the daemon of a node (admin Shutdown, else SIGTERM, then SIGKILL).

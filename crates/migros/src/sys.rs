@@ -62,6 +62,19 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Makes `cmd`'s process the leader of a new session, so it outlives this
+/// one and no terminal signal reaches it.
+pub fn detach(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+}
+
 /// `ip args…`.
 pub fn ip(args: &[&str]) -> Result<String> {
     run("ip", args)
@@ -129,6 +142,20 @@ pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The records `<dir>/<name>/<file>` that parse, in the order of their
+/// names (nodes and containers are directories named after them).
+pub fn read_records<T: DeserializeOwned>(dir: &Path, file: &str) -> Vec<T> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+    paths.sort();
+    paths
+        .iter()
+        .filter_map(|p| read_json(&p.join(file)).ok())
+        .collect()
 }
 
 /// Whether process `pid` exists (and is not a zombie).
@@ -246,6 +273,15 @@ mod tests {
             std::fs::read_link(b.join("sub/l")).unwrap(),
             Path::new("../x")
         );
+        let records: Vec<u32> = read_records(d.path(), "x");
+        assert!(records.is_empty());
+        for (name, v) in [("b", 2), ("a", 1), ("c", 3)] {
+            std::fs::create_dir_all(d.path().join("r").join(name)).unwrap();
+            write_json(&d.path().join("r").join(name).join("rec.json"), &v).unwrap();
+        }
+        std::fs::write(d.path().join("r/b/rec.json"), "garbage").unwrap();
+        let records: Vec<u32> = read_records(&d.path().join("r"), "rec.json");
+        assert_eq!(records, [1, 3]);
         assert_eq!(human_bytes(1000), "1000 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert!(alive(std::process::id() as i32));

@@ -117,15 +117,7 @@ pub fn load(name: &str) -> Result<Container> {
 
 /// Every container, sorted by name.
 pub fn all() -> Vec<Container> {
-    let Ok(entries) = std::fs::read_dir(sys::state_dir().join("containers")) else {
-        return Vec::new();
-    };
-    let mut v: Vec<Container> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| sys::read_json(&e.path().join("container.json")).ok())
-        .collect();
-    v.sort_by(|a: &Container, b| a.name.cmp(&b.name));
-    v
+    sys::read_records(&sys::state_dir().join("containers"), "container.json")
 }
 
 /// The container's own copy of migros' libibverbs directory (hard links

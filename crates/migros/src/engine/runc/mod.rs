@@ -19,7 +19,6 @@ pub mod supervise;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt as _;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -269,13 +268,7 @@ pub fn start(name: &str, gen: u32, restore: Option<&Path>) -> Result<i32> {
         cmd.arg("--restore").arg(image);
     }
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
+    sys::detach(&mut cmd);
     let mut child = cmd.spawn().context("starting the supervisor")?;
     let started = || {
         std::fs::read_to_string(gd.join("started"))
