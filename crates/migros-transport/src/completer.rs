@@ -42,11 +42,8 @@ impl Qp {
             }
             MigrationState::Running => {}
         }
-        let Some(info) = pkt.headers.bth.opcode.info() else {
-            return;
-        };
         let psn = pkt.headers.bth.psn;
-        match info.kind {
+        match pkt.info().kind {
             OpKind::Ack => {
                 let Some(aeth) = pkt.headers.aeth else { return };
                 match AckSyndrome::decode(aeth.syndrome) {

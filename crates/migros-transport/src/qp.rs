@@ -317,9 +317,7 @@ impl Qp {
     ) {
         use migros_wire::{OpKind, ServiceType};
         self.counters.rx_packets += 1;
-        let Some(info) = pkt.headers.bth.opcode.info() else {
-            return;
-        };
+        let info = pkt.info();
         if info.kind == OpKind::Resume {
             if self.qp_type() != QpType::Ud {
                 self.on_resume_packet(now, pkt, src);

@@ -175,10 +175,7 @@ impl Qp {
             return;
         }
         let psn = pkt.headers.bth.psn;
-        let Some(info) = pkt.headers.bth.opcode.info() else {
-            return;
-        };
-        let starts = matches!(info.position, Position::First | Position::Only);
+        let starts = matches!(pkt.info().position, Position::First | Position::Only);
         if psn != self.resp.epsn || self.resp.uc_skip {
             // Packets were lost: the message in progress is dropped, its
             // receive WR goes back for the next message.
@@ -209,9 +206,7 @@ impl Qp {
 
     /// Executes an in-sequence RC or UC request, advancing `epsn`.
     fn execute(&mut self, pkt: &Packet, env: &mut Env) -> Result<(), Refusal> {
-        let Some(info) = pkt.headers.bth.opcode.info() else {
-            return Err(Refusal::InvalidRequest);
-        };
+        let info = pkt.info();
         let psn = pkt.headers.bth.psn;
         let first = matches!(info.position, Position::First | Position::Only);
         let last = matches!(info.position, Position::Last | Position::Only);
@@ -466,10 +461,7 @@ impl Qp {
     /// A request we already executed came again.
     fn duplicate(&mut self, pkt: &Packet, env: &mut Env) {
         let psn = pkt.headers.bth.psn;
-        let Some(info) = pkt.headers.bth.opcode.info() else {
-            return;
-        };
-        match info.kind {
+        match pkt.info().kind {
             OpKind::ReadRequest => {
                 let known = self.resp.resources.iter().any(|r| match r {
                     RdResource::Read {
@@ -705,11 +697,7 @@ impl Qp {
 }
 
 fn is_send_or_write(pkt: &Packet) -> bool {
-    pkt.headers
-        .bth
-        .opcode
-        .info()
-        .is_some_and(|i| matches!(i.kind, OpKind::Send | OpKind::RdmaWrite))
+    matches!(pkt.info().kind, OpKind::Send | OpKind::RdmaWrite)
 }
 
 fn dma_status(e: DmaError) -> WcStatus {

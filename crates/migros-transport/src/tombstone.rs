@@ -46,7 +46,7 @@ impl Tombstone {
         datagram: &[u8],
         src: IpAddr,
     ) -> Option<(IpAddr, Vec<u8>)> {
-        let info = pkt.headers.bth.opcode.info()?;
+        let info = pkt.info();
         if self.qp_type == QpType::Ud {
             // The datagram is lost (UD is unreliable); its sender learns
             // where to send from now on.
