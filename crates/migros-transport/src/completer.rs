@@ -5,7 +5,7 @@
 
 use migros_wire::{AckSyndrome, NakCode, OpKind, Packet, Psn};
 
-use crate::dma::{self, DmaError};
+use crate::dma;
 use crate::qp::{Env, Qp};
 use crate::time::Instant;
 use migros_proto::verbs::*;
@@ -299,7 +299,7 @@ impl Qp {
             pkt.payload,
         );
         if let Err(e) = res {
-            self.fail_head(dma_status(e), env);
+            self.fail_head(e.status(), env);
             return;
         }
         self.counters.rx_bytes += pkt.payload.len() as u64;
@@ -338,21 +338,13 @@ impl Qp {
         // The original value lands in host byte order, as verbs defines it.
         let bytes = ack.orig.to_le_bytes();
         if let Err(e) = dma::scatter(env.mem, &env.objs.mrs, self.init.pd, sges, 0, &bytes) {
-            self.fail_head(dma_status(e), env);
+            self.fail_head(e.status(), env);
             return;
         }
         self.req.una = psn.add(1);
         self.complete_head(WcStatus::Success, env);
         self.on_progress(now, 1);
         self.after_completions(env);
-    }
-}
-
-fn dma_status(e: DmaError) -> WcStatus {
-    match e {
-        DmaError::Length => WcStatus::LocLenErr,
-        DmaError::Protection => WcStatus::LocProtErr,
-        DmaError::Access => WcStatus::LocAccessErr,
     }
 }
 

@@ -344,12 +344,7 @@ impl Qp {
                 Some(dst)
             }
             Err(err) => {
-                let status = match err {
-                    DmaError::Length => WcStatus::LocLenErr,
-                    DmaError::Protection => WcStatus::LocProtErr,
-                    DmaError::Access => WcStatus::LocAccessErr,
-                };
-                self.fail_wqe(idx, status, env);
+                self.fail_wqe(idx, err.status(), env);
                 None
             }
         }

@@ -259,7 +259,7 @@ impl Qp {
         *offset += pkt.payload.len() as u64;
         self.counters.rx_bytes += pkt.payload.len() as u64;
         if let Err(e) = res {
-            let (wr_id, status) = (recv.wr_id, dma_status(e));
+            let (wr_id, status) = (recv.wr_id, e.status());
             self.resp.current = None;
             let wc = self.recv_wc(wr_id, status, WcOpcode::Recv, 0);
             env.objs.complete(self.init.recv_cq, wc);
@@ -581,7 +581,7 @@ impl Qp {
         let byte_len = (GRH_LEN + pkt.payload.len()) as u32;
         let mut wc = match res {
             Ok(()) => self.recv_wc(recv.wr_id, WcStatus::Success, WcOpcode::Recv, byte_len),
-            Err(e) => self.recv_wc(recv.wr_id, dma_status(e), WcOpcode::Recv, 0),
+            Err(e) => self.recv_wc(recv.wr_id, e.status(), WcOpcode::Recv, 0),
         };
         wc.imm_data = pkt.headers.immdt;
         wc.src_qp = deth.src_qpn;
@@ -698,14 +698,6 @@ impl Qp {
 
 fn is_send_or_write(pkt: &Packet) -> bool {
     matches!(pkt.info().kind, OpKind::Send | OpKind::RdmaWrite)
-}
-
-fn dma_status(e: DmaError) -> WcStatus {
-    match e {
-        DmaError::Length => WcStatus::LocLenErr,
-        DmaError::Protection => WcStatus::LocProtErr,
-        DmaError::Access => WcStatus::LocAccessErr,
-    }
 }
 
 /// The 40-byte GRH area of a UD receive: for IPv4, 20 zero bytes then the
