@@ -69,8 +69,7 @@ impl Qp {
                             // The receiver lost packets (its queue may
                             // have overflowed): resend with half the
                             // window, growing back as ACKs come.
-                            let half = (self.window() / 2).max(1) as u32;
-                            self.shrink_window(half);
+                            self.req.window.on_sequence_nak(self.mtu());
                             self.retry(now, psn, env);
                         }
                     }
@@ -140,7 +139,7 @@ impl Qp {
         self.req.retry_left = self.attr.retry_cnt;
         self.req.rnr_left = self.attr.rnr_retry;
         self.req.rewound_at = None;
-        self.grow_window(acked);
+        self.req.window.on_ack(acked, self.mtu());
         if self
             .req
             .retry_fence
@@ -242,7 +241,7 @@ impl Qp {
         self.counters.timeouts += 1;
         let una = self.req.una;
         // Resend the oldest packet alone, more once ACKs come back.
-        self.shrink_window(1);
+        self.req.window.on_timeout(self.mtu());
         self.retry(now, una, env);
         if self.state() != QpState::Err {
             self.timers.retransmit = self.ack_timeout().map(|t| now + t);

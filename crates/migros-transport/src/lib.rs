@@ -33,6 +33,7 @@ pub mod snapshot;
 pub mod time;
 mod tombstone;
 mod transition;
+mod window;
 
 pub use device::{Device, DeviceConfig, Transmit};
 pub use error::VerbsError;

@@ -1,6 +1,7 @@
 //! The requester: turns send WRs into request packets (segmentation by path
-//! MTU, PSN assignment, READ/atomic depth, fences) and rewinds for
-//! go-back-N retransmission. What comes back is the completer's job.
+//! MTU, PSN assignment, READ/atomic depth, fences, the send window) and
+//! rewinds for go-back-N retransmission. What comes back is the completer's
+//! job; how many packets may be unacknowledged is the [`Window`]'s.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -11,17 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::dma::{self, DmaError};
 use crate::qp::{assemble, Env, Qp, MAX_UD_PEERS};
 use crate::time::Instant;
+use crate::window::Window;
 use migros_proto::verbs::*;
 
-/// Request packets in flight before the requester waits for ACKs.
-pub(crate) const SEND_WINDOW: i32 = 1024;
-/// Request bytes in flight before the requester waits for ACKs: the window
-/// in packets is this over the path MTU (at most [`SEND_WINDOW`]). A receiver
-/// drains its queue (socket buffer, daemon loop) at its own pace; what one QP
-/// may queue there must take well under an ACK timeout to drain even on a
-/// slow or loaded machine, or the requester times out on data that arrived
-/// and resends it (rxe bounds unacknowledged PSNs the same way).
-pub(crate) const SEND_WINDOW_BYTES: u64 = 1 << 20;
 /// A request asks for an ACK at least this often within a long message.
 const ACK_REQ_EVERY: u32 = 32;
 
@@ -89,22 +82,9 @@ pub(crate) struct Requester {
     pub since_ack_req: u32,
     /// One past the highest PSN ever sent: packets below it are retransmissions.
     pub high_psn: Psn,
-    /// The window when shrunk (`None`: the whole window, see
-    /// [`Qp::window`]). A timeout shrinks it to one packet (go-back-N then
-    /// resends the oldest unacknowledged packet alone), a sequence NAK to
-    /// half: the receiver lost packets or answers slower than the timeout,
-    /// and resending a whole window at once only adds to its queue. ACKs
-    /// that show progress grow it back, as TCP's congestion window: by what
-    /// they acknowledge below `window_threshold`, by about one packet per
-    /// window above it.
-    #[serde(default)]
-    pub probe_window: Option<u32>,
-    /// Half the window when it last shrank.
-    #[serde(default)]
-    pub window_threshold: u32,
-    /// Acknowledged packets not yet turned into window growth above the threshold.
-    #[serde(default)]
-    pub window_credit: u32,
+    /// How many PSNs may be unacknowledged (RC), shrunk after a loss.
+    #[serde(flatten)]
+    pub window: Window,
 }
 
 impl Requester {
@@ -118,9 +98,7 @@ impl Requester {
         self.rd_atomic_outstanding = 0;
         self.rewound_at = None;
         self.retry_fence = None;
-        self.probe_window = None;
-        self.window_threshold = 0;
-        self.window_credit = 0;
+        self.window.reset();
     }
 
     /// Whether any request is in flight (sent, not completed).
@@ -262,52 +240,6 @@ impl Qp {
                 .is_some_and(|w| w.local_error.is_none())
     }
 
-    /// The whole window in packets at this QP's path MTU.
-    pub(crate) fn window_full(&self) -> i32 {
-        i32::try_from(SEND_WINDOW_BYTES / self.mtu().max(1))
-            .unwrap_or(SEND_WINDOW)
-            .clamp(1, SEND_WINDOW)
-    }
-
-    /// Shrinks the window to `to` packets after a loss or a timeout.
-    pub(crate) fn shrink_window(&mut self, to: u32) {
-        let now = self.window() as u32;
-        self.req.window_threshold = (now / 2).max(2);
-        self.req.window_credit = 0;
-        self.req.probe_window = Some(to.max(1));
-    }
-
-    /// `acked` more packets were acknowledged: a shrunk window grows.
-    pub(crate) fn grow_window(&mut self, acked: u32) {
-        let Some(mut w) = self.req.probe_window else {
-            return;
-        };
-        if w < self.req.window_threshold {
-            w = w.saturating_add(acked).min(self.req.window_threshold);
-        } else {
-            self.req.window_credit = self.req.window_credit.saturating_add(acked);
-            while self.req.window_credit >= w {
-                self.req.window_credit -= w;
-                w += 1;
-            }
-        }
-        self.req.probe_window = if i64::from(w) >= i64::from(self.window_full()) {
-            self.req.window_credit = 0;
-            None
-        } else {
-            Some(w)
-        };
-    }
-
-    /// Request packets (PSNs) an RC requester may have unacknowledged now.
-    pub(crate) fn window(&self) -> i32 {
-        let full = self.window_full();
-        match self.req.probe_window {
-            Some(w) => i32::try_from(w).unwrap_or(full).clamp(1, full),
-            None => full,
-        }
-    }
-
     /// Builds the next request packet into `buf`, returning its destination.
     pub fn next_request(
         &mut self,
@@ -318,8 +250,8 @@ impl Qp {
         if !self.wants_to_send() {
             return None;
         }
-        if self.qp_type() == QpType::Rc && self.req.next_psn.distance(self.req.una) >= self.window()
-        {
+        let in_flight = self.req.next_psn.distance(self.req.una);
+        if self.qp_type() == QpType::Rc && !self.req.window.has_room(in_flight, self.mtu()) {
             return None;
         }
         let idx = self.req.next_idx;
@@ -567,7 +499,8 @@ impl Qp {
         self.req.since_ack_req += 1;
         // The last packet the window lets out asks for an ACK, or the
         // requester could wait for one the responder never sends.
-        let fills_window = psn.add(advance_psn).distance(self.req.una) >= self.window();
+        let after = psn.add(advance_psn).distance(self.req.una);
+        let fills_window = !self.req.window.has_room(after, mtu);
         if is_rc && (finished || fills_window || self.req.since_ack_req >= ACK_REQ_EVERY) {
             headers.bth.ack_req = true;
             self.req.since_ack_req = 0;
