@@ -24,6 +24,7 @@ pub mod device;
 mod dma;
 pub mod error;
 pub mod memory;
+mod packet_builder;
 mod qp;
 mod queues;
 mod requester;

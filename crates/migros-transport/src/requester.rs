@@ -6,11 +6,13 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use migros_wire::{AtomicEth, Deth, Headers, Opcode, Psn, Reth};
+use migros_wire::{AtomicEth, Bth, Deth, Headers, Opcode, Psn, Reth};
 use serde::{Deserialize, Serialize};
 
 use crate::dma::{self, DmaError};
-use crate::qp::{assemble, Env, Qp, MAX_UD_PEERS};
+use crate::error::VerbsError;
+use crate::packet_builder::{new_bth, PacketBuilder, Route};
+use crate::qp::{Env, Qp, MAX_UD_PEERS};
 use crate::time::Instant;
 use crate::window::Window;
 use migros_proto::verbs::*;
@@ -266,7 +268,7 @@ impl Qp {
             }
         }
         let result = match self.qp_type() {
-            QpType::Ud => self.build_ud(now, env, buf),
+            QpType::Ud => self.build_ud(env, buf),
             QpType::Rc | QpType::Uc => self.build_connected(now, env, buf),
         };
         match result {
@@ -275,8 +277,8 @@ impl Qp {
                 self.counters.tx_bytes += buf.len() as u64;
                 Some(dst)
             }
-            Err(err) => {
-                self.fail_wqe(idx, err.status(), env);
+            Err(status) => {
+                self.fail_wqe(idx, status, env);
                 None
             }
         }
@@ -333,16 +335,14 @@ impl Qp {
         self.enter_error(env);
     }
 
-    fn build_ud(
-        &mut self,
-        _now: Instant,
-        env: &mut Env,
-        buf: &mut Vec<u8>,
-    ) -> Result<IpAddr, DmaError> {
+    /// Builds the UD datagram of the oldest WR and completes it. Errors
+    /// with the status the WR fails with.
+    fn build_ud(&mut self, env: &mut Env, buf: &mut Vec<u8>) -> Result<IpAddr, WcStatus> {
         let idx = self.req.next_idx;
         let wqe = &self.req.sq[idx];
-        // post_send checked the address handle is present.
-        let ud = wqe.wr.ud.expect("ud wr carries an address handle");
+        // post_send refuses a UD WR without a destination; an image could
+        // still hold one.
+        let ud = wqe.wr.ud.ok_or(WcStatus::LocQpOpErr)?;
         let dst = env
             .objs
             .ud_redirects
@@ -359,7 +359,7 @@ impl Qp {
             _ => (Opcode::UD_SEND_ONLY, None),
         };
         let psn = self.req.next_psn;
-        let mut bth = self.bth(opcode, ud.remote_qpn, psn);
+        let mut bth = new_bth(opcode, ud.remote_qpn, psn);
         bth.solicited = wqe.wr.flags.contains(SendFlags::SOLICITED);
         let mut headers = Headers::new(bth);
         headers.deth = Some(Deth {
@@ -367,18 +367,11 @@ impl Qp {
             src_qpn: self.qpn(),
         });
         headers.immdt = imm;
-        let len = wqe.len as usize;
-        let pd = self.init.pd;
-        let data = wqe.wr.data.clone();
-        assemble(
-            buf,
-            &headers,
-            len,
-            env.config.addr,
-            dst,
-            env.config.udp_src_port,
-            |out| fill_payload(env, pd, &data, 0, out),
-        )?;
+        let mut packet = PacketBuilder::new(buf, &headers, wqe.len as usize)
+            .map_err(|_| WcStatus::LocQpOpErr)?;
+        fill_payload(env, self.init.pd, &wqe.wr.data, 0, packet.payload_mut())
+            .map_err(DmaError::status)?;
+        packet.finish(Route::new(env.config, dst));
         self.req.next_psn = psn.add(1);
         if self.ud_peers.len() < MAX_UD_PEERS {
             self.ud_peers.insert((dst, ud.remote_qpn));
@@ -393,21 +386,20 @@ impl Qp {
         Ok(dst)
     }
 
+    /// Builds the next RC or UC request packet of the WR being sent.
+    /// Errors with the status the WR fails with.
     fn build_connected(
         &mut self,
         now: Instant,
         env: &mut Env,
         buf: &mut Vec<u8>,
-    ) -> Result<IpAddr, DmaError> {
+    ) -> Result<IpAddr, WcStatus> {
         let mtu = self.mtu();
         let idx = self.req.next_idx;
         let off = self.req.next_off;
         let psn = self.req.next_psn;
         let dst = self.attr.dest_addr.unwrap_or(env.config.addr);
-        let dest_qpn = self.attr.dest_qp_num;
-        let pd = self.init.pd;
         let is_rc = self.qp_type() == QpType::Rc;
-        let bth = self.bth(Opcode::RC_SEND_ONLY, dest_qpn, psn);
         let wqe = &mut self.req.sq[idx];
         if !wqe.sent {
             // First transmission: the message takes its PSNs. A resend
@@ -419,121 +411,42 @@ impl Qp {
             }
             wqe.sent = true;
         }
-        let solicited = wqe.wr.flags.contains(SendFlags::SOLICITED);
-        let mut headers = Headers::new(bth);
-        let (payload_len, advance_psn, finished) = match wqe.wr.opcode {
-            WrOpcode::RdmaRead { remote_addr, rkey } => {
-                // A READ goes out whole, or from the first byte not yet placed
-                // when it is retried after a partial response.
-                let done = wqe.read_done;
-                headers.bth.opcode = Opcode::RC_RDMA_READ_REQUEST;
-                headers.reth = Some(Reth {
-                    va: remote_addr.wrapping_add(done),
-                    rkey,
-                    dma_len: (wqe.len - done) as u32,
-                });
-                let remaining_pkts = packets_for(wqe.len - done, mtu);
-                (0usize, remaining_pkts, true)
-            }
-            WrOpcode::AtomicCmpSwap {
-                remote_addr,
-                rkey,
-                compare,
-                swap,
-            } => {
-                headers.bth.opcode = Opcode::RC_COMPARE_SWAP;
-                headers.atomic_eth = Some(AtomicEth {
-                    va: remote_addr,
-                    rkey,
-                    swap_add: swap,
-                    compare,
-                });
-                (0, 1, true)
-            }
-            WrOpcode::AtomicFetchAdd {
-                remote_addr,
-                rkey,
-                add,
-            } => {
-                headers.bth.opcode = Opcode::RC_FETCH_ADD;
-                headers.atomic_eth = Some(AtomicEth {
-                    va: remote_addr,
-                    rkey,
-                    swap_add: add,
-                    compare: 0,
-                });
-                (0, 1, true)
-            }
-            op => {
-                let remaining = wqe.len - off;
-                let chunk = remaining.min(mtu);
-                let first = off == 0;
-                let last = chunk == remaining;
-                headers.bth.opcode = data_opcode(op, is_rc, first, last);
-                if first {
-                    if let WrOpcode::RdmaWrite { remote_addr, rkey }
-                    | WrOpcode::RdmaWriteWithImm {
-                        remote_addr, rkey, ..
-                    } = op
-                    {
-                        headers.reth = Some(Reth {
-                            va: remote_addr,
-                            rkey,
-                            dma_len: wqe.len as u32,
-                        });
-                    }
-                }
-                if last {
-                    match op {
-                        WrOpcode::SendWithImm { imm } | WrOpcode::RdmaWriteWithImm { imm, .. } => {
-                            headers.immdt = Some(imm)
-                        }
-                        WrOpcode::SendWithInv { rkey } => headers.ieth = Some(rkey),
-                        _ => {}
-                    }
-                    headers.bth.solicited = solicited;
-                }
-                (chunk as usize, 1, last)
-            }
-        };
+        let bth = new_bth(Opcode::RC_SEND_ONLY, self.attr.dest_qp_num, psn);
+        let mut seg = Segment::of(wqe, off, mtu, is_rc, bth);
         self.req.since_ack_req += 1;
         // The last packet the window lets out asks for an ACK, or the
         // requester could wait for one the responder never sends.
-        let after = psn.add(advance_psn).distance(self.req.una);
+        let after = psn.add(seg.psns).distance(self.req.una);
         let fills_window = !self.req.window.has_room(after, mtu);
-        if is_rc && (finished || fills_window || self.req.since_ack_req >= ACK_REQ_EVERY) {
-            headers.bth.ack_req = true;
+        if is_rc && (seg.finished || fills_window || self.req.since_ack_req >= ACK_REQ_EVERY) {
+            seg.headers.bth.ack_req = true;
             self.req.since_ack_req = 0;
         }
-        let data = self.req.sq[idx].wr.data.clone();
-        assemble(
-            buf,
-            &headers,
-            payload_len,
-            env.config.addr,
-            dst,
-            env.config.udp_src_port,
-            |out| fill_payload(env, pd, &data, off, out),
-        )?;
+        let mut packet = PacketBuilder::new(buf, &seg.headers, seg.payload_len)
+            .map_err(|_| WcStatus::LocQpOpErr)?;
+        let data = &self.req.sq[idx].wr.data;
+        fill_payload(env, self.init.pd, data, off, packet.payload_mut())
+            .map_err(DmaError::status)?;
+        packet.finish(Route::new(env.config, dst));
         if psn.distance(self.req.high_psn) < 0 {
             self.counters.retransmits += 1;
             env.objs.counters.retransmits += 1;
         }
-        self.req.next_psn = psn.add(advance_psn);
+        self.req.next_psn = psn.add(seg.psns);
         if self.req.next_psn.distance(self.req.high_psn) > 0 {
             self.req.high_psn = self.req.next_psn;
         }
-        if finished {
+        if seg.finished {
             self.req.next_off = 0;
             self.req.next_idx += 1;
         } else {
-            self.req.next_off = off + payload_len as u64;
+            self.req.next_off = off + seg.payload_len as u64;
         }
         if is_rc {
             if self.timers.retransmit.is_none() {
                 self.timers.retransmit = self.ack_timeout().map(|t| now + t);
             }
-        } else if finished {
+        } else if seg.finished {
             // UC: a message is complete once its last packet is sent.
             self.req.next_idx -= 1;
             if let Some(wqe) = self.req.sq.remove(idx) {
@@ -580,6 +493,110 @@ impl Qp {
 
 fn packets_done(bytes: u64, mtu: u64) -> u32 {
     u32::try_from(bytes / mtu).unwrap_or(u32::MAX)
+}
+
+/// The next request packet of a connected WR: its headers (the ACK request
+/// aside), how much payload it carries and how many PSNs it takes.
+struct Segment {
+    headers: Headers,
+    payload_len: usize,
+    /// PSNs the packet consumes (a READ request: one per response packet).
+    psns: u32,
+    /// The WR has no packet left after this one.
+    finished: bool,
+}
+
+impl Segment {
+    /// The packet of `wqe` starting at message byte `off`, with `bth`'s
+    /// destination and PSN.
+    fn of(wqe: &SendWqe, off: u64, mtu: u64, is_rc: bool, bth: Bth) -> Segment {
+        let mut headers = Headers::new(bth);
+        let whole = |headers: Headers, psns: u32| Segment {
+            headers,
+            payload_len: 0,
+            psns,
+            finished: true,
+        };
+        match wqe.wr.opcode {
+            WrOpcode::RdmaRead { remote_addr, rkey } => {
+                // A READ goes out whole, or from the first byte not yet placed
+                // when it is retried after a partial response.
+                let done = wqe.read_done;
+                headers.bth.opcode = Opcode::RC_RDMA_READ_REQUEST;
+                headers.reth = Some(Reth {
+                    va: remote_addr.wrapping_add(done),
+                    rkey,
+                    dma_len: (wqe.len - done) as u32,
+                });
+                whole(headers, packets_for(wqe.len - done, mtu))
+            }
+            WrOpcode::AtomicCmpSwap {
+                remote_addr,
+                rkey,
+                compare,
+                swap,
+            } => {
+                headers.bth.opcode = Opcode::RC_COMPARE_SWAP;
+                headers.atomic_eth = Some(AtomicEth {
+                    va: remote_addr,
+                    rkey,
+                    swap_add: swap,
+                    compare,
+                });
+                whole(headers, 1)
+            }
+            WrOpcode::AtomicFetchAdd {
+                remote_addr,
+                rkey,
+                add,
+            } => {
+                headers.bth.opcode = Opcode::RC_FETCH_ADD;
+                headers.atomic_eth = Some(AtomicEth {
+                    va: remote_addr,
+                    rkey,
+                    swap_add: add,
+                    compare: 0,
+                });
+                whole(headers, 1)
+            }
+            op => {
+                let remaining = wqe.len - off;
+                let chunk = remaining.min(mtu);
+                let first = off == 0;
+                let last = chunk == remaining;
+                headers.bth.opcode = data_opcode(op, is_rc, first, last);
+                if first {
+                    if let WrOpcode::RdmaWrite { remote_addr, rkey }
+                    | WrOpcode::RdmaWriteWithImm {
+                        remote_addr, rkey, ..
+                    } = op
+                    {
+                        headers.reth = Some(Reth {
+                            va: remote_addr,
+                            rkey,
+                            dma_len: wqe.len as u32,
+                        });
+                    }
+                }
+                if last {
+                    match op {
+                        WrOpcode::SendWithImm { imm } | WrOpcode::RdmaWriteWithImm { imm, .. } => {
+                            headers.immdt = Some(imm)
+                        }
+                        WrOpcode::SendWithInv { rkey } => headers.ieth = Some(rkey),
+                        _ => {}
+                    }
+                    headers.bth.solicited = wqe.wr.flags.contains(SendFlags::SOLICITED);
+                }
+                Segment {
+                    headers,
+                    payload_len: chunk as usize,
+                    psns: 1,
+                    finished: last,
+                }
+            }
+        }
+    }
 }
 
 /// Copies message bytes `[off, off + out.len())` of a send WR into `out`.
@@ -632,5 +649,3 @@ fn data_opcode(op: WrOpcode, rc: bool, first: bool, last: bool) -> Opcode {
         Opcode(code.0 | 0x20)
     }
 }
-
-use crate::error::VerbsError;

@@ -8,12 +8,13 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use migros_wire::{
-    AckSyndrome, AtomicAckEth, Headers, NakCode, OpKind, Opcode, Packet, Position, Psn,
+    AckSyndrome, AtomicAckEth, NakCode, OpKind, Opcode, Packet, Position, Psn, PAUSE_NAK_SYNDROME,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::dma::{self, DmaError};
-use crate::qp::{assemble, Env, Qp, MAX_UD_PEERS};
+use crate::packet_builder::{PacketBuilder, Route};
+use crate::qp::{Env, Qp, MAX_UD_PEERS};
 use crate::requester::packets_for;
 use migros_proto::verbs::*;
 
@@ -601,16 +602,13 @@ impl Qp {
     /// Builds the next response packet into `buf`.
     pub fn next_response(&mut self, env: &mut Env, buf: &mut Vec<u8>) -> Option<IpAddr> {
         let dst = self.attr.dest_addr?;
-        let (src, port) = (env.config.addr, env.config.udp_src_port);
+        let route = Route::new(env.config, dst);
+        let ack = AckSyndrome::Ack { credits: 0x1f }.encode();
         if self.resp.pause_nak {
             self.resp.pause_nak = false;
-            let h = self.ack_headers(
-                Opcode::RC_ACKNOWLEDGE,
-                self.resp.epsn,
-                migros_wire::PAUSE_NAK_SYNDROME,
-                self.resp.msn,
-            );
-            assemble::<()>(buf, &h, 0, src, dst, port, |_| Ok(())).ok()?;
+            let (epsn, msn) = (self.resp.epsn, self.resp.msn);
+            let h = self.ack_headers(Opcode::RC_ACKNOWLEDGE, epsn, PAUSE_NAK_SYNDROME, msn);
+            PacketBuilder::new(buf, &h, 0).ok()?.finish(route);
             return Some(dst);
         }
         if self.mig() == MigrationState::Stopped {
@@ -622,18 +620,13 @@ impl Qp {
             Response::Ack { psn, syndrome, msn } => {
                 self.resp.out.pop_front();
                 let h = self.ack_headers(Opcode::RC_ACKNOWLEDGE, psn, syndrome, msn);
-                assemble::<()>(buf, &h, 0, src, dst, port, |_| Ok(())).ok()?;
+                PacketBuilder::new(buf, &h, 0).ok()?.finish(route);
             }
             Response::AtomicAck { psn, orig, msn } => {
                 self.resp.out.pop_front();
-                let mut h = self.ack_headers(
-                    Opcode::RC_ATOMIC_ACKNOWLEDGE,
-                    psn,
-                    AckSyndrome::Ack { credits: 0x1f }.encode(),
-                    msn,
-                );
+                let mut h = self.ack_headers(Opcode::RC_ATOMIC_ACKNOWLEDGE, psn, ack, msn);
                 h.atomic_ack_eth = Some(AtomicAckEth { orig });
-                assemble::<()>(buf, &h, 0, src, dst, port, |_| Ok(())).ok()?;
+                PacketBuilder::new(buf, &h, 0).ok()?.finish(route);
             }
             Response::Read {
                 next_psn,
@@ -651,42 +644,39 @@ impl Qp {
                     (false, false) => Opcode::RC_RDMA_READ_RESPONSE_MIDDLE,
                     (false, true) => Opcode::RC_RDMA_READ_RESPONSE_LAST,
                 };
-                let mut h = self.ack_headers(
-                    opcode,
-                    next_psn,
-                    AckSyndrome::Ack { credits: 0x1f }.encode(),
-                    msn,
-                );
+                let mut h = self.ack_headers(opcode, next_psn, ack, msn);
                 if opcode == Opcode::RC_RDMA_READ_RESPONSE_MIDDLE {
                     h.aeth = None;
                 }
-                let pd = self.init.pd;
-                let res = assemble(buf, &h, chunk as usize, src, dst, port, |out| {
-                    if out.is_empty() {
-                        return Ok(());
-                    }
-                    dma::remote_read(env.mem, &env.objs.mrs, pd, rkey, va, out)
-                });
-                if res.is_err() {
+                let mut packet = PacketBuilder::new(buf, &h, chunk as usize).ok()?;
+                let out = packet.payload_mut();
+                let read = out.is_empty()
+                    || dma::remote_read(env.mem, &env.objs.mrs, self.init.pd, rkey, va, out)
+                        .is_ok();
+                if !read {
                     // The region went away under the READ: answer with a NAK.
                     self.resp.out.pop_front();
                     let syndrome = AckSyndrome::Nak(NakCode::RemoteAccessError).encode();
                     let h = self.ack_headers(Opcode::RC_ACKNOWLEDGE, next_psn, syndrome, msn);
-                    assemble::<()>(buf, &h, 0, src, dst, port, |_| Ok(())).ok()?;
+                    PacketBuilder::new(buf, &h, 0).ok()?.finish(route);
                 } else if last {
+                    packet.finish(route);
                     self.resp.out.pop_front();
-                } else if let Some(Response::Read {
-                    next_psn,
-                    va,
-                    remaining,
-                    first,
-                    ..
-                }) = self.resp.out.front_mut()
-                {
-                    *next_psn = next_psn.add(1);
-                    *va += chunk;
-                    *remaining -= chunk;
-                    *first = false;
+                } else {
+                    packet.finish(route);
+                    if let Some(Response::Read {
+                        next_psn,
+                        va,
+                        remaining,
+                        first,
+                        ..
+                    }) = self.resp.out.front_mut()
+                    {
+                        *next_psn = next_psn.add(1);
+                        *va += chunk;
+                        *remaining -= chunk;
+                        *first = false;
+                    }
                 }
             }
         }
@@ -736,6 +726,3 @@ fn to_v6(a: IpAddr) -> std::net::Ipv6Addr {
         IpAddr::V6(v6) => v6,
     }
 }
-
-#[allow(unused_imports)]
-use Headers as _;
