@@ -41,6 +41,7 @@ pub use error::VerbsError;
 pub use memory::{KeyError, Memory, MemoryFault, MrTable};
 pub use migros_proto::counters::{DeviceCounters, QpCounters};
 pub use migros_proto::verbs::*;
+pub use responder::GRH_LEN;
 pub use snapshot::OwnerSnapshot;
 pub use time::Instant;
 
