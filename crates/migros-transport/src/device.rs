@@ -71,7 +71,7 @@ pub struct Device {
 }
 
 /// Memory for engine steps that never touch it (timeouts).
-struct NoMemory;
+pub(crate) struct NoMemory;
 
 impl Memory for NoMemory {
     fn read(&mut self, owner: OwnerId, addr: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {

@@ -534,23 +534,8 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::device::DeviceConfig;
-    use crate::memory::{Memory, MemoryFault};
+    use crate::device::{DeviceConfig, NoMemory};
     use crate::qp::Objects;
-
-    /// Memory the refusal mapping never touches.
-    struct Unreachable;
-
-    impl Memory for Unreachable {
-        fn read(&mut self, owner: OwnerId, addr: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
-            let len = buf.len();
-            Err(MemoryFault { owner, addr, len })
-        }
-        fn write(&mut self, owner: OwnerId, addr: u64, data: &[u8]) -> Result<(), MemoryFault> {
-            let len = data.len();
-            Err(MemoryFault { owner, addr, len })
-        }
-    }
 
     fn qp(qp_type: QpType) -> Qp {
         let mut qp = Qp::new(QpInit {
@@ -577,7 +562,7 @@ mod tests {
         let mut objs = Objects::default();
         let config = DeviceConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let mut env = Env {
-            mem: &mut Unreachable,
+            mem: &mut NoMemory,
             objs: &mut objs,
             config: &config,
         };
