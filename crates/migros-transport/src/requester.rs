@@ -523,6 +523,16 @@ impl Segment {
             psns,
             finished: true,
         };
+        let atomic = |mut headers: Headers, opcode, va, rkey, swap_add, compare| {
+            headers.bth.opcode = opcode;
+            headers.atomic_eth = Some(AtomicEth {
+                va,
+                rkey,
+                swap_add,
+                compare,
+            });
+            whole(headers, 1)
+        };
         match wqe.wr.opcode {
             WrOpcode::RdmaRead { remote_addr, rkey } => {
                 // A READ goes out whole, or from the first byte not yet placed
@@ -541,30 +551,19 @@ impl Segment {
                 rkey,
                 compare,
                 swap,
-            } => {
-                headers.bth.opcode = Opcode::RC_COMPARE_SWAP;
-                headers.atomic_eth = Some(AtomicEth {
-                    va: remote_addr,
-                    rkey,
-                    swap_add: swap,
-                    compare,
-                });
-                whole(headers, 1)
-            }
+            } => atomic(
+                headers,
+                Opcode::RC_COMPARE_SWAP,
+                remote_addr,
+                rkey,
+                swap,
+                compare,
+            ),
             WrOpcode::AtomicFetchAdd {
                 remote_addr,
                 rkey,
                 add,
-            } => {
-                headers.bth.opcode = Opcode::RC_FETCH_ADD;
-                headers.atomic_eth = Some(AtomicEth {
-                    va: remote_addr,
-                    rkey,
-                    swap_add: add,
-                    compare: 0,
-                });
-                whole(headers, 1)
-            }
+            } => atomic(headers, Opcode::RC_FETCH_ADD, remote_addr, rkey, add, 0),
             op => {
                 let remaining = wqe.len - off;
                 let chunk = remaining.min(mtu);

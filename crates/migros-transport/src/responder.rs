@@ -586,6 +586,8 @@ mod tests {
     fn each_rc_refusal_has_its_nak() {
         use NakCode::*;
         let nak = AckSyndrome::Nak;
+        let invalid = Some((105, nak(InvalidRequest)));
+        // (refusal, the answer queued: PSN and syndrome, whether the QP fails)
         let cases = [
             (
                 Refusal::PsnOutOfSeq,
@@ -598,27 +600,11 @@ mod tests {
                 false,
             ),
             (Refusal::Drop, None, false),
-            (
-                Refusal::MissingOpcodeFirst,
-                Some((105, nak(InvalidRequest))),
-                true,
-            ),
-            (
-                Refusal::MissingOpcodeLast,
-                Some((105, nak(InvalidRequest))),
-                true,
-            ),
-            (
-                Refusal::UnsupportedOpcode,
-                Some((105, nak(InvalidRequest))),
-                true,
-            ),
-            (Refusal::Length, Some((105, nak(InvalidRequest))), true),
-            (
-                Refusal::MisalignedAtomic,
-                Some((105, nak(InvalidRequest))),
-                true,
-            ),
+            (Refusal::MissingOpcodeFirst, invalid, true),
+            (Refusal::MissingOpcodeLast, invalid, true),
+            (Refusal::UnsupportedOpcode, invalid, true),
+            (Refusal::Length, invalid, true),
+            (Refusal::MisalignedAtomic, invalid, true),
             (
                 Refusal::RkeyViolation,
                 Some((105, nak(RemoteAccessError))),

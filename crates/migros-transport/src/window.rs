@@ -183,29 +183,26 @@ mod tests {
     }
 
     #[test]
-    fn slow_start_grows_by_what_is_acknowledged_up_to_the_threshold() {
+    fn grows_by_slow_start_then_one_packet_per_window() {
         let mut w = after_timeout();
-        w.on_ack(1, MTU_4096);
-        assert_eq!(w.limit(MTU_4096), 2);
-        w.on_ack(5, MTU_4096);
-        assert_eq!(w.limit(MTU_4096), 7);
-        // One large ACK stops at the threshold and earns no credit.
-        w.on_ack(1000, MTU_4096);
-        assert_eq!((w.limit(MTU_4096), w.credit), (128, 0));
-    }
-
-    #[test]
-    fn congestion_avoidance_adds_one_packet_per_window_acknowledged() {
-        let mut w = after_timeout();
-        w.on_ack(127, MTU_4096);
-        assert_eq!(w.limit(MTU_4096), 128);
-        w.on_ack(127, MTU_4096);
-        assert_eq!((w.limit(MTU_4096), w.credit), (128, 127));
-        w.on_ack(1, MTU_4096);
-        assert_eq!((w.limit(MTU_4096), w.credit), (129, 0));
-        // Enough for several windows at once: each step needs the new size.
-        w.on_ack(129 + 130, MTU_4096);
-        assert_eq!((w.limit(MTU_4096), w.credit), (131, 0));
+        // (packets acknowledged, window after, credit after)
+        let steps = [
+            // Slow start: by what is acknowledged…
+            (1, 2, 0),
+            (5, 7, 0),
+            // …up to the threshold; the rest earns no credit.
+            (1000, 128, 0),
+            // Congestion avoidance: a window's worth acknowledged for one
+            // packet more…
+            (127, 128, 127),
+            (1, 129, 0),
+            // …each step at the new size, several at once.
+            (129 + 130, 131, 0),
+        ];
+        for (acked, limit, credit) in steps {
+            w.on_ack(acked, MTU_4096);
+            assert_eq!((w.limit(MTU_4096), w.credit), (limit, credit), "+{acked}");
+        }
     }
 
     #[test]

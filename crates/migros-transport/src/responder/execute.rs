@@ -3,7 +3,7 @@
 //! response packets are built in `reply`), and answering duplicates
 //! (rxe's `duplicate_request`).
 
-use migros_wire::{OpKind, Opcode, Packet};
+use migros_wire::{OpKind, Opcode, Packet, Psn, Reth};
 
 use super::{is_first, is_last, Inbound, RdResource, Refusal, Response, Target};
 use crate::dma::{self, DmaError};
@@ -29,21 +29,13 @@ impl Qp {
                 offset,
             } => self.execute_write(pkt, (va, rkey, len, offset), env)?,
             Target::Read(reth) => {
-                let len = u64::from(reth.dma_len);
-                let npkts = packets_for(len, self.mtu());
+                let npkts = packets_for(u64::from(reth.dma_len), self.mtu());
                 self.next_msn();
                 self.remember(RdResource::Read {
                     first_psn: psn,
                     last_psn: psn.add(npkts - 1),
                 });
-                self.resp.out.push_back(Response::Read {
-                    next_psn: psn,
-                    va: reth.va,
-                    rkey: reth.rkey,
-                    remaining: len,
-                    first: true,
-                    msn: self.resp.msn,
-                });
+                self.queue_read_response(psn, reth);
                 self.resp.epsn = psn.add(npkts);
                 return Ok(());
             }
@@ -181,6 +173,19 @@ impl Qp {
         Ok(())
     }
 
+    /// Queues the READ response to the request at `psn` for what `reth`
+    /// names (sent one path MTU at a time by `reply`).
+    fn queue_read_response(&mut self, psn: Psn, reth: Reth) {
+        self.resp.out.push_back(Response::Read {
+            next_psn: psn,
+            va: reth.va,
+            rkey: reth.rkey,
+            remaining: u64::from(reth.dma_len),
+            first: true,
+            msn: self.resp.msn,
+        });
+    }
+
     /// rxe's `duplicate_request`: a request already executed came again.
     /// A SEND or WRITE is ACKed again; a READ still remembered is executed
     /// again from the PSN asked for; an atomic is answered from the replay
@@ -197,7 +202,6 @@ impl Qp {
                     RdResource::Atomic { .. } => false,
                 });
                 let Some(reth) = pkt.headers.reth else { return };
-                let len = u64::from(reth.dma_len);
                 let allowed = self.check_reth(reth, Access::REMOTE_READ, env).is_ok();
                 if known && allowed {
                     // A READ has no side effect: execute it again from the
@@ -208,15 +212,7 @@ impl Qp {
                         Response::Read { next_psn, .. } => next_psn.distance(psn) < 0,
                         _ => true,
                     });
-                    let msn = self.resp.msn;
-                    self.resp.out.push_back(Response::Read {
-                        next_psn: psn,
-                        va: reth.va,
-                        rkey: reth.rkey,
-                        remaining: len,
-                        first: true,
-                        msn,
-                    });
+                    self.queue_read_response(psn, reth);
                 }
             }
             OpKind::CompareSwap | OpKind::FetchAdd => {
