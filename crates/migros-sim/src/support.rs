@@ -1,5 +1,6 @@
-//! Test support: verbs objects set up the way an application does it, work
-//! request builders, completion waiting and data patterns.
+//! Test support: verbs objects set up the way an application does it
+//! (bring-up and connected pairs in `connect`), work request builders
+//! ([`wr`]), completion waiting and data patterns.
 //!
 //! Setup helpers panic with a clear message when a verbs call fails (a
 //! test cannot go on without its objects); data-path helpers
@@ -12,14 +13,20 @@ use std::time::Duration;
 
 use migros_transport::{
     Access, AttrMask, Cqn, Mtu, OwnerId, Pdn, QpAttr, QpCap, QpInit, QpState, QpType, Qpn, RecvWr,
-    SendData, SendFlags, SendWr, Sge, Srqn, UdDest, VerbsError, WorkCompletion, WrOpcode,
+    SendWr, Sge, Srqn, UdDest, VerbsError, WorkCompletion,
 };
-use rand::Rng;
 
 use crate::sim::{Deadline, NodeId, Sim};
 
+mod connect;
+pub mod wr;
+
+pub use connect::{
+    activate_ud, connect_rc, connect_rc_receiver_rtr, connect_uc, rc_pair, rc_pair_on_srq,
+    rc_pair_receiver_rtr, uc_pair, ud_endpoint, ud_pair,
+};
 /// Size of the GRH area at the start of every UD receive buffer.
-pub const GRH_LEN: usize = 40;
+pub use migros_transport::GRH_LEN;
 
 /// Every access right a memory region can have.
 pub const ACCESS_ALL: Access = Access(
@@ -411,261 +418,6 @@ fn endpoint_in(
     }
 }
 
-/// Moves two RESET QPs to RTS, connected to each other, with the verbs
-/// attribute masks an application uses.
-///
-/// # Panics
-/// If a transition fails.
-pub fn connect_rc(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions) {
-    connect_rc_until(sim, a, b, opts, QpState::Rts);
-}
-
-/// Like [`connect_rc`], but `b` stops at RTR: a receive-only QP, as a
-/// server of a one-way stream may leave it (it never sends a request, so
-/// it never needs RTS). `a` goes to RTS.
-///
-/// # Panics
-/// If a transition fails.
-pub fn connect_rc_receiver_rtr(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions) {
-    connect_rc_until(sim, a, b, opts, QpState::Rtr);
-}
-
-/// Connects two RESET QPs: `a` to RTS, `b` to `b_state` (RTR or RTS).
-fn connect_rc_until(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions, b_state: QpState) {
-    let (psn_a, psn_b) = initial_psns(sim, opts);
-    for (ep, peer, sq_psn, rq_psn, last) in [
-        (a, b, psn_a, psn_b, QpState::Rts),
-        (b, a, psn_b, psn_a, b_state),
-    ] {
-        to_init(sim, ep, opts);
-        let rtr = QpAttr {
-            qp_state: QpState::Rtr,
-            dest_addr: Some(peer.addr(sim)),
-            path_mtu: opts.mtu,
-            dest_qp_num: peer.qpn,
-            rq_psn,
-            max_dest_rd_atomic: opts.max_dest_rd_atomic,
-            min_rnr_timer: opts.min_rnr_timer,
-            ..QpAttr::default()
-        };
-        let mask = AttrMask::STATE
-            | AttrMask::AV
-            | AttrMask::PATH_MTU
-            | AttrMask::DEST_QPN
-            | AttrMask::RQ_PSN
-            | AttrMask::MAX_DEST_RD_ATOMIC
-            | AttrMask::MIN_RNR_TIMER;
-        ok(
-            modify_qp(sim, ep.owner, ep.qpn, &rtr, mask),
-            "modify_qp to RTR",
-        );
-        if last == QpState::Rtr {
-            continue;
-        }
-        let rts = QpAttr {
-            qp_state: QpState::Rts,
-            timeout: opts.timeout,
-            retry_cnt: opts.retry_cnt,
-            rnr_retry: opts.rnr_retry,
-            sq_psn,
-            max_rd_atomic: opts.max_rd_atomic,
-            ..QpAttr::default()
-        };
-        let mask = AttrMask::STATE
-            | AttrMask::TIMEOUT
-            | AttrMask::RETRY_CNT
-            | AttrMask::RNR_RETRY
-            | AttrMask::SQ_PSN
-            | AttrMask::MAX_QP_RD_ATOMIC;
-        ok(
-            modify_qp(sim, ep.owner, ep.qpn, &rts, mask),
-            "modify_qp to RTS",
-        );
-    }
-}
-
-/// The initial send PSNs of sides A and B (see [`RcOptions::psn`]).
-fn initial_psns(sim: &mut Sim, opts: &RcOptions) -> (u32, u32) {
-    let psn_a = opts.psn.unwrap_or_else(|| sim.rng().gen::<u32>()) & 0x00ff_ffff;
-    let psn_b = match opts.psn {
-        Some(p) => (p ^ 0x005a_5a5a) & 0x00ff_ffff,
-        None => sim.rng().gen::<u32>() & 0x00ff_ffff,
-    };
-    (psn_a, psn_b)
-}
-
-/// RESET to INIT for a connected (RC or UC) QP.
-fn to_init(sim: &mut Sim, ep: &Endpoint, opts: &RcOptions) {
-    let init = QpAttr {
-        qp_state: QpState::Init,
-        pkey_index: 0,
-        port_num: 1,
-        qp_access_flags: opts.access,
-        ..QpAttr::default()
-    };
-    let mask = AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS;
-    ok(
-        modify_qp(sim, ep.owner, ep.qpn, &init, mask),
-        "modify_qp to INIT",
-    );
-}
-
-/// Moves two RESET UC QPs to RTS, connected to each other, with the UC
-/// attribute masks (no ACK timeout, retries or RDMA READ/atomic depth).
-///
-/// # Panics
-/// If a transition fails.
-pub fn connect_uc(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions) {
-    let (psn_a, psn_b) = initial_psns(sim, opts);
-    for (ep, peer, sq_psn, rq_psn) in [(a, b, psn_a, psn_b), (b, a, psn_b, psn_a)] {
-        to_init(sim, ep, opts);
-        let rtr = QpAttr {
-            qp_state: QpState::Rtr,
-            dest_addr: Some(peer.addr(sim)),
-            path_mtu: opts.mtu,
-            dest_qp_num: peer.qpn,
-            rq_psn,
-            ..QpAttr::default()
-        };
-        let mask = AttrMask::STATE
-            | AttrMask::AV
-            | AttrMask::PATH_MTU
-            | AttrMask::DEST_QPN
-            | AttrMask::RQ_PSN;
-        ok(
-            modify_qp(sim, ep.owner, ep.qpn, &rtr, mask),
-            "modify_qp to RTR",
-        );
-        let rts = QpAttr {
-            qp_state: QpState::Rts,
-            sq_psn,
-            ..QpAttr::default()
-        };
-        ok(
-            modify_qp(
-                sim,
-                ep.owner,
-                ep.qpn,
-                &rts,
-                AttrMask::STATE | AttrMask::SQ_PSN,
-            ),
-            "modify_qp to RTS",
-        );
-    }
-}
-
-/// Two endpoints of `qp_type` on `node_a` and `node_b`, joined by `connect`.
-fn pair_with(
-    sim: &mut Sim,
-    node_a: NodeId,
-    node_b: NodeId,
-    qp_type: QpType,
-    opts: &RcOptions,
-    connect: fn(&mut Sim, &Endpoint, &Endpoint, &RcOptions),
-) -> (Endpoint, Endpoint) {
-    let a = endpoint(sim, node_a, qp_type, opts);
-    let b = endpoint(sim, node_b, qp_type, opts);
-    connect(sim, &a, &b, opts);
-    (a, b)
-}
-
-/// Two connected UC endpoints in RTS, on `node_a` and `node_b`.
-pub fn uc_pair(
-    sim: &mut Sim,
-    node_a: NodeId,
-    node_b: NodeId,
-    opts: &RcOptions,
-) -> (Endpoint, Endpoint) {
-    pair_with(sim, node_a, node_b, QpType::Uc, opts, connect_uc)
-}
-
-/// Two connected RC endpoints: `a` on `node_a` in RTS, `b` on `node_b`
-/// left in RTR (see [`connect_rc_receiver_rtr`]).
-pub fn rc_pair_receiver_rtr(
-    sim: &mut Sim,
-    node_a: NodeId,
-    node_b: NodeId,
-    opts: &RcOptions,
-) -> (Endpoint, Endpoint) {
-    pair_with(
-        sim,
-        node_a,
-        node_b,
-        QpType::Rc,
-        opts,
-        connect_rc_receiver_rtr,
-    )
-}
-
-/// Two connected RC endpoints in RTS, on `node_a` and `node_b`.
-pub fn rc_pair(
-    sim: &mut Sim,
-    node_a: NodeId,
-    node_b: NodeId,
-    opts: &RcOptions,
-) -> (Endpoint, Endpoint) {
-    pair_with(sim, node_a, node_b, QpType::Rc, opts, connect_rc)
-}
-
-/// Moves a RESET UD QP to RTS with Q_Key `qkey`.
-///
-/// # Panics
-/// If a transition fails.
-pub fn activate_ud(sim: &mut Sim, ep: &mut Endpoint, qkey: u32) {
-    ep.qkey = qkey;
-    let init = QpAttr {
-        qp_state: QpState::Init,
-        pkey_index: 0,
-        port_num: 1,
-        qkey,
-        ..QpAttr::default()
-    };
-    let mask = AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::QKEY;
-    ok(
-        modify_qp(sim, ep.owner, ep.qpn, &init, mask),
-        "modify_qp to INIT",
-    );
-    let rtr = QpAttr {
-        qp_state: QpState::Rtr,
-        ..QpAttr::default()
-    };
-    ok(
-        modify_qp(sim, ep.owner, ep.qpn, &rtr, AttrMask::STATE),
-        "modify_qp to RTR",
-    );
-    let sq_psn = sim.rng().gen::<u32>() & 0x00ff_ffff;
-    let rts = QpAttr {
-        qp_state: QpState::Rts,
-        sq_psn,
-        ..QpAttr::default()
-    };
-    let mask = AttrMask::STATE | AttrMask::SQ_PSN;
-    ok(
-        modify_qp(sim, ep.owner, ep.qpn, &rts, mask),
-        "modify_qp to RTS",
-    );
-}
-
-/// A UD endpoint in RTS on `node` with Q_Key `qkey`.
-pub fn ud_endpoint(sim: &mut Sim, node: NodeId, qkey: u32, opts: &RcOptions) -> Endpoint {
-    let mut ep = endpoint(sim, node, QpType::Ud, opts);
-    activate_ud(sim, &mut ep, qkey);
-    ep
-}
-
-/// Two UD endpoints in RTS sharing the Q_Key `qkey`.
-pub fn ud_pair(
-    sim: &mut Sim,
-    node_a: NodeId,
-    node_b: NodeId,
-    qkey: u32,
-    opts: &RcOptions,
-) -> (Endpoint, Endpoint) {
-    let a = ud_endpoint(sim, node_a, qkey, opts);
-    let b = ud_endpoint(sim, node_b, qkey, opts);
-    (a, b)
-}
-
 /// An owner with an SRQ, the receive CQ shared by the QPs attached to it,
 /// and the buffer its receives land in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -727,28 +479,6 @@ pub fn srq_host(sim: &mut Sim, node: NodeId, max_wr: u32, limit: u32, buf_len: u
         recv_cq,
         rx,
     }
-}
-
-/// An RC connection whose server side (returned first) belongs to `host`,
-/// receives from its SRQ into its shared CQ; the client lives on
-/// `client_node`.
-pub fn rc_pair_on_srq(
-    sim: &mut Sim,
-    host: &SrqHost,
-    client_node: NodeId,
-    opts: &RcOptions,
-) -> (Endpoint, Endpoint) {
-    let server = endpoint_in(
-        sim,
-        host.owner,
-        host.pd,
-        QpType::Rc,
-        opts,
-        Some((host, host.recv_cq)),
-    );
-    let client = endpoint(sim, client_node, QpType::Rc, opts);
-    connect_rc(sim, &server, &client, opts);
-    (server, client)
 }
 
 /// Every completion on `cq` of `owner` right now.
@@ -850,85 +580,6 @@ pub fn assert_buf_eq(sim: &Sim, buf: &Buffer, offset: usize, expected: &[u8]) {
             got[i],
             expected[i]
         );
-    }
-}
-
-/// Work request builders. Every send WR is signaled.
-pub mod wr {
-    use super::*;
-
-    fn signaled(wr_id: u64, opcode: WrOpcode, sges: Vec<Sge>) -> SendWr {
-        SendWr {
-            wr_id,
-            opcode,
-            flags: SendFlags::SIGNALED,
-            data: SendData::Sges(sges),
-            ud: None,
-        }
-    }
-
-    pub fn send(wr_id: u64, sges: Vec<Sge>) -> SendWr {
-        signaled(wr_id, WrOpcode::Send, sges)
-    }
-
-    pub fn send_imm(wr_id: u64, sges: Vec<Sge>, imm: u32) -> SendWr {
-        signaled(wr_id, WrOpcode::SendWithImm { imm }, sges)
-    }
-
-    pub fn write(wr_id: u64, sges: Vec<Sge>, remote_addr: u64, rkey: u32) -> SendWr {
-        signaled(wr_id, WrOpcode::RdmaWrite { remote_addr, rkey }, sges)
-    }
-
-    pub fn write_imm(wr_id: u64, sges: Vec<Sge>, remote_addr: u64, rkey: u32, imm: u32) -> SendWr {
-        let op = WrOpcode::RdmaWriteWithImm {
-            remote_addr,
-            rkey,
-            imm,
-        };
-        signaled(wr_id, op, sges)
-    }
-
-    pub fn read(wr_id: u64, sges: Vec<Sge>, remote_addr: u64, rkey: u32) -> SendWr {
-        signaled(wr_id, WrOpcode::RdmaRead { remote_addr, rkey }, sges)
-    }
-
-    /// `result` is the 8-byte SGE the original value lands in.
-    pub fn cmp_swap(
-        wr_id: u64,
-        result: Sge,
-        remote_addr: u64,
-        rkey: u32,
-        compare: u64,
-        swap: u64,
-    ) -> SendWr {
-        let op = WrOpcode::AtomicCmpSwap {
-            remote_addr,
-            rkey,
-            compare,
-            swap,
-        };
-        signaled(wr_id, op, vec![result])
-    }
-
-    /// `result` is the 8-byte SGE the original value lands in.
-    pub fn fetch_add(wr_id: u64, result: Sge, remote_addr: u64, rkey: u32, add: u64) -> SendWr {
-        let op = WrOpcode::AtomicFetchAdd {
-            remote_addr,
-            rkey,
-            add,
-        };
-        signaled(wr_id, op, vec![result])
-    }
-
-    pub fn ud_send(wr_id: u64, sges: Vec<Sge>, dest: UdDest) -> SendWr {
-        SendWr {
-            ud: Some(dest),
-            ..send(wr_id, sges)
-        }
-    }
-
-    pub fn recv(wr_id: u64, sges: Vec<Sge>) -> RecvWr {
-        RecvWr { wr_id, sges }
     }
 }
 

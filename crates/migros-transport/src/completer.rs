@@ -5,7 +5,7 @@
 
 use migros_wire::{AckSyndrome, NakCode, OpKind, Packet, Psn};
 
-use crate::dma::{self, DmaError};
+use crate::dma;
 use crate::qp::{Env, Qp};
 use crate::time::Instant;
 use migros_proto::verbs::*;
@@ -42,11 +42,8 @@ impl Qp {
             }
             MigrationState::Running => {}
         }
-        let Some(info) = pkt.headers.bth.opcode.info() else {
-            return;
-        };
         let psn = pkt.headers.bth.psn;
-        match info.kind {
+        match pkt.info().kind {
             OpKind::Ack => {
                 let Some(aeth) = pkt.headers.aeth else { return };
                 match AckSyndrome::decode(aeth.syndrome) {
@@ -72,8 +69,7 @@ impl Qp {
                             // The receiver lost packets (its queue may
                             // have overflowed): resend with half the
                             // window, growing back as ACKs come.
-                            let half = (self.window() / 2).max(1) as u32;
-                            self.shrink_window(half);
+                            self.req.window.on_sequence_nak(self.mtu());
                             self.retry(now, psn, env);
                         }
                     }
@@ -143,7 +139,7 @@ impl Qp {
         self.req.retry_left = self.attr.retry_cnt;
         self.req.rnr_left = self.attr.rnr_retry;
         self.req.rewound_at = None;
-        self.grow_window(acked);
+        self.req.window.on_ack(acked, self.mtu());
         if self
             .req
             .retry_fence
@@ -245,7 +241,7 @@ impl Qp {
         self.counters.timeouts += 1;
         let una = self.req.una;
         // Resend the oldest packet alone, more once ACKs come back.
-        self.shrink_window(1);
+        self.req.window.on_timeout(self.mtu());
         self.retry(now, una, env);
         if self.state() != QpState::Err {
             self.timers.retransmit = self.ack_timeout().map(|t| now + t);
@@ -302,7 +298,7 @@ impl Qp {
             pkt.payload,
         );
         if let Err(e) = res {
-            self.fail_head(dma_status(e), env);
+            self.fail_head(e.status(), env);
             return;
         }
         self.counters.rx_bytes += pkt.payload.len() as u64;
@@ -341,21 +337,13 @@ impl Qp {
         // The original value lands in host byte order, as verbs defines it.
         let bytes = ack.orig.to_le_bytes();
         if let Err(e) = dma::scatter(env.mem, &env.objs.mrs, self.init.pd, sges, 0, &bytes) {
-            self.fail_head(dma_status(e), env);
+            self.fail_head(e.status(), env);
             return;
         }
         self.req.una = psn.add(1);
         self.complete_head(WcStatus::Success, env);
         self.on_progress(now, 1);
         self.after_completions(env);
-    }
-}
-
-fn dma_status(e: DmaError) -> WcStatus {
-    match e {
-        DmaError::Length => WcStatus::LocLenErr,
-        DmaError::Protection => WcStatus::LocProtErr,
-        DmaError::Access => WcStatus::LocAccessErr,
     }
 }
 

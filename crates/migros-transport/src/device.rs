@@ -71,7 +71,7 @@ pub struct Device {
 }
 
 /// Memory for engine steps that never touch it (timeouts).
-struct NoMemory;
+pub(crate) struct NoMemory;
 
 impl Memory for NoMemory {
     fn read(&mut self, owner: OwnerId, addr: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
@@ -472,12 +472,7 @@ impl Device {
             return;
         };
         let qpn = pkt.headers.bth.dest_qpn;
-        let is_resume = pkt
-            .headers
-            .bth
-            .opcode
-            .info()
-            .is_some_and(|i| i.kind == OpKind::Resume);
+        let is_resume = pkt.info().kind == OpKind::Resume;
         match self.qps.get(&qpn).map(|q| q.qp_type()) {
             Some(QpType::Ud) if is_resume => {
                 // A UD QP we talked to moved: send there from now on.

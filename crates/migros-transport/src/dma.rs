@@ -3,7 +3,7 @@
 //! checked against an rkey. Every access goes through the MR table first.
 
 use crate::memory::{KeyError, Memory, MrTable};
-use migros_proto::verbs::{Access, Pdn, Sge};
+use migros_proto::verbs::{Access, Pdn, Sge, WcStatus};
 
 /// Why a local data movement failed (each becomes a completion status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +14,17 @@ pub enum DmaError {
     Protection,
     /// The memory behind a valid key could not be reached (`LocAccessErr`).
     Access,
+}
+
+impl DmaError {
+    /// The completion status of a work request that failed this way.
+    pub fn status(self) -> WcStatus {
+        match self {
+            DmaError::Length => WcStatus::LocLenErr,
+            DmaError::Protection => WcStatus::LocProtErr,
+            DmaError::Access => WcStatus::LocAccessErr,
+        }
+    }
 }
 
 /// Total bytes an SGE list covers (saturating; lengths are u32 each).

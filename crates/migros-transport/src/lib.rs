@@ -9,8 +9,12 @@
 //! (`migros-sim`), and what makes a checkpoint plain data ([`OwnerSnapshot`]).
 //!
 //! Engines, as in the kernel's rxe: the requester (`requester`) builds
-//! request packets, the completer (`completer`) handles what comes back and
-//! completes send WRs, the responder (`responder`) executes requests.
+//! request packets within the QP's send window (`window`: congestion
+//! control after a loss), the completer (`completer`) handles what comes
+//! back and completes send WRs, the responder (`responder`) checks requests
+//! under rxe's names (`check_psn`, `check_op_seq`, …), maps each refusal to
+//! its NAK in one place and executes the rest. All of them write packets
+//! with one builder (`packet_builder`): headers, payload, pad, ICRC.
 //!
 //! Live migration ([`resume`], `tombstone`): [`Device::pause_owner`] stops
 //! every QP of an owner, [`Device::snapshot_owner`] serialises them,
@@ -24,6 +28,7 @@ pub mod device;
 mod dma;
 pub mod error;
 pub mod memory;
+mod packet_builder;
 mod qp;
 mod queues;
 mod requester;
@@ -33,12 +38,14 @@ pub mod snapshot;
 pub mod time;
 mod tombstone;
 mod transition;
+mod window;
 
 pub use device::{Device, DeviceConfig, Transmit};
 pub use error::VerbsError;
 pub use memory::{KeyError, Memory, MemoryFault, MrTable};
 pub use migros_proto::counters::{DeviceCounters, QpCounters};
 pub use migros_proto::verbs::*;
+pub use responder::GRH_LEN;
 pub use snapshot::OwnerSnapshot;
 pub use time::Instant;
 

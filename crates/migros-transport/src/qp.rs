@@ -1,21 +1,23 @@
 //! A queue pair: its attributes, state, migration state and timers, and the
 //! plumbing its engines share (the environment they run in, completions,
-//! the move to the error state, packet assembly).
+//! the move to the error state).
 //!
 //! The engines themselves live in their own modules, each an `impl Qp`
 //! block: [`crate::requester`] builds request packets, [`crate::completer`]
 //! handles ACKs and responses, [`crate::responder`] executes requests, and
-//! [`crate::resume`] carries the pause/resume protocol.
+//! [`crate::resume`] carries the pause/resume protocol. Every engine writes
+//! its packets with [`crate::packet_builder`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use migros_wire::{Aeth, Bth, Headers, Opcode, Psn};
+use migros_wire::{Headers, Opcode, Psn};
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceConfig;
 use crate::memory::{Memory, MrTable};
+use crate::packet_builder::ack_headers;
 use crate::queues::{Cq, Srq};
 use crate::requester::Requester;
 use crate::responder::Responder;
@@ -167,11 +169,6 @@ impl Qp {
         )
     }
 
-    /// BTH for a packet of this QP to `dest_qpn`.
-    pub fn bth(&self, opcode: Opcode, dest_qpn: Qpn, psn: Psn) -> Bth {
-        new_bth(opcode, dest_qpn, psn)
-    }
-
     /// Headers of an ACK-class response to the partner.
     pub fn ack_headers(&self, opcode: Opcode, psn: Psn, syndrome: u8, msn: u32) -> Headers {
         ack_headers(opcode, self.attr.dest_qp_num, psn, syndrome, msn)
@@ -237,75 +234,6 @@ impl Qp {
     }
 }
 
-/// A BTH with the fields every packet of ours shares (default P_Key,
-/// MigReq set as rxe does, transport version 0).
-pub(crate) fn new_bth(opcode: Opcode, dest_qpn: Qpn, psn: Psn) -> Bth {
-    Bth {
-        opcode,
-        solicited: false,
-        mig_req: true,
-        pad_count: 0,
-        tver: 0,
-        pkey: 0xffff,
-        fecn: false,
-        becn: false,
-        dest_qpn,
-        ack_req: false,
-        psn,
-    }
-}
-
-/// Headers of an ACK-class packet (ACK, NAK, READ response, atomic ACK).
-pub(crate) fn ack_headers(
-    opcode: Opcode,
-    dest_qpn: Qpn,
-    psn: Psn,
-    syndrome: u8,
-    msn: u32,
-) -> Headers {
-    let mut h = Headers::new(new_bth(opcode, dest_qpn, psn));
-    h.aeth = Some(Aeth {
-        syndrome,
-        msn: msn & 0x00ff_ffff,
-    });
-    h
-}
-
-/// Writes `headers` and a payload produced by `fill` into `buf`, sealed with
-/// the ICRC for a packet from `src` to `dst`. `fill` gets the payload slice.
-pub(crate) fn assemble<E>(
-    buf: &mut Vec<u8>,
-    headers: &Headers,
-    payload_len: usize,
-    src: IpAddr,
-    dst: IpAddr,
-    src_port: u16,
-    fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
-) -> Result<(), E> {
-    let header_len = headers_len(headers);
-    let total = header_len + payload_len + migros_wire::pad_len(payload_len) + 4;
-    buf.clear();
-    buf.resize(total, 0);
-    // The headers always match their opcode here: the engines build them
-    // from the opcode table's own shape, so this cannot fail.
-    let written = migros_wire::emit_headers(headers, payload_len, buf)
-        .expect("engine-built headers match their opcode");
-    debug_assert_eq!(written, header_len);
-    fill(&mut buf[header_len..header_len + payload_len])?;
-    let ctx = migros_wire::IpContext::new(src, dst, src_port, migros_wire::ROCE_V2_PORT);
-    migros_wire::seal(&ctx, buf);
-    Ok(())
-}
-
-fn headers_len(headers: &Headers) -> usize {
-    headers
-        .bth
-        .opcode
-        .info()
-        .map(|i| i.header_len)
-        .unwrap_or(Bth::LEN)
-}
-
 impl Qp {
     /// Dispatches a received packet addressed to this QP.
     pub fn handle_packet(
@@ -317,9 +245,7 @@ impl Qp {
     ) {
         use migros_wire::{OpKind, ServiceType};
         self.counters.rx_packets += 1;
-        let Some(info) = pkt.headers.bth.opcode.info() else {
-            return;
-        };
+        let info = pkt.info();
         if info.kind == OpKind::Resume {
             if self.qp_type() != QpType::Ud {
                 self.on_resume_packet(now, pkt, src);

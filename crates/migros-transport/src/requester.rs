@@ -1,27 +1,22 @@
 //! The requester: turns send WRs into request packets (segmentation by path
-//! MTU, PSN assignment, READ/atomic depth, fences) and rewinds for
-//! go-back-N retransmission. What comes back is the completer's job.
+//! MTU, PSN assignment, READ/atomic depth, fences, the send window) and
+//! rewinds for go-back-N retransmission. What comes back is the completer's
+//! job; how many packets may be unacknowledged is the [`Window`]'s.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use migros_wire::{AtomicEth, Deth, Headers, Opcode, Psn, Reth};
+use migros_wire::{AtomicEth, Bth, Deth, Headers, Opcode, Psn, Reth};
 use serde::{Deserialize, Serialize};
 
 use crate::dma::{self, DmaError};
-use crate::qp::{assemble, Env, Qp, MAX_UD_PEERS};
+use crate::error::VerbsError;
+use crate::packet_builder::{new_bth, PacketBuilder, Route};
+use crate::qp::{Env, Qp, MAX_UD_PEERS};
 use crate::time::Instant;
+use crate::window::Window;
 use migros_proto::verbs::*;
 
-/// Request packets in flight before the requester waits for ACKs.
-pub(crate) const SEND_WINDOW: i32 = 1024;
-/// Request bytes in flight before the requester waits for ACKs: the window
-/// in packets is this over the path MTU (at most [`SEND_WINDOW`]). A receiver
-/// drains its queue (socket buffer, daemon loop) at its own pace; what one QP
-/// may queue there must take well under an ACK timeout to drain even on a
-/// slow or loaded machine, or the requester times out on data that arrived
-/// and resends it (rxe bounds unacknowledged PSNs the same way).
-pub(crate) const SEND_WINDOW_BYTES: u64 = 1 << 20;
 /// A request asks for an ACK at least this often within a long message.
 const ACK_REQ_EVERY: u32 = 32;
 
@@ -89,22 +84,9 @@ pub(crate) struct Requester {
     pub since_ack_req: u32,
     /// One past the highest PSN ever sent: packets below it are retransmissions.
     pub high_psn: Psn,
-    /// The window when shrunk (`None`: the whole window, see
-    /// [`Qp::window`]). A timeout shrinks it to one packet (go-back-N then
-    /// resends the oldest unacknowledged packet alone), a sequence NAK to
-    /// half: the receiver lost packets or answers slower than the timeout,
-    /// and resending a whole window at once only adds to its queue. ACKs
-    /// that show progress grow it back, as TCP's congestion window: by what
-    /// they acknowledge below `window_threshold`, by about one packet per
-    /// window above it.
-    #[serde(default)]
-    pub probe_window: Option<u32>,
-    /// Half the window when it last shrank.
-    #[serde(default)]
-    pub window_threshold: u32,
-    /// Acknowledged packets not yet turned into window growth above the threshold.
-    #[serde(default)]
-    pub window_credit: u32,
+    /// How many PSNs may be unacknowledged (RC), shrunk after a loss.
+    #[serde(flatten)]
+    pub window: Window,
 }
 
 impl Requester {
@@ -118,9 +100,7 @@ impl Requester {
         self.rd_atomic_outstanding = 0;
         self.rewound_at = None;
         self.retry_fence = None;
-        self.probe_window = None;
-        self.window_threshold = 0;
-        self.window_credit = 0;
+        self.window.reset();
     }
 
     /// Whether any request is in flight (sent, not completed).
@@ -202,10 +182,16 @@ impl Qp {
             ));
         }
         if qp_type == QpType::Ud {
-            if wr.ud.is_none() {
+            let Some(ud) = wr.ud else {
                 return Err(VerbsError::InvalidArgument(
                     "a ud send needs an address handle".into(),
                 ));
+            };
+            if ud.remote_qpn > MAX_QPN {
+                return Err(VerbsError::InvalidArgument(format!(
+                    "remote qpn {:#x} exceeds 24 bits",
+                    ud.remote_qpn
+                )));
             }
             if len > self.mtu() {
                 return Err(VerbsError::InvalidArgument(format!(
@@ -262,52 +248,6 @@ impl Qp {
                 .is_some_and(|w| w.local_error.is_none())
     }
 
-    /// The whole window in packets at this QP's path MTU.
-    pub(crate) fn window_full(&self) -> i32 {
-        i32::try_from(SEND_WINDOW_BYTES / self.mtu().max(1))
-            .unwrap_or(SEND_WINDOW)
-            .clamp(1, SEND_WINDOW)
-    }
-
-    /// Shrinks the window to `to` packets after a loss or a timeout.
-    pub(crate) fn shrink_window(&mut self, to: u32) {
-        let now = self.window() as u32;
-        self.req.window_threshold = (now / 2).max(2);
-        self.req.window_credit = 0;
-        self.req.probe_window = Some(to.max(1));
-    }
-
-    /// `acked` more packets were acknowledged: a shrunk window grows.
-    pub(crate) fn grow_window(&mut self, acked: u32) {
-        let Some(mut w) = self.req.probe_window else {
-            return;
-        };
-        if w < self.req.window_threshold {
-            w = w.saturating_add(acked).min(self.req.window_threshold);
-        } else {
-            self.req.window_credit = self.req.window_credit.saturating_add(acked);
-            while self.req.window_credit >= w {
-                self.req.window_credit -= w;
-                w += 1;
-            }
-        }
-        self.req.probe_window = if i64::from(w) >= i64::from(self.window_full()) {
-            self.req.window_credit = 0;
-            None
-        } else {
-            Some(w)
-        };
-    }
-
-    /// Request packets (PSNs) an RC requester may have unacknowledged now.
-    pub(crate) fn window(&self) -> i32 {
-        let full = self.window_full();
-        match self.req.probe_window {
-            Some(w) => i32::try_from(w).unwrap_or(full).clamp(1, full),
-            None => full,
-        }
-    }
-
     /// Builds the next request packet into `buf`, returning its destination.
     pub fn next_request(
         &mut self,
@@ -318,8 +258,8 @@ impl Qp {
         if !self.wants_to_send() {
             return None;
         }
-        if self.qp_type() == QpType::Rc && self.req.next_psn.distance(self.req.una) >= self.window()
-        {
+        let in_flight = self.req.next_psn.distance(self.req.una);
+        if self.qp_type() == QpType::Rc && !self.req.window.has_room(in_flight, self.mtu()) {
             return None;
         }
         let idx = self.req.next_idx;
@@ -334,7 +274,7 @@ impl Qp {
             }
         }
         let result = match self.qp_type() {
-            QpType::Ud => self.build_ud(now, env, buf),
+            QpType::Ud => self.build_ud(env, buf),
             QpType::Rc | QpType::Uc => self.build_connected(now, env, buf),
         };
         match result {
@@ -343,12 +283,7 @@ impl Qp {
                 self.counters.tx_bytes += buf.len() as u64;
                 Some(dst)
             }
-            Err(err) => {
-                let status = match err {
-                    DmaError::Length => WcStatus::LocLenErr,
-                    DmaError::Protection => WcStatus::LocProtErr,
-                    DmaError::Access => WcStatus::LocAccessErr,
-                };
+            Err(status) => {
                 self.fail_wqe(idx, status, env);
                 None
             }
@@ -406,16 +341,14 @@ impl Qp {
         self.enter_error(env);
     }
 
-    fn build_ud(
-        &mut self,
-        _now: Instant,
-        env: &mut Env,
-        buf: &mut Vec<u8>,
-    ) -> Result<IpAddr, DmaError> {
+    /// Builds the UD datagram of the oldest WR and completes it. Errors
+    /// with the status the WR fails with.
+    fn build_ud(&mut self, env: &mut Env, buf: &mut Vec<u8>) -> Result<IpAddr, WcStatus> {
         let idx = self.req.next_idx;
         let wqe = &self.req.sq[idx];
-        // post_send checked the address handle is present.
-        let ud = wqe.wr.ud.expect("ud wr carries an address handle");
+        // post_send refuses a UD WR without a destination; an image could
+        // still hold one.
+        let ud = wqe.wr.ud.ok_or(WcStatus::LocQpOpErr)?;
         let dst = env
             .objs
             .ud_redirects
@@ -432,7 +365,7 @@ impl Qp {
             _ => (Opcode::UD_SEND_ONLY, None),
         };
         let psn = self.req.next_psn;
-        let mut bth = self.bth(opcode, ud.remote_qpn, psn);
+        let mut bth = new_bth(opcode, ud.remote_qpn, psn);
         bth.solicited = wqe.wr.flags.contains(SendFlags::SOLICITED);
         let mut headers = Headers::new(bth);
         headers.deth = Some(Deth {
@@ -440,18 +373,11 @@ impl Qp {
             src_qpn: self.qpn(),
         });
         headers.immdt = imm;
-        let len = wqe.len as usize;
-        let pd = self.init.pd;
-        let data = wqe.wr.data.clone();
-        assemble(
-            buf,
-            &headers,
-            len,
-            env.config.addr,
-            dst,
-            env.config.udp_src_port,
-            |out| fill_payload(env, pd, &data, 0, out),
-        )?;
+        let mut packet = PacketBuilder::new(buf, &headers, wqe.len as usize)
+            .map_err(|_| WcStatus::LocQpOpErr)?;
+        fill_payload(env, self.init.pd, &wqe.wr.data, 0, packet.payload_mut())
+            .map_err(DmaError::status)?;
+        packet.finish(Route::new(env.config, dst));
         self.req.next_psn = psn.add(1);
         if self.ud_peers.len() < MAX_UD_PEERS {
             self.ud_peers.insert((dst, ud.remote_qpn));
@@ -466,21 +392,20 @@ impl Qp {
         Ok(dst)
     }
 
+    /// Builds the next RC or UC request packet of the WR being sent.
+    /// Errors with the status the WR fails with.
     fn build_connected(
         &mut self,
         now: Instant,
         env: &mut Env,
         buf: &mut Vec<u8>,
-    ) -> Result<IpAddr, DmaError> {
+    ) -> Result<IpAddr, WcStatus> {
         let mtu = self.mtu();
         let idx = self.req.next_idx;
         let off = self.req.next_off;
         let psn = self.req.next_psn;
         let dst = self.attr.dest_addr.unwrap_or(env.config.addr);
-        let dest_qpn = self.attr.dest_qp_num;
-        let pd = self.init.pd;
         let is_rc = self.qp_type() == QpType::Rc;
-        let bth = self.bth(Opcode::RC_SEND_ONLY, dest_qpn, psn);
         let wqe = &mut self.req.sq[idx];
         if !wqe.sent {
             // First transmission: the message takes its PSNs. A resend
@@ -492,120 +417,42 @@ impl Qp {
             }
             wqe.sent = true;
         }
-        let solicited = wqe.wr.flags.contains(SendFlags::SOLICITED);
-        let mut headers = Headers::new(bth);
-        let (payload_len, advance_psn, finished) = match wqe.wr.opcode {
-            WrOpcode::RdmaRead { remote_addr, rkey } => {
-                // A READ goes out whole, or from the first byte not yet placed
-                // when it is retried after a partial response.
-                let done = wqe.read_done;
-                headers.bth.opcode = Opcode::RC_RDMA_READ_REQUEST;
-                headers.reth = Some(Reth {
-                    va: remote_addr.wrapping_add(done),
-                    rkey,
-                    dma_len: (wqe.len - done) as u32,
-                });
-                let remaining_pkts = packets_for(wqe.len - done, mtu);
-                (0usize, remaining_pkts, true)
-            }
-            WrOpcode::AtomicCmpSwap {
-                remote_addr,
-                rkey,
-                compare,
-                swap,
-            } => {
-                headers.bth.opcode = Opcode::RC_COMPARE_SWAP;
-                headers.atomic_eth = Some(AtomicEth {
-                    va: remote_addr,
-                    rkey,
-                    swap_add: swap,
-                    compare,
-                });
-                (0, 1, true)
-            }
-            WrOpcode::AtomicFetchAdd {
-                remote_addr,
-                rkey,
-                add,
-            } => {
-                headers.bth.opcode = Opcode::RC_FETCH_ADD;
-                headers.atomic_eth = Some(AtomicEth {
-                    va: remote_addr,
-                    rkey,
-                    swap_add: add,
-                    compare: 0,
-                });
-                (0, 1, true)
-            }
-            op => {
-                let remaining = wqe.len - off;
-                let chunk = remaining.min(mtu);
-                let first = off == 0;
-                let last = chunk == remaining;
-                headers.bth.opcode = data_opcode(op, is_rc, first, last);
-                if first {
-                    if let WrOpcode::RdmaWrite { remote_addr, rkey }
-                    | WrOpcode::RdmaWriteWithImm {
-                        remote_addr, rkey, ..
-                    } = op
-                    {
-                        headers.reth = Some(Reth {
-                            va: remote_addr,
-                            rkey,
-                            dma_len: wqe.len as u32,
-                        });
-                    }
-                }
-                if last {
-                    match op {
-                        WrOpcode::SendWithImm { imm } | WrOpcode::RdmaWriteWithImm { imm, .. } => {
-                            headers.immdt = Some(imm)
-                        }
-                        WrOpcode::SendWithInv { rkey } => headers.ieth = Some(rkey),
-                        _ => {}
-                    }
-                    headers.bth.solicited = solicited;
-                }
-                (chunk as usize, 1, last)
-            }
-        };
+        let bth = new_bth(Opcode::RC_SEND_ONLY, self.attr.dest_qp_num, psn);
+        let mut seg = Segment::of(wqe, off, mtu, is_rc, bth);
         self.req.since_ack_req += 1;
         // The last packet the window lets out asks for an ACK, or the
         // requester could wait for one the responder never sends.
-        let fills_window = psn.add(advance_psn).distance(self.req.una) >= self.window();
-        if is_rc && (finished || fills_window || self.req.since_ack_req >= ACK_REQ_EVERY) {
-            headers.bth.ack_req = true;
+        let after = psn.add(seg.psns).distance(self.req.una);
+        let fills_window = !self.req.window.has_room(after, mtu);
+        if is_rc && (seg.finished || fills_window || self.req.since_ack_req >= ACK_REQ_EVERY) {
+            seg.headers.bth.ack_req = true;
             self.req.since_ack_req = 0;
         }
-        let data = self.req.sq[idx].wr.data.clone();
-        assemble(
-            buf,
-            &headers,
-            payload_len,
-            env.config.addr,
-            dst,
-            env.config.udp_src_port,
-            |out| fill_payload(env, pd, &data, off, out),
-        )?;
+        let mut packet = PacketBuilder::new(buf, &seg.headers, seg.payload_len)
+            .map_err(|_| WcStatus::LocQpOpErr)?;
+        let data = &self.req.sq[idx].wr.data;
+        fill_payload(env, self.init.pd, data, off, packet.payload_mut())
+            .map_err(DmaError::status)?;
+        packet.finish(Route::new(env.config, dst));
         if psn.distance(self.req.high_psn) < 0 {
             self.counters.retransmits += 1;
             env.objs.counters.retransmits += 1;
         }
-        self.req.next_psn = psn.add(advance_psn);
+        self.req.next_psn = psn.add(seg.psns);
         if self.req.next_psn.distance(self.req.high_psn) > 0 {
             self.req.high_psn = self.req.next_psn;
         }
-        if finished {
+        if seg.finished {
             self.req.next_off = 0;
             self.req.next_idx += 1;
         } else {
-            self.req.next_off = off + payload_len as u64;
+            self.req.next_off = off + seg.payload_len as u64;
         }
         if is_rc {
             if self.timers.retransmit.is_none() {
                 self.timers.retransmit = self.ack_timeout().map(|t| now + t);
             }
-        } else if finished {
+        } else if seg.finished {
             // UC: a message is complete once its last packet is sent.
             self.req.next_idx -= 1;
             if let Some(wqe) = self.req.sq.remove(idx) {
@@ -652,6 +499,109 @@ impl Qp {
 
 fn packets_done(bytes: u64, mtu: u64) -> u32 {
     u32::try_from(bytes / mtu).unwrap_or(u32::MAX)
+}
+
+/// The next request packet of a connected WR: its headers (the ACK request
+/// aside), how much payload it carries and how many PSNs it takes.
+struct Segment {
+    headers: Headers,
+    payload_len: usize,
+    /// PSNs the packet consumes (a READ request: one per response packet).
+    psns: u32,
+    /// The WR has no packet left after this one.
+    finished: bool,
+}
+
+impl Segment {
+    /// The packet of `wqe` starting at message byte `off`, with `bth`'s
+    /// destination and PSN.
+    fn of(wqe: &SendWqe, off: u64, mtu: u64, is_rc: bool, bth: Bth) -> Segment {
+        let mut headers = Headers::new(bth);
+        let whole = |headers: Headers, psns: u32| Segment {
+            headers,
+            payload_len: 0,
+            psns,
+            finished: true,
+        };
+        let atomic = |mut headers: Headers, opcode, va, rkey, swap_add, compare| {
+            headers.bth.opcode = opcode;
+            headers.atomic_eth = Some(AtomicEth {
+                va,
+                rkey,
+                swap_add,
+                compare,
+            });
+            whole(headers, 1)
+        };
+        match wqe.wr.opcode {
+            WrOpcode::RdmaRead { remote_addr, rkey } => {
+                // A READ goes out whole, or from the first byte not yet placed
+                // when it is retried after a partial response.
+                let done = wqe.read_done;
+                headers.bth.opcode = Opcode::RC_RDMA_READ_REQUEST;
+                headers.reth = Some(Reth {
+                    va: remote_addr.wrapping_add(done),
+                    rkey,
+                    dma_len: (wqe.len - done) as u32,
+                });
+                whole(headers, packets_for(wqe.len - done, mtu))
+            }
+            WrOpcode::AtomicCmpSwap {
+                remote_addr,
+                rkey,
+                compare,
+                swap,
+            } => atomic(
+                headers,
+                Opcode::RC_COMPARE_SWAP,
+                remote_addr,
+                rkey,
+                swap,
+                compare,
+            ),
+            WrOpcode::AtomicFetchAdd {
+                remote_addr,
+                rkey,
+                add,
+            } => atomic(headers, Opcode::RC_FETCH_ADD, remote_addr, rkey, add, 0),
+            op => {
+                let remaining = wqe.len - off;
+                let chunk = remaining.min(mtu);
+                let first = off == 0;
+                let last = chunk == remaining;
+                headers.bth.opcode = data_opcode(op, is_rc, first, last);
+                if first {
+                    if let WrOpcode::RdmaWrite { remote_addr, rkey }
+                    | WrOpcode::RdmaWriteWithImm {
+                        remote_addr, rkey, ..
+                    } = op
+                    {
+                        headers.reth = Some(Reth {
+                            va: remote_addr,
+                            rkey,
+                            dma_len: wqe.len as u32,
+                        });
+                    }
+                }
+                if last {
+                    match op {
+                        WrOpcode::SendWithImm { imm } | WrOpcode::RdmaWriteWithImm { imm, .. } => {
+                            headers.immdt = Some(imm)
+                        }
+                        WrOpcode::SendWithInv { rkey } => headers.ieth = Some(rkey),
+                        _ => {}
+                    }
+                    headers.bth.solicited = wqe.wr.flags.contains(SendFlags::SOLICITED);
+                }
+                Segment {
+                    headers,
+                    payload_len: chunk as usize,
+                    psns: 1,
+                    finished: last,
+                }
+            }
+        }
+    }
 }
 
 /// Copies message bytes `[off, off + out.len())` of a send WR into `out`.
@@ -705,4 +655,103 @@ fn data_opcode(op: WrOpcode, rc: bool, first: bool, last: bool) -> Opcode {
     }
 }
 
-use crate::error::VerbsError;
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use migros_wire::{Packet, Psn};
+
+    use crate::device::{Device, DeviceConfig, NoMemory};
+    use crate::error::VerbsError;
+    use crate::time::Instant;
+    use migros_proto::verbs::*;
+
+    const QPN: Qpn = 0x42;
+
+    /// A device with one UD QP in RTS.
+    fn ud_device() -> Device {
+        let mut dev = Device::new(DeviceConfig::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))));
+        let now = Instant::ZERO;
+        let (owner, pd, cq) = (1, 2, 3);
+        dev.alloc_pd(owner, pd).expect("pd");
+        dev.create_cq(owner, cq, 16).expect("cq");
+        let cap = QpCap {
+            max_send_wr: 4,
+            max_recv_wr: 4,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 64,
+        };
+        let (qp_type, srq, sq_sig_all) = (QpType::Ud, None, true);
+        let (send_cq, recv_cq) = (cq, cq);
+        let init = QpInit {
+            owner,
+            qpn: QPN,
+            qp_type,
+            pd,
+            send_cq,
+            recv_cq,
+            srq,
+            cap,
+            sq_sig_all,
+        };
+        dev.create_qp(init).expect("qp");
+        let steps = [
+            (
+                QpState::Init,
+                AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::QKEY,
+            ),
+            (QpState::Rtr, AttrMask::default()),
+            (QpState::Rts, AttrMask::SQ_PSN),
+        ];
+        for (qp_state, mask) in steps {
+            let attr = QpAttr {
+                qp_state,
+                port_num: 1,
+                qkey: 0x1111,
+                ..QpAttr::default()
+            };
+            dev.modify_qp(now, QPN, &attr, AttrMask::STATE | mask)
+                .expect("modify_qp");
+        }
+        dev
+    }
+
+    fn ud_send(remote_qpn: Qpn) -> SendWr {
+        SendWr {
+            wr_id: 9,
+            opcode: WrOpcode::Send,
+            flags: SendFlags::default(),
+            data: SendData::Inline(vec![7; 10]),
+            ud: Some(UdDest {
+                addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
+                remote_qpn,
+                remote_qkey: 0x1111,
+            }),
+        }
+    }
+
+    #[test]
+    fn ud_send_to_a_qpn_wider_than_24_bits_is_refused() {
+        // A client writes the remote QPN as 32 bits; the BTH has 24. This
+        // used to reach the packet emitter and panic the device.
+        let mut dev = ud_device();
+        let now = Instant::ZERO;
+        let wide = dev.post_send(now, QPN, ud_send(1 << 24));
+        assert!(
+            matches!(wide, Err(VerbsError::InvalidArgument(_))),
+            "{wide:?}"
+        );
+        let mut buf = Vec::new();
+        assert_eq!(dev.poll_transmit(now, &mut NoMemory, &mut buf), None);
+
+        dev.post_send(now, QPN, ud_send(MAX_QPN))
+            .expect("the widest QPN");
+        let sent = dev.poll_transmit(now, &mut NoMemory, &mut buf);
+        assert!(sent.is_some());
+        let packet = Packet::parse(&buf).expect("parses");
+        assert_eq!(packet.headers.bth.dest_qpn, MAX_QPN);
+        assert_eq!(packet.headers.bth.psn, Psn::new(0));
+        assert_eq!(packet.payload, &[7; 10]);
+    }
+}

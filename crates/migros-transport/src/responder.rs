@@ -3,24 +3,53 @@
 //! duplicates without executing them twice (READ re-executed from its
 //! resource, atomics replayed from the cache), NAKs a sequence gap once,
 //! sends RNR NAKs, coalesces ACKs, and produces the response packets.
+//!
+//! An RC or UC request goes through the checks of the kernel's rxe
+//! (`rxe_resp.c`), under rxe's names, so the two can be compared line by
+//! line:
+//!
+//! | step | rxe | refuses with |
+//! |---|---|---|
+//! | [`Qp::check_psn`] | `check_psn` | `PsnOutOfSeq`, or a duplicate is answered |
+//! | [`Qp::check_op_seq`] | `check_op_seq` | `MissingOpcodeFirst`, `MissingOpcodeLast` |
+//! | [`Qp::check_op_valid`] | `check_op_valid` | `UnsupportedOpcode` |
+//! | [`Qp::check_length`] | `check_length` | `Length` |
+//! | [`Qp::check_rkey`] | `check_rkey` | `RkeyViolation`, `Length`, `MisalignedAtomic` |
+//! | [`Qp::check_resource`] | `check_resource` | `Rnr` |
+//! | `execute` ([`execute`]) | `execute`, `read_reply`, `atomic_reply` | `Length`, `MalformedWqe`, `RkeyViolation` |
+//! | [`Qp::acknowledge`] | `acknowledge` | — |
+//!
+//! Each check returns a [`Refusal`] named after rxe's `RESPST_ERR_*` state,
+//! and [`Qp::refuse`] alone decides what the requester sees (the NAK, the
+//! move to ERR, or for UC dropping the message).
+//!
+//! One deliberate difference from rxe's order: `check_resource` (is a
+//! receive WR posted?) runs last, after the length and rkey checks, where
+//! rxe runs it before them. A request that is refused anyway is then
+//! refused at once, not answered with an RNR NAK and refused on its retry,
+//! and a receive WR is never taken for a request that fails.
+//!
+//! The checks are where a QP's `qp_access_flags` (rxe's `check_op_valid`)
+//! and payloads larger than the path MTU (rxe's `check_length`) will be
+//! refused; today migros checks the memory region's rights only.
+
+mod execute;
+mod reply;
+mod ud;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use migros_wire::{
-    AckSyndrome, AtomicAckEth, Headers, NakCode, OpKind, Opcode, Packet, Position, Psn,
-};
+use migros_wire::{AckSyndrome, AtomicEth, NakCode, OpKind, Packet, Position, Psn, Reth};
 use serde::{Deserialize, Serialize};
 
-use crate::dma::{self, DmaError};
-use crate::qp::{assemble, Env, Qp, MAX_UD_PEERS};
-use crate::requester::packets_for;
+use crate::qp::{Env, Qp};
 use migros_proto::verbs::*;
+
+pub use ud::GRH_LEN;
 
 /// Most READ/atomic results kept for duplicates, whatever max_dest_rd_atomic says.
 const MIN_RESOURCES: usize = 16;
-/// Bytes reserved for the GRH at the start of every UD receive buffer.
-pub const GRH_LEN: usize = 40;
 
 /// A multi-packet message being received.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,439 +114,350 @@ pub(crate) struct Responder {
     pub pause_nak: bool,
 }
 
-/// Why a request could not be executed.
+/// Why the responder did not execute a request, named after rxe's error
+/// states (`RESPST_ERR_*`). [`Qp::refuse`] maps each to what the requester
+/// sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    /// No receive posted: RNR NAK, the requester retries.
+pub(crate) enum Refusal {
+    /// The QP is being checkpointed (migros): nothing may change.
+    Stopped,
+    /// `ERR_PSN_OUT_OF_SEQ`: the PSN is past the expected one (a gap).
+    PsnOutOfSeq,
+    /// rxe's `CLEANUP` with nothing sent: another packet past a gap
+    /// already NAKed (RC), a packet of a message being dropped (UC).
+    Drop,
+    /// `ERR_MISSING_OPCODE_FIRST`: a MIDDLE or LAST packet with no message
+    /// in progress.
+    MissingOpcodeFirst,
+    /// `ERR_MISSING_OPCODE_LAST_C`: a message in progress not continued.
+    MissingOpcodeLast,
+    /// `ERR_UNSUPPORTED_OPCODE`: this QP does not execute the operation.
+    UnsupportedOpcode,
+    /// `ERR_LENGTH`: the payload does not fit the MTU, the RETH's length or
+    /// the receive buffer.
+    Length,
+    /// `ERR_MISALIGNED_ATOMIC`: an atomic's address is not 8-byte aligned.
+    MisalignedAtomic,
+    /// `ERR_RKEY_VIOLATION`: the rkey, its range or its rights do not allow
+    /// the access, or the memory behind it could not be reached.
+    RkeyViolation,
+    /// `ERR_RNR`: no receive WR is posted.
     Rnr,
-    InvalidRequest,
-    RemoteAccess,
-    RemoteOperational,
+    /// `ERR_MALFORMED_WQE`: the receive WR's buffer could not be written.
+    MalformedWqe,
+}
+
+/// The PSN of a request compared with the one expected (`check_psn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sequence {
+    /// The expected PSN: check and execute.
+    Expected,
+    /// A PSN already executed: answer again, never execute twice.
+    Duplicate,
+}
+
+/// What a request asks the responder to do (`check_op_valid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Send,
+    Write,
+    Read,
+    Atomic,
+}
+
+/// What a request may touch once `check_rkey` passed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A SEND: the receive WR (taken on its first packet).
+    Recv,
+    /// WRITE bytes at `va + offset` of the `len`-byte message at `va`.
+    Write {
+        va: u64,
+        rkey: u32,
+        len: u64,
+        offset: u64,
+    },
+    /// READ what the RETH names.
+    Read(Reth),
+    /// An atomic on the 8 bytes at `eth.va` of `owner`'s memory.
+    Atomic { owner: OwnerId, eth: AtomicEth },
+}
+
+fn is_first(pkt: &Packet) -> bool {
+    matches!(pkt.info().position, Position::First | Position::Only)
+}
+
+fn is_last(pkt: &Packet) -> bool {
+    matches!(pkt.info().position, Position::Last | Position::Only)
 }
 
 impl Qp {
     /// Handles a request packet (the QP may receive).
     pub fn handle_request(&mut self, pkt: &Packet, src: IpAddr, env: &mut Env) {
-        match self.qp_type() {
-            QpType::Rc => self.rc_request(pkt, env),
-            QpType::Uc => self.uc_request(pkt, env),
-            QpType::Ud => self.ud_request(pkt, src, env),
+        if self.qp_type() == QpType::Ud {
+            self.ud_request(pkt, src, env);
+        } else if let Err(refusal) = self.connected_request(pkt, env) {
+            self.refuse(refusal, pkt.headers.bth.psn, env);
         }
     }
 
-    fn rc_request(&mut self, pkt: &Packet, env: &mut Env) {
-        let psn = pkt.headers.bth.psn;
+    /// One RC or UC request: rxe's checks in order, then execute and
+    /// acknowledge.
+    fn connected_request(&mut self, pkt: &Packet, env: &mut Env) -> Result<(), Refusal> {
         if self.mig() == MigrationState::Stopped {
-            // Being checkpointed: nothing may change. Tell the peer to pause.
-            self.resp.pause_nak = true;
+            return Err(Refusal::Stopped);
+        }
+        if self.check_psn(pkt, env)? == Sequence::Duplicate {
+            self.duplicate_request(pkt, env);
+            return Ok(());
+        }
+        self.check_op_seq(pkt)?;
+        let op = self.check_op_valid(pkt)?;
+        self.check_length(pkt)?;
+        let target = self.check_rkey(pkt, op, env)?;
+        self.check_resource(pkt, target, env)?;
+        self.execute(pkt, target, env)?;
+        self.acknowledge(pkt, op);
+        Ok(())
+    }
+
+    /// The one place that decides what a refused request gets.
+    ///
+    /// RC: a gap gets one sequence NAK at the expected PSN, a missing
+    /// receive an RNR NAK (the requester retries), the pause NAK while
+    /// stopped; any other refusal a NAK (invalid request, remote access or
+    /// remote operational error, as rxe's class C and A errors) and the QP
+    /// goes to ERR. UC has no NAK: the message is dropped and the responder
+    /// waits for the next FIRST or ONLY (rxe's class D).
+    pub(crate) fn refuse(&mut self, refusal: Refusal, psn: Psn, env: &mut Env) {
+        if self.qp_type() != QpType::Rc {
+            if refusal == Refusal::Stopped {
+                self.counters.rx_dropped += 1;
+            } else {
+                self.abandon_current(env);
+                self.resp.uc_skip = true;
+                self.resp.epsn = psn.add(1);
+            }
             return;
+        }
+        // (PSN answered, syndrome, whether the QP fails)
+        let (at, syndrome, fails) = match refusal {
+            Refusal::Stopped => {
+                self.resp.pause_nak = true;
+                return;
+            }
+            Refusal::Drop => return,
+            Refusal::PsnOutOfSeq => {
+                let nak = AckSyndrome::Nak(NakCode::PsnSequenceError);
+                (self.resp.epsn, nak, false)
+            }
+            Refusal::Rnr => {
+                let timer = self.attr.min_rnr_timer & 0x1f;
+                (psn, AckSyndrome::RnrNak { timer }, false)
+            }
+            Refusal::RkeyViolation => (psn, AckSyndrome::Nak(NakCode::RemoteAccessError), true),
+            Refusal::MalformedWqe => (psn, AckSyndrome::Nak(NakCode::RemoteOperationalError), true),
+            Refusal::MissingOpcodeFirst
+            | Refusal::MissingOpcodeLast
+            | Refusal::UnsupportedOpcode
+            | Refusal::Length
+            | Refusal::MisalignedAtomic => (psn, AckSyndrome::Nak(NakCode::InvalidRequest), true),
+        };
+        match syndrome {
+            AckSyndrome::RnrNak { .. } => self.counters.rnr_naks_sent += 1,
+            _ => self.counters.naks_sent += 1,
+        }
+        self.resp.out.push_back(Response::Ack {
+            psn: at,
+            syndrome: syndrome.encode(),
+            msn: self.resp.msn,
+        });
+        if fails {
+            self.enter_error(env);
+        }
+    }
+
+    /// rxe's `check_psn`. RC: the expected PSN goes on, an earlier one is a
+    /// duplicate, a later one a gap (NAKed once until the expected PSN
+    /// comes). UC: a gap drops the message in progress; a FIRST or ONLY
+    /// starts over from its PSN, anything else is dropped.
+    fn check_psn(&mut self, pkt: &Packet, env: &mut Env) -> Result<Sequence, Refusal> {
+        let psn = pkt.headers.bth.psn;
+        if self.qp_type() != QpType::Rc {
+            if psn != self.resp.epsn || self.resp.uc_skip {
+                // Packets were lost: the message in progress is dropped, its
+                // receive WR goes back for the next message.
+                self.abandon_current(env);
+                if !is_first(pkt) {
+                    return Err(Refusal::Drop);
+                }
+                self.resp.uc_skip = false;
+                self.resp.epsn = psn;
+            }
+            return Ok(Sequence::Expected);
         }
         let d = psn.distance(self.resp.epsn);
         if d > 0 {
             self.counters.out_of_sequence += 1;
-            if !self.resp.nak_sent {
-                self.resp.nak_sent = true;
-                self.counters.naks_sent += 1;
-                let syndrome = AckSyndrome::Nak(NakCode::PsnSequenceError).encode();
-                let (epsn, msn) = (self.resp.epsn, self.resp.msn);
-                self.resp.out.push_back(Response::Ack {
-                    psn: epsn,
-                    syndrome,
-                    msn,
-                });
+            if self.resp.nak_sent {
+                return Err(Refusal::Drop);
             }
-            return;
+            self.resp.nak_sent = true;
+            return Err(Refusal::PsnOutOfSeq);
         }
         if d < 0 {
             self.counters.duplicates += 1;
-            self.duplicate(pkt, env);
-            return;
+            return Ok(Sequence::Duplicate);
         }
         self.resp.nak_sent = false;
-        match self.execute(pkt, env) {
-            Ok(()) => {
-                if pkt.headers.bth.ack_req && is_send_or_write(pkt) {
-                    self.queue_ack(psn);
-                }
-            }
-            Err(Refusal::Rnr) => {
-                self.counters.rnr_naks_sent += 1;
-                let syndrome = AckSyndrome::RnrNak {
-                    timer: self.attr.min_rnr_timer & 0x1f,
-                }
-                .encode();
-                let msn = self.resp.msn;
-                self.resp
-                    .out
-                    .push_back(Response::Ack { psn, syndrome, msn });
-            }
-            Err(refusal) => {
-                self.counters.naks_sent += 1;
-                let code = match refusal {
-                    Refusal::RemoteAccess => NakCode::RemoteAccessError,
-                    Refusal::RemoteOperational => NakCode::RemoteOperationalError,
-                    _ => NakCode::InvalidRequest,
-                };
-                let syndrome = AckSyndrome::Nak(code).encode();
-                let msn = self.resp.msn;
-                self.resp
-                    .out
-                    .push_back(Response::Ack { psn, syndrome, msn });
-                self.enter_error(env);
-            }
-        }
+        Ok(Sequence::Expected)
     }
 
-    fn uc_request(&mut self, pkt: &Packet, env: &mut Env) {
-        if self.mig() == MigrationState::Stopped {
-            // Being checkpointed: nothing may change, and UC has no NAK.
-            self.counters.rx_dropped += 1;
-            return;
-        }
-        let psn = pkt.headers.bth.psn;
-        let Some(info) = pkt.headers.bth.opcode.info() else {
-            return;
-        };
-        let starts = matches!(info.position, Position::First | Position::Only);
-        if psn != self.resp.epsn || self.resp.uc_skip {
-            // Packets were lost: the message in progress is dropped, its
-            // receive WR goes back for the next message.
-            self.abandon_current(env);
-            if !starts {
-                self.resp.epsn = psn.add(1);
-                self.resp.uc_skip = true;
-                return;
-            }
-            self.resp.uc_skip = false;
-            self.resp.epsn = psn;
-        }
-        if self.execute(pkt, env).is_err() {
-            self.abandon_current(env);
-            self.resp.uc_skip = true;
-            self.resp.epsn = psn.add(1);
-        }
-    }
-
-    fn abandon_current(&mut self, env: &mut Env) {
-        if let Some(Inbound::Send { recv, .. }) = self.resp.current.take() {
-            match self.init.srq.and_then(|s| env.objs.srqs.get_mut(&s)) {
-                Some(srq) => srq.queue.push_front(recv),
-                None => self.rq.push_front(recv),
-            }
-        }
-    }
-
-    /// Executes an in-sequence RC or UC request, advancing `epsn`.
-    fn execute(&mut self, pkt: &Packet, env: &mut Env) -> Result<(), Refusal> {
-        let Some(info) = pkt.headers.bth.opcode.info() else {
-            return Err(Refusal::InvalidRequest);
-        };
-        let psn = pkt.headers.bth.psn;
-        let first = matches!(info.position, Position::First | Position::Only);
-        let last = matches!(info.position, Position::Last | Position::Only);
-        // The packet must continue the message in progress, or start one.
-        let continues = match (&self.resp.current, info.kind) {
+    /// rxe's `check_op_seq`: the packet continues the message in progress
+    /// (same operation, not a FIRST or ONLY), or starts one.
+    fn check_op_seq(&self, pkt: &Packet) -> Result<(), Refusal> {
+        let first = is_first(pkt);
+        match (&self.resp.current, pkt.info().kind) {
             (Some(Inbound::Send { .. }), OpKind::Send)
-            | (Some(Inbound::Write { .. }), OpKind::RdmaWrite) => !first,
-            (None, _) => first,
-            _ => false,
-        };
-        if !continues {
-            return Err(Refusal::InvalidRequest);
+            | (Some(Inbound::Write { .. }), OpKind::RdmaWrite)
+                if !first =>
+            {
+                Ok(())
+            }
+            (None, _) if first => Ok(()),
+            (None, _) => Err(Refusal::MissingOpcodeFirst),
+            _ => Err(Refusal::MissingOpcodeLast),
         }
-        if !last && pkt.payload.len() as u64 != self.mtu() {
-            return Err(Refusal::InvalidRequest);
-        }
-        match info.kind {
-            OpKind::Send => self.exec_send(pkt, first, last, env)?,
-            OpKind::RdmaWrite => self.exec_write(pkt, first, last, env)?,
-            OpKind::ReadRequest => return self.exec_read(pkt, env),
-            OpKind::CompareSwap | OpKind::FetchAdd => return self.exec_atomic(pkt, env),
-            _ => return Err(Refusal::InvalidRequest),
-        }
-        self.resp.epsn = psn.add(1);
-        Ok(())
     }
 
-    fn exec_send(
-        &mut self,
-        pkt: &Packet,
-        first: bool,
-        last: bool,
-        env: &mut Env,
-    ) -> Result<(), Refusal> {
-        if first {
-            let recv = self.take_recv(env).ok_or(Refusal::Rnr)?;
-            self.resp.current = Some(Inbound::Send { recv, offset: 0 });
+    /// rxe's `check_op_valid`: the operations this QP executes. UC carries
+    /// SEND and WRITE only.
+    ///
+    /// rxe also refuses what the QP's `qp_access_flags` do not allow
+    /// (REMOTE_WRITE, REMOTE_READ, REMOTE_ATOMIC); migros does not yet.
+    fn check_op_valid(&self, pkt: &Packet) -> Result<Operation, Refusal> {
+        let rc = self.qp_type() == QpType::Rc;
+        match pkt.info().kind {
+            OpKind::Send => Ok(Operation::Send),
+            OpKind::RdmaWrite => Ok(Operation::Write),
+            OpKind::ReadRequest if rc => Ok(Operation::Read),
+            OpKind::CompareSwap | OpKind::FetchAdd if rc => Ok(Operation::Atomic),
+            _ => Err(Refusal::UnsupportedOpcode),
         }
-        let Some(Inbound::Send { recv, offset }) = &mut self.resp.current else {
-            return Err(Refusal::InvalidRequest);
-        };
-        let res = dma::scatter(
-            env.mem,
-            &env.objs.mrs,
-            self.init.pd,
-            &recv.sges,
-            *offset,
-            pkt.payload,
-        );
-        *offset += pkt.payload.len() as u64;
-        self.counters.rx_bytes += pkt.payload.len() as u64;
-        if let Err(e) = res {
-            let (wr_id, status) = (recv.wr_id, dma_status(e));
-            self.resp.current = None;
-            let wc = self.recv_wc(wr_id, status, WcOpcode::Recv, 0);
-            env.objs.complete(self.init.recv_cq, wc);
-            return Err(if e == DmaError::Length {
-                Refusal::InvalidRequest
-            } else {
-                Refusal::RemoteOperational
-            });
-        }
-        if last {
-            let Some(Inbound::Send { recv, offset }) = self.resp.current.take() else {
-                return Err(Refusal::InvalidRequest);
-            };
-            let mut wc = self.recv_wc(recv.wr_id, WcStatus::Success, WcOpcode::Recv, offset as u32);
-            wc.imm_data = pkt.headers.immdt;
-            wc.invalidated_rkey = pkt.headers.ieth;
-            env.objs.complete(self.init.recv_cq, wc);
-            self.resp.msn = self.resp.msn.wrapping_add(1) & 0x00ff_ffff;
+    }
+
+    /// rxe's `check_length`: a FIRST or MIDDLE packet carries exactly one
+    /// path MTU.
+    ///
+    /// rxe also refuses ONLY and LAST packets longer than the path MTU;
+    /// migros accepts them today.
+    fn check_length(&self, pkt: &Packet) -> Result<(), Refusal> {
+        if !is_last(pkt) && pkt.payload.len() as u64 != self.mtu() {
+            return Err(Refusal::Length);
         }
         Ok(())
     }
 
-    fn exec_write(
-        &mut self,
-        pkt: &Packet,
-        first: bool,
-        last: bool,
-        env: &mut Env,
-    ) -> Result<(), Refusal> {
-        let with_imm = pkt.headers.immdt.is_some();
-        if first {
-            let reth = pkt.headers.reth.ok_or(Refusal::InvalidRequest)?;
-            let len = u64::from(reth.dma_len);
-            self.check_rkey(reth, Access::REMOTE_WRITE, env)?;
-            self.resp.current = Some(Inbound::Write {
-                va: reth.va,
-                rkey: reth.rkey,
-                len,
-                offset: 0,
-            });
-        }
-        let Some(Inbound::Write {
-            va,
-            rkey,
-            len,
-            offset,
-        }) = self.resp.current.clone()
-        else {
-            return Err(Refusal::InvalidRequest);
-        };
-        let end = offset + pkt.payload.len() as u64;
-        if end > len || (last && end != len) {
-            self.resp.current = None;
-            return Err(Refusal::InvalidRequest);
-        }
-        // WRITE with immediate needs a receive WR: take it before writing so
-        // an RNR retry finds the data path untouched.
-        let recv = if last && with_imm {
-            match self.take_recv(env) {
-                Some(r) => Some(r),
-                None => {
-                    if first {
-                        self.resp.current = None;
-                    }
-                    return Err(Refusal::Rnr);
+    /// rxe's `check_rkey`: what the request may touch. A WRITE's first
+    /// packet and a READ are checked against their RETH (rkey, PD, range,
+    /// rights; a zero-length access needs none), and every WRITE packet
+    /// must stay within the RETH's length and end exactly at it; an atomic
+    /// must be 8-byte aligned and its rkey allow REMOTE_ATOMIC.
+    fn check_rkey(&self, pkt: &Packet, op: Operation, env: &Env) -> Result<Target, Refusal> {
+        match op {
+            Operation::Send => Ok(Target::Recv),
+            Operation::Write => {
+                let (va, rkey, len, offset) = if is_first(pkt) {
+                    // The parser guarantees a RETH on FIRST and ONLY.
+                    let reth = pkt.headers.reth.ok_or(Refusal::UnsupportedOpcode)?;
+                    self.check_reth(reth, Access::REMOTE_WRITE, env)?;
+                    (reth.va, reth.rkey, u64::from(reth.dma_len), 0)
+                } else {
+                    // check_op_seq let only a continuation through.
+                    let Some(Inbound::Write {
+                        va,
+                        rkey,
+                        len,
+                        offset,
+                    }) = self.resp.current
+                    else {
+                        return Err(Refusal::MissingOpcodeFirst);
+                    };
+                    (va, rkey, len, offset)
+                };
+                let end = offset + pkt.payload.len() as u64;
+                if end > len || (is_last(pkt) && end != len) {
+                    return Err(Refusal::Length);
                 }
+                Ok(Target::Write {
+                    va,
+                    rkey,
+                    len,
+                    offset,
+                })
             }
-        } else {
-            None
-        };
-        if !pkt.payload.is_empty() {
-            dma::remote_write(
-                env.mem,
-                &env.objs.mrs,
-                self.init.pd,
-                rkey,
-                va + offset,
-                pkt.payload,
-            )
-            .map_err(|_| Refusal::RemoteAccess)?;
-        }
-        self.counters.rx_bytes += pkt.payload.len() as u64;
-        if last {
-            self.resp.current = None;
-            if let Some(recv) = recv {
-                let mut wc = self.recv_wc(
-                    recv.wr_id,
-                    WcStatus::Success,
-                    WcOpcode::RecvRdmaWithImm,
-                    len as u32,
-                );
-                wc.imm_data = pkt.headers.immdt;
-                env.objs.complete(self.init.recv_cq, wc);
+            Operation::Read => {
+                let reth = pkt.headers.reth.ok_or(Refusal::UnsupportedOpcode)?;
+                self.check_reth(reth, Access::REMOTE_READ, env)?;
+                Ok(Target::Read(reth))
             }
-            self.resp.msn = self.resp.msn.wrapping_add(1) & 0x00ff_ffff;
-        } else if let Some(Inbound::Write { offset, .. }) = &mut self.resp.current {
-            *offset = end;
+            Operation::Atomic => {
+                let eth = pkt.headers.atomic_eth.ok_or(Refusal::UnsupportedOpcode)?;
+                if eth.va % 8 != 0 {
+                    return Err(Refusal::MisalignedAtomic);
+                }
+                let owner = env
+                    .objs
+                    .mrs
+                    .check_remote(eth.rkey, self.init.pd, eth.va, 8, Access::REMOTE_ATOMIC)
+                    .map_err(|_| Refusal::RkeyViolation)?;
+                Ok(Target::Atomic { owner, eth })
+            }
         }
-        Ok(())
     }
 
-    fn exec_read(&mut self, pkt: &Packet, env: &mut Env) -> Result<(), Refusal> {
-        if self.qp_type() != QpType::Rc {
-            return Err(Refusal::InvalidRequest);
-        }
-        let reth = pkt.headers.reth.ok_or(Refusal::InvalidRequest)?;
-        let len = u64::from(reth.dma_len);
-        self.check_rkey(reth, Access::REMOTE_READ, env)?;
-        let psn = pkt.headers.bth.psn;
-        let npkts = packets_for(len, self.mtu());
-        self.resp.msn = self.resp.msn.wrapping_add(1) & 0x00ff_ffff;
-        self.remember(RdResource::Read {
-            first_psn: psn,
-            last_psn: psn.add(npkts - 1),
-        });
-        self.resp.out.push_back(Response::Read {
-            next_psn: psn,
-            va: reth.va,
-            rkey: reth.rkey,
-            remaining: len,
-            first: true,
-            msn: self.resp.msn,
-        });
-        self.resp.epsn = psn.add(npkts);
-        Ok(())
-    }
-
-    fn exec_atomic(&mut self, pkt: &Packet, env: &mut Env) -> Result<(), Refusal> {
-        if self.qp_type() != QpType::Rc {
-            return Err(Refusal::InvalidRequest);
-        }
-        let eth = pkt.headers.atomic_eth.ok_or(Refusal::InvalidRequest)?;
-        if eth.va % 8 != 0 {
-            return Err(Refusal::InvalidRequest);
-        }
-        let owner = env
-            .objs
-            .mrs
-            .check_remote(eth.rkey, self.init.pd, eth.va, 8, Access::REMOTE_ATOMIC)
-            .map_err(|_| Refusal::RemoteAccess)?;
-        let mut cur = [0u8; 8];
-        env.mem
-            .read(owner, eth.va, &mut cur)
-            .map_err(|_| Refusal::RemoteAccess)?;
-        // Atomics operate on the value in host byte order, as verbs defines it.
-        let orig = u64::from_le_bytes(cur);
-        let new = if pkt.headers.bth.opcode == Opcode::RC_COMPARE_SWAP {
-            if orig == eth.compare {
-                eth.swap_add
-            } else {
-                orig
-            }
-        } else {
-            orig.wrapping_add(eth.swap_add)
-        };
-        if new != orig {
-            env.mem
-                .write(owner, eth.va, &new.to_le_bytes())
-                .map_err(|_| Refusal::RemoteAccess)?;
-        }
-        let psn = pkt.headers.bth.psn;
-        self.resp.msn = self.resp.msn.wrapping_add(1) & 0x00ff_ffff;
-        self.remember(RdResource::Atomic { psn, orig });
-        self.resp.out.push_back(Response::AtomicAck {
-            psn,
-            orig,
-            msn: self.resp.msn,
-        });
-        self.resp.epsn = psn.add(1);
-        Ok(())
-    }
-
-    /// Checks a RETH's rkey, range and rights (a zero-length access needs none).
-    fn check_rkey(&self, reth: migros_wire::Reth, need: Access, env: &Env) -> Result<(), Refusal> {
+    /// A RETH's rkey, range and rights (a zero-length access needs none).
+    fn check_reth(&self, reth: Reth, need: Access, env: &Env) -> Result<(), Refusal> {
         if reth.dma_len == 0 {
             return Ok(());
         }
+        let len = u64::from(reth.dma_len);
         env.objs
             .mrs
-            .check_remote(
-                reth.rkey,
-                self.init.pd,
-                reth.va,
-                u64::from(reth.dma_len),
-                need,
-            )
+            .check_remote(reth.rkey, self.init.pd, reth.va, len, need)
             .map(|_| ())
-            .map_err(|_| Refusal::RemoteAccess)
+            .map_err(|_| Refusal::RkeyViolation)
     }
 
-    fn remember(&mut self, res: RdResource) {
-        let cap = usize::from(self.attr.max_dest_rd_atomic).max(MIN_RESOURCES);
-        while self.resp.resources.len() >= cap {
-            self.resp.resources.pop_front();
-        }
-        self.resp.resources.push_back(res);
-    }
-
-    /// A request we already executed came again.
-    fn duplicate(&mut self, pkt: &Packet, env: &mut Env) {
-        let psn = pkt.headers.bth.psn;
-        let Some(info) = pkt.headers.bth.opcode.info() else {
-            return;
+    /// rxe's `check_resource`: a SEND's first packet and the last packet of
+    /// a WRITE with immediate need a receive WR (the QP's, or its SRQ's).
+    fn check_resource(&self, pkt: &Packet, target: Target, env: &Env) -> Result<(), Refusal> {
+        let needs_recv = match target {
+            Target::Recv => is_first(pkt),
+            Target::Write { .. } => is_last(pkt) && pkt.headers.immdt.is_some(),
+            Target::Read(_) | Target::Atomic { .. } => false,
         };
-        match info.kind {
-            OpKind::ReadRequest => {
-                let known = self.resp.resources.iter().any(|r| match r {
-                    RdResource::Read {
-                        first_psn,
-                        last_psn,
-                    } => psn.distance(*first_psn) >= 0 && psn.distance(*last_psn) <= 0,
-                    RdResource::Atomic { .. } => false,
-                });
-                let Some(reth) = pkt.headers.reth else { return };
-                let len = u64::from(reth.dma_len);
-                let allowed = self.check_rkey(reth, Access::REMOTE_READ, env).is_ok();
-                if known && allowed {
-                    // A READ has no side effect: execute it again from the
-                    // PSN asked for (the requester may retry a partial READ).
-                    // Responses still queued from that PSN on are stale: the
-                    // requester asks again because it lost one of them.
-                    self.resp.out.retain(|r| match r {
-                        Response::Read { next_psn, .. } => next_psn.distance(psn) < 0,
-                        _ => true,
-                    });
-                    let msn = self.resp.msn;
-                    self.resp.out.push_back(Response::Read {
-                        next_psn: psn,
-                        va: reth.va,
-                        rkey: reth.rkey,
-                        remaining: len,
-                        first: true,
-                        msn,
-                    });
-                }
-            }
-            OpKind::CompareSwap | OpKind::FetchAdd => {
-                // Replay the saved result; never execute an atomic twice.
-                let saved = self.resp.resources.iter().find_map(|r| match r {
-                    RdResource::Atomic { psn: p, orig } if *p == psn => Some(*orig),
-                    _ => None,
-                });
-                if let Some(orig) = saved {
-                    let msn = self.resp.msn;
-                    self.resp
-                        .out
-                        .push_back(Response::AtomicAck { psn, orig, msn });
-                }
-            }
-            _ => {
-                let last = self.resp.epsn.sub(1);
-                self.queue_ack(last);
-            }
+        let posted = match self.init.srq {
+            Some(srqn) => env
+                .objs
+                .srqs
+                .get(&srqn)
+                .is_some_and(|s| !s.queue.is_empty()),
+            None => !self.rq.is_empty(),
+        };
+        if needs_recv && !posted {
+            return Err(Refusal::Rnr);
+        }
+        Ok(())
+    }
+
+    /// rxe's `acknowledge`: an executed SEND or WRITE packet that asks for
+    /// an ACK gets one (READs and atomics are answered by their responses).
+    /// UC sends none.
+    fn acknowledge(&mut self, pkt: &Packet, op: Operation) {
+        let acked = matches!(op, Operation::Send | Operation::Write);
+        if self.qp_type() == QpType::Rc && acked && pkt.headers.bth.ack_req {
+            self.queue_ack(pkt.headers.bth.psn);
         }
     }
 
@@ -545,6 +485,17 @@ impl Qp {
         });
     }
 
+    /// Drops the message in progress; a SEND's receive WR goes back to the
+    /// front of its queue for the next message.
+    fn abandon_current(&mut self, env: &mut Env) {
+        if let Some(Inbound::Send { recv, .. }) = self.resp.current.take() {
+            match self.init.srq.and_then(|s| env.objs.srqs.get_mut(&s)) {
+                Some(srq) => srq.queue.push_front(recv),
+                None => self.rq.push_front(recv),
+            }
+        }
+    }
+
     /// Takes the next receive WR (the SRQ's if the QP has one).
     fn take_recv(&mut self, env: &mut Env) -> Option<RecvWr> {
         match self.init.srq {
@@ -563,199 +514,150 @@ impl Qp {
         }
     }
 
-    fn ud_request(&mut self, pkt: &Packet, src: IpAddr, env: &mut Env) {
-        let Some(deth) = pkt.headers.deth else { return };
-        if deth.qkey != self.attr.qkey || self.mig() == MigrationState::Stopped {
-            self.counters.rx_dropped += 1;
-            return;
+    /// Keeps a READ or atomic for duplicates, forgetting the oldest.
+    fn remember(&mut self, res: RdResource) {
+        let cap = usize::from(self.attr.max_dest_rd_atomic).max(MIN_RESOURCES);
+        while self.resp.resources.len() >= cap {
+            self.resp.resources.pop_front();
         }
-        let Some(recv) = self.take_recv(env) else {
-            // UD drops silently when no receive is posted.
-            self.counters.rx_dropped += 1;
-            return;
-        };
-        let grh = grh_bytes(src, env.config.addr, pkt.payload.len());
-        let pd = self.init.pd;
-        let res = dma::scatter(env.mem, &env.objs.mrs, pd, &recv.sges, 0, &grh).and_then(|_| {
-            dma::scatter(
-                env.mem,
-                &env.objs.mrs,
-                pd,
-                &recv.sges,
-                GRH_LEN as u64,
-                pkt.payload,
-            )
+        self.resp.resources.push_back(res);
+    }
+
+    /// Counts a message completed (the MSN has 24 bits).
+    fn next_msn(&mut self) {
+        self.resp.msn = self.resp.msn.wrapping_add(1) & 0x00ff_ffff;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::device::{DeviceConfig, NoMemory};
+    use crate::qp::Objects;
+
+    fn qp(qp_type: QpType) -> Qp {
+        let mut qp = Qp::new(QpInit {
+            owner: 1,
+            qpn: 0x11,
+            qp_type,
+            pd: 2,
+            send_cq: 3,
+            recv_cq: 3,
+            srq: None,
+            cap: QpCap::default(),
+            sq_sig_all: false,
         });
-        let byte_len = (GRH_LEN + pkt.payload.len()) as u32;
-        let mut wc = match res {
-            Ok(()) => self.recv_wc(recv.wr_id, WcStatus::Success, WcOpcode::Recv, byte_len),
-            Err(e) => self.recv_wc(recv.wr_id, dma_status(e), WcOpcode::Recv, 0),
+        qp.attr.qp_state = QpState::Rts;
+        qp.attr.min_rnr_timer = 12;
+        qp.resp.epsn = Psn::new(100);
+        qp.resp.msn = 7;
+        qp
+    }
+
+    /// What `refuse` leaves behind: the answer queued, the QP's state.
+    fn refused(qp_type: QpType, refusal: Refusal) -> (Qp, Vec<(Psn, AckSyndrome)>) {
+        let mut qp = qp(qp_type);
+        let mut objs = Objects::default();
+        let config = DeviceConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mut env = Env {
+            mem: &mut NoMemory,
+            objs: &mut objs,
+            config: &config,
         };
-        wc.imm_data = pkt.headers.immdt;
-        wc.src_qp = deth.src_qpn;
-        wc.src_addr = Some(src);
-        self.counters.rx_bytes += pkt.payload.len() as u64;
-        env.objs.complete(self.init.recv_cq, wc);
-        if self.ud_peers.len() < MAX_UD_PEERS {
-            self.ud_peers.insert((src, deth.src_qpn));
+        qp.refuse(refusal, Psn::new(105), &mut env);
+        let answers = qp
+            .resp
+            .out
+            .iter()
+            .map(|r| match r {
+                Response::Ack { psn, syndrome, msn } => {
+                    assert_eq!(*msn, 7);
+                    (*psn, AckSyndrome::decode(*syndrome))
+                }
+                other => panic!("a refusal answers with an ACK-class packet, not {other:?}"),
+            })
+            .collect();
+        (qp, answers)
+    }
+
+    #[test]
+    fn each_rc_refusal_has_its_nak() {
+        use NakCode::*;
+        let nak = AckSyndrome::Nak;
+        let invalid = Some((105, nak(InvalidRequest)));
+        // (refusal, the answer queued: PSN and syndrome, whether the QP fails)
+        let cases = [
+            (
+                Refusal::PsnOutOfSeq,
+                Some((100, nak(PsnSequenceError))),
+                false,
+            ),
+            (
+                Refusal::Rnr,
+                Some((105, AckSyndrome::RnrNak { timer: 12 })),
+                false,
+            ),
+            (Refusal::Drop, None, false),
+            (Refusal::MissingOpcodeFirst, invalid, true),
+            (Refusal::MissingOpcodeLast, invalid, true),
+            (Refusal::UnsupportedOpcode, invalid, true),
+            (Refusal::Length, invalid, true),
+            (Refusal::MisalignedAtomic, invalid, true),
+            (
+                Refusal::RkeyViolation,
+                Some((105, nak(RemoteAccessError))),
+                true,
+            ),
+            (
+                Refusal::MalformedWqe,
+                Some((105, nak(RemoteOperationalError))),
+                true,
+            ),
+        ];
+        for (refusal, answer, fails) in cases {
+            let (qp, answers) = refused(QpType::Rc, refusal);
+            let expected: Vec<_> = answer.map(|(p, s)| (Psn::new(p), s)).into_iter().collect();
+            assert_eq!(answers, expected, "{refusal:?}");
+            let state = if fails { QpState::Err } else { QpState::Rts };
+            assert_eq!(qp.state(), state, "{refusal:?}");
+            let (naks, rnr_naks) = (qp.counters.naks_sent, qp.counters.rnr_naks_sent);
+            let counted = match refusal {
+                Refusal::Drop => (0, 0),
+                Refusal::Rnr => (0, 1),
+                _ => (1, 0),
+            };
+            assert_eq!((naks, rnr_naks), counted, "{refusal:?}");
         }
     }
 
-    /// Whether a response is waiting to go out.
-    pub fn has_response(&self) -> bool {
-        !self.resp.out.is_empty() || self.resp.pause_nak
+    #[test]
+    fn stopped_rc_answers_with_the_pause_nak_and_uc_drops() {
+        let (qp, answers) = refused(QpType::Rc, Refusal::Stopped);
+        assert!(answers.is_empty() && qp.resp.pause_nak);
+        let (qp, answers) = refused(QpType::Uc, Refusal::Stopped);
+        assert!(answers.is_empty() && !qp.resp.pause_nak);
+        assert_eq!(qp.counters.rx_dropped, 1);
+        assert_eq!(qp.resp.epsn, Psn::new(100), "nothing else changes");
     }
 
-    /// Builds the next response packet into `buf`.
-    pub fn next_response(&mut self, env: &mut Env, buf: &mut Vec<u8>) -> Option<IpAddr> {
-        let dst = self.attr.dest_addr?;
-        let (src, port) = (env.config.addr, env.config.udp_src_port);
-        if self.resp.pause_nak {
-            self.resp.pause_nak = false;
-            let h = self.ack_headers(
-                Opcode::RC_ACKNOWLEDGE,
-                self.resp.epsn,
-                migros_wire::PAUSE_NAK_SYNDROME,
-                self.resp.msn,
+    #[test]
+    fn uc_drops_the_message_for_any_refusal() {
+        for refusal in [
+            Refusal::Drop,
+            Refusal::Rnr,
+            Refusal::Length,
+            Refusal::RkeyViolation,
+        ] {
+            let (qp, answers) = refused(QpType::Uc, refusal);
+            assert!(answers.is_empty(), "{refusal:?}");
+            assert_eq!(qp.state(), QpState::Rts, "{refusal:?}");
+            assert!(
+                qp.resp.uc_skip,
+                "{refusal:?}: skips to the next FIRST or ONLY"
             );
-            assemble::<()>(buf, &h, 0, src, dst, port, |_| Ok(())).ok()?;
-            return Some(dst);
-        }
-        if self.mig() == MigrationState::Stopped {
-            return None;
-        }
-        let mtu = self.mtu();
-        let front = self.resp.out.front_mut()?;
-        match front.clone() {
-            Response::Ack { psn, syndrome, msn } => {
-                self.resp.out.pop_front();
-                let h = self.ack_headers(Opcode::RC_ACKNOWLEDGE, psn, syndrome, msn);
-                assemble::<()>(buf, &h, 0, src, dst, port, |_| Ok(())).ok()?;
-            }
-            Response::AtomicAck { psn, orig, msn } => {
-                self.resp.out.pop_front();
-                let mut h = self.ack_headers(
-                    Opcode::RC_ATOMIC_ACKNOWLEDGE,
-                    psn,
-                    AckSyndrome::Ack { credits: 0x1f }.encode(),
-                    msn,
-                );
-                h.atomic_ack_eth = Some(AtomicAckEth { orig });
-                assemble::<()>(buf, &h, 0, src, dst, port, |_| Ok(())).ok()?;
-            }
-            Response::Read {
-                next_psn,
-                va,
-                rkey,
-                remaining,
-                first,
-                msn,
-            } => {
-                let chunk = remaining.min(mtu);
-                let last = chunk == remaining;
-                let opcode = match (first, last) {
-                    (true, true) => Opcode::RC_RDMA_READ_RESPONSE_ONLY,
-                    (true, false) => Opcode::RC_RDMA_READ_RESPONSE_FIRST,
-                    (false, false) => Opcode::RC_RDMA_READ_RESPONSE_MIDDLE,
-                    (false, true) => Opcode::RC_RDMA_READ_RESPONSE_LAST,
-                };
-                let mut h = self.ack_headers(
-                    opcode,
-                    next_psn,
-                    AckSyndrome::Ack { credits: 0x1f }.encode(),
-                    msn,
-                );
-                if opcode == Opcode::RC_RDMA_READ_RESPONSE_MIDDLE {
-                    h.aeth = None;
-                }
-                let pd = self.init.pd;
-                let res = assemble(buf, &h, chunk as usize, src, dst, port, |out| {
-                    if out.is_empty() {
-                        return Ok(());
-                    }
-                    dma::remote_read(env.mem, &env.objs.mrs, pd, rkey, va, out)
-                });
-                if res.is_err() {
-                    // The region went away under the READ: answer with a NAK.
-                    self.resp.out.pop_front();
-                    let syndrome = AckSyndrome::Nak(NakCode::RemoteAccessError).encode();
-                    let h = self.ack_headers(Opcode::RC_ACKNOWLEDGE, next_psn, syndrome, msn);
-                    assemble::<()>(buf, &h, 0, src, dst, port, |_| Ok(())).ok()?;
-                } else if last {
-                    self.resp.out.pop_front();
-                } else if let Some(Response::Read {
-                    next_psn,
-                    va,
-                    remaining,
-                    first,
-                    ..
-                }) = self.resp.out.front_mut()
-                {
-                    *next_psn = next_psn.add(1);
-                    *va += chunk;
-                    *remaining -= chunk;
-                    *first = false;
-                }
-            }
-        }
-        self.counters.tx_packets += 1;
-        self.counters.tx_bytes += buf.len() as u64;
-        Some(dst)
-    }
-}
-
-fn is_send_or_write(pkt: &Packet) -> bool {
-    pkt.headers
-        .bth
-        .opcode
-        .info()
-        .is_some_and(|i| matches!(i.kind, OpKind::Send | OpKind::RdmaWrite))
-}
-
-fn dma_status(e: DmaError) -> WcStatus {
-    match e {
-        DmaError::Length => WcStatus::LocLenErr,
-        DmaError::Protection => WcStatus::LocProtErr,
-        DmaError::Access => WcStatus::LocAccessErr,
-    }
-}
-
-/// The 40-byte GRH area of a UD receive: for IPv4, 20 zero bytes then the
-/// IPv4 header (as rxe and RoCE NICs place it); for IPv6, the IPv6 header.
-fn grh_bytes(src: IpAddr, dst: IpAddr, payload_len: usize) -> [u8; GRH_LEN] {
-    let mut grh = [0u8; GRH_LEN];
-    let udp_len = 8 + 12 + 8 + payload_len + 4;
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let h = &mut grh[20..];
-            h[0] = 0x45;
-            h[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
-            h[6] = 0x40;
-            h[8] = 64;
-            h[9] = 17;
-            h[12..16].copy_from_slice(&s.octets());
-            h[16..20].copy_from_slice(&d.octets());
-        }
-        _ => {
-            let s = to_v6(src);
-            let d = to_v6(dst);
-            grh[0] = 0x60;
-            grh[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-            grh[6] = 17;
-            grh[7] = 64;
-            grh[8..24].copy_from_slice(&s.octets());
-            grh[24..40].copy_from_slice(&d.octets());
+            assert_eq!(qp.resp.epsn, Psn::new(106), "{refusal:?}");
         }
     }
-    grh
 }
-
-fn to_v6(a: IpAddr) -> std::net::Ipv6Addr {
-    match a {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    }
-}
-
-#[allow(unused_imports)]
-use Headers as _;

@@ -9,9 +9,10 @@
 
 use std::net::IpAddr;
 
-use migros_wire::{AckSyndrome, Headers, Opcode, Packet};
+use migros_wire::{AckSyndrome, Opcode, Packet};
 
-use crate::qp::{assemble, Env, Qp};
+use crate::packet_builder::{ack_headers, PacketBuilder, Route};
+use crate::qp::{Env, Qp};
 use crate::time::Instant;
 use migros_proto::verbs::*;
 
@@ -206,27 +207,18 @@ impl Qp {
         } else {
             return None;
         };
-        let mut bth = self.bth(Opcode::RC_RESUME, dest_qpn, self.req.una);
-        bth.ack_req = true;
-        let mut headers = Headers::new(bth);
-        headers.aeth = Some(migros_wire::Aeth {
-            syndrome: AckSyndrome::Ack { credits: 0x1f }.encode(),
-            msn: self.resp.msn,
-        });
+        let mut headers = ack_headers(
+            Opcode::RC_RESUME,
+            dest_qpn,
+            self.req.una,
+            AckSyndrome::Ack { credits: 0x1f }.encode(),
+            self.resp.msn,
+        );
+        headers.bth.ack_req = true;
         let payload = resume_payload(env.config.addr, self.qpn());
-        assemble::<()>(
-            buf,
-            &headers,
-            payload.len(),
-            env.config.addr,
-            dst,
-            env.config.udp_src_port,
-            |out| {
-                out.copy_from_slice(&payload);
-                Ok(())
-            },
-        )
-        .ok()?;
+        PacketBuilder::with_payload(buf, &headers, &payload)
+            .ok()?
+            .finish(Route::new(env.config, dst));
         self.counters.tx_packets += 1;
         Some(dst)
     }

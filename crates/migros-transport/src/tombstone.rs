@@ -6,10 +6,11 @@
 
 use std::net::IpAddr;
 
-use migros_wire::{AckSyndrome, IpContext, OpKind, Opcode, Packet, Psn};
+use migros_wire::{AckSyndrome, OpKind, Opcode, Packet, Psn};
 
 use crate::device::DeviceConfig;
-use crate::qp::{ack_headers, assemble, Qp};
+use crate::packet_builder::{ack_headers, PacketBuilder, Route};
+use crate::qp::Qp;
 use crate::resume::resume_payload;
 use migros_proto::verbs::*;
 
@@ -46,7 +47,7 @@ impl Tombstone {
         datagram: &[u8],
         src: IpAddr,
     ) -> Option<(IpAddr, Vec<u8>)> {
-        let info = pkt.headers.bth.opcode.info()?;
+        let info = pkt.info();
         if self.qp_type == QpType::Ud {
             // The datagram is lost (UD is unreliable); its sender learns
             // where to send from now on.
@@ -55,14 +56,9 @@ impl Tombstone {
         }
         if info.kind == OpKind::Resume {
             if let Some(to) = self.forward {
+                // The same bytes, sealed again: the ICRC covers the addresses.
                 let mut out = datagram.to_vec();
-                let ctx = IpContext::new(
-                    config.addr,
-                    to,
-                    config.udp_src_port,
-                    migros_wire::ROCE_V2_PORT,
-                );
-                migros_wire::seal(&ctx, &mut out);
+                migros_wire::seal(&Route::new(config, to).ip_context(), &mut out);
                 return Some((to, out));
             }
         }
@@ -79,16 +75,9 @@ impl Tombstone {
             self.msn,
         );
         let mut out = Vec::new();
-        assemble::<()>(
-            &mut out,
-            &h,
-            0,
-            config.addr,
-            src,
-            config.udp_src_port,
-            |_| Ok(()),
-        )
-        .ok()?;
+        PacketBuilder::new(&mut out, &h, 0)
+            .ok()?
+            .finish(Route::new(config, src));
         Some((src, out))
     }
 
@@ -110,19 +99,9 @@ impl Tombstone {
         h.bth.ack_req = false;
         let payload = resume_payload(to, self.qpn);
         let mut out = Vec::new();
-        assemble::<()>(
-            &mut out,
-            &h,
-            payload.len(),
-            config.addr,
-            dst,
-            config.udp_src_port,
-            |p| {
-                p.copy_from_slice(&payload);
-                Ok(())
-            },
-        )
-        .ok()?;
+        PacketBuilder::with_payload(&mut out, &h, &payload)
+            .ok()?
+            .finish(Route::new(config, dst));
         Some((dst, out))
     }
 }

@@ -11,9 +11,10 @@
 //! - [`Bth`], [`Reth`], [`Aeth`], [`AtomicEth`], [`AtomicAckEth`],
 //!   [`Deth`]: the headers, each with `LEN`, `parse` and `emit`;
 //!   [`AckSyndrome`] decodes the AETH syndrome.
-//! - [`Packet`]: a whole packet (headers plus a borrowed payload);
+//! - [`Packet`]: a whole packet (headers, a borrowed payload and its
+//!   opcode's table entry, so a receiver never looks the opcode up again);
 //!   [`emit_headers`] for callers that place the payload themselves.
-//! - [`icrc`], [`seal`], [`verify`]: the ICRC, bit-compatible with the Linux
+//! - [`icrc()`], [`seal`], [`verify`]: the ICRC, bit-compatible with the Linux
 //!   kernel's rxe (tested against packets it sent).
 //!
 //! Input from the network never makes this crate panic: malformed packets

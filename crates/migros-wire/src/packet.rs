@@ -88,13 +88,21 @@ impl Headers {
     }
 }
 
-/// A parsed packet: its headers and a view of its payload.
+/// A whole packet: its headers, a view of its payload, and the table entry
+/// of its opcode.
+///
+/// Made by [`Packet::parse`] (from the wire) or [`Packet::new`] (to emit),
+/// both of which check that the headers and the payload fit the opcode, so
+/// [`Packet::info`] is always the known opcode's entry: a receiver reads
+/// the opcode's kind and position from it without looking it up again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packet<'a> {
     /// All headers.
     pub headers: Headers,
     /// Payload bytes, without the pad and the ICRC.
     pub payload: &'a [u8],
+    /// The entry of `headers.bth.opcode`, found when the packet was made.
+    info: &'static OpcodeInfo,
 }
 
 /// Zero bytes needed after `payload_len` bytes to reach a multiple of 4: `0..=3`.
@@ -114,6 +122,24 @@ fn check_payload(info: &OpcodeInfo, payload_len: usize) -> Result<(), WireError>
 }
 
 impl<'a> Packet<'a> {
+    /// A packet to emit: `headers` must fit their opcode (see
+    /// [`Headers::check`]) and the opcode must be allowed to carry
+    /// `payload` (a RESUME only 0, 16 or 20 bytes).
+    pub fn new(headers: Headers, payload: &'a [u8]) -> Result<Packet<'a>, WireError> {
+        let info = headers.check()?;
+        check_payload(info, payload.len())?;
+        Ok(Packet {
+            headers,
+            payload,
+            info,
+        })
+    }
+
+    /// The opcode's table entry: its service, kind, position and headers.
+    pub fn info(&self) -> &'static OpcodeInfo {
+        self.info
+    }
+
     /// Parses a whole UDP payload (BTH .. ICRC).
     ///
     /// Checks that the opcode is known, the transport version is 0, the
@@ -176,20 +202,16 @@ impl<'a> Packet<'a> {
         let payload = udp_payload
             .get(info.header_len..info.header_len + payload_len)
             .ok_or(WireError::Truncated)?;
-        Ok(Packet { headers, payload })
+        Ok(Packet {
+            headers,
+            payload,
+            info,
+        })
     }
 
     /// Bytes [`Packet::emit`] writes: headers + payload + pad + ICRC.
-    ///
-    /// For an unknown opcode this counts the BTH only; `emit` rejects it.
     pub fn buffer_len(&self) -> usize {
-        let header_len = self
-            .headers
-            .bth
-            .opcode
-            .info()
-            .map_or(Bth::LEN, |info| info.header_len);
-        header_len + self.payload.len() + pad_len(self.payload.len()) + ICRC_LEN
+        self.info.header_len + self.payload.len() + pad_len(self.payload.len()) + ICRC_LEN
     }
 
     /// Writes headers, payload, zero pad and a zero ICRC into `out` and
@@ -197,10 +219,13 @@ impl<'a> Packet<'a> {
     /// with [`crate::seal`].
     ///
     /// `bth.pad_count` is computed from the payload length, whatever the
-    /// field says. Errors (never panics) if the headers do not fit the
-    /// opcode (see [`Headers::check`]), the opcode may not carry this
-    /// payload, or `out` is too short.
+    /// field says. Errors (never panics) if the headers were changed since
+    /// the packet was made so that they no longer fit its opcode (see
+    /// [`Headers::check`]), or `out` is too short.
     pub fn emit(&self, out: &mut [u8]) -> Result<usize, WireError> {
+        if self.headers.check()? != self.info {
+            return Err(WireError::HeaderMismatch);
+        }
         let len = self.buffer_len();
         let out = out.get_mut(..len).ok_or(WireError::BufferTooSmall)?;
         let header_len = emit_headers(&self.headers, self.payload.len(), out)?;
@@ -273,7 +298,7 @@ fn take<'b>(rest: &mut &'b mut [u8], len: usize) -> &'b mut [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::opcode::Opcode;
+    use crate::opcode::{Opcode, Position};
     use crate::psn::Psn;
 
     /// BTH of an RC SEND to QP 0x20 at PSN 0x100, then `rest`.
@@ -354,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn emit_errors() {
+    fn new_and_emit_errors() {
         let bth = Bth::new(Opcode::RC_SEND_ONLY, 0x20, Psn::new(0x100));
         let mut out = [0u8; 64];
         let payload = [0u8; 4];
@@ -363,11 +388,10 @@ mod tests {
             opcode: Opcode::RC_RDMA_WRITE_ONLY,
             ..bth
         });
-        let packet = Packet {
-            headers: missing_reth,
-            payload: &payload,
-        };
-        assert_eq!(packet.emit(&mut out), Err(WireError::HeaderMismatch));
+        assert_eq!(
+            Packet::new(missing_reth, &payload),
+            Err(WireError::HeaderMismatch)
+        );
 
         let extra_aeth = Headers {
             aeth: Some(Aeth {
@@ -376,11 +400,10 @@ mod tests {
             }),
             ..Headers::new(bth)
         };
-        let packet = Packet {
-            headers: extra_aeth,
-            payload: &payload,
-        };
-        assert_eq!(packet.emit(&mut out), Err(WireError::HeaderMismatch));
+        assert_eq!(
+            Packet::new(extra_aeth, &payload),
+            Err(WireError::HeaderMismatch)
+        );
 
         let ack = Headers {
             aeth: Some(Aeth {
@@ -392,11 +415,14 @@ mod tests {
                 ..bth
             })
         };
-        let packet = Packet {
-            headers: ack,
-            payload: &payload,
-        };
-        assert_eq!(packet.emit(&mut out), Err(WireError::UnexpectedPayload));
+        assert_eq!(
+            Packet::new(ack, &payload),
+            Err(WireError::UnexpectedPayload)
+        );
+        assert_eq!(
+            Packet::new(Headers::new(Bth { tver: 1, ..bth }), &payload),
+            Err(WireError::BadVersion)
+        );
 
         let wide_qpn = Headers::new(Bth {
             dest_qpn: 0x0100_0000,
@@ -415,15 +441,42 @@ mod tests {
             Err(WireError::UnknownOpcode(0xff))
         );
         assert_eq!(
+            Packet::new(unknown, &[]),
+            Err(WireError::UnknownOpcode(0xff))
+        );
+        assert_eq!(
             emit_headers(&Headers::new(bth), 0, &mut out[..11]),
             Err(WireError::BufferTooSmall)
         );
-        let packet = Packet {
-            headers: Headers::new(bth),
-            payload: &payload,
-        };
+        let packet = Packet::new(Headers::new(bth), &payload);
+        let packet = packet.expect("a SEND ONLY with 4 bytes is valid");
         assert_eq!(packet.emit(&mut out[..19]), Err(WireError::BufferTooSmall));
         assert_eq!(packet.emit(&mut out[..20]), Ok(20));
+
+        // Headers changed after the packet was made to another opcode's
+        // shape: the kept table entry no longer matches, emit refuses.
+        let mut changed = packet;
+        changed.headers.bth.opcode = Opcode::RC_SEND_ONLY_WITH_IMMEDIATE;
+        changed.headers.immdt = Some(7);
+        assert_eq!(changed.emit(&mut out), Err(WireError::HeaderMismatch));
+        changed.headers.immdt = None;
+        assert_eq!(changed.emit(&mut out), Err(WireError::HeaderMismatch));
+    }
+
+    #[test]
+    fn packet_keeps_its_opcode_info() {
+        let p = bytes(Opcode::RC_RDMA_READ_REQUEST, 0, &[0; 20]);
+        let info = Packet::parse(&p).map(|p| p.info());
+        assert_eq!(
+            info.map(|i| (i.name, i.kind, i.position)),
+            Ok(("RC_RDMA_READ_REQUEST", OpKind::ReadRequest, Position::Only))
+        );
+        let bth = Bth::new(Opcode::UC_SEND_FIRST, 1, Psn::new(0));
+        let made = Packet::new(Headers::new(bth), &[1; 8]);
+        assert_eq!(
+            made.as_ref().map(|p| (p.info().name, p.buffer_len())),
+            Ok(("UC_SEND_FIRST", 12 + 8 + 4))
+        );
     }
 
     #[test]
@@ -432,10 +485,8 @@ mod tests {
             pad_count: 3,
             ..Bth::new(Opcode::UC_SEND_ONLY, 0x20, Psn::new(0x100))
         };
-        let packet = Packet {
-            headers: Headers::new(bth),
-            payload: &[7; 6],
-        };
+        let payload = [7; 6];
+        let packet = Packet::new(Headers::new(bth), &payload).expect("a UC SEND ONLY is valid");
         let mut out = [0xaa; 24];
         assert_eq!(packet.buffer_len(), 24);
         assert_eq!(packet.emit(&mut out), Ok(24));

@@ -269,10 +269,7 @@ fn emitting_the_table_reproduces_the_kernel_bytes() {
             immdt: exp.immdt,
             ..Headers::new(bth)
         };
-        let packet = Packet {
-            headers,
-            payload: &exp.payload,
-        };
+        let packet = Packet::new(headers, &exp.payload).expect("the table's headers fit");
         let mut out = vec![0; packet.buffer_len()];
         assert_eq!(packet.emit(&mut out), Ok(out.len()));
         seal(&cap.ctx, &mut out);

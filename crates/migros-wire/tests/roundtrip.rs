@@ -110,7 +110,7 @@ fn ip_context() -> impl Strategy<Value = IpContext> {
 proptest! {
     #[test]
     fn parse_emit_round_trip((headers, payload) in packet_parts(), ctx in ip_context()) {
-        let packet = Packet { headers, payload: &payload };
+        let packet = Packet::new(headers, &payload).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut out = vec![0xaa; packet.buffer_len() + 7];
         let len = packet.emit(&mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(len, packet.buffer_len());

@@ -1,0 +1,77 @@
+//! Work request builders. Every send WR is signaled.
+
+use migros_transport::{RecvWr, SendData, SendFlags, SendWr, Sge, UdDest, WrOpcode};
+
+fn signaled(wr_id: u64, opcode: WrOpcode, sges: Vec<Sge>) -> SendWr {
+    SendWr {
+        wr_id,
+        opcode,
+        flags: SendFlags::SIGNALED,
+        data: SendData::Sges(sges),
+        ud: None,
+    }
+}
+
+pub fn send(wr_id: u64, sges: Vec<Sge>) -> SendWr {
+    signaled(wr_id, WrOpcode::Send, sges)
+}
+
+pub fn send_imm(wr_id: u64, sges: Vec<Sge>, imm: u32) -> SendWr {
+    signaled(wr_id, WrOpcode::SendWithImm { imm }, sges)
+}
+
+pub fn write(wr_id: u64, sges: Vec<Sge>, remote_addr: u64, rkey: u32) -> SendWr {
+    signaled(wr_id, WrOpcode::RdmaWrite { remote_addr, rkey }, sges)
+}
+
+pub fn write_imm(wr_id: u64, sges: Vec<Sge>, remote_addr: u64, rkey: u32, imm: u32) -> SendWr {
+    let op = WrOpcode::RdmaWriteWithImm {
+        remote_addr,
+        rkey,
+        imm,
+    };
+    signaled(wr_id, op, sges)
+}
+
+pub fn read(wr_id: u64, sges: Vec<Sge>, remote_addr: u64, rkey: u32) -> SendWr {
+    signaled(wr_id, WrOpcode::RdmaRead { remote_addr, rkey }, sges)
+}
+
+/// `result` is the 8-byte SGE the original value lands in.
+pub fn cmp_swap(
+    wr_id: u64,
+    result: Sge,
+    remote_addr: u64,
+    rkey: u32,
+    compare: u64,
+    swap: u64,
+) -> SendWr {
+    let op = WrOpcode::AtomicCmpSwap {
+        remote_addr,
+        rkey,
+        compare,
+        swap,
+    };
+    signaled(wr_id, op, vec![result])
+}
+
+/// `result` is the 8-byte SGE the original value lands in.
+pub fn fetch_add(wr_id: u64, result: Sge, remote_addr: u64, rkey: u32, add: u64) -> SendWr {
+    let op = WrOpcode::AtomicFetchAdd {
+        remote_addr,
+        rkey,
+        add,
+    };
+    signaled(wr_id, op, vec![result])
+}
+
+pub fn ud_send(wr_id: u64, sges: Vec<Sge>, dest: UdDest) -> SendWr {
+    SendWr {
+        ud: Some(dest),
+        ..send(wr_id, sges)
+    }
+}
+
+pub fn recv(wr_id: u64, sges: Vec<Sge>) -> RecvWr {
+    RecvWr { wr_id, sges }
+}
