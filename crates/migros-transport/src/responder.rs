@@ -225,7 +225,11 @@ impl Qp {
         if !continues {
             return Err(Refusal::InvalidRequest);
         }
-        if !last && pkt.payload.len() as u64 != self.mtu() {
+        // First and middle packets carry exactly the path MTU, a last or
+        // only packet at most that (the kernel's rxe checks the same and
+        // answers an invalid-request NAK).
+        let payload = pkt.payload.len() as u64;
+        if (!last && payload != self.mtu()) || payload > self.mtu() {
             return Err(Refusal::InvalidRequest);
         }
         match info.kind {
