@@ -11,7 +11,10 @@
 # with SERVER and CLIENT one of k (kernel rxk), m (migros rxe0), n (migros
 # rxe1). `-d`, the GID index (`-g` for ibv_*, `-x` for perftest), the port
 # and the server's address are added here. Lines `netem ARGS...` and
-# `netem off` change the veth's qdisc (inside the VM) for the cases after.
+# `netem off` change the veth's qdisc (inside the VM) for the cases after;
+# `stop AFTER SECONDS` makes the next case stop daemon rxe0 (SIGSTOP)
+# AFTER seconds into it for SECONDS: what a kernel peer sees of a migros
+# endpoint that goes silent (a migration), and whether it survives.
 #
 # Writes OUT/results.tsv, one line per case:
 #   NAME  pass|fail  SECONDS  KERNEL_ERRS  MIGROS_ERRS  LOST  INFO
@@ -25,10 +28,14 @@ set -uo pipefail
 
 OUT=$1
 PLAN=$2
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# run.sh runs a copy of this script and says where the work tree is.
+ROOT=${ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 REL=$ROOT/target/release
 LIB=$ROOT/target/ibverbs
-MIGROS=${MIGROS_CLI:-$ROOT/target/debug/migros}
+# The CLI reads the daemons' counters before and after each case: a copy
+# in the guest's memory starts faster than one read through 9p each time.
+cp "${MIGROS_CLI:-$ROOT/target/debug/migros}" /tmp/migros-cli
+MIGROS=/tmp/migros-cli
 SOCK=/tmp/migros-sock
 LOGS=$OUT/logs
 mkdir -p "$LOGS" "$SOCK"
@@ -51,12 +58,25 @@ ip -n mig link set lo up
 ip -n mig addr add 198.18.10.2/24 dev vm
 ip -n mig addr add 198.18.10.3/24 dev vm
 ip -n mig link set vm up
+# A veth hands each packet to the backlog of the CPU that sent it, so a
+# sender that moves between the 2 vCPUs gets its packets reordered, which a
+# wire never does: steer each end's receive processing to one CPU (RPS), as
+# a NIC's receive queue would.
+echo 1 >/sys/class/net/vk/queues/rx-0/rps_cpus
+ip netns exec mig sh -c 'echo 1 >/sys/class/net/vm/queues/rx-0/rps_cpus'
 # In 6.1 rxe works only on an interface of the initial namespace.
 rdma link add rxk type rxe netdev vk || fail_setup "rdma link add"
-ip netns exec mig "$REL/migrosd" --name rxe0 --addr 198.18.10.2 --mtu 4096 --socket-dir "$SOCK" \
-  >"$LOGS/migrosd-rxe0.log" 2>&1 &
-ip netns exec mig "$REL/migrosd" --name rxe1 --addr 198.18.10.3 --mtu 4096 --socket-dir "$SOCK" \
-  >"$LOGS/migrosd-rxe1.log" 2>&1 &
+# The daemons are the NIC: the kernel's rxe runs in softirq, ahead of the
+# programs (which busy-poll their CQs on 2 vCPUs); nice -10 gives the
+# daemons a comparable claim to the CPU when a packet wakes them.
+for d in "rxe0 198.18.10.2" "rxe1 198.18.10.3"; do
+  set -- $d
+  ip netns exec mig nice -n -10 "$REL/migrosd" --name "$1" --addr "$2" --mtu 4096 --socket-dir "$SOCK" \
+    >"$LOGS/migrosd-$1.log" 2>&1 &
+  # ip netns exec and nice exec the daemon: the same pid.
+  [ "$1" = rxe0 ] && RXE0_PID=$!
+done
+STOP=""
 for _ in $(seq 100); do
   [ -S "$SOCK/rxe0.sock" ] && [ -S "$SOCK/rxe1.sock" ] && break
   sleep 0.1
@@ -84,22 +104,30 @@ migros_counters() {
   ip netns exec mig env MIGROS_SOCKET_DIR="$SOCK" "$MIGROS" stat rxe0 2>>"$LOGS/stat.err" \
     | awk 'NR == 1 { for (i = 3; i < NF; i += 2) print $i, $(i + 1) }'
 }
-# delta BEFORE AFTER NAME: AFTER - BEFORE of one counter
-delta() {
-  local a b
-  a=$(awk -v n="$3" '$1 == n { print $2 }' "$1")
-  b=$(awk -v n="$3" '$1 == n { print $2 }' "$2")
-  echo $((${b:-0} - ${a:-0}))
-}
-# errors BEFORE AFTER NAMES...: "name=delta,…" of those that moved, or "-"
-errors() {
-  local before=$1 after=$2 out="" n d
-  shift 2
-  for n in "$@"; do
-    d=$(delta "$before" "$after" "$n")
-    [ "$d" != 0 ] && out+="${out:+,}$n=$d"
-  done
-  echo "${out:--}"
+# summary KB KA MB MA KM: the kernel's and migros' error counters that
+# moved (kernel before/after, migros before/after) as "name=delta,…" or "-",
+# and, when KM (kernel<->migros traffic), the datagrams one side sent that
+# the other did not count as received. One awk: forks are slow under TCG.
+summary() {
+  awk -v kerr="${KERNEL_ERRORS[*]}" -v merr="${MIGROS_ERRORS[*]}" -v km="$5" '
+    FILENAME == ARGV[1] { kb[$1] = $2 } FILENAME == ARGV[2] { ka[$1] = $2 }
+    FILENAME == ARGV[3] { mb[$1] = $2 } FILENAME == ARGV[4] { ma[$1] = $2 }
+    function moved(list, b, a,   n, names, i, d, out) {
+      n = split(list, names, " ")
+      out = ""
+      for (i = 1; i <= n; i++) {
+        d = a[names[i]] - b[names[i]]
+        if (d != 0) out = out (out == "" ? "" : ",") names[i] "=" d
+      }
+      return out == "" ? "-" : out
+    }
+    END {
+      lost = "-"
+      if (km) lost = sprintf("to_kernel=%d,to_migros=%d", \
+        (ma["tx_packets"] - mb["tx_packets"]) - (ka["rcvd_pkts"] - kb["rcvd_pkts"]), \
+        (ka["sent_pkts"] - kb["sent_pkts"]) - (ma["rx_packets"] - mb["rx_packets"]))
+      printf "%s\t%s\t%s\n", moved(kerr, kb, ka), moved(merr, mb, ma), lost
+    }' "$1" "$2" "$3" "$4"
 }
 KERNEL_ERRORS=(duplicate_request out_of_seq_request rcvd_rnr_err send_rnr_err rcvd_seq_err
   retry_exceeded_err retry_rnr_exceeded_err completer_retry_err send_err link_downed)
@@ -142,6 +170,7 @@ run_case() {
   local mb=$LOGS/$name.migros.before ma=$LOGS/$name.migros.after
   kernel_counters >"$kb"
   migros_counters >"$mb"
+  say "case $name: counters read"
   local t0=$SECONDS
   say "case $name: server $srv: ${sargs[*]}; client $cli: ${cargs[*]}"
   on "$srv" timeout "$CASE_TIMEOUT" "${sargs[@]}" </dev/null >"$LOGS/$name.server" 2>&1 &
@@ -151,8 +180,16 @@ run_case() {
     kill -0 "$spid" 2>/dev/null || break
     sleep 0.1
   done
+  local stopper=""
+  if [ -n "$STOP" ]; then
+    set -- $STOP
+    (sleep "$1"; kill -STOP "$RXE0_PID"; say "rxe0 stopped"; sleep "$2"; kill -CONT "$RXE0_PID"; say "rxe0 continued") &
+    stopper=$!
+    STOP=""
+  fi
   on "$cli" timeout "$CASE_TIMEOUT" "${cargs[@]}" </dev/null >"$LOGS/$name.client" 2>&1
   local crc=$?
+  [ -n "$stopper" ] && wait "$stopper"
   wait "$spid"
   local src=$?
   local secs=$((SECONDS - t0))
@@ -162,16 +199,10 @@ run_case() {
   migros_counters >"$ma"
   local status=pass
   [ "$crc" = 0 ] && [ "$src" = 0 ] || status=fail
-  local kerr merr lost info
-  kerr=$(errors "$kb" "$ka" "${KERNEL_ERRORS[@]}")
-  merr=$(errors "$mb" "$ma" "${MIGROS_ERRORS[@]}")
-  lost=-
-  if [ "$srv$cli" = km ] || [ "$srv$cli" = mk ]; then
-    local to_k to_m
-    to_k=$(($(delta "$mb" "$ma" tx_packets) - $(delta "$kb" "$ka" rcvd_pkts)))
-    to_m=$(($(delta "$kb" "$ka" sent_pkts) - $(delta "$mb" "$ma" rx_packets)))
-    lost="to_kernel=$to_k,to_migros=$to_m"
-  fi
+  local km="" sums kerr merr lost info
+  [ "$srv$cli" = km ] || [ "$srv$cli" = mk ] && km=1
+  sums=$(summary "$kb" "$ka" "$mb" "$ma" "$km")
+  IFS=$'\t' read -r kerr merr lost <<<"$sums"
   info=$(result_line "$prog" "$LOGS/$name.client")
   [ "$status" = fail ] && info="exit server=$src client=$crc; $info"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$secs" "$kerr" "$merr" "$lost" "$info" \
@@ -181,7 +212,7 @@ run_case() {
 # The figures line of a program's output.
 result_line() {
   case $1 in
-    ib_*) awk '/^ *[0-9]+ +[0-9]+ +[0-9.]+/ { l = $0 } END { gsub(/ +/, " ", l); print l }' "$2" ;;
+    ib_*) awk '/^ *[0-9]+[ \t]+[0-9]+[ \t]+[0-9.]+/ { l = $0 } END { gsub(/[ \t]+/, " ", l); print l }' "$2" ;;
     *) grep -E 'iters in|bytes in' "$2" | tr '\n' ' ' | sed 's/  */ /g' ;;
   esac
 }
@@ -202,6 +233,7 @@ while read -r -a line; do
   case ${line[0]} in
     \#*) ;;
     netem) netem "${line[@]:1}" ;;
+    stop) STOP="${line[*]:1}" ;;
     *)
       if [ "$SECONDS" -gt "$GUEST_BUDGET" ]; then
         say "budget of ${GUEST_BUDGET}s spent: ${line[0]} not run"

@@ -29,12 +29,15 @@ done
 
 mkdir -p "$OUT"
 rm -f "$OUT/done" "$OUT/setup-error" "$OUT/results.tsv"
+# bash reads a script as it runs: the guest runs a copy, so editing the
+# work tree meanwhile cannot change a run under way.
+cp "$ROOT/scripts/vm/guest.sh" "$OUT/guest.sh"
 # KVM is there but hangs on these machines: TCG. 2 vCPUs (one for each
 # side), 3 GiB. The host's timeout bounds a hung guest.
 start=$SECONDS
 timeout --kill-after=10 "${MIGROS_VM_TIMEOUT:-900}" \
   vng --disable-kvm -r "$KERNEL" --user root --memory 3G --cpus 2 --rwdir "$OUT" \
-  -- "bash $ROOT/scripts/vm/guest.sh $OUT $PLAN" </dev/null >"$OUT/vm-console.log" 2>&1 || true
+  -- "ROOT=$ROOT bash $OUT/guest.sh $OUT $PLAN" </dev/null >"$OUT/vm-console.log" 2>&1 || true
 echo "vm: $((SECONDS - start)) s"
 [ -e "$OUT/done" ] || { echo "the VM did not finish (see $OUT/vm-console.log, $OUT/guest.log)" >&2; exit 3; }
 [ ! -e "$OUT/setup-error" ] || { echo "VM setup failed: $(cat "$OUT/setup-error")" >&2; exit 4; }
