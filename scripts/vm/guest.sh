@@ -239,6 +239,17 @@ while read -r -a line; do
         say "budget of ${GUEST_BUDGET}s spent: ${line[0]} not run"
       else
         run_case "${line[@]}"
+        # perftest calibrates its cycle counter against the clock before it
+        # runs; under TCG that can fail ("Can't produce a report", exit 1)
+        # whatever the transfer did. Such a case runs once more.
+        if tail -n 1 "$OUT/results.tsv" | grep -q $'\tfail\t' \
+          && grep -qs "Can't produce a report" "$LOGS/${line[0]}.server" "$LOGS/${line[0]}.client"; then
+          say "${line[0]}: perftest could not calibrate its clock; once more"
+          mv "$LOGS/${line[0]}.server" "$LOGS/${line[0]}.server.uncalibrated"
+          mv "$LOGS/${line[0]}.client" "$LOGS/${line[0]}.client.uncalibrated"
+          sed -i '$d' "$OUT/results.tsv"
+          run_case "${line[@]}"
+        fi
       fi
       ;;
   esac
