@@ -109,7 +109,8 @@ const PROGRAMS: &[(&str, &str, &[&str])] = &[
 /// last exchange finished and fewer than `-n` sends have *completed*, so at
 /// the end up to 15 sends more than the peer takes are in flight; the peer,
 /// done, has destroyed its QPs and drops them (the kernel's `rcvd_pkts`
-/// never counts them). 15 messages of 4096 bytes at MTU 1024.
+/// never counts them, migros counts them as `rx_unknown_qp`). 15 messages
+/// of 4096 bytes at MTU 1024.
 pub const SRQ_PINGPONG_OVERSHOOT: i64 = 15 * 4;
 
 /// Each program with the kernel as server and migros as client, then the
@@ -160,7 +161,7 @@ pub fn lossy() -> Vec<Step> {
         &mut steps,
         "reorder_rc_pingpong_64k",
         "ibv_rc_pingpong",
-        &["-s", "65536", "-n", "50", "-c"],
+        &["-s", "65536", "-n", "10", "-c"],
     );
     steps.push(Step::Netem(vec![
         "delay",
