@@ -90,15 +90,55 @@ fn pow_from(table: &[u32; 32], mut n: u32) -> u32 {
 /// before its end (`tail` counts the bytes after the four).
 pub fn difference(bytes: [u8; 4], tail: u32) -> u32 {
     // Loading four bytes into a zero register and shifting 32 bits is x^32.
-    let loaded = mul(u32::from_le_bytes(bytes), X8_POW2[2]);
-    mul(loaded, pow_from(&X8_POW2, tail))
+    mul(u32::from_le_bytes(bytes), FORWARD.with(|c| c.factor(tail)))
 }
 
 /// The four bytes that, xored into a message at `tail` bytes before its
 /// end, change its CRC by `delta`: the inverse of [`difference`].
 pub fn bytes_for(delta: u32, tail: u32) -> [u8; 4] {
-    let unloaded = mul(delta, X_INV8_POW2[2]);
-    mul(unloaded, pow_from(&X_INV8_POW2, tail)).to_le_bytes()
+    mul(delta, INVERSE.with(|c| c.factor(tail))).to_le_bytes()
+}
+
+/// `x^±(32 + 8·tail)` for the last few tails asked for: packets of one
+/// size share it, so a stream of them costs one product each instead of
+/// a dozen.
+struct FactorCache {
+    /// `x^±8·2^i`.
+    table: &'static [u32; 32],
+    /// `x^±32`.
+    load: u32,
+    recent: std::cell::Cell<[(u32, u32); 4]>,
+    next: std::cell::Cell<usize>,
+}
+
+impl FactorCache {
+    const fn new(table: &'static [u32; 32], load: u32) -> FactorCache {
+        FactorCache {
+            table,
+            load,
+            // tail u32::MAX never occurs (datagrams are under 64 KiB).
+            recent: std::cell::Cell::new([(u32::MAX, 0); 4]),
+            next: std::cell::Cell::new(0),
+        }
+    }
+
+    fn factor(&self, tail: u32) -> u32 {
+        let mut recent = self.recent.get();
+        if let Some(&(_, f)) = recent.iter().find(|(t, _)| *t == tail) {
+            return f;
+        }
+        let f = mul(self.load, pow_from(self.table, tail));
+        let i = self.next.get();
+        recent[i] = (tail, f);
+        self.recent.set(recent);
+        self.next.set((i + 1) % recent.len());
+        f
+    }
+}
+
+thread_local! {
+    static FORWARD: FactorCache = const { FactorCache::new(&X8_POW2, X8_POW2[2]) };
+    static INVERSE: FactorCache = const { FactorCache::new(&X_INV8_POW2, X_INV8_POW2[2]) };
 }
 
 #[cfg(test)]
