@@ -5,7 +5,9 @@
 #  - for containers and their live migration (crates/migros/tests/containers.rs):
 #    CRIU 4.1.x, runc and iptables (scripts/setup-criu.sh), and the migros CRIU
 #    plugin in /usr/lib/criu (scripts/install-criu-plugin.sh);
-#  - Docker with experimental checkpoints (scripts/setup-docker.sh).
+#  - Docker with experimental checkpoints (scripts/setup-docker.sh);
+#  - qemu, Debian's 6.1 kernel and virtme-ng for the tests against the
+#    kernel's SoftRoCE (scripts/setup-vm.sh).
 # Idempotent and quick when everything is there; skips (the tests then skip,
 # saying why) when not root or without apt-get. A failed CRIU setup is
 # reported and does not stop the tests.
@@ -41,6 +43,12 @@ if [ -x scripts/install-criu-plugin.sh ]; then
   else
     echo "setup: cannot install the CRIU plugin (needs root); the RDMA container migration tests will skip"
   fi
+fi
+
+# The kernel-interoperability VM (crates/migros-interop): qemu, Debian's 6.1
+# kernel with rdma_rxe, tcpdump, virtme-ng.
+if [ -x scripts/setup-vm.sh ]; then
+  ./scripts/setup-vm.sh || echo "setup: WARNING: scripts/setup-vm.sh failed; the kernel interoperability tests will skip"
 fi
 
 # Docker for the Docker migration tests (crates/migros/tests/docker.rs): dockerd with experimental checkpoints, image migros-base, network migros-dock.

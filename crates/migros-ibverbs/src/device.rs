@@ -227,7 +227,9 @@ fn port_attr(info: &DeviceInfo) -> ibv_port_attr {
     // SAFETY: all-zero is a valid ibv_port_attr (integers).
     let mut p: ibv_port_attr = unsafe { core::mem::zeroed() };
     p.state = ibv_port_state_IBV_PORT_ACTIVE;
-    p.max_mtu = ibv_mtu_IBV_MTU_4096;
+    // The device accepts path MTUs up to its --mtu and no more (modify_qp
+    // refuses larger ones), so that is its maximum as well as its active MTU.
+    p.max_mtu = info.mtu as u32;
     p.active_mtu = info.mtu as u32;
     p.gid_tbl_len = GID_TBL_LEN;
     p.port_cap_flags = ibv_port_cap_flags_IBV_PORT_CM_SUP;

@@ -80,6 +80,10 @@ fn debian_programs_run_unmodified() {
         "link_layer:\t\tEthernet",
         "vendor_id:\t\t\t0xffffff",
         "::ffff:127.0.0.151, RoCE v2",
+        // The daemon's --mtu (1024 by default) is the largest path MTU it
+        // accepts: both MTUs say so.
+        "max_mtu:\t\t1024 (3)",
+        "active_mtu:\t\t1024 (3)",
     ] {
         assert!(info.contains(want), "no {want:?} in\n{info}");
     }

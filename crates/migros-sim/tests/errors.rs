@@ -310,3 +310,47 @@ fn error_flushes_later_work_requests_in_order() {
         assert_eq!((wc.wr_id, wc.status), (i as u64 + 1, WcStatus::WrFlushErr));
     }
 }
+
+/// A SEND Only carrying more than the path MTU is refused with an
+/// invalid-request NAK and the responder's QP goes to the error state, as
+/// the kernel's rxe does (its responder's length check, a class C error):
+/// nothing is delivered, the posted receives are flushed.
+#[test]
+fn payload_larger_than_the_path_mtu_is_refused() {
+    use migros_wire::{Bth, Headers, IpContext, Opcode, Psn};
+    let psn = 0x1234;
+    let (mut sim, a, b) = pair(
+        0x1100,
+        RcOptions {
+            psn: Some(psn),
+            ..RcOptions::default()
+        },
+    );
+    let mtu = RcOptions::default().mtu.bytes() as usize;
+    b.recv(&mut sim, 9, 0, 2 * mtu);
+    b.recv(&mut sim, 10, 0, 2 * mtu);
+    let (src, dst) = (a.addr(&sim), b.addr(&sim));
+    let send_only = |payload: usize| {
+        let mut bth = Bth::new(Opcode::RC_SEND_ONLY, b.qpn, Psn::new(psn));
+        bth.ack_req = true;
+        let headers = Headers::new(bth);
+        let mut bytes = vec![0u8; Bth::LEN + payload + 4];
+        migros_wire::emit_headers(&headers, payload, &mut bytes).expect("headers");
+        let ctx = IpContext::new(src, dst, 4791, migros_wire::ROCE_V2_PORT);
+        migros_wire::seal(&ctx, &mut bytes);
+        bytes
+    };
+    sim.inject(src, 4791, dst, send_only(mtu + 4));
+    sim.run_for(std::time::Duration::from_millis(20));
+    let recvs = b.poll_recv(&mut sim);
+    assert!(
+        recvs.iter().all(|c| c.status == WcStatus::WrFlushErr),
+        "nothing delivered: {recvs:?}"
+    );
+    assert_eq!(b.state(&sim), QpState::Err);
+    let counters = sim
+        .device(b.node(&sim))
+        .qp_counters(b.qpn)
+        .expect("qp exists");
+    assert_eq!(counters.naks_sent, 1, "{counters:?}");
+}

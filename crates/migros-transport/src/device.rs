@@ -463,7 +463,9 @@ impl Device {
         c.rx_packets += 1;
         c.rx_bytes += datagram.len() as u64;
         let ctx = IpContext::new(src, self.config.addr, src_port, migros_wire::ROCE_V2_PORT);
-        if !migros_wire::verify(&ctx, datagram) {
+        // A UDP socket hides the IPv4 identification the ICRC covers: the
+        // check recovers it (peers such as the kernel's rxe send nonzero ones).
+        if migros_wire::verify_received(&ctx, datagram).is_none() {
             c.rx_icrc_errors += 1;
             return;
         }

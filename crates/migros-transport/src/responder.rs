@@ -347,12 +347,10 @@ impl Qp {
     }
 
     /// rxe's `check_length`: a FIRST or MIDDLE packet carries exactly one
-    /// path MTU.
-    ///
-    /// rxe also refuses ONLY and LAST packets longer than the path MTU;
-    /// migros accepts them today.
+    /// path MTU, a LAST or ONLY packet at most that.
     fn check_length(&self, pkt: &Packet) -> Result<(), Refusal> {
-        if !is_last(pkt) && pkt.payload.len() as u64 != self.mtu() {
+        let payload = pkt.payload.len() as u64;
+        if (!is_last(pkt) && payload != self.mtu()) || payload > self.mtu() {
             return Err(Refusal::Length);
         }
         Ok(())

@@ -15,7 +15,10 @@
 //!   opcode's table entry, so a receiver never looks the opcode up again);
 //!   [`emit_headers`] for callers that place the payload themselves.
 //! - [`icrc()`], [`seal`], [`verify`]: the ICRC, bit-compatible with the Linux
-//!   kernel's rxe (tested against packets it sent).
+//!   kernel's rxe (tested against packets it sent); [`verify_received`]
+//!   checks a packet whose IPv4 identification and flags a UDP socket hid,
+//!   recovering them from the CRC ([`crc_algebra`]), and [`reseal_ipv4_id`]
+//!   moves a sealed packet to another identification.
 //!
 //! Input from the network never makes this crate panic: malformed packets
 //! become a [`WireError`].
@@ -24,6 +27,7 @@
 //! optional 16-byte address payload) and the AETH syndrome with
 //! [`NakCode::Pause`] ([`PAUSE_NAK_SYNDROME`]), used for live migration.
 
+pub mod crc_algebra;
 pub mod error;
 pub mod headers;
 pub mod icrc;
@@ -34,7 +38,9 @@ pub mod syndrome;
 
 pub use error::WireError;
 pub use headers::{Aeth, AtomicAckEth, AtomicEth, Bth, Deth, Reth, IETH_LEN, IMMDT_LEN};
-pub use icrc::{icrc, seal, verify, IpContext, ICRC_LEN};
+pub use icrc::{
+    icrc, reseal_ipv4_id, seal, verify, verify_received, IpContext, ReceivedHeader, ICRC_LEN,
+};
 pub use opcode::{OpKind, Opcode, OpcodeInfo, Position, ServiceType};
 pub use packet::{emit_headers, pad_len, Headers, Packet, RESUME_PAYLOAD_LENS};
 pub use psn::Psn;

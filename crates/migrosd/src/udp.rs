@@ -2,8 +2,16 @@
 //! destination into GSO super-datagrams (quinn-udp does the system calls).
 //!
 //! Every socket sends with DF set (`IP_PMTUDISC_DO`) from an unconnected
-//! socket, for which Linux puts IPv4 identification 0 into the header: the
-//! ICRC covers that field (see `migros_wire::icrc`).
+//! socket, for which Linux puts IPv4 identification 0 into the header of a
+//! lone datagram, and 0, 1, 2, … into the segments of a GSO batch when it
+//! splits it (in software or a NIC's segmentation offload; checked on
+//! 6.1 and 6.18). The ICRC covers that field (see `migros_wire::icrc`), so
+//! the transport seals every packet for identification 0 and [`UdpIo::flush`]
+//! reseals the k-th segment of each IPv4 batch for identification k: every
+//! packet on the wire carries an ICRC valid for the header it has, however
+//! the batches are cut. (A batch that is never split, as on loopback, has
+//! no per-segment header at all; the receiver recovers whichever
+//! identification it assumes, see `migros_wire::verify_received`.)
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +33,8 @@ struct Seg {
     dst: SocketAddr,
     off: usize,
     len: usize,
+    /// The IPv4 identification its ICRC is sealed for.
+    ip_id: u16,
 }
 
 /// The device's UDP socket.
@@ -141,6 +151,7 @@ impl UdpIo {
             dst,
             off,
             len: datagram.len(),
+            ip_id: 0,
         });
     }
 
@@ -168,6 +179,7 @@ impl UdpIo {
                     break;
                 }
             }
+            self.seal_for_batch(self.next, end);
             let transmit = quinn_udp::Transmit {
                 destination: first.dst,
                 ecn: None,
@@ -195,6 +207,25 @@ impl UdpIo {
         self.segs.clear();
         self.next = 0;
         Ok(true)
+    }
+
+    /// Reseals segments `first..end`, sent as one batch, for the
+    /// identifications Linux gives them: 0 for the first, then one more for
+    /// each. Idempotent, so a batch cut differently after a "would block"
+    /// is sealed right again.
+    fn seal_for_batch(&mut self, first: usize, end: usize) {
+        for (k, seg) in self.segs[first..end].iter_mut().enumerate() {
+            if !seg.dst.is_ipv4() {
+                continue; // IPv6 has no identification
+            }
+            // Identifications are 16 bits and wrap, on the wire as here.
+            let id = k as u16;
+            if seg.ip_id != id {
+                let bytes = &mut self.arena[seg.off..seg.off + seg.len];
+                migros_wire::reseal_ipv4_id(bytes, seg.ip_id, id);
+                seg.ip_id = id;
+            }
+        }
     }
 
     /// Fault counters (dropped, reordered, duplicated), if faults are on.
@@ -270,4 +301,45 @@ fn set_pmtudisc_do(sock: &std::net::UdpSocket, v6: bool) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migros_wire::IpContext;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn the_kth_segment_of_a_batch_is_sealed_for_identification_k() {
+        let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut io = UdpIo::bind(local, 0, None).expect("bind 127.0.0.1");
+        let dst = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+        let ctx = |ip_id| IpContext {
+            ip_id,
+            ..IpContext::new(local, dst, 4791, 4791)
+        };
+        let packet = |fill: u8| {
+            // A BTH (RC SEND Only) and a payload, sealed for id 0.
+            let mut p = vec![0x04, 0, 0xff, 0xff, 0, 0, 0, 0x20, 0x80, 0, 1, 0];
+            p.extend(std::iter::repeat_n(fill, 64));
+            p.extend([0; 4]);
+            migros_wire::seal(&ctx(0), &mut p);
+            p
+        };
+        for fill in 0..3 {
+            io.queue(dst, &packet(fill));
+        }
+        io.seal_for_batch(0, 3);
+        for (k, seg) in io.segs.iter().enumerate() {
+            let bytes = &io.arena[seg.off..seg.off + seg.len];
+            assert!(migros_wire::verify(&ctx(k as u16), bytes), "segment {k}");
+        }
+        // Cut differently after a "would block": sealed right again.
+        io.seal_for_batch(1, 3);
+        let seg = io.segs[2];
+        assert!(migros_wire::verify(
+            &ctx(1),
+            &io.arena[seg.off..seg.off + seg.len]
+        ));
+    }
 }
