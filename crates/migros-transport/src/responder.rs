@@ -29,9 +29,9 @@
 //! refused at once, not answered with an RNR NAK and refused on its retry,
 //! and a receive WR is never taken for a request that fails.
 //!
-//! The checks are where a QP's `qp_access_flags` (rxe's `check_op_valid`)
-//! and payloads larger than the path MTU (rxe's `check_length`) will be
-//! refused; today migros checks the memory region's rights only.
+//! `check_length` refuses payloads larger than the path MTU as rxe does.
+//! A QP's `qp_access_flags` (rxe's `check_op_valid`) are not checked yet:
+//! only the memory region's rights are.
 
 mod execute;
 mod reply;
