@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use migros_test_support::rc::{ud_transitions, RcParams};
 use migros_transport::{
     Access, AttrMask, Cqn, Mtu, OwnerId, Pdn, QpAttr, QpCap, QpInit, QpState, QpType, Qpn, RecvWr,
     SendData, SendFlags, SendWr, Sge, Srqn, UdDest, VerbsError, WorkCompletion, WrOpcode,
@@ -22,12 +23,7 @@ use crate::sim::{Deadline, NodeId, Sim};
 pub const GRH_LEN: usize = 40;
 
 /// Every access right a memory region can have.
-pub const ACCESS_ALL: Access = Access(
-    Access::LOCAL_WRITE.0
-        | Access::REMOTE_WRITE.0
-        | Access::REMOTE_READ.0
-        | Access::REMOTE_ATOMIC.0,
-);
+pub const ACCESS_ALL: Access = migros_test_support::ALL_ACCESS;
 
 /// Completion queue depth used by the helpers.
 pub const CQ_DEPTH: u32 = 4096;
@@ -433,54 +429,44 @@ pub fn connect_rc_receiver_rtr(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: 
 /// Connects two RESET QPs: `a` to RTS, `b` to `b_state` (RTR or RTS).
 fn connect_rc_until(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions, b_state: QpState) {
     let (psn_a, psn_b) = initial_psns(sim, opts);
-    for (ep, peer, sq_psn, rq_psn, last) in [
+    for (ep, peer, sq_psn, rq_psn, until) in [
         (a, b, psn_a, psn_b, QpState::Rts),
         (b, a, psn_b, psn_a, b_state),
     ] {
-        to_init(sim, ep, opts);
-        let rtr = QpAttr {
-            qp_state: QpState::Rtr,
-            dest_addr: Some(peer.addr(sim)),
-            path_mtu: opts.mtu,
-            dest_qp_num: peer.qpn,
-            rq_psn,
-            max_dest_rd_atomic: opts.max_dest_rd_atomic,
-            min_rnr_timer: opts.min_rnr_timer,
-            ..QpAttr::default()
+        let params = RcParams {
+            until,
+            ..rc_params(sim, opts, peer, sq_psn, rq_psn)
         };
-        let mask = AttrMask::STATE
-            | AttrMask::AV
-            | AttrMask::PATH_MTU
-            | AttrMask::DEST_QPN
-            | AttrMask::RQ_PSN
-            | AttrMask::MAX_DEST_RD_ATOMIC
-            | AttrMask::MIN_RNR_TIMER;
-        ok(
-            modify_qp(sim, ep.owner, ep.qpn, &rtr, mask),
-            "modify_qp to RTR",
-        );
-        if last == QpState::Rtr {
-            continue;
+        apply(sim, ep, &params.transitions());
+    }
+}
+
+/// The shared RC attributes of `opts` towards `peer`.
+fn rc_params(sim: &Sim, opts: &RcOptions, peer: &Endpoint, sq_psn: u32, rq_psn: u32) -> RcParams {
+    RcParams {
+        mtu: opts.mtu,
+        sq_psn,
+        rq_psn,
+        timeout: opts.timeout,
+        retry_cnt: opts.retry_cnt,
+        rnr_retry: opts.rnr_retry,
+        min_rnr_timer: opts.min_rnr_timer,
+        max_rd_atomic: opts.max_rd_atomic,
+        max_dest_rd_atomic: opts.max_dest_rd_atomic,
+        access: opts.access,
+        ..RcParams::new(peer.qpn, peer.addr(sim))
+    }
+}
+
+/// `ibv_modify_qp` with each `(attr, mask)` in order.
+///
+/// # Panics
+/// If a transition fails.
+fn apply(sim: &mut Sim, ep: &Endpoint, steps: &[(QpAttr, AttrMask)]) {
+    for (attr, mask) in steps {
+        if let Err(e) = modify_qp(sim, ep.owner, ep.qpn, attr, *mask) {
+            panic!("modify_qp of qp {} to {:?}: {e}", ep.qpn, attr.qp_state);
         }
-        let rts = QpAttr {
-            qp_state: QpState::Rts,
-            timeout: opts.timeout,
-            retry_cnt: opts.retry_cnt,
-            rnr_retry: opts.rnr_retry,
-            sq_psn,
-            max_rd_atomic: opts.max_rd_atomic,
-            ..QpAttr::default()
-        };
-        let mask = AttrMask::STATE
-            | AttrMask::TIMEOUT
-            | AttrMask::RETRY_CNT
-            | AttrMask::RNR_RETRY
-            | AttrMask::SQ_PSN
-            | AttrMask::MAX_QP_RD_ATOMIC;
-        ok(
-            modify_qp(sim, ep.owner, ep.qpn, &rts, mask),
-            "modify_qp to RTS",
-        );
     }
 }
 
@@ -494,22 +480,6 @@ fn initial_psns(sim: &mut Sim, opts: &RcOptions) -> (u32, u32) {
     (psn_a, psn_b)
 }
 
-/// RESET to INIT for a connected (RC or UC) QP.
-fn to_init(sim: &mut Sim, ep: &Endpoint, opts: &RcOptions) {
-    let init = QpAttr {
-        qp_state: QpState::Init,
-        pkey_index: 0,
-        port_num: 1,
-        qp_access_flags: opts.access,
-        ..QpAttr::default()
-    };
-    let mask = AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS;
-    ok(
-        modify_qp(sim, ep.owner, ep.qpn, &init, mask),
-        "modify_qp to INIT",
-    );
-}
-
 /// Moves two RESET UC QPs to RTS, connected to each other, with the UC
 /// attribute masks (no ACK timeout, retries or RDMA READ/atomic depth).
 ///
@@ -518,39 +488,8 @@ fn to_init(sim: &mut Sim, ep: &Endpoint, opts: &RcOptions) {
 pub fn connect_uc(sim: &mut Sim, a: &Endpoint, b: &Endpoint, opts: &RcOptions) {
     let (psn_a, psn_b) = initial_psns(sim, opts);
     for (ep, peer, sq_psn, rq_psn) in [(a, b, psn_a, psn_b), (b, a, psn_b, psn_a)] {
-        to_init(sim, ep, opts);
-        let rtr = QpAttr {
-            qp_state: QpState::Rtr,
-            dest_addr: Some(peer.addr(sim)),
-            path_mtu: opts.mtu,
-            dest_qp_num: peer.qpn,
-            rq_psn,
-            ..QpAttr::default()
-        };
-        let mask = AttrMask::STATE
-            | AttrMask::AV
-            | AttrMask::PATH_MTU
-            | AttrMask::DEST_QPN
-            | AttrMask::RQ_PSN;
-        ok(
-            modify_qp(sim, ep.owner, ep.qpn, &rtr, mask),
-            "modify_qp to RTR",
-        );
-        let rts = QpAttr {
-            qp_state: QpState::Rts,
-            sq_psn,
-            ..QpAttr::default()
-        };
-        ok(
-            modify_qp(
-                sim,
-                ep.owner,
-                ep.qpn,
-                &rts,
-                AttrMask::STATE | AttrMask::SQ_PSN,
-            ),
-            "modify_qp to RTS",
-        );
+        let params = rc_params(sim, opts, peer, sq_psn, rq_psn);
+        apply(sim, ep, &params.uc_transitions());
     }
 }
 
@@ -613,37 +552,8 @@ pub fn rc_pair(
 /// If a transition fails.
 pub fn activate_ud(sim: &mut Sim, ep: &mut Endpoint, qkey: u32) {
     ep.qkey = qkey;
-    let init = QpAttr {
-        qp_state: QpState::Init,
-        pkey_index: 0,
-        port_num: 1,
-        qkey,
-        ..QpAttr::default()
-    };
-    let mask = AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::QKEY;
-    ok(
-        modify_qp(sim, ep.owner, ep.qpn, &init, mask),
-        "modify_qp to INIT",
-    );
-    let rtr = QpAttr {
-        qp_state: QpState::Rtr,
-        ..QpAttr::default()
-    };
-    ok(
-        modify_qp(sim, ep.owner, ep.qpn, &rtr, AttrMask::STATE),
-        "modify_qp to RTR",
-    );
     let sq_psn = sim.rng().gen::<u32>() & 0x00ff_ffff;
-    let rts = QpAttr {
-        qp_state: QpState::Rts,
-        sq_psn,
-        ..QpAttr::default()
-    };
-    let mask = AttrMask::STATE | AttrMask::SQ_PSN;
-    ok(
-        modify_qp(sim, ep.owner, ep.qpn, &rts, mask),
-        "modify_qp to RTS",
-    );
+    apply(sim, ep, &ud_transitions(qkey, sq_psn));
 }
 
 /// A UD endpoint in RTS on `node` with Q_Key `qkey`.
@@ -966,17 +876,5 @@ mod tests {
                 lkey: 3
             }]
         );
-    }
-
-    #[test]
-    fn access_all_has_every_right() {
-        for a in [
-            Access::LOCAL_WRITE,
-            Access::REMOTE_WRITE,
-            Access::REMOTE_READ,
-            Access::REMOTE_ATOMIC,
-        ] {
-            assert!(ACCESS_ALL.contains(a));
-        }
     }
 }
