@@ -101,18 +101,31 @@ impl Report {
             .filter_map(|s| s.requester.clone())
             .collect();
         let lat = local.lat.clone().or_else(|| peer.lat.clone());
-        let verified = if params.verify {
-            match (local.verified, peer.verified) {
-                (None, None) => None,
-                (a, b) => Some(a.unwrap_or(true) && b.unwrap_or(true)),
-            }
-        } else {
+        let sides = [local, peer];
+        // An end whose role is to check and that checked nothing fails the
+        // verification: it is never counted as verified.
+        let unchecked = sides
+            .iter()
+            .any(|s| s.verify_expected && s.verified.is_none());
+        let verified = if !params.verify
+            || sides
+                .iter()
+                .all(|s| s.verified.is_none() && !s.verify_expected)
+        {
             None
+        } else {
+            let failed = sides.iter().any(|s| s.verified == Some(false));
+            let checked = sides.iter().any(|s| s.verified == Some(true));
+            Some(checked && !failed && !unchecked)
         };
         let verify_error = local
             .verify_error
             .clone()
-            .or_else(|| peer.verify_error.clone());
+            .or_else(|| peer.verify_error.clone())
+            .or_else(|| {
+                (verified == Some(false))
+                    .then(|| "an end that had to check the data checked nothing".to_string())
+            });
         // The pause is what the partner of the migrated end saw.
         let (migration, pause_ms) = match (&local.migration, &peer.migration) {
             (Some(m), _) => (Some(m.clone()), peer.max_gap_ms),
@@ -397,6 +410,49 @@ mod tests {
         // Seen from the other end, the same.
         let r2 = Report::merge(&params(Test::SendBw), 1024, &peer, &local);
         assert_eq!(r2.json()["pause_ms"], 17.0);
+    }
+
+    #[test]
+    fn an_end_that_had_to_check_and_checked_nothing_is_not_verified() {
+        let checker = Summary {
+            verify_expected: true,
+            ..Default::default()
+        };
+        let requester = Summary {
+            requester: Some(Direction {
+                ops: 10,
+                bytes: 10 * 65536,
+                secs: 1.0,
+                peak_gbps: 1.0,
+            }),
+            ..Default::default()
+        };
+        for (a, b) in [(&checker, &requester), (&requester, &checker)] {
+            let r = Report::merge(&params(Test::SendBw), 1024, a, b);
+            assert_eq!(r.verified, Some(false), "{r:?}");
+            assert!(
+                r.table().contains("FAILED (an end that had to check"),
+                "{}",
+                r.table()
+            );
+        }
+        // Bidirectional: one end checked, the other had to and did not.
+        let good = Summary {
+            verified: Some(true),
+            verify_expected: true,
+            ..Default::default()
+        };
+        let r = Report::merge(&params(Test::SendBw), 1024, &good, &checker);
+        assert_eq!(r.verified, Some(false));
+        // Both checked what they had to.
+        let r = Report::merge(&params(Test::SendBw), 1024, &good, &good.clone());
+        assert_eq!(r.verified, Some(true));
+        // One end checks, the other has nothing to check.
+        let r = Report::merge(&params(Test::SendBw), 1024, &good, &requester);
+        assert_eq!(r.verified, Some(true));
+        // Nothing was to be checked at all: no verdict.
+        let r = Report::merge(&params(Test::SendBw), 1024, &requester, &requester.clone());
+        assert_eq!(r.verified, None);
     }
 
     #[test]
