@@ -99,6 +99,13 @@ pub struct Summary {
     pub verify_expected: bool,
     pub verify_error: Option<String>,
     pub retransmits: u64,
+    /// Duplicate requests this end's QPs received (a duplicated or resent
+    /// packet), and requests they dropped as out of sequence (a loss or a
+    /// reordering before them).
+    #[serde(default)]
+    pub duplicates: u64,
+    #[serde(default)]
+    pub out_of_sequence: u64,
     pub migration: Option<MigrationInfo>,
 }
 

@@ -89,6 +89,9 @@ pub struct Report {
     pub verified: Option<bool>,
     pub verify_error: Option<String>,
     pub retransmits: u64,
+    /// Duplicate and out-of-sequence requests both ends' QPs received.
+    pub duplicates: u64,
+    pub out_of_sequence: u64,
     pub migration: Option<super::exchange::MigrationInfo>,
     pub pause_ms: Option<f64>,
 }
@@ -140,6 +143,8 @@ impl Report {
             verified,
             verify_error,
             retransmits: local.retransmits + peer.retransmits,
+            duplicates: local.duplicates + peer.duplicates,
+            out_of_sequence: local.out_of_sequence + peer.out_of_sequence,
             migration,
             pause_ms,
         }
@@ -189,6 +194,8 @@ impl Report {
             "mpps": self.mpps(),
             "verified": self.verified,
             "retransmits": self.retransmits,
+            "duplicates": self.duplicates,
+            "out_of_sequence": self.out_of_sequence,
             "migrated": self.migration.is_some(),
         });
         if let Some(l) = &self.lat {
@@ -356,6 +363,8 @@ mod tests {
                 peak_gbps: 1.5,
             }),
             retransmits: 3,
+            duplicates: 4,
+            out_of_sequence: 6,
             max_gap_ms: Some(42.0),
             ..Default::default()
         };
@@ -368,6 +377,10 @@ mod tests {
         assert!((v["mpps"].as_f64().unwrap() - 0.0025).abs() < 1e-9);
         assert_eq!(v["verified"], true);
         assert_eq!(v["retransmits"], 5);
+        assert_eq!(
+            (v["duplicates"].as_u64(), v["out_of_sequence"].as_u64()),
+            (Some(4), Some(6))
+        );
         assert_eq!(v["migrated"], false);
         assert!(v.get("pause_ms").is_none() && v.get("lat_us").is_none());
         let t = r.table();

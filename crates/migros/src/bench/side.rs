@@ -229,7 +229,10 @@ impl Side {
     pub fn done(&mut self, mut local: Summary) -> Result<(Summary, Summary)> {
         local.max_gap_ms = self.gaps.max.map(|g| g.as_secs_f64() * 1e3);
         local.migration = self.mig.done.clone();
-        local.retransmits = self.ep.retransmits()?;
+        let counters = self.ep.counters()?;
+        local.retransmits = counters.retransmits;
+        local.duplicates = counters.duplicates;
+        local.out_of_sequence = counters.out_of_sequence;
         local.verify_expected = self.params.verify && self.roles.checks(self.params.test);
         match &self.verified {
             None => {}
