@@ -33,8 +33,25 @@ pub struct Capture {
 
 impl Capture {
     /// Starts capturing the RoCE v2 packets on `lo` that `keep` accepts.
+    /// Every IPv4 packet on `lo` reaches the socket: under heavy traffic
+    /// the kernel may drop some before they are read (see
+    /// [`Capture::opcode`]).
     pub fn start(keep: impl Fn(&Packet) -> bool + Send + 'static) -> std::io::Result<Capture> {
-        let fd = open_lo()?;
+        Capture::spawn(None, keep)
+    }
+
+    /// Starts capturing the RoCE v2 packets on `lo` with BTH opcode
+    /// `opcode`, chosen in the kernel (a socket filter), so that other
+    /// traffic cannot crowd them out.
+    pub fn opcode(opcode: u8) -> std::io::Result<Capture> {
+        Capture::spawn(Some(opcode), |_| true)
+    }
+
+    fn spawn(
+        opcode: Option<u8>,
+        keep: impl Fn(&Packet) -> bool + Send + 'static,
+    ) -> std::io::Result<Capture> {
+        let fd = open_lo(opcode)?;
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (s, v) = (stop.clone(), seen.clone());
@@ -74,7 +91,7 @@ impl Drop for Capture {
 
 /// A packet socket on `lo` receiving IPv4 (no link header), with a
 /// receive timeout so the thread can notice `stop`.
-fn open_lo() -> std::io::Result<libc::c_int> {
+fn open_lo(opcode: Option<u8>) -> std::io::Result<libc::c_int> {
     let proto = (libc::ETH_P_IP as u16).to_be() as libc::c_int;
     // SAFETY: plain socket(2) call.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, proto) };
@@ -107,6 +124,9 @@ fn open_lo() -> std::io::Result<libc::c_int> {
     if r < 0 {
         return Err(close_on(std::io::Error::last_os_error()));
     }
+    if let Some(op) = opcode {
+        attach_filter(fd, op).map_err(close_on)?;
+    }
     let tv = libc::timeval {
         tv_sec: 0,
         tv_usec: 50_000,
@@ -130,6 +150,49 @@ fn open_lo() -> std::io::Result<libc::c_int> {
         );
     }
     Ok(fd)
+}
+
+/// A classic BPF program: IPv4 UDP to port 4791 whose BTH opcode (the
+/// first byte after the UDP header) is `opcode`.
+fn attach_filter(fd: libc::c_int, opcode: u8) -> std::io::Result<()> {
+    let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let mut prog = [
+        ins(0x30, 0, 0, 9),                    // ldb [9]: IP protocol
+        ins(0x15, 0, 6, 17),                   // jeq UDP, else drop
+        ins(0xb1, 0, 0, 0),                    // ldxb 4*([0]&0xf): IP header length
+        ins(0x48, 0, 0, 2),                    // ldh [x+2]: UDP destination port
+        ins(0x15, 0, 3, u32::from(ROCE_PORT)), // jeq 4791, else drop
+        ins(0x50, 0, 0, 8),                    // ldb [x+8]: BTH opcode
+        ins(0x15, 0, 1, u32::from(opcode)),    // jeq opcode, else drop
+        ins(0x06, 0, 0, 0xffff),               // ret: keep
+        ins(0x06, 0, 0, 0),                    // ret: drop
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: fprog points at `prog`, alive for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Packets queued before the filter was attached: drop them.
+    let mut buf = [0u8; 1];
+    loop {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Ok(());
+        }
+    }
 }
 
 fn run(fd: libc::c_int, stop: &AtomicBool, seen: &Mutex<Vec<Packet>>, keep: &Filter) {
