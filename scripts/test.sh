@@ -54,28 +54,5 @@ status=0
 cargo test --workspace --locked --no-fail-fast || status=$?
 
 step "end-to-end tests"
-# One line per test decision: outcome<TAB>test<TAB>what was missing. A test
-# counts once; failed (a missing prerequisite under the switch) wins over
-# skipped, skipped over ran.
-summary=$(awk -F '\t' '
-  { rank = ($1 == "failed") ? 3 : ($1 == "skipped") ? 2 : 1
-    if (rank > best[$2]) { best[$2] = rank; why[$2] = $3 } }
-  END {
-    for (t in best) {
-      n[best[t]]++
-      if (best[t] > 1) printf "  %s %s: %s\n", (best[t] == 3 ? "FAILED" : "skipped"), t, why[t] | "sort"
-    }
-    close("sort")
-    printf "end-to-end tests: %d ran, %d skipped, %d failed for a missing prerequisite\n", n[1], n[2], n[3]
-  }' "$MIGROS_TESTS_LEDGER")
-echo "$summary"
-ran=$(echo "$summary" | sed -n 's/^end-to-end tests: \([0-9]*\) ran.*/\1/p')
-skipped=$(echo "$summary" | sed -n 's/^end-to-end tests: [0-9]* ran, \([0-9]*\) skipped.*/\1/p')
-case "${MIGROS_TESTS_REQUIRED:-}" in
-  1|true|TRUE)
-    if [ "${ran:-0}" = 0 ] || [ "${skipped:-0}" != 0 ]; then
-      echo "tests: FAILED: with MIGROS_TESTS_REQUIRED every end-to-end test must run" >&2
-      status=1
-    fi ;;
-esac
+./scripts/e2e-summary.sh "$MIGROS_TESTS_LEDGER" || status=1
 exit "$status"

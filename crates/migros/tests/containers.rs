@@ -952,9 +952,16 @@ fn rdma_failed_checkpoints_roll_back_and_the_benchmark_finishes() {
         assert!(!out.status.success(), "{hook}: the checkpoint must fail");
         assert!(err.contains("checkpoint failed"), "{hook}: {err}");
         assert!(err.contains("still running on node k18a"), "{hook}: {err}");
+        // CRIU's log (named by migrate) shows the plugin's injected failure.
+        let log = err
+            .split("CRIU's log: ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{hook}: no CRIU log named: {err}"));
+        let log = std::fs::read_to_string(log).unwrap_or_else(|e| panic!("{log}: {e}"));
         assert!(
-            err.contains(&format!("{hook}: failure injected")),
-            "{hook}: the plugin's injected failure is what failed: {err}"
+            log.contains(&format!("{hook}: failure injected")),
+            "{hook}: the plugin's injected failure is what failed the dump:\n{log}"
         );
         let ps = lab.ps("k18srv").expect("listed");
         assert_eq!(

@@ -47,9 +47,34 @@ const SEED: &[&str] = &[
 /// One test at a time: two cores, and a starved daemon makes peers retry.
 static RDMA: Mutex<()> = Mutex::new(());
 
+/// A running dockerd with experimental features (checkpoints), the image
+/// `migros-base` and the network `migros-dock`: what
+/// `scripts/setup-docker.sh` (run by `scripts/setup.sh`) prepares. The
+/// test does not start dockerd itself: a stopped Docker is a missing
+/// prerequisite.
+fn dockerd_ready() -> Check {
+    let ok = |args: &[&str]| run("docker", args).status.success();
+    let experimental = run(
+        "docker",
+        &["version", "--format", "{{.Server.Experimental}}"],
+    );
+    if !experimental.status.success() {
+        return Err("a running dockerd (scripts/setup-docker.sh starts it)".into());
+    }
+    if String::from_utf8_lossy(&experimental.stdout).trim() != "true" {
+        return Err("dockerd with experimental features (scripts/setup-docker.sh)".into());
+    }
+    if !ok(&["image", "inspect", "migros-base"]) || !ok(&["network", "inspect", "migros-dock"]) {
+        return Err(
+            "the image migros-base and network migros-dock (scripts/setup-docker.sh)".into(),
+        );
+    }
+    Ok(())
+}
+
 /// Whether the test runs (see `migros_test_support::require`): root, a
-/// built daemon, CRIU, perftest, the CRIU plugin, a dockerd that
-/// `scripts/setup-docker.sh` can start, the drop-in libibverbs.
+/// built daemon, CRIU, perftest, the CRIU plugin, a ready dockerd, the
+/// drop-in libibverbs.
 fn ready() -> bool {
     let daemon = Path::new(MIGROS).with_file_name("migrosd");
     let mut checks: Vec<Check> = vec![root(), file(&daemon, "cargo build -p migrosd")];
@@ -66,11 +91,11 @@ fn ready() -> bool {
         "scripts/install-criu-plugin.sh installs the CRIU plugin",
     ));
     if checks.iter().all(Result::is_ok) {
-        checks.push(script_once("setup-docker.sh").map_err(|e| format!("a usable dockerd: {e}")));
         checks.push(program(
             "docker",
             "scripts/setup-docker.sh installs docker.io",
         ));
+        checks.push(dockerd_ready());
         checks.push(script_once("ibverbs.sh"));
         checks.push(file(
             lib_dir().join("libibverbs.so.1"),
