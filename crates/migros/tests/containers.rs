@@ -524,7 +524,20 @@ struct Ran {
     dest_addr: String,
 }
 
-impl RdmaRun<'_> {
+impl<'a> RdmaRun<'a> {
+    /// The same command on both ends; the server moves from A to C.
+    fn server_to_c(prefix: &'a str, octet: u8, cmd: &'a [&'a str]) -> RdmaRun<'a> {
+        RdmaRun {
+            prefix,
+            octet,
+            server: cmd,
+            client: cmd,
+            moves: Moves::Server,
+            hops: &["c"],
+            volume: None,
+        }
+    }
+
     fn run(&self) -> Option<Ran> {
         let programs: Vec<&str> = [self.server, self.client]
             .into_iter()
@@ -650,16 +663,7 @@ fn perftest<'a>(prog: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn rdma_send_bw_bidirectional_server_migrates() {
     let cmd = perftest("ib_send_bw", &["-s", "16384", "-n", "100000", "-b"]);
-    let Some(r) = (RdmaRun {
-        prefix: "k6",
-        octet: 61,
-        server: &cmd,
-        client: &cmd,
-        moves: Moves::Server,
-        hops: &["c"],
-        volume: None,
-    })
-    .run() else {
+    let Some(r) = RdmaRun::server_to_c("k6", 61, &cmd).run() else {
         return;
     };
     perftest::assert_bw("server", &r.srv, 16384, Some(100000));
@@ -679,16 +683,7 @@ fn rdma_send_bw_bidirectional_server_migrates() {
 #[test]
 fn rdma_seed_experiment_exact() {
     const SEED: &[&str] = &["ib_send_bw", "-d", "rxe0", "-n", "100000", "-b"];
-    let Some(r) = (RdmaRun {
-        prefix: "k14",
-        octet: 141,
-        server: SEED,
-        client: SEED,
-        moves: Moves::Server,
-        hops: &["c"],
-        volume: None,
-    })
-    .run() else {
+    let Some(r) = RdmaRun::server_to_c("k14", 141, SEED).run() else {
         return;
     };
     perftest::assert_bw("server", &r.srv, 65536, Some(100000));
@@ -705,16 +700,7 @@ fn rdma_seed_experiment_exact() {
 #[test]
 fn rdma_send_bw_one_way_server_migrates_from_rtr() {
     let cmd = perftest("ib_send_bw", &["-D", "6"]);
-    let Some(r) = (RdmaRun {
-        prefix: "k17",
-        octet: 171,
-        server: &cmd,
-        client: &cmd,
-        moves: Moves::Server,
-        hops: &["c"],
-        volume: None,
-    })
-    .run() else {
+    let Some(r) = RdmaRun::server_to_c("k17", 171, &cmd).run() else {
         return;
     };
     perftest::assert_bw("server", &r.srv, 65536, None);
@@ -779,16 +765,7 @@ fn rdma_rc_pingpong_events_server_migrates() {
         "10000",
         "-e",
     ];
-    let Some(r) = (RdmaRun {
-        prefix: "k15",
-        octet: 151,
-        server: &cmd,
-        client: &cmd,
-        moves: Moves::Server,
-        hops: &["c"],
-        volume: None,
-    })
-    .run() else {
+    let Some(r) = RdmaRun::server_to_c("k15", 151, &cmd).run() else {
         return;
     };
     for l in [&r.srv, &r.cli] {
@@ -825,16 +802,7 @@ fn rdma_write_bw_four_qps_there_and_back() {
 #[test]
 fn rdma_write_bw_server_migrates() {
     let cmd = perftest("ib_write_bw", &["-D", "6"]);
-    let Some(r) = (RdmaRun {
-        prefix: "k8",
-        octet: 81,
-        server: &cmd,
-        client: &cmd,
-        moves: Moves::Server,
-        hops: &["c"],
-        volume: None,
-    })
-    .run() else {
+    let Some(r) = RdmaRun::server_to_c("k8", 81, &cmd).run() else {
         return;
     };
     perftest::assert_bw("client", &r.cli, 65536, None);
@@ -845,16 +813,7 @@ fn rdma_write_bw_server_migrates() {
 #[test]
 fn rdma_read_bw_server_migrates() {
     let cmd = perftest("ib_read_bw", &["-D", "6"]);
-    let Some(r) = (RdmaRun {
-        prefix: "k9",
-        octet: 91,
-        server: &cmd,
-        client: &cmd,
-        moves: Moves::Server,
-        hops: &["c"],
-        volume: None,
-    })
-    .run() else {
+    let Some(r) = RdmaRun::server_to_c("k9", 91, &cmd).run() else {
         return;
     };
     perftest::assert_bw("client", &r.cli, 65536, None);
