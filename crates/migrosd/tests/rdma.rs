@@ -333,10 +333,19 @@ fn sends_survive_injected_faults() {
             assert_eq!(buf, want);
         }
     }
-    match a.c.request(&Request::Stats) {
-        Response::Stats { qps, .. } => assert!(qps[0].1.retransmits > 0, "{qps:?}"),
+    // Each fault hit the stream: losses were resent, the receiver saw
+    // duplicates and requests out of sequence (after a loss or a reorder).
+    let qp_counters = |c: &mut Client| match c.request(&Request::Stats) {
+        Response::Stats { qps, .. } => qps[0].1,
         other => panic!("{other:?}"),
-    }
+    };
+    let sender = qp_counters(&mut a.c);
+    assert!(sender.retransmits > 0, "{sender:?}");
+    let receiver = qp_counters(&mut b.c);
+    assert!(
+        receiver.duplicates > 0 && receiver.out_of_sequence > 0,
+        "{receiver:?}"
+    );
 }
 
 /// Both ends of one connection migrate at once, each to its own new
