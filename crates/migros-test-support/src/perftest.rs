@@ -67,14 +67,17 @@ pub fn assert_bw(who: &str, log: &str, bytes: u64, iterations: Option<u64>) -> R
     })
 }
 
-/// The latency row for `bytes`: `iterations` of them (when given), every
-/// figure positive and finite. Panics with the log otherwise.
+/// The latency row for `bytes`: `iterations` of them (when given), the
+/// first figure (the minimum, or the average of a timed run) positive and
+/// none negative (a deviation may print as 0.00). Panics with the log
+/// otherwise.
 pub fn assert_lat(who: &str, log: &str, bytes: u64, iterations: Option<u64>) -> Row {
     let found = rows(log).into_iter().find(|r| {
         r.bytes == bytes
             && r.iterations > 0
             && iterations.map_or(true, |n| r.iterations == n)
-            && r.figures.iter().all(|x| x.is_finite() && *x > 0.0)
+            && r.figures.first().is_some_and(|&x| x > 0.0)
+            && r.figures.iter().all(|x| x.is_finite() && *x >= 0.0)
     });
     found.unwrap_or_else(|| panic!("{who}: no latency result line for {bytes} bytes:\n{log}"))
 }
@@ -107,6 +110,12 @@ mod tests {
     #[should_panic(expected = "no bandwidth result line")]
     fn wrong_iteration_count_is_no_result() {
         assert_bw("bw", BW, 65536, Some(5000));
+    }
+
+    #[test]
+    #[should_panic(expected = "no latency result line")]
+    fn zero_latency_is_no_result() {
+        assert_lat("lat", &LAT.replace("21.33", "0.00"), 2, None);
     }
 
     #[test]
