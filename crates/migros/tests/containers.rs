@@ -872,7 +872,9 @@ fn bench_verify_in_containers_server_migrates() {
     for l in [&r.srv, &r.cli] {
         assert!(l.contains("verified        : every byte"), "{l}");
     }
-    r.assert_partner_paused_and_resumed();
+    // The verifying writer waits for the server's checks of its batches:
+    // it may have nothing in flight while the server is away.
+    r.assert_partner_resumed();
     r.assert_destination_served();
 }
 
