@@ -21,6 +21,7 @@
 //! environment so the verbs library finds the same devices.
 
 mod admin;
+mod agent;
 mod bench;
 mod cli;
 mod container;
@@ -29,9 +30,11 @@ mod demo;
 mod dev;
 mod engine;
 mod env;
+mod host;
 mod migration;
 mod node;
 mod plot;
+mod remote;
 mod stat;
 mod sys;
 
@@ -64,6 +67,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Node { command } => node::run(command),
+        Command::Host { command } => host::run(command),
+        Command::Remote { command } => agent::run(command),
         Command::Run(a) => container::commands::run(&a),
         Command::Ps { json } => container::commands::ps(json),
         Command::Logs { name } => container::commands::logs(&name),

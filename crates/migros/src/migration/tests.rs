@@ -232,6 +232,7 @@ fn node(name: &str, last: u8, dev: &str) -> Node {
         dev: dev.into(),
         mtu: None,
         pid: 1,
+        ssh: None,
     }
 }
 
