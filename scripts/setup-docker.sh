@@ -60,7 +60,15 @@ command -v criu >/dev/null || say "warning: criu not on PATH (scripts/setup-criu
 if ! docker info >/dev/null 2>&1; then
   mkdir -p "$STATE"
   say "starting dockerd (log: $STATE/dockerd.log)"
-  PATH=/usr/local/sbin:$PATH setsid dockerd >"$STATE/dockerd.log" 2>&1 < /dev/null &
+  # Without the descriptors this script inherited: a dockerd holding the
+  # fd of `flock /tmp/migros-e2e.lock …` holds that lock for ever.
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done
+    PATH=/usr/local/sbin:$PATH exec setsid dockerd >"$STATE/dockerd.log" 2>&1 < /dev/null
+  ) &
   for _ in $(seq 1 100); do
     docker info >/dev/null 2>&1 && break
     sleep 0.2
