@@ -36,6 +36,7 @@ mod node;
 mod plot;
 mod remote;
 mod stat;
+mod swarm;
 mod sys;
 
 use anyhow::Result;

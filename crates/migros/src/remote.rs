@@ -138,6 +138,25 @@ impl Host {
         }
     }
 
+    /// Runs `program args…` there; its whole output, whatever its status.
+    pub fn output(&self, program: &str, args: &[&str]) -> Result<std::process::Output> {
+        let mut cmd = match self {
+            Host::Local => {
+                let mut c = Command::new(program);
+                c.args(args);
+                c
+            }
+            Host::Ssh(s) => {
+                let mut argv = vec![program];
+                argv.extend_from_slice(args);
+                s.command(&argv)
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {program}{}", self.at()))
+    }
+
     /// Runs a shell script there.
     pub fn sh(&self, script: &str) -> Result<String> {
         match self {
