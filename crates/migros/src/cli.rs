@@ -203,6 +203,14 @@ pub struct RunArgs {
     /// The container engine.
     #[arg(long, value_enum, default_value_t = EngineKind::Runc)]
     pub engine: EngineKind,
+    /// Docker: the image (default migros-base, which runs the host's /usr
+    /// with migros' libibverbs mounted; another image brings its own).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Docker: the network, with --ip fixed on it (default migros-dock;
+    /// across machines an attachable overlay, as the seed's rdma-net).
+    #[arg(long)]
+    pub network: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub cmd: Vec<String>,

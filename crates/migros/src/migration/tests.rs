@@ -45,6 +45,8 @@ impl TestEngine {
                 volumes: Vec::new(),
                 gen: 3,
                 state: State::Active,
+                image: None,
+                network: None,
             },
             fail,
             steps: Vec::new(),
