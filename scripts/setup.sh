@@ -45,3 +45,8 @@ fi
 
 # Docker for the Docker migration tests (crates/migros/tests/docker.rs): dockerd with experimental checkpoints, image migros-base, network migros-dock.
 if [ "$(id -u)" = 0 ]; then ./scripts/setup-docker.sh || echo "setup: WARNING: scripts/setup-docker.sh failed; the Docker migration tests will skip"; fi
+
+# Simulated hosts for the multi-host tests (crates/migros/tests/multihost.rs,
+# swarm.rs) and `migros demo --swarm`: openssh-server, debootstrap, image
+# migros-bookworm (scripts/setup-hosts.sh).
+if [ "$(id -u)" = 0 ]; then ./scripts/setup-hosts.sh || echo "setup: WARNING: scripts/setup-hosts.sh failed; the multi-host tests will skip"; fi

@@ -110,6 +110,13 @@ pub enum HostCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Joins hosts in a Docker Swarm as the seed's experiment does: the
+    /// first initialises it, the others join; the attachable overlay
+    /// rdma-net; the seed's image built here and loaded on each over ssh.
+    Swarm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Runs a command inside a host.
     Exec {
         name: String,

@@ -123,6 +123,16 @@ pub fn run(cmd: HostCommand) -> Result<()> {
             Ok(())
         }
         HostCommand::List { json } => list(json),
+        HostCommand::Swarm { names } => {
+            let hosts = names.iter().map(|n| load(n)).collect::<Result<Vec<_>>>()?;
+            let ssh: Vec<_> = hosts
+                .iter()
+                .map(|h| (h.name.clone(), h.addr, h.ssh()))
+                .collect();
+            let s = crate::swarm::form(&ssh)?;
+            print!("{s}");
+            Ok(())
+        }
         HostCommand::Exec { name, cmd } => {
             let status = enter(&name)?
                 .args(&cmd)

@@ -125,31 +125,75 @@ fn lab(me: &Path) -> Result<[Node; 3]> {
     let nodes = HOSTS.map(|(n, _)| crate::node::load(n));
     let [na, nb, nc] = nodes;
     let nodes = [na?, nb?, nc?];
-    let [a, b, c] = nodes.each_ref().map(|n| n.host());
+    let machines: Vec<_> = nodes
+        .iter()
+        .map(|n| Ok((n.name.clone(), n.addr, n.ssh_target()?)))
+        .collect::<Result<_>>()?;
+    print!("{}", form(&machines)?);
+    for n in &nodes {
+        for (file, text) in SCRIPTS {
+            let h = n.host();
+            h.sh("mkdir -p /root/seed")?;
+            write_remote(&n.ssh_target()?, &format!("/root/seed/{file}"), text)?;
+        }
+    }
+    Ok(nodes)
+}
 
+/// What [`form`] did.
+pub struct Formed {
+    pub node_ls: String,
+    pub manager: String,
+    pub image_bytes: u64,
+    pub sent: u64,
+    pub hosts: usize,
+    pub took: Duration,
+}
+
+impl std::fmt::Display for Formed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "$ docker node ls   (on {})", self.manager)?;
+        write!(f, "{}", self.node_ls)?;
+        writeln!(
+            f,
+            "image {IMAGE}: {} ({} bytes) built here; docker save | ssh HOST docker load to {} hosts: {} in {:.1} s",
+            crate::sys::human_bytes(self.image_bytes),
+            self.image_bytes,
+            self.hosts,
+            crate::sys::human_bytes(self.sent),
+            self.took.as_secs_f64()
+        )
+    }
+}
+
+/// The seed's swarm on `machines` (name, address, ssh): `docker swarm
+/// init` on the first, `docker swarm join` on the others, the attachable
+/// overlay [`NETWORK`], and [`IMAGE`] built here and loaded on every one.
+pub fn form(machines: &[(String, Ipv4Addr, Ssh)]) -> Result<Formed> {
+    let Some((manager, manager_addr, _)) = machines.first() else {
+        bail!("a swarm needs at least one host");
+    };
+    let hosts: Vec<Host> = machines.iter().map(|m| Host::Ssh(m.2.clone())).collect();
     say("the swarm: docker swarm init, docker swarm join, overlay rdma-net");
-    a.run(
+    hosts[0].run(
         "docker",
         &[
             "swarm",
             "init",
             "--advertise-addr",
-            &nodes[0].addr.to_string(),
+            &manager_addr.to_string(),
             "--default-addr-pool",
             ADDR_POOL,
             "--default-addr-pool-mask-length",
             "24",
         ],
     )?;
-    let token = a.run("docker", &["swarm", "join-token", "-q", "worker"])?;
-    let manager = format!("{}:2377", nodes[0].addr);
-    for h in [&b, &c] {
-        h.run(
-            "docker",
-            &["swarm", "join", "--token", token.trim(), &manager],
-        )?;
+    let token = hosts[0].run("docker", &["swarm", "join-token", "-q", "worker"])?;
+    let join = format!("{manager_addr}:2377");
+    for h in &hosts[1..] {
+        h.run("docker", &["swarm", "join", "--token", token.trim(), &join])?;
     }
-    a.run(
+    hosts[0].run(
         "docker",
         &[
             "network",
@@ -162,35 +206,26 @@ fn lab(me: &Path) -> Result<[Node; 3]> {
             NETWORK,
         ],
     )?;
-    println!("$ docker node ls   (on {})", nodes[0].name);
-    print!("{}", a.run("docker", &["node", "ls"])?);
-
-    let bytes = build_image()?;
+    let node_ls = hosts[0].run("docker", &["node", "ls"])?;
+    let image_bytes = build_image()?;
     let t = Instant::now();
     let sent = std::thread::scope(|s| {
-        let jobs: Vec<_> = nodes
+        let jobs: Vec<_> = machines
             .iter()
-            .map(|n| s.spawn(move || send_image(n)))
+            .map(|m| s.spawn(move || send_image(&m.2)))
             .collect();
         jobs.into_iter()
             .map(|j| j.join().map_err(|_| anyhow::anyhow!("a thread panicked"))?)
             .collect::<Result<Vec<u64>>>()
     })?;
-    println!(
-        "image {IMAGE}: {} ({bytes} bytes) built here; docker save | ssh HOST docker load to {} hosts: {} in {:.1} s",
-        crate::sys::human_bytes(bytes),
-        sent.len(),
-        crate::sys::human_bytes(sent.iter().sum()),
-        t.elapsed().as_secs_f64()
-    );
-    for n in &nodes {
-        for (file, text) in SCRIPTS {
-            let h = n.host();
-            h.sh("mkdir -p /root/seed")?;
-            write_remote(&n.ssh_target()?, &format!("/root/seed/{file}"), text)?;
-        }
-    }
-    Ok(nodes)
+    Ok(Formed {
+        node_ls,
+        manager: manager.clone(),
+        image_bytes,
+        sent: sent.iter().sum(),
+        hosts: sent.len(),
+        took: t.elapsed(),
+    })
 }
 
 /// Builds [`IMAGE`] in this machine's dockerd; its size.
@@ -232,8 +267,7 @@ fn tempdir(prefix: &str) -> Result<PathBuf> {
 }
 
 /// `docker save IMAGE | ssh HOST docker load`; the bytes sent.
-fn send_image(n: &Node) -> Result<u64> {
-    let ssh = n.ssh_target()?;
+fn send_image(ssh: &Ssh) -> Result<u64> {
     let mut save = Command::new("docker")
         .args(["save", IMAGE])
         .stdout(Stdio::piped())
