@@ -162,7 +162,7 @@ fn hosts_share_nothing() {
 
 const SERVER_IP: &str = "198.19.64.41";
 const CLIENT_IP: &str = "198.19.64.42";
-const ITERS: u64 = 400_000;
+const ITERS: u64 = 700_000;
 
 #[test]
 fn migrate_docker_between_ssh_hosts() {
