@@ -13,8 +13,13 @@
 //!   migration), and `migros migrate` live-migrates a container to another
 //!   node with CRIU (`migration`: the steps in order, the RDMA checks every
 //!   engine shares, rollback, the timeline);
+//! - nodes may be other machines (`node add --ssh`: `remote`, the machine
+//!   a node lives on; `agent`, what `migros __remote` does there);
+//!   `migros host add|del|list|exec|swarm` makes simulated machines on
+//!   this one (`host`) and the seed's swarm on them (`swarm`);
 //! - `migros demo` runs the seed experiment on three nodes and plots the
-//!   client's bandwidth with the pause marked (`demo.rs`, `plot.rs`).
+//!   client's bandwidth with the pause marked (`demo.rs`, `plot.rs`);
+//!   `--swarm` runs it as the seed set it up, on three hosts (`swarm`).
 //!
 //! The socket directory comes from `--socket-dir`, else `MIGROS_SOCKET_DIR`,
 //! else `/run/migros`; the chosen one is exported to this process's
