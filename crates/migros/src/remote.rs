@@ -291,4 +291,27 @@ mod tests {
         assert_eq!(args.first().map(|a| a.as_ref()), Some("-F"));
         assert_eq!(args.last().map(|a| a.as_ref()), Some("echo 'a b'"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the argument, the remote shell gets it back unchanged.
+        #[test]
+        fn quoted_arguments_reach_the_shell_unchanged(s in "[^\\x00]{0,40}") {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("printf %s {}", quote(&s))])
+                .output()
+                .unwrap();
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&out.stdout), s);
+        }
+
+        /// A target either parses into a safe one or is refused; no panic.
+        #[test]
+        fn ssh_targets_parse_or_are_refused(s in ".{0,40}") {
+            if let Ok(t) = Ssh::parse(&s, None) {
+                proptest::prop_assert!(!t.host().is_empty() && !t.target.starts_with('-'));
+                proptest::prop_assert_eq!(quote(&t.target), t.target.clone());
+            }
+        }
+    }
 }
