@@ -13,6 +13,8 @@
 //!   `/etc/hosts` and `/etc/hostname` (bind mounts of its directory
 //!   `/var/lib/migros-hosts/<name>/`, hidden from every host by a tmpfs over
 //!   `/var/lib/migros-hosts`),
+//! - `/usr/lib/criu` (CRIU's plugins: a copy of the machine's at first;
+//!   `node add --ssh` installs the migros plugin there),
 //! - `/sys` of its network namespace (the cgroup mounts kept),
 //!
 //! and runs its own dockerd (which starts its own containerd; containers
@@ -49,6 +51,8 @@ pub const BRIDGE: &str = "migros-hb0";
 pub const BRIDGE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 64, 1);
 /// Longest host name (`mhv-<name>` is an interface name).
 pub const MAX_NAME: usize = 10;
+/// Where CRIU loads its plugins from (each host has its own).
+pub const CRIU_LIB: &str = "/usr/lib/criu";
 /// How long dockerd and sshd get to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -241,8 +245,14 @@ fn setup(h: &Host) -> Result<()> {
         "tmp",
         "var-tmp",
         "log",
+        "criu-lib",
     ] {
         std::fs::create_dir_all(d.join(sub))?;
+    }
+    // CRIU's plugin directory: the machine's, then the host's own (a
+    // node installs its plugin there).
+    if Path::new(CRIU_LIB).is_dir() {
+        sys::copy_tree(Path::new(CRIU_LIB), &d.join("criu-lib"))?;
     }
     sys::run("chmod", &["700", &path(&d.join("root-ssh"))])?;
     sys::run(
@@ -340,6 +350,8 @@ fn mount_script(h: &Host) -> String {
     s += &b("var-tmp", "/var/tmp");
     s += &b("hosts", "/etc/hosts");
     s += &b("hostname", "/etc/hostname");
+    s += &format!("mkdir -p {CRIU_LIB}\n");
+    s += &b("criu-lib", CRIU_LIB);
     // sysfs of the host's network namespace, the cgroup hierarchy kept.
     s += "mount --rbind /sys/fs/cgroup /run/.cgroup\nmount -t sysfs sysfs /sys\n";
     s += "mount --move /run/.cgroup /sys/fs/cgroup\nrmdir /run/.cgroup\n";

@@ -7,7 +7,8 @@
 //! A node added with `--ssh [user@]host[:port]` is another machine: its
 //! migrosd runs there in the machine's own network namespace, supervised
 //! (`crate::agent`, through the `migros` that `node add` installs in its
-//! `/var/lib/migros/bin`), its sockets in the machine's `/run/migros`; its
+//! `/var/lib/migros/bin`, with the CRIU plugin in its `/usr/lib/criu`),
+//! its sockets in the machine's `/run/migros`; its
 //! record here says how to reach it, and every command for it (the
 //! daemon's admin requests, Docker) runs there over ssh.
 
@@ -323,6 +324,18 @@ fn add_ssh(a: &NodeAddArgs, ssh: Ssh) -> Result<()> {
             copied.push(to);
         }
     }
+    // The CRIU plugin, so the machine's CRIU moves RDMA state.
+    match criu_plugin() {
+        Some(p) => {
+            let to = "/usr/lib/criu/migros_criu.so";
+            if host.install(&p, to)? {
+                copied.push(to.to_string());
+            }
+        }
+        None => eprintln!(
+            "migros: warning: no migros CRIU plugin here to install on {ssh} (scripts/install-criu-plugin.sh)"
+        ),
+    }
     let mut args = vec![
         "__remote".to_string(),
         "start".into(),
@@ -364,6 +377,25 @@ fn add_ssh(a: &NodeAddArgs, ssh: Ssh) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// The migros CRIU plugin to install on other machines: `$MIGROS_CRIU_PLUGIN`,
+/// else the release build next to this executable's build, else this
+/// machine's installed one.
+fn criu_plugin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MIGROS_CRIU_PLUGIN").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?;
+    [
+        bin.join("libmigros_criu.so"),
+        bin.join("../release/libmigros_criu.so"),
+        bin.join("../../release/libmigros_criu.so"),
+        PathBuf::from("/usr/lib/criu/migros_criu.so"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
 }
 
 /// Starts `migrosd` inside the node's namespace, detached, and waits until
