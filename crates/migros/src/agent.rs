@@ -12,7 +12,9 @@
 //! - `stop`: admin Shutdown, and waits until the daemon is gone;
 //! - `status`: exits 0 when the device answers;
 //! - `admin`: one admin request in JSON, the answer in JSON (the CLI's
-//!   migrations ask the daemons through this).
+//!   migrations ask the daemons through this);
+//! - `watch`: the QPs' counters as a JSON line every so often, for as long
+//!   as the reader reads (`demo --swarm` samples the bandwidth with it).
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -65,6 +67,7 @@ pub fn run(cmd: RemoteCommand) -> Result<()> {
             Ok(())
         }
         RemoteCommand::Keep { argv } => keep(&argv),
+        RemoteCommand::Watch { dev, every_ms } => watch(&dev, Duration::from_millis(every_ms)),
     }
 }
 
@@ -146,6 +149,24 @@ fn stop(dev: &str) -> Result<()> {
         daemon::wait_gone(p, dir, dev)?;
     }
     Ok(())
+}
+
+/// One line per `every`: `{"qps": [...]}` (each QP's counters), until
+/// the output closes.
+fn watch(dev: &str, every: Duration) -> Result<()> {
+    let dir = Path::new(SOCKET_DIR);
+    let mut out = std::io::stdout().lock();
+    loop {
+        let qps = crate::admin::stats(dir, dev)
+            .map(|(_, q)| q)
+            .unwrap_or_default();
+        let line = serde_json::json!({ "qps": qps });
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            // The reader went away.
+            return Ok(());
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// The supervisor: `argv` is migrosd's command line.

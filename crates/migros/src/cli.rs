@@ -160,6 +160,14 @@ pub enum RemoteCommand {
         dev: String,
         request: String,
     },
+    /// Prints the device's QP counters as one JSON line every EVERY_MS
+    /// milliseconds until its output closes.
+    Watch {
+        #[arg(long)]
+        dev: String,
+        #[arg(long, default_value_t = 100)]
+        every_ms: u64,
+    },
     /// The supervisor: runs migrosd, restarts it when it dies abnormally.
     Keep {
         #[arg(last = true, required = true)]

@@ -397,11 +397,16 @@ fn experiment(a: &DemoArgs, nodes: &[Node; 3]) -> Result<()> {
     let (mut samples, mut last) = (Vec::new(), None::<(Instant, u64)>);
     let mut migration: Option<std::thread::JoinHandle<Result<Trace>>> = None;
     let (mut migrate_started, mut pause, mut resumed_at) = (None, None, None);
+    let mut watch = Watch::start(watched)?;
+    let (mut most, mut round) = (0u64, 0u64);
     loop {
-        std::thread::sleep(SAMPLE);
-        let qps = qp_stats(watched).unwrap_or_default();
+        let qps = watch
+            .next()
+            .with_context(|| format!("the counters' stream from node {} ended", watched.name))?;
+        round += 1;
         let now = Instant::now();
         let bytes: u64 = qps.iter().map(payload_bytes).sum();
+        most = most.max(bytes);
         if let Some((t0, b0)) = last {
             let dt = now.duration_since(t0).as_secs_f64();
             samples.push(Sample {
@@ -416,7 +421,7 @@ fn experiment(a: &DemoArgs, nodes: &[Node; 3]) -> Result<()> {
             resumed_at.get_or_insert(now.duration_since(start).as_secs_f64());
             pause = Some(Duration::from_nanos(q.counters.last_pause_nanos));
         }
-        let done = (bytes as f64 / expected).min(1.0);
+        let done = (most as f64 / expected).min(1.0);
         let migrating = migration.as_ref().is_some_and(|m| !m.is_finished());
         if !migrating && samples.len() % 5 == 0 {
             progress(done, samples.last().map_or(0.0, |s| s.gbits));
@@ -440,14 +445,18 @@ fn experiment(a: &DemoArgs, nodes: &[Node; 3]) -> Result<()> {
             );
             migration = Some(std::thread::spawn(move || traced_migration(&h, &vars)));
         }
-        let static_done = !running(watched, fixed.name);
-        if static_done && migration.as_ref().is_none_or(|m| m.is_finished()) {
+        // Once a second (each look is an ssh round trip).
+        if round % 10 == 0
+            && !running(watched, fixed.name)
+            && migration.as_ref().is_none_or(|m| m.is_finished())
+        {
             break;
         }
         if start.elapsed() > Duration::from_secs(600) {
             bail!("the benchmark did not finish within 10 minutes");
         }
     }
+    drop(watch);
     eprintln!();
     let trace = match migration {
         Some(m) => Some(
@@ -457,7 +466,24 @@ fn experiment(a: &DemoArgs, nodes: &[Node; 3]) -> Result<()> {
         None => None,
     };
     match &trace {
-        Some(t) => print!("{t}"),
+        Some(t) => {
+            print!("{t}");
+            let size = dst.host().sh(&format!(
+                "du -sb /var/lib/docker/containers/$(docker inspect -f '{{{{.Id}}}}' {})/checkpoints/ckpt1",
+                moving.name
+            ));
+            if let Some(b) = size
+                .ok()
+                .and_then(|o| o.split_whitespace().next()?.parse::<u64>().ok())
+            {
+                println!(
+                    "checkpoint image (scp -r from {} to {}): {} ({b} bytes)",
+                    nodes[moving.node].name,
+                    dst.name,
+                    crate::sys::human_bytes(b)
+                );
+            }
+        }
         None => println!("(the benchmark ended before the migration point)"),
     }
     let moved_to = if trace.is_some() {
@@ -532,11 +558,51 @@ fn experiment(a: &DemoArgs, nodes: &[Node; 3]) -> Result<()> {
     Ok(())
 }
 
-/// The QPs of `node`'s daemon (none while it cannot tell).
-fn qp_stats(node: &Node) -> Result<Vec<QpStats>> {
-    match node.admin(&AdminRequest::Stats)? {
-        AdminResponse::Stats { qps, .. } => Ok(qps),
-        r => bail!("unexpected answer {r:?}"),
+/// The QP counters of a node's daemon, streamed from its machine every
+/// [`SAMPLE`] (`migros __remote watch`: one ssh connection for the run).
+struct Watch {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Watch {
+    fn start(node: &Node) -> Result<Watch> {
+        let ms = SAMPLE.as_millis().to_string();
+        let mut child = node
+            .ssh_target()?
+            .command(&[
+                crate::remote::REMOTE_MIGROS,
+                "__remote",
+                "watch",
+                "--dev",
+                &node.dev,
+                "--every-ms",
+                &ms,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("running ssh")?;
+        let out = child.stdout.take().context("ssh's output")?;
+        Ok(Watch {
+            child,
+            lines: std::io::BufRead::lines(std::io::BufReader::new(out)),
+        })
+    }
+
+    /// The next reading (`None`: the stream ended).
+    fn next(&mut self) -> Option<Vec<QpStats>> {
+        let line = self.lines.next()?.ok()?;
+        let mut v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        serde_json::from_value(v["qps"].take()).ok()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
