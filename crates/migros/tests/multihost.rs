@@ -10,7 +10,8 @@
 //!   others only over the network (ssh);
 //! - `migrate_docker_between_ssh_hosts`: three hosts in a swarm, the seed's
 //!   `ib_send_bw -b` server and client as migros Docker containers on the
-//!   overlay; a transfer whose ssh is killed mid-copy and a destination
+//!   overlay; a destination migrosd killed comes back (supervised); a
+//!   transfer whose ssh is killed mid-copy and a destination
 //!   whose migrosd is down both fail with the server still running on its
 //!   source; then the server moves a -> c and back c -> a, the client
 //!   b -> c; both end with exit 0 and their result lines, the client's QP
@@ -243,6 +244,31 @@ fn migrate_docker_between_ssh_hosts() {
         "0",
         "mh-c kept a container"
     );
+
+    // mh-c's migrosd is supervised there: killed, it comes back.
+    let status = || {
+        let o = ssh(
+            "mh-c",
+            "/var/lib/migros/bin/migros __remote status --dev rxe0",
+        );
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let before = status().expect("mh-c's migrosd answers");
+    let killed = ssh("mh-c", &format!("kill -9 {before}"));
+    assert!(killed.status.success(), "kill -9 {before} on mh-c");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match status() {
+            Some(pid) if pid != before => break,
+            _ => assert!(
+                Instant::now() < deadline,
+                "mh-c's migrosd did not come back"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A destination whose migrosd is down: refused, nothing frozen.
     ok(
