@@ -143,8 +143,7 @@ impl Docker {
             sys::copy_tree(&from, &to)?;
             (size, "copied".to_string())
         } else {
-            let size = remote_size(&m.src.host(), &from).unwrap_or(0);
-            stream(&m.src, &from, &m.dst, &to)?;
+            let size = stream(&m.src, &from, &m.dst, &to)?;
             (size, format!("streamed {} -> {}", m.src.name, m.dst.name))
         };
         Ok(Transferred {
@@ -161,7 +160,14 @@ impl Docker {
     pub(super) fn restore_step(&mut self, m: &Move) -> Result<Restored> {
         let (ck, new) = (&self.mig.ck, &self.mig.new);
         let (src, dst) = (m.src.host(), m.dst.host());
-        start_checkpoint(&src, &self.current(), &dst, ck, new)?;
+        // On one machine the old container's address is free only once
+        // dockerd saw it stop; across machines the overlay frees it.
+        let old = if src == dst {
+            self.current()
+        } else {
+            String::new()
+        };
+        start_checkpoint(&src, &old, &dst, ck, new)?;
         let resumed_at = Instant::now();
         Ok(Restored {
             detail: format!("docker start --checkpoint {ck} {new}{}", dst.at()),
@@ -263,19 +269,11 @@ fn remote_tree(h: &Host, pid: i32) -> Result<Vec<i32>> {
         .collect())
 }
 
-/// Bytes under `dir` on machine `h`.
-fn remote_size(h: &Host, dir: &Path) -> Result<u64> {
-    let out = h.run("du", &["-sb", &path(dir)])?;
-    out.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .context("du printed no size")
-}
-
 /// Streams directory `from` on `src`'s machine to `to` on `dst`'s (tar
 /// over ssh), run where this machine is not in between unless it is one
-/// of the two.
-fn stream(src: &Node, from: &Path, dst: &Node, to: &Path) -> Result<()> {
+/// of the two; the bytes of `from` (one ssh connection: the transfer is
+/// downtime).
+fn stream(src: &Node, from: &Path, dst: &Node, to: &Path) -> Result<u64> {
     let parent = |p: &Path| path(p.parent().unwrap_or(Path::new("/")));
     let leaf = |p: &Path| {
         p.file_name()
@@ -303,21 +301,29 @@ fn stream(src: &Node, from: &Path, dst: &Node, to: &Path) -> Result<()> {
                 quote(&d.target),
                 quote(&unpack)
             );
+            let size = format!("du -sb {}", quote(&path(from)));
             let script = if fault {
-                format!("set -o pipefail; {pack} | {{ {peer} & s=$!; sleep 0.3; kill -9 $s; wait $s; }}")
+                format!("set -o pipefail; {pack} | {{ {peer} & s=$!; sleep 0.3; kill -9 $s; wait $s; }} && {size}")
             } else {
-                format!("set -o pipefail; {pack} | {peer}")
+                format!("set -o pipefail; {pack} | {peer} && {size}")
             };
-            src.host().run("bash", &["-c", &script]).map(|_| ())
+            let out = src.host().run("bash", &["-c", &script])?;
+            Ok(out
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0))
         }
         (None, Some(d)) => pipe(
             std::process::Command::new("sh").args(["-c", &pack]),
             &mut d.shell(&unpack),
-        ),
+        )
+        .map(|_| sys::dir_size(from)),
         (Some(s), None) => pipe(
             &mut s.shell(&pack),
             std::process::Command::new("sh").args(["-c", &unpack]),
-        ),
+        )
+        .map(|_| sys::dir_size(to)),
         (None, None) => bail!("both nodes are on this machine"),
     }
     .with_context(|| format!("streaming {} from node {} to node {}", from.display(), src.name, dst.name))
