@@ -350,35 +350,32 @@ fn pipe(a: &mut std::process::Command, b: &mut std::process::Command) -> Result<
     Ok(())
 }
 
-/// `docker start --checkpoint <ck> <new>` on `dst` once `src`'s dockerd
-/// has seen the checkpointed container `old` stop (`""`: no need to
-/// wait): until then its address is taken ("Address already in use";
-/// `docker checkpoint create` returns before dockerd has handled the
-/// exit).
+/// `docker start --checkpoint <ck> <new>` on `dst`, tried again while it
+/// fails because the checkpointed container `old` (on `src`; `""`: none)
+/// still holds its address: `docker checkpoint create` returns before
+/// dockerd has handled the exit ("Address already in use"). Its state is
+/// asked only after a failure: across machines that is an ssh round trip
+/// of downtime.
 fn start_checkpoint(src: &Host, old: &str, dst: &Host, ck: &str, new: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let stopped = old.is_empty() || !matches!(state(src, old), Ok((s, _, _)) if s == "running");
-        if stopped {
-            match docker(dst, &["start", "--checkpoint", ck, new]) {
-                Ok(_) => return Ok(()),
-                Err(e)
-                    if format!("{e:#}").contains("Address already in use")
-                        && Instant::now() < deadline => {}
-                Err(e) if Instant::now() < deadline => match held_content(&format!("{e:#}")) {
-                    // Docker 20.10 refuses a checkpoint whose content
-                    // containerd still holds from an earlier restore
-                    // ("commit failed: content sha256:… already exists"):
-                    // drop that blob from containerd's store and retry.
-                    Some(digest) => {
-                        drop_content(dst, &digest).with_context(|| format!("after: {e:#}"))?
-                    }
-                    None => return Err(e),
-                },
-                Err(e) => return Err(e),
-            }
-        } else if Instant::now() >= deadline {
-            bail!("container {old} still runs 10 s after its checkpoint");
+        let e = match docker(dst, &["start", "--checkpoint", ck, new]) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => e,
+        };
+        let text = format!("{e:#}");
+        if let Some(digest) = held_content(&text) {
+            // Docker 20.10 refuses a checkpoint whose content containerd
+            // still holds from an earlier restore ("commit failed: content
+            // sha256:… already exists"): drop that blob and retry.
+            drop_content(dst, &digest).with_context(|| format!("after: {text}"))?;
+            continue;
+        }
+        let old_runs =
+            !old.is_empty() && matches!(state(src, old), Ok((s, _, _)) if s == "running");
+        if !text.contains("Address already in use") && !old_runs {
+            return Err(e);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
