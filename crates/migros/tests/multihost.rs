@@ -178,10 +178,7 @@ fn migrate_docker_between_ssh_hosts() {
         !refused.status.success() && err.contains("--engine docker"),
         "{err}"
     );
-    let bad = run(
-        MIGROS,
-        &["node", "add", "mh-x", "--ssh", "-oProxyCommand=x"],
-    );
+    let bad = run(MIGROS, &["node", "add", "mh-x", "--ssh=-oProxyCommand=x"]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
         !bad.status.success() && err.contains("is not [user@]host[:port]"),
