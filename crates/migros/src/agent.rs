@@ -151,16 +151,20 @@ fn stop(dev: &str) -> Result<()> {
     Ok(())
 }
 
-/// One line per `every`: `{"qps": [...]}` (each QP's counters), until
+/// One line per `every`: `{"t": seconds since the first, "qps": [...]}`
+/// (each QP's counters), until
 /// the output closes.
 fn watch(dev: &str, every: Duration) -> Result<()> {
     let dir = Path::new(SOCKET_DIR);
     let mut out = std::io::stdout().lock();
+    let start = Instant::now();
     loop {
         let qps = crate::admin::stats(dir, dev)
             .map(|(_, q)| q)
             .unwrap_or_default();
-        let line = serde_json::json!({ "qps": qps });
+        // When it was read: ssh may deliver lines in bursts.
+        let t = start.elapsed().as_secs_f64();
+        let line = serde_json::json!({ "t": t, "qps": qps });
         if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
             // The reader went away.
             return Ok(());

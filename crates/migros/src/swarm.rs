@@ -394,31 +394,36 @@ fn experiment(a: &DemoArgs, nodes: &[Node; 3]) -> Result<()> {
     let dst = &nodes[2];
     let expected = 2.0 * a.iters as f64 * 65536.0;
     let start = Instant::now();
-    let (mut samples, mut last) = (Vec::new(), None::<(Instant, u64)>);
+    let (mut samples, mut last) = (Vec::new(), None::<(f64, u64)>);
     let mut migration: Option<std::thread::JoinHandle<Result<Trace>>> = None;
     let (mut migrate_started, mut pause, mut resumed_at) = (None, None, None);
     let mut watch = Watch::start(watched)?;
     let (mut most, mut round) = (0u64, 0u64);
+    // The remote reading times on this run's clock.
+    let mut offset: Option<f64> = None;
     loop {
-        let qps = watch
+        let (t, qps) = watch
             .next()
             .with_context(|| format!("the counters' stream from node {} ended", watched.name))?;
         round += 1;
         let now = Instant::now();
+        let at = t + *offset.get_or_insert(now.duration_since(start).as_secs_f64() - t);
         let bytes: u64 = qps.iter().map(payload_bytes).sum();
         most = most.max(bytes);
         if let Some((t0, b0)) = last {
-            let dt = now.duration_since(t0).as_secs_f64();
-            samples.push(Sample {
-                t: now.duration_since(start).as_secs_f64(),
-                gbits: bytes.saturating_sub(b0) as f64 * 8.0 / dt / 1e9,
-            });
+            let dt = at - t0;
+            if dt > 0.0 {
+                samples.push(Sample {
+                    t: at,
+                    gbits: bytes.saturating_sub(b0) as f64 * 8.0 / dt / 1e9,
+                });
+            }
         }
         if bytes > 0 || last.is_none() {
-            last = Some((now, bytes));
+            last = Some((at, bytes));
         }
         if let Some(q) = qps.iter().find(|q| q.counters.resumes > 0) {
-            resumed_at.get_or_insert(now.duration_since(start).as_secs_f64());
+            resumed_at.get_or_insert(at);
             pause = Some(Duration::from_nanos(q.counters.last_pause_nanos));
         }
         let done = (most as f64 / expected).min(1.0);
@@ -591,11 +596,13 @@ impl Watch {
         })
     }
 
-    /// The next reading (`None`: the stream ended).
-    fn next(&mut self) -> Option<Vec<QpStats>> {
+    /// The next reading and when it was taken (seconds on the remote
+    /// watch's clock); `None`: the stream ended.
+    fn next(&mut self) -> Option<(f64, Vec<QpStats>)> {
         let line = self.lines.next()?.ok()?;
         let mut v: serde_json::Value = serde_json::from_str(&line).ok()?;
-        serde_json::from_value(v["qps"].take()).ok()
+        let t = v["t"].as_f64()?;
+        Some((t, serde_json::from_value(v["qps"].take()).ok()?))
     }
 }
 
