@@ -70,6 +70,15 @@ else
   fail "cannot install qemu and the 6.1 kernel (needs root and apt-get); the kernel interoperability tests need them"
 fi
 
+# Simulated hosts for the multi-host tests (crates/migros/tests/multihost.rs,
+# swarm.rs) and `migros demo --swarm`: openssh-server, debootstrap, image
+# migros-bookworm (scripts/setup-hosts.sh).
+if is_root; then
+  ./scripts/setup-hosts.sh || fail "scripts/setup-hosts.sh failed (the multi-host tests need it)"
+else
+  fail "cannot set up the simulated hosts (needs root)"
+fi
+
 if [ ${#failed[@]} -gt 0 ]; then
   case "${MIGROS_TESTS_REQUIRED:-}" in
     1|true|TRUE)
