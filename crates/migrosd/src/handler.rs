@@ -1041,7 +1041,7 @@ impl Daemon {
             Wq::Sq(qpn) => {
                 let mut e = [0u8; SQ_WQE_SIZE];
                 e.copy_from_slice(entry);
-                let wr_id = u64::from_le_bytes(e[..8].try_into().unwrap_or([0; 8]));
+                let wr_id = ring::send_wr_id(&e);
                 let wr = match ring::decode_send(&e) {
                     Ok(wr) => wr,
                     Err(err) => {
@@ -1062,7 +1062,7 @@ impl Daemon {
             Wq::Rq(qpn) => {
                 let mut e = [0u8; RQ_WQE_SIZE];
                 e.copy_from_slice(entry);
-                let wr_id = u64::from_le_bytes(e[..8].try_into().unwrap_or([0; 8]));
+                let wr_id = ring::recv_wr_id(&e);
                 let wr: RecvWr = match ring::decode_recv(&e) {
                     Ok(wr) => wr,
                     Err(err) => {
