@@ -20,20 +20,30 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-use migros_proto::msg::{ChannelId, DeviceInfo, Event, Request, Response};
+use migros_proto::msg::{ChannelId, DeviceInfo, Event};
 use migros_proto::paths;
 use migros_transport::{
     Cqn, Device, DeviceConfig, DeviceEvent, Instant, Pdn, Qpn, Srqn, WorkCompletion,
 };
 
+mod admin;
+mod conns;
+pub mod criu;
+mod datapath;
+mod dispatch;
+mod migration;
+mod protocol;
+
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::criu::CriuState;
+use crate::conn::Conn;
 use crate::ids::Ids;
+use crate::limits::device_info;
 use crate::procmem::ProcMem;
-use crate::rings::{write_ci, CqRing, QpRings, SrqRing};
-use crate::session::{Conn, ConnKind, Hold, ReadState, Session};
+use crate::rings::{CqRing, QpRings, SrqRing};
+use crate::session::Session;
 use crate::udp::UdpIo;
+use criu::CriuState;
 
 const UDP: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -53,24 +63,6 @@ const TX_BATCH: usize = 128;
 const TIMER_DEFER_BYTES: usize = 2 * crate::udp::SOCKET_BUFFER;
 /// How often to look again at a CQ whose ring is full.
 const FULL_RING_RETRY: Duration = Duration::from_micros(200);
-
-/// Device limits the daemon enforces (reported in [`DeviceInfo`]).
-pub mod limits {
-    pub const MAX_QP: u32 = 16384;
-    pub const MAX_QP_WR: u32 = 16384;
-    /// Both send and receive WRs take this many SGEs (sends take up to
-    /// [`migros_proto::ring::MAX_SEND_SGE`]).
-    pub const MAX_SGE: u32 = migros_proto::ring::MAX_RECV_SGE as u32;
-    pub const MAX_CQ: u32 = 16384;
-    pub const MAX_CQE: u32 = 1 << 20;
-    pub const MAX_MR: u32 = 1 << 16;
-    pub const MAX_MR_SIZE: u64 = 1 << 40;
-    pub const MAX_PD: u32 = 1 << 16;
-    pub const MAX_QP_RD_ATOM: u32 = 16;
-    pub const MAX_SRQ: u32 = 4096;
-    pub const MAX_SRQ_WR: u32 = 16384;
-    pub const MAX_INLINE_DATA: u32 = migros_proto::ring::MAX_INLINE as u32;
-}
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -477,357 +469,6 @@ impl Daemon {
         }
     }
 
-    /// Sends `ev` on every attached channel of session `sid`.
-    pub(crate) fn session_event(&mut self, sid: u64, ev: Event) {
-        let conns: Vec<usize> = self
-            .channels
-            .values()
-            .filter(|c| c.session == sid)
-            .filter_map(|c| c.conn)
-            .collect();
-        for t in conns {
-            if let Some(c) = self.conns.get_mut(&t) {
-                let _ = c.send(&ev);
-            }
-        }
-    }
-
-    /// Moves completions from the transport into client rings; returns
-    /// whether any was written.
-    fn write_completions(&mut self) -> bool {
-        if self.dirty_cqs.is_empty() {
-            return false;
-        }
-        self.mem.flush();
-        let mut wrote = false;
-        let dirty: Vec<Cqn> = self.dirty_cqs.iter().copied().collect();
-        for cqn in dirty {
-            let Some(ring) = self.cqs.get_mut(&cqn) else {
-                self.dirty_cqs.remove(&cqn);
-                continue;
-            };
-            // A held session gets every CQ marked again when it resumes.
-            if self
-                .sessions
-                .get(&ring.session)
-                .is_some_and(|s| s.hold != Hold::Running)
-            {
-                self.dirty_cqs.remove(&cqn);
-                continue;
-            }
-            self.wc_buf.clear();
-            let _ = self.device.poll_cq(cqn, usize::MAX, &mut self.wc_buf);
-            let limit = ring.backlog_limit();
-            for wc in self.wc_buf.drain(..) {
-                if ring.backlog.len() >= limit {
-                    ring.overflows += 1;
-                } else {
-                    ring.backlog.push_back(wc);
-                }
-            }
-            let mut n = 0;
-            loop {
-                match ring.write_backlog(&mut self.mem, &mut self.cqe_buf) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) => {
-                        tracing::warn!(cq = cqn, error = %e, "cannot write completions into the client's ring");
-                        ring.backlog.clear();
-                        break;
-                    }
-                }
-            }
-            let notify = if n > 0 && ring.armed {
-                ring.armed = false;
-                ring.channel
-            } else {
-                None
-            };
-            if ring.backlog.is_empty() {
-                self.dirty_cqs.remove(&cqn);
-            }
-            if n > 0 {
-                wrote = true;
-            }
-            if let Some(ch) = notify
-                .and_then(|ch| self.channels.get(&ch))
-                .and_then(|c| c.conn)
-            {
-                if let Some(c) = self.conns.get_mut(&ch) {
-                    let _ = c.send(&Event::Completion { cq: cqn });
-                }
-            }
-        }
-        wrote
-    }
-
-    /// Writes consumer indices back into control blocks.
-    fn write_cis(&mut self) {
-        let dirty = std::mem::take(&mut self.ci_dirty);
-        for wq in dirty {
-            let (sid, owner, at, ci) = match wq {
-                Wq::Sq(q) => match self.qps.get(&q) {
-                    Some(r) => (
-                        r.session,
-                        r.owner,
-                        r.ctrl + migros_proto::ring::QP_CTRL_SQ_CI,
-                        r.sq.ci,
-                    ),
-                    None => continue,
-                },
-                Wq::Rq(q) => match self.qps.get(&q).and_then(|r| r.rq.map(|rq| (r, rq))) {
-                    Some((r, rq)) => (
-                        r.session,
-                        r.owner,
-                        r.ctrl + migros_proto::ring::QP_CTRL_RQ_CI,
-                        rq.ci,
-                    ),
-                    None => continue,
-                },
-                Wq::Srq(s) => match self.srqs.get(&s) {
-                    Some(r) => (
-                        r.session,
-                        r.owner,
-                        r.ctrl + migros_proto::ring::SRQ_CTRL_CI,
-                        r.rq.ci,
-                    ),
-                    None => continue,
-                },
-            };
-            // A held session gets every index marked again when it resumes.
-            if self.memory_held(sid) {
-                continue;
-            }
-            if let Err(e) = write_ci(&mut self.mem, owner, at, ci) {
-                tracing::debug!(error = %e, "cannot write a consumer index");
-            }
-        }
-    }
-
-    // ---- connections ----
-
-    fn accept(&mut self, admin: bool) {
-        loop {
-            let listener = if admin {
-                &self.admin_listener
-            } else {
-                &self.listener
-            };
-            let (mut stream, _) = match listener.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    return;
-                }
-            };
-            let (pid, uid) = match peer_cred(&stream) {
-                Some(c) => c,
-                None => {
-                    tracing::warn!("no peer credentials: connection refused");
-                    continue;
-                }
-            };
-            let token = self.next_token;
-            self.next_token += 1;
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(token),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                tracing::warn!(error = %e, "cannot register a connection");
-                continue;
-            }
-            let kind = if admin {
-                ConnKind::Admin
-            } else {
-                ConnKind::New
-            };
-            let mut conn = Conn::new(stream, kind, pid, uid);
-            if admin && uid != 0 {
-                tracing::warn!(pid, uid, "admin connection from a non-root peer refused");
-                let _ = conn.send(&migros_proto::admin::AdminResponse::Error {
-                    errno: libc::EACCES,
-                    message: "the admin socket is for root only".into(),
-                });
-                conn.closing = true;
-            }
-            tracing::debug!(token, pid, uid, admin, "connection");
-            self.conns.insert(token, conn);
-            self.on_conn_event(token, true, true);
-        }
-    }
-
-    fn on_conn_event(&mut self, token: usize, readable: bool, _writable: bool) {
-        let Some(conn) = self.conns.get_mut(&token) else {
-            return;
-        };
-        if readable && !conn.closing {
-            match conn.fill() {
-                Ok(ReadState::Open) => {}
-                Ok(ReadState::Closed) | Err(_) => conn.dead = true,
-            }
-            self.process_frames(token);
-        }
-        self.finish_conn(token);
-    }
-
-    /// Handles every whole frame buffered on `token`.
-    pub(crate) fn process_frames(&mut self, token: usize) {
-        loop {
-            let Some(conn) = self.conns.get_mut(&token) else {
-                return;
-            };
-            if conn.closing {
-                return;
-            }
-            let admin = conn.kind == ConnKind::Admin;
-            if admin {
-                match conn
-                    .reader
-                    .next_message::<migros_proto::admin::AdminRequest>()
-                {
-                    Ok(Some(req)) => {
-                        let resp = self.on_admin(req);
-                        if let Some(c) = self.conns.get_mut(&token) {
-                            let _ = c.send(&resp);
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(e) => {
-                        let _ = conn.send(&migros_proto::admin::AdminResponse::Error {
-                            errno: libc::EPROTO,
-                            message: format!("bad frame: {e}"),
-                        });
-                        conn.closing = true;
-                        return;
-                    }
-                }
-                continue;
-            }
-            match conn.reader.next_message::<Request>() {
-                Ok(Some(req)) => self.on_request(token, req),
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::info!(token, error = %e, "malformed frame: disconnecting the client");
-                    let _ = conn.send(&Response::Error {
-                        errno: libc::EPROTO,
-                        message: format!("bad frame: {e}"),
-                    });
-                    conn.closing = true;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Flushes a connection's output; drops it when dead or done closing.
-    fn finish_conn(&mut self, token: usize) {
-        let Some(conn) = self.conns.get_mut(&token) else {
-            return;
-        };
-        if conn.flush().is_err() {
-            conn.dead = true;
-        }
-        // A held connection that closes drops its output: the process is
-        // gone or moved, and what it had not read went into its image.
-        if conn.dead || (conn.closing && (!conn.has_output() || conn.held)) {
-            self.drop_conn(token);
-        }
-    }
-
-    fn flush_conns(&mut self) {
-        let tokens: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.has_output() || c.dead || c.closing)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in tokens {
-            self.finish_conn(t);
-        }
-    }
-
-    fn drop_conn(&mut self, token: usize) {
-        let Some(mut conn) = self.conns.remove(&token) else {
-            return;
-        };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        match conn.kind {
-            ConnKind::Session(sid) => self.end_session(sid),
-            ConnKind::Channel { channel, .. } => {
-                if let Some(c) = self.channels.get_mut(&channel) {
-                    if c.conn == Some(token) {
-                        c.conn = None;
-                    }
-                }
-            }
-            ConnKind::New | ConnKind::Admin => {}
-        }
-        tracing::debug!(token, "connection closed");
-    }
-
-    /// A session's connection went away: destroy everything it owns.
-    fn end_session(&mut self, sid: u64) {
-        let Some(s) = self.sessions.remove(&sid) else {
-            return;
-        };
-        if s.hold == Hold::Checkpointed {
-            // The process was dumped and is gone: its QPs move on.
-            self.sessions.insert(sid, s.clone());
-            self.commit_checkpoint(sid, s.owner);
-            return;
-        }
-        tracing::info!(session = sid, pid = s.pid, owner = s.owner, "session ended");
-        self.device.destroy_owner(self.now, s.owner);
-        self.forget_session_objects(sid);
-        self.owners.remove(&s.owner);
-        self.mem.unbind(s.owner);
-    }
-
-    /// Removes the daemon-side state of every object of `sid` (the device's
-    /// side is the caller's business). Channel connections are closed.
-    pub(crate) fn forget_session_objects(&mut self, sid: u64) {
-        self.qps.retain(|_, q| q.session != sid);
-        self.cqs.retain(|_, c| c.session != sid);
-        self.srqs.retain(|_, s| s.session != sid);
-        self.pds.retain(|_, s| *s != sid);
-        let keys: Vec<(u32, u32)> = self
-            .mrs
-            .iter()
-            .filter(|(_, m)| m.session == sid)
-            .map(|(l, m)| (*l, m.rkey))
-            .collect();
-        for (l, r) in keys {
-            self.mrs.remove(&l);
-            self.keys.remove(&l);
-            self.keys.remove(&r);
-        }
-        let chans: Vec<(ChannelId, Option<usize>)> = self
-            .channels
-            .iter()
-            .filter(|(_, c)| c.session == sid)
-            .map(|(id, c)| (*id, c.conn))
-            .collect();
-        for (id, conn) in chans {
-            self.channels.remove(&id);
-            if let Some(c) = conn.and_then(|t| self.conns.get_mut(&t)) {
-                c.closing = true;
-            }
-        }
-        let qps = &self.qps;
-        let srqs = &self.srqs;
-        let live = |w: &Wq| match w {
-            Wq::Sq(q) | Wq::Rq(q) => qps.contains_key(q),
-            Wq::Srq(s) => srqs.contains_key(s),
-        };
-        self.pending_wqs.retain(live);
-        self.blocked_wqs.retain(live);
-        let cqs = &self.cqs;
-        self.dirty_cqs.retain(|c| cqs.contains_key(c));
-    }
-
     pub(crate) fn uptime(&self) -> Duration {
         self.clock.elapsed()
     }
@@ -869,31 +510,4 @@ fn peer_cred(stream: &UnixStream) -> Option<(i32, u32)> {
     use std::os::fd::AsFd;
     let cred = getsockopt(&stream.as_fd(), PeerCredentials).ok()?;
     Some((cred.pid(), cred.uid()))
-}
-
-/// What clients learn about the device.
-pub fn device_info(cfg: &Config) -> DeviceInfo {
-    use limits::*;
-    let node_guid = match cfg.addr {
-        std::net::IpAddr::V4(a) => 0x0200_5eff_fe00_0000 ^ u64::from(u32::from(a)),
-        std::net::IpAddr::V6(a) => 0x0200_5eff_fe00_0000 ^ (u128::from(a) as u64),
-    };
-    DeviceInfo {
-        name: cfg.name.clone(),
-        addr: cfg.addr,
-        mtu: cfg.mtu,
-        node_guid,
-        max_qp: MAX_QP,
-        max_qp_wr: MAX_QP_WR,
-        max_sge: MAX_SGE,
-        max_cq: MAX_CQ,
-        max_cqe: MAX_CQE,
-        max_mr: MAX_MR,
-        max_mr_size: MAX_MR_SIZE,
-        max_pd: MAX_PD,
-        max_qp_rd_atom: MAX_QP_RD_ATOM,
-        max_srq: MAX_SRQ,
-        max_srq_wr: MAX_SRQ_WR,
-        max_inline_data: MAX_INLINE_DATA,
-    }
 }

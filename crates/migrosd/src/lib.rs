@@ -15,13 +15,15 @@
 //! - [`rings`]: the send / receive / completion rings in client memory:
 //!   doorbells are read in batches, completions written body first and
 //!   phase byte last.
-//! - [`session`]: a client connection (framing, write queue).
-//! - [`handler`]: every client request mapped onto the device.
+//! - [`conn`]: a unix socket connection (framing, write queue).
+//! - [`session`]: a client session and its part in a CRIU migration.
+//! - [`daemon`]: the event loop, and in its submodules the connection
+//!   protocol, the requests mapped onto the device, the data path,
+//!   migration, the admin socket and CRIU.
 //! - [`image`]: the daemon's checkpoint image (versioned JSON wrapping the
 //!   transport's `OwnerSnapshot` plus the rings' state).
-//! - [`admin`]: the admin socket.
-//! - [`criu`]: moving a whole process with CRIU (admin requests by pid,
-//!   RestoreSession / RestoreChannel, the rollback watchdog).
+//! - [`daemon::criu`]: moving a whole process with CRIU (admin requests by
+//!   pid, RestoreSession / RestoreChannel, the rollback watchdog).
 //!
 //! # Identifiers
 //!
@@ -39,7 +41,7 @@
 //! # Migration with CRIU
 //!
 //! The CRIU plugin (`migros-criu`) moves a process with its sessions; the
-//! daemon's side, in [`criu`]:
+//! daemon's side, in [`daemon::criu`]:
 //!
 //! 1. Admin `Pause{pid}` (before CRIU freezes the process): every QP of
 //!    the process stops (peers get the pause NAK), pending memory writes
@@ -75,16 +77,15 @@
 //! in that client's own process, identified by `SO_PEERCRED` when it
 //! connected.
 
-pub mod admin;
 pub mod clock;
 pub mod config;
-pub mod criu;
+pub mod conn;
 pub mod daemon;
 pub mod errno;
 pub mod fault;
-pub mod handler;
 pub mod ids;
 pub mod image;
+pub mod limits;
 pub mod procmem;
 pub mod rings;
 pub mod session;

@@ -4,15 +4,15 @@
 //! on a client process by pid (the CRIU plugin's Pause, Checkpoint,
 //! Resume, and Identifiers / CheckIdentifiers / ForwardTombstones /
 //! ReleaseTombstones for `migros migrate`) are dispatched to
-//! [`crate::criu`]. A pid with no session here is answered with zero
+//! [`super::criu`]. A pid with no session here is answered with zero
 //! sessions, never an error: the plugin asks every daemon.
 
 use migros_proto::admin::{
     AdminRequest, AdminResponse, DaemonStatus, QpStats, SessionInfo, ADMIN_PROTOCOL_VERSION,
 };
 
+use crate::conn::ConnKind;
 use crate::daemon::Daemon;
-use crate::session::ConnKind;
 
 impl Daemon {
     pub(crate) fn on_admin(&mut self, req: AdminRequest) -> AdminResponse {

@@ -7,9 +7,10 @@ use std::time::Instant;
 use migros_proto::msg::{ChannelId, Response};
 
 use super::{check_version, Parked};
+use crate::conn::ConnKind;
 use crate::daemon::Daemon;
 use crate::errno::ReqError;
-use crate::session::{ConnKind, Hold, Session};
+use crate::session::{Hold, Session};
 
 impl Daemon {
     // ---- restore (first requests of a connection) ----
