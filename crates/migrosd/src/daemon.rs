@@ -20,11 +20,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-use migros_proto::msg::{ChannelId, DeviceInfo, Event};
+use migros_proto::msg::{DeviceInfo, Event};
 use migros_proto::paths;
-use migros_transport::{
-    Cqn, Device, DeviceConfig, DeviceEvent, Instant, Pdn, Qpn, Srqn, WorkCompletion,
-};
+use migros_transport::{Cqn, Device, DeviceConfig, DeviceEvent, Instant, WorkCompletion};
 
 mod admin;
 mod conns;
@@ -40,8 +38,8 @@ use crate::conn::Conn;
 use crate::ids::Ids;
 use crate::limits::device_info;
 use crate::procmem::ProcMem;
-use crate::rings::{CqRing, QpRings, SrqRing};
-use crate::session::Session;
+use crate::registry::{Id, Registry};
+use crate::rings::Wq;
 use crate::udp::UdpIo;
 use criu::CriuState;
 
@@ -84,40 +82,15 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
     move |source| DaemonError::Io { what, source }
 }
 
-/// A work queue waiting to be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Wq {
-    Sq(Qpn),
-    Rq(Qpn),
-    Srq(Srqn),
-}
-
-/// A memory region as the daemon tracks it.
-#[derive(Debug, Clone, Copy)]
-pub struct MrEntry {
-    pub session: u64,
-    pub rkey: u32,
-    pub addr: u64,
-}
-
-/// A completion channel.
-#[derive(Debug, Clone, Copy)]
-pub struct Channel {
-    pub session: u64,
-    pub conn: Option<usize>,
-    /// Inode of the client's end of the channel connection (0: none yet).
-    pub inode: u64,
-}
-
 /// The daemon: a device and everything around it.
 pub struct Daemon {
-    pub(crate) cfg: Config,
-    pub(crate) info: DeviceInfo,
-    pub(crate) device: Device,
-    pub(crate) mem: ProcMem,
-    pub(crate) clock: Clock,
-    pub(crate) now: Instant,
-    pub(crate) ids: Ids,
+    cfg: Config,
+    info: DeviceInfo,
+    device: Device,
+    mem: ProcMem,
+    clock: Clock,
+    now: Instant,
+    ids: Ids,
     poll: Poll,
     udp: UdpIo,
     listener: UnixListener,
@@ -125,37 +98,30 @@ pub struct Daemon {
     signals: SignalFd,
     socket_path: PathBuf,
     admin_path: PathBuf,
-    pub(crate) conns: BTreeMap<usize, Conn>,
+    conns: BTreeMap<usize, Conn>,
     next_token: usize,
-    pub(crate) sessions: BTreeMap<u64, Session>,
-    pub(crate) owners: BTreeMap<u64, u64>,
-    pub(crate) pds: BTreeMap<Pdn, u64>,
-    pub(crate) mrs: BTreeMap<u32, MrEntry>,
-    pub(crate) keys: BTreeSet<u32>,
-    pub(crate) cqs: BTreeMap<Cqn, CqRing>,
-    pub(crate) srqs: BTreeMap<Srqn, SrqRing>,
-    pub(crate) qps: BTreeMap<Qpn, QpRings>,
-    pub(crate) channels: BTreeMap<ChannelId, Channel>,
+    /// Every session with its objects, and the index of their identifiers.
+    reg: Registry,
     /// CQs with new completions in the transport or a backlog.
-    pub(crate) dirty_cqs: BTreeSet<Cqn>,
+    dirty_cqs: BTreeSet<Cqn>,
     /// Work queues with entries to read.
-    pub(crate) pending_wqs: BTreeSet<Wq>,
+    pending_wqs: BTreeSet<Wq>,
     /// Work queues the transport had no room for: read again after
     /// datagrams or timers may have freed some.
-    pub(crate) blocked_wqs: BTreeSet<Wq>,
+    blocked_wqs: BTreeSet<Wq>,
     /// Work queues whose consumer index must be written back.
-    pub(crate) ci_dirty: BTreeSet<Wq>,
-    pub(crate) shutdown: bool,
-    pub(crate) criu: CriuState,
+    ci_dirty: BTreeSet<Wq>,
+    shutdown: bool,
+    criu: CriuState,
     udp_rx_more: bool,
     /// A timer came due while received datagrams were still queued: bytes
     /// received since (see [`TIMER_DEFER_BYTES`]).
     timer_deferred: Option<usize>,
-    pub(crate) retry_blocked: bool,
+    retry_blocked: bool,
     udp_blocked: bool,
     tx_more: bool,
     tx_buf: Vec<u8>,
-    pub(crate) wq_buf: Vec<u8>,
+    wq_buf: Vec<u8>,
     cqe_buf: Vec<u8>,
     wc_buf: Vec<WorkCompletion>,
 }
@@ -239,15 +205,7 @@ impl Daemon {
             admin_path,
             conns: BTreeMap::new(),
             next_token: FIRST_CONN,
-            sessions: BTreeMap::new(),
-            owners: BTreeMap::new(),
-            pds: BTreeMap::new(),
-            mrs: BTreeMap::new(),
-            keys: BTreeSet::new(),
-            cqs: BTreeMap::new(),
-            srqs: BTreeMap::new(),
-            qps: BTreeMap::new(),
-            channels: BTreeMap::new(),
+            reg: Registry::new(),
             dirty_cqs: BTreeSet::new(),
             pending_wqs: BTreeSet::new(),
             blocked_wqs: BTreeSet::new(),
@@ -456,7 +414,7 @@ impl Daemon {
                 }
                 DeviceEvent::QpError { qpn } => {
                     tracing::debug!(qpn, "qp entered the error state");
-                    if let Some(sid) = self.qps.get(&qpn).map(|q| q.session) {
+                    if let Some(sid) = self.reg.holder_of(Id::Qp(qpn)) {
                         self.session_event(sid, Event::QpFatal { qpn });
                     }
                 }
@@ -469,7 +427,7 @@ impl Daemon {
         }
     }
 
-    pub(crate) fn uptime(&self) -> Duration {
+    fn uptime(&self) -> Duration {
         self.clock.elapsed()
     }
 }

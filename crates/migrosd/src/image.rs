@@ -18,15 +18,17 @@
 //! 1.6 MB, and going through a `serde_json::Value` tree on the way in and
 //! out cost several times what the transport's own decoding does.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use migros_proto::admin::SessionIds;
 use migros_proto::msg::ChannelId;
-use migros_transport::{OwnerId, OwnerSnapshot, Pdn};
+use migros_transport::{Cqn, OwnerId, OwnerSnapshot, Pdn, Qpn, Srqn, WorkCompletion};
 
-use crate::rings::{CqRing, QpRings, SrqRing};
+use crate::registry::{Channel, Mr, Objects, SessionId};
+use crate::rings::{CqRing, QpRings, SrqRing, WqRing};
 
 /// Format name written into every image.
 pub const IMAGE_FORMAT: &str = "migrosd-image";
@@ -43,14 +45,86 @@ pub struct Image {
     pub owner: OwnerId,
     /// The transport's `OwnerSnapshot`, as it encoded it.
     pub transport: Box<RawValue>,
-    pub qps: Vec<QpRings>,
-    pub cqs: Vec<CqRing>,
-    pub srqs: Vec<SrqRing>,
+    pub qps: Vec<QpImage>,
+    pub cqs: Vec<CqImage>,
+    pub srqs: Vec<SrqImage>,
     pub channels: Vec<ChannelId>,
     /// The start of a request the process was writing when it was frozen
     /// (admin checkpoints only): read first on the restored connection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inbox: Vec<u8>,
+}
+
+/// A work queue ring in an image.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct WqImage {
+    pub addr: u64,
+    pub entries: u32,
+    pub ci: u32,
+    pub pi: u32,
+}
+
+/// A QP's rings in an image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QpImage {
+    pub qpn: Qpn,
+    pub session: u64,
+    pub owner: OwnerId,
+    pub ctrl: u64,
+    pub sq: WqImage,
+    pub rq: Option<WqImage>,
+    pub send_cq: Cqn,
+    pub recv_cq: Cqn,
+}
+
+/// An SRQ's ring in an image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SrqImage {
+    pub srq: Srqn,
+    pub session: u64,
+    pub owner: OwnerId,
+    pub ctrl: u64,
+    pub rq: WqImage,
+}
+
+/// A CQ's ring in an image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CqImage {
+    pub cq: Cqn,
+    pub session: u64,
+    pub owner: OwnerId,
+    pub addr: u64,
+    pub entries: u32,
+    pub ctrl: u64,
+    pub pi: u32,
+    pub client_ci: u32,
+    pub armed: bool,
+    pub solicited_only: bool,
+    pub channel: Option<ChannelId>,
+    pub backlog: VecDeque<WorkCompletion>,
+    pub overflows: u64,
+}
+
+impl From<WqRing> for WqImage {
+    fn from(r: WqRing) -> WqImage {
+        WqImage {
+            addr: r.addr,
+            entries: r.entries,
+            ci: r.ci,
+            pi: r.pi,
+        }
+    }
+}
+
+impl From<WqImage> for WqRing {
+    fn from(r: WqImage) -> WqRing {
+        WqRing {
+            addr: r.addr,
+            entries: r.entries,
+            ci: r.ci,
+            pi: r.pi,
+        }
+    }
 }
 
 /// Why an image was refused.
@@ -69,17 +143,59 @@ pub enum ImageError {
 }
 
 impl Image {
+    /// The image of session `session`'s `objects` and their transport
+    /// snapshot.
     pub fn new(
         snapshot: &OwnerSnapshot,
-        qps: Vec<QpRings>,
-        cqs: Vec<CqRing>,
-        srqs: Vec<SrqRing>,
-        channels: Vec<ChannelId>,
+        session: SessionId,
+        objects: &Objects,
     ) -> Result<Image, ImageError> {
+        let owner = snapshot.owner;
+        let qps = objects
+            .qps()
+            .map(|q| QpImage {
+                qpn: q.qpn,
+                session,
+                owner,
+                ctrl: q.ctrl,
+                sq: q.sq.into(),
+                rq: q.rq.map(Into::into),
+                send_cq: q.send_cq,
+                recv_cq: q.recv_cq,
+            })
+            .collect();
+        let cqs = objects
+            .cqs()
+            .map(|c| CqImage {
+                cq: c.cq,
+                session,
+                owner,
+                addr: c.addr,
+                entries: c.entries,
+                ctrl: c.ctrl,
+                pi: c.pi,
+                client_ci: c.client_ci,
+                armed: c.armed,
+                solicited_only: c.solicited_only,
+                channel: c.channel,
+                backlog: c.backlog.clone(),
+                overflows: c.overflows,
+            })
+            .collect();
+        let srqs = objects
+            .srqs()
+            .map(|s| SrqImage {
+                srq: s.srq,
+                session,
+                owner,
+                ctrl: s.ctrl,
+                rq: s.rq.into(),
+            })
+            .collect();
         Ok(Image {
             format: IMAGE_FORMAT.to_string(),
             version: IMAGE_VERSION,
-            owner: snapshot.owner,
+            owner,
             transport: RawValue::from_string(
                 String::from_utf8(snapshot.encode())
                     .map_err(|e| ImageError::Transport(e.to_string()))?,
@@ -87,9 +203,72 @@ impl Image {
             qps,
             cqs,
             srqs,
-            channels,
+            channels: objects.channels().map(|(id, _)| id).collect(),
             inbox: Vec::new(),
         })
+    }
+
+    /// The identifiers the image holds (its session id left 0).
+    pub fn ids(&self, snap: &OwnerSnapshot) -> Result<SessionIds, ImageError> {
+        Ok(SessionIds {
+            session: 0,
+            owner: self.owner,
+            qpns: self.qps.iter().map(|q| q.qpn).collect(),
+            keys: snap.mrs().iter().flat_map(|m| [m.lkey, m.rkey]).collect(),
+            pds: self.pds()?,
+            cqs: self.cqs.iter().map(|c| c.cq).collect(),
+            srqs: self.srqs.iter().map(|s| s.srq).collect(),
+            channels: self.channels.clone(),
+        })
+    }
+
+    /// The daemon's objects of the image (with the memory regions of its
+    /// transport snapshot), for a session to adopt.
+    pub fn objects(&self, snap: &OwnerSnapshot) -> Result<Objects, ImageError> {
+        let mut o = Objects::default();
+        for pd in self.pds()? {
+            o.insert_pd(pd);
+        }
+        for m in snap.mrs() {
+            o.insert_mr(
+                m.lkey,
+                Mr {
+                    rkey: m.rkey,
+                    addr: m.addr,
+                },
+            );
+        }
+        for ch in &self.channels {
+            o.insert_channel(*ch, Channel::default());
+        }
+        for c in &self.cqs {
+            let mut ring = CqRing::new(c.cq, c.addr, c.entries, c.ctrl, c.channel);
+            ring.pi = c.pi;
+            ring.client_ci = c.client_ci;
+            ring.armed = c.armed;
+            ring.solicited_only = c.solicited_only;
+            ring.backlog = c.backlog.clone();
+            ring.overflows = c.overflows;
+            o.insert_cq(ring);
+        }
+        for s in &self.srqs {
+            o.insert_srq(SrqRing {
+                srq: s.srq,
+                ctrl: s.ctrl,
+                rq: s.rq.into(),
+            });
+        }
+        for q in &self.qps {
+            o.insert_qp(QpRings {
+                qpn: q.qpn,
+                ctrl: q.ctrl,
+                sq: q.sq.into(),
+                rq: q.rq.map(Into::into),
+                send_cq: q.send_cq,
+                recv_cq: q.recv_cq,
+            });
+        }
+        Ok(o)
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, ImageError> {
@@ -112,7 +291,7 @@ impl Image {
     }
 
     /// The protection domains of the transport's part.
-    pub fn pds(&self) -> Result<Vec<Pdn>, ImageError> {
+    fn pds(&self) -> Result<Vec<Pdn>, ImageError> {
         #[derive(Deserialize)]
         struct Pds {
             pds: Vec<Pdn>,
@@ -145,7 +324,8 @@ impl Image {
             if q.rq.is_some_and(|r| !ring_ok(r.entries)) {
                 return bad(format!("qp {} has a bad receive ring", q.qpn));
             }
-            if !q.sq.valid_pi(q.sq.pi) || q.rq.is_some_and(|r| !r.valid_pi(r.pi)) {
+            let valid = |r: WqImage| WqRing::from(r).valid_pi(r.pi);
+            if !valid(q.sq) || q.rq.is_some_and(|r| !valid(r)) {
                 return bad(format!("qp {} has ring indices out of range", q.qpn));
             }
             if !has_cq(q.send_cq) || !has_cq(q.recv_cq) {
@@ -159,7 +339,7 @@ impl Image {
             if !ring_ok(c.entries) || c.owner != self.owner {
                 return bad(format!("cq {} has a bad ring or owner", c.cq));
             }
-            if c.backlog.len() > c.backlog_limit() {
+            if c.backlog.len() > CqRing::queue_limit(c.entries) {
                 return bad(format!("cq {} holds too many completions", c.cq));
             }
             if c.channel.is_some_and(|ch| !self.channels.contains(&ch)) {
@@ -167,7 +347,8 @@ impl Image {
             }
         }
         for s in &self.srqs {
-            if !ring_ok(s.rq.entries) || !s.rq.valid_pi(s.rq.pi) || s.owner != self.owner {
+            let valid = WqRing::from(s.rq).valid_pi(s.rq.pi);
+            if !ring_ok(s.rq.entries) || !valid || s.owner != self.owner {
                 return bad(format!("srq {} has a bad ring or owner", s.srq));
             }
         }

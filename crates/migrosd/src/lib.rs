@@ -16,7 +16,8 @@
 //!   doorbells are read in batches, completions written body first and
 //!   phase byte last.
 //! - [`conn`]: a unix socket connection (framing, write queue).
-//! - [`session`]: a client session and its part in a CRIU migration.
+//! - [`registry`]: every session with the objects it owns, and the index
+//!   from each identifier to its session.
 //! - [`daemon`]: the event loop, and in its submodules the connection
 //!   protocol, the requests mapped onto the device, the data path,
 //!   migration, the admin socket and CRIU.
@@ -87,8 +88,8 @@ pub mod ids;
 pub mod image;
 pub mod limits;
 pub mod procmem;
+pub mod registry;
 pub mod rings;
-pub mod session;
 pub mod udp;
 
 pub use config::Config;

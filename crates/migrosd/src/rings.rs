@@ -11,10 +11,8 @@
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
-
 use migros_proto::msg::ChannelId;
-use migros_proto::ring::{self, CQE_PHASE, CQE_SIZE};
+use migros_proto::ring::{self, CQE_PHASE, CQE_SIZE, RQ_WQE_SIZE, SQ_WQE_SIZE};
 use migros_transport::{Cqn, MemoryFault, OwnerId, Qpn, Srqn, WorkCompletion};
 
 use crate::procmem::{ProcMem, MAX_IOV};
@@ -22,8 +20,26 @@ use crate::procmem::{ProcMem, MAX_IOV};
 /// Most entries read from a work queue in one go.
 pub const WQ_BATCH: u32 = 64;
 
+/// A work queue: the send or receive queue of a QP, or an SRQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Wq {
+    Sq(Qpn),
+    Rq(Qpn),
+    Srq(Srqn),
+}
+
+impl Wq {
+    /// Bytes of one entry of this queue's ring.
+    pub fn entry_size(self) -> usize {
+        match self {
+            Wq::Sq(_) => SQ_WQE_SIZE,
+            Wq::Rq(_) | Wq::Srq(_) => RQ_WQE_SIZE,
+        }
+    }
+}
+
 /// A work queue ring (send, receive or SRQ) and its indices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WqRing {
     pub addr: u64,
     pub entries: u32,
@@ -86,11 +102,10 @@ impl WqRing {
 }
 
 /// A QP's rings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct QpRings {
     pub qpn: Qpn,
-    pub session: u64,
-    pub owner: OwnerId,
+    /// The control block (consumer indices, [`ring::qp_ctrl`]).
     pub ctrl: u64,
     pub sq: WqRing,
     /// `None` when the QP receives from an SRQ.
@@ -100,23 +115,21 @@ pub struct QpRings {
 }
 
 /// An SRQ's ring.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct SrqRing {
     pub srq: Srqn,
-    pub session: u64,
-    pub owner: OwnerId,
+    /// The control block (consumer index, [`ring::srq_ctrl`]).
     pub ctrl: u64,
     pub rq: WqRing,
 }
 
 /// A CQ's ring and what is waiting to go into it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct CqRing {
     pub cq: Cqn,
-    pub session: u64,
-    pub owner: OwnerId,
     pub addr: u64,
     pub entries: u32,
+    /// The control block (the client's consumer index, [`ring::cq_ctrl`]).
     pub ctrl: u64,
     /// Next entry the daemon writes.
     pub pi: u32,
@@ -131,7 +144,46 @@ pub struct CqRing {
     pub overflows: u64,
 }
 
+impl QpRings {
+    /// The ring of `wq` (this QP's send or receive queue) and where its
+    /// consumer index goes in client memory.
+    pub fn ring_mut(&mut self, wq: Wq) -> Option<(&mut WqRing, u64)> {
+        match wq {
+            Wq::Sq(_) => Some((&mut self.sq, self.ctrl + ring::QP_CTRL_SQ_CI)),
+            Wq::Rq(_) => {
+                let at = self.ctrl + ring::QP_CTRL_RQ_CI;
+                self.rq.as_mut().map(|r| (r, at))
+            }
+            Wq::Srq(_) => None,
+        }
+    }
+}
+
+impl SrqRing {
+    /// The ring and where its consumer index goes in client memory.
+    pub fn ring_mut(&mut self) -> (&mut WqRing, u64) {
+        (&mut self.rq, self.ctrl + ring::SRQ_CTRL_CI)
+    }
+}
+
 impl CqRing {
+    /// A ring of `entries` CQEs at `addr` with its control block at `ctrl`.
+    pub fn new(cq: Cqn, addr: u64, entries: u32, ctrl: u64, channel: Option<ChannelId>) -> CqRing {
+        CqRing {
+            cq,
+            addr,
+            entries,
+            ctrl,
+            pi: 0,
+            client_ci: 0,
+            armed: false,
+            solicited_only: false,
+            channel,
+            backlog: Default::default(),
+            overflows: 0,
+        }
+    }
+
     /// Free entries in the ring, per the cached consumer index.
     fn room(&self) -> u32 {
         let used = self.pi.wrapping_sub(self.client_ci);
@@ -140,7 +192,12 @@ impl CqRing {
 
     /// Most completions kept in the backlog before counting an overrun.
     pub fn backlog_limit(&self) -> usize {
-        (self.entries as usize).max(1024) * 2
+        CqRing::queue_limit(self.entries)
+    }
+
+    /// Most completions waiting for a ring of `entries` before an overrun.
+    pub fn queue_limit(entries: u32) -> usize {
+        (entries as usize).max(1024) * 2
     }
 
     /// Writes as much of the backlog as fits; returns how many entries.
@@ -148,6 +205,7 @@ impl CqRing {
     pub fn write_backlog(
         &mut self,
         mem: &mut ProcMem,
+        owner: OwnerId,
         scratch: &mut Vec<u8>,
     ) -> Result<u32, MemoryFault> {
         if self.backlog.is_empty() {
@@ -155,7 +213,7 @@ impl CqRing {
         }
         if (self.room() as usize) < self.backlog.len() {
             let mut ci = [0u8; 4];
-            mem.read_now(self.owner, self.ctrl + ring::CQ_CTRL_CI, &mut ci)?;
+            mem.read_now(owner, self.ctrl + ring::CQ_CTRL_CI, &mut ci)?;
             let ci = u32::from_le_bytes(ci);
             // A consumer index ahead of what was written is garbage: keep the old one.
             if self.pi.wrapping_sub(ci) <= self.entries {
@@ -187,14 +245,14 @@ impl CqRing {
                 )
             })
             .collect();
-        mem.writev_now(self.owner, &bodies)?;
+        mem.writev_now(owner, &bodies)?;
         let phases: Vec<(u64, &[u8])> = (0..n)
             .map(|k| {
                 let at = k * CQE_SIZE + CQE_PHASE;
                 (slot_addr(k) + CQE_PHASE as u64, &scratch[at..at + 1])
             })
             .collect();
-        mem.writev_now(self.owner, &phases)?;
+        mem.writev_now(owner, &phases)?;
         self.backlog.drain(..n);
         self.pi = self.pi.wrapping_add(n as u32);
         Ok(n as u32)
@@ -221,24 +279,17 @@ mod tests {
         mem.bind(1, std::process::id() as i32);
         let mut ring_buf = vec![0u8; 4 * CQE_SIZE];
         let mut ctrl = [0u32; 1];
-        let mut cq = CqRing {
-            cq: 1,
-            session: 1,
-            owner: 1,
-            addr: ring_buf.as_mut_ptr() as u64,
-            entries: 4,
-            ctrl: ctrl.as_mut_ptr() as u64,
-            pi: 0,
-            client_ci: 0,
-            armed: false,
-            solicited_only: false,
-            channel: None,
-            backlog: (0..6).map(wc).collect(),
-            overflows: 0,
-        };
+        let mut cq = CqRing::new(
+            1,
+            ring_buf.as_mut_ptr() as u64,
+            4,
+            ctrl.as_mut_ptr() as u64,
+            None,
+        );
+        cq.backlog = (0..6).map(wc).collect();
         let mut scratch = Vec::new();
-        assert_eq!(cq.write_backlog(&mut mem, &mut scratch).unwrap(), 4);
-        assert_eq!(cq.write_backlog(&mut mem, &mut scratch).unwrap(), 0);
+        assert_eq!(cq.write_backlog(&mut mem, 1, &mut scratch).unwrap(), 4);
+        assert_eq!(cq.write_backlog(&mut mem, 1, &mut scratch).unwrap(), 0);
         // SAFETY: ring_buf is alive; it was written behind the compiler's back.
         let view = unsafe {
             std::slice::from_raw_parts(std::hint::black_box(ring_buf.as_ptr()), ring_buf.len())
@@ -252,7 +303,7 @@ mod tests {
         // The client consumed two entries.
         // SAFETY: ctrl is a live local array the daemon side reads through its address.
         unsafe { std::ptr::write_volatile(ctrl.as_mut_ptr(), 2) };
-        assert_eq!(cq.write_backlog(&mut mem, &mut scratch).unwrap(), 2);
+        assert_eq!(cq.write_backlog(&mut mem, 1, &mut scratch).unwrap(), 2);
         // SAFETY: ring_buf is alive; it was written behind the compiler's back.
         let view = unsafe {
             std::slice::from_raw_parts(std::hint::black_box(ring_buf.as_ptr()), ring_buf.len())

@@ -5,21 +5,21 @@ use std::io;
 
 use mio::{Interest, Token};
 
-use migros_proto::msg::{ChannelId, Event, Request, Response};
+use migros_proto::msg::{Event, Request, Response};
 
-use super::{peer_cred, Daemon, Wq};
+use super::{peer_cred, Daemon};
 use crate::conn::{Conn, ConnKind, ReadState};
-use crate::session::Hold;
+use crate::registry::{Hold, Objects};
+use crate::rings::Wq;
 
 impl Daemon {
     /// Sends `ev` on every attached channel of session `sid`.
-    pub(crate) fn session_event(&mut self, sid: u64, ev: Event) {
+    pub(super) fn session_event(&mut self, sid: u64, ev: Event) {
         let conns: Vec<usize> = self
-            .channels
-            .values()
-            .filter(|c| c.session == sid)
-            .filter_map(|c| c.conn)
-            .collect();
+            .reg
+            .get(sid)
+            .map(|s| s.objects().channel_conns().collect())
+            .unwrap_or_default();
         for t in conns {
             if let Some(c) = self.conns.get_mut(&t) {
                 let _ = c.send(&ev);
@@ -97,7 +97,7 @@ impl Daemon {
     }
 
     /// Handles every whole frame buffered on `token`.
-    pub(crate) fn process_frames(&mut self, token: usize) {
+    pub(super) fn process_frames(&mut self, token: usize) {
         loop {
             let Some(conn) = self.conns.get_mut(&token) else {
                 return;
@@ -180,7 +180,7 @@ impl Daemon {
         match conn.kind {
             ConnKind::Session(sid) => self.end_session(sid),
             ConnKind::Channel { channel, .. } => {
-                if let Some(c) = self.channels.get_mut(&channel) {
+                if let Some((_, c)) = self.reg.channel_mut(channel) {
                     if c.conn == Some(token) {
                         c.conn = None;
                     }
@@ -193,61 +193,43 @@ impl Daemon {
 
     /// A session's connection went away: destroy everything it owns.
     fn end_session(&mut self, sid: u64) {
-        let Some(s) = self.sessions.remove(&sid) else {
+        let Some(s) = self.reg.get(sid) else {
             return;
         };
         if s.hold == Hold::Checkpointed {
             // The process was dumped and is gone: its QPs move on.
-            self.sessions.insert(sid, s.clone());
-            self.commit_checkpoint(sid, s.owner);
+            self.commit_checkpoint(sid);
             return;
         }
-        tracing::info!(session = sid, pid = s.pid, owner = s.owner, "session ended");
-        self.device.destroy_owner(self.now, s.owner);
-        self.forget_session_objects(sid);
-        self.owners.remove(&s.owner);
-        self.mem.unbind(s.owner);
+        let (pid, owner) = (s.pid, s.owner());
+        tracing::info!(session = sid, pid, owner, "session ended");
+        self.device.destroy_owner(self.now, owner);
+        if let Some(s) = self.reg.close(sid) {
+            self.forget(s.objects());
+        }
+        self.mem.unbind(owner);
     }
 
-    /// Removes the daemon-side state of every object of `sid` (the device's
-    /// side is the caller's business). Channel connections are closed.
-    pub(crate) fn forget_session_objects(&mut self, sid: u64) {
-        self.qps.retain(|_, q| q.session != sid);
-        self.cqs.retain(|_, c| c.session != sid);
-        self.srqs.retain(|_, s| s.session != sid);
-        self.pds.retain(|_, s| *s != sid);
-        let keys: Vec<(u32, u32)> = self
-            .mrs
-            .iter()
-            .filter(|(_, m)| m.session == sid)
-            .map(|(l, m)| (*l, m.rkey))
-            .collect();
-        for (l, r) in keys {
-            self.mrs.remove(&l);
-            self.keys.remove(&l);
-            self.keys.remove(&r);
-        }
-        let chans: Vec<(ChannelId, Option<usize>)> = self
-            .channels
-            .iter()
-            .filter(|(_, c)| c.session == sid)
-            .map(|(id, c)| (*id, c.conn))
-            .collect();
-        for (id, conn) in chans {
-            self.channels.remove(&id);
-            if let Some(c) = conn.and_then(|t| self.conns.get_mut(&t)) {
+    /// Drops what the daemon still had to do for `objects` (taken out of
+    /// their session): ring reads, consumer indices, completion writes.
+    /// Their channel connections are closed.
+    pub(super) fn forget(&mut self, objects: &Objects) {
+        for t in objects.channel_conns() {
+            if let Some(c) = self.conns.get_mut(&t) {
                 c.closing = true;
             }
         }
-        let qps = &self.qps;
-        let srqs = &self.srqs;
-        let live = |w: &Wq| match w {
-            Wq::Sq(q) | Wq::Rq(q) => qps.contains_key(q),
-            Wq::Srq(s) => srqs.contains_key(s),
-        };
-        self.pending_wqs.retain(live);
-        self.blocked_wqs.retain(live);
-        let cqs = &self.cqs;
-        self.dirty_cqs.retain(|c| cqs.contains_key(c));
+        let wqs = objects
+            .qps()
+            .flat_map(|q| [Wq::Sq(q.qpn), Wq::Rq(q.qpn)])
+            .chain(objects.srqs().map(|s| Wq::Srq(s.srq)));
+        for wq in wqs {
+            self.pending_wqs.remove(&wq);
+            self.blocked_wqs.remove(&wq);
+            self.ci_dirty.remove(&wq);
+        }
+        for cq in objects.cqs() {
+            self.dirty_cqs.remove(&cq.cq);
+        }
     }
 }

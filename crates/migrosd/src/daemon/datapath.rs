@@ -9,9 +9,9 @@ use migros_transport::{
 };
 
 use super::protocol::error;
-use super::{Daemon, Wq};
-use crate::rings::{write_ci, WQ_BATCH};
-use crate::session::Hold;
+use super::Daemon;
+use crate::registry::{Hold, Id, SessionId};
+use crate::rings::{write_ci, Wq, WQ_BATCH};
 
 impl Daemon {
     /// Moves completions from the transport into client rings; returns
@@ -24,16 +24,12 @@ impl Daemon {
         let mut wrote = false;
         let dirty: Vec<Cqn> = self.dirty_cqs.iter().copied().collect();
         for cqn in dirty {
-            let Some(ring) = self.cqs.get_mut(&cqn) else {
+            let Some((holder, ring)) = self.reg.cq_mut(cqn) else {
                 self.dirty_cqs.remove(&cqn);
                 continue;
             };
             // A held session gets every CQ marked again when it resumes.
-            if self
-                .sessions
-                .get(&ring.session)
-                .is_some_and(|s| s.hold != Hold::Running)
-            {
+            if holder.hold != Hold::Running {
                 self.dirty_cqs.remove(&cqn);
                 continue;
             }
@@ -49,7 +45,7 @@ impl Daemon {
             }
             let mut n = 0;
             loop {
-                match ring.write_backlog(&mut self.mem, &mut self.cqe_buf) {
+                match ring.write_backlog(&mut self.mem, holder.owner, &mut self.cqe_buf) {
                     Ok(0) => break,
                     Ok(k) => n += k,
                     Err(e) => {
@@ -72,8 +68,8 @@ impl Daemon {
                 wrote = true;
             }
             if let Some(ch) = notify
-                .and_then(|ch| self.channels.get(&ch))
-                .and_then(|c| c.conn)
+                .and_then(|ch| self.reg.channel_mut(ch))
+                .and_then(|(_, c)| c.conn)
             {
                 if let Some(c) = self.conns.get_mut(&ch) {
                     let _ = c.send(&Event::Completion { cq: cqn });
@@ -87,39 +83,14 @@ impl Daemon {
     pub(super) fn write_cis(&mut self) {
         let dirty = std::mem::take(&mut self.ci_dirty);
         for wq in dirty {
-            let (sid, owner, at, ci) = match wq {
-                Wq::Sq(q) => match self.qps.get(&q) {
-                    Some(r) => (
-                        r.session,
-                        r.owner,
-                        r.ctrl + migros_proto::ring::QP_CTRL_SQ_CI,
-                        r.sq.ci,
-                    ),
-                    None => continue,
-                },
-                Wq::Rq(q) => match self.qps.get(&q).and_then(|r| r.rq.map(|rq| (r, rq))) {
-                    Some((r, rq)) => (
-                        r.session,
-                        r.owner,
-                        r.ctrl + migros_proto::ring::QP_CTRL_RQ_CI,
-                        rq.ci,
-                    ),
-                    None => continue,
-                },
-                Wq::Srq(s) => match self.srqs.get(&s) {
-                    Some(r) => (
-                        r.session,
-                        r.owner,
-                        r.ctrl + migros_proto::ring::SRQ_CTRL_CI,
-                        r.rq.ci,
-                    ),
-                    None => continue,
-                },
+            let Some((holder, ring, at)) = self.reg.work_queue_mut(wq) else {
+                continue;
             };
             // A held session gets every index marked again when it resumes.
-            if self.memory_held(sid) {
+            if holder.hold != Hold::Running {
                 continue;
             }
+            let (owner, ci) = (holder.owner, ring.ci);
             if let Err(e) = write_ci(&mut self.mem, owner, at, ci) {
                 tracing::debug!(error = %e, "cannot write a consumer index");
             }
@@ -129,16 +100,13 @@ impl Daemon {
     // ---- work queues ----
 
     /// Reads and posts what doorbells announced (of session `only`, or all).
-    pub(crate) fn pump_wqs(&mut self, only: Option<u64>) {
+    pub(super) fn pump_wqs(&mut self, only: Option<SessionId>) {
         if self.pending_wqs.is_empty() {
             return;
         }
         let wqs: Vec<Wq> = self.pending_wqs.iter().copied().collect();
         for wq in wqs {
-            let sid = match wq {
-                Wq::Sq(q) | Wq::Rq(q) => self.qps.get(&q).map(|r| r.session),
-                Wq::Srq(s) => self.srqs.get(&s).map(|r| r.session),
-            };
+            let sid = self.reg.work_queue_mut(wq).map(|(h, ..)| h.session);
             let Some(sid) = sid else {
                 self.pending_wqs.remove(&wq);
                 continue;
@@ -164,25 +132,16 @@ impl Daemon {
 
     fn pump_with(&mut self, wq: Wq, buf: &mut Vec<u8>) -> bool {
         loop {
-            let (owner, ring, size) = match wq {
-                Wq::Sq(q) => match self.qps.get(&q) {
-                    Some(r) => (r.owner, r.sq, SQ_WQE_SIZE),
-                    None => return true,
-                },
-                Wq::Rq(q) => match self.qps.get(&q).and_then(|r| r.rq.map(|rq| (r.owner, rq))) {
-                    Some((o, rq)) => (o, rq, RQ_WQE_SIZE),
-                    None => return true,
-                },
-                Wq::Srq(s) => match self.srqs.get(&s) {
-                    Some(r) => (r.owner, r.rq, RQ_WQE_SIZE),
-                    None => return true,
-                },
+            let size = wq.entry_size();
+            let Some((holder, ring, _)) = self.reg.work_queue_mut(wq) else {
+                return true;
             };
+            let (owner, ring) = (holder.owner, *ring);
             let n = match ring.read(&mut self.mem, owner, size, WQ_BATCH, buf) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(?wq, error = %e, "cannot read a work queue ring: disconnecting the client");
-                    self.kill_owner_session(owner);
+                    self.kill_session(holder.session);
                     return true;
                 }
             };
@@ -200,12 +159,7 @@ impl Daemon {
                 consumed += 1;
             }
             if consumed > 0 {
-                let ring = match wq {
-                    Wq::Sq(q) => self.qps.get_mut(&q).map(|r| &mut r.sq),
-                    Wq::Rq(q) => self.qps.get_mut(&q).and_then(|r| r.rq.as_mut()),
-                    Wq::Srq(s) => self.srqs.get_mut(&s).map(|r| &mut r.rq),
-                };
-                if let Some(r) = ring {
+                if let Some((_, r, _)) = self.reg.work_queue_mut(wq) {
                     r.ci = r.ci.wrapping_add(consumed);
                 }
                 self.ci_dirty.insert(wq);
@@ -281,9 +235,10 @@ impl Daemon {
     /// `LocQpOpErr`.
     fn fail_wr(&mut self, qpn: u32, send: bool, wr_id: u64, opcode: WcOpcode, why: &str) {
         tracing::info!(qpn, wr_id, why, "work request refused: qp moves to error");
-        let Some(q) = self.qps.get(&qpn) else {
+        let Some((s, q)) = self.reg.qp(qpn) else {
             return;
         };
+        let (sid, q) = (s.id(), q.clone());
         let cq = if send { q.send_cq } else { q.recv_cq };
         let attr = QpAttr {
             qp_state: QpState::Err,
@@ -293,20 +248,18 @@ impl Daemon {
         for c in [q.send_cq, q.recv_cq] {
             self.drain_cq_into_backlog(c);
         }
-        if let Some(r) = self.cqs.get_mut(&cq) {
+        if let Some((_, r)) = self.reg.cq_mut(cq) {
             let wc = WorkCompletion::new(wr_id, WcStatus::LocQpOpErr, opcode, qpn, 0);
             r.backlog.push_back(wc);
             self.dirty_cqs.insert(cq);
         }
-        if let Some(sid) = self.qps.get(&qpn).map(|q| q.session) {
-            self.session_event(sid, Event::QpFatal { qpn });
-        }
+        self.session_event(sid, Event::QpFatal { qpn });
     }
 
     fn drain_cq_into_backlog(&mut self, cq: u32) {
         let mut wcs = Vec::new();
         let _ = self.device.poll_cq(cq, usize::MAX, &mut wcs);
-        if let Some(r) = self.cqs.get_mut(&cq) {
+        if let Some((_, r)) = self.reg.cq_mut(cq) {
             r.backlog.extend(wcs);
             if !r.backlog.is_empty() {
                 self.dirty_cqs.insert(cq);
@@ -314,15 +267,12 @@ impl Daemon {
         }
     }
 
-    /// Disconnects the session of `owner` (it broke the ring contract).
-    fn kill_owner_session(&mut self, owner: u64) {
-        if let Some(conn) = self
-            .owners
-            .get(&owner)
-            .and_then(|sid| self.sessions.get(sid))
-            .map(|s| s.conn)
-            .and_then(|t| self.conns.get_mut(&t))
-        {
+    /// Disconnects session `sid` (it broke the ring contract).
+    fn kill_session(&mut self, sid: SessionId) {
+        let Some(s) = self.reg.get(sid) else {
+            return;
+        };
+        if let Some(conn) = self.conns.get_mut(&s.conn) {
             let _ = conn.send(&error(
                 libc::EFAULT,
                 "a ring of this session is not readable",
@@ -330,11 +280,13 @@ impl Daemon {
             conn.closing = true;
         }
         // Nothing more is read for it this turn.
-        let qps = &self.qps;
-        let srqs = &self.srqs;
-        let others = |w: &Wq| match w {
-            Wq::Sq(q) | Wq::Rq(q) => qps.get(q).is_some_and(|r| r.owner != owner),
-            Wq::Srq(s) => srqs.get(s).is_some_and(|r| r.owner != owner),
+        let reg = &self.reg;
+        let others = |w: &Wq| {
+            let id = match w {
+                Wq::Sq(q) | Wq::Rq(q) => Id::Qp(*q),
+                Wq::Srq(s) => Id::Srq(*s),
+            };
+            reg.holder_of(id).is_some_and(|h| h != sid)
         };
         self.pending_wqs.retain(others);
         self.blocked_wqs.retain(others);

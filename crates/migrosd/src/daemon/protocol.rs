@@ -2,11 +2,13 @@
 //! AttachChannel, RestoreSession, RestoreChannel), then a session's
 //! requests: doorbells for the data path, the rest for [`super::dispatch`].
 
-use migros_proto::msg::{Request, Response, PROTOCOL_VERSION};
+use migros_proto::msg::{ChannelId, Request, Response, PROTOCOL_VERSION};
 
-use super::{Daemon, Wq};
+use super::Daemon;
 use crate::conn::ConnKind;
-use crate::session::{Hold, Session};
+use crate::errno::ReqError;
+use crate::registry::{Hold, Id, Session};
+use crate::rings::Wq;
 
 /// What to do after a request.
 enum Outcome {
@@ -20,7 +22,7 @@ enum Outcome {
 
 impl Daemon {
     /// Handles one request from connection `token`.
-    pub(crate) fn on_request(&mut self, token: usize, req: Request) {
+    pub(super) fn on_request(&mut self, token: usize, req: Request) {
         let Some(conn) = self.conns.get(&token) else {
             return;
         };
@@ -59,13 +61,8 @@ impl Daemon {
                 path,
                 inode,
             } => {
-                if version != PROTOCOL_VERSION {
-                    return Outcome::Fatal(error(
-                        libc::EPROTONOSUPPORT,
-                        format!(
-                            "protocol version {version} (this daemon speaks {PROTOCOL_VERSION})"
-                        ),
-                    ));
+                if let Err(e) = check_version(version) {
+                    return Outcome::Fatal(error(e.errno, e.message));
                 }
                 let Some(conn) = self.conns.get(&token) else {
                     return Outcome::Silent;
@@ -74,30 +71,17 @@ impl Daemon {
                 if pid <= 0 {
                     return Outcome::Fatal(error(libc::EPERM, "the peer has no process id"));
                 }
-                let sessions = &self.sessions;
-                let owners = &self.owners;
+                let reg = &self.reg;
                 let (Some(sid), Some(owner)) = (
-                    self.ids.u64(|v| sessions.contains_key(&v)),
-                    self.ids.u64(|v| owners.contains_key(&v)),
+                    self.ids.u64(|v| reg.contains(v)),
+                    self.ids.u64(|v| reg.is_taken(Id::Owner(v))),
                 ) else {
                     return Outcome::Fatal(error(libc::ENOMEM, "no free session id"));
                 };
-                self.sessions.insert(
-                    sid,
-                    Session {
-                        id: sid,
-                        conn: token,
-                        pid,
-                        owner,
-                        path,
-                        inode,
-                        tombstones: Vec::new(),
-                        checkpointed: false,
-                        hold: Hold::Running,
-                        seen_running: false,
-                    },
-                );
-                self.owners.insert(owner, sid);
+                let mut session = Session::new(sid, owner, token, pid, Hold::Running);
+                session.path = path;
+                session.inode = inode;
+                self.reg.open(session);
                 self.mem.bind(owner, pid);
                 if let Some(c) = self.conns.get_mut(&token) {
                     c.kind = ConnKind::Session(sid);
@@ -114,42 +98,12 @@ impl Daemon {
                 channel,
                 inode,
             } => {
-                if version != PROTOCOL_VERSION {
-                    return Outcome::Fatal(error(
-                        libc::EPROTONOSUPPORT,
-                        "protocol version mismatch",
-                    ));
+                match check_version(version)
+                    .and_then(|()| self.attach_channel(token, session, channel, inode))
+                {
+                    Ok(()) => Outcome::Silent,
+                    Err(e) => Outcome::Fatal(error(e.errno, e.message)),
                 }
-                let pid = self.conns.get(&token).map_or(0, |c| c.pid);
-                let ok = self.sessions.get(&session).is_some_and(|s| s.pid == pid)
-                    && self
-                        .channels
-                        .get(&channel)
-                        .is_some_and(|c| c.session == session);
-                if !ok {
-                    return Outcome::Fatal(error(
-                        libc::ENOENT,
-                        format!("no channel {channel} in session {session} of this process"),
-                    ));
-                }
-                if let Some(old) = self.channels.get(&channel).and_then(|c| c.conn) {
-                    if let Some(c) = self.conns.get_mut(&old) {
-                        c.closing = true;
-                    }
-                }
-                if let Some(c) = self.channels.get_mut(&channel) {
-                    c.conn = Some(token);
-                    c.inode = inode;
-                }
-                let held = self
-                    .sessions
-                    .get(&session)
-                    .is_some_and(|s| s.hold.holds_output());
-                if let Some(c) = self.conns.get_mut(&token) {
-                    c.kind = ConnKind::Channel { session, channel };
-                    c.held = held;
-                }
-                Outcome::Silent
             }
             Request::RestoreSession {
                 version,
@@ -196,30 +150,18 @@ impl Daemon {
     }
 
     fn on_doorbell(&mut self, sid: u64, req: Request) -> Outcome {
-        let checkpointed = self.sessions.get(&sid).is_some_and(|s| s.checkpointed);
+        let checkpointed = self.reg.get(sid).is_some_and(|s| s.checkpointed);
         let (wq, pi) = match req {
             Request::SqDoorbell { qpn, pi } => (Wq::Sq(qpn), pi),
             Request::RqDoorbell { qpn, pi } => (Wq::Rq(qpn), pi),
             Request::SrqDoorbell { srq, pi } => (Wq::Srq(srq), pi),
             _ => return Outcome::Silent,
         };
-        let ring = match wq {
-            Wq::Sq(q) => self
-                .qps
-                .get_mut(&q)
-                .filter(|r| r.session == sid)
-                .map(|r| &mut r.sq),
-            Wq::Rq(q) => self
-                .qps
-                .get_mut(&q)
-                .filter(|r| r.session == sid)
-                .and_then(|r| r.rq.as_mut()),
-            Wq::Srq(s) => self
-                .srqs
-                .get_mut(&s)
-                .filter(|r| r.session == sid)
-                .map(|r| &mut r.rq),
-        };
+        let ring = self
+            .reg
+            .work_queue_mut(wq)
+            .filter(|(holder, ..)| holder.session == sid)
+            .map(|(_, ring, _)| ring);
         let Some(ring) = ring else {
             if checkpointed {
                 // A late doorbell after the objects moved away.
@@ -247,6 +189,53 @@ impl Daemon {
         }
         Outcome::Silent
     }
+}
+
+impl Daemon {
+    /// Attaches connection `token` as channel `channel` of `session`, which
+    /// must be a session of the connection's process.
+    pub(super) fn attach_channel(
+        &mut self,
+        token: usize,
+        session: u64,
+        channel: ChannelId,
+        inode: u64,
+    ) -> Result<(), ReqError> {
+        let pid = self.conns.get(&token).map_or(0, |c| c.pid);
+        let held = match self.reg.get(session) {
+            Some(s) if s.pid == pid && s.objects().channel(channel).is_some() => {
+                s.hold.holds_output()
+            }
+            _ => {
+                return Err(ReqError::noent(format!(
+                    "no channel {channel} in session {session:#x} of this process"
+                )))
+            }
+        };
+        if let Some(c) = self.reg.session_channel_mut(session, channel) {
+            let old = c.conn.replace(token);
+            c.inode = inode;
+            if let Some(c) = old.and_then(|t| self.conns.get_mut(&t)) {
+                c.closing = true;
+            }
+        }
+        if let Some(c) = self.conns.get_mut(&token) {
+            c.kind = ConnKind::Channel { session, channel };
+            c.held = held;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a client that speaks another protocol version.
+pub(super) fn check_version(version: u32) -> Result<(), ReqError> {
+    if version != PROTOCOL_VERSION {
+        return Err(ReqError::new(
+            libc::EPROTONOSUPPORT,
+            format!("protocol version {version} (this daemon speaks {PROTOCOL_VERSION})"),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn error(errno: i32, message: impl Into<String>) -> Response {
