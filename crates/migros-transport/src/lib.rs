@@ -40,7 +40,7 @@ mod tombstone;
 mod transition;
 mod window;
 
-pub use device::{Device, DeviceConfig, Transmit};
+pub use device::{Device, DeviceConfig, Transmit, WorkQueue};
 pub use error::VerbsError;
 pub use memory::{KeyError, Memory, MemoryFault, MrTable};
 pub use migros_proto::counters::{DeviceCounters, QpCounters};

@@ -7,7 +7,7 @@
 //! events, completions into client rings). Memory writes into clients are
 //! flushed at the end of every turn.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -22,12 +22,11 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use migros_proto::msg::{DeviceInfo, Event};
 use migros_proto::paths;
-use migros_transport::{Cqn, Device, DeviceConfig, DeviceEvent, Instant, WorkCompletion};
+use migros_transport::{Device, DeviceConfig, DeviceEvent, Instant};
 
 mod admin;
 mod conns;
 pub mod criu;
-mod datapath;
 mod dispatch;
 mod migration;
 mod protocol;
@@ -35,13 +34,14 @@ mod protocol;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::Conn;
+use crate::datapath::{DataPath, Notice, Parts};
 use crate::ids::Ids;
 use crate::limits::device_info;
 use crate::procmem::ProcMem;
-use crate::registry::{Id, Registry};
-use crate::rings::Wq;
+use crate::registry::{Id, Registry, SessionId};
 use crate::udp::UdpIo;
 use criu::CriuState;
+use protocol::error;
 
 const UDP: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -102,28 +102,17 @@ pub struct Daemon {
     next_token: usize,
     /// Every session with its objects, and the index of their identifiers.
     reg: Registry,
-    /// CQs with new completions in the transport or a backlog.
-    dirty_cqs: BTreeSet<Cqn>,
-    /// Work queues with entries to read.
-    pending_wqs: BTreeSet<Wq>,
-    /// Work queues the transport had no room for: read again after
-    /// datagrams or timers may have freed some.
-    blocked_wqs: BTreeSet<Wq>,
-    /// Work queues whose consumer index must be written back.
-    ci_dirty: BTreeSet<Wq>,
+    /// Ring reads, consumer indices and completions still to do.
+    data: DataPath,
     shutdown: bool,
     criu: CriuState,
     udp_rx_more: bool,
     /// A timer came due while received datagrams were still queued: bytes
     /// received since (see [`TIMER_DEFER_BYTES`]).
     timer_deferred: Option<usize>,
-    retry_blocked: bool,
     udp_blocked: bool,
     tx_more: bool,
     tx_buf: Vec<u8>,
-    wq_buf: Vec<u8>,
-    cqe_buf: Vec<u8>,
-    wc_buf: Vec<WorkCompletion>,
 }
 
 impl Daemon {
@@ -206,21 +195,14 @@ impl Daemon {
             conns: BTreeMap::new(),
             next_token: FIRST_CONN,
             reg: Registry::new(),
-            dirty_cqs: BTreeSet::new(),
-            pending_wqs: BTreeSet::new(),
-            blocked_wqs: BTreeSet::new(),
-            ci_dirty: BTreeSet::new(),
+            data: DataPath::new(),
             shutdown: false,
             criu: CriuState::default(),
             udp_rx_more: false,
             timer_deferred: None,
-            retry_blocked: false,
             udp_blocked: false,
             tx_more: false,
             tx_buf: Vec::with_capacity(9000),
-            wq_buf: Vec::new(),
-            cqe_buf: Vec::new(),
-            wc_buf: Vec::new(),
             cfg,
         })
     }
@@ -261,7 +243,7 @@ impl Daemon {
                 // Receives posted before these datagrams arrived must be in
                 // the transport first, or a SEND finds no receive (UD drops
                 // it; RC answers RNR) although the client had posted one.
-                self.pump_wqs(None);
+                self.pump(None);
                 self.receive();
             }
             self.turn();
@@ -274,7 +256,7 @@ impl Daemon {
     }
 
     fn next_timeout(&self) -> Option<Duration> {
-        if self.udp_rx_more || self.tx_more || (!self.udp_blocked && !self.pending_wqs.is_empty()) {
+        if self.udp_rx_more || self.tx_more || (!self.udp_blocked && self.data.has_pending()) {
             return Some(Duration::ZERO);
         }
         let now = self.clock.now();
@@ -282,17 +264,13 @@ impl Daemon {
             .device
             .poll_timeout()
             .map(|d| self.clock.until(now, d) + Duration::from_micros(50));
-        if self.cqs_waiting() || !self.blocked_wqs.is_empty() {
+        if self.data.is_waiting() {
             t = Some(t.map_or(FULL_RING_RETRY, |t| t.min(FULL_RING_RETRY)));
         }
         if let Some(c) = self.criu_timeout() {
             t = Some(t.map_or(c, |t| t.min(c)));
         }
         t
-    }
-
-    fn cqs_waiting(&self) -> bool {
-        !self.dirty_cqs.is_empty()
     }
 
     fn on_signal(&mut self) {
@@ -319,7 +297,8 @@ impl Daemon {
                 *b += bytes_in;
             }
             match r {
-                Ok(n) => self.retry_blocked |= n > 0,
+                Ok(n) if n > 0 => self.data.note_progress(),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -378,30 +357,27 @@ impl Daemon {
             if !self.udp_rx_more || *deferred >= TIMER_DEFER_BYTES {
                 self.timer_deferred = None;
                 self.device.handle_timeout(self.now);
-                self.retry_blocked = true;
+                self.data.note_progress();
             }
         } else {
             self.timer_deferred = None;
         }
-        if std::mem::take(&mut self.retry_blocked) {
-            let blocked = std::mem::take(&mut self.blocked_wqs);
-            self.pending_wqs.extend(blocked);
-        }
+        self.data.unblock_after_progress();
         for _ in 0..8 {
-            self.pump_wqs(None);
+            self.pump(None);
             self.transmit();
             self.device_events();
             // A completion frees its ring slot: the consumer index must be
             // visible before the completion, or a client that reposts at
             // once finds its ring full.
-            self.write_cis();
+            self.data.write_cis(&mut self.reg, &mut self.mem);
             let wrote = self.write_completions();
             // Completions may have freed send queue room: go again.
-            if !wrote || self.pending_wqs.is_empty() {
+            if !wrote || !self.data.has_pending() {
                 break;
             }
         }
-        self.write_cis();
+        self.data.write_cis(&mut self.reg, &mut self.mem);
         self.mem.end_batch();
         self.flush_conns();
     }
@@ -409,9 +385,7 @@ impl Daemon {
     fn device_events(&mut self) {
         while let Some(ev) = self.device.poll_event() {
             match ev {
-                DeviceEvent::Completion { cq } => {
-                    self.dirty_cqs.insert(cq);
-                }
+                DeviceEvent::Completion { cq } => self.data.completed(cq),
                 DeviceEvent::QpError { qpn } => {
                     tracing::debug!(qpn, "qp entered the error state");
                     if let Some(sid) = self.reg.holder_of(Id::Qp(qpn)) {
@@ -423,6 +397,66 @@ impl Daemon {
                 }
                 DeviceEvent::SqDrained { qpn } => tracing::debug!(qpn, "send queue drained"),
                 DeviceEvent::SrqLimitReached { srq } => tracing::debug!(srq, "srq limit reached"),
+            }
+        }
+    }
+
+    /// Reads and posts what doorbells announced (of session `only`, or
+    /// all), then acts on what the data path found.
+    fn pump(&mut self, only: Option<SessionId>) {
+        let mut p = Parts {
+            reg: &mut self.reg,
+            device: &mut self.device,
+            mem: &mut self.mem,
+            now: self.now,
+        };
+        self.data.pump(&mut p, only);
+        self.act_on_notices();
+    }
+
+    /// Moves completions into client rings; returns whether any was written.
+    fn write_completions(&mut self) -> bool {
+        let mut p = Parts {
+            reg: &mut self.reg,
+            device: &mut self.device,
+            mem: &mut self.mem,
+            now: self.now,
+        };
+        let wrote = self.data.write_completions(&mut p);
+        self.act_on_notices();
+        wrote
+    }
+
+    fn act_on_notices(&mut self) {
+        for notice in self.data.take_notices() {
+            match notice {
+                Notice::QpFatal { session, qpn } => {
+                    self.session_event(session, Event::QpFatal { qpn });
+                }
+                Notice::BrokenRing { session } => {
+                    let conn = self.reg.get(session).map(|s| s.conn);
+                    if let Some(c) = conn.and_then(|t| self.conns.get_mut(&t)) {
+                        let _ = c.send(&error(
+                            libc::EFAULT,
+                            "a ring of this session is not readable",
+                        ));
+                        c.closing = true;
+                    }
+                }
+                Notice::CqEvent {
+                    session,
+                    channel,
+                    cq,
+                } => {
+                    let conn = self
+                        .reg
+                        .get(session)
+                        .and_then(|s| s.objects().channel(channel))
+                        .and_then(|c| c.conn);
+                    if let Some(c) = conn.and_then(|t| self.conns.get_mut(&t)) {
+                        let _ = c.send(&Event::Completion { cq });
+                    }
+                }
             }
         }
     }

@@ -178,8 +178,9 @@ impl Image {
                 armed: c.armed,
                 solicited_only: c.solicited_only,
                 channel: c.channel,
-                backlog: c.backlog.clone(),
-                overflows: c.overflows,
+                // Completions not in the ring are in the transport's CQ.
+                backlog: VecDeque::new(),
+                overflows: 0,
             })
             .collect();
         let srqs = objects
@@ -247,8 +248,6 @@ impl Image {
             ring.client_ci = c.client_ci;
             ring.armed = c.armed;
             ring.solicited_only = c.solicited_only;
-            ring.backlog = c.backlog.clone();
-            ring.overflows = c.overflows;
             o.insert_cq(ring);
         }
         for s in &self.srqs {
@@ -339,8 +338,11 @@ impl Image {
             if !ring_ok(c.entries) || c.owner != self.owner {
                 return bad(format!("cq {} has a bad ring or owner", c.cq));
             }
-            if c.backlog.len() > CqRing::queue_limit(c.entries) {
-                return bad(format!("cq {} holds too many completions", c.cq));
+            if !c.backlog.is_empty() {
+                return bad(format!(
+                    "cq {} holds completions outside the transport (an older daemon's image)",
+                    c.cq
+                ));
             }
             if c.channel.is_some_and(|ch| !self.channels.contains(&ch)) {
                 return bad(format!("cq {} refers to a channel not in the image", c.cq));

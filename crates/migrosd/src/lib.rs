@@ -82,6 +82,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod daemon;
+pub mod datapath;
 pub mod errno;
 pub mod fault;
 pub mod ids;

@@ -9,8 +9,6 @@
 //! entry. The client's consumer index is re-read only when the ring looks
 //! full.
 
-use std::collections::VecDeque;
-
 use migros_proto::msg::ChannelId;
 use migros_proto::ring::{self, CQE_PHASE, CQE_SIZE, RQ_WQE_SIZE, SQ_WQE_SIZE};
 use migros_transport::{Cqn, MemoryFault, OwnerId, Qpn, Srqn, WorkCompletion};
@@ -123,7 +121,8 @@ pub struct SrqRing {
     pub rq: WqRing,
 }
 
-/// A CQ's ring and what is waiting to go into it.
+/// A CQ's ring. The completions waiting for it stay in the transport's
+/// CQ (the only queue of completions) until they fit.
 #[derive(Debug, Clone)]
 pub struct CqRing {
     pub cq: Cqn,
@@ -138,10 +137,6 @@ pub struct CqRing {
     pub armed: bool,
     pub solicited_only: bool,
     pub channel: Option<ChannelId>,
-    /// Completions taken from the transport, not yet in the ring.
-    pub backlog: VecDeque<WorkCompletion>,
-    /// Completions lost because the backlog overflowed (CQ overrun).
-    pub overflows: u64,
 }
 
 impl QpRings {
@@ -179,8 +174,6 @@ impl CqRing {
             armed: false,
             solicited_only: false,
             channel,
-            backlog: Default::default(),
-            overflows: 0,
         }
     }
 
@@ -190,28 +183,22 @@ impl CqRing {
         self.entries.saturating_sub(used)
     }
 
-    /// Most completions kept in the backlog before counting an overrun.
-    pub fn backlog_limit(&self) -> usize {
-        CqRing::queue_limit(self.entries)
-    }
-
-    /// Most completions waiting for a ring of `entries` before an overrun.
+    /// Most completions the transport queues for a ring of `entries`
+    /// before it counts an overrun (the CQ's capacity there).
     pub fn queue_limit(entries: u32) -> usize {
         (entries as usize).max(1024) * 2
     }
 
-    /// Writes as much of the backlog as fits; returns how many entries.
-    /// `scratch` is reused between calls.
-    pub fn write_backlog(
+    /// How many of `waiting` completions fit now, in one write: the free
+    /// entries per the cached consumer index, re-read from the client's
+    /// control block only when they are too few.
+    pub fn room_for(
         &mut self,
         mem: &mut ProcMem,
         owner: OwnerId,
-        scratch: &mut Vec<u8>,
-    ) -> Result<u32, MemoryFault> {
-        if self.backlog.is_empty() {
-            return Ok(0);
-        }
-        if (self.room() as usize) < self.backlog.len() {
+        waiting: usize,
+    ) -> Result<usize, MemoryFault> {
+        if (self.room() as usize) < waiting {
             let mut ci = [0u8; 4];
             mem.read_now(owner, self.ctrl + ring::CQ_CTRL_CI, &mut ci)?;
             let ci = u32::from_le_bytes(ci);
@@ -220,14 +207,27 @@ impl CqRing {
                 self.client_ci = ci;
             }
         }
-        let n = (self.room() as usize).min(self.backlog.len()).min(MAX_IOV);
+        Ok((self.room() as usize).min(waiting).min(MAX_IOV))
+    }
+
+    /// Writes `wcs` (no more than [`CqRing::room_for`] allowed) at the
+    /// producer index: every entry without its phase byte, then the phase
+    /// bytes. `scratch` is reused between calls.
+    pub fn write(
+        &mut self,
+        mem: &mut ProcMem,
+        owner: OwnerId,
+        wcs: &[WorkCompletion],
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), MemoryFault> {
+        let n = wcs.len();
         if n == 0 {
-            return Ok(0);
+            return Ok(());
         }
         scratch.clear();
         scratch.resize(n * CQE_SIZE, 0);
         let mut entry = [0u8; CQE_SIZE];
-        for (k, wc) in self.backlog.iter().take(n).enumerate() {
+        for (k, wc) in wcs.iter().enumerate() {
             let index = self.pi.wrapping_add(k as u32);
             ring::encode_cqe(wc, ring::phase(index, self.entries), &mut entry);
             scratch[k * CQE_SIZE..(k + 1) * CQE_SIZE].copy_from_slice(&entry);
@@ -253,9 +253,8 @@ impl CqRing {
             })
             .collect();
         mem.writev_now(owner, &phases)?;
-        self.backlog.drain(..n);
         self.pi = self.pi.wrapping_add(n as u32);
-        Ok(n as u32)
+        Ok(())
     }
 }
 
@@ -286,10 +285,11 @@ mod tests {
             ctrl.as_mut_ptr() as u64,
             None,
         );
-        cq.backlog = (0..6).map(wc).collect();
+        let waiting: Vec<WorkCompletion> = (0..6).map(wc).collect();
         let mut scratch = Vec::new();
-        assert_eq!(cq.write_backlog(&mut mem, 1, &mut scratch).unwrap(), 4);
-        assert_eq!(cq.write_backlog(&mut mem, 1, &mut scratch).unwrap(), 0);
+        assert_eq!(cq.room_for(&mut mem, 1, waiting.len()).unwrap(), 4);
+        cq.write(&mut mem, 1, &waiting[..4], &mut scratch).unwrap();
+        assert_eq!(cq.room_for(&mut mem, 1, 2).unwrap(), 0);
         // SAFETY: ring_buf is alive; it was written behind the compiler's back.
         let view = unsafe {
             std::slice::from_raw_parts(std::hint::black_box(ring_buf.as_ptr()), ring_buf.len())
@@ -303,13 +303,14 @@ mod tests {
         // The client consumed two entries.
         // SAFETY: ctrl is a live local array the daemon side reads through its address.
         unsafe { std::ptr::write_volatile(ctrl.as_mut_ptr(), 2) };
-        assert_eq!(cq.write_backlog(&mut mem, 1, &mut scratch).unwrap(), 2);
+        assert_eq!(cq.room_for(&mut mem, 1, 2).unwrap(), 2);
+        cq.write(&mut mem, 1, &waiting[4..], &mut scratch).unwrap();
         // SAFETY: ring_buf is alive; it was written behind the compiler's back.
         let view = unsafe {
             std::slice::from_raw_parts(std::hint::black_box(ring_buf.as_ptr()), ring_buf.len())
         };
         assert_eq!(view[CQE_PHASE], 2);
-        assert!(cq.backlog.is_empty());
+        assert_eq!(cq.pi, 6);
     }
 
     #[test]

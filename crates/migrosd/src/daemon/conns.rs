@@ -10,7 +10,6 @@ use migros_proto::msg::{Event, Request, Response};
 use super::{peer_cred, Daemon};
 use crate::conn::{Conn, ConnKind, ReadState};
 use crate::registry::{Hold, Objects};
-use crate::rings::Wq;
 
 impl Daemon {
     /// Sends `ev` on every attached channel of session `sid`.
@@ -203,7 +202,7 @@ impl Daemon {
         }
         let (pid, owner) = (s.pid, s.owner());
         tracing::info!(session = sid, pid, owner, "session ended");
-        self.device.destroy_owner(self.now, owner);
+        self.device.destroy_owner(owner);
         if let Some(s) = self.reg.close(sid) {
             self.forget(s.objects());
         }
@@ -211,25 +210,13 @@ impl Daemon {
     }
 
     /// Drops what the daemon still had to do for `objects` (taken out of
-    /// their session): ring reads, consumer indices, completion writes.
-    /// Their channel connections are closed.
+    /// their session); their channel connections are closed.
     pub(super) fn forget(&mut self, objects: &Objects) {
         for t in objects.channel_conns() {
             if let Some(c) = self.conns.get_mut(&t) {
                 c.closing = true;
             }
         }
-        let wqs = objects
-            .qps()
-            .flat_map(|q| [Wq::Sq(q.qpn), Wq::Rq(q.qpn)])
-            .chain(objects.srqs().map(|s| Wq::Srq(s.srq)));
-        for wq in wqs {
-            self.pending_wqs.remove(&wq);
-            self.blocked_wqs.remove(&wq);
-            self.ci_dirty.remove(&wq);
-        }
-        for cq in objects.cqs() {
-            self.dirty_cqs.remove(&cq.cq);
-        }
+        self.data.forget(objects);
     }
 }

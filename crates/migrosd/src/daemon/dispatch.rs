@@ -363,7 +363,7 @@ impl Daemon {
         self.check_client_memory(owner, ctrl, ring::CQ_CTRL_SIZE as u64)?;
         let cq = self.free_u32(Id::Cq, "cq handle")?;
         let ring = CqRing::new(cq, ring_addr, entries, ctrl, channel);
-        let capacity = u32::try_from(ring.backlog_limit()).unwrap_or(u32::MAX);
+        let capacity = u32::try_from(CqRing::queue_limit(entries)).unwrap_or(u32::MAX);
         self.device.create_cq(owner, cq, capacity)?;
         self.reg.add_cq(sid, ring);
         Ok(Response::Cq { cq })
@@ -373,7 +373,7 @@ impl Daemon {
         self.own(sid, "cq", cq, Objects::cq)?;
         self.device.destroy_cq(cq)?;
         self.reg.remove_cq(sid, cq);
-        self.dirty_cqs.remove(&cq);
+        self.data.forget_cq(cq);
         Ok(Response::Ok)
     }
 
@@ -408,8 +408,7 @@ impl Daemon {
         self.own(sid, "srq", srq, Objects::srq)?;
         self.device.destroy_srq(srq)?;
         self.reg.remove_srq(sid, srq);
-        self.pending_wqs.remove(&Wq::Srq(srq));
-        self.blocked_wqs.remove(&Wq::Srq(srq));
+        self.data.forget_wq(Wq::Srq(srq));
         Ok(Response::Ok)
     }
 
@@ -483,8 +482,8 @@ impl Daemon {
         self.own(sid, "qp", qpn, Objects::qp)?;
         self.device.modify_qp(self.now, qpn, attr, mask)?;
         // Receives posted before the QP could take them, sends held back.
-        self.pending_wqs.insert(Wq::Sq(qpn));
-        self.pending_wqs.insert(Wq::Rq(qpn));
+        self.data.wake(Wq::Sq(qpn));
+        self.data.wake(Wq::Rq(qpn));
         Ok(Response::Ok)
     }
 
@@ -492,10 +491,7 @@ impl Daemon {
         self.own(sid, "qp", qpn, Objects::qp)?;
         self.device.destroy_qp(qpn)?;
         self.reg.remove_qp(sid, qpn);
-        for wq in [Wq::Sq(qpn), Wq::Rq(qpn)] {
-            self.pending_wqs.remove(&wq);
-            self.blocked_wqs.remove(&wq);
-        }
+        self.data.forget_qp(qpn);
         Ok(Response::Ok)
     }
 }

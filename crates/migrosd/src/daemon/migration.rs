@@ -43,10 +43,10 @@ impl Daemon {
         Ok(Response::Image { image, qpns })
     }
 
-    /// Pauses every QP of session `sid`, moves what the transport completed
-    /// into the CQ backlogs and encodes the session's image with its QPNs
-    /// (and `inbox`, a request cut short). The objects stay (stopped); on
-    /// failure they stay paused.
+    /// Pauses every QP of session `sid` and encodes the session's image
+    /// (completions not yet in a ring are in the transport's CQs, so in the
+    /// image) with its QPNs and `inbox`, a request cut short. The objects
+    /// stay (stopped); on failure they stay paused.
     pub(super) fn snapshot_session(
         &mut self,
         sid: SessionId,
@@ -58,19 +58,7 @@ impl Daemon {
             .get(sid)
             .map(|s| s.owner())
             .ok_or_else(|| ReqError::noent("no session"))?;
-        self.device.pause_owner(now, owner)?;
-        // Everything completed so far goes into the backlogs (and the image).
-        let cqs: Vec<u32> = self
-            .reg
-            .get(sid)
-            .map_or_else(Vec::new, |s| s.objects().cqs().map(|c| c.cq).collect());
-        for cq in cqs {
-            let mut wcs = Vec::new();
-            let _ = self.device.poll_cq(cq, usize::MAX, &mut wcs);
-            if let Some(r) = self.reg.session_cq_mut(sid, cq) {
-                r.backlog.extend(wcs);
-            }
-        }
+        self.device.pause_owner(owner)?;
         self.mem.flush();
         let snap = self.device.snapshot_owner(now, owner)?;
         let qpns = snap.qpns();
@@ -96,7 +84,7 @@ impl Daemon {
             .get(sid)
             .map(|s| s.owner())
             .ok_or_else(|| ReqError::noent("no session"))?;
-        let qpns = self.device.evict_owner(self.now, owner)?;
+        let qpns = self.device.evict_owner(owner)?;
         let objects = self.reg.take_objects(sid);
         self.forget(&objects);
         self.mem.unbind(owner);
@@ -158,11 +146,10 @@ impl Daemon {
         for (addr, len) in regions {
             self.mem.add_region(new_owner, addr, len);
         }
-        let backlogged = objects
-            .cqs()
-            .filter(|c| !c.backlog.is_empty())
-            .map(|c| c.cq);
-        self.dirty_cqs.extend(backlogged);
+        // Completions restored into the transport's CQs go into the rings.
+        for cq in objects.cqs() {
+            self.data.completed(cq.cq);
+        }
         self.reg.adopt(sid, objects);
         tracing::info!(session = sid, owner = new_owner, "restored");
         Ok(img.inbox)
@@ -176,12 +163,7 @@ impl Daemon {
             .get(sid)
             .ok_or_else(|| ReqError::noent("no session"))?;
         self.device.resume_owner(self.now, s.owner())?;
-        let o = s.objects();
-        let wqs = o
-            .qps()
-            .flat_map(|q| [super::Wq::Sq(q.qpn), super::Wq::Rq(q.qpn)])
-            .chain(o.srqs().map(|s| super::Wq::Srq(s.srq)));
-        self.pending_wqs.extend(wqs);
+        self.data.wake_all(s.objects());
         Ok(())
     }
 }

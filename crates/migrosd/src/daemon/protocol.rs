@@ -139,10 +139,9 @@ impl Daemon {
             return self.on_doorbell(sid, req);
         }
         // A request may change what the transport accepts (a QP moved to RTS).
-        let blocked = std::mem::take(&mut self.blocked_wqs);
-        self.pending_wqs.extend(blocked);
+        self.data.unblock();
         // Requests see the effect of every earlier doorbell.
-        self.pump_wqs(Some(sid));
+        self.pump(Some(sid));
         match self.dispatch(sid, req) {
             Ok(r) => Outcome::Reply(r),
             Err(e) => Outcome::Reply(error(e.errno, e.message)),
@@ -185,7 +184,7 @@ impl Daemon {
         }
         ring.pi = pi;
         if ring.pending() > 0 {
-            self.pending_wqs.insert(wq);
+            self.data.wake(wq);
         }
         Outcome::Silent
     }

@@ -64,7 +64,7 @@ impl Daemon {
                 continue;
             }
             let running = s.hold == Hold::Running;
-            if let Err(e) = self.device.pause_owner(self.now, s.owner()) {
+            if let Err(e) = self.device.pause_owner(s.owner()) {
                 return admin_error(e.into());
             }
             if running {
@@ -216,8 +216,7 @@ impl Daemon {
             }
         }
         if hold == Hold::Running {
-            self.dirty_cqs.extend(s.objects().cqs().map(|c| c.cq));
-            self.ci_dirty.extend(s.objects().work_queues());
+            self.data.refresh(s.objects());
         }
     }
 
@@ -238,7 +237,7 @@ impl Daemon {
             }
             self.process_frames(t);
         }
-        self.pump_wqs(Some(sid));
+        self.pump(Some(sid));
     }
 
     fn session_image(&self, sid: SessionId, objects: Vec<u8>, qpns: Vec<Qpn>) -> SessionImage {
