@@ -6,19 +6,27 @@
 //! doorbells announced, and drain the device (datagrams out in batches,
 //! events, completions into client rings). Memory writes into clients are
 //! flushed at the end of every turn.
+//!
+//! The daemon's state is a few parts, each with its own API: the device
+//! (the transport), the [`Registry`] (sessions and what they own), the
+//! [`DataPath`] (ring reads, consumer indices, completions), the process
+//! memory, the connections and the sockets. Its submodules handle what
+//! arrives:
+//! - `conns`: accepting connections, reading frames, closing, the end of
+//!   a session;
+//! - `protocol`: a connection's first request (Hello, AttachChannel,
+//!   RestoreSession, RestoreChannel) and doorbells;
+//! - `dispatch`: every other client request, mapped onto the registry and
+//!   the device;
+//! - `migration`: checkpoint, restore, start and commit of a session;
+//! - `admin` and [`criu`]: the admin socket and CRIU's requests by pid;
+//! - `sockets`: the listeners and the signal fd.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use mio::net::{UnixListener, UnixStream};
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use migros_proto::msg::{DeviceInfo, Event};
 use migros_proto::paths;
@@ -30,6 +38,7 @@ pub mod criu;
 mod dispatch;
 mod migration;
 mod protocol;
+mod sockets;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -42,6 +51,7 @@ use crate::registry::{Id, Registry, SessionId};
 use crate::udp::UdpIo;
 use criu::CriuState;
 use protocol::error;
+use sockets::Sockets;
 
 const UDP: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -93,11 +103,7 @@ pub struct Daemon {
     ids: Ids,
     poll: Poll,
     udp: UdpIo,
-    listener: UnixListener,
-    admin_listener: UnixListener,
-    signals: SignalFd,
-    socket_path: PathBuf,
-    admin_path: PathBuf,
+    sockets: Sockets,
     conns: BTreeMap<usize, Conn>,
     next_token: usize,
     /// Every session with its objects, and the index of their identifiers.
@@ -127,44 +133,16 @@ impl Daemon {
                 port: cfg.port,
                 source,
             })?;
-        std::fs::create_dir_all(&cfg.socket_dir).map_err(io_err(format!(
-            "cannot create {}",
-            cfg.socket_dir.display()
-        )))?;
-        let socket_path = paths::device_socket(&cfg.socket_dir, &cfg.name);
-        let admin_path = paths::admin_socket(&cfg.socket_dir, &cfg.name);
-        // Signals are taken over before the sockets appear: whoever sees
-        // the socket may send SIGTERM and expects a clean exit.
-        let mut mask = SigSet::empty();
-        mask.add(Signal::SIGTERM);
-        mask.add(Signal::SIGINT);
-        mask.thread_block()
-            .map_err(|e| io_err("cannot block signals")(e.into()))?;
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(|e| io_err("cannot create a signalfd")(e.into()))?;
-        let listener = bind_unix(&socket_path, 0o666)?;
-        let admin_listener = bind_unix(&admin_path, 0o600)?;
-
+        let mut sockets = Sockets::bind(&cfg)?;
         let poll = Poll::new().map_err(io_err("cannot create a poll"))?;
-        let reg = poll.registry();
-        reg.register(
-            &mut udp.socket,
-            UDP,
-            Interest::READABLE | Interest::WRITABLE,
-        )
-        .map_err(io_err("register udp"))?;
-        let mut listener = listener;
-        let mut admin_listener = admin_listener;
-        reg.register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(io_err("register listener"))?;
-        reg.register(&mut admin_listener, ADMIN, Interest::READABLE)
-            .map_err(io_err("register admin listener"))?;
-        reg.register(
-            &mut SourceFd(&signals.as_raw_fd()),
-            SIGNAL,
-            Interest::READABLE,
-        )
-        .map_err(io_err("register signalfd"))?;
+        poll.registry()
+            .register(
+                &mut udp.socket,
+                UDP,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(io_err("register udp"))?;
+        sockets.register(poll.registry(), LISTENER, ADMIN, SIGNAL)?;
 
         let mut dcfg = DeviceConfig::new(cfg.addr);
         dcfg.udp_src_port = cfg.port;
@@ -175,7 +153,7 @@ impl Daemon {
         let info = device_info(&cfg);
         tracing::info!(
             device = %cfg.name, addr = %cfg.addr, port = cfg.port, mtu = cfg.mtu.bytes(),
-            socket = %socket_path.display(), "device up"
+            socket = %sockets.client_path().display(), "device up"
         );
         let clock = Clock::new();
         Ok(Daemon {
@@ -187,11 +165,7 @@ impl Daemon {
             ids: Ids::new(),
             poll,
             udp,
-            listener,
-            admin_listener,
-            signals,
-            socket_path,
-            admin_path,
+            sockets,
             conns: BTreeMap::new(),
             next_token: FIRST_CONN,
             reg: Registry::new(),
@@ -274,8 +248,8 @@ impl Daemon {
     }
 
     fn on_signal(&mut self) {
-        while let Ok(Some(info)) = self.signals.read_signal() {
-            tracing::info!(signal = info.ssi_signo, "signal received");
+        for signal in self.sockets.signals() {
+            tracing::info!(signal, "signal received");
             self.shutdown = true;
         }
     }
@@ -464,42 +438,4 @@ impl Daemon {
     fn uptime(&self) -> Duration {
         self.clock.elapsed()
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.socket_path);
-        let _ = std::fs::remove_file(&self.admin_path);
-    }
-}
-
-/// Binds a unix listener at `path` (replacing a stale socket) with `mode`.
-fn bind_unix(path: &std::path::Path, mode: u32) -> Result<UnixListener, DaemonError> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(DaemonError::Io {
-                    what: format!("{} is in use by a running daemon", path.display()),
-                    source: io::ErrorKind::AddrInUse.into(),
-                });
-            }
-            let _ = std::fs::remove_file(path);
-        } else {
-            return Err(DaemonError::Io {
-                what: format!("{} exists and is not a socket", path.display()),
-                source: io::ErrorKind::AlreadyExists.into(),
-            });
-        }
-    }
-    let l = UnixListener::bind(path).map_err(io_err(format!("cannot bind {}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(io_err(format!("cannot chmod {}", path.display())))?;
-    Ok(l)
-}
-
-fn peer_cred(stream: &UnixStream) -> Option<(i32, u32)> {
-    use std::os::fd::AsFd;
-    let cred = getsockopt(&stream.as_fd(), PeerCredentials).ok()?;
-    Some((cred.pid(), cred.uid()))
 }

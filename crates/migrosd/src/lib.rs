@@ -9,22 +9,26 @@
 //!
 //! - [`udp`]: batched UDP (recvmmsg with GRO, GSO sends to one destination),
 //!   with optional test-only fault injection ([`fault`]).
-//! - [`procmem`]: the transport's `Memory` over `process_vm_readv/writev`
-//!   into the client process that owns an object (owner → pid), with
-//!   read-ahead inside registered regions and coalesced writes.
+//! - [`daemon`]: the event loop, and in its submodules the connection
+//!   protocol, the requests mapped onto the registry and the device,
+//!   migration, the admin socket and CRIU ([`daemon::criu`]).
+//! - [`registry`]: every session with the objects it owns (PDs, MRs, CQ,
+//!   SRQ and QP rings, channels), and one index from each identifier to
+//!   its session: teardown, checkpoint and eviction are operations on one
+//!   session's objects.
+//! - [`datapath`]: work queues read after doorbells and posted to the
+//!   device, consumer indices written back, completions moved from the
+//!   transport's CQs (the only queue of completions) into client rings.
 //! - [`rings`]: the send / receive / completion rings in client memory:
 //!   doorbells are read in batches, completions written body first and
 //!   phase byte last.
+//! - [`procmem`]: the transport's `Memory` over `process_vm_readv/writev`
+//!   into the client process that owns an object (owner → pid), with
+//!   read-ahead inside registered regions and coalesced writes.
 //! - [`conn`]: a unix socket connection (framing, write queue).
-//! - [`registry`]: every session with the objects it owns, and the index
-//!   from each identifier to its session.
-//! - [`daemon`]: the event loop, and in its submodules the connection
-//!   protocol, the requests mapped onto the device, the data path,
-//!   migration, the admin socket and CRIU.
 //! - [`image`]: the daemon's checkpoint image (versioned JSON wrapping the
 //!   transport's `OwnerSnapshot` plus the rings' state).
-//! - [`daemon::criu`]: moving a whole process with CRIU (admin requests by
-//!   pid, RestoreSession / RestoreChannel, the rollback watchdog).
+//! - [`limits`]: the device limits and what clients learn of the device.
 //!
 //! # Identifiers
 //!

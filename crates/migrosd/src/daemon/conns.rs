@@ -7,7 +7,7 @@ use mio::{Interest, Token};
 
 use migros_proto::msg::{Event, Request, Response};
 
-use super::{peer_cred, Daemon};
+use super::Daemon;
 use crate::conn::{Conn, ConnKind, ReadState};
 use crate::registry::{Hold, Objects};
 
@@ -30,12 +30,7 @@ impl Daemon {
 
     pub(super) fn accept(&mut self, admin: bool) {
         loop {
-            let listener = if admin {
-                &self.admin_listener
-            } else {
-                &self.listener
-            };
-            let (mut stream, _) = match listener.accept() {
+            let (mut stream, cred) = match self.sockets.accept(admin) {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -44,7 +39,7 @@ impl Daemon {
                     return;
                 }
             };
-            let (pid, uid) = match peer_cred(&stream) {
+            let (pid, uid) = match cred {
                 Some(c) => c,
                 None => {
                     tracing::warn!("no peer credentials: connection refused");
