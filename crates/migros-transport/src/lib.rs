@@ -48,8 +48,3 @@ pub use migros_proto::verbs::*;
 pub use responder::GRH_LEN;
 pub use snapshot::OwnerSnapshot;
 pub use time::Instant;
-
-/// The verbs types, shared with clients through `migros-proto`.
-pub mod types {
-    pub use migros_proto::verbs::*;
-}
