@@ -279,19 +279,26 @@ impl Registry {
         true
     }
 
+    /// Takes an object out of the objects of `sid` with `f` and, when
+    /// there was one, unindexes `id`.
+    fn remove<T>(
+        &mut self,
+        sid: SessionId,
+        id: Id,
+        f: impl FnOnce(&mut Objects) -> Option<T>,
+    ) -> Option<T> {
+        let removed = f(&mut self.sessions.get_mut(&sid)?.objects)?;
+        self.unbind(id);
+        Some(removed)
+    }
+
     pub fn add_pd(&mut self, sid: SessionId, pd: Pdn) -> bool {
         self.add(sid, &[Id::Pd(pd)], |o| o.insert_pd(pd))
     }
 
     pub fn remove_pd(&mut self, sid: SessionId, pd: Pdn) -> bool {
-        let removed = self
-            .sessions
-            .get_mut(&sid)
-            .is_some_and(|s| s.objects.pds.remove(&pd));
-        if removed {
-            self.unbind(Id::Pd(pd));
-        }
-        removed
+        let f = |o: &mut Objects| o.pds.remove(&pd).then_some(());
+        self.remove(sid, Id::Pd(pd), f).is_some()
     }
 
     pub fn add_mr(&mut self, sid: SessionId, lkey: u32, mr: Mr) -> bool {
@@ -303,8 +310,7 @@ impl Registry {
     }
 
     pub fn remove_mr(&mut self, sid: SessionId, lkey: u32) -> Option<Mr> {
-        let mr = self.sessions.get_mut(&sid)?.objects.mrs.remove(&lkey)?;
-        self.unbind(Id::Key(lkey));
+        let mr = self.remove(sid, Id::Key(lkey), |o| o.mrs.remove(&lkey))?;
         self.unbind(Id::Key(mr.rkey));
         self.mrs -= 1;
         Some(mr)
@@ -316,9 +322,7 @@ impl Registry {
     }
 
     pub fn remove_cq(&mut self, sid: SessionId, cq: Cqn) -> Option<CqRing> {
-        let ring = self.sessions.get_mut(&sid)?.objects.cqs.remove(&cq)?;
-        self.unbind(Id::Cq(cq));
-        Some(ring)
+        self.remove(sid, Id::Cq(cq), |o| o.cqs.remove(&cq))
     }
 
     pub fn add_srq(&mut self, sid: SessionId, srq: SrqRing) -> bool {
@@ -327,9 +331,7 @@ impl Registry {
     }
 
     pub fn remove_srq(&mut self, sid: SessionId, srq: Srqn) -> Option<SrqRing> {
-        let ring = self.sessions.get_mut(&sid)?.objects.srqs.remove(&srq)?;
-        self.unbind(Id::Srq(srq));
-        Some(ring)
+        self.remove(sid, Id::Srq(srq), |o| o.srqs.remove(&srq))
     }
 
     pub fn add_qp(&mut self, sid: SessionId, qp: QpRings) -> bool {
@@ -338,9 +340,7 @@ impl Registry {
     }
 
     pub fn remove_qp(&mut self, sid: SessionId, qpn: Qpn) -> Option<QpRings> {
-        let ring = self.sessions.get_mut(&sid)?.objects.qps.remove(&qpn)?;
-        self.unbind(Id::Qp(qpn));
-        Some(ring)
+        self.remove(sid, Id::Qp(qpn), |o| o.qps.remove(&qpn))
     }
 
     pub fn add_channel(&mut self, sid: SessionId, id: ChannelId, channel: Channel) -> bool {
@@ -348,9 +348,7 @@ impl Registry {
     }
 
     pub fn remove_channel(&mut self, sid: SessionId, id: ChannelId) -> Option<Channel> {
-        let c = self.sessions.get_mut(&sid)?.objects.channels.remove(&id)?;
-        self.unbind(Id::Channel(id));
-        Some(c)
+        self.remove(sid, Id::Channel(id), |o| o.channels.remove(&id))
     }
 
     // ---- by identifier, for the data path ----
@@ -462,6 +460,9 @@ mod tests {
         assert!(reg.work_queue_mut(Wq::Srq(0x42)).is_none());
         assert_eq!(reg.remove_mr(7, 10).map(|m| m.rkey), Some(11));
         assert!(!reg.is_taken(Id::Key(11)) && reg.mr_count() == 0);
+        assert!(reg.remove_qp(8, 0x42).is_none(), "another session's qp");
+        assert!(reg.remove_qp(7, 0x42).is_some() && !reg.is_taken(Id::Qp(0x42)));
+        assert!(reg.remove_pd(7, 1) && !reg.remove_pd(7, 1));
     }
 
     #[test]
