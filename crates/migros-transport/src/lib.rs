@@ -6,7 +6,8 @@
 //! events and its next deadline. It never performs I/O, reads a clock or
 //! spawns a thread; memory is reached through the [`Memory`] trait. This is
 //! what makes loss, reordering and live migration testable in virtual time
-//! (`migros-sim`), and what makes a checkpoint plain data ([`OwnerSnapshot`]).
+//! (`migros-sim`), and what makes a checkpoint plain data ([`OwnerSnapshot`],
+//! encoded as a versioned [`image`] with its own types).
 //!
 //! Engines, as in the kernel's rxe: the requester (`requester`) builds
 //! request packets within the QP's send window (`window`: congestion
@@ -27,6 +28,7 @@ mod completer;
 pub mod device;
 mod dma;
 pub mod error;
+pub mod image;
 pub mod memory;
 mod packet_builder;
 mod qp;
