@@ -222,7 +222,7 @@ impl Registry {
             return Objects::default();
         };
         let objects = std::mem::take(&mut s.objects);
-        for id in objects.ids() {
+        for id in objects.index_ids() {
             self.unbind(id);
         }
         self.mrs -= objects.mrs.len();
@@ -235,7 +235,7 @@ impl Registry {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let ids: Vec<Id> = objects.ids().collect();
+        let ids: Vec<Id> = objects.index_ids().collect();
         let o = &mut s.objects;
         self.mrs += objects.mrs.len();
         o.pds.extend(objects.pds);
@@ -252,17 +252,7 @@ impl Registry {
     /// The identifiers session `sid` holds.
     pub fn ids_of(&self, sid: SessionId) -> Option<SessionIds> {
         let s = self.sessions.get(&sid)?;
-        let o = &s.objects;
-        Some(SessionIds {
-            session: sid,
-            owner: s.owner,
-            qpns: o.qps.keys().copied().collect(),
-            keys: o.mrs.iter().flat_map(|(l, m)| [*l, m.rkey]).collect(),
-            pds: o.pds.iter().copied().collect(),
-            cqs: o.cqs.keys().copied().collect(),
-            srqs: o.srqs.keys().copied().collect(),
-            channels: o.channels.keys().copied().collect(),
-        })
+        Some(s.objects.ids(sid, s.owner))
     }
 
     // ---- one object of a session ----

@@ -10,7 +10,7 @@ use migros_transport::Qpn;
 use super::dispatch::Res;
 use super::Daemon;
 use crate::errno::ReqError;
-use crate::image::Image;
+use crate::image;
 use crate::limits;
 use crate::registry::{Kind, SessionId};
 
@@ -67,11 +67,7 @@ impl Daemon {
             .get(sid)
             .map(|s| s.objects())
             .ok_or_else(|| ReqError::noent("no session"))?;
-        let image = Image::new(&snap, sid, objects)
-            .and_then(|mut i| {
-                i.inbox = inbox;
-                i.encode()
-            })
+        let image = image::encode(&snap, objects, inbox)
             .map_err(|e| ReqError::new(libc::EIO, format!("cannot encode the image: {e}")))?;
         Ok((image, qpns))
     }
@@ -121,9 +117,8 @@ impl Daemon {
             ));
         }
         let (old_owner, pid) = (s.owner(), s.pid);
-        let bad = |e| ReqError::inval(format!("bad image: {e}"));
-        let (img, snap) = Image::decode(bytes).map_err(bad)?;
-        let ids = img.ids(&snap).map_err(bad)?;
+        let img = image::decode(bytes).map_err(|e| ReqError::inval(format!("bad image: {e}")))?;
+        let ids = img.ids();
         if let Some(what) = self.reg.id_collision(&ids) {
             return Err(ReqError::new(
                 libc::EEXIST,
@@ -133,11 +128,16 @@ impl Daemon {
         if self.reg.count(Kind::Qp) + ids.qpns.len() > limits::MAX_QP as usize {
             return Err(ReqError::nomem("too many qps"));
         }
-        self.device.check_restore(&snap)?;
-        let objects = img.objects(&snap).map_err(bad)?;
-        let regions: Vec<(u64, u64)> = snap.mrs().iter().map(|m| (m.addr, m.length)).collect();
-        let new_owner = img.owner;
-        self.device.restore(self.now, snap)?;
+        self.device.check_restore(&img.snapshot)?;
+        let new_owner = img.owner();
+        let regions: Vec<(u64, u64)> = img
+            .snapshot
+            .mrs()
+            .iter()
+            .map(|m| (m.addr, m.length))
+            .collect();
+        let objects = img.objects;
+        self.device.restore(self.now, img.snapshot)?;
 
         // The session takes the image's owner and objects.
         self.reg.set_owner(sid, new_owner);

@@ -8,10 +8,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use migros_proto::admin::SessionIds;
 use migros_proto::msg::ChannelId;
-use migros_transport::{Cqn, Pdn, Qpn, Srqn};
+use migros_transport::{Cqn, OwnerId, Pdn, Qpn, Srqn};
 
-use super::Id;
+use super::{Id, SessionId};
 use crate::rings::{CqRing, QpRings, SrqRing, Wq};
 
 /// A memory region (by its lkey in [`Objects`]).
@@ -145,8 +146,23 @@ impl Objects {
         qps.chain(self.srqs.keys().map(|s| Wq::Srq(*s)))
     }
 
+    /// The identifiers of the set, as those of session `session` of
+    /// `owner` (for a restore's checks and `migros migrate`).
+    pub fn ids(&self, session: SessionId, owner: OwnerId) -> SessionIds {
+        SessionIds {
+            session,
+            owner,
+            qpns: self.qps.keys().copied().collect(),
+            keys: self.mrs.iter().flat_map(|(l, m)| [*l, m.rkey]).collect(),
+            pds: self.pds.iter().copied().collect(),
+            cqs: self.cqs.keys().copied().collect(),
+            srqs: self.srqs.keys().copied().collect(),
+            channels: self.channels.keys().copied().collect(),
+        }
+    }
+
     /// Every identifier the set holds (lkeys and rkeys as memory keys).
-    pub(super) fn ids(&self) -> impl Iterator<Item = Id> + '_ {
+    pub(super) fn index_ids(&self) -> impl Iterator<Item = Id> + '_ {
         let pds = self.pds.iter().map(|p| Id::Pd(*p));
         let keys = self
             .mrs
