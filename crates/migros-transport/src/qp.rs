@@ -41,8 +41,10 @@ pub(crate) struct Objects {
     pub srqs: BTreeMap<Srqn, Srq>,
     pub events: VecDeque<DeviceEvent>,
     pub counters: DeviceCounters,
-    /// Where UD QPs that migrated went, learned from their RESUME.
-    pub ud_redirects: BTreeMap<Qpn, IpAddr>,
+    /// Where UD QPs that migrated went, as their old node told us.
+    pub ud_redirects: crate::ud_redirect::UdRedirects,
+    /// Connection keys and probe nonces.
+    pub secrets: crate::secret::Secrets,
 }
 
 impl Objects {
@@ -108,6 +110,14 @@ pub(crate) struct Qp {
     /// snapshot: a QP that moves while paused does not count that pause.
     #[serde(skip)]
     pub paused_at: Option<Instant>,
+    /// This QP's connection key: a RESUME from it carries the key, and
+    /// its old location tells it to the partner (see [`crate::resume`]).
+    /// Drawn at creation, kept across migrations (in the image).
+    pub resume_key: u64,
+    /// What this QP learned of its partner's key, and probes under way.
+    /// Not part of a snapshot: learned again after a move.
+    #[serde(skip)]
+    pub keys: crate::resume::KeyExchange,
 }
 
 /// Most remote peers a UD QP remembers for its resume announcement.
@@ -130,6 +140,8 @@ impl Qp {
             ud_peers: BTreeSet::new(),
             announce: VecDeque::new(),
             paused_at: None,
+            resume_key: 0,
+            keys: Default::default(),
         }
     }
 
@@ -248,7 +260,7 @@ impl Qp {
         let info = pkt.info();
         if info.kind == OpKind::Resume {
             if self.qp_type() != QpType::Ud {
-                self.on_resume_packet(now, pkt, src);
+                self.on_resume_message(now, pkt, src, env);
             }
             return;
         }
@@ -422,6 +434,7 @@ impl Qp {
             QpState::Reset => {
                 *self = Qp {
                     counters: self.counters,
+                    resume_key: self.resume_key,
                     ..Qp::new(self.init.clone())
                 };
             }

@@ -210,6 +210,7 @@ pub(crate) fn every_field() -> OwnerImage {
         counters,
         ud_peers: vec![(addr("198.18.0.4"), 0x50)],
         announce: vec![(addr("198.18.0.5"), 0x51)],
+        resume_key: 0x0123_4567_89ab_cdef,
     };
     let mut sending = qp.clone();
     sending.init.qpn = 0x44;
