@@ -123,6 +123,9 @@ pub(crate) struct Qp {
 /// Most remote peers a UD QP remembers for its resume announcement.
 pub(crate) const MAX_UD_PEERS: usize = 64;
 
+/// Longest message (bytes): 2^31, as in InfiniBand.
+pub(crate) const MAX_MESSAGE: u64 = 1 << 31;
+
 impl Qp {
     pub fn new(init: QpInit) -> Qp {
         let attr = QpAttr {
@@ -348,18 +351,49 @@ impl Qp {
             None if req.next_off > 0 => return Err("send offset without a message".into()),
             _ => {}
         }
+        if req.sq.len() > self.init.cap.max_send_wr as usize
+            || self.rq.len() > self.init.cap.max_recv_wr as usize
+        {
+            return Err("more work requests queued than the qp holds".into());
+        }
         for w in &req.sq {
-            if w.len > u64::from(u32::MAX) || w.read_done > w.len {
+            // The checks of post_send (opcode for this QP type, SGEs,
+            // inline size, atomics, a UD address handle within the MTU).
+            let len = self
+                .check_send_wr(&w.wr)
+                .map_err(|e| format!("send wr: {e}"))?;
+            if w.len != len || w.read_done > w.len {
                 return Err("send wr with an impossible length or progress".into());
             }
         }
-        if let Some(crate::responder::Inbound::Write { len, offset, .. }) = &self.resp.current {
-            if offset > len {
-                return Err("write cursor past its message".into());
+        for r in &self.rq {
+            if r.sges.len() > self.init.cap.max_recv_sge.max(1) as usize {
+                return Err("receive wr with too many sges".into());
             }
         }
-        if self.qpn() > MAX_QPN || self.attr.dest_qp_num > MAX_QPN {
+        match &self.resp.current {
+            Some(crate::responder::Inbound::Write { len, offset, .. })
+                if offset > len || *len > MAX_MESSAGE =>
+            {
+                return Err("write cursor past its message".into());
+            }
+            _ => {}
+        }
+        for r in &self.resp.out {
+            if let crate::responder::Response::Read { remaining, .. } = r {
+                if *remaining > MAX_MESSAGE {
+                    return Err("read response longer than a message may be".into());
+                }
+            }
+        }
+        if self.qp_type() != QpType::Ud && self.resume_key == 0 {
+            return Err("no connection key".into());
+        }
+        if self.qpn() > MAX_QPN || self.qpn() < 2 || self.attr.dest_qp_num > MAX_QPN {
             return Err("qpn out of range".into());
+        }
+        if self.ud_peers.len() > MAX_UD_PEERS || self.announce.len() > 4 * MAX_UD_PEERS {
+            return Err("too many ud peers".into());
         }
         Ok(())
     }
