@@ -676,6 +676,14 @@ impl Device {
         self.qps.get(&qpn).map(|q| q.counters)
     }
 
+    /// The connection key of QP `qpn` (see [`crate::resume`]). For tests
+    /// and fuzz targets that must tell a forged RESUME from a real one;
+    /// the daemon never shows it.
+    #[doc(hidden)]
+    pub fn connection_key(&self, qpn: Qpn) -> Option<u64> {
+        self.qps.get(&qpn).map(|q| q.resume_key)
+    }
+
     /// QPNs of every QP on this device.
     pub fn qpns(&self) -> Vec<Qpn> {
         self.qps.keys().copied().collect()
