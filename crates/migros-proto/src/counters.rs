@@ -47,4 +47,9 @@ pub struct DeviceCounters {
     pub rx_unknown_qp: u64,
     pub rx_tombstone: u64,
     pub retransmits: u64,
+    /// RESUME-opcode packets refused: malformed, unauthenticated (no or a
+    /// wrong connection key), out of the PSN window, in a state that takes
+    /// none, or a UD redirect from an address the QP never sent to.
+    #[serde(default)]
+    pub rx_resume_refused: u64,
 }

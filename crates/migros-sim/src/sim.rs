@@ -13,9 +13,11 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use migros_transport::{Device, DeviceConfig, DeviceEvent, Instant, Memory, OwnerId, Qpn, MAX_QPN};
+use migros_transport::{
+    Device, DeviceConfig, DeviceEvent, Instant, Memory, OwnerId, Qpn, SecretSeed, MAX_QPN,
+};
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 use crate::memory::SimMemory;
 use crate::net::{
@@ -128,6 +130,8 @@ pub struct Node {
 pub struct Sim {
     pub(crate) now: Instant,
     pub(crate) rng: SmallRng,
+    /// The run's seed (each node's secrets derive from it).
+    seed: u64,
     pub(crate) net: Network,
     pub(crate) nodes: Vec<Node>,
     by_addr: BTreeMap<IpAddr, NodeId>,
@@ -157,6 +161,7 @@ impl Sim {
         Sim {
             now: Instant::ZERO,
             rng: SmallRng::seed_from_u64(seed),
+            seed,
             net: Network::new(config.link),
             nodes: Vec::new(),
             by_addr: BTreeMap::new(),
@@ -178,8 +183,16 @@ impl Sim {
     ///
     /// # Panics
     /// If another node already has `config.addr`.
-    pub fn add_node_with(&mut self, config: DeviceConfig) -> NodeId {
+    pub fn add_node_with(&mut self, mut config: DeviceConfig) -> NodeId {
         let id = NodeId(self.nodes.len());
+        if config.secret_seed == SecretSeed::default() {
+            // Each node's keys from the run's seed, without drawing from
+            // the run's generator (fault patterns stay as they were).
+            let mut keys = SmallRng::seed_from_u64(
+                self.seed ^ (id.0 as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            );
+            keys.fill(&mut config.secret_seed.0);
+        }
         let addr = config.addr;
         assert!(
             !self.by_addr.contains_key(&addr),

@@ -36,6 +36,12 @@ pub struct DeviceConfig {
     pub pause_timeout: Duration,
     /// How often a restored QP repeats RESUME until its partner answers.
     pub resume_interval: Duration,
+    /// How long a UD redirect learned from a tombstone is used.
+    pub ud_redirect_ttl: Duration,
+    /// Seed of the connection keys and nonces ([`crate::secret`]): the
+    /// daemon draws it from the OS CSPRNG, the simulator from its seed.
+    /// [`DeviceConfig::new`] leaves it zero (tests only).
+    pub secret_seed: crate::secret::SecretSeed,
 }
 
 impl DeviceConfig {
@@ -47,6 +53,8 @@ impl DeviceConfig {
             max_mtu: Mtu::Mtu4096,
             pause_timeout: Duration::from_secs(30),
             resume_interval: Duration::from_millis(10),
+            ud_redirect_ttl: Duration::from_secs(300),
+            secret_seed: crate::secret::SecretSeed::default(),
         }
     }
 }
@@ -114,9 +122,13 @@ fn exists(kind: &'static str, id: impl Into<u64>) -> VerbsError {
 
 impl Device {
     pub fn new(config: DeviceConfig) -> Device {
+        let objs = Objects {
+            secrets: crate::secret::Secrets::new(config.secret_seed),
+            ..Objects::default()
+        };
         Device {
             config,
-            objs: Objects::default(),
+            objs,
             qps: BTreeMap::new(),
             tombstones: BTreeMap::new(),
             ready: VecDeque::new(),
@@ -311,6 +323,7 @@ impl Device {
         self.tombstones.remove(&init.qpn);
         let ud = init.qp_type == QpType::Ud;
         let mut qp = Qp::new(init);
+        qp.resume_key = self.objs.secrets.draw();
         if ud {
             // A UD QP has no path: its messages may fill the port's MTU.
             qp.attr.path_mtu = self.config.max_mtu;
@@ -518,9 +531,8 @@ impl Device {
         let is_resume = pkt.info().kind == OpKind::Resume;
         match self.qps.get(&qpn).map(|q| q.qp_type()) {
             Some(QpType::Ud) if is_resume => {
-                // A UD QP we talked to moved: send there from now on.
-                if let Some((location, sender)) = crate::resume::parse_resume_payload(pkt.payload) {
-                    self.objs.ud_redirects.insert(sender, location);
+                if !self.on_ud_resume(now, qpn, &pkt, src) {
+                    self.objs.counters.rx_resume_refused += 1;
                 }
             }
             Some(_) => {
@@ -537,6 +549,51 @@ impl Device {
                 None => self.objs.counters.rx_unknown_qp += 1,
             },
         }
+    }
+
+    /// A RESUME-opcode packet to UD QP `qpn` from `src`: a UD QP it sent
+    /// to moved. Only the node the QP was at may redirect its sends (the
+    /// tombstone there answers from that address); the moved QP's own
+    /// announcement, from its new address, is checked by asking that node
+    /// (a probe, which the tombstone answers with the redirect). False
+    /// when refused.
+    fn on_ud_resume(&mut self, now: Instant, qpn: Qpn, pkt: &Packet, src: IpAddr) -> bool {
+        let Some(crate::resume::ResumeMessage::Resume {
+            location,
+            qpn: moved,
+            ..
+        }) = crate::resume::ResumeMessage::parse(pkt.payload)
+        else {
+            return false;
+        };
+        let Some(qp) = self.qps.get(&qpn) else {
+            return false;
+        };
+        if location != src {
+            // From the old node: it knows. Only for a peer we sent to.
+            if !qp.ud_peers.contains(&(src, moved)) {
+                return false;
+            }
+            let ttl = self.config.ud_redirect_ttl;
+            return self.objs.ud_redirects.learn(now, src, moved, location, ttl);
+        }
+        // An announcement: ask the old nodes we sent `moved` to (a few).
+        let old: Vec<IpAddr> = qp
+            .ud_peers
+            .iter()
+            .filter(|(a, q)| *q == moved && *a != src)
+            .map(|(a, _)| *a)
+            .take(4)
+            .collect();
+        for addr in old {
+            let probe = crate::resume::ResumeMessage::Probe { qpn, nonce: 0 };
+            let mut out = Vec::new();
+            let h = crate::resume::message_headers(moved, migros_wire::Psn::new(0), 0);
+            if crate::resume::build_message(&mut out, &self.config, addr, h, &probe).is_some() {
+                self.control_out.push_back((addr, out));
+            }
+        }
+        true
     }
 
     /// Writes the next datagram (a whole UDP payload, ICRC included) into
@@ -617,6 +674,14 @@ impl Device {
 
     pub fn qp_counters(&self, qpn: Qpn) -> Option<QpCounters> {
         self.qps.get(&qpn).map(|q| q.counters)
+    }
+
+    /// The connection key of QP `qpn` (see [`crate::resume`]). For tests
+    /// and fuzz targets that must tell a forged RESUME from a real one;
+    /// the daemon never shows it.
+    #[doc(hidden)]
+    pub fn connection_key(&self, qpn: Qpn) -> Option<u64> {
+        self.qps.get(&qpn).map(|q| q.resume_key)
     }
 
     /// QPNs of every QP on this device.

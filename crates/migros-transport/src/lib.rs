@@ -22,7 +22,9 @@
 //! [`Device::evict_owner`] leaves tombstones that answer with the pause NAK,
 //! [`Device::restore`] recreates the objects on another device with the
 //! same identifiers and [`Device::resume_owner`] announces the new location
-//! with RESUME.
+//! with RESUME, which a partner takes only from its peer: it carries the
+//! QP's connection key, learned from the peer's old location (see
+//! [`resume`]).
 
 mod completer;
 pub mod device;
@@ -36,10 +38,12 @@ mod queues;
 mod requester;
 mod responder;
 pub mod resume;
+mod secret;
 pub mod snapshot;
 pub mod time;
 mod tombstone;
 mod transition;
+mod ud_redirect;
 mod window;
 
 pub use device::{Device, DeviceConfig, Transmit, WorkQueue};
@@ -48,5 +52,6 @@ pub use memory::{KeyError, Memory, MemoryFault, MrTable};
 pub use migros_proto::counters::{DeviceCounters, QpCounters};
 pub use migros_proto::verbs::*;
 pub use responder::GRH_LEN;
+pub use secret::SecretSeed;
 pub use snapshot::OwnerSnapshot;
 pub use time::Instant;

@@ -41,8 +41,10 @@ pub(crate) struct Objects {
     pub srqs: BTreeMap<Srqn, Srq>,
     pub events: VecDeque<DeviceEvent>,
     pub counters: DeviceCounters,
-    /// Where UD QPs that migrated went, learned from their RESUME.
-    pub ud_redirects: BTreeMap<Qpn, IpAddr>,
+    /// Where UD QPs that migrated went, as their old node told us.
+    pub ud_redirects: crate::ud_redirect::UdRedirects,
+    /// Connection keys and probe nonces.
+    pub secrets: crate::secret::Secrets,
 }
 
 impl Objects {
@@ -108,10 +110,21 @@ pub(crate) struct Qp {
     /// snapshot: a QP that moves while paused does not count that pause.
     #[serde(skip)]
     pub paused_at: Option<Instant>,
+    /// This QP's connection key: a RESUME from it carries the key, and
+    /// its old location tells it to the partner (see [`crate::resume`]).
+    /// Drawn at creation, kept across migrations (in the image).
+    pub resume_key: u64,
+    /// What this QP learned of its partner's key, and probes under way.
+    /// Not part of a snapshot: learned again after a move.
+    #[serde(skip)]
+    pub keys: crate::resume::KeyExchange,
 }
 
 /// Most remote peers a UD QP remembers for its resume announcement.
 pub(crate) const MAX_UD_PEERS: usize = 64;
+
+/// Longest message (bytes): 2^31, as in InfiniBand.
+pub(crate) const MAX_MESSAGE: u64 = 1 << 31;
 
 impl Qp {
     pub fn new(init: QpInit) -> Qp {
@@ -130,6 +143,8 @@ impl Qp {
             ud_peers: BTreeSet::new(),
             announce: VecDeque::new(),
             paused_at: None,
+            resume_key: 0,
+            keys: Default::default(),
         }
     }
 
@@ -248,7 +263,7 @@ impl Qp {
         let info = pkt.info();
         if info.kind == OpKind::Resume {
             if self.qp_type() != QpType::Ud {
-                self.on_resume_packet(now, pkt, src);
+                self.on_resume_message(now, pkt, src, env);
             }
             return;
         }
@@ -336,18 +351,49 @@ impl Qp {
             None if req.next_off > 0 => return Err("send offset without a message".into()),
             _ => {}
         }
+        if req.sq.len() > self.init.cap.max_send_wr as usize
+            || self.rq.len() > self.init.cap.max_recv_wr as usize
+        {
+            return Err("more work requests queued than the qp holds".into());
+        }
         for w in &req.sq {
-            if w.len > u64::from(u32::MAX) || w.read_done > w.len {
+            // The checks of post_send (opcode for this QP type, SGEs,
+            // inline size, atomics, a UD address handle within the MTU).
+            let len = self
+                .check_send_wr(&w.wr)
+                .map_err(|e| format!("send wr: {e}"))?;
+            if w.len != len || w.read_done > w.len {
                 return Err("send wr with an impossible length or progress".into());
             }
         }
-        if let Some(crate::responder::Inbound::Write { len, offset, .. }) = &self.resp.current {
-            if offset > len {
-                return Err("write cursor past its message".into());
+        for r in &self.rq {
+            if r.sges.len() > self.init.cap.max_recv_sge.max(1) as usize {
+                return Err("receive wr with too many sges".into());
             }
         }
-        if self.qpn() > MAX_QPN || self.attr.dest_qp_num > MAX_QPN {
+        match &self.resp.current {
+            Some(crate::responder::Inbound::Write { len, offset, .. })
+                if offset > len || *len > MAX_MESSAGE =>
+            {
+                return Err("write cursor past its message".into());
+            }
+            _ => {}
+        }
+        for r in &self.resp.out {
+            if let crate::responder::Response::Read { remaining, .. } = r {
+                if *remaining > MAX_MESSAGE {
+                    return Err("read response longer than a message may be".into());
+                }
+            }
+        }
+        if self.qp_type() != QpType::Ud && self.resume_key == 0 {
+            return Err("no connection key".into());
+        }
+        if self.qpn() > MAX_QPN || self.qpn() < 2 || self.attr.dest_qp_num > MAX_QPN {
             return Err("qpn out of range".into());
+        }
+        if self.ud_peers.len() > MAX_UD_PEERS || self.announce.len() > 4 * MAX_UD_PEERS {
+            return Err("too many ud peers".into());
         }
         Ok(())
     }
@@ -422,6 +468,7 @@ impl Qp {
             QpState::Reset => {
                 *self = Qp {
                     counters: self.counters,
+                    resume_key: self.resume_key,
                     ..Qp::new(self.init.clone())
                 };
             }

@@ -117,6 +117,42 @@ pub(crate) fn packets_for(len: u64, mtu: u64) -> u32 {
 impl Qp {
     /// Validates and queues a send WR.
     pub fn post_send(&mut self, wr: SendWr, env: &mut Env) -> Result<(), VerbsError> {
+        let len = self.check_send_wr(&wr)?;
+        if self.req.sq.len() >= self.init.cap.max_send_wr as usize {
+            return Err(VerbsError::QueueFull);
+        }
+        match self.state() {
+            QpState::Rts | QpState::Sqd => {}
+            QpState::Err => {
+                // Verbs: a WR posted to a QP in error completes with a flush error.
+                let wc = self.send_wc(&wr, WcStatus::WrFlushErr, 0);
+                env.objs.complete(self.init.send_cq, wc);
+                return Ok(());
+            }
+            state => {
+                return Err(VerbsError::WrongState {
+                    qpn: self.qpn(),
+                    state,
+                })
+            }
+        }
+        self.req.sq.push_back(SendWqe {
+            wr,
+            len,
+            first_psn: self.req.next_psn,
+            npkts: 0,
+            sent: false,
+            read_done: 0,
+            local_error: None,
+        });
+        Ok(())
+    }
+
+    /// What `post_send` checks of a WR whatever the QP's state: an opcode
+    /// this QP type has, SGE and inline limits, atomic operands, the
+    /// length (returned), a UD address handle within the path MTU. A
+    /// restored image's send queue passes the same checks.
+    pub fn check_send_wr(&self, wr: &SendWr) -> Result<u64, VerbsError> {
         let qp_type = self.qp_type();
         let allowed = match wr.opcode {
             WrOpcode::Send | WrOpcode::SendWithImm { .. } => true,
@@ -200,34 +236,7 @@ impl Qp {
                 )));
             }
         }
-        if self.req.sq.len() >= self.init.cap.max_send_wr as usize {
-            return Err(VerbsError::QueueFull);
-        }
-        match self.state() {
-            QpState::Rts | QpState::Sqd => {}
-            QpState::Err => {
-                // Verbs: a WR posted to a QP in error completes with a flush error.
-                let wc = self.send_wc(&wr, WcStatus::WrFlushErr, 0);
-                env.objs.complete(self.init.send_cq, wc);
-                return Ok(());
-            }
-            state => {
-                return Err(VerbsError::WrongState {
-                    qpn: self.qpn(),
-                    state,
-                })
-            }
-        }
-        self.req.sq.push_back(SendWqe {
-            wr,
-            len,
-            first_psn: self.req.next_psn,
-            npkts: 0,
-            sent: false,
-            read_done: 0,
-            local_error: None,
-        });
-        Ok(())
+        Ok(len)
     }
 
     /// Whether the requester could emit a packet now.
@@ -274,7 +283,7 @@ impl Qp {
             }
         }
         let result = match self.qp_type() {
-            QpType::Ud => self.build_ud(env, buf),
+            QpType::Ud => self.build_ud(now, env, buf),
             QpType::Rc | QpType::Uc => self.build_connected(now, env, buf),
         };
         match result {
@@ -343,7 +352,12 @@ impl Qp {
 
     /// Builds the UD datagram of the oldest WR and completes it. Errors
     /// with the status the WR fails with.
-    fn build_ud(&mut self, env: &mut Env, buf: &mut Vec<u8>) -> Result<IpAddr, WcStatus> {
+    fn build_ud(
+        &mut self,
+        now: Instant,
+        env: &mut Env,
+        buf: &mut Vec<u8>,
+    ) -> Result<IpAddr, WcStatus> {
         let idx = self.req.next_idx;
         let wqe = &self.req.sq[idx];
         // post_send refuses a UD WR without a destination; an image could
@@ -352,8 +366,7 @@ impl Qp {
         let dst = env
             .objs
             .ud_redirects
-            .get(&ud.remote_qpn)
-            .copied()
+            .lookup(now, ud.addr, ud.remote_qpn)
             .unwrap_or(ud.addr);
         let qkey = if ud.remote_qkey & 0x8000_0000 != 0 {
             self.attr.qkey

@@ -2,14 +2,34 @@
 //! after the partner's pause NAK, Resuming after restore until the partner
 //! answers RESUME; the pause timeout; RESUME packets and their handling.
 //!
-//! RESUME (opcode 0x19) carries BTH + AETH and a 20-byte payload: the
-//! sender's location (16 bytes, IPv4-mapped for IPv4) and its QPN (4 bytes,
-//! big endian). The location travels in the payload, not only as the IP
-//! source, so a tombstone can forward a RESUME when both ends migrate.
+//! Three messages share the RESUME opcode (0x19, BTH + AETH), told apart by
+//! their payload length:
+//! - **RESUME** (28 bytes): the sender's new location (16 bytes,
+//!   IPv4-mapped for IPv4), its QPN (4) and its connection key (8), all big
+//!   endian. The location travels in the payload, not only as the IP
+//!   source, so a tombstone can forward a RESUME when both ends migrate.
+//! - **PROBE** (12 bytes): the sender's QPN and a nonce. A QP sends it to
+//!   its partner's current address when it cannot yet check a RESUME (it
+//!   does not know the partner's key, or it is Running): only the partner's
+//!   old location (a stopped QP or its tombstone) or a resuming QP answers.
+//! - **KEY** (24 bytes): QPN, the probe's nonce, the key, 4 reserved bytes;
+//!   sent to the QP's recorded partner address only, never to whoever
+//!   asked, so the key reaches the real peer (or its tombstone, which
+//!   forwards it to the peer's new node) and nobody else.
+//!
+//! Every RC and UC QP has a random 64-bit connection key from the device's
+//! CSPRNG ([`crate::secret`]), kept in its image and by its tombstone. A
+//! RESUME is taken only by a QP that is Stopped, Paused or Resuming, from
+//! its partner's QPN, with a PSN within [`RESUME_PSN_WINDOW`] of what it
+//! expects, and with the key its peer's old location told it. A RESUME it
+//! cannot check yet is remembered (one claim) and checked when the KEY
+//! comes. A kernel peer never sends any of these (it drops the unknown
+//! opcode); the empty and 16/20-byte RESUMEs of MigrOS and older migros
+//! are refused.
 
 use std::net::IpAddr;
 
-use migros_wire::{AckSyndrome, Opcode, Packet};
+use migros_wire::{AckSyndrome, Headers, Opcode, Packet, Psn};
 
 use crate::packet_builder::{ack_headers, PacketBuilder, Route};
 use crate::qp::{Env, Qp};
@@ -17,35 +37,142 @@ use crate::time::Instant;
 use migros_proto::verbs::*;
 
 /// Bytes of a RESUME payload.
-pub const RESUME_PAYLOAD_LEN: usize = 20;
+pub const RESUME_PAYLOAD_LEN: usize = 28;
+/// Bytes of a PROBE payload.
+pub const PROBE_PAYLOAD_LEN: usize = 12;
+/// Bytes of a KEY payload.
+pub const KEY_PAYLOAD_LEN: usize = 24;
+
+/// How far (in PSNs, either way) a RESUME's PSN, the sender's oldest
+/// unacknowledged one, may lie from the PSN the receiver expects: twice
+/// the most a QP keeps unacknowledged, with room for UC losses.
+pub const RESUME_PSN_WINDOW: u32 = 1 << 15;
 
 /// Times a migrated UD QP announces itself to each peer it knew.
 const ANNOUNCE_REPEAT: usize = 3;
 
-/// The payload of a RESUME: where the sender now is, and its QPN.
-pub fn resume_payload(location: IpAddr, qpn: Qpn) -> [u8; RESUME_PAYLOAD_LEN] {
-    let mut p = [0u8; RESUME_PAYLOAD_LEN];
-    let v6 = match location {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    };
-    p[..16].copy_from_slice(&v6.octets());
-    p[16..].copy_from_slice(&qpn.to_be_bytes());
-    p
+/// A message carried by the RESUME opcode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeMessage {
+    /// The sender, QP `qpn`, now lives at `location`; `key` proves it.
+    Resume {
+        location: IpAddr,
+        qpn: Qpn,
+        key: u64,
+    },
+    /// QP `qpn` asks its partner's old location for the connection key.
+    Probe { qpn: Qpn, nonce: u64 },
+    /// The key of QP `qpn`, answering the probe `nonce`.
+    Key { qpn: Qpn, nonce: u64, key: u64 },
 }
 
-/// Reads a RESUME payload: (location, sender QPN), if well formed.
-pub fn parse_resume_payload(payload: &[u8]) -> Option<(IpAddr, Qpn)> {
-    let p: &[u8; RESUME_PAYLOAD_LEN] = payload.try_into().ok()?;
-    let mut octets = [0u8; 16];
-    octets.copy_from_slice(&p[..16]);
-    let v6 = std::net::Ipv6Addr::from(octets);
-    let addr = match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    };
-    let qpn = u32::from_be_bytes([p[16], p[17], p[18], p[19]]);
-    Some((addr, qpn & MAX_QPN))
+impl ResumeMessage {
+    /// The payload bytes of this message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(RESUME_PAYLOAD_LEN);
+        match *self {
+            ResumeMessage::Resume { location, qpn, key } => {
+                let v6 = match location {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    IpAddr::V6(v6) => v6,
+                };
+                p.extend_from_slice(&v6.octets());
+                p.extend_from_slice(&qpn.to_be_bytes());
+                p.extend_from_slice(&key.to_be_bytes());
+            }
+            ResumeMessage::Probe { qpn, nonce } => {
+                p.extend_from_slice(&qpn.to_be_bytes());
+                p.extend_from_slice(&nonce.to_be_bytes());
+            }
+            ResumeMessage::Key { qpn, nonce, key } => {
+                p.extend_from_slice(&qpn.to_be_bytes());
+                p.extend_from_slice(&nonce.to_be_bytes());
+                p.extend_from_slice(&key.to_be_bytes());
+                p.extend_from_slice(&[0; 4]);
+            }
+        }
+        p
+    }
+
+    /// Reads a payload; `None` for the lengths migros no longer takes
+    /// (empty, 16 and 20 bytes) and anything else.
+    pub fn parse(payload: &[u8]) -> Option<ResumeMessage> {
+        let u32_at = |i: usize| {
+            let b: [u8; 4] = payload.get(i..i + 4)?.try_into().ok()?;
+            Some(u32::from_be_bytes(b) & MAX_QPN)
+        };
+        let u64_at = |i: usize| {
+            let b: [u8; 8] = payload.get(i..i + 8)?.try_into().ok()?;
+            Some(u64::from_be_bytes(b))
+        };
+        match payload.len() {
+            RESUME_PAYLOAD_LEN => {
+                let octets: [u8; 16] = payload[..16].try_into().ok()?;
+                let v6 = std::net::Ipv6Addr::from(octets);
+                let location = match v6.to_ipv4_mapped() {
+                    Some(v4) => IpAddr::V4(v4),
+                    None => IpAddr::V6(v6),
+                };
+                Some(ResumeMessage::Resume {
+                    location,
+                    qpn: u32_at(16)?,
+                    key: u64_at(20)?,
+                })
+            }
+            PROBE_PAYLOAD_LEN => Some(ResumeMessage::Probe {
+                qpn: u32_at(0)?,
+                nonce: u64_at(4)?,
+            }),
+            KEY_PAYLOAD_LEN => Some(ResumeMessage::Key {
+                qpn: u32_at(0)?,
+                nonce: u64_at(4)?,
+                key: u64_at(12)?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Headers of a RESUME-opcode message to QP `dest_qpn`.
+pub(crate) fn message_headers(dest_qpn: Qpn, psn: Psn, msn: u32) -> Headers {
+    ack_headers(
+        Opcode::RC_RESUME,
+        dest_qpn,
+        psn,
+        AckSyndrome::Ack { credits: 0x1f }.encode(),
+        msn,
+    )
+}
+
+/// A RESUME-opcode datagram to `dst` with `headers` carrying `msg`, into
+/// `buf` (a RESUME asks for an acknowledgement).
+pub(crate) fn build_message(
+    buf: &mut Vec<u8>,
+    config: &crate::device::DeviceConfig,
+    dst: IpAddr,
+    mut headers: Headers,
+    msg: &ResumeMessage,
+) -> Option<()> {
+    headers.bth.ack_req = matches!(msg, ResumeMessage::Resume { .. });
+    PacketBuilder::with_payload(buf, &headers, &msg.encode())
+        .ok()?
+        .finish(Route::new(config, dst));
+    Some(())
+}
+
+/// A RESUME claim not yet checked: kept until the partner's key is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct KeyExchange {
+    /// The partner's connection key, once its old location told it.
+    pub peer_key: Option<u64>,
+    /// A probe is due.
+    pub probe_due: bool,
+    /// The probe sent last: its nonce and when.
+    pub probe: Option<(u64, Instant)>,
+    /// A probe to answer with our key (its nonce).
+    pub answer: Option<u64>,
+    /// The last RESUME that could not be checked yet: location and key.
+    pub claim: Option<(IpAddr, u64)>,
 }
 
 impl Qp {
@@ -101,15 +228,133 @@ impl Qp {
         self.paused_at = Some(now);
         self.timers.retransmit = None;
         self.timers.pause = Some(now + env.config.pause_timeout);
+        if self.keys.peer_key.is_none() {
+            // Learn the key now, so the RESUME is taken when it comes.
+            self.request_probe(now, env);
+        }
     }
 
-    /// The partner (or a QP we sent to, for UD) announced its new location.
-    pub fn on_resume_packet(&mut self, now: Instant, pkt: &Packet, src: IpAddr) {
-        let (location, sender) =
-            parse_resume_payload(pkt.payload).unwrap_or((src, self.attr.dest_qp_num));
-        if sender != self.attr.dest_qp_num || !self.can_receive() {
-            return;
+    /// A RESUME-opcode packet reached this connected QP from `src`.
+    pub fn on_resume_message(&mut self, now: Instant, pkt: &Packet, src: IpAddr, env: &mut Env) {
+        let _ = src; // authenticated by key and nonce, not by address
+        let refused = match ResumeMessage::parse(pkt.payload) {
+            Some(ResumeMessage::Resume { location, qpn, key }) => {
+                let psn = (pkt.headers.bth.psn, pkt.headers.bth.solicited);
+                !self.on_resume(now, psn, location, qpn, key, env)
+            }
+            Some(ResumeMessage::Probe { qpn, nonce }) => !self.on_probe(qpn, nonce),
+            Some(ResumeMessage::Key { qpn, nonce, key }) => !self.on_key(now, qpn, nonce, key, env),
+            None => true,
+        };
+        if refused {
+            env.objs.counters.rx_resume_refused += 1;
         }
+    }
+
+    /// Whether a RESUME's PSN lies within [`RESUME_PSN_WINDOW`] of what
+    /// this QP knows: the sender's oldest unacknowledged PSN against the
+    /// PSN we expect, or (`expected`: the BTH's solicited bit, set by a
+    /// sender that never reached RTS and so has no send PSN) the PSN the
+    /// sender expects from us against the PSN we send next.
+    fn psn_plausible(&self, psn: Psn, expected: bool) -> bool {
+        let ours = if expected {
+            self.req.next_psn
+        } else {
+            self.resp.epsn
+        };
+        let d = ours.value().wrapping_sub(psn.value()) & MAX_QPN;
+        d <= RESUME_PSN_WINDOW || (MAX_QPN + 1 - d) <= RESUME_PSN_WINDOW
+    }
+
+    /// A RESUME: taken when it is the partner's, in a state that expects
+    /// one, within the PSN window and with the partner's key; kept as a
+    /// claim (and the key asked for) when it cannot be checked yet.
+    /// False when refused.
+    fn on_resume(
+        &mut self,
+        now: Instant,
+        (psn, expected): (Psn, bool),
+        location: IpAddr,
+        sender: Qpn,
+        key: u64,
+        env: &mut Env,
+    ) -> bool {
+        if sender != self.attr.dest_qp_num
+            || !self.can_receive()
+            || !self.psn_plausible(psn, expected)
+        {
+            return false;
+        }
+        match self.keys.peer_key {
+            Some(k) if k != key => return false, // a QP's key never changes
+            // Paused, Stopped or Resuming: the partner comes back. Running
+            // at that same address: our acknowledgement was lost; repeat it.
+            Some(_)
+                if self.mig() != MigrationState::Running
+                    || self.attr.dest_addr == Some(location) =>
+            {
+                self.accept_resume(now, location);
+                return true;
+            }
+            _ => {}
+        }
+        // Running (the partner never paused us) or the key is unknown:
+        // ask the partner's old location, which answers only if the
+        // partner really left it.
+        self.keys.claim = Some((location, key));
+        self.request_probe(now, env);
+        true
+    }
+
+    /// A PROBE: a stopped QP (our old location, still here) or a resuming
+    /// one (back where the partner looks for it) answers its partner with
+    /// the key. A running QP has not moved: it stays silent.
+    fn on_probe(&mut self, sender: Qpn, nonce: u64) -> bool {
+        let moving = matches!(
+            self.mig(),
+            MigrationState::Stopped | MigrationState::Resuming
+        );
+        if sender != self.attr.dest_qp_num || !moving {
+            return false;
+        }
+        self.keys.answer = Some(nonce);
+        true
+    }
+
+    /// A KEY answering our probe: the partner left its old location. A
+    /// running QP pauses (as after the pause NAK); a claim with that key
+    /// is then taken.
+    fn on_key(&mut self, now: Instant, sender: Qpn, nonce: u64, key: u64, env: &mut Env) -> bool {
+        if sender != self.attr.dest_qp_num || self.keys.probe.map(|(n, _)| n) != Some(nonce) {
+            return false;
+        }
+        self.keys.probe = None;
+        self.keys.peer_key = Some(key);
+        if self.mig() == MigrationState::Running {
+            self.enter_paused(now, env);
+        }
+        if let Some((location, claimed)) = self.keys.claim.take() {
+            if claimed == key && self.can_receive() {
+                self.accept_resume(now, location);
+            }
+        }
+        true
+    }
+
+    /// Asks for a probe, at most one per resume interval.
+    fn request_probe(&mut self, now: Instant, env: &Env) {
+        let recent = self
+            .keys
+            .probe
+            .is_some_and(|(_, at)| now < at + env.config.resume_interval);
+        if !recent && self.attr.dest_addr.is_some() {
+            self.keys.probe_due = true;
+        }
+    }
+
+    /// The partner, authenticated, is at `location`: go on with it there.
+    fn accept_resume(&mut self, now: Instant, location: IpAddr) {
+        self.keys.claim = None;
         self.attr.dest_addr = Some(location);
         match self.mig() {
             MigrationState::Stopped => {
@@ -183,42 +428,82 @@ impl Qp {
         self.enter_error(env);
     }
 
-    /// Whether a RESUME or UD announcement is due.
+    /// Whether a RESUME, UD announcement, probe or key answer is due.
     pub fn wants_resume(&self, now: Instant) -> bool {
         !self.announce.is_empty()
+            || self.keys.answer.is_some()
+            || self.keys.probe_due
             || (self.mig() == MigrationState::Resuming
                 && self.timers.resume.is_some_and(|t| t <= now))
     }
 
-    /// Builds a due RESUME into `buf`.
+    /// Builds a due RESUME-opcode message into `buf`.
     pub fn next_resume(
         &mut self,
         now: Instant,
         env: &mut Env,
         buf: &mut Vec<u8>,
     ) -> Option<IpAddr> {
-        let (dst, dest_qpn) = if let Some(peer) = self.announce.pop_front() {
-            peer
+        let me = self.qpn();
+        let (dst, dest_qpn, msg) = if let Some((dst, qpn)) = self.announce.pop_front() {
+            let location = env.config.addr;
+            let key = self.resume_key;
+            (
+                dst,
+                qpn,
+                ResumeMessage::Resume {
+                    location,
+                    qpn: me,
+                    key,
+                },
+            )
+        } else if let Some(nonce) = self.keys.answer.take() {
+            let key = self.resume_key;
+            let dst = self.attr.dest_addr?;
+            (
+                dst,
+                self.attr.dest_qp_num,
+                ResumeMessage::Key {
+                    qpn: me,
+                    nonce,
+                    key,
+                },
+            )
+        } else if std::mem::take(&mut self.keys.probe_due) {
+            let nonce = env.objs.secrets.draw();
+            self.keys.probe = Some((nonce, now));
+            let dst = self.attr.dest_addr?;
+            (
+                dst,
+                self.attr.dest_qp_num,
+                ResumeMessage::Probe { qpn: me, nonce },
+            )
         } else if self.mig() == MigrationState::Resuming
             && self.timers.resume.is_some_and(|t| t <= now)
         {
             self.timers.resume = Some(now + env.config.resume_interval);
-            (self.attr.dest_addr?, self.attr.dest_qp_num)
+            let location = env.config.addr;
+            let key = self.resume_key;
+            let msg = ResumeMessage::Resume {
+                location,
+                qpn: me,
+                key,
+            };
+            (self.attr.dest_addr?, self.attr.dest_qp_num, msg)
         } else {
             return None;
         };
-        let mut headers = ack_headers(
-            Opcode::RC_RESUME,
-            dest_qpn,
-            self.req.una,
-            AckSyndrome::Ack { credits: 0x1f }.encode(),
-            self.resp.msn,
-        );
-        headers.bth.ack_req = true;
-        let payload = resume_payload(env.config.addr, self.qpn());
-        PacketBuilder::with_payload(buf, &headers, &payload)
-            .ok()?
-            .finish(Route::new(env.config, dst));
+        // A QP that never reached RTS has no send PSN: it names the PSN it
+        // expects instead, and says so with the solicited bit.
+        let never_sent = self.state() == QpState::Rtr;
+        let psn = if never_sent {
+            self.resp.epsn
+        } else {
+            self.req.una
+        };
+        let mut headers = message_headers(dest_qpn, psn, self.resp.msn);
+        headers.bth.solicited = never_sent;
+        build_message(buf, env.config, dst, headers, &msg)?;
         self.counters.tx_packets += 1;
         Some(dst)
     }

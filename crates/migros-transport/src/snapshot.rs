@@ -5,6 +5,7 @@
 //! Its encoding is the versioned image of [`crate::image`], converted
 //! explicitly ([`OwnerSnapshot::to_image`], [`OwnerSnapshot::from_image`]).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::error::VerbsError;
@@ -79,10 +80,25 @@ impl OwnerSnapshot {
                 return bad(format!("{what} {:#x} appears twice", w[0]));
             }
         }
+        // Sets, not lists: an image of many objects is checked in n log n.
+        let pds: BTreeSet<Pdn> = self.pds.iter().copied().collect();
+        let cqs: BTreeSet<Cqn> = self.cqs.iter().map(|(n, _)| *n).collect();
+        let srqs: BTreeSet<Srqn> = self.srqs.iter().map(|(n, _)| *n).collect();
         for mr in &self.mrs {
-            if mr.owner != self.owner || !self.pds.contains(&mr.pd) {
+            if mr.owner != self.owner || !pds.contains(&mr.pd) {
                 return bad(format!(
                     "memory region {:#x} refers to a foreign owner or pd",
+                    mr.lkey
+                ));
+            }
+            // What reg_mr checks: no wrap, no key 0, known access bits.
+            if mr.addr.checked_add(mr.length).is_none()
+                || mr.lkey == 0
+                || mr.rkey == 0
+                || mr.access.0 & !0xf != 0
+            {
+                return bad(format!(
+                    "memory region {:#x} wraps, has a zero key or unknown access bits",
                     mr.lkey
                 ));
             }
@@ -96,21 +112,18 @@ impl OwnerSnapshot {
             }
         }
         for (srqn, srq) in &self.srqs {
-            if srq.owner != self.owner || !self.pds.contains(&srq.pd) {
+            if srq.owner != self.owner || !pds.contains(&srq.pd) {
                 return bad(format!("srq {srqn} refers to a foreign owner or pd"));
             }
         }
-        let has_cq = |c: Cqn| self.cqs.iter().any(|(n, _)| *n == c);
         for qp in &self.qps {
             let init = &qp.init;
             if init.owner != self.owner
                 || init.qpn > MAX_QPN
-                || !self.pds.contains(&init.pd)
-                || !has_cq(init.send_cq)
-                || !has_cq(init.recv_cq)
-                || init
-                    .srq
-                    .is_some_and(|s| !self.srqs.iter().any(|(n, _)| *n == s))
+                || !pds.contains(&init.pd)
+                || !cqs.contains(&init.send_cq)
+                || !cqs.contains(&init.recv_cq)
+                || init.srq.is_some_and(|s| !srqs.contains(&s))
             {
                 return bad(format!(
                     "qp {} refers to objects not in the image",

@@ -19,7 +19,7 @@ pub enum WireError {
     /// The opcode does not carry a payload but the packet has one.
     #[error("unexpected payload")]
     UnexpectedPayload,
-    /// A RESUME payload that is neither empty nor a 16-byte address.
+    /// A RESUME payload of a length no RESUME message has.
     #[error("bad resume payload length {0}")]
     BadResumePayload(usize),
     /// The BTH transport header version is not 0.

@@ -24,7 +24,7 @@
 //! become a [`WireError`].
 //!
 //! migros extends the opcode table with [`Opcode::RC_RESUME`] (BTH + AETH,
-//! optional 16-byte address payload) and the AETH syndrome with
+//! a payload of one of [`RESUME_PAYLOAD_LENS`]) and the AETH syndrome with
 //! [`NakCode::Pause`] ([`PAUSE_NAK_SYNDROME`]), used for live migration.
 
 #![warn(missing_docs)]

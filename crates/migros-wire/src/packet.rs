@@ -12,10 +12,14 @@ use crate::headers::{
 use crate::icrc::ICRC_LEN;
 use crate::opcode::{OpKind, OpcodeInfo};
 
-/// Payload lengths a RESUME may carry: none (as MigrOS sends it), a 16-byte
-/// IPv6 (or IPv4-mapped IPv6) location, or that location followed by the
-/// sender's 4-byte QPN (what migros sends).
-pub const RESUME_PAYLOAD_LENS: [usize; 3] = [0, 16, 20];
+/// Payload lengths a RESUME-opcode packet may carry: none (as MigrOS sends
+/// it), a 16-byte IPv6 (or IPv4-mapped IPv6) location, that location
+/// followed by the sender's 4-byte QPN (older migros), and the three
+/// messages migros sends now: a key probe (12), a key answer (24) and a
+/// RESUME carrying the location, the QPN and the connection key (28). What
+/// each means is the transport's (`migros_transport::resume`); this crate
+/// only checks the length.
+pub const RESUME_PAYLOAD_LENS: [usize; 6] = [0, 12, 16, 20, 24, 28];
 
 /// All headers of one packet. Which `Option`s are `Some` is fixed by
 /// `bth.opcode` (see [`OpcodeInfo`]).
@@ -124,7 +128,7 @@ fn check_payload(info: &OpcodeInfo, payload_len: usize) -> Result<(), WireError>
 impl<'a> Packet<'a> {
     /// A packet to emit: `headers` must fit their opcode (see
     /// [`Headers::check`]) and the opcode must be allowed to carry
-    /// `payload` (a RESUME only 0, 16 or 20 bytes).
+    /// `payload` (a RESUME only one of [`RESUME_PAYLOAD_LENS`]).
     pub fn new(headers: Headers, payload: &'a [u8]) -> Result<Packet<'a>, WireError> {
         let info = headers.check()?;
         check_payload(info, payload.len())?;

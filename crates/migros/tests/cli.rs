@@ -317,3 +317,93 @@ fn server_and_client_processes() {
         }
     }
 }
+
+/// Issue 14, item 2, from outside: while `bench write-bw --verify` runs
+/// between two daemons, a third loopback address sends RC RESUMEs (opcode
+/// 0x19, valid ICRC) to every QPN `migros stat --json` lists: empty
+/// payloads (MigrOS's), the old 20-byte form naming the attacker, and the
+/// current 28-byte form with guessed keys, 64 guessed PSNs each, over and
+/// over. Before the fix one volley re-pointed both QPs and the benchmark
+/// failed; now every one is refused and the transfer verifies.
+#[test]
+fn forged_resumes_from_a_third_address_do_not_break_a_verified_transfer() {
+    use migros_wire::{Aeth, Bth, Headers, IpContext, Opcode, Packet, Psn};
+    use std::net::{IpAddr, UdpSocket};
+    let Some(mut env) = Env::new() else { return };
+    env.add("fa", "127.0.0.61", &[]);
+    env.add("fb", "127.0.0.62", &[]);
+    let addrs: [(&str, IpAddr); 2] = [
+        ("fa", "127.0.0.61".parse().unwrap()),
+        ("fb", "127.0.0.62".parse().unwrap()),
+    ];
+    let attacker: IpAddr = "127.0.0.63".parse().unwrap();
+    let sock = UdpSocket::bind((attacker, 4791)).expect("bind the attacker's address");
+    let forged = |dst: IpAddr, qpn: u32, psn: u32, payload: &[u8]| {
+        let mut h = Headers::new(Bth::new(Opcode::RC_RESUME, qpn, Psn::new(psn)));
+        h.bth.ack_req = true;
+        h.aeth = Some(Aeth {
+            syndrome: 0x1f,
+            msn: 0,
+        });
+        let p = Packet::new(h, payload).expect("a resume");
+        let mut bytes = vec![0u8; p.buffer_len()];
+        p.emit(&mut bytes).expect("room");
+        migros_wire::seal(&IpContext::new(attacker, dst, 4791, 4791), &mut bytes);
+        bytes
+    };
+    let mut bench = env
+        .command(&[
+            "bench", "write-bw", "--pair", "fa", "fb", "--verify", "--json", "-D", "4",
+        ])
+        .spawn()
+        .expect("spawn the benchmark");
+    let started = std::time::Instant::now();
+    let mut volleys = 0u32;
+    while bench.try_wait().expect("wait").is_none() && started.elapsed() < COMMAND_TIMEOUT {
+        let stat = env.json(&["stat", "--json"]);
+        for dev in stat.as_array().into_iter().flatten() {
+            let Some((_, dst)) = addrs.iter().find(|(n, _)| dev["device"] == *n) else {
+                continue;
+            };
+            for qp in dev["qps"].as_array().into_iter().flatten() {
+                let Some(qpn) = qp["qpn"].as_u64() else {
+                    continue;
+                };
+                let qpn = qpn as u32;
+                let mut location = vec![0u8; 10];
+                location.extend_from_slice(&[0xff, 0xff, 127, 0, 0, 63]);
+                let mut legacy = location.clone();
+                legacy.extend_from_slice(&(qpn ^ 1).to_be_bytes());
+                for i in 0..64u32 {
+                    let psn = (i.wrapping_mul(0x9e37_79b9) ^ volleys) & 0xff_ffff;
+                    let mut keyed = legacy.clone();
+                    keyed.extend_from_slice(&u64::from(psn ^ volleys).to_be_bytes());
+                    for payload in [&[][..], &legacy, &keyed] {
+                        let _ = sock.send_to(&forged(*dst, qpn, psn, payload), (*dst, 4791));
+                    }
+                }
+            }
+        }
+        volleys += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = wait_bounded(bench, &["bench", "write-bw"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the benchmark failed under forged RESUMEs: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(text.trim()).expect("json");
+    assert_eq!(v["verified"], true, "{v}");
+    assert!(volleys >= 3, "the attack ran ({volleys} volleys)");
+    let stat = env.json(&["stat", "--json"]);
+    for dev in stat.as_array().into_iter().flatten() {
+        let refused = dev["counters"]["rx_resume_refused"].as_u64().unwrap_or(0);
+        assert!(
+            refused > 0,
+            "{}: forged RESUMEs reached it: {dev}",
+            dev["device"]
+        );
+    }
+}

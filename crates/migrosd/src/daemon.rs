@@ -145,6 +145,8 @@ impl Daemon {
         sockets.register(poll.registry(), LISTENER, ADMIN, SIGNAL)?;
 
         let mut dcfg = DeviceConfig::new(cfg.addr);
+        // The connection keys' seed, from the OS CSPRNG.
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut dcfg.secret_seed.0);
         dcfg.udp_src_port = cfg.port;
         dcfg.max_mtu = cfg.mtu;
         if let Some(t) = cfg.pause_timeout {

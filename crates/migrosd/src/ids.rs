@@ -1,14 +1,17 @@
 //! Random identifiers (see the crate docs for the scheme).
 
-use rand::rngs::SmallRng;
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use migros_transport::{Qpn, MAX_QPN};
 
-/// Draws identifiers; callers retry while a value is taken.
+/// Draws identifiers; callers retry while a value is taken. rkeys are the
+/// only protection of remote memory and QPNs and session ids address
+/// objects, so they come from a CSPRNG: ChaCha (rand's `StdRng`) seeded
+/// from the operating system's (getrandom).
 #[derive(Debug)]
 pub struct Ids {
-    rng: SmallRng,
+    rng: StdRng,
 }
 
 /// Draws before giving up on finding a free identifier.
@@ -17,7 +20,7 @@ const ATTEMPTS: usize = 64;
 impl Ids {
     pub fn new() -> Ids {
         Ids {
-            rng: SmallRng::from_entropy(),
+            rng: StdRng::from_entropy(),
         }
     }
 

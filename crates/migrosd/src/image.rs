@@ -26,6 +26,7 @@ use serde::Deserialize;
 use migros_proto::admin::SessionIds;
 use migros_transport::{OwnerId, OwnerSnapshot};
 
+use crate::limits;
 use crate::registry::{Channel, Mr, Objects};
 use crate::rings::{CqRing, QpRings, SrqRing, WqRing};
 use v2::{CqRingImage, Image, QpRingsImage, SrqRingImage, WqRingImage};
@@ -234,6 +235,7 @@ fn cq_from_image(c: &CqRingImage) -> CqRing {
 fn validate(img: &Image) -> Result<(), ImageError> {
     let bad = |m: String| Err(ImageError::Inconsistent(m));
     let t = &img.transport;
+    within_limits(img)?;
     let same = |ours: Vec<u32>, theirs: Vec<u32>| {
         let ours_set: BTreeSet<u32> = ours.iter().copied().collect();
         ours_set.len() == ours.len() && ours_set == theirs.into_iter().collect()
@@ -286,6 +288,93 @@ fn validate(img: &Image) -> Result<(), ImageError> {
         if !ring_ok(s.rq) {
             return bad(format!("srq {} has a bad ring or ring indices", s.srq));
         }
+    }
+    Ok(())
+}
+
+/// The image asks for no more than a client could create live: the
+/// device's limits on objects, sizes, queue depths and SGEs, memory
+/// regions and rings that do not wrap the address space, an inbox no
+/// larger than one request frame.
+fn within_limits(img: &Image) -> Result<(), ImageError> {
+    use migros_proto::ring::{CQE_SIZE, MAX_SEND_SGE, RQ_WQE_SIZE, SQ_WQE_SIZE};
+    let bad = |m: String| Err(ImageError::Inconsistent(m));
+    let t = &img.transport;
+    let counts = [
+        ("pds", t.pds.len(), limits::MAX_PD),
+        ("memory regions", t.mrs.len(), limits::MAX_MR),
+        ("cqs", t.cqs.len(), limits::MAX_CQ),
+        ("srqs", t.srqs.len(), limits::MAX_SRQ),
+        ("qps", t.qps.len(), limits::MAX_QP),
+    ];
+    for (what, n, max) in counts {
+        if n > max as usize {
+            return bad(format!("{n} {what}: the device allows {max}"));
+        }
+    }
+    for m in &t.mrs {
+        if m.length > limits::MAX_MR_SIZE || m.addr.checked_add(m.length).is_none() {
+            return bad(format!("memory region {:#x} is too large", m.lkey));
+        }
+    }
+    for c in &t.cqs {
+        if c.capacity > limits::MAX_CQE {
+            return bad(format!("cq {} is larger than the device allows", c.cq));
+        }
+    }
+    for s in &t.srqs {
+        if s.max_wr > limits::MAX_SRQ_WR {
+            return bad(format!("srq {} is larger than the device allows", s.srq));
+        }
+    }
+    for q in &t.qps {
+        let c = q.init.cap;
+        if c.max_send_wr > limits::MAX_QP_WR
+            || c.max_recv_wr > limits::MAX_QP_WR
+            || c.max_send_sge as usize > MAX_SEND_SGE
+            || c.max_recv_sge > limits::MAX_SGE
+            || c.max_inline_data > limits::MAX_INLINE_DATA
+        {
+            return bad(format!(
+                "qp {} asks for more than the device allows",
+                q.init.qpn
+            ));
+        }
+    }
+    let ring_fits = |addr: u64, entries: u32, size: usize| {
+        (u64::from(entries))
+            .checked_mul(size as u64)
+            .and_then(|len| addr.checked_add(len))
+            .is_some()
+    };
+    for q in &img.qps {
+        let rq_fits =
+            q.rq.is_none_or(|r| ring_fits(r.addr, r.entries, RQ_WQE_SIZE));
+        if !ring_fits(q.sq.addr, q.sq.entries, SQ_WQE_SIZE) || !rq_fits {
+            return bad(format!(
+                "qp {} has a ring that wraps the address space",
+                q.qpn
+            ));
+        }
+    }
+    for c in &img.cqs {
+        if !ring_fits(c.addr, c.entries, CQE_SIZE) {
+            return bad(format!(
+                "cq {} has a ring that wraps the address space",
+                c.cq
+            ));
+        }
+    }
+    for s in &img.srqs {
+        if !ring_fits(s.rq.addr, s.rq.entries, RQ_WQE_SIZE) {
+            return bad(format!(
+                "srq {} has a ring that wraps the address space",
+                s.srq
+            ));
+        }
+    }
+    if img.inbox.len() > migros_proto::frame::MAX_FRAME {
+        return bad(format!("inbox of {} bytes", img.inbox.len()));
     }
     Ok(())
 }

@@ -329,3 +329,97 @@ fn admin_socket_refuses_non_root() {
     ));
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// Restoring an image needs root: an unprivileged client that edits its
+/// own image must not make the daemon recreate it (issue 14, item 4).
+/// Restore and Resume on a session, RestoreSession and RestoreChannel as
+/// a first request: each EPERM for `nobody`, while a root client's session
+/// on the same daemon keeps working.
+#[test]
+fn restore_needs_root() {
+    if !can_run() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = start_daemon(dir.path(), "t9", "127.0.0.109", &[]);
+    std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut root = Client::connect(&d.socket());
+    let sid = match root.request(&hello()) {
+        Response::Welcome { session, .. } => session,
+        other => panic!("{other:?}"),
+    };
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "restore_probe_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MIGROSD_RESTORE_PROBE", d.socket())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the probe did not run: {stdout}"
+    );
+    // Root's session is untouched and still answers.
+    assert!(matches!(
+        root.request(&Request::AllocPd),
+        Response::Pd { .. }
+    ));
+    assert_ne!(sid, 0);
+}
+
+fn hello() -> Request {
+    Request::Hello {
+        version: migros_proto::PROTOCOL_VERSION,
+        path: String::new(),
+        inode: 0,
+    }
+}
+
+/// Runs in a child as `nobody` (see `restore_needs_root`).
+#[test]
+fn restore_probe_child() {
+    let Ok(path) = std::env::var("MIGROSD_RESTORE_PROBE") else {
+        return;
+    };
+    let path = std::path::PathBuf::from(path);
+    let eperm = |r: Response| match r {
+        Response::Error { errno, message } => {
+            assert_eq!(errno, libc::EPERM, "{message}");
+            assert!(message.contains("needs root"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    };
+    let mut c = Client::connect(&path);
+    assert!(matches!(c.request(&hello()), Response::Welcome { .. }));
+    eperm(c.request(&Request::Restore {
+        image: b"{}".to_vec(),
+    }));
+    eperm(c.request(&Request::Resume));
+    let mut c = Client::connect(&path);
+    eperm(c.request(&Request::RestoreSession {
+        version: migros_proto::PROTOCOL_VERSION,
+        session: 7,
+        path: String::new(),
+        inode: 0,
+        image: b"{}".to_vec(),
+        replay: Vec::new(),
+    }));
+    let mut c = Client::connect(&path);
+    eperm(c.request(&Request::RestoreChannel {
+        version: migros_proto::PROTOCOL_VERSION,
+        session: 7,
+        channel: 1,
+        inode: 0,
+        replay: Vec::new(),
+    }));
+}

@@ -162,6 +162,19 @@ impl Device {
             if self.qps.contains_key(&qp.qpn()) {
                 return Err(exists("qp", qp.qpn()));
             }
+            // A migrated QP's number is taken back only by that QP (a
+            // rolled-back move): its image holds the key its tombstone
+            // keeps. Another image would inherit its partner.
+            if self
+                .tombstones
+                .get(&qp.qpn())
+                .is_some_and(|t| t.key != qp.resume_key)
+            {
+                return Err(VerbsError::BadSnapshot(format!(
+                    "qp {} is the number of a qp that migrated away, and the image is not that qp",
+                    qp.qpn()
+                )));
+            }
             if qp.attr.path_mtu > self.config.max_mtu {
                 return Err(VerbsError::BadSnapshot(format!(
                     "qp {} uses an mtu this device lacks",

@@ -137,6 +137,7 @@ fn qp_image(qp: &Qp) -> QpImage {
         counters: qp.counters,
         ud_peers: qp.ud_peers.iter().copied().collect(),
         announce: qp.announce.iter().copied().collect(),
+        resume_key: qp.resume_key,
     }
 }
 
@@ -153,6 +154,9 @@ fn qp_from_image(q: QpImage) -> Result<Qp, VerbsError> {
         announce: q.announce.into(),
         // A QP that moves while paused does not count that pause.
         paused_at: None,
+        resume_key: q.resume_key,
+        // Learned again from the partner's old location after the move.
+        keys: Default::default(),
     })
 }
 

@@ -70,6 +70,14 @@ pub(crate) fn every_field() -> OwnerImage {
             swap: 2,
         },
         flags: SendFlags::SIGNALED | SendFlags::FENCE,
+        data: SendData::Sges(vec![sge(0x10100, 8, 0x11)]),
+        ud: None,
+    };
+    // An RC QP ignores an address handle (post_send takes one).
+    let inline = SendWr {
+        wr_id: 12,
+        opcode: WrOpcode::Send,
+        flags: SendFlags::SIGNALED,
         data: SendData::Inline(vec![1, 2, 3]),
         ud: Some(UdDest {
             addr: addr("198.18.0.2"),
@@ -143,6 +151,15 @@ pub(crate) fn every_field() -> OwnerImage {
                     read_done: 0,
                     local_error: Some(WcStatus::LocProtErr),
                 },
+                SendWqeImage {
+                    wr: inline,
+                    len: 3,
+                    first_psn: 204,
+                    npkts: 1,
+                    sent: false,
+                    read_done: 0,
+                    local_error: None,
+                },
             ],
             next_index: 1,
             next_offset: 4,
@@ -210,11 +227,18 @@ pub(crate) fn every_field() -> OwnerImage {
         counters,
         ud_peers: vec![(addr("198.18.0.4"), 0x50)],
         announce: vec![(addr("198.18.0.5"), 0x51)],
+        resume_key: 0x0123_4567_89ab_cdef,
     };
     let mut sending = qp.clone();
     sending.init.qpn = 0x44;
     sending.init.qp_type = QpType::Uc;
     sending.init.srq = None;
+    // UC has no atomics (post_send refuses them; so does a restore).
+    sending
+        .requester
+        .send_queue
+        .retain(|w| !matches!(w.wr.opcode, WrOpcode::AtomicCmpSwap { .. }));
+    sending.requester.next_offset = 2;
     sending.responder.current = Some(InboundImage::Send {
         recv: recv.clone(),
         offset: 512,

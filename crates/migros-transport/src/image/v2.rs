@@ -85,6 +85,8 @@ pub struct QpImage {
     pub ud_peers: Vec<(IpAddr, Qpn)>,
     /// UD/UC: RESUMEs still to send to these peers.
     pub announce: Vec<(IpAddr, Qpn)>,
+    /// The connection key its RESUMEs carry (non-zero).
+    pub resume_key: u64,
 }
 
 /// The send side: posted WRs and how far they went.

@@ -154,10 +154,12 @@ impl Daemon {
             }
             Request::Checkpoint => self.checkpoint(sid, owner),
             Request::Restore { image } => {
+                self.authorise_session_restore(sid)?;
                 self.restore(sid, &image)?;
                 Ok(Response::Ok)
             }
             Request::Resume => {
+                self.authorise_session_restore(sid)?;
                 self.start_session(sid)?;
                 Ok(Response::Ok)
             }

@@ -103,6 +103,41 @@ impl Daemon {
         self.reg.close(sid);
     }
 
+    /// Whether connection `token` may restore an image or resume restored
+    /// QPs: only root. An image states memory regions, ring addresses and
+    /// connections (QPNs, peers, PSNs, keys) that the daemon cannot check
+    /// against anything, so restoring one is as strong as writing into the
+    /// process and onto the wire in its name; root can do that anyway
+    /// (ptrace), an unprivileged client must not. The callers are the CRIU
+    /// plugin (root, RestoreSession/RestoreChannel inside the restored
+    /// task) and `Context::migrate_to` run as root.
+    pub(super) fn authorise_restore(&self, token: usize) -> Result<(), ReqError> {
+        match self.conns.get(&token) {
+            Some(c) if c.uid == 0 => Ok(()),
+            Some(c) => {
+                tracing::warn!(
+                    pid = c.pid,
+                    uid = c.uid,
+                    "restore from a non-root client refused"
+                );
+                Err(ReqError::new(
+                    libc::EPERM,
+                    "restoring a checkpoint image needs root (uid 0)",
+                ))
+            }
+            None => Err(ReqError::noent("no connection")),
+        }
+    }
+
+    /// [`Daemon::authorise_restore`] for the connection of session `sid`.
+    pub(super) fn authorise_session_restore(&self, sid: SessionId) -> Result<(), ReqError> {
+        let s = self
+            .reg
+            .get(sid)
+            .ok_or_else(|| ReqError::noent("no session"))?;
+        self.authorise_restore(s.conn)
+    }
+
     /// Recreates the objects of image `bytes` for session `sid` (which owns
     /// nothing yet); returns the image's inbox (the start of a request cut
     /// by a freeze, empty but for admin checkpoints).

@@ -30,6 +30,7 @@ impl Daemon {
         image: &[u8],
     ) -> Result<Response, ReqError> {
         check_version(version)?;
+        self.authorise_restore(token)?;
         let pid = self.conns.get(&token).map_or(0, |c| c.pid);
         if pid <= 0 {
             return Err(ReqError::new(libc::EPERM, "the peer has no process id"));
@@ -89,6 +90,7 @@ impl Daemon {
         inode: u64,
     ) -> Result<Response, ReqError> {
         check_version(version)?;
+        self.authorise_restore(token)?;
         if let Some(c) = self.conns.get_mut(&token) {
             c.kind = ConnKind::Channel { session, channel };
         }
