@@ -261,7 +261,8 @@ impl Daemon {
             Request::Hello { .. }
             | Request::AttachChannel { .. }
             | Request::RestoreSession { .. }
-            | Request::RestoreChannel { .. } => Err(ReqError::new(
+            | Request::RestoreChannel { .. }
+            | Request::CmHello { .. } => Err(ReqError::new(
                 libc::EPROTO,
                 "the session has said hello already",
             )),
