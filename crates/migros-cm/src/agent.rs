@@ -540,12 +540,14 @@ impl Agent {
         }
     }
 
-    /// Rejects a connection (REJ "consumer defined", or SIDR_REP "reject").
+    /// Rejects a connection: a REJ with `reason` (0: "consumer defined",
+    /// as `rdma_reject`), or a SIDR_REP "reject".
     pub fn reject(
         &mut self,
         now: Instant,
         owner: u64,
         conn: u32,
+        reason: u16,
         private_data: &[u8],
     ) -> Result<(), CmError> {
         let c = self.owned(owner, conn)?;
@@ -555,7 +557,12 @@ impl Agent {
             return Ok(());
         }
         fit(private_data, pd_len::REJ)?;
-        self.send_rej(now, conn, rej_reason::CONSUMER_DEFINED, &[], private_data)
+        let reason = if reason == 0 {
+            rej_reason::CONSUMER_DEFINED
+        } else {
+            reason
+        };
+        self.send_rej(now, conn, reason, &[], private_data)
     }
 
     /// Sends a SIDR_REP and keeps it for the resends of its SIDR_REQ.

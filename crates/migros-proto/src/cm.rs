@@ -237,9 +237,11 @@ pub enum CmRequest {
         conn: u32,
         params: AcceptParams,
     },
-    /// Sends a REJ (or a SIDR_REP with status "reject").
+    /// Sends a REJ (or a SIDR_REP with status "reject"); `reason` 0 is
+    /// "consumer defined" (28), what `rdma_reject` sends.
     Reject {
         conn: u32,
+        reason: u16,
         private_data: Vec<u8>,
     },
     /// Sends the RTU after our REP arrived and the QP is ready.

@@ -27,6 +27,7 @@ use migros_transport::{
 };
 
 use crate::clock::Clock;
+use crate::cm::CmPort;
 use crate::config::Config;
 use crate::criu::CriuState;
 use crate::ids::Ids;
@@ -155,6 +156,8 @@ pub struct Daemon {
     pub(crate) ci_dirty: BTreeSet<Wq>,
     pub(crate) shutdown: bool,
     pub(crate) criu: CriuState,
+    /// QP1 and the connection manager.
+    pub(crate) cm: CmPort,
     udp_rx_more: bool,
     /// A timer came due while received datagrams were still queued: bytes
     /// received since (see [`TIMER_DEFER_BYTES`]).
@@ -231,13 +234,16 @@ impl Daemon {
             socket = %socket_path.display(), "device up"
         );
         let clock = Clock::new();
+        let mut ids = Ids::new();
+        let cm = CmPort::new(&info, cfg.port, ids.u64(|_| false).unwrap_or(1));
         Ok(Daemon {
+            cm,
             now: clock.now(),
             clock,
             info,
             device: Device::new(dcfg),
             mem: ProcMem::new(),
-            ids: Ids::new(),
+            ids,
             poll,
             udp,
             listener,
@@ -338,6 +344,9 @@ impl Daemon {
         if let Some(c) = self.criu_timeout() {
             t = Some(t.map_or(c, |t| t.min(c)));
         }
+        if let Some(c) = self.cm.poll_timeout(now) {
+            t = Some(t.map_or(c, |t| t.min(c)));
+        }
         t
     }
 
@@ -360,10 +369,15 @@ impl Daemon {
             let now = self.now;
             let device = &mut self.device;
             let mem = &mut self.mem;
+            let cm = &mut self.cm;
             let mut bytes_in = 0;
             let r = self.udp.recv_batch(|src, bytes| {
                 bytes_in += bytes.len();
-                device.handle_datagram(now, mem, src.ip(), src.port(), bytes);
+                if crate::cm::is_gsi(bytes) {
+                    cm.on_datagram(now, src.ip(), src.port(), bytes);
+                } else {
+                    device.handle_datagram(now, mem, src.ip(), src.port(), bytes);
+                }
             });
             if let Some(b) = &mut self.timer_deferred {
                 *b += bytes_in;
@@ -388,6 +402,9 @@ impl Daemon {
         // RECV data) must be in place before any ACK or response that lets
         // the peer see its operation complete.
         self.mem.flush();
+        while let Some((dst, datagram)) = self.cm.poll_transmit() {
+            self.udp.queue(dst, &datagram);
+        }
         let mut sent = 0;
         while !self.udp_blocked {
             while self.udp.queued() < TX_BATCH {
@@ -420,6 +437,8 @@ impl Daemon {
 
     fn turn(&mut self) {
         self.criu_tick();
+        self.cm.handle_timeout(self.now);
+        self.cm.deliver_events(&mut self.conns);
         if self.device.poll_timeout().is_some_and(|d| d <= self.now) {
             // An ACK may be waiting in the socket behind a backlog (a slow
             // or descheduled daemon): what arrived before the deadline is
@@ -706,6 +725,18 @@ impl Daemon {
                 }
                 continue;
             }
+            if let ConnKind::Cm(owner) = conn.kind {
+                match conn.reader.next_message::<migros_proto::cm::CmRequest>() {
+                    Ok(Some(req)) => self.on_cm_request(token, owner, req),
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::info!(token, error = %e, "malformed frame: disconnecting the client");
+                        conn.closing = true;
+                        return;
+                    }
+                }
+                continue;
+            }
             match conn.reader.next_message::<Request>() {
                 Ok(Some(req)) => self.on_request(token, req),
                 Ok(None) => return,
@@ -762,6 +793,10 @@ impl Daemon {
                         c.conn = None;
                     }
                 }
+            }
+            ConnKind::Cm(owner) => {
+                self.cm.detach(self.now, owner);
+                self.cm.deliver_events(&mut self.conns);
             }
             ConnKind::New | ConnKind::Admin => {}
         }

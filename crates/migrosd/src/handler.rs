@@ -38,7 +38,7 @@ impl Daemon {
                 libc::EPROTO,
                 "a completion channel connection takes no requests",
             )),
-            ConnKind::Admin => return,
+            ConnKind::Admin | ConnKind::Cm(_) => return,
         };
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
@@ -179,6 +179,27 @@ impl Daemon {
                 Ok(r) => Outcome::Replay(r, replay),
                 Err(e) => Outcome::Fatal(error(e.errno, e.message)),
             },
+            Request::CmHello { version, inode } => {
+                if version != PROTOCOL_VERSION {
+                    return Outcome::Fatal(error(
+                        libc::EPROTONOSUPPORT,
+                        "protocol version mismatch",
+                    ));
+                }
+                let cm = &self.cm;
+                let Some(owner) = self.ids.u64(|v| cm.has_owner(v)) else {
+                    return Outcome::Fatal(error(libc::ENOMEM, "no free owner id"));
+                };
+                self.cm.attach(token, owner);
+                if let Some(c) = self.conns.get_mut(&token) {
+                    c.kind = ConnKind::Cm(owner);
+                }
+                tracing::info!(owner, inode, "librdmacm connection");
+                Outcome::Reply(Response::Welcome {
+                    session: owner,
+                    device: self.info.clone(),
+                })
+            }
             _ => Outcome::Fatal(error(libc::EPROTO, "the first request must be hello")),
         }
     }

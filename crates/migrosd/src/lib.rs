@@ -20,6 +20,7 @@
 //! - [`image`]: the daemon's checkpoint image (versioned JSON wrapping the
 //!   transport's `OwnerSnapshot` plus the rings' state).
 //! - [`admin`]: the admin socket.
+//! - [`cm`]: QP1 and the connection manager librdmacm talks to.
 //! - [`criu`]: moving a whole process with CRIU (admin requests by pid,
 //!   RestoreSession / RestoreChannel, the rollback watchdog).
 //!
@@ -77,6 +78,7 @@
 
 pub mod admin;
 pub mod clock;
+pub mod cm;
 pub mod config;
 pub mod criu;
 pub mod daemon;

@@ -243,7 +243,7 @@ impl Net {
                     Policy::Accept { delay } => node.pending_accepts.push((now + delay, conn)),
                     Policy::Reject => {
                         node.agent
-                            .reject(now, OWNER, conn, &[0xab; 4])
+                            .reject(now, OWNER, conn, 0, &[0xab; 4])
                             .expect("reject");
                     }
                     Policy::Ignore => {}

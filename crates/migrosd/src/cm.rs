@@ -1,0 +1,216 @@
+//! The device's connection manager: QP1, the general services interface,
+//! and the IB CM running on it ([`migros_cm::Agent`]), serving librdmacm.
+//!
+//! The daemon owns QP1 of its device as a UD endpoint with the GSI Q_Key:
+//! datagrams whose BTH names QP1 come here instead of to the transport
+//! ([`CmPort::is_gsi`]), their ICRC is checked, the MAD goes to the agent;
+//! the agent's MADs leave as UD SEND-only packets from QP1 to QP1 of the
+//! peer (`migros_cm::gsi`).
+//!
+//! librdmacm reaches the agent through connections that start with
+//! `Request::CmHello` (`ConnKind::Cm`); each is one owner of bindings,
+//! listeners and connections in the agent, all dropped when the connection
+//! goes (the process ended). Replies and events go back on the same
+//! connection as `CmDown` frames.
+//!
+//! This module is kept apart from the rest of the daemon: the event loop
+//! calls it at five points (a datagram for QP1, transmit, the deadline,
+//! a librdmacm frame, a closed connection).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use migros_cm::{Agent, AgentConfig, CmError, Instant};
+use migros_proto::cm::{CmDown, CmRequest, CmResponse};
+use migros_proto::msg::DeviceInfo;
+use migros_wire::{IpContext, ROCE_V2_PORT};
+
+use crate::session::Conn;
+
+/// QP1 and the agent of one device.
+pub struct CmPort {
+    agent: Agent,
+    addr: IpAddr,
+    port: u16,
+    /// PSN of the next GSI datagram.
+    psn: u32,
+    /// Owner → connection token of each librdmacm connection.
+    owners: BTreeMap<u64, usize>,
+    /// GSI datagrams that failed their checks.
+    pub rx_bad: u64,
+}
+
+fn to_cm(now: migros_transport::Instant) -> Instant {
+    Instant::from_nanos(now.as_nanos())
+}
+
+/// Whether a datagram is for QP1.
+pub fn is_gsi(datagram: &[u8]) -> bool {
+    migros_cm::gsi::is_gsi(datagram)
+}
+
+fn error(e: CmError) -> CmResponse {
+    CmResponse::Error {
+        errno: e.errno(),
+        message: e.to_string(),
+    }
+}
+
+impl CmPort {
+    pub fn new(info: &DeviceInfo, port: u16, seed: u64) -> CmPort {
+        CmPort {
+            agent: Agent::new(AgentConfig {
+                addr: info.addr,
+                node_guid: info.node_guid,
+                // What rxe announces (its local_ca_ack_delay).
+                ca_ack_delay: 15,
+                max_mtu: info.mtu as u8,
+                seed,
+            }),
+            addr: info.addr,
+            port,
+            psn: (seed as u32) & 0x00ff_ffff,
+            owners: BTreeMap::new(),
+            rx_bad: 0,
+        }
+    }
+
+    /// A datagram for QP1 from `src:src_port`.
+    pub fn on_datagram(
+        &mut self,
+        now: migros_transport::Instant,
+        src: IpAddr,
+        src_port: u16,
+        datagram: &[u8],
+    ) {
+        let ctx = IpContext::new(src, self.addr, src_port, ROCE_V2_PORT);
+        match migros_cm::gsi::open(&ctx, datagram) {
+            Ok(mad) => {
+                if let Err(e) = self.agent.handle_mad(to_cm(now), src, mad) {
+                    tracing::debug!(%src, error = %e, "mad dropped");
+                }
+            }
+            Err(e) => {
+                self.rx_bad += 1;
+                tracing::debug!(%src, error = %e, "gsi datagram dropped");
+            }
+        }
+    }
+
+    /// The next GSI datagram to send: (destination, bytes).
+    pub fn poll_transmit(&mut self) -> Option<(IpAddr, Vec<u8>)> {
+        let t = self.agent.poll_transmit()?;
+        let psn = self.psn;
+        self.psn = (self.psn + 1) & 0x00ff_ffff;
+        Some((
+            t.dst,
+            migros_cm::gsi::seal(self.addr, t.dst, self.port, psn, &t.mad),
+        ))
+    }
+
+    /// Time until the agent's next deadline, from `now`.
+    pub fn poll_timeout(&self, now: migros_transport::Instant) -> Option<Duration> {
+        self.agent
+            .poll_timeout()
+            .map(|d| d.saturating_duration_since(to_cm(now)))
+    }
+
+    pub fn handle_timeout(&mut self, now: migros_transport::Instant) {
+        let now = to_cm(now);
+        if self.agent.poll_timeout().is_some_and(|d| d <= now) {
+            self.agent.handle_timeout(now);
+        }
+    }
+
+    /// A new librdmacm connection: its owner id.
+    pub fn attach(&mut self, token: usize, owner: u64) {
+        self.owners.insert(owner, token);
+    }
+
+    /// Whether `owner` is taken (owner ids are drawn at random).
+    pub fn has_owner(&self, owner: u64) -> bool {
+        self.owners.contains_key(&owner)
+    }
+
+    /// The connection of `owner` went away: everything it had goes, the
+    /// peers are told (REJ, DREQ, DREP as the states ask).
+    pub fn detach(&mut self, now: migros_transport::Instant, owner: u64) {
+        self.owners.remove(&owner);
+        self.agent.destroy_owner(to_cm(now), owner);
+    }
+
+    /// Handles one request of `owner`.
+    pub fn request(
+        &mut self,
+        now: migros_transport::Instant,
+        owner: u64,
+        req: CmRequest,
+    ) -> CmResponse {
+        let now = to_cm(now);
+        let a = &mut self.agent;
+        let done = |r: Result<(), CmError>| r.map_or_else(error, |()| CmResponse::Ok);
+        match req {
+            CmRequest::Bind {
+                ps,
+                addr,
+                port,
+                reuse,
+            } => {
+                if addr.is_some_and(|x| x != self.addr) {
+                    return error(CmError::Invalid("not this device's address"));
+                }
+                match a.bind(owner, ps, addr, port, reuse) {
+                    Ok((bind, port)) => CmResponse::Bound { bind, port },
+                    Err(e) => error(e),
+                }
+            }
+            CmRequest::Unbind { bind } => done(a.unbind(owner, bind)),
+            CmRequest::Listen { bind, qp_type } => match a.listen(owner, bind, qp_type) {
+                Ok(listen) => CmResponse::Listening { listen },
+                Err(e) => error(e),
+            },
+            CmRequest::Unlisten { listen } => done(a.unlisten(owner, listen)),
+            CmRequest::Connect(p) => match a.connect(now, owner, &p) {
+                Ok(c) => CmResponse::Connected {
+                    conn: c.conn,
+                    psn: c.psn,
+                },
+                Err(e) => error(e),
+            },
+            CmRequest::Accept { conn, params } => done(a.accept(now, owner, conn, &params)),
+            CmRequest::Reject {
+                conn,
+                reason,
+                private_data,
+            } => done(a.reject(now, owner, conn, reason, &private_data)),
+            CmRequest::Establish { conn } => done(a.establish(owner, conn)),
+            CmRequest::Notify { conn } => done(a.notify_established(owner, conn)),
+            CmRequest::Disconnect { conn } => done(a.disconnect(now, owner, conn)),
+            CmRequest::Destroy { conn } => done(a.destroy(now, owner, conn)),
+        }
+    }
+
+    /// Queues the agent's events on their owners' connections.
+    pub fn deliver_events(&mut self, conns: &mut BTreeMap<usize, Conn>) {
+        while let Some((owner, ev)) = self.agent.poll_event() {
+            let Some(c) = self.owners.get(&owner).and_then(|t| conns.get_mut(t)) else {
+                continue;
+            };
+            let _ = c.send(&CmDown::Event(ev));
+        }
+    }
+}
+
+impl crate::daemon::Daemon {
+    /// A request on a librdmacm connection: answered in order, then the
+    /// events it caused (a REJ to a local REQ, …) follow.
+    pub(crate) fn on_cm_request(&mut self, token: usize, owner: u64, req: CmRequest) {
+        let resp = self.cm.request(self.now, owner, req);
+        if let Some(c) = self.conns.get_mut(&token) {
+            let _ = c.send(&CmDown::Reply(resp));
+        }
+        // What the agent has to send goes out with this turn's transmit.
+        self.cm.deliver_events(&mut self.conns);
+    }
+}
