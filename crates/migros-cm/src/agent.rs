@@ -10,7 +10,7 @@
 //! kernel would send:
 //!
 //! - Active side: `connect` sends a REQ (resent every `2 × 2^(plt−8) +
-//!   2^(20−8)` ms, 15 times) and goes REQ_SENT. A REP gives
+//!   2^(20−8)` ms, 6.144 s with the packet lifetime of 18, 15 times) and goes REQ_SENT. A REP gives
 //!   `ConnectResponse` (REP_RCVD, and a delayed MRA: a duplicate REP is
 //!   answered with an MRA); `establish` sends the RTU (ESTABLISHED; a
 //!   duplicate REP gets the RTU again). A REJ gives `Rejected` with its
@@ -55,8 +55,10 @@ pub const CM_RESPONSE_TIMEOUT: u8 = 20;
 pub const MAX_CM_RETRIES: u8 = 15;
 /// Service timeout of the RDMA CM's MRAs (`CMA_CM_MRA_SETTING`).
 pub const MRA_SERVICE_TIMEOUT: u8 = 24;
-/// `CMA_IBOE_PACKET_LIFETIME` (Linux 6.1): packet lifetime on RoCE.
-pub const IBOE_PACKET_LIFETIME: u8 = 16;
+/// `CMA_IBOE_PACKET_LIFETIME`: packet lifetime on RoCE, as Debian 12's
+/// Linux 6.1 has it (its REQs carry ACK timeout 19 = 18 + 1; later kernels
+/// use 16).
+pub const IBOE_PACKET_LIFETIME: u8 = 18;
 /// The Q_Key of RDMA CM UD QPs (`RDMA_UDP_QKEY`).
 pub const RDMA_UDP_QKEY: u32 = 0x0123_4567;
 /// −ETIMEDOUT, the status of timeouts.

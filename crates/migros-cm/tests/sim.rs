@@ -137,7 +137,7 @@ fn no_listener_is_rejected_with_reason_8() {
 }
 
 /// A peer that never answers: UNREACHABLE with −ETIMEDOUT after the
-/// kernel's 1 + 15 sends, 4.608 s apart (2 × 2^(16−8) + 2^(20−8) ms).
+/// kernel's 1 + 15 sends, 6.144 s apart (2 × 2^(18−8) + 2^(20−8) ms).
 #[test]
 fn silence_ends_in_unreachable_after_fifteen_resends() {
     let mut net = Net::new(2, 1, Faults::default());
@@ -156,7 +156,7 @@ fn silence_ends_in_unreachable_after_fifteen_resends() {
     assert_eq!(net.counts.sent, 16);
     assert_eq!(
         t.saturating_duration_since(t0),
-        Duration::from_millis(16 * 4608)
+        Duration::from_millis(16 * 6144)
     );
     assert_eq!(net.nodes[0].events.len(), 1);
 }
@@ -244,8 +244,9 @@ fn slow_accept_is_covered_by_an_mra() {
     };
     net.listen(1, PORT, CmQpType::Rc);
     let conn = net.connect(0, 1, PORT, CmQpType::Rc, &[]);
-    net.run_for(Duration::from_secs(6));
-    // The REQ was resent once; the MRA moved the active side on.
+    net.run_for(Duration::from_secs(7));
+    // The REQ was resent once (after 6.144 s); the MRA moved the active
+    // side on.
     assert_eq!(net.nodes[0].agent.state(conn), Some(State::MraReqRcvd));
     net.run_for(Duration::from_secs(120));
     assert_eq!(net.count(0, is_response), 1);

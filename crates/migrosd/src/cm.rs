@@ -45,6 +45,42 @@ fn to_cm(now: migros_transport::Instant) -> Instant {
     Instant::from_nanos(now.as_nanos())
 }
 
+/// A MAD in a log line: its message and communication IDs.
+fn describe(mad: &[u8]) -> String {
+    use migros_cm::msg::CmMessage as M;
+    match M::parse(mad) {
+        Ok((_, M::Req(m))) => format!("REQ {:#x} qpn {:#x}", m.local_comm_id, m.local_qpn),
+        Ok((_, M::Rep(m))) => format!("REP {:#x}->{:#x}", m.local_comm_id, m.remote_comm_id),
+        Ok((_, M::Rtu(m))) => format!("RTU {:#x}->{:#x}", m.local_comm_id, m.remote_comm_id),
+        Ok((_, M::Rej(m))) => format!(
+            "REJ {:#x}->{:#x} reason {}",
+            m.local_comm_id, m.remote_comm_id, m.reason
+        ),
+        Ok((_, M::Mra(m))) => format!("MRA {:#x}->{:#x}", m.local_comm_id, m.remote_comm_id),
+        Ok((_, M::Dreq(m))) => format!("DREQ {:#x}->{:#x}", m.local_comm_id, m.remote_comm_id),
+        Ok((_, M::Drep(m))) => format!("DREP {:#x}->{:#x}", m.local_comm_id, m.remote_comm_id),
+        Ok((_, M::SidrReq(m))) => format!("SIDR_REQ {:#x}", m.request_id),
+        Ok((_, M::SidrRep(m))) => format!("SIDR_REP {:#x} status {}", m.request_id, m.status),
+        Ok((_, M::Other(a))) => format!("attribute {a:#x}"),
+        Err(e) => format!("bad ({e})"),
+    }
+}
+
+fn event_name(ev: &migros_proto::cm::CmEvent) -> &'static str {
+    use migros_proto::cm::CmEvent as E;
+    match ev {
+        E::ConnectRequest { .. } => "connect request",
+        E::SidrRequest { .. } => "sidr request",
+        E::ConnectResponse { .. } => "connect response",
+        E::Established { .. } => "established",
+        E::Rejected { .. } => "rejected",
+        E::Unreachable { .. } => "unreachable",
+        E::Disconnected { .. } => "disconnected",
+        E::TimewaitExit { .. } => "timewait exit",
+        E::SidrResolved { .. } => "sidr resolved",
+    }
+}
+
 /// Whether a datagram is for QP1.
 pub fn is_gsi(datagram: &[u8]) -> bool {
     migros_cm::gsi::is_gsi(datagram)
@@ -87,6 +123,7 @@ impl CmPort {
         let ctx = IpContext::new(src, self.addr, src_port, ROCE_V2_PORT);
         match migros_cm::gsi::open(&ctx, datagram) {
             Ok(mad) => {
+                tracing::debug!(%src, mad = %describe(mad), "cm rx");
                 if let Err(e) = self.agent.handle_mad(to_cm(now), src, mad) {
                     tracing::debug!(%src, error = %e, "mad dropped");
                 }
@@ -101,6 +138,7 @@ impl CmPort {
     /// The next GSI datagram to send: (destination, bytes).
     pub fn poll_transmit(&mut self) -> Option<(IpAddr, Vec<u8>)> {
         let t = self.agent.poll_transmit()?;
+        tracing::debug!(dst = %t.dst, mad = %describe(&t.mad), "cm tx");
         let psn = self.psn;
         self.psn = (self.psn + 1) & 0x00ff_ffff;
         Some((
@@ -147,6 +185,7 @@ impl CmPort {
         owner: u64,
         req: CmRequest,
     ) -> CmResponse {
+        tracing::debug!(owner, ?req, "cm request");
         let now = to_cm(now);
         let a = &mut self.agent;
         let done = |r: Result<(), CmError>| r.map_or_else(error, |()| CmResponse::Ok);
@@ -194,6 +233,7 @@ impl CmPort {
     /// Queues the agent's events on their owners' connections.
     pub fn deliver_events(&mut self, conns: &mut BTreeMap<usize, Conn>) {
         while let Some((owner, ev)) = self.agent.poll_event() {
+            tracing::debug!(owner, conn = ev.conn(), event = ?event_name(&ev), "cm event");
             let Some(c) = self.owners.get(&owner).and_then(|t| conns.get_mut(t)) else {
                 continue;
             };

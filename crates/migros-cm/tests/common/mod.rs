@@ -166,7 +166,7 @@ impl Net {
             path_mtu: 3,
             hop_limit: 64,
             traffic_class: 0,
-            packet_life_time: 16,
+            packet_life_time: 18,
             private_data: pd.to_vec(),
         };
         self.seq += 1;
