@@ -81,12 +81,12 @@ pub struct AgentConfig {
 
 /// A listener.
 #[derive(Debug, Clone)]
-struct Listener {
-    owner: u64,
-    ps: PortSpace,
-    port: u16,
-    addr: Option<IpAddr>,
-    qp_type: CmQpType,
+pub(crate) struct Listener {
+    pub(crate) owner: u64,
+    pub(crate) ps: PortSpace,
+    pub(crate) port: u16,
+    pub(crate) addr: Option<IpAddr>,
+    pub(crate) qp_type: CmQpType,
 }
 
 /// Counters (what `cm_tx_msgs` & co count in the kernel's sysfs).
@@ -97,6 +97,8 @@ pub struct AgentCounters {
     pub rx: u64,
     pub rx_duplicates: u64,
     pub rx_dropped: u64,
+    /// MADs for migrated connections sent on to their new node.
+    pub forwarded: u64,
 }
 
 /// A MAD to send.
@@ -116,27 +118,30 @@ pub struct Connecting {
 
 /// The connection manager of one device.
 pub struct Agent {
-    cfg: AgentConfig,
-    rng: SmallRng,
-    hi_tid: u32,
-    ports: Ports,
-    listeners: BTreeMap<u32, Listener>,
-    next_listen: u32,
-    conns: BTreeMap<u32, Conn>,
+    pub(crate) cfg: AgentConfig,
+    pub(crate) rng: SmallRng,
+    pub(crate) hi_tid: u32,
+    pub(crate) ports: Ports,
+    pub(crate) listeners: BTreeMap<u32, Listener>,
+    pub(crate) next_listen: u32,
+    pub(crate) conns: BTreeMap<u32, Conn>,
     /// (peer CA GUID, peer comm ID) → local comm ID: duplicate REQs/REPs.
-    remote_ids: BTreeMap<(u64, u32), u32>,
+    pub(crate) remote_ids: BTreeMap<(u64, u32), u32>,
     /// (peer CA GUID, peer QPN) → local comm ID: stale connections.
-    remote_qpns: BTreeMap<(u64, u32), u32>,
+    pub(crate) remote_qpns: BTreeMap<(u64, u32), u32>,
     /// (peer request ID, peer address) → local ID: duplicate SIDR_REQs.
-    sidr_remote: BTreeMap<(u32, IpAddr), u32>,
+    pub(crate) sidr_remote: BTreeMap<(u32, IpAddr), u32>,
     /// SIDR_REPs sent, by (peer request ID, peer address), with when to
     /// forget them: a resent SIDR_REQ (its reply was lost) gets the same
     /// reply again instead of reaching the application twice. (The kernel
     /// forgets at once; keeping them longer is what makes UD resolution
     /// idempotent under loss.)
-    sidr_answered: BTreeMap<(u32, IpAddr), (Instant, [u8; MAD_LEN])>,
-    out: VecDeque<Transmit>,
-    events: VecDeque<(u64, CmEvent)>,
+    pub(crate) sidr_answered: BTreeMap<(u32, IpAddr), (Instant, [u8; MAD_LEN])>,
+    pub(crate) out: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<(u64, CmEvent)>,
+    /// Connections that migrated away: local comm ID → where they went
+    /// (`None`: not told yet). MADs for them are forwarded there.
+    pub(crate) tombstones: BTreeMap<u32, Option<IpAddr>>,
     pub counters: AgentCounters,
 }
 
@@ -180,6 +185,7 @@ impl Agent {
             remote_qpns: BTreeMap::new(),
             sidr_remote: BTreeMap::new(),
             sidr_answered: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             counters: AgentCounters::default(),
@@ -298,7 +304,7 @@ impl Agent {
     fn new_local_id(&mut self) -> u32 {
         loop {
             let id: u32 = self.rng.gen();
-            if id != 0 && !self.conns.contains_key(&id) {
+            if id != 0 && !self.conns.contains_key(&id) && !self.tombstones.contains_key(&id) {
                 return id;
             }
         }
@@ -944,6 +950,19 @@ impl Agent {
             }
         };
         self.counters.rx += 1;
+        if let Some(target) = crate::migrate::target(&msg) {
+            if !self.conns.contains_key(&target) {
+                if let Some(to) = self.tombstones.get(&target) {
+                    if let Some(dst) = *to {
+                        let mut mad_copy = [0u8; MAD_LEN];
+                        mad_copy.copy_from_slice(mad);
+                        self.counters.forwarded += 1;
+                        self.out.push_back(Transmit { dst, mad: mad_copy });
+                    }
+                    return Ok(());
+                }
+            }
+        }
         match msg {
             CmMessage::Req(m) => self.on_req(now, src, &hdr, m),
             CmMessage::Mra(m) => self.on_mra(now, m),
@@ -1203,7 +1222,10 @@ impl Agent {
                     remote_comm_id: c.remote_id,
                     private_data: c.last_private.clone(),
                 });
-                self.send(src, hdr.tid, &msg);
+                // To the peer, not to `src`: a MAD can come forwarded by
+                // the node the connection migrated from.
+                let dst = c.peer_ip;
+                self.send(dst, hdr.tid, &msg);
                 return;
             }
             State::MraRepSent if c.remote_id == m.local_comm_id => {
@@ -1215,7 +1237,8 @@ impl Agent {
                     service_timeout: MRA_SERVICE_TIMEOUT,
                     private_data: Vec::new(),
                 });
-                self.send(src, hdr.tid, &msg);
+                let dst = c.peer_ip;
+                self.send(dst, hdr.tid, &msg);
                 return;
             }
             _ => {
@@ -1315,14 +1338,19 @@ impl Agent {
         }
         match c.state {
             State::RepSent | State::DreqSent | State::Established | State::MraRepRcvd => {}
-            State::Timewait => {
+            // Time-wait, or past it (the peer's DREQ resent after our DREP
+            // was lost outlives a short time-wait): the DREP again. The
+            // kernel ignores an idle id's DREQ and its peer times out;
+            // answering it as for an unknown connection ends both cleanly.
+            State::Timewait | State::Idle if c.disconnect_reported => {
                 self.counters.rx_duplicates += 1;
                 let msg = CmMessage::Drep(Drep {
                     local_comm_id: c.local_id,
                     remote_comm_id: c.remote_id,
                     private_data: c.last_private.clone(),
                 });
-                self.send(src, hdr.tid, &msg);
+                let dst = c.peer_ip;
+                self.send(dst, hdr.tid, &msg);
                 return;
             }
             State::DreqRcvd => {

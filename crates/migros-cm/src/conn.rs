@@ -12,7 +12,9 @@ use crate::mad::MAD_LEN;
 use crate::time::Instant;
 
 /// The IB CM states of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum State {
     /// Rejected, timed out or done: only destroying it is left.
     Idle,

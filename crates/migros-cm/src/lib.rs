@@ -14,6 +14,9 @@
 //! - [`agent`]: one device's connection manager: listeners, connections
 //!   through REQ/REP/RTU, REJ, MRA, DREQ/DREP and time-wait, SIDR for UD,
 //!   resends and timeouts as the kernel does them.
+//! - [`migrate`]: a process's CM state moved to another device (snapshot,
+//!   restore with the same identifiers, tombstones that forward the
+//!   peer's MADs to the new node).
 //!
 //! The daemon (`migrosd`) owns QP1 of its device and runs an [`Agent`];
 //! librdmacm reaches it through `migros_proto::cm`. Nothing here reads a
@@ -26,6 +29,7 @@ pub mod conn;
 pub mod error;
 pub mod gsi;
 pub mod mad;
+pub mod migrate;
 pub mod msg;
 pub mod ports;
 pub mod time;

@@ -34,6 +34,7 @@ pub struct Bound {
     pub addr: Option<IpAddr>,
     pub port: u16,
     pub owner: u64,
+    pub reuse: bool,
 }
 
 /// The bindings of a device.
@@ -72,16 +73,7 @@ impl Ports {
         let port = if port == 0 {
             self.ephemeral(rng, ps, addr)?
         } else {
-            if let Some(list) = self.by_port.get(&(ps, port)) {
-                for b in list {
-                    if reuse && b.reuse {
-                        continue;
-                    }
-                    if let Some(e) = conflict(addr, b.addr) {
-                        return Err(e);
-                    }
-                }
-            }
+            self.check(ps, addr, port, reuse)?;
             port
         };
         self.next_id = self.next_id.wrapping_add(1).max(1);
@@ -89,6 +81,59 @@ impl Ports {
             self.next_id = self.next_id.wrapping_add(1).max(1);
         }
         let id = self.next_id;
+        self.insert(id, owner, ps, addr, port, reuse);
+        Ok((id, port))
+    }
+
+    /// Whether `addr:port` can be bound in `ps` now.
+    pub fn check(
+        &self,
+        ps: PortSpace,
+        addr: Option<IpAddr>,
+        port: u16,
+        reuse: bool,
+    ) -> Result<(), CmError> {
+        if let Some(list) = self.by_port.get(&(ps, port)) {
+            for b in list {
+                if reuse && b.reuse {
+                    continue;
+                }
+                if let Some(e) = conflict(addr, b.addr) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds with a given handle (a restored binding keeps its handle).
+    pub fn bind_as(&mut self, id: BindId, b: Bound) -> Result<(), CmError> {
+        if id == 0 || self.by_id.contains_key(&id) {
+            return Err(CmError::AddrInUse);
+        }
+        self.check(b.ps, b.addr, b.port, b.reuse)?;
+        self.insert(id, b.owner, b.ps, b.addr, b.port, b.reuse);
+        Ok(())
+    }
+
+    /// The bindings of `owner`.
+    pub fn of_owner(&self, owner: u64) -> Vec<(BindId, Bound)> {
+        self.by_id
+            .iter()
+            .filter(|(_, b)| b.owner == owner)
+            .map(|(id, b)| (*id, *b))
+            .collect()
+    }
+
+    fn insert(
+        &mut self,
+        id: BindId,
+        owner: u64,
+        ps: PortSpace,
+        addr: Option<IpAddr>,
+        port: u16,
+        reuse: bool,
+    ) {
         self.by_port
             .entry((ps, port))
             .or_default()
@@ -100,9 +145,9 @@ impl Ports {
                 addr,
                 port,
                 owner,
+                reuse,
             },
         );
-        Ok((id, port))
     }
 
     fn ephemeral(
