@@ -107,10 +107,11 @@ impl Channel {
         mine
     }
 
-    /// Drops the waiting events of id `id` (it is being destroyed); their
-    /// counts stay on the eventfd and are skipped when read.
-    pub fn forget(&self, id: u64) {
-        lock(&self.queue).retain(|i| i.id() != id);
+    /// Drops the waiting events of id `id` (it is being destroyed) and
+    /// returns them; their counts stay on the eventfd and are skipped
+    /// when read.
+    pub fn forget(&self, id: u64) -> Vec<Item> {
+        self.take(id)
     }
 }
 

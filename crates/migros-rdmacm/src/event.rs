@@ -105,7 +105,13 @@ pub unsafe extern "C" fn rdma_get_cm_event(
         };
         // SAFETY: a registered id is live.
         let b = unsafe { &mut *bp };
-        let here = lock(&b.p).chan.clone();
+        let (here, destroying) = {
+            let p = lock(&b.p);
+            (p.chan.clone(), p.destroying)
+        };
+        if destroying {
+            continue;
+        }
         if !Arc::ptr_eq(&here, &chan) {
             // The id moved to another channel (rdma_migrate_id).
             here.push(item);

@@ -12,7 +12,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Condvar, Mutex};
 
-use migros_proto::cm::{AcceptParams, CmRequest, CmResponse, ConnInfo, ConnectParams, PortSpace};
+use migros_proto::cm::{
+    AcceptParams, CmEvent, CmRequest, CmResponse, ConnInfo, ConnectParams, PortSpace,
+};
 
 use crate::channel::{self, Channel, Item, Local};
 use crate::device::{self, Dev};
@@ -60,6 +62,8 @@ pub(crate) struct IdPriv {
     /// every one to be acknowledged, as librdmacm does).
     pub reported: u64,
     pub completed: u64,
+    /// In `rdma_destroy_id`: events still queued for it are dropped.
+    pub destroying: bool,
     pub connect_error: bool,
     /// `rdma_create_ep` on the passive side: QPs for new connections.
     pub qp_init_attr: Option<ibv_qp_init_attr>,
@@ -141,6 +145,7 @@ impl IdBlock {
                 initiator_depth: 0,
                 reported: 0,
                 completed: 0,
+                destroying: false,
                 connect_error: false,
                 qp_init_attr: None,
                 connect_pd: Vec::new(),
@@ -448,6 +453,7 @@ pub unsafe extern "C" fn rdma_destroy_id(id: *mut rdma_cm_id) -> libc::c_int {
     let b = unsafe { block(id) };
     let (conn, listens, binds, chan, sync) = {
         let mut p = lock(&b.p);
+        p.destroying = true;
         (
             p.conn.take(),
             std::mem::take(&mut p.listens),
@@ -468,9 +474,26 @@ pub unsafe extern "C" fn rdma_destroy_id(id: *mut rdma_cm_id) -> libc::c_int {
         }
     }
     unbind_all(&binds);
-    registry::remove(b.handle);
-    chan.forget(b.handle);
+    // As the kernel drops a destroyed id's queued events: nobody sees
+    // them, nobody acknowledges them.
+    for item in chan.forget(b.handle) {
+        // A listener's connection requests nobody saw: their new ids go
+        // too (the daemon rejects the REQ).
+        if let channel::Item::Cm {
+            dev,
+            ev: CmEvent::ConnectRequest { conn, .. } | CmEvent::SidrRequest { conn, .. },
+            ..
+        } = item
+        {
+            if let Some(child) = registry::conn_owner(dev, conn).and_then(registry::get) {
+                // SAFETY: a registered id nobody was told of.
+                unsafe { rdma_destroy_id(child.cast()) };
+            }
+        }
+    }
     if !b.id.event.is_null() {
+        // The event a synchronous call kept; acknowledged while the id is
+        // still registered, so it counts.
         // SAFETY: the event the id kept.
         unsafe { crate::event::rdma_ack_cm_event(b.id.event) };
         b.id.event = core::ptr::null_mut();
@@ -483,6 +506,7 @@ pub unsafe extern "C" fn rdma_destroy_id(id: *mut rdma_cm_id) -> libc::c_int {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
+    registry::remove(b.handle);
     if sync {
         // SAFETY: the private channel made for this id.
         unsafe { channel::free_c(b.id.channel) };
