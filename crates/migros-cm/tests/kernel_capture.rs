@@ -1,10 +1,13 @@
 //! CM MADs the Linux kernel sent (Debian 12's 6.1, rdma_cm over the
 //! kernel's SoftRoCE) and the ones migros answered with, captured on the
 //! link between them while rping, ib_send_bw -R and cmtime ran both ways
-//! (`data/kernel-rxe-cm.pcap`: kernel 198.18.10.1, migros 198.18.10.2).
-//! Every MAD parses and re-emits to the same 256 bytes; the kernel's REQ
-//! says what the RDMA CM puts in one (service ID, header, paths, timers),
-//! and an agent answers it with a REP the kernel took.
+//! (`data/kernel-rxe-cm.pcap`: kernel 198.18.10.1, migros 198.18.10.2),
+//! and the SIDR and REJ MADs of udaddy and of rping to a port nobody
+//! listens on, both ways (`data/kernel-rxe-sidr-rej.pcap`). Every MAD
+//! parses and re-emits to the same 256 bytes; the kernel's REQ says what
+//! the RDMA CM puts in one (service ID, header, paths, timers), and an
+//! agent answers it with a REP the kernel took; the kernel's SIDR and REJ
+//! say what migros has to say the same way (Q_Key, REJ reason).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -15,18 +18,24 @@ use migros_proto::cm::{CmEvent, CmQpType, PortSpace};
 use migros_wire::Packet;
 
 const PCAP: &[u8] = include_bytes!("data/kernel-rxe-cm.pcap");
+const PCAP_SIDR_REJ: &[u8] = include_bytes!("data/kernel-rxe-sidr-rej.pcap");
 const KERNEL: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 10, 1));
 const MIGROS: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 10, 2));
 
-/// (source, destination, MAD) of every captured GSI datagram.
+/// (source, destination, MAD) of every GSI datagram of the first capture.
 fn mads() -> Vec<(IpAddr, IpAddr, Vec<u8>)> {
+    mads_of(PCAP)
+}
+
+/// (source, destination, MAD) of every GSI datagram of a capture.
+fn mads_of(pcap: &[u8]) -> Vec<(IpAddr, IpAddr, Vec<u8>)> {
     let u32_le = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    assert_eq!(u32_le(PCAP, 0), 0xa1b2_c3d4, "little-endian classic pcap");
+    assert_eq!(u32_le(pcap, 0), 0xa1b2_c3d4, "little-endian classic pcap");
     let mut out = Vec::new();
     let mut at = 24;
-    while at + 16 <= PCAP.len() {
-        let len = u32_le(PCAP, at + 8) as usize;
-        let frame = &PCAP[at + 16..at + 16 + len];
+    while at + 16 <= pcap.len() {
+        let len = u32_le(pcap, at + 8) as usize;
+        let frame = &pcap[at + 16..at + 16 + len];
         at += 16 + len;
         let ip = &frame[14..];
         let ihl = usize::from(ip[0] & 15) * 4;
@@ -156,4 +165,53 @@ fn an_agent_answers_the_kernels_req() {
     assert_eq!(rep.remote_comm_id, req.local_comm_id);
     assert_eq!(rep.local_qpn, 0x1234);
     assert_eq!(rep.target_ack_delay, 15);
+}
+
+#[test]
+fn sidr_and_rej_as_the_kernel_says_them() {
+    let all = mads_of(PCAP_SIDR_REJ);
+    let mut seen = Vec::new();
+    for (src, dst, mad) in &all {
+        let (h, m) = CmMessage::parse(mad).expect("parses");
+        assert_eq!(&m.emit(h.tid).unwrap()[..], &mad[..], "{src}: {m:?}");
+        let from_kernel = *src == KERNEL;
+        match &m {
+            CmMessage::SidrReq(r) => {
+                let (ps, _) = PortSpace::from_service_id(r.service_id).unwrap();
+                assert_eq!(ps, PortSpace::Udp);
+                let hdr = CmaHeader::parse(&r.private_data).expect("an RDMA CM header");
+                assert_eq!(hdr.src.ip(), *src);
+                assert_eq!(hdr.dst, *dst);
+            }
+            CmMessage::SidrRep(r) => {
+                assert_eq!(r.status, 0, "{m:?}");
+                // The RDMA CM's UDP Q_Key, on either side.
+                assert_eq!(r.qkey, 0x0123_4567, "{m:?}");
+                assert_ne!(r.qpn, 0);
+            }
+            CmMessage::Rej(r) => {
+                // Nobody listens: "invalid service ID", the consumer told
+                // with status 8.
+                assert_eq!(r.reason, 8, "{m:?}");
+                assert_eq!(r.message_rejected, migros_cm::msg::MsgResponse::Req);
+                // No connection on the rejecting side; the REQ's ID back.
+                assert_eq!(r.local_comm_id, 0, "{m:?}");
+                assert_ne!(r.remote_comm_id, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+        seen.push((from_kernel, m.attr_id()));
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        vec![
+            (false, 0x12),
+            (false, 0x17),
+            (false, 0x18),
+            (true, 0x12),
+            (true, 0x17),
+            (true, 0x18)
+        ]
+    );
 }
