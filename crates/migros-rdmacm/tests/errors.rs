@@ -3,7 +3,8 @@
 //! connection to a port nobody listens on (REJECTED, status 8: the IB
 //! CM's "invalid service ID"), a daemon that dies under a running
 //! program (the program stops: device removal or flushed work requests).
-//! Needs root and rdmacm-utils; fails under MIGROS_TESTS_REQUIRED=1 without.
+//! Needs root and rdmacm-utils (skips without, or fails with
+//! `MIGROS_TESTS_REQUIRED=1`: see `migros_test_support::require`).
 
 mod common;
 

@@ -4,27 +4,21 @@
 //! exports is there with the same node; the library needs
 //! `libibverbs.so.1` with versioned references; and every Debian program
 //! that links librdmacm loads it without the loader complaining. Needs
-//! objdump (binutils); programs that are not installed are left out.
+//! objdump (binutils), rdmacm-utils and perftest (no root, no daemon).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use migros_test_support::daemon::{script_once, workspace_root};
+use migros_test_support::require::{file, program, require};
+
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    workspace_root()
 }
 
-/// Builds target/ibverbs once for the tests of this file (the script
-/// run twice at once would race on its output files).
-fn build() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let status = Command::new(root().join("scripts/ibverbs.sh"))
-            .status()
-            .expect("run scripts/ibverbs.sh");
-        assert!(status.success(), "scripts/ibverbs.sh failed");
-    });
-}
+/// Debian's librdmacm (rdmacm-utils brings it).
+const DEBIAN: &str = "/usr/lib/x86_64-linux-gnu/librdmacm.so.1";
 
 /// symbol → version node of a library's defined functions.
 fn exports(lib: &Path) -> Option<BTreeMap<String, String>> {
@@ -45,12 +39,15 @@ fn exports(lib: &Path) -> Option<BTreeMap<String, String>> {
 
 #[test]
 fn exports_match_rdma_core_v44() {
-    build();
-    let lib = root().join("target/ibverbs/librdmacm.so.1");
-    let Some(ours) = exports(&lib) else {
-        eprintln!("skipped: objdump missing");
+    if !require([
+        program("objdump", "binutils"),
+        file(DEBIAN, "rdmacm-utils: scripts/setup.sh"),
+        script_once("ibverbs.sh"),
+    ]) {
         return;
-    };
+    }
+    let lib = root().join("target/ibverbs/librdmacm.so.1");
+    let ours = exports(&lib).expect("objdump runs");
 
     let list = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("exports.txt"))
         .expect("exports.txt");
@@ -65,17 +62,15 @@ fn exports_match_rdma_core_v44() {
     }
     assert!(n >= 68, "only {n} exports listed");
 
-    let debian = Path::new("/usr/lib/x86_64-linux-gnu/librdmacm.so.1");
-    if let Some(theirs) = debian.is_file().then(|| exports(debian)).flatten() {
-        for (sym, node) in &theirs {
-            assert_eq!(ours.get(sym), Some(node), "Debian's {sym}@{node}");
-        }
-        assert_eq!(ours.len(), theirs.len(), "extra exports: {ours:?}");
-        eprintln!(
-            "{} exports, the same as Debian's librdmacm.so.1",
-            ours.len()
-        );
+    let theirs = exports(Path::new(DEBIAN)).expect("objdump runs");
+    for (sym, node) in &theirs {
+        assert_eq!(ours.get(sym), Some(node), "Debian's {sym}@{node}");
     }
+    assert_eq!(ours.len(), theirs.len(), "extra exports: {ours:?}");
+    eprintln!(
+        "{} exports, the same as Debian's librdmacm.so.1",
+        ours.len()
+    );
 
     let dynamic = Command::new("objdump")
         .arg("-p")
@@ -102,10 +97,8 @@ fn exports_match_rdma_core_v44() {
 
 #[test]
 fn debian_programs_load_it() {
-    build();
-    let sockets = tempfile::tempdir().unwrap();
-    let mut ran = 0;
-    for prog in [
+    // rdmacm-utils' programs and perftest's that link librdmacm.
+    let progs = [
         "rping",
         "ucmatose",
         "udaddy",
@@ -122,11 +115,24 @@ fn debian_programs_load_it() {
         "ib_send_bw",
         "ib_write_bw",
         "ib_read_lat",
-    ] {
+    ];
+    let mut checks: Vec<_> = progs
+        .iter()
+        .map(|p| {
+            file(
+                Path::new("/usr/bin").join(p),
+                "rdmacm-utils and perftest: scripts/setup.sh",
+            )
+        })
+        .collect();
+    checks.push(script_once("ibverbs.sh"));
+    if !require(checks) {
+        return;
+    }
+    let sockets = tempfile::tempdir().unwrap();
+    let mut ran = 0;
+    for prog in progs {
         let path = Path::new("/usr/bin").join(prog);
-        if !path.is_file() {
-            continue;
-        }
         let out = Command::new("timeout")
             .arg("10")
             .arg(&path)

@@ -10,54 +10,40 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use migros_test_support::daemon::{cargo_build, script_once};
+use migros_test_support::require;
+
 pub const ADDR: [&str; 2] = ["198.18.212.1", "198.18.212.2"];
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    migros_test_support::daemon::workspace_root()
 }
 
-/// Whether the test must run (CI): then missing prerequisites fail it.
-fn required() -> bool {
-    std::env::var_os("MIGROS_TESTS_REQUIRED").is_some_and(|v| v == "1")
-}
-
-fn skip(why: &str) -> Option<PathBuf> {
-    assert!(!required(), "MIGROS_TESTS_REQUIRED=1 but {why}");
-    eprintln!("skipped: {why}");
-    None
-}
-
-/// Whether the test can run (root, the Debian `programs` installed);
-/// builds target/ibverbs and migrosd and returns the daemon's path.
+/// Whether the test runs (see `migros_test_support::require`): root, the
+/// Debian `programs` installed; then target/ibverbs and the release
+/// migrosd built. Returns the daemon's path.
 pub fn ready(programs: &[&str]) -> Option<PathBuf> {
-    if !nix::unistd::geteuid().is_root() {
-        return skip("needs root (network namespaces, daemons reaching the programs' memory)");
-    }
+    let mut checks = vec![require::root()];
     for bin in programs {
-        if !Path::new("/usr/bin").join(bin).is_file() {
-            return skip(&format!(
-                "/usr/bin/{bin} missing (scripts/setup.sh installs it)"
-            ));
-        }
+        checks.push(require::file(
+            Path::new("/usr/bin").join(bin),
+            "scripts/setup.sh installs it",
+        ));
     }
-    let status = Command::new(root().join("scripts/ibverbs.sh"))
-        .status()
-        .expect("run scripts/ibverbs.sh");
-    assert!(status.success(), "scripts/ibverbs.sh failed");
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
+    checks.push(require::program("ip", "iproute2"));
+    if checks.iter().all(Result::is_ok) {
+        checks.push(script_once("ibverbs.sh"));
+        checks.push(cargo_build(&[
             "--release",
             "-p",
             "migrosd",
-            "--manifest-path",
-        ])
-        .arg(root().join("Cargo.toml"))
-        .status()
-        .expect("build migrosd");
-    assert!(status.success(), "migrosd does not build");
+            "--bin",
+            "migrosd",
+        ]));
+    }
+    if !require::require(checks) {
+        return None;
+    }
     Some(root().join("target/release/migrosd"))
 }
 
