@@ -21,6 +21,8 @@ pub enum MadError {
     PrivateData { len: usize, max: usize },
     #[error("not a GSI datagram: {0}")]
     Gsi(&'static str),
+    #[error("GSI datagram with a bad ICRC")]
+    Icrc,
     #[error("bad RDMA CM private data header")]
     CmaHeader,
 }

@@ -36,7 +36,7 @@ pub fn is_gsi(datagram: &[u8]) -> bool {
 /// nonzero ones).
 pub fn open<'a>(ctx: &IpContext, datagram: &'a [u8]) -> Result<&'a [u8], MadError> {
     if migros_wire::verify_received(ctx, datagram).is_none() {
-        return Err(MadError::Gsi("bad icrc"));
+        return Err(MadError::Icrc);
     }
     let pkt = Packet::parse(datagram).map_err(|_| MadError::Gsi("malformed packet"))?;
     let h = &pkt.headers;
@@ -109,6 +109,6 @@ mod tests {
         let ctx = IpContext::new(a, b, 4791, ROCE_V2_PORT);
         assert_eq!(open(&ctx, &d), Ok(&mad[..]));
         let wrong = IpContext::new(b, a, 4791, ROCE_V2_PORT);
-        assert_eq!(open(&wrong, &d), Err(MadError::Gsi("bad icrc")));
+        assert_eq!(open(&wrong, &d), Err(MadError::Icrc));
     }
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use migros_cm::{Agent, AgentConfig, CmError, Instant};
 use migros_proto::cm::{CmDown, CmRequest, CmResponse};
+use migros_proto::counters::DeviceCounters;
 use migros_proto::msg::DeviceInfo;
 use migros_wire::{IpContext, ROCE_V2_PORT};
 
@@ -37,8 +38,10 @@ pub struct CmPort {
     psn: u32,
     /// Owner → connection token of each librdmacm connection.
     owners: BTreeMap<u64, usize>,
-    /// GSI datagrams that failed their checks.
-    pub rx_bad: u64,
+    /// QP1's datagrams, counted as the device's (a NIC counts its GSI
+    /// packets with the rest: `migros stat` must add up with what a peer
+    /// sent and received).
+    link: DeviceCounters,
 }
 
 fn to_cm(now: migros_transport::Instant) -> Instant {
@@ -108,7 +111,7 @@ impl CmPort {
             port,
             psn: (seed as u32) & 0x00ff_ffff,
             owners: BTreeMap::new(),
-            rx_bad: 0,
+            link: DeviceCounters::default(),
         }
     }
 
@@ -120,6 +123,8 @@ impl CmPort {
         src_port: u16,
         datagram: &[u8],
     ) {
+        self.link.rx_packets += 1;
+        self.link.rx_bytes += datagram.len() as u64;
         let ctx = IpContext::new(src, self.addr, src_port, ROCE_V2_PORT);
         match migros_cm::gsi::open(&ctx, datagram) {
             Ok(mad) => {
@@ -129,7 +134,11 @@ impl CmPort {
                 }
             }
             Err(e) => {
-                self.rx_bad += 1;
+                if matches!(e, migros_cm::MadError::Icrc) {
+                    self.link.rx_icrc_errors += 1;
+                } else {
+                    self.link.rx_malformed += 1;
+                }
                 tracing::debug!(%src, error = %e, "gsi datagram dropped");
             }
         }
@@ -141,10 +150,24 @@ impl CmPort {
         tracing::debug!(dst = %t.dst, mad = %describe(&t.mad), "cm tx");
         let psn = self.psn;
         self.psn = (self.psn + 1) & 0x00ff_ffff;
-        Some((
-            t.dst,
-            migros_cm::gsi::seal(self.addr, t.dst, self.port, psn, &t.mad),
-        ))
+        let datagram = migros_cm::gsi::seal(self.addr, t.dst, self.port, psn, &t.mad);
+        self.link.tx_packets += 1;
+        self.link.tx_bytes += datagram.len() as u64;
+        Some((t.dst, datagram))
+    }
+
+    /// The device's counters `c` with QP1's datagrams added.
+    pub fn add_link_counters(&self, c: DeviceCounters) -> DeviceCounters {
+        let l = &self.link;
+        DeviceCounters {
+            tx_packets: c.tx_packets + l.tx_packets,
+            tx_bytes: c.tx_bytes + l.tx_bytes,
+            rx_packets: c.rx_packets + l.rx_packets,
+            rx_bytes: c.rx_bytes + l.rx_bytes,
+            rx_icrc_errors: c.rx_icrc_errors + l.rx_icrc_errors,
+            rx_malformed: c.rx_malformed + l.rx_malformed,
+            ..c
+        }
     }
 
     /// Time until the agent's next deadline, from `now`.
@@ -243,6 +266,11 @@ impl CmPort {
 }
 
 impl crate::daemon::Daemon {
+    /// The device's counters, QP1's datagrams included.
+    pub(crate) fn link_counters(&self) -> DeviceCounters {
+        self.cm.add_link_counters(self.device.counters())
+    }
+
     /// A request on a librdmacm connection: answered in order, then the
     /// events it caused (a REJ to a local REQ, …) follow.
     pub(crate) fn on_cm_request(&mut self, token: usize, owner: u64, req: CmRequest) {

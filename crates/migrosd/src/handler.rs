@@ -553,7 +553,7 @@ impl Daemon {
                     .filter_map(|q| self.device.qp_counters(q.qpn).map(|c| (q.qpn, c)))
                     .collect();
                 Ok(Response::Stats {
-                    device: self.device.counters(),
+                    device: self.link_counters(),
                     qps,
                 })
             }
