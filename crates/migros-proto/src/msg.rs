@@ -5,9 +5,10 @@
 //! channel is a second connection that starts with
 //! [`Request::AttachChannel`] and then only carries [`Event`]s from the
 //! daemon. A librdmacm connection starts with [`Request::CmHello`] and
-//! then speaks the connection manager's messages ([`crate::cm`]). The daemon identifies the client's process by the socket's
-//! peer credentials and reaches its memory directly; addresses in requests
-//! are addresses in the client's own address space.
+//! then speaks the connection manager's messages ([`crate::cm`]). The
+//! daemon identifies the client's process by the socket's peer credentials
+//! and reaches its memory directly; addresses in requests are addresses in
+//! the client's own address space.
 
 use std::net::IpAddr;
 

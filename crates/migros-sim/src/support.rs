@@ -181,7 +181,7 @@ impl Endpoint {
 
     pub fn post_send(&self, sim: &mut Sim, wr: SendWr) -> Result<(), VerbsError> {
         let qpn = self.qpn;
-        sim.with_device(self.node(sim), |d, _, now| d.post_send(now, qpn, wr))
+        sim.with_device(self.node(sim), |d, _, _| d.post_send(qpn, wr))
     }
 
     pub fn post_recv(&self, sim: &mut Sim, wr: RecvWr) -> Result<(), VerbsError> {

@@ -3,31 +3,29 @@
 //!
 //! The daemon owns QP1 of its device as a UD endpoint with the GSI Q_Key:
 //! datagrams whose BTH names QP1 come here instead of to the transport
-//! ([`CmPort::is_gsi`]), their ICRC is checked, the MAD goes to the agent;
-//! the agent's MADs leave as UD SEND-only packets from QP1 to QP1 of the
-//! peer (`migros_cm::gsi`).
+//! ([`is_gsi`]), their ICRC is checked, the MAD goes to the agent; the
+//! agent's MADs leave as UD SEND-only packets from QP1 to QP1 of the peer
+//! (`migros_cm::gsi`). QP1's datagrams count in the device's counters, as
+//! a NIC counts its GSI packets.
 //!
-//! librdmacm reaches the agent through connections that start with
-//! `Request::CmHello` (`ConnKind::Cm`); each is one owner of bindings,
-//! listeners and connections in the agent, all dropped when the connection
-//! goes (the process ended). Replies and events go back on the same
-//! connection as `CmDown` frames.
-//!
-//! This module is kept apart from the rest of the daemon: the event loop
-//! calls it at five points (a datagram for QP1, transmit, the deadline,
-//! a librdmacm frame, a closed connection).
+//! [`CmPort`] is one part of the daemon's state, with its own API and no
+//! I/O, as the transport and the data path are: the event loop hands it
+//! QP1's datagrams, sends what [`CmPort::poll_transmit`] gives, runs its
+//! timers and passes each event to the connection [`CmPort::poll_event`]
+//! names. librdmacm reaches the agent through connections that start with
+//! `Request::CmHello` (`ConnKind::Cm`, handled in `daemon::cm`); each is
+//! one owner of bindings, listeners and connections in the agent, all
+//! dropped when the connection goes (the process ended).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use migros_cm::{Agent, AgentConfig, CmError, Instant};
-use migros_proto::cm::{CmDown, CmRequest, CmResponse};
+use migros_proto::cm::{CmEvent, CmRequest, CmResponse};
 use migros_proto::counters::DeviceCounters;
 use migros_proto::msg::DeviceInfo;
 use migros_wire::{IpContext, ROCE_V2_PORT};
-
-use crate::session::Conn;
 
 /// QP1 and the agent of one device.
 pub struct CmPort {
@@ -253,32 +251,15 @@ impl CmPort {
         }
     }
 
-    /// Queues the agent's events on their owners' connections.
-    pub fn deliver_events(&mut self, conns: &mut BTreeMap<usize, Conn>) {
+    /// The agent's next event with the connection (token) of its owner;
+    /// events of owners that are gone are dropped.
+    pub fn poll_event(&mut self) -> Option<(usize, CmEvent)> {
         while let Some((owner, ev)) = self.agent.poll_event() {
             tracing::debug!(owner, conn = ev.conn(), event = ?event_name(&ev), "cm event");
-            let Some(c) = self.owners.get(&owner).and_then(|t| conns.get_mut(t)) else {
-                continue;
-            };
-            let _ = c.send(&CmDown::Event(ev));
+            if let Some(&token) = self.owners.get(&owner) {
+                return Some((token, ev));
+            }
         }
-    }
-}
-
-impl crate::daemon::Daemon {
-    /// The device's counters, QP1's datagrams included.
-    pub(crate) fn link_counters(&self) -> DeviceCounters {
-        self.cm.add_link_counters(self.device.counters())
-    }
-
-    /// A request on a librdmacm connection: answered in order, then the
-    /// events it caused (a REJ to a local REQ, …) follow.
-    pub(crate) fn on_cm_request(&mut self, token: usize, owner: u64, req: CmRequest) {
-        let resp = self.cm.request(self.now, owner, req);
-        if let Some(c) = self.conns.get_mut(&token) {
-            let _ = c.send(&CmDown::Reply(resp));
-        }
-        // What the agent has to send goes out with this turn's transmit.
-        self.cm.deliver_events(&mut self.conns);
+        None
     }
 }
