@@ -22,18 +22,20 @@ fn both_ok(what: &str, s: &std::process::Output, c: &std::process::Output) {
 }
 
 /// `rping -s` / `rping -c -C 1000 -v`: 1000 verified ping-pongs (the
-/// client checks every reply with `-v` printing it), both ways.
+/// client checks every reply with `-v` printing it), both ways. The
+/// client's run time (connect, 1000 pings, disconnect) is printed.
 #[test]
 fn rping() {
     let Some(bin) = ready(&["rping"]) else { return };
     let h = Hosts::new(&bin, "rping", &[]);
     for s in 0..2 {
-        let (so, co) = h.pair(
+        let (so, co, took) = h.pair_timed(
             s,
             &["rping", "-s", "-C", "1000", "-v"],
             &["rping", "-c", "-a", ADDR[s], "-C", "1000", "-v"],
         );
         both_ok("rping", &so, &co);
+        eprintln!("rping -C 1000 -v, server on host {s}: client ran {took:?}");
         let out = stdout(&co);
         let pings = out
             .lines()
@@ -177,10 +179,21 @@ fn cmtime_connect_figures() {
             let line = out
                 .lines()
                 .find(|l| l.starts_with("connect ") && l.contains(':'))
-                .unwrap_or_else(|| panic!("no connect step in\n{out}"))
-                .to_string();
+                .unwrap_or_else(|| panic!("no connect step in\n{out}"));
             eprintln!("cmtime -c {n}, server on host {s}:\n{out}");
-            assert!(line.contains("us / conn") || line.contains(':'), "{line}");
+            // total ms, max ms, min us, us / conn: the step was timed.
+            let figures: Vec<f64> = line
+                .split_once(':')
+                .map(|(_, f)| {
+                    f.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(
+                figures.len() == 4 && figures.iter().all(|f| f.is_finite() && *f > 0.0),
+                "connect step: {line}"
+            );
         }
     }
 }

@@ -150,11 +150,24 @@ impl Hosts {
     /// Server on host `s`, then (after it is up) the client on the other;
     /// both outputs.
     pub fn pair(&self, s: usize, server: &[&str], client: &[&str]) -> (Output, Output) {
+        let (srv, cli, _) = self.pair_timed(s, server, client);
+        (srv, cli)
+    }
+
+    /// As [`Hosts::pair`], with the time the client ran (start to exit).
+    pub fn pair_timed(
+        &self,
+        s: usize,
+        server: &[&str],
+        client: &[&str],
+    ) -> (Output, Output, Duration) {
         let srv = spawn(self.cmd(s, 120, server));
         std::thread::sleep(Duration::from_millis(700));
+        let start = std::time::Instant::now();
         let cli = self.cmd(1 - s, 120, client).output().expect("run client");
+        let took = start.elapsed();
         let srv = wait_or_kill(srv, Duration::from_secs(20));
-        (srv, cli)
+        (srv, cli, took)
     }
 
     /// As [`Hosts::pair`] for a server that serves for ever: it is
