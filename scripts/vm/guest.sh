@@ -178,7 +178,7 @@ PORT=19000
 # A hung pair costs at most this; the whole plan at most GUEST_BUDGET
 # seconds (cases past it are not run, and the test says so).
 CASE_TIMEOUT=${CASE_TIMEOUT:-60}
-GUEST_BUDGET=${GUEST_BUDGET:-480}
+GUEST_BUDGET=${GUEST_BUDGET:-720}
 run_case() {
   local name=$1 srv=$2 cli=$3 prog=$4
   shift 4
