@@ -11,8 +11,7 @@
 //! (the transport), the [`Registry`] (sessions and what they own), the
 //! [`DataPath`] (ring reads, consumer indices, completions), the
 //! [`CmPort`] (QP1 and the connection manager), the process memory, the
-//! connections and the sockets. Its submodules handle what
-//! arrives:
+//! connections and the sockets. Its submodules handle what arrives:
 //! - `conns`: accepting connections, reading frames, closing, the end of
 //!   a session;
 //! - `protocol`: a connection's first request (Hello, AttachChannel,
