@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the drop-in libibverbs.so.1 and its companion stubs
-# (libmlx5.so.1, libefa.so.1, librdmacm.so.1) into target/ibverbs/ (release).
+# Builds the drop-in libibverbs.so.1 and librdmacm.so.1 and the companion
+# stubs (libmlx5.so.1, libefa.so.1) into target/ibverbs/ (release).
 # Use: export LD_LIBRARY_PATH=$PWD/target/ibverbs (or `migros env`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,15 +8,17 @@ out=target/ibverbs
 stubs=crates/migros-ibverbs/stubs
 mkdir -p "$out" target/ibverbs-build
 
-cargo build --release --locked -q -p migros-ibverbs
+cargo build --release --locked -q -p migros-ibverbs -p migros-rdmacm
 cp target/release/libibverbs.so "$out/libibverbs.so.1.tmp"
 mv -f "$out/libibverbs.so.1.tmp" "$out/libibverbs.so.1"
+cp target/release/librdmacm.so "$out/librdmacm.so.1.tmp"
+mv -f "$out/librdmacm.so.1.tmp" "$out/librdmacm.so.1"
 
 # One stub library per list: `NODE sym sym…` lines, NODE as in the real
 # library (each inherits the one before). A symbol's suffix says what the
 # function returns, always with errno = EOPNOTSUPP: `*` NULL, `-` -1,
 # `0` 0 (false), none EOPNOTSUPP (the mlx5dv/efadv convention).
-# rdma_event_str answers "unknown". Every export is bound to its node with
+# Every export is bound to its node with
 # .symver (objdump -T shows `MLX5_1.3 mlx5dv_create_qp`, not `Base`).
 stub() {
   local lib=$1 list=$2 src=target/ibverbs-build/$1.rs map=target/ibverbs-build/$1.map
@@ -33,7 +35,6 @@ stub() {
     for s in $syms; do
       name=${s%[*0-]}
       case $s in
-        rdma_event_str) echo '#[no_mangle] pub extern "C" fn rdma_event_str(_e: i32) -> *const u8 { b"unknown\0".as_ptr() }' >>"$src" ;;
         *\*) echo "#[no_mangle] pub extern \"C\" fn $name() -> *mut u8 { fail(core::ptr::null_mut()) }" >>"$src" ;;
         *-) echo "#[no_mangle] pub extern \"C\" fn $name() -> i32 { fail(-1) }" >>"$src" ;;
         *0) echo "#[no_mangle] pub extern \"C\" fn $name() -> i32 { fail(0) }" >>"$src" ;;
@@ -53,5 +54,4 @@ stub() {
 }
 stub libmlx5.so.1 "$stubs/mlx5.txt"
 stub libefa.so.1 "$stubs/efa.txt"
-stub librdmacm.so.1 "$stubs/rdmacm.txt"
 echo "built $out: $(cd "$out" && echo *)"

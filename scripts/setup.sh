@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need from the system:
 #  - the unmodified Debian 12 programs and libraries that run on the drop-in
-#    libibverbs (crates/migros-ibverbs): ibverbs-utils, perftest,
-#    python3-pyverbs, and libibverbs-dev (the C test's <infiniband/verbs.h>);
+#    libibverbs and librdmacm (crates/migros-ibverbs, crates/migros-rdmacm):
+#    ibverbs-utils, perftest, rdmacm-utils, python3-pyverbs, and
+#    libibverbs-dev (the C test's <infiniband/verbs.h>);
 #  - for containers and their live migration (crates/migros/tests/containers.rs):
 #    CRIU 4.1.x, runc and iptables (scripts/setup-criu.sh), and the migros CRIU
 #    plugin in /usr/lib/criu (scripts/install-criu-plugin.sh);
@@ -30,9 +31,10 @@ have_pkg() {
     perftest) command -v ib_send_bw >/dev/null ;;
     python3-pyverbs) [ -f /usr/lib/python3/dist-packages/pyverbs/__init__.py ] ;;
     libibverbs-dev) [ -f /usr/include/infiniband/verbs.h ] ;;
+    rdmacm-utils) command -v rping >/dev/null ;;
   esac
 }
-pkgs=(ibverbs-utils perftest python3-pyverbs libibverbs-dev)
+pkgs=(ibverbs-utils perftest rdmacm-utils python3-pyverbs libibverbs-dev)
 missing=()
 for p in "${pkgs[@]}"; do have_pkg "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

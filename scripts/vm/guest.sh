@@ -10,11 +10,13 @@
 # PLAN has one case a line:  NAME SERVER CLIENT PROGRAM [ARGS...]
 # with SERVER and CLIENT one of k (kernel rxk), m (migros rxe0), n (migros
 # rxe1). `-d`, the GID index (`-g` for ibv_*, `-x` for perftest), the port
-# and the server's address are added here. Lines `netem ARGS...` and
-# `netem off` change the veth's qdisc (inside the VM) for the cases after;
-# `stop AFTER SECONDS` makes the next case stop daemon rxe0 (SIGSTOP)
-# AFTER seconds into it for SECONDS: what a kernel peer sees of a migros
-# endpoint that goes silent (a migration), and whether it survives.
+# and the server's address are added here; programs of the RDMA CM (rping,
+# ucmatose, udaddy, perftest's -R) get the address and port their way.
+# Lines `netem ARGS...` and `netem off` change the veth's qdisc (inside the
+# VM) for the cases after; `stop AFTER SECONDS` makes the next case stop
+# daemon rxe0 (SIGSTOP) AFTER seconds into it for SECONDS: what a kernel
+# peer sees of a migros endpoint that goes silent (a migration), and
+# whether it survives.
 #
 # Writes OUT/results.tsv, one line per case:
 #   NAME  pass|fail  SECONDS  KERNEL_ERRS  MIGROS_ERRS  LOST  INFO
@@ -48,6 +50,9 @@ fail_setup() { say "setup failed: $*"; echo "setup failed: $*" >"$OUT/setup-erro
 # ---- network and devices ----
 modprobe veth || fail_setup "modprobe veth"
 modprobe rdma_rxe || fail_setup "modprobe rdma_rxe"
+# The kernel side's librdmacm talks to /dev/infiniband/rdma_cm (no udev in
+# the VM loads it on demand).
+modprobe rdma_ucm || fail_setup "modprobe rdma_ucm"
 ip link set lo up
 ip netns add mig || fail_setup "ip netns add"
 ip link add vk mtu 9000 type veth peer name vm mtu 9000 || fail_setup "veth"
@@ -152,20 +157,67 @@ listening() { # SIDE PORT
   "${ns[@]}" ss -Hltn "sport = :$2" 2>/dev/null | grep -q .
 }
 
+# cm_listening SIDE PORT PID: waits for an RDMA CM server (PID) to listen
+# on PORT. The kernel lists its CM IDs (`rdma resource show cm_id`); a
+# migros server gets CM_SERVER_START seconds (its listen is visible only
+# inside its daemon).
+CM_SERVER_START=${CM_SERVER_START:-3}
+cm_listening() {
+  if [ "$1" = k ]; then
+    for _ in $(seq 300); do
+      rdma resource show cm_id 2>/dev/null | grep -q "LISTEN.*:$2 " && return
+      kill -0 "$3" 2>/dev/null || return
+      sleep 0.1
+    done
+  else
+    sleep "$CM_SERVER_START"
+  fi
+}
+
 PORT=19000
 # A hung pair costs at most this; the whole plan at most GUEST_BUDGET
 # seconds (cases past it are not run, and the test says so).
 CASE_TIMEOUT=${CASE_TIMEOUT:-60}
-GUEST_BUDGET=${GUEST_BUDGET:-480}
+GUEST_BUDGET=${GUEST_BUDGET:-720}
 run_case() {
   local name=$1 srv=$2 cli=$3 prog=$4
   shift 4
   local gidflag=-x
   case $prog in ibv_*) gidflag=-g ;; esac
   PORT=$((PORT + 1))
-  local common=(-p "$PORT")
-  local sargs=("$prog" -d "$(side_dev "$srv")" "$gidflag" "$(side_gid "$srv")" "${common[@]}" "$@")
-  local cargs=("$prog" -d "$(side_dev "$cli")" "$gidflag" "$(side_gid "$cli")" "${common[@]}" "$@" "$(side_addr "$srv")")
+  local saddr sargs cargs cm="" port=$PORT
+  saddr=$(side_addr "$srv")
+  # Programs that connect through the RDMA CM find the device from the
+  # address (no -d, no GID index) and listen on no TCP port.
+  case $prog in
+    rping)
+      cm=1
+      sargs=(rping -s -a "$saddr" -p "$PORT" "$@")
+      cargs=(rping -c -a "$saddr" -p "$PORT" "$@")
+      ;;
+    ucmatose)
+      cm=1
+      sargs=(ucmatose -b "$saddr" -p "$PORT" "$@")
+      cargs=(ucmatose -s "$saddr" -p "$PORT" "$@")
+      ;;
+    udaddy)
+      # Its port is fixed.
+      cm=1 port=7174
+      sargs=(udaddy -b "$saddr" "$@")
+      cargs=(udaddy -s "$saddr" "$@")
+      ;;
+    *)
+      if [[ " $* " == *" -R "* ]]; then
+        # perftest over the RDMA CM: -d picks the device, the CM the GID.
+        cm=1
+        sargs=("$prog" -d "$(side_dev "$srv")" -p "$PORT" "$@")
+        cargs=("$prog" -d "$(side_dev "$cli")" -p "$PORT" "$@" "$saddr")
+      else
+        sargs=("$prog" -d "$(side_dev "$srv")" "$gidflag" "$(side_gid "$srv")" -p "$PORT" "$@")
+        cargs=("$prog" -d "$(side_dev "$cli")" "$gidflag" "$(side_gid "$cli")" -p "$PORT" "$@" "$saddr")
+      fi
+      ;;
+  esac
   local kb=$LOGS/$name.kernel.before ka=$LOGS/$name.kernel.after
   local mb=$LOGS/$name.migros.before ma=$LOGS/$name.migros.after
   kernel_counters >"$kb"
@@ -175,11 +227,15 @@ run_case() {
   say "case $name: server $srv: ${sargs[*]}; client $cli: ${cargs[*]}"
   on "$srv" timeout "$CASE_TIMEOUT" "${sargs[@]}" </dev/null >"$LOGS/$name.server" 2>&1 &
   local spid=$!
-  for _ in $(seq 300); do
-    listening "$srv" "$PORT" && break
-    kill -0 "$spid" 2>/dev/null || break
-    sleep 0.1
-  done
+  if [ -n "$cm" ]; then
+    cm_listening "$srv" "$port" "$spid"
+  else
+    for _ in $(seq 300); do
+      listening "$srv" "$PORT" && break
+      kill -0 "$spid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
   local stopper=""
   if [ -n "$STOP" ]; then
     set -- $STOP
@@ -213,6 +269,8 @@ run_case() {
 result_line() {
   case $1 in
     ib_*) awk '/^ *[0-9]+[ \t]+[0-9]+[ \t]+[0-9.]+/ { l = $0 } END { gsub(/[ \t]+/, " ", l); print l }' "$2" ;;
+    rping) echo "$(grep -c '^ping data: rdma-ping-' "$2") pings verified" ;;
+    ucmatose | udaddy) grep -E 'data transfers complete|return status' "$2" | tr '\n' ' ' | sed 's/  */ /g' ;;
     *) grep -E 'iters in|bytes in' "$2" | tr '\n' ' ' | sed 's/  */ /g' ;;
   esac
 }

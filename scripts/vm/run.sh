@@ -35,7 +35,7 @@ cp "$ROOT/scripts/vm/guest.sh" "$OUT/guest.sh"
 # KVM is there but hangs on these machines: TCG. 2 vCPUs (one for each
 # side), 3 GiB. The host's timeout bounds a hung guest.
 start=$SECONDS
-timeout --kill-after=10 "${MIGROS_VM_TIMEOUT:-900}" \
+timeout --kill-after=10 "${MIGROS_VM_TIMEOUT:-1020}" \
   vng --disable-kvm -r "$KERNEL" --user root --memory 3G --cpus 2 --rwdir "$OUT" \
   -- "ROOT=$ROOT bash $OUT/guest.sh $OUT $PLAN" </dev/null >"$OUT/vm-console.log" 2>&1 || true
 echo "vm: $((SECONDS - start)) s"

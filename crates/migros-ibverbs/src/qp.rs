@@ -69,13 +69,13 @@ pub unsafe extern "C" fn ibv_create_qp(
         send_cq,
         recv_cq,
         srq,
-        cap: QpCap {
+        cap: rxe_send_cap(QpCap {
             max_send_wr: a.cap.max_send_wr.max(1),
             max_recv_wr: a.cap.max_recv_wr.max(1),
             max_send_sge: a.cap.max_send_sge.max(1),
             max_recv_sge: a.cap.max_recv_sge.max(1),
             max_inline_data: a.cap.max_inline_data,
-        },
+        }),
         sq_sig_all: a.sq_sig_all != 0,
     };
     let inner = match p.inner.create_qp(&init) {
@@ -157,6 +157,26 @@ fn qp_state(s: ibv_qp_state) -> Option<QpState> {
         ibv_qp_state_IBV_QPS_ERR => QpState::Err,
         _ => return None,
     })
+}
+
+/// Send capabilities as rxe grants them (`rxe_qp_init_req`): a send WQE
+/// holds the larger of the SGEs and the inline data, and both limits grow
+/// to fill it (16 bytes an SGE). Programs rely on it: rdma_xclient posts
+/// 16 inline bytes on a QP made with `max_inline_data` 0 and one SGE.
+/// Requests over the device's limits are left for the daemon to refuse.
+fn rxe_send_cap(c: QpCap) -> QpCap {
+    const SGE: u32 = 16;
+    if c.max_send_sge as usize > migros_proto::ring::MAX_SEND_SGE
+        || c.max_inline_data as usize > migros_proto::ring::MAX_INLINE
+    {
+        return c;
+    }
+    let wqe = (c.max_send_sge * SGE).max(c.max_inline_data);
+    QpCap {
+        max_send_sge: (wqe / SGE).min(migros_proto::ring::MAX_SEND_SGE as u32),
+        max_inline_data: wqe.min(migros_proto::ring::MAX_INLINE as u32),
+        ..c
+    }
 }
 
 /// The migros attributes of a C `ibv_qp_attr` (only masked fields matter).

@@ -1,5 +1,5 @@
-//! The companion stubs (libmlx5.so.1, libefa.so.1, librdmacm.so.1 in
-//! target/ibverbs, made by scripts/ibverbs.sh from stubs/*.txt) carry the
+//! The companion stubs (libmlx5.so.1, libefa.so.1 in target/ibverbs,
+//! made by scripts/ibverbs.sh from stubs/*.txt) carry the
 //! real libraries' version nodes: `objdump -T` shows every listed function
 //! bound to its node (`MLX5_1.3 mlx5dv_create_qp`, not `Base`), and the
 //! Debian programs that load them (perftest, ibverbs-utils) start without
@@ -56,11 +56,7 @@ fn stubs_carry_the_real_version_nodes() {
     }
     let dir = root().join("target/ibverbs");
     let stubs = Path::new(env!("CARGO_MANIFEST_DIR")).join("stubs");
-    for (lib, list) in [
-        ("libmlx5.so.1", "mlx5.txt"),
-        ("libefa.so.1", "efa.txt"),
-        ("librdmacm.so.1", "rdmacm.txt"),
-    ] {
+    for (lib, list) in [("libmlx5.so.1", "mlx5.txt"), ("libefa.so.1", "efa.txt")] {
         let bound = bound(&dir.join(lib)).expect("objdump runs");
         let text = std::fs::read_to_string(stubs.join(list)).expect("stub list");
         let mut n = 0;

@@ -1,7 +1,7 @@
 //! Interoperability with real RoCE v2 peers: the Linux kernel's SoftRoCE
 //! (`rdma_rxe` of Debian 12's 6.1 kernel) booted under qemu/TCG with
 //! virtme-ng, against migros devices, with unmodified programs
-//! (ibverbs-utils, perftest) on both sides.
+//! (ibverbs-utils, perftest, rdmacm-utils) on both sides.
 //!
 //! The VM is booted once per test run (`scripts/vm/run.sh`); inside it
 //! `scripts/vm/guest.sh` puts the kernel's device `rxk` on one end of a veth

@@ -140,6 +140,44 @@ pub fn matrix() -> Vec<Step> {
     steps
 }
 
+/// Programs that connect through the RDMA CM (librdmacm on both sides: the
+/// kernel's `rdma_ucm` and the IB CM on QP1 against migros' drop-in
+/// library and its daemon's CM), each side as server and as client:
+/// rdmacm-utils' rping (every ping verified), ucmatose (4 connections),
+/// udaddy (UD, SIDR) and perftest's `-R`. (`ib_write_bw -R` and
+/// `ib_read_lat -R` connect exactly as `ib_send_bw -R` does; they run
+/// between migros devices in migros-rdmacm's tests, not here, where each
+/// case costs seconds of the VM's budget.)
+const RDMA_CM_PROGRAMS: &[(&str, &str, &[&str])] = &[
+    ("cm_rping", "rping", &["-C", "100", "-v"]),
+    ("cm_ucmatose", "ucmatose", &["-c", "4"]),
+    ("cm_udaddy", "udaddy", &[]),
+    ("cm_send_bw", "ib_send_bw", &["-R", "-u", "18", "-n", "200"]),
+];
+
+/// The RDMA CM programs, kernel as server then migros as server, on a
+/// clean link.
+pub fn rdma_cm() -> Vec<Step> {
+    let mut steps = Vec::new();
+    for &(name, program, args) in RDMA_CM_PROGRAMS {
+        for (server, client, dir) in [
+            (Side::Kernel, Side::Migros, "k_m"),
+            (Side::Migros, Side::Kernel, "m_k"),
+        ] {
+            steps.push(Step::Run(Case {
+                name: format!("{name}.{dir}"),
+                server,
+                client,
+                program,
+                args: args.to_vec(),
+                kind: Kind::Clean,
+                overshoot: 0,
+            }));
+        }
+    }
+    steps
+}
+
 /// Transfers across a faulty link, both directions. First reordering and
 /// duplication without loss: `ibv_rc_pingpong -c` checks every received
 /// byte while both sides NAK and resend. (Not with loss: when the last ACK
@@ -289,8 +327,24 @@ mod tests {
     }
 
     #[test]
+    fn every_rdma_cm_program_runs_both_ways() {
+        let steps = rdma_cm();
+        for &(name, _, _) in RDMA_CM_PROGRAMS {
+            for dir in ["k_m", "m_k"] {
+                assert!(
+                    cases(&steps).any(|c| c.name == format!("{name}.{dir}")),
+                    "{name}.{dir}"
+                );
+            }
+        }
+        let text = render(&steps);
+        assert!(text.contains("\ncm_send_bw.m_k m k ib_send_bw -R -u 18 -n 200\n"));
+    }
+
+    #[test]
     fn names_are_unique_and_plan_lines_parse() {
         let mut steps = matrix();
+        steps.extend(rdma_cm());
         steps.extend(lossy());
         steps.extend(figures());
         let mut names: Vec<_> = cases(&steps).map(|c| c.name.clone()).collect();

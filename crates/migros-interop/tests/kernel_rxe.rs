@@ -1,5 +1,6 @@
 //! migros against the Linux kernel's SoftRoCE, in one VM boot: every
-//! program of the matrix with each side as server and as client, transfers
+//! program of the matrix with each side as server and as client, the RDMA
+//! CM's programs (rping, ucmatose, udaddy, perftest -R) likewise, transfers
 //! across loss and reordering, and the side-by-side figures
 //! (kernel↔kernel, kernel↔migros, migros↔migros). See the crate docs and
 //! `scripts/vm/`.
@@ -47,6 +48,9 @@ fn prerequisites() -> Vec<Check> {
         .is_ok_and(|o| o.status.success());
     let perftest = Path::new("/usr/bin/ib_write_bw").is_file()
         && Path::new("/usr/bin/ibv_rc_pingpong").is_file();
+    let rdmacm = ["rping", "ucmatose", "udaddy"]
+        .iter()
+        .all(|p| Path::new("/usr/bin").join(p).is_file());
     vec![
         root_user
             .then_some(())
@@ -62,6 +66,9 @@ fn prerequisites() -> Vec<Check> {
         perftest
             .then_some(())
             .ok_or_else(|| "perftest and ibverbs-utils (scripts/setup.sh)".to_owned()),
+        rdmacm
+            .then_some(())
+            .ok_or_else(|| "rdmacm-utils (scripts/setup.sh)".to_owned()),
     ]
 }
 
@@ -129,6 +136,7 @@ fn kernel_softroce_interoperates() {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).expect("create target/interop-vm");
     let mut steps = plan::matrix();
+    steps.extend(plan::rdma_cm());
     steps.extend(plan::lossy());
     steps.extend(plan::figures());
     let plan_path = out.join("plan.txt");

@@ -1,6 +1,6 @@
 //! What a migros daemon (`migrosd`) and its clients share, and nothing else:
 //! the verbs types ([`verbs`]), the messages on the unix socket ([`msg`]),
-//! their framing ([`frame`]), the layouts of the rings that live in the
+//! the connection manager's messages ([`cm`]), their framing ([`frame`]), the layouts of the rings that live in the
 //! client's memory ([`ring`]), counters ([`counters`]) and where the sockets
 //! are ([`paths`]).
 //!
@@ -13,6 +13,7 @@
 
 pub mod admin;
 mod bytes;
+pub mod cm;
 pub mod counters;
 pub mod frame;
 pub mod msg;

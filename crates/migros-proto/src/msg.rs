@@ -4,9 +4,11 @@
 //! the doorbells gets exactly one [`Response`], in order. A completion
 //! channel is a second connection that starts with
 //! [`Request::AttachChannel`] and then only carries [`Event`]s from the
-//! daemon. The daemon identifies the client's process by the socket's
-//! peer credentials and reaches its memory directly; addresses in requests
-//! are addresses in the client's own address space.
+//! daemon. A librdmacm connection starts with [`Request::CmHello`] and
+//! then speaks the connection manager's messages ([`crate::cm`]). The
+//! daemon identifies the client's process by the socket's peer credentials
+//! and reaches its memory directly; addresses in requests are addresses in
+//! the client's own address space.
 
 use std::net::IpAddr;
 
@@ -173,6 +175,14 @@ pub enum Request {
         inode: u64,
         #[serde(with = "crate::bytes")]
         replay: Vec<u8>,
+    },
+    /// First (and only `Request`) message of a librdmacm connection
+    /// (`inode` as in [`Request::Hello`]); answered by
+    /// [`Response::Welcome`], then the connection carries
+    /// [`crate::cm::CmRequest`]s and [`crate::cm::CmDown`]s.
+    CmHello {
+        version: u32,
+        inode: u64,
     },
 }
 

@@ -25,6 +25,8 @@ pub enum ConnKind {
     Channel { session: u64, channel: ChannelId },
     /// An admin connection (peer is root).
     Admin,
+    /// A librdmacm connection (after CmHello), owner of its CM objects.
+    Cm(u64),
 }
 
 /// One unix socket connection.

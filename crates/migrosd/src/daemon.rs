@@ -9,9 +9,9 @@
 //!
 //! The daemon's state is a few parts, each with its own API: the device
 //! (the transport), the [`Registry`] (sessions and what they own), the
-//! [`DataPath`] (ring reads, consumer indices, completions), the process
-//! memory, the connections and the sockets. Its submodules handle what
-//! arrives:
+//! [`DataPath`] (ring reads, consumer indices, completions), the
+//! [`CmPort`] (QP1 and the connection manager), the process memory, the
+//! connections and the sockets. Its submodules handle what arrives:
 //! - `conns`: accepting connections, reading frames, closing, the end of
 //!   a session;
 //! - `protocol`: a connection's first request (Hello, AttachChannel,
@@ -20,6 +20,7 @@
 //!   the device;
 //! - `migration`: checkpoint, restore, start and commit of a session;
 //! - `admin` and [`criu`]: the admin socket and CRIU's requests by pid;
+//! - `cm`: librdmacm's connections to the connection manager;
 //! - `sockets`: the listeners and the signal fd.
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ use migros_proto::paths;
 use migros_transport::{Device, DeviceConfig, DeviceEvent, Instant};
 
 mod admin;
+mod cm;
 mod conns;
 pub mod criu;
 mod dispatch;
@@ -41,6 +43,7 @@ mod protocol;
 mod sockets;
 
 use crate::clock::Clock;
+use crate::cm::{self as qp1, CmPort};
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::datapath::{DataPath, Notice, Parts};
@@ -110,6 +113,8 @@ pub struct Daemon {
     reg: Registry,
     /// Ring reads, consumer indices and completions still to do.
     data: DataPath,
+    /// QP1 and the connection manager.
+    cm: CmPort,
     shutdown: bool,
     criu: CriuState,
     udp_rx_more: bool,
@@ -158,13 +163,15 @@ impl Daemon {
             socket = %sockets.client_path().display(), "device up"
         );
         let clock = Clock::new();
+        let mut ids = Ids::new();
+        let cm = CmPort::new(&info, cfg.port, ids.u64(|_| false).unwrap_or(1));
         Ok(Daemon {
             now: clock.now(),
             clock,
             info,
             device: Device::new(dcfg),
             mem: ProcMem::new(),
-            ids: Ids::new(),
+            ids,
             poll,
             udp,
             sockets,
@@ -172,6 +179,7 @@ impl Daemon {
             next_token: FIRST_CONN,
             reg: Registry::new(),
             data: DataPath::new(),
+            cm,
             shutdown: false,
             criu: CriuState::default(),
             udp_rx_more: false,
@@ -246,6 +254,9 @@ impl Daemon {
         if let Some(c) = self.criu_timeout() {
             t = Some(t.map_or(c, |t| t.min(c)));
         }
+        if let Some(c) = self.cm.poll_timeout(now) {
+            t = Some(t.map_or(c, |t| t.min(c)));
+        }
         t
     }
 
@@ -264,10 +275,15 @@ impl Daemon {
             let now = self.now;
             let device = &mut self.device;
             let mem = &mut self.mem;
+            let cm = &mut self.cm;
             let mut bytes_in = 0;
             let r = self.udp.recv_batch(|src, bytes| {
                 bytes_in += bytes.len();
-                device.handle_datagram(now, mem, src.ip(), src.port(), bytes);
+                if qp1::is_gsi(bytes) {
+                    cm.on_datagram(now, src.ip(), src.port(), bytes);
+                } else {
+                    device.handle_datagram(now, mem, src.ip(), src.port(), bytes);
+                }
             });
             if let Some(b) = &mut self.timer_deferred {
                 *b += bytes_in;
@@ -293,6 +309,9 @@ impl Daemon {
         // RECV data) must be in place before any ACK or response that lets
         // the peer see its operation complete.
         self.mem.flush();
+        while let Some((dst, datagram)) = self.cm.poll_transmit() {
+            self.udp.queue(dst, &datagram);
+        }
         let mut sent = 0;
         while !self.udp_blocked {
             while self.udp.queued() < TX_BATCH {
@@ -325,6 +344,7 @@ impl Daemon {
 
     fn turn(&mut self) {
         self.criu_tick();
+        self.cm_tick();
         if self.device.poll_timeout().is_some_and(|d| d <= self.now) {
             // An ACK may be waiting in the socket behind a backlog (a slow
             // or descheduled daemon): what arrived before the deadline is

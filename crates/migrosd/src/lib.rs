@@ -29,6 +29,8 @@
 //! - [`image`]: the daemon's checkpoint image (versioned JSON wrapping the
 //!   transport's `OwnerSnapshot` plus the rings' state).
 //! - [`limits`]: the device limits and what clients learn of the device.
+//! - [`cm`]: QP1 and the connection manager librdmacm talks to (the
+//!   daemon's side of its connections is `daemon::cm`).
 //!
 //! # Identifiers
 //!
@@ -83,6 +85,7 @@
 //! connected.
 
 pub mod clock;
+pub mod cm;
 pub mod config;
 pub mod conn;
 pub mod daemon;

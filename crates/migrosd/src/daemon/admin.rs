@@ -19,7 +19,7 @@ impl Daemon {
         match req {
             AdminRequest::Status => AdminResponse::Status(self.status()),
             AdminRequest::Stats => AdminResponse::Stats {
-                device: self.device.counters(),
+                device: self.link_counters(),
                 qps: self.qp_stats(),
             },
             AdminRequest::Shutdown => {
@@ -62,7 +62,7 @@ impl Daemon {
             pid: std::process::id(),
             uptime_secs: self.uptime().as_secs(),
             sessions,
-            counters: self.device.counters(),
+            counters: self.link_counters(),
             tombstones: self.device.tombstones(),
         }
     }

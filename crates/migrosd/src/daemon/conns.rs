@@ -123,6 +123,12 @@ impl Daemon {
                 }
                 continue;
             }
+            if let ConnKind::Cm(owner) = conn.kind {
+                if self.cm_frame(token, owner) {
+                    continue;
+                }
+                return;
+            }
             match conn.reader.next_message::<Request>() {
                 Ok(Some(req)) => self.on_request(token, req),
                 Ok(None) => return,
@@ -180,6 +186,7 @@ impl Daemon {
                     }
                 }
             }
+            ConnKind::Cm(owner) => self.cm_closed(owner),
             ConnKind::New | ConnKind::Admin => {}
         }
         tracing::debug!(token, "connection closed");

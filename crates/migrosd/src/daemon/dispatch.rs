@@ -50,7 +50,8 @@ impl Daemon {
             Request::Hello { .. }
             | Request::AttachChannel { .. }
             | Request::RestoreSession { .. }
-            | Request::RestoreChannel { .. } => Err(ReqError::new(
+            | Request::RestoreChannel { .. }
+            | Request::CmHello { .. } => Err(ReqError::new(
                 libc::EPROTO,
                 "the session has said hello already",
             )),
@@ -148,7 +149,7 @@ impl Daemon {
                     .filter_map(|q| self.device.qp_counters(q.qpn).map(|c| (q.qpn, c)))
                     .collect();
                 Ok(Response::Stats {
-                    device: self.device.counters(),
+                    device: self.link_counters(),
                     qps,
                 })
             }

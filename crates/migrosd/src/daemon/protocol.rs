@@ -1,6 +1,7 @@
 //! The connection protocol: a connection's first request (Hello,
-//! AttachChannel, RestoreSession, RestoreChannel), then a session's
-//! requests: doorbells for the data path, the rest for [`super::dispatch`].
+//! AttachChannel, RestoreSession, RestoreChannel, or CmHello for
+//! librdmacm, see `super::cm`), then a session's requests: doorbells for
+//! the data path, the rest for [`super::dispatch`].
 
 use migros_proto::msg::{ChannelId, Request, Response, PROTOCOL_VERSION};
 
@@ -33,7 +34,7 @@ impl Daemon {
                 libc::EPROTO,
                 "a completion channel connection takes no requests",
             )),
-            ConnKind::Admin => return,
+            ConnKind::Admin | ConnKind::Cm(_) => return,
         };
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
@@ -126,6 +127,12 @@ impl Daemon {
                 Ok(r) => Outcome::Replay(r, replay),
                 Err(e) => Outcome::Fatal(error(e.errno, e.message)),
             },
+            Request::CmHello { version, inode } => {
+                match check_version(version).and_then(|()| self.cm_hello(token, inode)) {
+                    Ok(r) => Outcome::Reply(r),
+                    Err(e) => Outcome::Fatal(error(e.errno, e.message)),
+                }
+            }
             _ => Outcome::Fatal(error(libc::EPROTO, "the first request must be hello")),
         }
     }

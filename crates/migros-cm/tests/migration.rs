@@ -1,0 +1,137 @@
+//! A process's connections move to another node (live migration) while
+//! its peer stays: the peer keeps sending the connection's MADs to the old
+//! node, whose tombstones forward them; the new node answers the peer
+//! directly. With loss, duplication and reordering, both ends still see a
+//! clean disconnect, whichever side starts it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use migros_cm::State;
+use migros_proto::cm::{CmEvent, CmQpType};
+
+const PORT: u16 = 7174;
+
+/// Node 0 connects to node 1's listener; node 1's process then moves to
+/// node 2 (snapshot, restore, evict, forward). Returns the net and the
+/// connection ids (active, passive).
+fn connected_then_moved(seed: u64, faults: Faults) -> (Net, u32, u32) {
+    let mut net = Net::new(3, seed, faults);
+    net.listen(1, PORT, CmQpType::Rc);
+    let a = net.connect(0, 1, PORT, CmQpType::Rc, &[]);
+    net.run_for(Duration::from_secs(1200));
+    assert_eq!(net.count(1, is_established), 1, "seed {seed}");
+    let p = net.nodes[1]
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            CmEvent::Established { conn } => Some(*conn),
+            _ => None,
+        })
+        .unwrap();
+    let now = net.now;
+    let snap = net.nodes[1].agent.snapshot_owner(now, OWNER);
+    // The image travels as JSON.
+    let json = serde_json::to_string(&snap).unwrap();
+    let snap: migros_cm::migrate::CmSnapshot = serde_json::from_str(&json).unwrap();
+    net.nodes[2].agent.check_restore(&snap).unwrap();
+    net.nodes[2].agent.restore_owner(now, OWNER, &snap).unwrap();
+    let ids = net.nodes[1].agent.evict_owner(OWNER);
+    assert_eq!(ids, vec![p]);
+    let to = net.nodes[2].addr;
+    net.nodes[1].agent.forward_tombstones(&ids, to);
+    assert_eq!(net.nodes[2].agent.state(p), Some(State::Established));
+    assert_eq!(net.nodes[1].agent.len(), (0, 0, 0));
+    (net, a, p)
+}
+
+fn lossy() -> Faults {
+    Faults {
+        drop: 0.15,
+        duplicate: 0.1,
+        reorder: 0.3,
+        jitter: Duration::from_millis(2000),
+    }
+}
+
+#[test]
+fn the_peer_disconnects_a_migrated_connection() {
+    let mut forwarded = 0;
+    for seed in 0..60 {
+        let (mut net, a, p) = connected_then_moved(seed, lossy());
+        let now = net.now;
+        net.nodes[0].agent.disconnect(now, OWNER, a).unwrap();
+        net.run_for(Duration::from_secs(300));
+        assert_eq!(net.count(0, is_disconnected), 1, "seed {seed}");
+        // The migrated process hears it on its new node, once.
+        let on_new = net.nodes[2]
+            .events
+            .iter()
+            .filter(|(_, e)| *e == CmEvent::Disconnected { conn: p, status: 0 })
+            .count();
+        assert_eq!(on_new, 1, "seed {seed}: {:?}", net.nodes[2].events);
+        // The old node only forwarded.
+        assert!(net.nodes[1].agent.counters.forwarded > 0, "seed {seed}");
+        forwarded += net.nodes[1].agent.counters.forwarded;
+        // The peer got its DREP from the new node: no DREQ timed out.
+        assert_eq!(
+            net.count(0, |e| matches!(
+                e,
+                CmEvent::Disconnected { status: -110, .. }
+            )),
+            0,
+            "seed {seed}: {:?}",
+            net.nodes[0].events
+        );
+    }
+    assert!(forwarded >= 60);
+}
+
+#[test]
+fn a_migrated_connection_disconnects_its_peer() {
+    for seed in 0..60 {
+        let (mut net, _a, p) = connected_then_moved(seed, lossy());
+        let now = net.now;
+        net.nodes[2].agent.disconnect(now, OWNER, p).unwrap();
+        net.run_for(Duration::from_secs(300));
+        assert_eq!(net.count(0, is_disconnected), 1, "seed {seed}");
+        // The peer's DREP went to the old node and was forwarded.
+        let clean = net.nodes[2]
+            .events
+            .iter()
+            .filter(|(_, e)| *e == CmEvent::Disconnected { conn: p, status: 0 })
+            .count();
+        assert_eq!(clean, 1, "seed {seed}: {:?}", net.nodes[2].events);
+        assert!(net.nodes[1].agent.counters.forwarded > 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn the_listener_moves_and_accepts_on_the_new_node() {
+    let (mut net, _, _) = connected_then_moved(3, Faults::default());
+    // A new connection to the old node finds nobody listening there...
+    net.connect(0, 1, PORT, CmQpType::Rc, &[]);
+    // ...and one to the new node is accepted by the moved process.
+    net.connect(0, 2, PORT, CmQpType::Rc, &[]);
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(
+        net.count(0, |e| matches!(e, CmEvent::Rejected { reason: 8, .. })),
+        1
+    );
+    assert_eq!(net.count(2, is_established), 1);
+}
+
+#[test]
+fn a_restore_that_collides_is_refused_before_anything_changes() {
+    let (mut net, _, p) = connected_then_moved(4, Faults::default());
+    let now = net.now;
+    let snap = net.nodes[2].agent.snapshot_owner(now, OWNER);
+    assert!(net.nodes[2].agent.check_restore(&snap).is_err());
+    assert!(net.nodes[2].agent.restore_owner(now, OWNER, &snap).is_err());
+    assert_eq!(net.nodes[2].agent.state(p), Some(State::Established));
+    let mut bad = snap.clone();
+    bad.version = 99;
+    assert!(net.nodes[0].agent.check_restore(&bad).is_err());
+}
