@@ -5,6 +5,11 @@
 //! [`Device::poll_transmit`] until `None`, [`Device::poll_event`] until `None`,
 //! then [`Device::poll_timeout`] to arm one timer.
 
+mod queues;
+mod windows;
+
+pub use queues::SrqAttr;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -160,6 +165,7 @@ impl Device {
             return Err(not_found("pd", pd));
         }
         let used = self.objs.mrs.iter().any(|m| m.pd == pd)
+            || self.objs.mrs.windows().any(|w| w.pd == pd)
             || self.qps.values().any(|q| q.init.pd == pd)
             || self.objs.srqs.values().any(|s| s.pd == pd);
         if used {
@@ -169,12 +175,17 @@ impl Device {
         Ok(())
     }
 
-    pub fn reg_mr(&mut self, mr: MrSpec) -> Result<(), VerbsError> {
+    /// `ibv_reg_mr`: the access rights are checked as the kernel does
+    /// (`ib_check_mr_access`, then rxe's supported set): remote write or
+    /// atomic without local write is invalid, zero-based, huge-page and
+    /// flush rights are not supported here; optional hints are ignored.
+    pub fn reg_mr(&mut self, mut mr: MrSpec) -> Result<(), VerbsError> {
         match self.objs.pds.get(&mr.pd) {
             Some(owner) if *owner == mr.owner => {}
             _ => return Err(not_found("pd", mr.pd)),
         }
-        if mr.addr.checked_add(mr.length).is_none() {
+        mr.access = check_mr_access(mr.access)?;
+        if mr.addr.checked_add(mr.length).is_none() || mr.iova.checked_add(mr.length).is_none() {
             return Err(VerbsError::InvalidArgument(
                 "memory region wraps the address space".into(),
             ));
@@ -185,12 +196,20 @@ impl Device {
             .map_err(|_| exists("memory key", mr.lkey))
     }
 
+    /// `ibv_dereg_mr`; refused while memory windows are bound to the
+    /// region (IBA 10.6.7.2.6, rxe: EINVAL).
     pub fn dereg_mr(&mut self, lkey: u32) -> Result<(), VerbsError> {
-        self.objs
-            .mrs
-            .remove(lkey)
-            .map(|_| ())
-            .ok_or_else(|| not_found("memory region", lkey))
+        if self.objs.mrs.by_lkey(lkey).is_none() {
+            return Err(not_found("memory region", lkey));
+        }
+        let bound = self.objs.mrs.windows_on(lkey);
+        if bound > 0 {
+            return Err(VerbsError::InvalidArgument(format!(
+                "{bound} memory windows are bound to the region"
+            )));
+        }
+        self.objs.mrs.remove(lkey);
+        Ok(())
     }
 
     pub fn create_cq(&mut self, owner: OwnerId, cq: Cqn, capacity: u32) -> Result<(), VerbsError> {
@@ -250,15 +269,9 @@ impl Device {
         Ok(())
     }
 
-    /// Re-arms the SRQ limit event.
+    /// Re-arms the SRQ limit event (see [`Device::modify_srq`]).
     pub fn modify_srq_limit(&mut self, srq: Srqn, limit: u32) -> Result<(), VerbsError> {
-        let s = self
-            .objs
-            .srqs
-            .get_mut(&srq)
-            .ok_or_else(|| not_found("srq", srq))?;
-        s.limit = limit;
-        Ok(())
+        self.modify_srq(srq, None, Some(limit))
     }
 
     pub fn destroy_srq(&mut self, srq: Srqn) -> Result<(), VerbsError> {
@@ -311,11 +324,11 @@ impl Device {
         Ok(())
     }
 
+    /// Destroys a QP; the type 2 memory windows it bound become free.
     pub fn destroy_qp(&mut self, qpn: Qpn) -> Result<(), VerbsError> {
-        self.qps
-            .remove(&qpn)
-            .map(|_| ())
-            .ok_or_else(|| not_found("qp", qpn))
+        self.qps.remove(&qpn).ok_or_else(|| not_found("qp", qpn))?;
+        self.objs.mrs.release_windows_of(qpn);
+        Ok(())
     }
 
     pub fn modify_qp(
@@ -644,6 +657,7 @@ impl Device {
             .filter(|(_, s)| s.owner == owner)
             .map(|(n, s)| (*n, s.clone()))
             .collect();
+        snap.mws = self.owner_windows(owner);
         Ok(snap)
     }
 
@@ -671,6 +685,7 @@ impl Device {
         for lkey in lkeys {
             self.objs.mrs.remove(lkey);
         }
+        self.remove_owner_windows(owner);
         self.objs.cqs.retain(|_, c| c.owner != owner);
         self.objs.srqs.retain(|_, s| s.owner != owner);
         self.objs.pds.retain(|_, o| *o != owner);
@@ -708,6 +723,7 @@ impl Device {
                 return Err(exists("memory key", mr.lkey));
             }
         }
+        self.check_windows_free(&snapshot.mws)?;
         for (cq, _) in &snapshot.cqs {
             if self.objs.cqs.contains_key(cq) {
                 return Err(exists("cq", *cq));
@@ -743,6 +759,10 @@ impl Device {
         for mr in snapshot.mrs {
             // check_restore found no collision, so this cannot fail.
             let _ = self.objs.mrs.insert(mr);
+        }
+        for mw in snapshot.mws {
+            // Likewise.
+            let _ = self.objs.mrs.insert_window(mw);
         }
         self.objs.cqs.extend(snapshot.cqs);
         self.objs.srqs.extend(snapshot.srqs);
@@ -784,4 +804,34 @@ impl Device {
     pub fn qpns(&self) -> Vec<Qpn> {
         self.qps.keys().copied().collect()
     }
+}
+
+/// The kernel's checks of a region's access rights (`ib_check_mr_access`,
+/// then rxe's `RXE_ACCESS_SUPPORTED_MR`); returns the rights kept.
+fn check_mr_access(access: Access) -> Result<Access, VerbsError> {
+    if access.remote_writable() && !access.contains(Access::LOCAL_WRITE) {
+        return Err(VerbsError::InvalidArgument(
+            "remote write or atomic access needs local write access".into(),
+        ));
+    }
+    let defined = Access((Access::FLUSH_PERSISTENT.0 << 1) - 1);
+    if access.0 & !(defined.0 | Access::OPTIONAL_RANGE.0) != 0 {
+        return Err(VerbsError::InvalidArgument(format!(
+            "unknown access flags {:#x}",
+            access.0
+        )));
+    }
+    let unsupported = Access(
+        Access::ZERO_BASED.0
+            | Access::HUGETLB.0
+            | Access::FLUSH_GLOBAL.0
+            | Access::FLUSH_PERSISTENT.0,
+    );
+    if access.intersects(unsupported) {
+        return Err(VerbsError::Unsupported(format!(
+            "access flags {:#x} are not supported",
+            access.0 & unsupported.0
+        )));
+    }
+    Ok(Access(access.0 & !Access::OPTIONAL_RANGE.0))
 }

@@ -25,6 +25,8 @@ pub enum VerbsError {
     },
     #[error("object is in use: {0}")]
     Busy(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("snapshot rejected: {0}")]
     BadSnapshot(String),
 }

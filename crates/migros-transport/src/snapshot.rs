@@ -8,13 +8,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::VerbsError;
+use crate::mw::{MemoryWindow, MwState};
 use crate::qp::Qp;
 use crate::queues::{Cq, Srq};
 use crate::time::Instant;
 use migros_proto::verbs::*;
 
 /// Format version written into every image; decoding rejects others.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// 2: memory windows, region I/O addresses, CQ arming, COMM_EST.
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// Every verbs object of one owner, with all the transport state of its QPs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +27,8 @@ pub struct OwnerSnapshot {
     pub(crate) mrs: Vec<MrSpec>,
     pub(crate) cqs: Vec<(Cqn, Cq)>,
     pub(crate) srqs: Vec<(Srqn, Srq)>,
+    /// Memory windows, bound or not, with their current rkeys.
+    pub(crate) mws: Vec<MemoryWindow>,
     /// QPs with their timers stored as time remaining at snapshot.
     pub(crate) qps: Vec<Qp>,
 }
@@ -38,6 +42,7 @@ impl OwnerSnapshot {
             mrs: Vec::new(),
             cqs: Vec::new(),
             srqs: Vec::new(),
+            mws: Vec::new(),
             qps: Vec::new(),
         }
     }
@@ -59,16 +64,22 @@ impl OwnerSnapshot {
         serde_json::to_vec(self).expect("snapshot types always serialise")
     }
 
-    /// Decodes and validates an image; never panics on bad input.
+    /// Decodes and validates an image; never panics on bad input. The
+    /// version is read first, so an image of another version is refused
+    /// as such, whatever else it holds.
     pub fn decode(bytes: &[u8]) -> Result<OwnerSnapshot, VerbsError> {
-        let snap: OwnerSnapshot =
-            serde_json::from_slice(bytes).map_err(|e| VerbsError::BadSnapshot(e.to_string()))?;
-        if snap.version != SNAPSHOT_VERSION {
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let bad = |e: serde_json::Error| VerbsError::BadSnapshot(e.to_string());
+        let Version { version } = serde_json::from_slice(bytes).map_err(bad)?;
+        if version != SNAPSHOT_VERSION {
             return Err(VerbsError::BadSnapshot(format!(
-                "version {} (this build reads {})",
-                snap.version, SNAPSHOT_VERSION
+                "version {version} (this build reads {SNAPSHOT_VERSION})"
             )));
         }
+        let snap: OwnerSnapshot = serde_json::from_slice(bytes).map_err(bad)?;
         snap.validate()?;
         Ok(snap)
     }
@@ -93,6 +104,30 @@ impl OwnerSnapshot {
         for (srqn, srq) in &self.srqs {
             if srq.owner != self.owner || !self.pds.contains(&srq.pd) {
                 return bad(format!("srq {srqn} refers to a foreign owner or pd"));
+            }
+        }
+        for mw in &self.mws {
+            let region_here = |l: u32| self.mrs.iter().any(|m| m.lkey == l && m.pd == mw.pd);
+            let qp_here = |q: Qpn| {
+                self.qps
+                    .iter()
+                    .any(|qp| qp.qpn() == q && qp.init.pd == mw.pd)
+            };
+            let consistent = match mw.state {
+                MwState::Free => mw.mw_type == MwType::Type2 && mw.mr_lkey.is_none(),
+                MwState::Valid => {
+                    mw.mr_lkey.is_none_or(region_here)
+                        && match mw.mw_type {
+                            MwType::Type1 => mw.qpn.is_none(),
+                            MwType::Type2 => mw.qpn.is_some_and(qp_here) && mw.mr_lkey.is_some(),
+                        }
+                }
+            };
+            if mw.owner != self.owner || !self.pds.contains(&mw.pd) || !consistent {
+                return bad(format!(
+                    "memory window {:#x} is inconsistent or refers to objects not in the image",
+                    mw.rkey
+                ));
             }
         }
         let has_cq = |c: Cqn| self.cqs.iter().any(|(n, _)| *n == c);

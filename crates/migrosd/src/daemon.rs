@@ -473,6 +473,7 @@ impl Daemon {
                 }
                 DeviceEvent::SqDrained { qpn } => tracing::debug!(qpn, "send queue drained"),
                 DeviceEvent::SrqLimitReached { srq } => tracing::debug!(srq, "srq limit reached"),
+                other => tracing::debug!(?other, "device event"),
             }
         }
     }

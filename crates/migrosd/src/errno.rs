@@ -46,6 +46,7 @@ pub fn errno_of(e: &VerbsError) -> i32 {
         VerbsError::WrongState { .. } => libc::EINVAL,
         VerbsError::InvalidTransition { .. } => libc::EINVAL,
         VerbsError::Busy(_) => libc::EBUSY,
+        VerbsError::Unsupported(_) => libc::EOPNOTSUPP,
         VerbsError::BadSnapshot(_) => libc::EINVAL,
     }
 }

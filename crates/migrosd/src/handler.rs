@@ -659,6 +659,7 @@ impl Daemon {
             pd,
             addr,
             length,
+            iova: addr,
             lkey,
             rkey,
             access,
