@@ -162,7 +162,10 @@ impl Qp {
                 dma::sge_total(sges)
             }
             SendData::Inline(data) => {
-                if data.len() > self.init.cap.max_inline_data as usize {
+                // An ATOMIC WRITE carries its 8 bytes in the WR whatever
+                // the QP's inline size (ibv_wr_atomic_write).
+                let atomic_write = matches!(wr.opcode, WrOpcode::AtomicWrite { .. });
+                if !atomic_write && data.len() > self.init.cap.max_inline_data as usize {
                     return Err(VerbsError::InvalidArgument(format!(
                         "{} inline bytes exceed max_inline_data {}",
                         data.len(),

@@ -46,7 +46,7 @@ pub use migros_proto::verbs::*;
 pub use channel::CompChannel;
 pub use context::Context;
 pub use cq::Cq;
-pub use error::{Error, Result};
+pub use error::{Error, PostError, Result};
 pub use memory::{Mr, Pd, RawMr};
 pub use migrate::MigrationReport;
 pub use qp::{Qp, QpInitAttr, Srq};

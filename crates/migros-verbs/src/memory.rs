@@ -82,6 +82,7 @@ impl Pd {
             addr,
             len,
             pd: self.inner.clone(),
+            registered: true,
         })
     }
 
@@ -186,16 +187,41 @@ impl std::fmt::Debug for Mr {
     }
 }
 
-/// Memory registered by address (see [`Pd::reg_mr_raw`]); deregistered on drop.
+/// Memory registered by address (see [`Pd::reg_mr_raw`]); deregistered on
+/// drop, or by [`RawMr::deregister`] to learn whether it worked.
 pub struct RawMr {
     pub lkey: u32,
     pub rkey: u32,
     pub addr: u64,
     pub len: usize,
     pd: Arc<PdShared>,
+    /// Not yet deregistered.
+    registered: bool,
 }
 
 impl RawMr {
+    /// Deregisters the region; on failure (memory windows are still
+    /// bound to it: EINVAL, as rxe) it stays registered and is handed back.
+    pub fn deregister(mut self) -> std::result::Result<(), (RawMr, Error)> {
+        match self
+            .pd
+            .ctx
+            .request_ok(&Request::DeregMr { lkey: self.lkey })
+        {
+            Ok(()) => {
+                self.registered = false;
+                Ok(())
+            }
+            // The daemon kept it: it stays ours.
+            Err(e @ Error::Daemon { .. }) => Err((self, e)),
+            // The connection is gone and the region with it.
+            Err(e) => {
+                self.registered = false;
+                Err((self, e))
+            }
+        }
+    }
+
     /// An SGE covering `len` bytes at `offset` (not checked against the MR).
     pub fn sge(&self, offset: usize, len: u32) -> Sge {
         Sge {
@@ -208,6 +234,8 @@ impl RawMr {
 
 impl Drop for RawMr {
     fn drop(&mut self) {
-        deregister(&self.pd, self.lkey);
+        if self.registered {
+            deregister(&self.pd, self.lkey);
+        }
     }
 }

@@ -154,6 +154,14 @@ struct Objects {
     _pd: Pd,
 }
 
+fn rts(qp: &Qp) {
+    let attr = QpAttr {
+        qp_state: QpState::Rts,
+        ..QpAttr::default()
+    };
+    qp.modify(&attr, AttrMask::STATE).unwrap();
+}
+
 fn objects(ctx: &Context) -> Objects {
     let ch = ctx.create_comp_channel().unwrap();
     let cq = ctx.create_cq(3, Some(&ch)).unwrap();
@@ -177,6 +185,8 @@ fn objects(ctx: &Context) -> Objects {
             sq_sig_all: false,
         })
         .unwrap();
+    // Posting needs RTS (the stand-in daemon accepts any transition).
+    rts(&qp);
     Objects {
         ch,
         cq,
