@@ -96,13 +96,17 @@ pub unsafe extern "C" fn ibv_create_cq(
     cqe: libc::c_int,
     cq_context: *mut libc::c_void,
     channel: *mut ibv_comp_channel,
-    _comp_vector: libc::c_int,
+    comp_vector: libc::c_int,
 ) -> *mut ibv_cq {
     if context.is_null() || cqe < 1 {
         return null_errno(libc::EINVAL);
     }
     // SAFETY: live context and channel (contract).
     let ctx = unsafe { Ctx::from_ibv(context) };
+    // As the kernel's create_cq (uverbs): a vector the device lacks is EINVAL.
+    if comp_vector < 0 || comp_vector >= ctx.vctx.context.num_comp_vectors {
+        return null_errno(libc::EINVAL);
+    }
     let chan = chan_block(channel).map(|c| &c.feed.inner);
     let inner = match ctx.dev.create_cq(cqe as u32, chan) {
         Ok(c) => c,

@@ -24,7 +24,9 @@
 //!   descriptor programs wait on); `cqx`: the
 //!   extended CQ polling ops; `qp`: QPs, SRQs, AHs and the data path;
 //!   `qpx`: extended QPs and the `ibv_wr_*` ops; `srq`: SRQ receives
-//!   flushed when the daemon dies; `misc`: strings and small calls.
+//!   flushed when the daemon dies; `misc`: strings and small calls;
+//!   `kern`: the `ibv_copy_*_from_kern`/`to_kern` marshalling helpers;
+//!   `l2`: `ibv_resolve_eth_l2_from_gid`.
 //!
 //! The version nodes programs ask for (`IBVERBS_1.1`, …) are defined by a
 //! version script made from `versions.txt` by `build.rs`, which also makes
@@ -47,6 +49,8 @@ mod cq;
 mod cqx;
 mod device;
 mod events;
+mod kern;
+mod l2;
 mod misc;
 mod mr;
 mod qp;

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use migros_verbs::{
-    Access, AttrMask, Mtu, Qp as VQp, QpAttr, QpCap, QpInitAttr, QpState, QpType, RecvWr, SendData,
-    SendFlags, SendWr, Sge, Srq as VSrq, UdDest, WrOpcode,
+    Access, AttrMask, Mtu, MwBind, PostError, Qp as VQp, QpAttr, QpCap, QpInitAttr, QpState,
+    QpType, RecvWr, SendData, SendFlags, SendWr, Sge, Srq as VSrq, UdDest, WrOpcode,
 };
 
 use crate::context::Ctx;
@@ -173,7 +173,7 @@ fn qp_attr(a: &ibv_qp_attr, mask: u32) -> Option<QpAttr> {
         rq_psn: a.rq_psn,
         sq_psn: a.sq_psn,
         dest_qp_num: a.dest_qp_num,
-        qp_access_flags: Access(a.qp_access_flags & 0xf),
+        qp_access_flags: Access(a.qp_access_flags),
         cap: QpCap {
             max_send_wr: a.cap.max_send_wr,
             max_recv_wr: a.cap.max_recv_wr,
@@ -275,8 +275,10 @@ pub unsafe extern "C" fn ibv_query_qp(
     a.retry_cnt = r.retry_cnt;
     a.rnr_retry = r.rnr_retry;
     a.sq_draining = r.sq_draining as u8;
-    // SAFETY: writable out parameters (contract).
+    // SAFETY: writable out parameters and the QP's own field (contract).
     unsafe {
+        // As libibverbs: the program's `qp->state` follows what it queried.
+        (*qp).state = a.qp_state;
         *attr = a;
         if !init_attr.is_null() {
             *init_attr = q.init;
@@ -305,10 +307,33 @@ unsafe fn sges(list: *const ibv_sge, n: libc::c_int) -> Vec<Sge> {
         .collect()
 }
 
+/// The migros form of a C memory window bind (`struct ibv_mw_bind_info`)
+/// of window `mw` to its new rkey `new_rkey`.
+///
+/// # Safety
+/// `mw` must be a live window and `info.mr` null or a live MR.
+pub(crate) unsafe fn mw_bind(mw: *const ibv_mw, new_rkey: u32, info: &ibv_mw_bind_info) -> MwBind {
+    MwBind {
+        // SAFETY: a live window (caller).
+        mw_rkey: unsafe { (*mw).rkey },
+        new_rkey,
+        // SAFETY: a live MR or none (caller).
+        mr_lkey: if info.mr.is_null() {
+            0
+        } else {
+            unsafe { (*info.mr).lkey }
+        },
+        addr: info.addr,
+        length: info.length,
+        access: Access(info.mw_access_flags),
+    }
+}
+
 /// The migros form of one C send WR.
 ///
 /// # Safety
-/// `wr` must be a valid `ibv_send_wr` whose SGEs (and AH, for UD) are valid.
+/// `wr` must be a valid `ibv_send_wr` whose SGEs (and AH, for UD; window
+/// and MR, for BIND_MW) are valid.
 unsafe fn send_wr(wr: &ibv_send_wr, is_ud: bool) -> Option<SendWr> {
     // SAFETY: the union members are read according to the opcode (contract).
     let (rdma, atomic, imm) = unsafe { (wr.wr.rdma, wr.wr.atomic, wr.__bindgen_anon_1.imm_data) };
@@ -345,6 +370,25 @@ unsafe fn send_wr(wr: &ibv_send_wr, is_ud: bool) -> Option<SendWr> {
             rkey: atomic.rkey,
             add: atomic.compare_add,
         },
+        // SAFETY: invalidate_rkey is the union member of LOCAL_INV.
+        ibv_wr_opcode_IBV_WR_LOCAL_INV => WrOpcode::LocalInv {
+            rkey: unsafe { wr.__bindgen_anon_1.invalidate_rkey },
+        },
+        ibv_wr_opcode_IBV_WR_BIND_MW => {
+            // SAFETY: bind_mw is the union member of BIND_MW; its window
+            // and MR are live (contract).
+            let b = unsafe { wr.__bindgen_anon_2.bind_mw };
+            if b.mw.is_null() {
+                return None;
+            }
+            // SAFETY: as above.
+            WrOpcode::BindMw(unsafe { mw_bind(b.mw, b.rkey, &b.bind_info) })
+        }
+        // The 8 bytes come from the SGE list, the target from `wr.rdma`.
+        ibv_wr_opcode_IBV_WR_ATOMIC_WRITE => WrOpcode::AtomicWrite {
+            remote_addr: rdma.remote_addr,
+            rkey: rdma.rkey,
+        },
         _ => return None,
     };
     let flags = SendFlags(wr.send_flags & 0xf);
@@ -380,7 +424,8 @@ unsafe fn send_wr(wr: &ibv_send_wr, is_ud: bool) -> Option<SendWr> {
     })
 }
 
-/// `ops.post_send`.
+/// `ops.post_send`: the WRs before the first that fails are posted, and
+/// `bad_wr` points at that one.
 pub(crate) unsafe extern "C" fn post_send(
     qp: *mut ibv_qp,
     wr: *mut ibv_send_wr,
@@ -397,30 +442,45 @@ pub(crate) unsafe extern "C" fn post_send(
     }
     let is_ud = q.inner.qp_type() == QpType::Ud;
     let mut wrs = Vec::new();
+    let mut ptrs = Vec::new();
     let mut cur = wr;
+    // A WR that does not convert ends the list: the ones before it are
+    // posted, it is the bad one (EINVAL).
+    let mut unconverted = None;
     while !cur.is_null() {
         // SAFETY: a valid WR list (contract).
         let w = unsafe { &*cur };
         // SAFETY: as above; UD fields only for UD QPs.
         match unsafe { send_wr(w, is_ud) } {
-            Some(s) => wrs.push(s),
+            Some(s) => {
+                wrs.push(s);
+                ptrs.push(cur);
+            }
             None => {
-                return fail(
-                    q.inner
-                        .post_send(&wrs)
-                        .err()
-                        .map_or(libc::EINVAL, |e| e.errno()),
-                    cur,
-                    bad_wr,
-                );
+                unconverted = Some(cur);
+                break;
             }
         }
         cur = w.next;
     }
-    match q.inner.post_send(&wrs) {
-        Ok(()) => 0,
-        // Which WR failed is not known here: report the first.
-        Err(e) => fail(e.errno(), wr, bad_wr),
+    posted(q.inner.post_send_counted(&wrs), &ptrs, unconverted, bad_wr)
+}
+
+/// The outcome of posting the WRs `ptrs` point to, followed by the one
+/// `rest` points to (which could not be converted), through `bad_wr`.
+fn posted<T>(
+    result: Result<(), PostError>,
+    ptrs: &[*mut T],
+    rest: Option<*mut T>,
+    bad_wr: *mut *mut T,
+) -> libc::c_int {
+    match (result, rest) {
+        (Ok(()), None) => 0,
+        (Ok(()), Some(bad)) => fail(libc::EINVAL, bad, bad_wr),
+        (Err(e), _) => {
+            let bad = ptrs.get(e.posted).copied().unwrap_or(std::ptr::null_mut());
+            fail(e.error.errno(), bad, bad_wr)
+        }
     }
 }
 
@@ -433,24 +493,41 @@ fn fail<T>(errno: i32, bad: *mut T, bad_wr: *mut *mut T) -> libc::c_int {
     errno
 }
 
+/// A C receive WR list in migros form: the WRs, where each one is, and
+/// the first that cannot be converted (a negative `num_sge`), which ends it.
+struct RecvList {
+    wrs: Vec<RecvWr>,
+    ptrs: Vec<*mut ibv_recv_wr>,
+    bad: Option<*mut ibv_recv_wr>,
+}
+
 /// The migros forms of a C receive WR list.
 ///
 /// # Safety
 /// `wr` must be a valid list.
-unsafe fn recv_wrs(wr: *mut ibv_recv_wr) -> Vec<RecvWr> {
-    let mut out = Vec::new();
+unsafe fn recv_wrs(wr: *mut ibv_recv_wr) -> RecvList {
+    let mut list = RecvList {
+        wrs: Vec::new(),
+        ptrs: Vec::new(),
+        bad: None,
+    };
     let mut cur = wr;
     while !cur.is_null() {
         // SAFETY: a valid list (caller).
         let w = unsafe { &*cur };
-        out.push(RecvWr {
+        if w.num_sge < 0 {
+            list.bad = Some(cur);
+            break;
+        }
+        list.wrs.push(RecvWr {
             wr_id: w.wr_id,
             // SAFETY: num_sge entries (caller).
             sges: unsafe { sges(w.sg_list, w.num_sge) },
         });
+        list.ptrs.push(cur);
         cur = w.next;
     }
-    out
+    list
 }
 
 /// `ops.post_recv`.
@@ -463,15 +540,13 @@ pub(crate) unsafe extern "C" fn post_recv(
         return libc::EINVAL;
     }
     // SAFETY: live QP and a valid list (contract).
-    let (q, wrs) = unsafe { (&*qp.cast::<Qp>(), recv_wrs(wr)) };
+    let (q, list) = unsafe { (&*qp.cast::<Qp>(), recv_wrs(wr)) };
     // SAFETY: the QP's context is open (contract).
     if unsafe { Ctx::dead(q.qpx.qp_base.context) } {
         return fail(libc::EIO, wr, bad_wr);
     }
-    match q.inner.post_recv(&wrs) {
-        Ok(()) => 0,
-        Err(e) => fail(e.errno(), wr, bad_wr),
-    }
+    let result = q.inner.post_recv_counted(&list.wrs);
+    posted(result, &list.ptrs, list.bad, bad_wr)
 }
 
 /// `ops.post_srq_recv`.
@@ -484,18 +559,15 @@ pub(crate) unsafe extern "C" fn post_srq_recv(
         return libc::EINVAL;
     }
     // SAFETY: live SRQ and a valid list (contract).
-    let (s, wrs) = unsafe { (&*srq.cast::<Srq>(), recv_wrs(wr)) };
+    let (s, list) = unsafe { (&*srq.cast::<Srq>(), recv_wrs(wr)) };
     // SAFETY: the SRQ's context is open (contract).
     if unsafe { Ctx::dead(s.srq.context) } {
         return fail(libc::EIO, wr, bad_wr);
     }
-    match s.inner.post_recv(&wrs) {
-        Ok(()) => {
-            s.track.post(wrs.iter().map(|w| w.wr_id));
-            0
-        }
-        Err(e) => fail(e.errno(), wr, bad_wr),
-    }
+    let result = s.inner.post_recv_counted(&list.wrs);
+    let n = result.as_ref().err().map_or(list.wrs.len(), |e| e.posted);
+    s.track.post(list.wrs[..n].iter().map(|w| w.wr_id));
+    posted(result, &list.ptrs, list.bad, bad_wr)
 }
 
 #[no_mangle]
@@ -579,9 +651,15 @@ pub unsafe extern "C" fn ibv_create_ah(pd: *mut ibv_pd, attr: *mut ibv_ah_attr) 
     }
     // SAFETY: readable attr (contract).
     let a = unsafe { &*attr };
-    if a.is_global == 0 {
-        // RoCE needs the GRH: the destination is its GID.
+    // As the kernel's rdma_check_ah_attr: the port must exist and RoCE
+    // needs the GRH (the destination is its GID, the source its
+    // sgid_index, which must name a GID the device has).
+    if a.is_global == 0 || a.port_num != 1 {
         return null_errno(libc::EINVAL);
+    }
+    // SAFETY: the PD's context is open (contract).
+    if let Err(e) = unsafe { crate::device::gid_entry((*pd).context, 1, a.grh.sgid_index.into()) } {
+        return null_errno(e);
     }
     let ah = ibv_ah {
         // SAFETY: reading the PD block's own field.

@@ -1,0 +1,101 @@
+//! The verbs of issue 11 through the C API: tests/c/verbs_strict.c, built
+//! here with `cc` against the system's `<infiniband/verbs.h>` (as a user's
+//! program is) and run on the drop-in library with two daemons. Each case
+//! checks the good flow and every bad flow against the kernel SoftRoCE's
+//! answers (errno, completion status and opcode):
+//!
+//! - `exports`: `ibv_rate_to_mbps`/`mbps_to_ibv_rate`, the
+//!   `ibv_copy_*_from_kern`/`to_kern` helpers against the kernel ABI
+//!   headers, `ibv_is_fork_initialized`, `ibv_resolve_eth_l2_from_gid`;
+//! - `gid`: the GID table's empty entries and its end;
+//! - `ah`: address handles without GRH, on another port, from an empty
+//!   source GID;
+//! - `cq`: more CQEs than `max_cqe`, a completion vector the device lacks;
+//! - `mr`: the access rules of `ibv_reg_mr`;
+//! - `post_state`: posting in RESET, INIT and RTR (both APIs);
+//! - `bad_wr`: which WR `bad_wr` names when one of a list fails (send,
+//!   receive, SRQ receive), and that the ones before it were posted;
+//! - `access_flags`: READ, WRITE and atomics the responder's QP does not
+//!   allow;
+//! - `atomic_write`: `IBV_WR_ATOMIC_WRITE` and `ibv_wr_atomic_write`,
+//!   misaligned, and LOCAL_INV of a region's key.
+//!
+//! Needs root and a C compiler with libibverbs-dev (skipped otherwise);
+//! starts daemons on loopback, so run it under the e2e lock.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{ready, Net};
+
+const A: (&str, &str) = ("vsA", "127.0.0.171");
+const B: (&str, &str) = ("vsB", "127.0.0.172");
+
+const CASES: &[&str] = &[
+    "exports",
+    "gid",
+    "ah",
+    "cq",
+    "mr",
+    "post_state",
+    "bad_wr",
+    "access_flags",
+    "atomic_write",
+];
+
+/// Builds tests/c/verbs_strict.c into `dir`; None (skip) without a
+/// compiler or the verbs header.
+fn build(dir: &Path) -> Option<std::path::PathBuf> {
+    if !Path::new("/usr/include/infiniband/verbs.h").is_file() {
+        eprintln!("skipped: /usr/include/infiniband/verbs.h missing (libibverbs-dev)");
+        return None;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/verbs_strict.c");
+    let exe = dir.join("verbs_strict");
+    let out = match Command::new("cc")
+        .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg("-libverbs")
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("skipped: no C compiler ({e})");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "cc verbs_strict.c:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(exe)
+}
+
+#[test]
+fn every_case_answers_as_the_kernel_softroce() {
+    let Some(bin) = ready(&[]) else { return };
+    let build_dir = tempfile::tempdir().expect("temp dir");
+    let Some(exe) = build(build_dir.path()) else {
+        return;
+    };
+    let exe = exe.to_str().expect("utf-8 path");
+    let net = Net::start(&bin, [A, B], &[]);
+    let mut failed = Vec::new();
+    for case in CASES {
+        let out = net.cmd(&[exe, case, A.0, B.0]).output().expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{case}: {}", stdout.trim());
+        if !out.status.success() || !stdout.contains(&format!("{case} ok")) {
+            failed.push(format!(
+                "{case}: {}\n{stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
