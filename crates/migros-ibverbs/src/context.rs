@@ -75,6 +75,7 @@ pub unsafe extern "C" fn ibv_open_device(device: *mut ibv_device) -> *mut ibv_co
     vctx.query_device_ex = Some(device::query_device_ex);
     vctx.create_cq_ex = Some(cqx::create_cq_ex);
     vctx.create_qp_ex = Some(qpx::create_qp_ex);
+    vctx.create_srq_ex = Some(qp::create_srq_ex);
     let c = &mut vctx.context;
     c.device = device;
     c.cmd_fd = -1;

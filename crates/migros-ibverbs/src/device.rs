@@ -368,7 +368,10 @@ pub unsafe extern "C" fn _ibv_query_gid_ex(
             unsafe { *entry = e };
             0
         }
-        Err(e) => e,
+        Err(e) => {
+            set_errno(e);
+            e
+        }
     }
 }
 

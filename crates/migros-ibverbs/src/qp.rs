@@ -600,6 +600,46 @@ pub unsafe extern "C" fn ibv_create_srq(
     Box::into_raw(Box::new(Srq { srq, inner, track })).cast()
 }
 
+/// `verbs_context.create_srq_ex`, reached for what `ibv_create_srq_ex`
+/// does not hand to `ibv_create_srq` itself: a basic SRQ with a CQ or an
+/// XRC domain named (both ignored, as the kernel ignores them for basic
+/// SRQs) is created; XRC and tag-matching SRQs are not supported
+/// (EOPNOTSUPP, as rxe); unknown mask bits or no PD are EINVAL.
+pub(crate) unsafe extern "C" fn create_srq_ex(
+    _context: *mut ibv_context,
+    attr: *mut ibv_srq_init_attr_ex,
+) -> *mut ibv_srq {
+    if attr.is_null() {
+        return null_errno(libc::EINVAL);
+    }
+    // SAFETY: a readable attr (contract).
+    let a = unsafe { &mut *attr };
+    let known = ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TYPE
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_PD
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_XRCD
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_CQ
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TM;
+    if a.comp_mask & !known != 0 {
+        return null_errno(libc::EINVAL);
+    }
+    let basic = a.comp_mask & ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TYPE == 0
+        || a.srq_type == ibv_srq_type_IBV_SRQT_BASIC;
+    if !basic {
+        return null_errno(libc::EOPNOTSUPP);
+    }
+    if a.comp_mask & ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_PD == 0 || a.pd.is_null() {
+        return null_errno(libc::EINVAL);
+    }
+    let mut plain = ibv_srq_init_attr {
+        srq_context: a.srq_context,
+        attr: a.attr,
+    };
+    // SAFETY: a live PD (contract).
+    let srq = unsafe { ibv_create_srq(a.pd, &mut plain) };
+    a.attr = plain.attr;
+    srq
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn ibv_modify_srq(
     srq: *mut ibv_srq,

@@ -18,7 +18,8 @@
 //! - `access_flags`: READ, WRITE and atomics the responder's QP does not
 //!   allow;
 //! - `atomic_write`: `IBV_WR_ATOMIC_WRITE` and `ibv_wr_atomic_write`,
-//!   misaligned, and LOCAL_INV of a region's key.
+//!   misaligned, and LOCAL_INV of a region's key;
+//! - `srq_ex`: `ibv_create_srq_ex` with a CQ, XRC, tag matching, bad masks.
 //!
 //! Needs root and a C compiler with libibverbs-dev (skipped otherwise);
 //! starts daemons on loopback, so run it under the e2e lock.
@@ -43,6 +44,7 @@ const CASES: &[&str] = &[
     "bad_wr",
     "access_flags",
     "atomic_write",
+    "srq_ex",
 ];
 
 /// Builds tests/c/verbs_strict.c into `dir`; None (skip) without a

@@ -690,6 +690,44 @@ static void case_atomic_write(char **argv)
 	printf("atomic_write ok\n");
 }
 
+/* ---- ibv_create_srq_ex ---- */
+
+static void case_srq_ex(char **argv)
+{
+	struct side a;
+	side_init(&a, argv[2]);
+	struct ibv_srq_init_attr_ex x = {
+		.attr = { .max_wr = 8, .max_sge = 1 },
+		.comp_mask = IBV_SRQ_INIT_ATTR_PD | IBV_SRQ_INIT_ATTR_TYPE,
+		.srq_type = IBV_SRQT_BASIC,
+		.pd = a.pd,
+	};
+	struct ibv_srq *srq = ibv_create_srq_ex(a.ctx, &x);
+	CHECK(srq && x.attr.max_wr >= 8, "basic");
+	CHECK(!ibv_destroy_srq(srq), "destroy");
+	/* A CQ named for a basic SRQ is ignored, as the kernel does. */
+	x.comp_mask |= IBV_SRQ_INIT_ATTR_CQ;
+	x.cq = a.cq;
+	srq = ibv_create_srq_ex(a.ctx, &x);
+	CHECK(srq, "basic with a cq");
+	CHECK(!ibv_destroy_srq(srq), "destroy");
+	x.srq_type = IBV_SRQT_XRC;
+	errno = 0;
+	CHECK(!ibv_create_srq_ex(a.ctx, &x) && errno == EOPNOTSUPP, "xrc");
+	x.srq_type = IBV_SRQT_TM;
+	x.comp_mask |= IBV_SRQ_INIT_ATTR_TM;
+	errno = 0;
+	CHECK(!ibv_create_srq_ex(a.ctx, &x) && errno == EOPNOTSUPP, "tm");
+	x.srq_type = IBV_SRQT_BASIC;
+	x.comp_mask = IBV_SRQ_INIT_ATTR_PD | IBV_SRQ_INIT_ATTR_CQ | 0x40;
+	errno = 0;
+	CHECK(!ibv_create_srq_ex(a.ctx, &x) && errno == EINVAL, "unknown bit");
+	x.comp_mask = IBV_SRQ_INIT_ATTR_TYPE | IBV_SRQ_INIT_ATTR_CQ;
+	errno = 0;
+	CHECK(!ibv_create_srq_ex(a.ctx, &x) && errno == EINVAL, "no pd");
+	printf("srq_ex ok\n");
+}
+
 int main(int argc, char **argv)
 {
 	alarm(60);
@@ -705,6 +743,7 @@ int main(int argc, char **argv)
 		{ "bad_wr", case_bad_wr },
 		{ "access_flags", case_access_flags },
 		{ "atomic_write", case_atomic_write },
+		{ "srq_ex", case_srq_ex },
 	};
 	for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		if (!strcmp(argv[1], cases[i].name)) {
