@@ -21,8 +21,9 @@
 //!   misaligned, and LOCAL_INV of a region's key;
 //! - `srq_ex`: `ibv_create_srq_ex` with a CQ, XRC, tag matching, bad masks.
 //!
-//! Needs root and a C compiler with libibverbs-dev (skipped otherwise);
-//! starts daemons on loopback, so run it under the e2e lock.
+//! Needs root and a C compiler with libibverbs-dev (skipped otherwise, or
+//! failing with `MIGROS_TESTS_REQUIRED=1`); starts daemons on loopback,
+//! so run it under the e2e lock.
 
 mod common;
 
@@ -30,6 +31,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{ready, Net};
+use migros_test_support::require::{file, program};
 
 const A: (&str, &str) = ("vsA", "127.0.0.171");
 const B: (&str, &str) = ("vsB", "127.0.0.172");
@@ -47,43 +49,37 @@ const CASES: &[&str] = &[
     "srq_ex",
 ];
 
-/// Builds tests/c/verbs_strict.c into `dir`; None (skip) without a
-/// compiler or the verbs header.
-fn build(dir: &Path) -> Option<std::path::PathBuf> {
-    if !Path::new("/usr/include/infiniband/verbs.h").is_file() {
-        eprintln!("skipped: /usr/include/infiniband/verbs.h missing (libibverbs-dev)");
-        return None;
-    }
+/// Builds tests/c/verbs_strict.c into `dir` (its prerequisites checked
+/// by the test).
+fn build(dir: &Path) -> std::path::PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/verbs_strict.c");
     let exe = dir.join("verbs_strict");
-    let out = match Command::new("cc")
+    let out = Command::new("cc")
         .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])
         .arg(&exe)
         .arg(&src)
         .arg("-libverbs")
         .output()
-    {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("skipped: no C compiler ({e})");
-            return None;
-        }
-    };
+        .expect("run cc");
     assert!(
         out.status.success(),
         "cc verbs_strict.c:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(exe)
+    exe
 }
 
 #[test]
 fn every_case_answers_as_the_kernel_softroce() {
-    let Some(bin) = ready(&[]) else { return };
-    let build_dir = tempfile::tempdir().expect("temp dir");
-    let Some(exe) = build(build_dir.path()) else {
+    let header = file(
+        "/usr/include/infiniband/verbs.h",
+        "libibverbs-dev: scripts/setup.sh installs it",
+    );
+    let Some(bin) = ready(&[], vec![header, program("cc", "a C compiler (gcc)")]) else {
         return;
     };
+    let build_dir = tempfile::tempdir().expect("temp dir");
+    let exe = build(build_dir.path());
     let exe = exe.to_str().expect("utf-8 path");
     let net = Net::start(&bin, [A, B], &[]);
     let mut failed = Vec::new();
