@@ -345,3 +345,32 @@ fn the_srq_limit_counts_messages_not_packets_on_a_faulty_network() {
         assert_eq!(sim.device(n[2]).srq_outstanding(srq), Some(5), "{seed:#x}");
     }
 }
+
+#[test]
+fn freed_queues_are_reported_once_their_wrs_complete_signalled_or_not() {
+    let (mut sim, n) = nodes(0x54a0, 2);
+    let (a, b) = rc_pair(&mut sim, n[0], n[1], &RcOptions::default());
+    let take = |sim: &mut Sim, node| sim.with_device(node, |d, _, _| d.take_freed());
+    take(&mut sim, n[0]);
+    take(&mut sim, n[1]);
+    b.recv(&mut sim, 1, 0, 64);
+    let mut w = wr::send(1, a.tx.sges(0, 16));
+    w.flags = SendFlags::default(); // unsignalled: no completion tells
+    a.post_send(&mut sim, w).expect("posted");
+    assert_eq!(sim.device(n[0]).qp_outstanding(a.qpn), Some((1, 0)));
+    b.expect_recv(&mut sim, 1, DEADLINE);
+    sim.run_for(Duration::from_millis(1));
+    assert_eq!(sim.device(n[0]).qp_outstanding(a.qpn), Some((0, 0)));
+    assert_eq!(take(&mut sim, n[0]), (vec![a.qpn], vec![]));
+    assert_eq!(take(&mut sim, n[1]), (vec![b.qpn], vec![]));
+    assert_eq!(take(&mut sim, n[0]), (vec![], vec![]), "once");
+
+    // An SRQ frees a slot when a QP takes a receive from it.
+    let host = srq_host(&mut sim, n[0], 8, 0, 64 * 1024);
+    let (_server, client) = rc_pair_on_srq(&mut sim, &host, n[1], &RcOptions::default());
+    host.recv(&mut sim, 1, 0, 64);
+    take(&mut sim, n[0]);
+    consume(&mut sim, &host, &client, 1, 0);
+    let (_, srqs) = take(&mut sim, n[0]);
+    assert_eq!(srqs, [host.srq]);
+}

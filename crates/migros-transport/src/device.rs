@@ -73,6 +73,45 @@ pub struct Device {
     scheduled: BTreeSet<Qpn>,
     /// Datagrams produced outside any QP (tombstone answers and forwards).
     control_out: VecDeque<(IpAddr, Vec<u8>)>,
+    /// QPs and SRQs whose queues shrank since [`Device::take_freed`].
+    freed: Freed,
+}
+
+/// Work queues that hold fewer work requests than before: their rings in
+/// client memory have room again (see [`Device::take_freed`]).
+#[derive(Debug, Default)]
+struct Freed {
+    qps: BTreeSet<Qpn>,
+    srqs: BTreeSet<Srqn>,
+}
+
+/// How many WRs a QP's queues hold: send, receive (a receive being filled
+/// counts), and its SRQ's.
+fn depth(qp: &Qp, objs: &Objects) -> (usize, usize, usize) {
+    let filling = usize::from(
+        matches!(
+            qp.resp.current,
+            Some(crate::responder::Inbound::Send { .. })
+        ) && qp.init.srq.is_none(),
+    );
+    let srq = qp
+        .init
+        .srq
+        .and_then(|s| objs.srqs.get(&s))
+        .map_or(0, |s| s.queue.len());
+    (qp.req.sq.len(), qp.rq.len() + filling, srq)
+}
+
+impl Freed {
+    /// Notes what shrank between `before` and `after` (see [`depth`]).
+    fn note(&mut self, qp: &Qp, before: (usize, usize, usize), after: (usize, usize, usize)) {
+        if after.0 < before.0 || after.1 < before.1 {
+            self.qps.insert(qp.qpn());
+        }
+        if let Some(srq) = qp.init.srq.filter(|_| after.2 < before.2) {
+            self.srqs.insert(srq);
+        }
+    }
 }
 
 /// Memory for engine steps that never touch it (timeouts).
@@ -119,6 +158,7 @@ impl Device {
             ready: VecDeque::new(),
             scheduled: BTreeSet::new(),
             control_out: VecDeque::new(),
+            freed: Freed::default(),
         }
     }
 
@@ -140,14 +180,26 @@ impl Device {
         f: impl FnOnce(&mut Qp, &mut Env) -> R,
     ) -> Result<R, VerbsError> {
         let qp = self.qps.get_mut(&qpn).ok_or_else(|| not_found("qp", qpn))?;
+        let before = depth(qp, &self.objs);
         let mut env = Env {
             mem,
             objs: &mut self.objs,
             config: &self.config,
         };
         let r = f(qp, &mut env);
+        self.freed.note(qp, before, depth(qp, &self.objs));
         self.schedule(qpn);
         Ok(r)
+    }
+
+    /// The QPs and SRQs whose queues hold fewer work requests than at the
+    /// last call: completed (signalled or not), flushed, or taken by a
+    /// responder. A client ring is full while as many WRs as it has
+    /// entries are outstanding (as rxe's queues, whose slots free when
+    /// the WR completes); this says whose rings have room again.
+    pub fn take_freed(&mut self) -> (Vec<Qpn>, Vec<Srqn>) {
+        let f = std::mem::take(&mut self.freed);
+        (f.qps.into_iter().collect(), f.srqs.into_iter().collect())
     }
 
     // ---- verbs objects ----
@@ -544,12 +596,16 @@ impl Device {
             let Some(qp) = self.qps.get_mut(&qpn) else {
                 continue;
             };
+            let before = depth(qp, &self.objs);
             let mut env = Env {
                 mem: &mut *mem,
                 objs: &mut self.objs,
                 config: &self.config,
             };
-            let Some(dst) = qp.poll_packet(now, &mut env, buf) else {
+            let sent = qp.poll_packet(now, &mut env, buf);
+            // UD and UC complete at send time, local operations run here.
+            self.freed.note(qp, before, depth(qp, &self.objs));
+            let Some(dst) = sent else {
                 continue;
             };
             if qp.has_output(now) {
