@@ -30,8 +30,7 @@ pub use migros_transport::GRH_LEN;
 
 /// Every access right a memory region can have here: the shared tests'
 /// set, and memory windows may be bound to it.
-pub const ACCESS_ALL: Access =
-    Access(migros_test_support::ALL_ACCESS.0 | Access::MW_BIND.0);
+pub const ACCESS_ALL: Access = Access(migros_test_support::ALL_ACCESS.0 | Access::MW_BIND.0);
 
 /// Completion queue depth used by the helpers.
 pub const CQ_DEPTH: u32 = 4096;
@@ -183,7 +182,7 @@ impl Endpoint {
 
     pub fn post_send(&self, sim: &mut Sim, wr: SendWr) -> Result<(), VerbsError> {
         let qpn = self.qpn;
-        sim.with_device(self.node(sim), |d, _, now| d.post_send(now, qpn, wr))
+        sim.with_device(self.node(sim), |d, _, _| d.post_send(qpn, wr))
     }
 
     pub fn post_recv(&self, sim: &mut Sim, wr: RecvWr) -> Result<(), VerbsError> {

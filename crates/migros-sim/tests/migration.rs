@@ -486,7 +486,7 @@ fn g_peer_that_never_returns_errors_after_pause_timeout() {
 
     // b's process is checkpointed and evicted, and never restored.
     let owner = b.owner;
-    sim.with_device(n[1], |d, _, now| d.pause_owner(now, owner))
+    sim.with_device(n[1], |d, _, _| d.pause_owner(owner))
         .expect("paused");
     let image = sim
         .device(n[1])
@@ -494,7 +494,7 @@ fn g_peer_that_never_returns_errors_after_pause_timeout() {
         .expect("snapshot");
     assert!(!image.encode().is_empty());
     let evicted = sim
-        .with_device(n[1], |d, _, now| d.evict_owner(now, owner))
+        .with_device(n[1], |d, _, _| d.evict_owner(owner))
         .expect("evicted");
     assert_eq!(evicted, [b.qpn]);
 

@@ -6,7 +6,8 @@
 //! events and its next deadline. It never performs I/O, reads a clock or
 //! spawns a thread; memory is reached through the [`Memory`] trait. This is
 //! what makes loss, reordering and live migration testable in virtual time
-//! (`migros-sim`), and what makes a checkpoint plain data ([`OwnerSnapshot`]).
+//! (`migros-sim`), and what makes a checkpoint plain data ([`OwnerSnapshot`],
+//! encoded as a versioned [`image`] with its own types).
 //!
 //! Engines, as in the kernel's rxe: the requester (`requester`) builds
 //! request packets within the QP's send window (`window`: congestion
@@ -32,6 +33,7 @@ mod completer;
 pub mod device;
 mod dma;
 pub mod error;
+pub mod image;
 mod local_ops;
 pub mod memory;
 pub mod mw;
@@ -47,7 +49,7 @@ mod tombstone;
 mod transition;
 mod window;
 
-pub use device::{Device, DeviceConfig, SrqAttr, Transmit};
+pub use device::{Device, DeviceConfig, SrqAttr, Transmit, WorkQueue};
 pub use error::VerbsError;
 pub use memory::{KeyError, Memory, MemoryFault, MrTable, Reach};
 pub use migros_proto::counters::{DeviceCounters, QpCounters};
@@ -57,8 +59,3 @@ pub use queues::Arm;
 pub use responder::GRH_LEN;
 pub use snapshot::OwnerSnapshot;
 pub use time::Instant;
-
-/// The verbs types, shared with clients through `migros-proto`.
-pub mod types {
-    pub use migros_proto::verbs::*;
-}

@@ -135,7 +135,6 @@ pub(crate) struct Qp {
     /// UD: remote (address, QPN) pairs this QP talked to, told on resume.
     pub ud_peers: BTreeSet<(IpAddr, Qpn)>,
     /// COMM_EST was raised (a connected QP's first packet in RTR).
-    #[serde(default)]
     pub comm_established: bool,
     /// RESUMEs a migrated UD or UC QP still has to send (no answer expected).
     pub announce: VecDeque<(IpAddr, Qpn)>,

@@ -3,12 +3,10 @@
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
-
 use migros_proto::verbs::{OwnerId, Pdn, RecvWr, WcStatus, WorkCompletion};
 
 /// How a CQ is armed (`ibv_req_notify_cq`, rxe's `cq->notify`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Arm {
     #[default]
     Disarmed,
@@ -31,7 +29,7 @@ pub struct Pushed {
 }
 
 /// A completion queue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Cq {
     pub owner: OwnerId,
     pub capacity: u32,
@@ -92,7 +90,7 @@ impl Cq {
 }
 
 /// A shared receive queue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Srq {
     pub owner: OwnerId,
     pub pd: Pdn,

@@ -111,7 +111,7 @@ fn post_send_needs_rts_or_sqd_and_flushes_in_err() {
     for reach in [vec![], vec![Init], vec![Init, Rtr]] {
         let mut d = device(QpType::Rc);
         walk(&mut d, QpType::Rc, &reach);
-        let r = d.post_send(NOW, QPN, send(1));
+        let r = d.post_send(QPN, send(1));
         assert!(
             matches!(r, Err(VerbsError::WrongState { .. })),
             "{reach:?}: {r:?}"
@@ -120,7 +120,7 @@ fn post_send_needs_rts_or_sqd_and_flushes_in_err() {
     }
     let mut d = device(QpType::Rc);
     walk(&mut d, QpType::Rc, &[Init, Rtr, Rts, QpState::Err]);
-    d.post_send(NOW, QPN, send(5)).expect("err accepts");
+    d.post_send(QPN, send(5)).expect("err accepts");
     assert_eq!(completions(&mut d), [(5, WcStatus::WrFlushErr)]);
 }
 
@@ -144,9 +144,9 @@ fn the_send_queue_holds_max_send_wr() {
         QpType::Rc,
         &[QpState::Init, QpState::Rtr, QpState::Rts],
     );
-    d.post_send(NOW, QPN, send(1)).unwrap();
-    d.post_send(NOW, QPN, send(2)).unwrap();
-    assert_eq!(d.post_send(NOW, QPN, send(3)), Err(VerbsError::QueueFull));
+    d.post_send(QPN, send(1)).unwrap();
+    d.post_send(QPN, send(2)).unwrap();
+    assert_eq!(d.post_send(QPN, send(3)), Err(VerbsError::QueueFull));
     assert_eq!(d.qp_outstanding(QPN), Some((2, 0)));
 }
 
@@ -185,7 +185,7 @@ fn what_each_service_carries() {
             qp_type,
             &[QpState::Init, QpState::Rtr, QpState::Rts],
         );
-        let r = d.post_send(NOW, QPN, wr.clone());
+        let r = d.post_send(QPN, wr.clone());
         assert_eq!(r.is_ok(), ok, "{qp_type:?} {:?}: {r:?}", wr.opcode);
     }
 }
@@ -230,7 +230,7 @@ fn memory_window_verbs() {
 #[test]
 fn images_of_another_version_are_refused_as_such() {
     let mut d = device(QpType::Rc);
-    d.pause_owner(NOW, OWNER).unwrap();
+    d.pause_owner(OWNER).unwrap();
     let image = d.snapshot_owner(NOW, OWNER).unwrap().encode();
     let mut json: serde_json::Value = serde_json::from_slice(&image).unwrap();
     assert_eq!(json["version"], 2);
