@@ -233,15 +233,15 @@ fn images_of_another_version_are_refused_as_such() {
     d.pause_owner(OWNER).unwrap();
     let image = d.snapshot_owner(NOW, OWNER).unwrap().encode();
     let mut json: serde_json::Value = serde_json::from_slice(&image).unwrap();
-    assert_eq!(json["version"], 2);
-    json["version"] = 1.into();
-    // A version 1 image also lacks fields version 2 has: the version is
+    assert_eq!(json["version"], 3);
+    json["version"] = 2.into();
+    // A version 2 image also lacks fields version 3 has: the version is
     // what the error names.
     json.as_object_mut().unwrap().remove("mws");
     let old = serde_json::to_vec(&json).unwrap();
     let err = OwnerSnapshot::decode(&old).unwrap_err().to_string();
     assert!(
-        err.contains("version 1") && err.contains("reads 2"),
+        err.contains("version 2") && err.contains("reads version 3"),
         "{err}"
     );
     assert!(OwnerSnapshot::decode(b"{}").is_err());
