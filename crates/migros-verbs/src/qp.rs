@@ -12,7 +12,7 @@
 use std::sync::atomic::{fence, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use migros_proto::msg::{Request, Response};
+use migros_proto::msg::{Request, Response, SrqResize};
 use migros_proto::ring::{self as layout, RQ_WQE_SIZE, SQ_WQE_SIZE};
 use migros_proto::verbs::*;
 
@@ -281,10 +281,11 @@ impl Qp {
                 "a qp in RESET takes no receives".into(),
             )));
         }
+        let ci = || self.ctrl.ci(layout::QP_CTRL_RQ_CI);
         post_recv(
             &self.ctx,
-            rq,
-            (&self.ctrl, layout::QP_CTRL_RQ_CI),
+            &mut lock(rq),
+            &ci,
             self.cap.max_recv_sge,
             wrs,
             Some(&self.track),
@@ -326,9 +327,22 @@ pub(crate) struct SrqShared {
     ctx: Context,
     handle: Srqn,
     max_sge: u32,
-    rq: Mutex<Producer>,
-    ctrl: Ctrl,
+    ring: Mutex<SrqRing>,
     _pd: Arc<PdShared>,
+}
+
+/// An SRQ's ring and the control word the daemon publishes its consumer
+/// index in (both replaced when the SRQ is resized).
+struct SrqRing {
+    rq: Producer,
+    ctrl: Ctrl,
+}
+
+impl SrqRing {
+    fn leak_on_drop(&mut self) {
+        self.rq.leak_on_drop();
+        self.ctrl.leak_on_drop();
+    }
 }
 
 impl Srq {
@@ -365,8 +379,7 @@ impl Srq {
                 ctx: ctx.clone(),
                 handle,
                 max_sge,
-                rq: Mutex::new(rq),
-                ctrl,
+                ring: Mutex::new(SrqRing { rq, ctrl }),
                 _pd: pd.inner.clone(),
             }),
         })
@@ -374,7 +387,7 @@ impl Srq {
 
     /// The ring's entries (the requested size rounded up to a power of two).
     pub fn entries(&self) -> u32 {
-        lock(&self.inner.rq).entries()
+        lock(&self.inner.ring).rq.entries()
     }
 
     /// Posts receive WRs (one doorbell for the batch); errors as in
@@ -386,22 +399,83 @@ impl Srq {
     /// [`Srq::post_recv`], saying on error how many WRs were posted.
     pub fn post_recv_counted(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
         let s = &self.inner;
-        post_recv(
-            &s.ctx,
-            &s.rq,
-            (&s.ctrl, layout::SRQ_CTRL_CI),
-            s.max_sge,
-            wrs,
-            None,
-            |pi| Request::SrqDoorbell { srq: s.handle, pi },
-        )
+        let mut ring = lock(&s.ring);
+        let SrqRing { rq, ctrl } = &mut *ring;
+        let ci = || ctrl.ci(layout::SRQ_CTRL_CI);
+        post_recv(&s.ctx, rq, &ci, s.max_sge, wrs, None, |pi| {
+            Request::SrqDoorbell { srq: s.handle, pi }
+        })
     }
 
+    /// Arms the SRQ limit event (0 disarms); at most the SRQ's size
+    /// (EINVAL, as rxe).
     pub fn modify_limit(&self, limit: u32) -> Result<()> {
-        self.inner.ctx.request_ok(&Request::ModifySrq {
-            srq: self.handle,
+        self.modify(None, Some(limit))
+    }
+
+    /// `ibv_modify_srq`, both attributes in one step (rxe checks both
+    /// before changing either): `max_wr` makes the SRQ take up to that
+    /// many receives (rounded up to a power of two) from a new ring,
+    /// keeping those posted and not yet taken (fewer than those, or than
+    /// the limit, is EINVAL); `limit` arms the limit event (0 disarms; more
+    /// than the SRQ's size is EINVAL).
+    pub fn modify(&self, max_wr: Option<u32>, limit: Option<u32>) -> Result<()> {
+        let s = &self.inner;
+        let Some(max_wr) = max_wr else {
+            return s.ctx.request_ok(&Request::ModifySrq {
+                srq: s.handle,
+                limit,
+                resize: None,
+            });
+        };
+        let entries = ring_entries(max_wr)?;
+        let mut ring = lock(&s.ring);
+        let mut new = SrqRing {
+            rq: Producer::new(entries, RQ_WQE_SIZE)?,
+            ctrl: Ctrl::new(layout::SRQ_CTRL_SIZE)?,
+        };
+        let resize = SrqResize {
+            max_wr: entries,
+            pi: ring.rq.pi(),
+            ring: new.rq.addr(),
+            ctrl: new.ctrl.addr(),
+        };
+        match s.ctx.request_ok(&Request::ModifySrq {
+            srq: s.handle,
             limit,
-        })
+            resize: Some(resize),
+        }) {
+            Ok(()) => {
+                // The daemon took every entry of the old ring first.
+                *ring = new;
+                Ok(())
+            }
+            Err(e) => {
+                if !matches!(e, Error::Daemon { .. }) {
+                    new.leak_on_drop();
+                    ring.leak_on_drop();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The most SGEs a receive of this SRQ may have.
+    pub fn max_sge(&self) -> u32 {
+        self.inner.max_sge
+    }
+
+    /// `ibv_query_srq`: the SRQ's size and its armed limit (0 once the
+    /// limit event fired).
+    pub fn query(&self) -> Result<(u32, u32)> {
+        match self
+            .inner
+            .ctx
+            .request(&Request::QuerySrq { srq: self.handle })?
+        {
+            Response::SrqAttr { max_wr, limit } => Ok((max_wr, limit)),
+            other => Err(unexpected("QuerySrq", &other)),
+        }
     }
 }
 
@@ -412,8 +486,7 @@ impl Drop for SrqShared {
             .request_ok(&Request::DestroySrq { srq: self.handle })
             .is_err()
         {
-            lock(&self.rq).leak_on_drop();
-            self.ctrl.leak_on_drop();
+            lock(&self.ring).leak_on_drop();
         }
     }
 }
@@ -479,8 +552,8 @@ fn check_cap(what: &str, value: u32, max: usize) -> Result<()> {
 /// Writes receive WQEs into `ring` and rings one doorbell.
 fn post_recv(
     ctx: &Context,
-    ring: &Mutex<Producer>,
-    (ctrl, ci_at): (&Ctrl, u64),
+    rq: &mut Producer,
+    ci: &dyn Fn() -> u32,
     max_sge: u32,
     wrs: &[RecvWr],
     track: Option<&WrTrack>,
@@ -488,7 +561,6 @@ fn post_recv(
 ) -> std::result::Result<(), PostError> {
     let none = |error| PostError { posted: 0, error };
     ctx.check_alive().map_err(none)?;
-    let mut rq = lock(ring);
     let start = rq.pi();
     let mut wqe = [0u8; RQ_WQE_SIZE];
     let mut result = Ok(());
@@ -501,7 +573,7 @@ fn post_recv(
         } else {
             layout::encode_recv(wr, &mut wqe)
                 .map_err(|e| Error::InvalidArgument(e.to_string()))
-                .and_then(|()| rq.push(ctrl.ci(ci_at), &wqe))
+                .and_then(|()| rq.push(ci(), &wqe))
         };
         if let Err(error) = step {
             result = Err(PostError { posted, error });

@@ -137,6 +137,10 @@ impl CqRing {
         self.ctrl.addr()
     }
 
+    pub(crate) fn entries(&self) -> u32 {
+        self.entries
+    }
+
     /// Whether the entry at the consumer index is valid (takes nothing).
     pub(crate) fn has_completion(&self) -> bool {
         let at = slot(self.ci, self.entries) * CQE_SIZE;

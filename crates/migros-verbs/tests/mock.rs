@@ -261,13 +261,21 @@ fn requests_and_doorbells_reach_the_daemon() {
         cq: CQ,
         solicited_only: true
     }));
-    m.event(Event::QpFatal { qpn: QPN });
+    let fatal = AsyncEvent {
+        kind: AsyncKind::QpFatal,
+        element: QPN,
+    };
+    m.event(Event::Async(fatal));
     m.event(Event::Completion { cq: CQ });
     assert_eq!(
         o.ch.get_event_timeout(Duration::from_secs(5)).unwrap(),
         Some(CQ)
     );
-    assert_eq!(o.ch.take_fatal_qps(), [QPN]);
+    assert_eq!(
+        o.ch.get_async_event_timeout(Duration::from_secs(5))
+            .unwrap(),
+        Some(fatal)
+    );
     assert_eq!(
         o.ch.get_event_timeout(Duration::from_millis(20)).unwrap(),
         None

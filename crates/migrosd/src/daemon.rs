@@ -28,14 +28,16 @@ use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
 
-use migros_proto::msg::{DeviceInfo, Event};
+use migros_proto::msg::{AsyncEvent, AsyncKind, DeviceInfo, Event};
 use migros_proto::paths;
-use migros_transport::{Device, DeviceConfig, DeviceEvent, Instant};
+use migros_transport::{Device, DeviceConfig, Instant};
 
 mod admin;
 mod conns;
 pub mod criu;
 mod dispatch;
+mod events;
+mod extended;
 mod migration;
 mod protocol;
 mod sockets;
@@ -47,7 +49,7 @@ use crate::datapath::{DataPath, Notice, Parts};
 use crate::ids::Ids;
 use crate::limits::device_info;
 use crate::procmem::ProcMem;
-use crate::registry::{Id, Registry, SessionId};
+use crate::registry::{Registry, SessionId};
 use crate::udp::UdpIo;
 use criu::CriuState;
 use protocol::error;
@@ -356,26 +358,6 @@ impl Daemon {
         self.flush_conns();
     }
 
-    fn device_events(&mut self) {
-        while let Some(ev) = self.device.poll_event() {
-            match ev {
-                DeviceEvent::Completion { cq } => self.data.completed(cq),
-                DeviceEvent::QpError { qpn } => {
-                    tracing::debug!(qpn, "qp entered the error state");
-                    if let Some(sid) = self.reg.holder_of(Id::Qp(qpn)) {
-                        self.session_event(sid, Event::QpFatal { qpn });
-                    }
-                }
-                DeviceEvent::PauseTimeout { qpn } => {
-                    tracing::info!(qpn, "pause timed out: the partner never came back");
-                }
-                DeviceEvent::SqDrained { qpn } => tracing::debug!(qpn, "send queue drained"),
-                DeviceEvent::SrqLimitReached { srq } => tracing::debug!(srq, "srq limit reached"),
-                other => tracing::debug!(?other, "device event"),
-            }
-        }
-    }
-
     /// Reads and posts what doorbells announced (of session `only`, or
     /// all), then acts on what the data path found.
     fn pump(&mut self, only: Option<SessionId>) {
@@ -406,7 +388,11 @@ impl Daemon {
         for notice in self.data.take_notices() {
             match notice {
                 Notice::QpFatal { session, qpn } => {
-                    self.session_event(session, Event::QpFatal { qpn });
+                    let ev = AsyncEvent {
+                        kind: AsyncKind::QpFatal,
+                        element: qpn,
+                    };
+                    self.async_event(session, ev);
                 }
                 Notice::BrokenRing { session } => {
                     let conn = self.reg.get(session).map(|s| s.conn);

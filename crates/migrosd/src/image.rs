@@ -131,12 +131,13 @@ fn image_of(snapshot: &OwnerSnapshot, objects: &Objects, inbox: Vec<u8>) -> Imag
             })
             .collect(),
         channels: objects.channels().map(|(id, _)| id).collect(),
+        async_channel: objects.async_channel(),
         inbox,
     }
 }
 
-/// The daemon's objects of an image (memory regions and PDs from its
-/// transport part), for a session to adopt.
+/// The daemon's objects of an image (memory regions, windows and PDs
+/// from its transport part), for a session to adopt.
 fn objects_of(img: &Image) -> Objects {
     let mut o = Objects::default();
     for pd in &img.transport.pds {
@@ -149,9 +150,13 @@ fn objects_of(img: &Image) -> Objects {
         };
         o.insert_mr(m.lkey, mr);
     }
+    for w in &img.transport.mws {
+        o.insert_mw(w.rkey);
+    }
     for ch in &img.channels {
         o.insert_channel(*ch, Channel::default());
     }
+    o.set_async_channel(img.async_channel);
     for c in &img.cqs {
         o.insert_cq(cq_from_image(c));
     }
@@ -213,7 +218,6 @@ fn cq_image(c: &CqRing) -> CqRingImage {
         pi: c.pi,
         client_ci: c.client_ci,
         armed: c.armed,
-        solicited_only: c.solicited_only,
         channel: c.channel,
     }
 }
@@ -223,7 +227,6 @@ fn cq_from_image(c: &CqRingImage) -> CqRing {
     ring.pi = c.pi;
     ring.client_ci = c.client_ci;
     ring.armed = c.armed;
-    ring.solicited_only = c.solicited_only;
     ring
 }
 
@@ -259,6 +262,9 @@ fn validate(img: &Image) -> Result<(), ImageError> {
     let channels: BTreeSet<u32> = img.channels.iter().copied().collect();
     if channels.len() != img.channels.len() {
         return bad("duplicate channels".into());
+    }
+    if img.async_channel.is_some_and(|ch| !channels.contains(&ch)) {
+        return bad("the asynchronous events go to a channel not in the image".into());
     }
     let ring_ok = |r: WqRingImage| {
         let live = wq_from_image(r);

@@ -67,7 +67,6 @@ fn every_field() -> Image {
             pi: 70000,
             client_ci: 69990,
             armed: true,
-            solicited_only: true,
             channel: Some(9),
         }],
         srqs: vec![SrqRingImage {
@@ -76,6 +75,7 @@ fn every_field() -> Image {
             rq: wq(0x7f00_0000_8000, 32, 3, 3),
         }],
         channels: vec![9],
+        async_channel: Some(9),
         inbox: vec![1, 2, 3],
     }
 }
@@ -102,7 +102,7 @@ fn the_golden_image_goes_through_the_registry_objects_unchanged() {
         (ids.qpns, ids.keys, ids.pds, ids.cqs, ids.srqs, ids.channels),
         (
             vec![0x42, 0x44],
-            vec![0x11, 0x12],
+            vec![0x11, 0x12, 0x200, 0x300, 0x400],
             vec![1],
             vec![3],
             vec![4],

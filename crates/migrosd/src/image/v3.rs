@@ -12,7 +12,8 @@ use migros_transport::{Cqn, Qpn, Srqn};
 
 /// This format's version number. 3: the transport's image version 3
 /// (memory windows, I/O addresses, CQ arming, COMM_EST); version 2 is
-/// refused.
+/// refused. The daemon's part: the channel of the asynchronous events; a
+/// CQ's arming is the transport's (`armed` here: an event owed).
 pub const VERSION: u32 = 3;
 
 /// A session's image.
@@ -29,6 +30,8 @@ pub struct Image {
     pub cqs: Vec<CqRingImage>,
     pub srqs: Vec<SrqRingImage>,
     pub channels: Vec<ChannelId>,
+    /// The channel the asynchronous events go to.
+    pub async_channel: Option<ChannelId>,
     /// The start of a request the process was writing when it was frozen
     /// (admin checkpoints only): read first on the restored connection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -82,7 +85,8 @@ pub struct CqRingImage {
     pub pi: u32,
     /// The client's consumer index, as last read.
     pub client_ci: u32,
+    /// A completion event is owed to the channel (the transport's CQ
+    /// keeps how it is armed).
     pub armed: bool,
-    pub solicited_only: bool,
     pub channel: Option<ChannelId>,
 }
