@@ -346,14 +346,16 @@ impl Daemon {
             // A completion frees its ring slot: the consumer index must be
             // visible before the completion, or a client that reposts at
             // once finds its ring full.
-            self.data.write_cis(&mut self.reg, &mut self.mem);
+            self.data
+                .write_cis(&mut self.reg, &mut self.mem, &mut self.device);
             let wrote = self.write_completions();
             // Completions may have freed send queue room: go again.
             if !wrote || !self.data.has_pending() {
                 break;
             }
         }
-        self.data.write_cis(&mut self.reg, &mut self.mem);
+        self.data
+            .write_cis(&mut self.reg, &mut self.mem, &mut self.device);
         self.mem.end_batch();
         self.flush_conns();
     }
