@@ -164,9 +164,23 @@ pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut ibv_cq) -> libc::c_int {
     0
 }
 
+/// `ibv_resize_cq`: the CQ holds at least `cqe` completions from now on
+/// (`cq->cqe` says how many); what was not polled yet stays. Fewer than
+/// that, or more than `max_cqe`, is EINVAL (rxe's `rxe_cq_chk_attr`).
 #[no_mangle]
-pub unsafe extern "C" fn ibv_resize_cq(_cq: *mut ibv_cq, _cqe: libc::c_int) -> libc::c_int {
-    libc::EOPNOTSUPP
+pub unsafe extern "C" fn ibv_resize_cq(cq: *mut ibv_cq, cqe: libc::c_int) -> libc::c_int {
+    if cq.is_null() || cqe < 1 {
+        return libc::EINVAL;
+    }
+    // SAFETY: a live CQ block (contract); `cq.cqe` is its own field.
+    let c = unsafe { &mut *cq.cast::<Cq>() };
+    match c.inner.resize(cqe as u32) {
+        Ok(()) => {
+            c.cq.cqe = c.inner.entries() as libc::c_int;
+            0
+        }
+        Err(e) => e.errno(),
+    }
 }
 
 thread_local! {

@@ -160,7 +160,10 @@ fn device_attr(info: &DeviceInfo, name: &str) -> ibv_device_attr {
     a.max_qp_wr = info.max_qp_wr as i32;
     a.device_cap_flags = ibv_device_cap_flags_IBV_DEVICE_RC_RNR_NAK_GEN
         | ibv_device_cap_flags_IBV_DEVICE_SRQ_RESIZE
-        | ibv_device_cap_flags_IBV_DEVICE_N_NOTIFY_CQ;
+        | ibv_device_cap_flags_IBV_DEVICE_N_NOTIFY_CQ
+        | ibv_device_cap_flags_IBV_DEVICE_MEM_WINDOW
+        | ibv_device_cap_flags_IBV_DEVICE_MEM_WINDOW_TYPE_2B;
+    a.max_mw = migros_proto::msg::MAX_MW as i32;
     a.max_sge = info.max_sge as i32;
     a.max_sge_rd = info.max_sge as i32;
     a.max_cq = info.max_cq as i32;

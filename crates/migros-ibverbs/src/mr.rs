@@ -76,8 +76,7 @@ pub unsafe extern "C" fn ibv_reg_mr_iova2(
     iova: u64,
     access: libc::c_uint,
 ) -> *mut ibv_mr {
-    if pd.is_null() || iova != addr as u64 {
-        // Remote addresses are this process's virtual addresses.
+    if pd.is_null() {
         return null_errno(libc::EINVAL);
     }
     // SAFETY: a live PD (contract).
@@ -88,7 +87,7 @@ pub unsafe extern "C" fn ibv_reg_mr_iova2(
     let access = Access(access);
     // SAFETY: the caller keeps addr..addr+length mapped until ibv_dereg_mr
     // (the ibv_reg_mr contract), which drops the RawMr.
-    match unsafe { p.inner.reg_mr_raw(addr as u64, length, access) } {
+    match unsafe { p.inner.reg_mr_raw_iova(addr as u64, length, iova, access) } {
         Ok(inner) => {
             let mr = ibv_mr {
                 // SAFETY: reading the PD block's own field.
@@ -131,8 +130,8 @@ pub unsafe extern "C" fn ibv_dereg_mr(mr: *mut ibv_mr) -> libc::c_int {
     0
 }
 
-/// `ibv_reg_mr_iova` (IBVERBS_1.7): the MR's remote address must be its
-/// virtual address, as for [`ibv_reg_mr_iova2`].
+/// `ibv_reg_mr_iova` (IBVERBS_1.7): SGEs and remote peers name the
+/// region's first byte `iova` (see [`ibv_reg_mr_iova2`]).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_reg_mr_iova(
     pd: *mut ibv_pd,

@@ -9,7 +9,7 @@ use migros_verbs::{
     QpType, RecvWr, SendData, SendFlags, SendWr, Sge, Srq as VSrq, UdDest, WrOpcode,
 };
 
-use crate::context::Ctx;
+use crate::context::{lock, Ctx};
 use crate::cq::cq;
 use crate::mr::pd;
 use crate::srq::SrqTrack;
@@ -115,13 +115,16 @@ pub unsafe extern "C" fn ibv_create_qp(
                 .attach(inner.qpn, (*a.recv_cq).handle, track);
         }
     }
-    Box::into_raw(Box::new(Qp {
+    let qpn = inner.qpn;
+    let block = Box::into_raw(Box::new(Qp {
         qpx,
         inner,
         init: *a,
         batch: Default::default(),
-    }))
-    .cast()
+    }));
+    // SAFETY: the PD's context is open (contract).
+    lock(&unsafe { Ctx::from_ibv((*pd).context) }.qps).insert(qpn, block as usize);
+    block.cast()
 }
 
 #[no_mangle]
@@ -132,11 +135,17 @@ pub unsafe extern "C" fn ibv_destroy_qp(qp: *mut ibv_qp) -> libc::c_int {
     // SAFETY: made by Box::into_raw in ibv_create_qp, released once.
     let block = unsafe { Box::from_raw(qp.cast::<Qp>()) };
     let q = &block.qpx.qp_base;
+    // SAFETY: the QP's context is open (contract).
+    let ctx = unsafe { Ctx::from_ibv(q.context) };
     if !q.srq.is_null() {
-        // SAFETY: the QP's context is open (contract).
-        unsafe { Ctx::from_ibv(q.context) }.srq_qps.detach(q.qp_num);
+        ctx.srq_qps.detach(q.qp_num);
     }
+    // Under the registry's lock: an async event being delivered either
+    // names the QP while it lives or does not find it.
+    let mut qps = lock(&ctx.qps);
+    qps.remove(&q.qp_num);
     drop(block);
+    drop(qps);
     0
 }
 
@@ -597,7 +606,11 @@ pub unsafe extern "C" fn ibv_create_srq(
     srq.pd = pd;
     srq.handle = inner.handle;
     let track = SrqTrack::new(inner.entries());
-    Box::into_raw(Box::new(Srq { srq, inner, track })).cast()
+    let handle = inner.handle;
+    let block = Box::into_raw(Box::new(Srq { srq, inner, track }));
+    // SAFETY: the PD's context is open (contract).
+    lock(&unsafe { Ctx::from_ibv((*pd).context) }.srqs).insert(handle, block as usize);
+    block.cast()
 }
 
 /// `verbs_context.create_srq_ex`, reached for what `ibv_create_srq_ex`
@@ -640,6 +653,10 @@ pub(crate) unsafe extern "C" fn create_srq_ex(
     srq
 }
 
+/// `ibv_modify_srq`: `IBV_SRQ_MAX_WR` resizes the SRQ (never below what
+/// it holds or below the limit), `IBV_SRQ_LIMIT` arms the limit event (at
+/// most the SRQ's size); both checked before either applies (EINVAL, as
+/// rxe's `rxe_srq_chk_attr`).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_modify_srq(
     srq: *mut ibv_srq,
@@ -649,29 +666,53 @@ pub unsafe extern "C" fn ibv_modify_srq(
     if srq.is_null() || attr.is_null() {
         return libc::EINVAL;
     }
-    // SAFETY: live SRQ and attr (contract).
-    let (s, a) = unsafe { (&*srq.cast::<Srq>(), &*attr) };
-    if mask as u32 & ibv_srq_attr_mask_IBV_SRQ_LIMIT == 0 {
-        return 0;
+    let mask = mask as u32;
+    let known = ibv_srq_attr_mask_IBV_SRQ_MAX_WR | ibv_srq_attr_mask_IBV_SRQ_LIMIT;
+    if mask & !known != 0 {
+        return libc::EINVAL;
     }
-    match s.inner.modify_limit(a.srq_limit) {
-        Ok(()) => 0,
+    // SAFETY: live SRQ and attr (contract).
+    let (s, a) = unsafe { (&*srq.cast::<Srq>(), &mut *attr) };
+    let max_wr = (mask & ibv_srq_attr_mask_IBV_SRQ_MAX_WR != 0).then_some(a.max_wr);
+    let limit = (mask & ibv_srq_attr_mask_IBV_SRQ_LIMIT != 0).then_some(a.srq_limit);
+    if max_wr == Some(0) {
+        return libc::EINVAL;
+    }
+    match s.inner.modify(max_wr, limit) {
+        Ok(()) => {
+            if max_wr.is_some() {
+                a.max_wr = s.inner.entries();
+                s.track.resize(s.inner.entries());
+            }
+            0
+        }
         Err(e) => e.errno(),
     }
 }
 
+/// `ibv_query_srq`: its size, SGEs and armed limit (0 once the limit
+/// event fired).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_query_srq(srq: *mut ibv_srq, attr: *mut ibv_srq_attr) -> libc::c_int {
     if srq.is_null() || attr.is_null() {
         return libc::EINVAL;
     }
-    // SAFETY: live SRQ, writable attr (contract).
-    unsafe {
-        let s = &*srq.cast::<Srq>();
-        (*attr).max_wr = s.inner.entries();
-        (*attr).max_sge = migros_proto::ring::MAX_RECV_SGE as u32;
+    // SAFETY: a live SRQ (contract).
+    let s = unsafe { &*srq.cast::<Srq>() };
+    match s.inner.query() {
+        Ok((max_wr, limit)) => {
+            // SAFETY: a writable attr (contract).
+            unsafe {
+                *attr = ibv_srq_attr {
+                    max_wr,
+                    max_sge: s.inner.max_sge(),
+                    srq_limit: limit,
+                };
+            }
+            0
+        }
+        Err(e) => e.errno(),
     }
-    0
 }
 
 #[no_mangle]
@@ -680,7 +721,13 @@ pub unsafe extern "C" fn ibv_destroy_srq(srq: *mut ibv_srq) -> libc::c_int {
         return libc::EINVAL;
     }
     // SAFETY: made by Box::into_raw in ibv_create_srq, released once.
-    drop(unsafe { Box::from_raw(srq.cast::<Srq>()) });
+    let block = unsafe { Box::from_raw(srq.cast::<Srq>()) };
+    // SAFETY: the SRQ's context is open (contract).
+    let ctx = unsafe { Ctx::from_ibv(block.srq.context) };
+    let mut srqs = lock(&ctx.srqs);
+    srqs.remove(&block.srq.handle);
+    drop(block);
+    drop(srqs);
     0
 }
 

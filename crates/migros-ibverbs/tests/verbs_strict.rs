@@ -19,7 +19,22 @@
 //!   allow;
 //! - `atomic_write`: `IBV_WR_ATOMIC_WRITE` and `ibv_wr_atomic_write`,
 //!   misaligned, and LOCAL_INV of a region's key;
-//! - `srq_ex`: `ibv_create_srq_ex` with a CQ, XRC, tag matching, bad masks.
+//! - `srq_ex`: `ibv_create_srq_ex` with a CQ, XRC, tag matching, bad masks;
+//! - `mw`: type 1 (`ibv_bind_mw`) and type 2 (`IBV_WR_BIND_MW`,
+//!   `ibv_wr_bind_mw`) windows, access through them and past their end,
+//!   LOCAL_INV, SEND_WITH_INV (the receive's `invalidated_rkey`, and of a
+//!   key that cannot be invalidated), bind errors, deregistering a region
+//!   a window is bound to;
+//! - `iova`: `ibv_reg_mr_iova` with an iova that is not the address;
+//! - `resize_cq`: growing with completions waiting, shrinking below them,
+//!   past `max_cqe`, an extended CQ, `ibv_modify_cq` (EOPNOTSUPP, as rxe);
+//! - `srq`: `ibv_query_srq`, `ibv_modify_srq` (limit, resize, their
+//!   refusals), the SRQ limit event, QP_LAST_WQE_REACHED;
+//! - `events`: QP_REQ_ERR, QP_ACCESS_ERR, COMM_EST, SQ_DRAINED, EAGAIN;
+//! - `solicited`: `ibv_req_notify_cq(cq, 1)` ignores unsolicited
+//!   completions;
+//! - `queue_full`: a receive queue holds `max_recv_wr` (ENOMEM past it,
+//!   room again once one completes).
 //!
 //! Needs root and a C compiler with libibverbs-dev (skipped otherwise, or
 //! failing with `MIGROS_TESTS_REQUIRED=1`); starts daemons on loopback,
@@ -47,6 +62,13 @@ const CASES: &[&str] = &[
     "access_flags",
     "atomic_write",
     "srq_ex",
+    "mw",
+    "iova",
+    "resize_cq",
+    "srq",
+    "events",
+    "solicited",
+    "queue_full",
 ];
 
 /// Builds tests/c/verbs_strict.c into `dir` (its prerequisites checked

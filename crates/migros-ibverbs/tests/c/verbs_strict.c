@@ -12,6 +12,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -728,6 +729,453 @@ static void case_srq_ex(char **argv)
 	printf("srq_ex ok\n");
 }
 
+/* ---- memory windows ---- */
+
+/* b binds window mw over b.buf[4096, 4096 + 1024) with post_send. */
+static uint32_t bind_type2(struct side *b, struct ibv_mw *mw, uint64_t id,
+			   int access)
+{
+	struct ibv_send_wr w = send_wr(NULL, id, IBV_WR_BIND_MW);
+	w.bind_mw.mw = mw;
+	w.bind_mw.rkey = ibv_inc_rkey(mw->rkey);
+	w.bind_mw.bind_info.mr = b->mr;
+	w.bind_mw.bind_info.addr = (uintptr_t)b->buf + 4096;
+	w.bind_mw.bind_info.length = 1024;
+	w.bind_mw.bind_info.mw_access_flags = access;
+	CHECK(!post1(b->qp, &w), "post bind");
+	expect_wc(b->cq, id, IBV_WC_SUCCESS, IBV_WC_BIND_MW);
+	mw->rkey = w.bind_mw.rkey;
+	return mw->rkey;
+}
+
+/* a writes 8 bytes at b.buf + off through rkey; returns the status. */
+static enum ibv_wc_status write_at(struct side *a, struct side *b,
+				   uint32_t rkey, size_t off, uint64_t id)
+{
+	struct ibv_sge sge = { (uintptr_t)a->buf, 8, a->mr->lkey };
+	struct ibv_send_wr w = send_wr(&sge, id, IBV_WR_RDMA_WRITE);
+	w.wr.rdma.remote_addr = (uintptr_t)b->buf + off;
+	w.wr.rdma.rkey = rkey;
+	CHECK(!post1(a->qp, &w), "post write");
+	struct ibv_wc wc = wait_wc(a->cq);
+	CHECK(wc.wr_id == id, "wr %llu", (unsigned long long)wc.wr_id);
+	return wc.status;
+}
+
+static void case_mw(char **argv)
+{
+	struct side a, b;
+	pair(&a, &b, argv, REMOTE_ALL);
+	struct ibv_device_attr da;
+	CHECK(!ibv_query_device(b.ctx, &da), "query_device");
+	CHECK(da.max_mw > 0 && (da.device_cap_flags & IBV_DEVICE_MEM_WINDOW) &&
+		      (da.device_cap_flags & IBV_DEVICE_MEM_WINDOW_TYPE_2B),
+	      "windows advertised");
+	errno = 0;
+	CHECK(!ibv_alloc_mw(b.pd, 3) && errno == EINVAL, "type 3");
+
+	/* Type 2: bound by a work request, used, invalidated locally. */
+	struct ibv_mw *mw = ibv_alloc_mw(b.pd, IBV_MW_TYPE_2);
+	CHECK(mw && mw->type == IBV_MW_TYPE_2, "alloc type 2");
+	uint32_t k = bind_type2(&b, mw, 1, IBV_ACCESS_REMOTE_WRITE);
+	memcpy(a.buf, "window!", 8);
+	CHECK(write_at(&a, &b, k, 4096 + 16, 2) == IBV_WC_SUCCESS, "write in");
+	CHECK(!memcmp(b.buf + 4096 + 16, "window!", 8), "landed");
+	/* The region stays while a window is bound to it (rxe: EINVAL). */
+	CHECK(ibv_dereg_mr(b.mr) == EINVAL, "dereg with a bound window");
+	struct ibv_send_wr inv = send_wr(NULL, 3, IBV_WR_LOCAL_INV);
+	inv.invalidate_rkey = k;
+	CHECK(!post1(b.qp, &inv), "local inv");
+	expect_wc(b.cq, 3, IBV_WC_SUCCESS, IBV_WC_LOCAL_INV);
+	CHECK(write_at(&a, &b, k, 4096 + 16, 4) == IBV_WC_REM_ACCESS_ERR,
+	      "invalidated");
+	CHECK(!ibv_dealloc_mw(mw), "dealloc");
+
+	/* Outside the window but inside the region: refused. */
+	pair(&a, &b, argv, REMOTE_ALL);
+	mw = ibv_alloc_mw(b.pd, IBV_MW_TYPE_2);
+	CHECK(mw, "alloc");
+	k = bind_type2(&b, mw, 1, IBV_ACCESS_REMOTE_WRITE);
+	CHECK(write_at(&a, &b, k, 4096 + 1020, 2) == IBV_WC_REM_ACCESS_ERR,
+	      "past the window's end");
+
+	/* ibv_wr_bind_mw, then SEND_WITH_INV from the peer frees it. */
+	pair(&a, &b, argv, REMOTE_ALL);
+	mw = ibv_alloc_mw(b.pd, IBV_MW_TYPE_2);
+	CHECK(mw, "alloc");
+	struct ibv_qp_ex *qx = ibv_qp_to_qp_ex(b.qp);
+	struct ibv_mw_bind_info info = {
+		.mr = b.mr, .addr = (uintptr_t)b.buf + 4096, .length = 1024,
+		.mw_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ,
+	};
+	uint32_t k2 = ibv_inc_rkey(mw->rkey);
+	ibv_wr_start(qx);
+	qx->wr_id = 5;
+	qx->wr_flags = IBV_SEND_SIGNALED;
+	ibv_wr_bind_mw(qx, mw, k2, &info);
+	CHECK(!ibv_wr_complete(qx), "wr_bind_mw");
+	expect_wc(b.cq, 5, IBV_WC_SUCCESS, IBV_WC_BIND_MW);
+	mw->rkey = k2;
+	CHECK(write_at(&a, &b, k2, 4096, 6) == IBV_WC_SUCCESS, "write through");
+	post_recv(b.qp, &b, 7);
+	struct ibv_sge sge = { (uintptr_t)a.buf, 8, a.mr->lkey };
+	struct ibv_send_wr si = send_wr(&sge, 8, IBV_WR_SEND_WITH_INV);
+	si.invalidate_rkey = k2;
+	CHECK(!post1(a.qp, &si), "send with inv");
+	expect_wc(a.cq, 8, IBV_WC_SUCCESS, IBV_WC_SEND);
+	struct ibv_wc wc = wait_wc(b.cq);
+	CHECK(wc.wr_id == 7 && wc.status == IBV_WC_SUCCESS &&
+		      (wc.wc_flags & IBV_WC_WITH_INV) && wc.invalidated_rkey == k2,
+	      "invalidated rkey reported: flags %#x rkey %#x", wc.wc_flags,
+	      wc.invalidated_rkey);
+	CHECK(write_at(&a, &b, k2, 4096, 9) == IBV_WC_REM_ACCESS_ERR,
+	      "freed by the peer");
+
+	/* SEND_WITH_INV of a region's key: both sides fail (rxe class J). */
+	pair(&a, &b, argv, REMOTE_ALL);
+	post_recv(b.qp, &b, 1);
+	struct ibv_sge sg2 = { (uintptr_t)a.buf, 8, a.mr->lkey };
+	si = send_wr(&sg2, 2, IBV_WR_SEND_WITH_INV);
+	si.invalidate_rkey = b.mr->rkey;
+	CHECK(!post1(a.qp, &si), "send with inv");
+	expect_wc(b.cq, 1, IBV_WC_REM_INV_REQ_ERR, IBV_WC_RECV);
+	expect_wc(a.cq, 2, IBV_WC_REM_INV_REQ_ERR, IBV_WC_SEND);
+
+	/* Type 1: ibv_bind_mw. */
+	pair(&a, &b, argv, REMOTE_ALL);
+	struct ibv_mw *m1 = ibv_alloc_mw(b.pd, IBV_MW_TYPE_1);
+	CHECK(m1 && m1->type == IBV_MW_TYPE_1, "alloc type 1");
+	uint32_t before = m1->rkey;
+	struct ibv_mw_bind mb = {
+		.wr_id = 10, .send_flags = IBV_SEND_SIGNALED,
+		.bind_info = { .mr = b.mr, .addr = (uintptr_t)b.buf + 8192,
+			       .length = 512,
+			       .mw_access_flags = IBV_ACCESS_REMOTE_READ },
+	};
+	CHECK(!ibv_bind_mw(b.qp, m1, &mb), "bind type 1");
+	CHECK(m1->rkey == ibv_inc_rkey(before), "rkey moved on at post");
+	expect_wc(b.cq, 10, IBV_WC_SUCCESS, IBV_WC_BIND_MW);
+	memcpy(b.buf + 8192, "type one", 8);
+	struct ibv_sge rs = { (uintptr_t)a.buf + 100, 8, a.mr->lkey };
+	struct ibv_send_wr rd = send_wr(&rs, 11, IBV_WR_RDMA_READ);
+	rd.wr.rdma.remote_addr = (uintptr_t)b.buf + 8192;
+	rd.wr.rdma.rkey = m1->rkey;
+	CHECK(!post1(a.qp, &rd), "read");
+	expect_wc(a.cq, 11, IBV_WC_SUCCESS, IBV_WC_RDMA_READ);
+	CHECK(!memcmp(a.buf + 100, "type one", 8), "read through type 1");
+	/* What ibv_bind_mw refuses before posting. */
+	mb.bind_info.mw_access_flags |= IBV_ACCESS_ZERO_BASED;
+	CHECK(ibv_bind_mw(b.qp, m1, &mb) == EINVAL, "zero based type 1");
+	mb.bind_info.mw_access_flags = IBV_ACCESS_REMOTE_READ;
+	CHECK(ibv_bind_mw(b.qp, mw, &mb) == EINVAL, "ibv_bind_mw of type 2");
+	/* A region without MW_BIND: the bind completes in error. */
+	static char plain[4096];
+	struct ibv_mr *pm = ibv_reg_mr(b.pd, plain, sizeof plain,
+				       IBV_ACCESS_LOCAL_WRITE);
+	CHECK(pm, "plain mr");
+	mb.wr_id = 12;
+	mb.bind_info.mr = pm;
+	mb.bind_info.addr = (uintptr_t)plain;
+	CHECK(!ibv_bind_mw(b.qp, m1, &mb), "posted");
+	expect_wc(b.cq, 12, IBV_WC_MW_BIND_ERR, IBV_WC_BIND_MW);
+	printf("mw ok\n");
+}
+
+/* ---- ibv_reg_mr_iova ---- */
+
+static void case_iova(char **argv)
+{
+	struct side a, b;
+	pair(&a, &b, argv, REMOTE_ALL);
+	static char region[8192];
+	uint64_t iova = 0x100000000ull;
+	struct ibv_mr *mr = ibv_reg_mr_iova(b.pd, region, sizeof region, iova,
+					    ALL_ACCESS);
+	CHECK(mr, "reg_mr_iova");
+	struct ibv_sge sge = { (uintptr_t)a.buf, 8, a.mr->lkey };
+	memcpy(a.buf, "iova ok", 8);
+	struct ibv_send_wr w = send_wr(&sge, 1, IBV_WR_RDMA_WRITE);
+	w.wr.rdma.remote_addr = iova + 64;
+	w.wr.rdma.rkey = mr->rkey;
+	CHECK(!post1(a.qp, &w), "write");
+	expect_wc(a.cq, 1, IBV_WC_SUCCESS, IBV_WC_RDMA_WRITE);
+	CHECK(!memcmp(region + 64, "iova ok", 8), "landed at addr + 64");
+	/* The virtual address is not the region's address any more. */
+	w.wr_id = 2;
+	w.wr.rdma.remote_addr = (uintptr_t)region;
+	CHECK(!post1(a.qp, &w), "write");
+	expect_wc(a.cq, 2, IBV_WC_REM_ACCESS_ERR, IBV_WC_RDMA_WRITE);
+	printf("iova ok\n");
+}
+
+/* ---- ibv_resize_cq ---- */
+
+static void case_resize_cq(char **argv)
+{
+	struct side a, b;
+	pair(&a, &b, argv, REMOTE_ALL);
+	struct ibv_device_attr da;
+	CHECK(!ibv_query_device(b.ctx, &da), "query_device");
+	for (int i = 0; i < 5; i++) {
+		post_recv(b.qp, &b, 100 + i);
+		struct ibv_sge sge = { (uintptr_t)a.buf, 8, a.mr->lkey };
+		struct ibv_send_wr w = send_wr(&sge, i, IBV_WR_SEND);
+		CHECK(!post1(a.qp, &w), "send");
+		expect_wc(a.cq, i, IBV_WC_SUCCESS, IBV_WC_SEND);
+	}
+	CHECK(ibv_resize_cq(b.cq, 2) == EINVAL, "smaller than what it holds");
+	CHECK(ibv_resize_cq(b.cq, da.max_cqe + 1) == EINVAL, "past max_cqe");
+	CHECK(!ibv_resize_cq(b.cq, 1000) && b.cq->cqe >= 1000, "grown: %d",
+	      b.cq->cqe);
+	for (int i = 0; i < 5; i++)
+		expect_wc(b.cq, 100 + i, IBV_WC_SUCCESS, IBV_WC_RECV);
+	CHECK(!ibv_resize_cq(b.cq, 8) && b.cq->cqe >= 8, "shrunk when empty");
+	post_recv(b.qp, &b, 200);
+	struct ibv_sge sge = { (uintptr_t)a.buf, 8, a.mr->lkey };
+	struct ibv_send_wr w = send_wr(&sge, 9, IBV_WR_SEND);
+	CHECK(!post1(a.qp, &w), "send");
+	expect_wc(b.cq, 200, IBV_WC_SUCCESS, IBV_WC_RECV);
+	errno = 0;
+	struct ibv_cq_ex *cx = ibv_create_cq_ex(a.ctx, &(struct ibv_cq_init_attr_ex){ .cqe = 4 });
+	CHECK(cx, "cq_ex");
+	CHECK(!ibv_resize_cq(ibv_cq_ex_to_cq(cx), 64), "resize an extended cq");
+	struct ibv_modify_cq_attr mod = { .attr_mask = IBV_CQ_ATTR_MODERATE,
+					  .moderate = { .cq_count = 4 } };
+	CHECK(ibv_modify_cq(b.cq, &mod) == EOPNOTSUPP,
+	      "moderation: EOPNOTSUPP, as rxe");
+	printf("resize_cq ok\n");
+}
+
+/* ---- SRQ: size, limit, query, resize, the limit event ---- */
+
+static struct ibv_async_event next_event(struct ibv_context *ctx)
+{
+	struct pollfd p = { .fd = ctx->async_fd, .events = POLLIN };
+	CHECK(poll(&p, 1, 5000) == 1, "no async event");
+	struct ibv_async_event ev;
+	CHECK(!ibv_get_async_event(ctx, &ev), "get_async_event");
+	ibv_ack_async_event(&ev);
+	return ev;
+}
+
+static void no_event(struct ibv_context *ctx)
+{
+	struct pollfd p = { .fd = ctx->async_fd, .events = POLLIN };
+	int n = poll(&p, 1, 200);
+	if (n == 1) {
+		struct ibv_async_event ev;
+		ibv_get_async_event(ctx, &ev);
+		CHECK(0, "unexpected async event %s", ibv_event_type_str(ev.event_type));
+	}
+}
+
+static void case_srq(char **argv)
+{
+	struct side a, b;
+	side_init(&a, argv[2]);
+	side_init(&b, argv[3]);
+	struct ibv_srq_init_attr si = { .attr = { .max_wr = 8, .max_sge = 1 } };
+	struct ibv_srq *srq = ibv_create_srq(b.pd, &si);
+	CHECK(srq, "srq");
+	struct ibv_srq_attr sa;
+	CHECK(!ibv_query_srq(srq, &sa) && sa.max_wr >= 8 && sa.srq_limit == 0 &&
+		      sa.max_sge == 1,
+	      "query: %u %u %u", sa.max_wr, sa.srq_limit, sa.max_sge);
+	sa.srq_limit = sa.max_wr + 1;
+	CHECK(ibv_modify_srq(srq, &sa, IBV_SRQ_LIMIT) == EINVAL, "limit past size");
+	sa.max_wr = 32;
+	CHECK(!ibv_modify_srq(srq, &sa, IBV_SRQ_MAX_WR) && sa.max_wr >= 32,
+	      "grown");
+	CHECK(!ibv_query_srq(srq, &sa) && sa.max_wr >= 32, "query after resize");
+	/* A QP on the SRQ; 20 receives (more than the first size). */
+	struct ibv_qp_init_attr qa = {
+		.send_cq = b.cq, .recv_cq = b.cq, .srq = srq,
+		.cap = { .max_send_wr = 4, .max_send_sge = 1 },
+		.qp_type = IBV_QPT_RC,
+	};
+	b.qp = ibv_create_qp(b.pd, &qa);
+	CHECK(b.qp, "qp on srq");
+	connect_pair(&a, &b, REMOTE_ALL);
+	for (int i = 0; i < 20; i++) {
+		struct ibv_sge sge = { (uintptr_t)b.buf + 64 * i, 64, b.mr->lkey };
+		struct ibv_recv_wr r = { .wr_id = i, .sg_list = &sge, .num_sge = 1 },
+				   *bad;
+		CHECK(!ibv_post_srq_recv(srq, &r, &bad), "post srq %d", i);
+	}
+	sa.max_wr = 8;
+	CHECK(ibv_modify_srq(srq, &sa, IBV_SRQ_MAX_WR) == EINVAL,
+	      "smaller than what it holds");
+	sa.srq_limit = 18;
+	CHECK(!ibv_modify_srq(srq, &sa, IBV_SRQ_LIMIT), "arm");
+	CHECK(!ibv_query_srq(srq, &sa) && sa.srq_limit == 18, "armed");
+	for (int i = 0; i < 3; i++) {
+		struct ibv_sge sge = { (uintptr_t)a.buf, 8, a.mr->lkey };
+		struct ibv_send_wr w = send_wr(&sge, i, IBV_WR_SEND);
+		CHECK(!post1(a.qp, &w), "send");
+		expect_wc(a.cq, i, IBV_WC_SUCCESS, IBV_WC_SEND);
+		expect_wc(b.cq, i, IBV_WC_SUCCESS, IBV_WC_RECV);
+	}
+	/* 20 → 17: below 18, once. */
+	struct ibv_async_event ev = next_event(b.ctx);
+	CHECK(ev.event_type == IBV_EVENT_SRQ_LIMIT_REACHED && ev.element.srq == srq,
+	      "srq limit: %s", ibv_event_type_str(ev.event_type));
+	CHECK(!ibv_query_srq(srq, &sa) && sa.srq_limit == 0, "disarmed");
+	no_event(b.ctx);
+	/* LAST_WQE_REACHED when the QP on the SRQ goes to ERR. */
+	struct ibv_qp_attr err = { .qp_state = IBV_QPS_ERR };
+	CHECK(!ibv_modify_qp(b.qp, &err, IBV_QP_STATE), "to err");
+	ev = next_event(b.ctx);
+	CHECK(ev.event_type == IBV_EVENT_QP_LAST_WQE_REACHED && ev.element.qp == b.qp,
+	      "last wqe: %s", ibv_event_type_str(ev.event_type));
+	printf("srq ok\n");
+}
+
+/* ---- asynchronous events ---- */
+
+static void case_events(char **argv)
+{
+	/* QP_REQ_ERR: a READ the responder's QP does not allow. */
+	struct side a, b;
+	pair(&a, &b, argv, IBV_ACCESS_REMOTE_WRITE);
+	struct ibv_sge sge = { (uintptr_t)a.buf, 8, a.mr->lkey };
+	struct ibv_send_wr w = send_wr(&sge, 1, IBV_WR_RDMA_READ);
+	w.wr.rdma.remote_addr = (uintptr_t)b.buf;
+	w.wr.rdma.rkey = b.mr->rkey;
+	CHECK(!post1(a.qp, &w), "read");
+	expect_wc(a.cq, 1, IBV_WC_REM_INV_REQ_ERR, IBV_WC_RDMA_READ);
+	struct ibv_async_event ev = next_event(b.ctx);
+	CHECK(ev.event_type == IBV_EVENT_QP_REQ_ERR && ev.element.qp == b.qp,
+	      "req err: %s", ibv_event_type_str(ev.event_type));
+	/* The requester's failure is in its completion, no event. */
+	no_event(a.ctx);
+
+	/* QP_ACCESS_ERR: the QP allows the WRITE, the region does not. */
+	pair(&a, &b, argv, REMOTE_ALL);
+	static char ro[4096];
+	struct ibv_mr *mr = ibv_reg_mr(b.pd, ro, sizeof ro, IBV_ACCESS_REMOTE_READ);
+	CHECK(mr, "ro mr");
+	w = send_wr(&sge, 2, IBV_WR_RDMA_WRITE);
+	w.wr.rdma.remote_addr = (uintptr_t)ro;
+	w.wr.rdma.rkey = mr->rkey;
+	CHECK(!post1(a.qp, &w), "write");
+	expect_wc(a.cq, 2, IBV_WC_REM_ACCESS_ERR, IBV_WC_RDMA_WRITE);
+	ev = next_event(b.ctx);
+	CHECK(ev.event_type == IBV_EVENT_QP_ACCESS_ERR && ev.element.qp == b.qp,
+	      "access err: %s", ibv_event_type_str(ev.event_type));
+
+	/* COMM_EST: b in RTR hears a first. */
+	side_init(&a, argv[2]);
+	side_init(&b, argv[3]);
+	to_init(a.qp, REMOTE_ALL);
+	to_init(b.qp, REMOTE_ALL);
+	to_rtr(a.qp, &b, 4);
+	to_rtr(b.qp, &a, 4);
+	to_rts(a.qp);
+	post_recv(b.qp, &b, 3);
+	w = send_wr(&sge, 4, IBV_WR_SEND);
+	CHECK(!post1(a.qp, &w), "send");
+	expect_wc(b.cq, 3, IBV_WC_SUCCESS, IBV_WC_RECV);
+	ev = next_event(b.ctx);
+	CHECK(ev.event_type == IBV_EVENT_COMM_EST && ev.element.qp == b.qp,
+	      "comm est: %s", ibv_event_type_str(ev.event_type));
+	/* SQ_DRAINED: a moves to SQD with nothing in flight. */
+	expect_wc(a.cq, 4, IBV_WC_SUCCESS, IBV_WC_SEND);
+	struct ibv_qp_attr sqd = { .qp_state = IBV_QPS_SQD };
+	CHECK(!ibv_modify_qp(a.qp, &sqd, IBV_QP_STATE), "to sqd");
+	ev = next_event(a.ctx);
+	CHECK(ev.event_type == IBV_EVENT_SQ_DRAINED && ev.element.qp == a.qp,
+	      "sq drained: %s", ibv_event_type_str(ev.event_type));
+
+	/* An empty queue on a non-blocking descriptor: EAGAIN. */
+	int fl = fcntl(b.ctx->async_fd, F_GETFL);
+	CHECK(!fcntl(b.ctx->async_fd, F_SETFL, fl | O_NONBLOCK), "nonblock");
+	errno = 0;
+	CHECK(ibv_get_async_event(b.ctx, &ev) == -1 && errno == EAGAIN, "EAGAIN");
+	printf("events ok\n");
+}
+
+/* ---- solicited-only notification ---- */
+
+static void case_solicited(char **argv)
+{
+	struct side a, b;
+	side_init(&a, argv[2]);
+	side_init(&b, argv[3]);
+	struct ibv_comp_channel *ch = ibv_create_comp_channel(b.ctx);
+	CHECK(ch, "channel");
+	struct ibv_cq *cq = ibv_create_cq(b.ctx, 64, NULL, ch, 0);
+	CHECK(cq, "cq");
+	struct ibv_qp_init_attr qa = {
+		.send_cq = b.cq, .recv_cq = cq,
+		.cap = { .max_send_wr = 4, .max_recv_wr = 8, .max_send_sge = 1,
+			 .max_recv_sge = 1 },
+		.qp_type = IBV_QPT_RC,
+	};
+	b.qp = ibv_create_qp(b.pd, &qa);
+	CHECK(b.qp, "qp");
+	connect_pair(&a, &b, REMOTE_ALL);
+	CHECK(!ibv_req_notify_cq(cq, 1), "arm solicited only");
+	struct ibv_sge sge = { (uintptr_t)a.buf, 8, a.mr->lkey };
+	for (int i = 0; i < 2; i++) {
+		post_recv(b.qp, &b, 10 + i);
+		struct ibv_send_wr w = send_wr(&sge, i, IBV_WR_SEND);
+		w.send_flags |= i == 1 ? IBV_SEND_SOLICITED : 0;
+		CHECK(!post1(a.qp, &w), "send");
+		expect_wc(a.cq, i, IBV_WC_SUCCESS, IBV_WC_SEND);
+		struct pollfd p = { .fd = ch->fd, .events = POLLIN };
+		int n = poll(&p, 1, i == 0 ? 300 : 5000);
+		CHECK(n == (i == 0 ? 0 : 1), "message %d: %s", i,
+		      i == 0 ? "an unsolicited completion notified" :
+			       "the solicited one did not");
+	}
+	struct ibv_cq *ecq;
+	void *ectx;
+	CHECK(!ibv_get_cq_event(ch, &ecq, &ectx) && ecq == cq, "event");
+	ibv_ack_cq_events(cq, 1);
+	expect_wc(cq, 10, IBV_WC_SUCCESS, IBV_WC_RECV);
+	expect_wc(cq, 11, IBV_WC_SUCCESS, IBV_WC_RECV);
+	printf("solicited ok\n");
+}
+
+/* ---- a full receive or send queue ---- */
+
+static void case_queue_full(char **argv)
+{
+	struct side a, b;
+	side_init(&a, argv[2]);
+	side_init(&b, argv[3]);
+	struct ibv_qp_init_attr qa = {
+		.send_cq = b.cq, .recv_cq = b.cq,
+		.cap = { .max_send_wr = 4, .max_recv_wr = 4, .max_send_sge = 1,
+			 .max_recv_sge = 1 },
+		.qp_type = IBV_QPT_RC,
+	};
+	b.qp = ibv_create_qp(b.pd, &qa);
+	CHECK(b.qp && qa.cap.max_recv_wr == 4 && qa.cap.max_send_wr == 4,
+	      "caps as asked: %u %u", qa.cap.max_recv_wr, qa.cap.max_send_wr);
+	connect_pair(&a, &b, REMOTE_ALL);
+	struct ibv_sge bs = { (uintptr_t)b.buf, 64, b.mr->lkey };
+	struct ibv_recv_wr r[5];
+	for (int i = 0; i < 5; i++)
+		r[i] = (struct ibv_recv_wr){ .wr_id = i, .sg_list = &bs,
+					     .num_sge = 1,
+					     .next = i < 4 ? &r[i + 1] : NULL };
+	struct ibv_recv_wr *bad_r = NULL;
+	usleep(100000);
+	CHECK(ibv_post_recv(b.qp, r, &bad_r) == ENOMEM && bad_r == &r[4],
+	      "the fifth receive does not fit (bad %p, fifth %p)", bad_r, &r[4]);
+	/* One completes: one more fits. */
+	struct ibv_sge sge = { (uintptr_t)a.buf, 8, a.mr->lkey };
+	struct ibv_send_wr w = send_wr(&sge, 1, IBV_WR_SEND);
+	CHECK(!post1(a.qp, &w), "send");
+	expect_wc(b.cq, 0, IBV_WC_SUCCESS, IBV_WC_RECV);
+	r[4].next = NULL;
+	bad_r = NULL;
+	CHECK(!ibv_post_recv(b.qp, &r[4], &bad_r), "room again");
+	CHECK(ibv_post_recv(b.qp, &r[4], &bad_r) == ENOMEM, "full again");
+	printf("queue_full ok\n");
+}
+
 int main(int argc, char **argv)
 {
 	alarm(60);
@@ -744,6 +1192,13 @@ int main(int argc, char **argv)
 		{ "access_flags", case_access_flags },
 		{ "atomic_write", case_atomic_write },
 		{ "srq_ex", case_srq_ex },
+		{ "mw", case_mw },
+		{ "iova", case_iova },
+		{ "resize_cq", case_resize_cq },
+		{ "srq", case_srq },
+		{ "events", case_events },
+		{ "solicited", case_solicited },
+		{ "queue_full", case_queue_full },
 	};
 	for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		if (!strcmp(argv[1], cases[i].name)) {
