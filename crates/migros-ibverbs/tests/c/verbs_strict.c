@@ -1054,6 +1054,8 @@ static void case_events(char **argv)
 	static char ro[4096];
 	struct ibv_mr *mr = ibv_reg_mr(b.pd, ro, sizeof ro, IBV_ACCESS_REMOTE_READ);
 	CHECK(mr, "ro mr");
+	/* a is a new side: its SGE names its own region. */
+	sge = (struct ibv_sge){ (uintptr_t)a.buf, 8, a.mr->lkey };
 	w = send_wr(&sge, 2, IBV_WR_RDMA_WRITE);
 	w.wr.rdma.remote_addr = (uintptr_t)ro;
 	w.wr.rdma.rkey = mr->rkey;
@@ -1072,6 +1074,7 @@ static void case_events(char **argv)
 	to_rtr(b.qp, &a, 4);
 	to_rts(a.qp);
 	post_recv(b.qp, &b, 3);
+	sge = (struct ibv_sge){ (uintptr_t)a.buf, 8, a.mr->lkey };
 	w = send_wr(&sge, 4, IBV_WR_SEND);
 	CHECK(!post1(a.qp, &w), "send");
 	expect_wc(b.cq, 3, IBV_WC_SUCCESS, IBV_WC_RECV);
