@@ -12,7 +12,7 @@ use crate::events::Async;
 use crate::srq::SrqQps;
 use crate::sys::*;
 use crate::util::null_errno;
-use crate::{cq, cqx, device, qp, qpx};
+use crate::{cq, cqx, device, mw, qp, qpx};
 
 /// What `ibv_open_device` returns a pointer into (`&vctx.context`).
 #[repr(C)]
@@ -20,8 +20,12 @@ pub(crate) struct Ctx {
     /// First, so the block's address is the `verbs_context`'s.
     pub vctx: verbs_context,
     pub dev: Context,
-    /// CQ handle → CQ block, for `ibv_get_cq_event`.
+    /// CQ handle → CQ block, for `ibv_get_cq_event` and async events.
     pub cqs: Mutex<BTreeMap<u32, usize>>,
+    /// QP number → QP block, for async events.
+    pub qps: Mutex<BTreeMap<u32, usize>>,
+    /// SRQ handle → SRQ block, for async events.
+    pub srqs: Mutex<BTreeMap<u32, usize>>,
     /// Asynchronous events and whether the daemon is gone.
     pub events: Arc<Async>,
     /// The QPs taking receives from SRQs (their flush when the daemon dies).
@@ -75,6 +79,7 @@ pub unsafe extern "C" fn ibv_open_device(device: *mut ibv_device) -> *mut ibv_co
     vctx.query_device_ex = Some(device::query_device_ex);
     vctx.create_cq_ex = Some(cqx::create_cq_ex);
     vctx.create_qp_ex = Some(qpx::create_qp_ex);
+    vctx.create_srq_ex = Some(qp::create_srq_ex);
     let c = &mut vctx.context;
     c.device = device;
     c.cmd_fd = -1;
@@ -90,10 +95,15 @@ pub unsafe extern "C" fn ibv_open_device(device: *mut ibv_device) -> *mut ibv_co
     ops.post_send = Some(qp::post_send);
     ops.post_recv = Some(qp::post_recv);
     ops.post_srq_recv = Some(qp::post_srq_recv);
+    ops.alloc_mw = Some(mw::alloc_mw);
+    ops.dealloc_mw = Some(mw::dealloc_mw);
+    ops.bind_mw = Some(mw::bind_mw);
     let block = Box::into_raw(Box::new(Ctx {
         vctx,
         dev,
         cqs: Mutex::new(BTreeMap::new()),
+        qps: Mutex::new(BTreeMap::new()),
+        srqs: Mutex::new(BTreeMap::new()),
         events,
         srq_qps: SrqQps::default(),
     }));

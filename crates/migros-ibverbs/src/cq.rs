@@ -96,13 +96,17 @@ pub unsafe extern "C" fn ibv_create_cq(
     cqe: libc::c_int,
     cq_context: *mut libc::c_void,
     channel: *mut ibv_comp_channel,
-    _comp_vector: libc::c_int,
+    comp_vector: libc::c_int,
 ) -> *mut ibv_cq {
     if context.is_null() || cqe < 1 {
         return null_errno(libc::EINVAL);
     }
     // SAFETY: live context and channel (contract).
     let ctx = unsafe { Ctx::from_ibv(context) };
+    // As the kernel's create_cq (uverbs): a vector the device lacks is EINVAL.
+    if comp_vector < 0 || comp_vector >= ctx.vctx.context.num_comp_vectors {
+        return null_errno(libc::EINVAL);
+    }
     let chan = chan_block(channel).map(|c| &c.feed.inner);
     let inner = match ctx.dev.create_cq(cqe as u32, chan) {
         Ok(c) => c,
@@ -160,9 +164,23 @@ pub unsafe extern "C" fn ibv_destroy_cq(cq: *mut ibv_cq) -> libc::c_int {
     0
 }
 
+/// `ibv_resize_cq`: the CQ holds at least `cqe` completions from now on
+/// (`cq->cqe` says how many); what was not polled yet stays. Fewer than
+/// that, or more than `max_cqe`, is EINVAL (rxe's `rxe_cq_chk_attr`).
 #[no_mangle]
-pub unsafe extern "C" fn ibv_resize_cq(_cq: *mut ibv_cq, _cqe: libc::c_int) -> libc::c_int {
-    libc::EOPNOTSUPP
+pub unsafe extern "C" fn ibv_resize_cq(cq: *mut ibv_cq, cqe: libc::c_int) -> libc::c_int {
+    if cq.is_null() || cqe < 1 {
+        return libc::EINVAL;
+    }
+    // SAFETY: a live CQ block (contract); `cq.cqe` is its own field.
+    let c = unsafe { &mut *cq.cast::<Cq>() };
+    match c.inner.resize(cqe as u32) {
+        Ok(()) => {
+            c.cq.cqe = c.inner.entries() as libc::c_int;
+            0
+        }
+        Err(e) => e.errno(),
+    }
 }
 
 thread_local! {

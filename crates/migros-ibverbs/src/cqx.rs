@@ -49,7 +49,7 @@ pub(crate) unsafe extern "C" fn create_cq_ex(
     if a.wc_flags & !SUPPORTED_WC_FLAGS != 0 || a.comp_mask & !1 != 0 || a.flags != 0 {
         return null_errno(libc::EOPNOTSUPP);
     }
-    if a.cqe == 0 || a.cqe > i32::MAX as u32 {
+    if a.cqe == 0 || a.cqe > i32::MAX as u32 || a.comp_vector > i32::MAX as u32 {
         return null_errno(libc::EINVAL);
     }
     // SAFETY: same contract as ibv_create_cq.

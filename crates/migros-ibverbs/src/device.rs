@@ -1,6 +1,13 @@
 //! Devices (one per daemon in the socket directory) and the queries:
 //! device, port, GID, pkey. The identity is rxe's (vendor 0xffffff, part
 //! 0) so programs take the generic paths.
+//!
+//! The GID table has rxe's length (1024); the entries the device has come
+//! first (RoCE v2 GIDs of the addresses the daemon serves, index 0 its
+//! main one), the rest are empty. As with libibverbs on a kernel device:
+//! `ibv_query_gid` of an empty entry gives the zero GID, `ibv_query_gid_ex`
+//! ENODATA, `ibv_query_gid_type` RoCE v1; an index past the table is
+//! EINVAL.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -11,8 +18,8 @@ use crate::context::{lock, Ctx};
 use crate::sys::*;
 use crate::util::{copy_cstr, from_cstr, gid_of, null_errno, set_errno};
 
-/// Entries in the port's GID table: index 0 is the device's address.
-const GID_TBL_LEN: i32 = 1;
+/// Entries in the port's GID table (rxe's `RXE_PORT_GID_TBL_LEN`).
+pub(crate) const GID_TBL_LEN: i32 = 1024;
 
 /// What a device pointer points to. Never freed: contexts keep pointing
 /// at their device, and one block per (directory, name) is ever made.
@@ -153,7 +160,10 @@ fn device_attr(info: &DeviceInfo, name: &str) -> ibv_device_attr {
     a.max_qp_wr = info.max_qp_wr as i32;
     a.device_cap_flags = ibv_device_cap_flags_IBV_DEVICE_RC_RNR_NAK_GEN
         | ibv_device_cap_flags_IBV_DEVICE_SRQ_RESIZE
-        | ibv_device_cap_flags_IBV_DEVICE_N_NOTIFY_CQ;
+        | ibv_device_cap_flags_IBV_DEVICE_N_NOTIFY_CQ
+        | ibv_device_cap_flags_IBV_DEVICE_MEM_WINDOW
+        | ibv_device_cap_flags_IBV_DEVICE_MEM_WINDOW_TYPE_2B;
+    a.max_mw = migros_proto::msg::MAX_MW as i32;
     a.max_sge = info.max_sge as i32;
     a.max_sge_rd = info.max_sge as i32;
     a.max_cq = info.max_cq as i32;
@@ -280,6 +290,37 @@ pub(crate) unsafe extern "C" fn query_port_ex(
     0
 }
 
+/// A GID table entry as the kernel answers it (ioctl QUERY_GID_ENTRY):
+/// the GID, EINVAL past the table (or on another port), ENODATA for an
+/// empty entry.
+///
+/// # Safety
+/// `context` must be a live context.
+pub(crate) unsafe fn gid_entry(
+    context: *mut ibv_context,
+    port_num: u32,
+    index: u32,
+) -> Result<ibv_gid_entry, i32> {
+    if port_num != 1 || index >= GID_TBL_LEN as u32 {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: a live context (caller).
+    let addrs = gid_addrs(unsafe { info(context) });
+    let addr = *addrs.get(index as usize).ok_or(libc::ENODATA)?;
+    Ok(ibv_gid_entry {
+        gid: gid_of(addr),
+        gid_index: index,
+        port_num: 1,
+        gid_type: ibv_gid_type_IBV_GID_TYPE_ROCE_V2,
+        ndev_ifindex: 0,
+    })
+}
+
+/// The addresses in the GID table, in index order.
+fn gid_addrs(info: &DeviceInfo) -> Vec<std::net::IpAddr> {
+    vec![info.addr]
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn ibv_query_gid(
     context: *mut ibv_context,
@@ -287,12 +328,24 @@ pub unsafe extern "C" fn ibv_query_gid(
     index: libc::c_int,
     gid: *mut ibv_gid,
 ) -> libc::c_int {
-    if context.is_null() || gid.is_null() || port_num != 1 || index != 0 {
+    if context.is_null() || gid.is_null() || index < 0 {
         set_errno(libc::EINVAL);
         return -1;
     }
-    // SAFETY: live context, writable gid (contract).
-    unsafe { *gid = gid_of(info(context).addr) };
+    // SAFETY: live context (contract).
+    let entry = unsafe { gid_entry(context, port_num.into(), index as u32) };
+    let value = match entry {
+        Ok(e) => e.gid,
+        // libibverbs keeps the old answer for an empty entry: zero.
+        // SAFETY: all-zero is the zero GID.
+        Err(libc::ENODATA) => unsafe { core::mem::zeroed() },
+        Err(e) => {
+            set_errno(e);
+            return -1;
+        }
+    };
+    // SAFETY: writable gid (contract).
+    unsafe { *gid = value };
     0
 }
 
@@ -302,31 +355,31 @@ pub unsafe extern "C" fn _ibv_query_gid_ex(
     port_num: u32,
     gid_index: u32,
     entry: *mut ibv_gid_entry,
-    _flags: u32,
+    flags: u32,
     entry_size: usize,
 ) -> libc::c_int {
-    if context.is_null() || entry.is_null() || port_num != 1 {
+    if context.is_null() || entry.is_null() || flags != 0 {
         return libc::EINVAL;
-    }
-    if gid_index != 0 {
-        return libc::ENODATA;
     }
     if entry_size < core::mem::size_of::<ibv_gid_entry>() {
         return libc::EINVAL;
     }
-    // SAFETY: live context and an entry of at least entry_size bytes.
-    unsafe {
-        *entry = ibv_gid_entry {
-            gid: gid_of(info(context).addr),
-            gid_index: 0,
-            port_num: 1,
-            gid_type: ibv_gid_type_IBV_GID_TYPE_ROCE_V2,
-            ndev_ifindex: 0,
-        };
+    // SAFETY: live context (contract).
+    match unsafe { gid_entry(context, port_num, gid_index) } {
+        Ok(e) => {
+            // SAFETY: an entry of at least entry_size bytes (contract).
+            unsafe { *entry = e };
+            0
+        }
+        Err(e) => {
+            set_errno(e);
+            e
+        }
     }
-    0
 }
 
+/// Every valid entry of the table; EINVAL if they do not fit (as the
+/// kernel's QUERY_GID_TABLE).
 #[no_mangle]
 pub unsafe extern "C" fn _ibv_query_gid_table(
     context: *mut ibv_context,
@@ -335,17 +388,38 @@ pub unsafe extern "C" fn _ibv_query_gid_table(
     flags: u32,
     entry_size: usize,
 ) -> isize {
-    if max_entries == 0 {
-        return -(libc::EINVAL as isize);
+    let einval = -(libc::EINVAL as isize);
+    if context.is_null() || entries.is_null() || flags != 0 {
+        return einval;
     }
-    // SAFETY: as _ibv_query_gid_ex, for the first entry.
-    match unsafe { _ibv_query_gid_ex(context, 1, 0, entries, flags, entry_size) } {
-        0 => 1,
-        e => -(e as isize),
+    if entry_size < core::mem::size_of::<ibv_gid_entry>() {
+        return einval;
     }
+    // SAFETY: live context (contract).
+    let count = gid_addrs(unsafe { info(context) }).len();
+    if count > max_entries {
+        return einval;
+    }
+    for i in 0..count {
+        // SAFETY: live context; entry i lies within max_entries entries
+        // of entry_size bytes (contract).
+        unsafe {
+            match gid_entry(context, 1, i as u32) {
+                Ok(e) => {
+                    *entries
+                        .cast::<u8>()
+                        .add(i * entry_size)
+                        .cast::<ibv_gid_entry>() = e
+                }
+                Err(e) => return -(e as isize),
+            }
+        }
+    }
+    count as isize
 }
 
-/// `enum ibv_gid_type_sysfs`: 1 is RoCE v2.
+/// `enum ibv_gid_type_sysfs`: 0 is IB/RoCE v1 (libibverbs' answer for an
+/// empty entry), 1 RoCE v2.
 #[no_mangle]
 pub unsafe extern "C" fn ibv_query_gid_type(
     context: *mut ibv_context,
@@ -353,12 +427,21 @@ pub unsafe extern "C" fn ibv_query_gid_type(
     index: libc::c_uint,
     gid_type: *mut libc::c_int,
 ) -> libc::c_int {
-    if context.is_null() || gid_type.is_null() || port_num != 1 || index != 0 {
+    if context.is_null() || gid_type.is_null() {
         set_errno(libc::EINVAL);
         return -1;
     }
+    // SAFETY: live context (contract).
+    let t = match unsafe { gid_entry(context, port_num.into(), index) } {
+        Ok(_) => 1,
+        Err(libc::ENODATA) => 0,
+        Err(e) => {
+            set_errno(e);
+            return -1;
+        }
+    };
     // SAFETY: writable (contract).
-    unsafe { *gid_type = 1 };
+    unsafe { *gid_type = t };
     0
 }
 

@@ -1,9 +1,9 @@
 //! A drop-in `libibverbs.so.1` (the rdma-core v44 ABI, as in Debian 12)
 //! over migros devices: unmodified programs (ibverbs-utils, perftest,
-//! python3-pyverbs) run on `migrosd`. What migros does not do (memory
-//! windows, XRC, device memory, flow steering, counters, parent domains,
-//! importing objects, dma-buf MRs) fails with EOPNOTSUPP, as libibverbs
-//! answers for a provider without the operation.
+//! python3-pyverbs) run on `migrosd`. What migros does not do (XRC, device
+//! memory, flow steering, counters, parent domains, importing objects,
+//! dma-buf MRs, UD multicast, CQ moderation) fails with EOPNOTSUPP, as
+//! libibverbs answers for a provider without the operation.
 //!
 //! Every daemon in the socket directory (`MIGROS_SOCKET_DIR`, else
 //! `/run/migros`) is a device named as the daemon. Each C object handed out
@@ -20,11 +20,13 @@
 //! - `events`: asynchronous events (a daemon that dies: IBV_EVENT_DEVICE_FATAL);
 //! - `context`: the context block, its `ibv_context_ops` and `verbs_context`
 //!   tables;
-//! - `mr`: PDs and MRs; `cq`: CQs and completion channels (`channel`: the
+//! - `mr`: PDs and MRs; `mw`: memory windows; `cq`: CQs and completion channels (`channel`: the
 //!   descriptor programs wait on); `cqx`: the
 //!   extended CQ polling ops; `qp`: QPs, SRQs, AHs and the data path;
 //!   `qpx`: extended QPs and the `ibv_wr_*` ops; `srq`: SRQ receives
-//!   flushed when the daemon dies; `misc`: strings and small calls.
+//!   flushed when the daemon dies; `misc`: strings and small calls;
+//!   `kern`: the `ibv_copy_*_from_kern`/`to_kern` marshalling helpers;
+//!   `l2`: `ibv_resolve_eth_l2_from_gid`.
 //!
 //! The version nodes programs ask for (`IBVERBS_1.1`, …) are defined by a
 //! version script made from `versions.txt` by `build.rs`, which also makes
@@ -47,8 +49,11 @@ mod cq;
 mod cqx;
 mod device;
 mod events;
+mod kern;
+mod l2;
 mod misc;
 mod mr;
+mod mw;
 mod qp;
 mod qpx;
 mod srq;

@@ -159,6 +159,53 @@ pub extern "C" fn mult_to_ibv_rate(mult: libc::c_int) -> libc::c_int {
     }
 }
 
+/// The rate of an `enum ibv_rate` in Mbit/s (-1 for none), libibverbs'
+/// table.
+#[no_mangle]
+pub extern "C" fn ibv_rate_to_mbps(rate: libc::c_int) -> libc::c_int {
+    RATES
+        .iter()
+        .find(|(r, _)| *r == rate)
+        .map_or(-1, |(_, mbps)| *mbps)
+}
+
+/// The `enum ibv_rate` of exactly `mbps` Mbit/s (IBV_RATE_MAX, 0, if none).
+#[no_mangle]
+pub extern "C" fn mbps_to_ibv_rate(mbps: libc::c_int) -> libc::c_int {
+    RATES
+        .iter()
+        .find(|(_, m)| *m == mbps)
+        .map_or(0, |(rate, _)| *rate)
+}
+
+/// `enum ibv_rate` values and their Mbit/s (the IBA's data rates, so
+/// 100 Gb/s is 103125).
+const RATES: [(libc::c_int, libc::c_int); 23] = [
+    (2, 2500),
+    (5, 5000),
+    (3, 10000),
+    (6, 20000),
+    (4, 30000),
+    (7, 40000),
+    (8, 60000),
+    (9, 80000),
+    (10, 120000),
+    (11, 14062),
+    (12, 56250),
+    (13, 112500),
+    (14, 168750),
+    (15, 25781),
+    (16, 103125),
+    (17, 206250),
+    (18, 309375),
+    (19, 28125),
+    (20, 53125),
+    (21, 425000),
+    (22, 637500),
+    (23, 850000),
+    (24, 1275000),
+];
+
 #[no_mangle]
 pub extern "C" fn ibv_fork_init() -> libc::c_int {
     0
@@ -174,7 +221,15 @@ pub extern "C" fn ibv_dofork_range(_base: *mut libc::c_void, _size: usize) -> li
     0
 }
 
-/// Multicast is not supported.
+/// UD multicast is not supported: EOPNOTSUPP (the kernel's rxe attaches
+/// QPs to IP multicast groups). Doing it over IP multicast needs the
+/// destination address of every received datagram on the whole receive
+/// path (migrosd receives on one unicast address and verifies the ICRC
+/// against it; the transport's `handle_datagram` is not told the
+/// destination), group membership on the daemon's socket, delivery of one
+/// datagram to every attached QP, and the memberships carried by a
+/// migration. The receive path is being reworked for interoperability
+/// with the kernel; multicast belongs on top of that work.
 #[no_mangle]
 pub extern "C" fn ibv_attach_mcast(
     _qp: *mut ibv_qp,

@@ -17,7 +17,8 @@ pub(crate) struct Pd {
 #[repr(C)]
 struct Mr {
     mr: ibv_mr,
-    _inner: RawMr,
+    /// `None` once deregistered (the block is then freed).
+    inner: Option<RawMr>,
 }
 
 /// # Safety
@@ -75,17 +76,18 @@ pub unsafe extern "C" fn ibv_reg_mr_iova2(
     iova: u64,
     access: libc::c_uint,
 ) -> *mut ibv_mr {
-    if pd.is_null() || iova != addr as u64 {
-        // Remote addresses are this process's virtual addresses.
+    if pd.is_null() {
         return null_errno(libc::EINVAL);
     }
     // SAFETY: a live PD (contract).
     let p = unsafe { self::pd(pd) };
-    // Optional bits (relaxed ordering…) have no meaning here.
-    let access = Access(access & 0xf);
+    // Every bit goes to the device, which applies the kernel's rules
+    // (remote write or atomic without local write: EINVAL; optional
+    // hints such as relaxed ordering are ignored).
+    let access = Access(access);
     // SAFETY: the caller keeps addr..addr+length mapped until ibv_dereg_mr
     // (the ibv_reg_mr contract), which drops the RawMr.
-    match unsafe { p.inner.reg_mr_raw(addr as u64, length, access) } {
+    match unsafe { p.inner.reg_mr_raw_iova(addr as u64, length, iova, access) } {
         Ok(inner) => {
             let mr = ibv_mr {
                 // SAFETY: reading the PD block's own field.
@@ -97,24 +99,39 @@ pub unsafe extern "C" fn ibv_reg_mr_iova2(
                 lkey: inner.lkey,
                 rkey: inner.rkey,
             };
-            Box::into_raw(Box::new(Mr { mr, _inner: inner })).cast()
+            Box::into_raw(Box::new(Mr {
+                mr,
+                inner: Some(inner),
+            }))
+            .cast()
         }
         Err(e) => null_errno(e.errno()),
     }
 }
 
+/// Deregisters and frees the MR; if the device refuses (memory windows
+/// are bound to it: EINVAL, as rxe) the MR stays valid.
 #[no_mangle]
 pub unsafe extern "C" fn ibv_dereg_mr(mr: *mut ibv_mr) -> libc::c_int {
     if mr.is_null() {
         return libc::EINVAL;
+    }
+    // SAFETY: a live MR block (contract).
+    let block = unsafe { &mut *mr.cast::<Mr>() };
+    let Some(inner) = block.inner.take() else {
+        return libc::EINVAL;
+    };
+    if let Err((inner, e)) = inner.deregister() {
+        block.inner = Some(inner);
+        return e.errno();
     }
     // SAFETY: made by Box::into_raw in ibv_reg_mr_iova2, released once.
     drop(unsafe { Box::from_raw(mr.cast::<Mr>()) });
     0
 }
 
-/// `ibv_reg_mr_iova` (IBVERBS_1.7): the MR's remote address must be its
-/// virtual address, as for [`ibv_reg_mr_iova2`].
+/// `ibv_reg_mr_iova` (IBVERBS_1.7): SGEs and remote peers name the
+/// region's first byte `iova` (see [`ibv_reg_mr_iova2`]).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_reg_mr_iova(
     pd: *mut ibv_pd,

@@ -5,11 +5,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use migros_verbs::{
-    Access, AttrMask, Mtu, Qp as VQp, QpAttr, QpCap, QpInitAttr, QpState, QpType, RecvWr, SendData,
-    SendFlags, SendWr, Sge, Srq as VSrq, UdDest, WrOpcode,
+    Access, AttrMask, Mtu, MwBind, PostError, Qp as VQp, QpAttr, QpCap, QpInitAttr, QpState,
+    QpType, RecvWr, SendData, SendFlags, SendWr, Sge, Srq as VSrq, UdDest, WrOpcode,
 };
 
-use crate::context::Ctx;
+use crate::context::{lock, Ctx};
 use crate::cq::cq;
 use crate::mr::pd;
 use crate::srq::SrqTrack;
@@ -115,13 +115,16 @@ pub unsafe extern "C" fn ibv_create_qp(
                 .attach(inner.qpn, (*a.recv_cq).handle, track);
         }
     }
-    Box::into_raw(Box::new(Qp {
+    let qpn = inner.qpn;
+    let block = Box::into_raw(Box::new(Qp {
         qpx,
         inner,
         init: *a,
         batch: Default::default(),
-    }))
-    .cast()
+    }));
+    // SAFETY: the PD's context is open (contract).
+    lock(&unsafe { Ctx::from_ibv((*pd).context) }.qps).insert(qpn, block as usize);
+    block.cast()
 }
 
 #[no_mangle]
@@ -132,11 +135,17 @@ pub unsafe extern "C" fn ibv_destroy_qp(qp: *mut ibv_qp) -> libc::c_int {
     // SAFETY: made by Box::into_raw in ibv_create_qp, released once.
     let block = unsafe { Box::from_raw(qp.cast::<Qp>()) };
     let q = &block.qpx.qp_base;
+    // SAFETY: the QP's context is open (contract).
+    let ctx = unsafe { Ctx::from_ibv(q.context) };
     if !q.srq.is_null() {
-        // SAFETY: the QP's context is open (contract).
-        unsafe { Ctx::from_ibv(q.context) }.srq_qps.detach(q.qp_num);
+        ctx.srq_qps.detach(q.qp_num);
     }
+    // Under the registry's lock: an async event being delivered either
+    // names the QP while it lives or does not find it.
+    let mut qps = lock(&ctx.qps);
+    qps.remove(&q.qp_num);
     drop(block);
+    drop(qps);
     0
 }
 
@@ -193,7 +202,7 @@ fn qp_attr(a: &ibv_qp_attr, mask: u32) -> Option<QpAttr> {
         rq_psn: a.rq_psn,
         sq_psn: a.sq_psn,
         dest_qp_num: a.dest_qp_num,
-        qp_access_flags: Access(a.qp_access_flags & 0xf),
+        qp_access_flags: Access(a.qp_access_flags),
         cap: QpCap {
             max_send_wr: a.cap.max_send_wr,
             max_recv_wr: a.cap.max_recv_wr,
@@ -295,8 +304,10 @@ pub unsafe extern "C" fn ibv_query_qp(
     a.retry_cnt = r.retry_cnt;
     a.rnr_retry = r.rnr_retry;
     a.sq_draining = r.sq_draining as u8;
-    // SAFETY: writable out parameters (contract).
+    // SAFETY: writable out parameters and the QP's own field (contract).
     unsafe {
+        // As libibverbs: the program's `qp->state` follows what it queried.
+        (*qp).state = a.qp_state;
         *attr = a;
         if !init_attr.is_null() {
             *init_attr = q.init;
@@ -325,10 +336,33 @@ unsafe fn sges(list: *const ibv_sge, n: libc::c_int) -> Vec<Sge> {
         .collect()
 }
 
+/// The migros form of a C memory window bind (`struct ibv_mw_bind_info`)
+/// of window `mw` to its new rkey `new_rkey`.
+///
+/// # Safety
+/// `mw` must be a live window and `info.mr` null or a live MR.
+pub(crate) unsafe fn mw_bind(mw: *const ibv_mw, new_rkey: u32, info: &ibv_mw_bind_info) -> MwBind {
+    MwBind {
+        // SAFETY: a live window (caller).
+        mw_rkey: unsafe { (*mw).rkey },
+        new_rkey,
+        // SAFETY: a live MR or none (caller).
+        mr_lkey: if info.mr.is_null() {
+            0
+        } else {
+            unsafe { (*info.mr).lkey }
+        },
+        addr: info.addr,
+        length: info.length,
+        access: Access(info.mw_access_flags),
+    }
+}
+
 /// The migros form of one C send WR.
 ///
 /// # Safety
-/// `wr` must be a valid `ibv_send_wr` whose SGEs (and AH, for UD) are valid.
+/// `wr` must be a valid `ibv_send_wr` whose SGEs (and AH, for UD; window
+/// and MR, for BIND_MW) are valid.
 unsafe fn send_wr(wr: &ibv_send_wr, is_ud: bool) -> Option<SendWr> {
     // SAFETY: the union members are read according to the opcode (contract).
     let (rdma, atomic, imm) = unsafe { (wr.wr.rdma, wr.wr.atomic, wr.__bindgen_anon_1.imm_data) };
@@ -365,6 +399,25 @@ unsafe fn send_wr(wr: &ibv_send_wr, is_ud: bool) -> Option<SendWr> {
             rkey: atomic.rkey,
             add: atomic.compare_add,
         },
+        // SAFETY: invalidate_rkey is the union member of LOCAL_INV.
+        ibv_wr_opcode_IBV_WR_LOCAL_INV => WrOpcode::LocalInv {
+            rkey: unsafe { wr.__bindgen_anon_1.invalidate_rkey },
+        },
+        ibv_wr_opcode_IBV_WR_BIND_MW => {
+            // SAFETY: bind_mw is the union member of BIND_MW; its window
+            // and MR are live (contract).
+            let b = unsafe { wr.__bindgen_anon_2.bind_mw };
+            if b.mw.is_null() {
+                return None;
+            }
+            // SAFETY: as above.
+            WrOpcode::BindMw(unsafe { mw_bind(b.mw, b.rkey, &b.bind_info) })
+        }
+        // The 8 bytes come from the SGE list, the target from `wr.rdma`.
+        ibv_wr_opcode_IBV_WR_ATOMIC_WRITE => WrOpcode::AtomicWrite {
+            remote_addr: rdma.remote_addr,
+            rkey: rdma.rkey,
+        },
         _ => return None,
     };
     let flags = SendFlags(wr.send_flags & 0xf);
@@ -400,7 +453,8 @@ unsafe fn send_wr(wr: &ibv_send_wr, is_ud: bool) -> Option<SendWr> {
     })
 }
 
-/// `ops.post_send`.
+/// `ops.post_send`: the WRs before the first that fails are posted, and
+/// `bad_wr` points at that one.
 pub(crate) unsafe extern "C" fn post_send(
     qp: *mut ibv_qp,
     wr: *mut ibv_send_wr,
@@ -417,30 +471,45 @@ pub(crate) unsafe extern "C" fn post_send(
     }
     let is_ud = q.inner.qp_type() == QpType::Ud;
     let mut wrs = Vec::new();
+    let mut ptrs = Vec::new();
     let mut cur = wr;
+    // A WR that does not convert ends the list: the ones before it are
+    // posted, it is the bad one (EINVAL).
+    let mut unconverted = None;
     while !cur.is_null() {
         // SAFETY: a valid WR list (contract).
         let w = unsafe { &*cur };
         // SAFETY: as above; UD fields only for UD QPs.
         match unsafe { send_wr(w, is_ud) } {
-            Some(s) => wrs.push(s),
+            Some(s) => {
+                wrs.push(s);
+                ptrs.push(cur);
+            }
             None => {
-                return fail(
-                    q.inner
-                        .post_send(&wrs)
-                        .err()
-                        .map_or(libc::EINVAL, |e| e.errno()),
-                    cur,
-                    bad_wr,
-                );
+                unconverted = Some(cur);
+                break;
             }
         }
         cur = w.next;
     }
-    match q.inner.post_send(&wrs) {
-        Ok(()) => 0,
-        // Which WR failed is not known here: report the first.
-        Err(e) => fail(e.errno(), wr, bad_wr),
+    posted(q.inner.post_send_counted(&wrs), &ptrs, unconverted, bad_wr)
+}
+
+/// The outcome of posting the WRs `ptrs` point to, followed by the one
+/// `rest` points to (which could not be converted), through `bad_wr`.
+fn posted<T>(
+    result: Result<(), PostError>,
+    ptrs: &[*mut T],
+    rest: Option<*mut T>,
+    bad_wr: *mut *mut T,
+) -> libc::c_int {
+    match (result, rest) {
+        (Ok(()), None) => 0,
+        (Ok(()), Some(bad)) => fail(libc::EINVAL, bad, bad_wr),
+        (Err(e), _) => {
+            let bad = ptrs.get(e.posted).copied().unwrap_or(std::ptr::null_mut());
+            fail(e.error.errno(), bad, bad_wr)
+        }
     }
 }
 
@@ -453,24 +522,41 @@ fn fail<T>(errno: i32, bad: *mut T, bad_wr: *mut *mut T) -> libc::c_int {
     errno
 }
 
+/// A C receive WR list in migros form: the WRs, where each one is, and
+/// the first that cannot be converted (a negative `num_sge`), which ends it.
+struct RecvList {
+    wrs: Vec<RecvWr>,
+    ptrs: Vec<*mut ibv_recv_wr>,
+    bad: Option<*mut ibv_recv_wr>,
+}
+
 /// The migros forms of a C receive WR list.
 ///
 /// # Safety
 /// `wr` must be a valid list.
-unsafe fn recv_wrs(wr: *mut ibv_recv_wr) -> Vec<RecvWr> {
-    let mut out = Vec::new();
+unsafe fn recv_wrs(wr: *mut ibv_recv_wr) -> RecvList {
+    let mut list = RecvList {
+        wrs: Vec::new(),
+        ptrs: Vec::new(),
+        bad: None,
+    };
     let mut cur = wr;
     while !cur.is_null() {
         // SAFETY: a valid list (caller).
         let w = unsafe { &*cur };
-        out.push(RecvWr {
+        if w.num_sge < 0 {
+            list.bad = Some(cur);
+            break;
+        }
+        list.wrs.push(RecvWr {
             wr_id: w.wr_id,
             // SAFETY: num_sge entries (caller).
             sges: unsafe { sges(w.sg_list, w.num_sge) },
         });
+        list.ptrs.push(cur);
         cur = w.next;
     }
-    out
+    list
 }
 
 /// `ops.post_recv`.
@@ -483,15 +569,13 @@ pub(crate) unsafe extern "C" fn post_recv(
         return libc::EINVAL;
     }
     // SAFETY: live QP and a valid list (contract).
-    let (q, wrs) = unsafe { (&*qp.cast::<Qp>(), recv_wrs(wr)) };
+    let (q, list) = unsafe { (&*qp.cast::<Qp>(), recv_wrs(wr)) };
     // SAFETY: the QP's context is open (contract).
     if unsafe { Ctx::dead(q.qpx.qp_base.context) } {
         return fail(libc::EIO, wr, bad_wr);
     }
-    match q.inner.post_recv(&wrs) {
-        Ok(()) => 0,
-        Err(e) => fail(e.errno(), wr, bad_wr),
-    }
+    let result = q.inner.post_recv_counted(&list.wrs);
+    posted(result, &list.ptrs, list.bad, bad_wr)
 }
 
 /// `ops.post_srq_recv`.
@@ -504,18 +588,15 @@ pub(crate) unsafe extern "C" fn post_srq_recv(
         return libc::EINVAL;
     }
     // SAFETY: live SRQ and a valid list (contract).
-    let (s, wrs) = unsafe { (&*srq.cast::<Srq>(), recv_wrs(wr)) };
+    let (s, list) = unsafe { (&*srq.cast::<Srq>(), recv_wrs(wr)) };
     // SAFETY: the SRQ's context is open (contract).
     if unsafe { Ctx::dead(s.srq.context) } {
         return fail(libc::EIO, wr, bad_wr);
     }
-    match s.inner.post_recv(&wrs) {
-        Ok(()) => {
-            s.track.post(wrs.iter().map(|w| w.wr_id));
-            0
-        }
-        Err(e) => fail(e.errno(), wr, bad_wr),
-    }
+    let result = s.inner.post_recv_counted(&list.wrs);
+    let n = result.as_ref().err().map_or(list.wrs.len(), |e| e.posted);
+    s.track.post(list.wrs[..n].iter().map(|w| w.wr_id));
+    posted(result, &list.ptrs, list.bad, bad_wr)
 }
 
 #[no_mangle]
@@ -545,9 +626,57 @@ pub unsafe extern "C" fn ibv_create_srq(
     srq.pd = pd;
     srq.handle = inner.handle;
     let track = SrqTrack::new(inner.entries());
-    Box::into_raw(Box::new(Srq { srq, inner, track })).cast()
+    let handle = inner.handle;
+    let block = Box::into_raw(Box::new(Srq { srq, inner, track }));
+    // SAFETY: the PD's context is open (contract).
+    lock(&unsafe { Ctx::from_ibv((*pd).context) }.srqs).insert(handle, block as usize);
+    block.cast()
 }
 
+/// `verbs_context.create_srq_ex`, reached for what `ibv_create_srq_ex`
+/// does not hand to `ibv_create_srq` itself: a basic SRQ with a CQ or an
+/// XRC domain named (both ignored, as the kernel ignores them for basic
+/// SRQs) is created; XRC and tag-matching SRQs are not supported
+/// (EOPNOTSUPP, as rxe); unknown mask bits or no PD are EINVAL.
+pub(crate) unsafe extern "C" fn create_srq_ex(
+    _context: *mut ibv_context,
+    attr: *mut ibv_srq_init_attr_ex,
+) -> *mut ibv_srq {
+    if attr.is_null() {
+        return null_errno(libc::EINVAL);
+    }
+    // SAFETY: a readable attr (contract).
+    let a = unsafe { &mut *attr };
+    let known = ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TYPE
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_PD
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_XRCD
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_CQ
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TM;
+    if a.comp_mask & !known != 0 {
+        return null_errno(libc::EINVAL);
+    }
+    let basic = a.comp_mask & ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TYPE == 0
+        || a.srq_type == ibv_srq_type_IBV_SRQT_BASIC;
+    if !basic {
+        return null_errno(libc::EOPNOTSUPP);
+    }
+    if a.comp_mask & ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_PD == 0 || a.pd.is_null() {
+        return null_errno(libc::EINVAL);
+    }
+    let mut plain = ibv_srq_init_attr {
+        srq_context: a.srq_context,
+        attr: a.attr,
+    };
+    // SAFETY: a live PD (contract).
+    let srq = unsafe { ibv_create_srq(a.pd, &mut plain) };
+    a.attr = plain.attr;
+    srq
+}
+
+/// `ibv_modify_srq`: `IBV_SRQ_MAX_WR` resizes the SRQ (never below what
+/// it holds or below the limit), `IBV_SRQ_LIMIT` arms the limit event (at
+/// most the SRQ's size); both checked before either applies (EINVAL, as
+/// rxe's `rxe_srq_chk_attr`).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_modify_srq(
     srq: *mut ibv_srq,
@@ -557,29 +686,53 @@ pub unsafe extern "C" fn ibv_modify_srq(
     if srq.is_null() || attr.is_null() {
         return libc::EINVAL;
     }
-    // SAFETY: live SRQ and attr (contract).
-    let (s, a) = unsafe { (&*srq.cast::<Srq>(), &*attr) };
-    if mask as u32 & ibv_srq_attr_mask_IBV_SRQ_LIMIT == 0 {
-        return 0;
+    let mask = mask as u32;
+    let known = ibv_srq_attr_mask_IBV_SRQ_MAX_WR | ibv_srq_attr_mask_IBV_SRQ_LIMIT;
+    if mask & !known != 0 {
+        return libc::EINVAL;
     }
-    match s.inner.modify_limit(a.srq_limit) {
-        Ok(()) => 0,
+    // SAFETY: live SRQ and attr (contract).
+    let (s, a) = unsafe { (&*srq.cast::<Srq>(), &mut *attr) };
+    let max_wr = (mask & ibv_srq_attr_mask_IBV_SRQ_MAX_WR != 0).then_some(a.max_wr);
+    let limit = (mask & ibv_srq_attr_mask_IBV_SRQ_LIMIT != 0).then_some(a.srq_limit);
+    if max_wr == Some(0) {
+        return libc::EINVAL;
+    }
+    match s.inner.modify(max_wr, limit) {
+        Ok(()) => {
+            if max_wr.is_some() {
+                a.max_wr = s.inner.entries();
+                s.track.resize(s.inner.entries());
+            }
+            0
+        }
         Err(e) => e.errno(),
     }
 }
 
+/// `ibv_query_srq`: its size, SGEs and armed limit (0 once the limit
+/// event fired).
 #[no_mangle]
 pub unsafe extern "C" fn ibv_query_srq(srq: *mut ibv_srq, attr: *mut ibv_srq_attr) -> libc::c_int {
     if srq.is_null() || attr.is_null() {
         return libc::EINVAL;
     }
-    // SAFETY: live SRQ, writable attr (contract).
-    unsafe {
-        let s = &*srq.cast::<Srq>();
-        (*attr).max_wr = s.inner.entries();
-        (*attr).max_sge = migros_proto::ring::MAX_RECV_SGE as u32;
+    // SAFETY: a live SRQ (contract).
+    let s = unsafe { &*srq.cast::<Srq>() };
+    match s.inner.query() {
+        Ok((max_wr, limit)) => {
+            // SAFETY: a writable attr (contract).
+            unsafe {
+                *attr = ibv_srq_attr {
+                    max_wr,
+                    max_sge: s.inner.max_sge(),
+                    srq_limit: limit,
+                };
+            }
+            0
+        }
+        Err(e) => e.errno(),
     }
-    0
 }
 
 #[no_mangle]
@@ -588,7 +741,13 @@ pub unsafe extern "C" fn ibv_destroy_srq(srq: *mut ibv_srq) -> libc::c_int {
         return libc::EINVAL;
     }
     // SAFETY: made by Box::into_raw in ibv_create_srq, released once.
-    drop(unsafe { Box::from_raw(srq.cast::<Srq>()) });
+    let block = unsafe { Box::from_raw(srq.cast::<Srq>()) };
+    // SAFETY: the SRQ's context is open (contract).
+    let ctx = unsafe { Ctx::from_ibv(block.srq.context) };
+    let mut srqs = lock(&ctx.srqs);
+    srqs.remove(&block.srq.handle);
+    drop(block);
+    drop(srqs);
     0
 }
 
@@ -599,9 +758,15 @@ pub unsafe extern "C" fn ibv_create_ah(pd: *mut ibv_pd, attr: *mut ibv_ah_attr) 
     }
     // SAFETY: readable attr (contract).
     let a = unsafe { &*attr };
-    if a.is_global == 0 {
-        // RoCE needs the GRH: the destination is its GID.
+    // As the kernel's rdma_check_ah_attr: the port must exist and RoCE
+    // needs the GRH (the destination is its GID, the source its
+    // sgid_index, which must name a GID the device has).
+    if a.is_global == 0 || a.port_num != 1 {
         return null_errno(libc::EINVAL);
+    }
+    // SAFETY: the PD's context is open (contract).
+    if let Err(e) = unsafe { crate::device::gid_entry((*pd).context, 1, a.grh.sgid_index.into()) } {
+        return null_errno(e);
     }
     let ah = ibv_ah {
         // SAFETY: reading the PD block's own field.

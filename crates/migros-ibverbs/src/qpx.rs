@@ -5,7 +5,7 @@
 //! its data or UD destination, and `wr_complete` posts the batch (or
 //! returns the first error seen while building it); `wr_abort` drops it.
 
-use migros_verbs::{SendData, SendFlags, SendWr, Sge, UdDest, WrOpcode};
+use migros_verbs::{Error, SendData, SendFlags, SendWr, Sge, UdDest, WrOpcode};
 
 use crate::context::{lock, Ctx};
 use crate::qp::{ibv_create_qp, Ah, Qp};
@@ -20,7 +20,10 @@ const SUPPORTED_SEND_OPS: u64 = (ibv_qp_create_send_ops_flags_IBV_QP_EX_WITH_RDM
     | ibv_qp_create_send_ops_flags_IBV_QP_EX_WITH_RDMA_READ
     | ibv_qp_create_send_ops_flags_IBV_QP_EX_WITH_ATOMIC_CMP_AND_SWP
     | ibv_qp_create_send_ops_flags_IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD
-    | ibv_qp_create_send_ops_flags_IBV_QP_EX_WITH_SEND_WITH_INV)
+    | ibv_qp_create_send_ops_flags_IBV_QP_EX_WITH_SEND_WITH_INV
+    | ibv_qp_create_send_ops_flags_IBV_QP_EX_WITH_LOCAL_INV
+    | ibv_qp_create_send_ops_flags_IBV_QP_EX_WITH_BIND_MW
+    | ibv_qp_create_send_ops_flags_IBV_QP_EX_WITH_ATOMIC_WRITE)
     as u64;
 
 /// The work requests between `wr_start` and `wr_complete`.
@@ -76,6 +79,9 @@ pub(crate) fn set_ops(q: &mut ibv_qp_ex) {
     q.wr_rdma_read = Some(wr_rdma_read);
     q.wr_atomic_cmp_swp = Some(wr_atomic_cmp_swp);
     q.wr_atomic_fetch_add = Some(wr_atomic_fetch_add);
+    q.wr_local_inv = Some(wr_local_inv);
+    q.wr_bind_mw = Some(wr_bind_mw);
+    q.wr_atomic_write = Some(wr_atomic_write);
     q.wr_set_sge = Some(wr_set_sge);
     q.wr_set_sge_list = Some(wr_set_sge_list);
     q.wr_set_inline_data = Some(wr_set_inline_data);
@@ -157,9 +163,11 @@ unsafe extern "C" fn wr_complete(qp: *mut ibv_qp_ex) -> libc::c_int {
     if unsafe { Ctx::dead((*qp).qp_base.context) } {
         return libc::EIO;
     }
+    // All or nothing, as rxe's wr_complete; a full queue is ENOSPC there.
     // SAFETY: a live QP block (contract).
-    match unsafe { &(*qp.cast::<Qp>()).inner }.post_send(&b.wrs) {
+    match unsafe { &(*qp.cast::<Qp>()).inner }.post_send_all(&b.wrs) {
         Ok(()) => 0,
+        Err(Error::QueueFull) => libc::ENOSPC,
         Err(e) => e.errno(),
     }
 }
@@ -250,6 +258,68 @@ unsafe extern "C" fn wr_atomic_fetch_add(
     unsafe { push(qp, op) }
 }
 
+unsafe extern "C" fn wr_local_inv(qp: *mut ibv_qp_ex, invalidate_rkey: u32) {
+    let op = WrOpcode::LocalInv {
+        rkey: invalidate_rkey,
+    };
+    // SAFETY: a live QP (contract).
+    unsafe { push(qp, op) }
+}
+
+unsafe extern "C" fn wr_bind_mw(
+    qp: *mut ibv_qp_ex,
+    mw: *mut ibv_mw,
+    rkey: u32,
+    bind_info: *const ibv_mw_bind_info,
+) {
+    if mw.is_null() || bind_info.is_null() {
+        // SAFETY: a live QP (contract).
+        unsafe { batch_error(qp, libc::EINVAL) };
+        return;
+    }
+    // SAFETY: a live window and bind info with a live MR or none (contract).
+    let bind = unsafe { crate::qp::mw_bind(mw, rkey, &*bind_info) };
+    // SAFETY: a live QP (contract).
+    unsafe { push(qp, WrOpcode::BindMw(bind)) }
+}
+
+/// ATOMIC WRITE of the 8 bytes at `atomic_wr` (copied now).
+unsafe extern "C" fn wr_atomic_write(
+    qp: *mut ibv_qp_ex,
+    rkey: u32,
+    remote_addr: u64,
+    atomic_wr: *const libc::c_void,
+) {
+    // SAFETY: 8 readable bytes (contract).
+    let value = unsafe { bytes(atomic_wr, 8) };
+    if value.len() != 8 {
+        // SAFETY: a live QP (contract).
+        unsafe { batch_error(qp, libc::EINVAL) };
+        return;
+    }
+    // SAFETY: a live QP (contract).
+    unsafe {
+        push(qp, WrOpcode::AtomicWrite { remote_addr, rkey });
+        last(qp, |w| w.data = SendData::Inline(value));
+    }
+}
+
+/// Records an error the batch's `wr_complete` reports.
+///
+/// # Safety
+/// `qp` must be a live QP of this library.
+unsafe fn batch_error(qp: *mut ibv_qp_ex, errno: i32) {
+    if qp.is_null() {
+        return;
+    }
+    // SAFETY: a live QP (caller).
+    unsafe {
+        batch(qp, |b| {
+            b.error.get_or_insert(errno);
+        })
+    }
+}
+
 unsafe extern "C" fn wr_set_sge(qp: *mut ibv_qp_ex, lkey: u32, addr: u64, length: u32) {
     let sge = Sge { addr, length, lkey };
     // SAFETY: a live QP (contract).
@@ -335,11 +405,7 @@ unsafe extern "C" fn wr_set_ud_addr(
     }
     if ah.is_null() {
         // SAFETY: a live QP (contract).
-        unsafe {
-            batch(qp, |b| {
-                b.error.get_or_insert(libc::EINVAL);
-            })
-        };
+        unsafe { batch_error(qp, libc::EINVAL) };
         return;
     }
     // SAFETY: a live AH of this library (contract).

@@ -21,15 +21,15 @@ use crate::context::lock;
 /// The receives of one SRQ not yet accounted for by a completion.
 pub(crate) struct SrqTrack {
     /// The SRQ's depth: no more receives than this are outstanding, so
-    /// older records have completed.
-    cap: usize,
+    /// older records have completed (changes when the SRQ is resized).
+    cap: AtomicUsize,
     pending: Mutex<VecDeque<u64>>,
 }
 
 impl SrqTrack {
     pub fn new(cap: u32) -> Arc<SrqTrack> {
         Arc::new(SrqTrack {
-            cap: cap.max(1) as usize,
+            cap: AtomicUsize::new(cap.max(1) as usize),
             pending: Mutex::default(),
         })
     }
@@ -38,9 +38,14 @@ impl SrqTrack {
     pub fn post(&self, wr_ids: impl Iterator<Item = u64>) {
         let mut q = lock(&self.pending);
         q.extend(wr_ids);
-        while q.len() > self.cap {
+        while q.len() > self.cap.load(Ordering::Relaxed) {
             q.pop_front();
         }
+    }
+
+    /// The SRQ now holds `cap` receives.
+    pub fn resize(&self, cap: u32) {
+        self.cap.store(cap.max(1) as usize, Ordering::Relaxed);
     }
 
     /// Drops the receive a completion names (QPs consume an SRQ in posting

@@ -18,7 +18,12 @@ use crate::counters::{DeviceCounters, QpCounters};
 use crate::verbs::*;
 
 /// Version of this protocol; a daemon refuses clients of another.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: memory windows, region I/O addresses, CQ and SRQ resizing, SRQ
+/// queries, asynchronous events.
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// Most memory windows a session may hold (`max_mw`).
+pub const MAX_MW: u32 = 1 << 16;
 
 /// Handle of a completion channel.
 pub type ChannelId = u32;
@@ -47,14 +52,26 @@ pub enum Request {
     DeallocPd {
         pd: Pdn,
     },
+    /// `iova` is the address remote peers and SGEs name the region's
+    /// first byte by (`addr` for `ibv_reg_mr`).
     RegMr {
         pd: Pdn,
         addr: u64,
         length: u64,
+        iova: u64,
         access: Access,
     },
     DeregMr {
         lkey: u32,
+    },
+    /// A memory window of `pd`; answered [`Response::Mw`].
+    AllocMw {
+        pd: Pdn,
+        mw_type: MwType,
+    },
+    /// The window with this rkey's index, whatever its key byte now.
+    DeallocMw {
+        rkey: u32,
     },
     CreateChannel,
     DestroyChannel {
@@ -71,6 +88,16 @@ pub enum Request {
     DestroyCq {
         cq: Cqn,
     },
+    /// The CQ moves to a new ring of `entries` CQEs with its own control
+    /// word; the completions the client has not taken yet are copied to
+    /// the start of the new ring, in order. The client holds its consumer
+    /// still until the answer, then reads the new ring from index 0.
+    ResizeCq {
+        cq: Cqn,
+        entries: u32,
+        ring: u64,
+        ctrl: u64,
+    },
     /// Arms the CQ: the next completion sends an [`Event::Completion`].
     ReqNotifyCq {
         cq: Cqn,
@@ -85,9 +112,16 @@ pub enum Request {
         ring: u64,
         ctrl: u64,
     },
+    /// `limit`: arms the limit event (0 disarms). `resize`: the SRQ
+    /// takes up to `max_wr` receives from a new ring.
     ModifySrq {
         srq: Srqn,
-        limit: u32,
+        limit: Option<u32>,
+        resize: Option<SrqResize>,
+    },
+    /// Answered [`Response::SrqAttr`].
+    QuerySrq {
+        srq: Srqn,
     },
     DestroySrq {
         srq: Srqn,
@@ -131,6 +165,11 @@ pub enum Request {
     SrqDoorbell {
         srq: Srqn,
         pi: u32,
+    },
+    /// Asynchronous events of this session (QPs, CQs, SRQs, the port)
+    /// go to `channel` from now on, as [`Event::Async`].
+    SubscribeAsync {
+        channel: ChannelId,
     },
     /// Counters of the device and of this session's QPs.
     Stats,
@@ -215,6 +254,13 @@ pub enum Response {
         qpn: Qpn,
     },
     QpAttr(QpAttr),
+    Mw {
+        rkey: u32,
+    },
+    SrqAttr {
+        max_wr: u32,
+        limit: u32,
+    },
     Stats {
         device: DeviceCounters,
         qps: Vec<(Qpn, QpCounters)>,
@@ -231,13 +277,49 @@ pub enum Response {
     },
 }
 
+/// A new ring for an SRQ (see [`Request::ModifySrq`]): the daemon takes
+/// the old ring's receives up to the client's producer index `pi`, then
+/// reads `ring` (`max_wr` entries) from index 0, publishing its consumer
+/// index at `ctrl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SrqResize {
+    pub max_wr: u32,
+    pub pi: u32,
+    pub ring: u64,
+    pub ctrl: u64,
+}
+
 /// What the daemon sends on a completion channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// An armed CQ got a completion (the CQ is disarmed again).
     Completion { cq: Cqn },
-    /// A QP of the session failed (IBV_EVENT_QP_FATAL).
-    QpFatal { qpn: Qpn },
+    /// An asynchronous event, on the channel the session subscribed.
+    Async(AsyncEvent),
+}
+
+/// An asynchronous event (`struct ibv_async_event`): what happened, and
+/// to which QP, CQ or SRQ (its number; the port's is 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsyncEvent {
+    pub kind: AsyncKind,
+    pub element: u32,
+}
+
+/// The kinds of asynchronous events migros raises, named and numbered as
+/// `enum ibv_event_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AsyncKind {
+    CqErr = 0,
+    QpFatal = 1,
+    QpReqErr = 2,
+    QpAccessErr = 3,
+    CommEst = 4,
+    SqDrained = 5,
+    PortActive = 9,
+    PortErr = 10,
+    SrqLimitReached = 15,
+    QpLastWqeReached = 16,
 }
 
 /// A device as its clients see it.

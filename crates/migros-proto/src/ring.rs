@@ -274,6 +274,16 @@ pub fn encode_send(wr: &SendWr, out: &mut [u8; SQ_WQE_SIZE]) -> Result<(), RingE
             rkey,
             add,
         } => (7, 0, rkey, remote_addr, add, 0),
+        WrOpcode::LocalInv { rkey } => (8, rkey, 0, 0, 0, 0),
+        WrOpcode::BindMw(b) => (
+            9,
+            b.new_rkey,
+            b.mw_rkey,
+            b.addr,
+            b.length,
+            u64::from(b.mr_lkey) | u64::from(b.access.0) << 32,
+        ),
+        WrOpcode::AtomicWrite { remote_addr, rkey } => (10, 0, rkey, remote_addr, 0, 0),
     };
     out[f::OPCODE] = code;
     out[f::FLAGS] = (wr.flags.0 & 0x0f) as u8;
@@ -349,6 +359,19 @@ pub fn decode_send(b: &[u8; SQ_WQE_SIZE]) -> Result<SendWr, RingError> {
             remote_addr: raddr,
             rkey,
             add: cmp_add,
+        },
+        8 => WrOpcode::LocalInv { rkey: imm_or_inv },
+        9 => WrOpcode::BindMw(MwBind {
+            mw_rkey: rkey,
+            new_rkey: imm_or_inv,
+            mr_lkey: swap as u32,
+            addr: raddr,
+            length: cmp_add,
+            access: Access((swap >> 32) as u32),
+        }),
+        10 => WrOpcode::AtomicWrite {
+            remote_addr: raddr,
+            rkey,
         },
         other => return Err(RingError::Opcode(other)),
     };
@@ -443,6 +466,7 @@ pub fn decode_cqe(b: &[u8; CQE_SIZE]) -> Result<WorkCompletion, RingError> {
         2 => WcStatus::LocQpOpErr,
         4 => WcStatus::LocProtErr,
         5 => WcStatus::WrFlushErr,
+        6 => WcStatus::MwBindErr,
         7 => WcStatus::BadRespErr,
         8 => WcStatus::LocAccessErr,
         9 => WcStatus::RemInvReqErr,
@@ -461,6 +485,9 @@ pub fn decode_cqe(b: &[u8; CQE_SIZE]) -> Result<WorkCompletion, RingError> {
         2 => WcOpcode::RdmaRead,
         3 => WcOpcode::CompSwap,
         4 => WcOpcode::FetchAdd,
+        5 => WcOpcode::BindMw,
+        6 => WcOpcode::LocalInv,
+        9 => WcOpcode::AtomicWrite,
         128 => WcOpcode::Recv,
         129 => WcOpcode::RecvRdmaWithImm,
         _ => return Err(RingError::Completion),
@@ -528,6 +555,37 @@ mod tests {
                 },
                 flags: SendFlags::default(),
                 data: SendData::Sges(vec![sge(1)]),
+                ud: None,
+            },
+            SendWr {
+                wr_id: 5,
+                opcode: WrOpcode::BindMw(MwBind {
+                    mw_rkey: 0x1234_5601,
+                    new_rkey: 0x1234_5602,
+                    mr_lkey: 0xfeed,
+                    addr: 0x7f00_0000_1000,
+                    length: 1 << 33,
+                    access: Access::REMOTE_WRITE | Access::ZERO_BASED,
+                }),
+                flags: SendFlags::SIGNALED,
+                data: SendData::Sges(vec![]),
+                ud: None,
+            },
+            SendWr {
+                wr_id: 6,
+                opcode: WrOpcode::LocalInv { rkey: 0xabcd_ef01 },
+                flags: SendFlags::FENCE,
+                data: SendData::Sges(vec![]),
+                ud: None,
+            },
+            SendWr {
+                wr_id: 7,
+                opcode: WrOpcode::AtomicWrite {
+                    remote_addr: 0x1000,
+                    rkey: 3,
+                },
+                flags: SendFlags::INLINE,
+                data: SendData::Inline(vec![1, 2, 3, 4, 5, 6, 7, 8]),
                 ud: None,
             },
             SendWr {

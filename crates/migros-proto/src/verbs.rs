@@ -107,9 +107,31 @@ impl Access {
     pub const REMOTE_WRITE: Access = Access(2);
     pub const REMOTE_READ: Access = Access(4);
     pub const REMOTE_ATOMIC: Access = Access(8);
+    /// Memory windows may be bound to the region.
+    pub const MW_BIND: Access = Access(1 << 4);
+    /// A memory window addressed from 0 rather than by virtual address.
+    pub const ZERO_BASED: Access = Access(1 << 5);
+    /// On-demand paging: accepted, as process memory is always reachable.
+    pub const ON_DEMAND: Access = Access(1 << 6);
+    pub const HUGETLB: Access = Access(1 << 7);
+    pub const FLUSH_GLOBAL: Access = Access(1 << 8);
+    pub const FLUSH_PERSISTENT: Access = Access(1 << 9);
+    /// Hints a device may ignore (`IBV_ACCESS_OPTIONAL_RANGE`, e.g.
+    /// relaxed ordering).
+    pub const OPTIONAL_RANGE: Access = Access(0x3ff0_0000);
 
     pub fn contains(self, other: Access) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// Whether any bit of `other` is set.
+    pub fn intersects(self, other: Access) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Whether these rights let a remote peer change the memory.
+    pub fn remote_writable(self) -> bool {
+        self.intersects(Access::REMOTE_WRITE | Access::REMOTE_ATOMIC)
     }
 }
 
@@ -134,6 +156,31 @@ pub struct UdDest {
     pub addr: IpAddr,
     pub remote_qpn: Qpn,
     pub remote_qkey: u32,
+}
+
+/// The type of a memory window (`enum ibv_mw_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MwType {
+    /// Bound with `ibv_bind_mw`, to any QP of its PD; invalidated only by
+    /// binding it again.
+    Type1 = 1,
+    /// Bound by a BIND_MW work request to the QP that posted it; freed by
+    /// LOCAL_INV or SEND_WITH_INV.
+    Type2 = 2,
+}
+
+/// A BIND_MW work request: bind window `mw_rkey` (its current rkey) to
+/// `length` bytes at `addr` of the region `mr_lkey`, with `access`; the
+/// window's rkey becomes `new_rkey` (only its low 8 bits, the key, may
+/// change). `length` 0 unbinds a type 1 window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MwBind {
+    pub mw_rkey: u32,
+    pub new_rkey: u32,
+    pub mr_lkey: u32,
+    pub addr: u64,
+    pub length: u64,
+    pub access: Access,
 }
 
 /// The operation of a send work request, with its operands.
@@ -170,6 +217,17 @@ pub enum WrOpcode {
         rkey: u32,
         add: u64,
     },
+    /// Invalidates a type 2 memory window (executed locally, in order).
+    LocalInv {
+        rkey: u32,
+    },
+    /// Binds a memory window (executed locally, in order).
+    BindMw(MwBind),
+    /// Writes the WR's 8 data bytes at `remote_addr` as one atomic store.
+    AtomicWrite {
+        remote_addr: u64,
+        rkey: u32,
+    },
 }
 
 impl WrOpcode {
@@ -183,7 +241,16 @@ impl WrOpcode {
             WrOpcode::RdmaRead { .. } => WcOpcode::RdmaRead,
             WrOpcode::AtomicCmpSwap { .. } => WcOpcode::CompSwap,
             WrOpcode::AtomicFetchAdd { .. } => WcOpcode::FetchAdd,
+            WrOpcode::LocalInv { .. } => WcOpcode::LocalInv,
+            WrOpcode::BindMw(_) => WcOpcode::BindMw,
+            WrOpcode::AtomicWrite { .. } => WcOpcode::AtomicWrite,
         }
+    }
+
+    /// Whether the device executes the WR itself, without a packet
+    /// (LOCAL_INV, BIND_MW).
+    pub fn is_local(self) -> bool {
+        matches!(self, WrOpcode::LocalInv { .. } | WrOpcode::BindMw(_))
     }
 }
 
@@ -246,6 +313,7 @@ pub enum WcStatus {
     LocQpOpErr = 2,
     LocProtErr = 4,
     WrFlushErr = 5,
+    MwBindErr = 6,
     BadRespErr = 7,
     LocAccessErr = 8,
     RemInvReqErr = 9,
@@ -266,6 +334,9 @@ pub enum WcOpcode {
     RdmaRead = 2,
     CompSwap = 3,
     FetchAdd = 4,
+    BindMw = 5,
+    LocalInv = 6,
+    AtomicWrite = 9,
     Recv = 128,
     RecvRdmaWithImm = 129,
 }
@@ -429,24 +500,50 @@ impl Default for QpAttr {
 pub struct MrSpec {
     pub owner: OwnerId,
     pub pd: Pdn,
+    /// Where the region lies in the owner's address space.
     pub addr: u64,
     pub length: u64,
+    /// The region's I/O virtual address: SGEs, RETHs and memory window
+    /// binds name its bytes from here (`ibv_reg_mr_iova`; usually `addr`).
+    pub iova: u64,
     pub lkey: u32,
     pub rkey: u32,
     pub access: Access,
 }
 
 /// Something a device user must react to (wake a poller, raise an async event).
+///
+/// The asynchronous events of verbs (`enum ibv_event_type`) are the
+/// variants that name one; the others are for the device's user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeviceEvent {
-    /// A completion was added to this CQ.
+    /// A completion was added to this CQ while it was empty.
     Completion { cq: Cqn },
-    /// The QP entered the error state (IBV_EVENT_QP_FATAL and friends).
+    /// The CQ was armed (`ibv_req_notify_cq`) and got a completion that
+    /// satisfies the arming; it is disarmed again (the completion
+    /// channel's event).
+    CqNotify { cq: Cqn },
+    /// IBV_EVENT_QP_FATAL: the QP failed for a reason no completion
+    /// reports (an undecodable work request, a lost partner).
     QpError { qpn: Qpn },
-    /// The send queue drained after a move to SQD.
+    /// IBV_EVENT_QP_REQ_ERR: the responder refused an invalid request and
+    /// the QP failed.
+    QpRequestError { qpn: Qpn },
+    /// IBV_EVENT_QP_ACCESS_ERR: the responder refused a request that
+    /// violated memory protection and the QP failed.
+    QpAccessError { qpn: Qpn },
+    /// IBV_EVENT_COMM_EST: a connected QP in RTR received its first packet.
+    CommEstablished { qpn: Qpn },
+    /// IBV_EVENT_SQ_DRAINED: the send queue drained after a move to SQD.
     SqDrained { qpn: Qpn },
-    /// The SRQ fell below its limit.
+    /// IBV_EVENT_SRQ_LIMIT_REACHED: the SRQ fell below its limit (which
+    /// disarms).
     SrqLimitReached { srq: Srqn },
+    /// IBV_EVENT_QP_LAST_WQE_REACHED: a QP taking receives from an SRQ
+    /// entered the error state and will take no more.
+    LastWqeReached { qpn: Qpn },
+    /// IBV_EVENT_CQ_ERR: a completion was lost because the CQ was full.
+    CqError { cq: Cqn },
     /// The QP stayed paused longer than the pause timeout.
     PauseTimeout { qpn: Qpn },
 }

@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use migros_transport::{
-    Access, AttrMask, Cqn, Mtu, OwnerId, Pdn, QpAttr, QpCap, QpInit, QpState, QpType, Qpn, RecvWr,
-    SendWr, Sge, Srqn, UdDest, VerbsError, WorkCompletion,
+    Access, AttrMask, Cqn, MemoryWindow, Mtu, MwType, OwnerId, Pdn, QpAttr, QpCap, QpInit, QpState,
+    QpType, Qpn, RecvWr, SendWr, Sge, Srqn, UdDest, VerbsError, WorkCompletion,
 };
 
 use crate::sim::{Deadline, NodeId, Sim};
@@ -28,8 +28,9 @@ pub use connect::{
 /// Size of the GRH area at the start of every UD receive buffer.
 pub use migros_transport::GRH_LEN;
 
-/// Every access right a memory region can have.
-pub const ACCESS_ALL: Access = migros_test_support::ALL_ACCESS;
+/// Every access right a memory region can have here: the shared tests'
+/// set, and memory windows may be bound to it.
+pub const ACCESS_ALL: Access = Access(migros_test_support::ALL_ACCESS.0 | Access::MW_BIND.0);
 
 /// Completion queue depth used by the helpers.
 pub const CQ_DEPTH: u32 = 4096;
@@ -306,6 +307,7 @@ pub fn reg_buffer(sim: &mut Sim, owner: OwnerId, pd: Pdn, len: usize, access: Ac
         pd,
         addr,
         length: len as u64,
+        iova: addr,
         lkey,
         rkey,
         access,
@@ -313,6 +315,29 @@ pub fn reg_buffer(sim: &mut Sim, owner: OwnerId, pd: Pdn, len: usize, access: Ac
     let node = node_of(sim, owner);
     ok(sim.with_device(node, |d, _, _| d.reg_mr(mr)), "reg_mr");
     buf
+}
+
+/// Allocates a memory window of `pd`; returns its rkey (key byte 0).
+pub fn alloc_mw(sim: &mut Sim, owner: OwnerId, pd: Pdn, mw_type: MwType) -> u32 {
+    let rkey = sim.alloc_id() << 8;
+    let node = node_of(sim, owner);
+    ok(
+        sim.with_device(node, |d, _, _| d.alloc_mw(owner, pd, mw_type, rkey)),
+        "alloc_mw",
+    );
+    rkey
+}
+
+/// The memory window with `rkey`'s index as `owner`'s device has it now.
+///
+/// # Panics
+/// If there is none.
+pub fn query_mw(sim: &Sim, owner: OwnerId, rkey: u32) -> MemoryWindow {
+    let node = node_of(sim, owner);
+    match sim.device(node).query_mw(rkey) {
+        Some(w) => w,
+        None => panic!("no memory window {rkey:#x} on {node}"),
+    }
 }
 
 pub fn create_cq(sim: &mut Sim, owner: OwnerId, capacity: u32) -> Cqn {
@@ -364,6 +389,12 @@ pub fn endpoint(sim: &mut Sim, node: NodeId, qp_type: QpType, opts: &RcOptions) 
     let owner = sim.new_owner(node);
     let pd = alloc_pd(sim, owner);
     endpoint_in(sim, owner, pd, qp_type, opts, None)
+}
+
+/// A new QP, CQs and buffers for the owner and PD of `other` (a second
+/// connection of the same process).
+pub fn endpoint_beside(sim: &mut Sim, other: &Endpoint, opts: &RcOptions) -> Endpoint {
+    endpoint_in(sim, other.owner, other.pd, other.qp_type, opts, None)
 }
 
 fn endpoint_in(

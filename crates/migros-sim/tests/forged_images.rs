@@ -141,7 +141,7 @@ fn forged_images_are_refused_while_another_connection_runs() {
     // Unknown access bits.
     let mut img = rc_img.clone();
     img["mrs"][0]["access"] = json!(0xffff_u32);
-    cases.push(("unknown access bits", img, "access bits"));
+    cases.push(("unknown access bits", img, "access rights reg_mr refuses"));
     // More receives queued than the QP holds.
     let mut img = rc_img.clone();
     let recv = json!({"wr_id": 1, "sges": []});
@@ -210,7 +210,8 @@ fn a_huge_image_is_checked_without_quadratic_work() {
     for i in 0..K {
         mrs.push(
             json!({"pd": base + i, "addr": 4096 * u64::from(i), "length": 4096,
-            "lkey": (1u32 << 30) + i, "rkey": (1u32 << 31) + i, "access": 1}),
+            "lkey": (1u32 << 30) + i, "rkey": (1u32 << 31) + i, "access": 1,
+            "iova": 4096 * u64::from(i)}),
         );
     }
     img["mrs"] = json!(mrs);

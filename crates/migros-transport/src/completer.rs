@@ -6,7 +6,7 @@
 use migros_wire::{AckSyndrome, NakCode, OpKind, Packet, Psn};
 
 use crate::dma;
-use crate::qp::{Env, Qp};
+use crate::qp::{Env, Failure, Qp};
 use crate::time::Instant;
 use migros_proto::verbs::*;
 
@@ -106,6 +106,15 @@ impl Qp {
         let una_before = self.req.una;
         let mut progressed = false;
         while let Some(head) = self.req.sq.front() {
+            if head.is_local() {
+                // Executed local operations complete when they reach the
+                // head; they hold no PSN.
+                if !head.sent {
+                    break;
+                }
+                self.complete_head(WcStatus::Success, env);
+                continue;
+            }
             if !head.sent || psn.distance(head.first_psn) < 0 {
                 break;
             }
@@ -169,7 +178,7 @@ impl Qp {
     }
 
     /// Pops the oldest WR and completes it with `status` (if signalled or failed).
-    fn complete_head(&mut self, status: WcStatus, env: &mut Env) {
+    pub(crate) fn complete_head(&mut self, status: WcStatus, env: &mut Env) {
         let Some(wqe) = self.req.sq.pop_front() else {
             return;
         };
@@ -192,7 +201,7 @@ impl Qp {
     /// The oldest WR failed remotely: complete it with `status`, QP to ERR.
     fn fail_head(&mut self, status: WcStatus, env: &mut Env) {
         self.complete_head(status, env);
-        self.enter_error(env);
+        self.enter_error(Failure::Completed, env);
     }
 
     /// Go-back-N from `psn`, consuming one retry; the QP fails when none are left.
@@ -262,6 +271,10 @@ impl Qp {
         let Some(head) = self.req.sq.front() else {
             return;
         };
+        if head.sent && matches!(head.wr.opcode, WrOpcode::AtomicWrite { .. }) {
+            self.atomic_write_ack(now, pkt, env);
+            return;
+        }
         if !head.sent || !matches!(head.wr.opcode, WrOpcode::RdmaRead { .. }) || !head.covers(psn) {
             // Not for the oldest outstanding request: a duplicate, or the
             // responder went past what we wait for.
@@ -309,6 +322,31 @@ impl Qp {
         if is_last {
             self.complete_head(WcStatus::Success, env);
         }
+        self.on_progress(now, 1);
+        self.after_completions(env);
+    }
+
+    /// The answer to an ATOMIC WRITE: a READ response without data at its
+    /// PSN (rxe's `COMPST_WRITE_SEND` for it).
+    fn atomic_write_ack(&mut self, now: Instant, pkt: &Packet, env: &mut Env) {
+        let psn = pkt.headers.bth.psn;
+        let Some(head) = self.req.sq.front() else {
+            return;
+        };
+        let answers_head = psn == head.first_psn
+            && pkt.headers.bth.opcode == migros_wire::Opcode::RC_RDMA_READ_RESPONSE_ONLY;
+        if !answers_head {
+            if psn.distance(self.req.una) > 0 {
+                self.fast_retry(now, env);
+            }
+            return;
+        }
+        if !pkt.payload.is_empty() {
+            self.fail_head(WcStatus::BadRespErr, env);
+            return;
+        }
+        self.req.una = psn.add(1);
+        self.complete_head(WcStatus::Success, env);
         self.on_progress(now, 1);
         self.after_completions(env);
     }

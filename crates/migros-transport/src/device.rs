@@ -6,6 +6,10 @@
 //! then [`Device::poll_timeout`] to arm one timer.
 
 mod owner;
+mod queues;
+mod windows;
+
+pub use queues::SrqAttr;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
@@ -84,6 +88,45 @@ pub struct Device {
     scheduled: BTreeSet<Qpn>,
     /// Datagrams produced outside any QP (tombstone answers and forwards).
     control_out: VecDeque<(IpAddr, Vec<u8>)>,
+    /// QPs and SRQs whose queues shrank since [`Device::take_freed`].
+    freed: Freed,
+}
+
+/// Work queues that hold fewer work requests than before: their rings in
+/// client memory have room again (see [`Device::take_freed`]).
+#[derive(Debug, Default)]
+struct Freed {
+    qps: BTreeSet<Qpn>,
+    srqs: BTreeSet<Srqn>,
+}
+
+/// How many WRs a QP's queues hold: send, receive (a receive being filled
+/// counts), and its SRQ's.
+fn depth(qp: &Qp, objs: &Objects) -> (usize, usize, usize) {
+    let filling = usize::from(
+        matches!(
+            qp.resp.current,
+            Some(crate::responder::Inbound::Send { .. })
+        ) && qp.init.srq.is_none(),
+    );
+    let srq = qp
+        .init
+        .srq
+        .and_then(|s| objs.srqs.get(&s))
+        .map_or(0, |s| s.queue.len());
+    (qp.req.sq.len(), qp.rq.len() + filling, srq)
+}
+
+impl Freed {
+    /// Notes what shrank between `before` and `after` (see [`depth`]).
+    fn note(&mut self, qp: &Qp, before: (usize, usize, usize), after: (usize, usize, usize)) {
+        if after.0 < before.0 || after.1 < before.1 {
+            self.qps.insert(qp.qpn());
+        }
+        if let Some(srq) = qp.init.srq.filter(|_| after.2 < before.2) {
+            self.srqs.insert(srq);
+        }
+    }
 }
 
 /// Memory for engine steps that never touch it (timeouts).
@@ -134,6 +177,7 @@ impl Device {
             ready: VecDeque::new(),
             scheduled: BTreeSet::new(),
             control_out: VecDeque::new(),
+            freed: Freed::default(),
         }
     }
 
@@ -155,14 +199,26 @@ impl Device {
         f: impl FnOnce(&mut Qp, &mut Env) -> R,
     ) -> Result<R, VerbsError> {
         let qp = self.qps.get_mut(&qpn).ok_or_else(|| not_found("qp", qpn))?;
+        let before = depth(qp, &self.objs);
         let mut env = Env {
             mem,
             objs: &mut self.objs,
             config: &self.config,
         };
         let r = f(qp, &mut env);
+        self.freed.note(qp, before, depth(qp, &self.objs));
         self.schedule(qpn);
         Ok(r)
+    }
+
+    /// The QPs and SRQs whose queues hold fewer work requests than at the
+    /// last call: completed (signalled or not), flushed, or taken by a
+    /// responder. A client ring is full while as many WRs as it has
+    /// entries are outstanding (as rxe's queues, whose slots free when
+    /// the WR completes); this says whose rings have room again.
+    pub fn take_freed(&mut self) -> (Vec<Qpn>, Vec<Srqn>) {
+        let f = std::mem::take(&mut self.freed);
+        (f.qps.into_iter().collect(), f.srqs.into_iter().collect())
     }
 
     // ---- verbs objects ----
@@ -180,6 +236,7 @@ impl Device {
             return Err(not_found("pd", pd));
         }
         let used = self.objs.mrs.iter().any(|m| m.pd == pd)
+            || self.objs.mrs.windows().any(|w| w.pd == pd)
             || self.qps.values().any(|q| q.init.pd == pd)
             || self.objs.srqs.values().any(|s| s.pd == pd);
         if used {
@@ -189,12 +246,17 @@ impl Device {
         Ok(())
     }
 
-    pub fn reg_mr(&mut self, mr: MrSpec) -> Result<(), VerbsError> {
+    /// `ibv_reg_mr`: the access rights are checked as the kernel does
+    /// (`ib_check_mr_access`, then rxe's supported set): remote write or
+    /// atomic without local write is invalid, zero-based, huge-page and
+    /// flush rights are not supported here; optional hints are ignored.
+    pub fn reg_mr(&mut self, mut mr: MrSpec) -> Result<(), VerbsError> {
         match self.objs.pds.get(&mr.pd) {
             Some(owner) if *owner == mr.owner => {}
             _ => return Err(not_found("pd", mr.pd)),
         }
-        if mr.addr.checked_add(mr.length).is_none() {
+        mr.access = check_mr_access(mr.access)?;
+        if mr.addr.checked_add(mr.length).is_none() || mr.iova.checked_add(mr.length).is_none() {
             return Err(VerbsError::InvalidArgument(
                 "memory region wraps the address space".into(),
             ));
@@ -205,12 +267,20 @@ impl Device {
             .map_err(|_| exists("memory key", mr.lkey))
     }
 
+    /// `ibv_dereg_mr`; refused while memory windows are bound to the
+    /// region (IBA 10.6.7.2.6, rxe: EINVAL).
     pub fn dereg_mr(&mut self, lkey: u32) -> Result<(), VerbsError> {
-        self.objs
-            .mrs
-            .remove(lkey)
-            .map(|_| ())
-            .ok_or_else(|| not_found("memory region", lkey))
+        if self.objs.mrs.by_lkey(lkey).is_none() {
+            return Err(not_found("memory region", lkey));
+        }
+        let bound = self.objs.mrs.windows_on(lkey);
+        if bound > 0 {
+            return Err(VerbsError::InvalidArgument(format!(
+                "{bound} memory windows are bound to the region"
+            )));
+        }
+        self.objs.mrs.remove(lkey);
+        Ok(())
     }
 
     pub fn create_cq(&mut self, owner: OwnerId, cq: Cqn, capacity: u32) -> Result<(), VerbsError> {
@@ -270,15 +340,9 @@ impl Device {
         Ok(())
     }
 
-    /// Re-arms the SRQ limit event.
+    /// Re-arms the SRQ limit event (see [`Device::modify_srq`]).
     pub fn modify_srq_limit(&mut self, srq: Srqn, limit: u32) -> Result<(), VerbsError> {
-        let s = self
-            .objs
-            .srqs
-            .get_mut(&srq)
-            .ok_or_else(|| not_found("srq", srq))?;
-        s.limit = limit;
-        Ok(())
+        self.modify_srq(srq, None, Some(limit))
     }
 
     pub fn destroy_srq(&mut self, srq: Srqn) -> Result<(), VerbsError> {
@@ -332,11 +396,11 @@ impl Device {
         Ok(())
     }
 
+    /// Destroys a QP; the type 2 memory windows it bound become free.
     pub fn destroy_qp(&mut self, qpn: Qpn) -> Result<(), VerbsError> {
-        self.qps
-            .remove(&qpn)
-            .map(|_| ())
-            .ok_or_else(|| not_found("qp", qpn))
+        self.qps.remove(&qpn).ok_or_else(|| not_found("qp", qpn))?;
+        self.objs.mrs.release_windows_of(qpn);
+        Ok(())
     }
 
     pub fn modify_qp(
@@ -629,12 +693,16 @@ impl Device {
             let Some(qp) = self.qps.get_mut(&qpn) else {
                 continue;
             };
+            let before = depth(qp, &self.objs);
             let mut env = Env {
                 mem: &mut *mem,
                 objs: &mut self.objs,
                 config: &self.config,
             };
-            let Some(dst) = qp.poll_packet(now, &mut env, buf) else {
+            let sent = qp.poll_packet(now, &mut env, buf);
+            // UD and UC complete at send time, local operations run here.
+            self.freed.note(qp, before, depth(qp, &self.objs));
+            let Some(dst) = sent else {
                 continue;
             };
             if qp.has_output(now) {
@@ -688,6 +756,36 @@ impl Device {
     pub fn qpns(&self) -> Vec<Qpn> {
         self.qps.keys().copied().collect()
     }
+}
+
+/// The kernel's checks of a region's access rights (`ib_check_mr_access`,
+/// then rxe's `RXE_ACCESS_SUPPORTED_MR`); returns the rights kept.
+pub(crate) fn check_mr_access(access: Access) -> Result<Access, VerbsError> {
+    if access.remote_writable() && !access.contains(Access::LOCAL_WRITE) {
+        return Err(VerbsError::InvalidArgument(
+            "remote write or atomic access needs local write access".into(),
+        ));
+    }
+    let defined = Access((Access::FLUSH_PERSISTENT.0 << 1) - 1);
+    if access.0 & !(defined.0 | Access::OPTIONAL_RANGE.0) != 0 {
+        return Err(VerbsError::InvalidArgument(format!(
+            "unknown access flags {:#x}",
+            access.0
+        )));
+    }
+    let unsupported = Access(
+        Access::ZERO_BASED.0
+            | Access::HUGETLB.0
+            | Access::FLUSH_GLOBAL.0
+            | Access::FLUSH_PERSISTENT.0,
+    );
+    if access.intersects(unsupported) {
+        return Err(VerbsError::Unsupported(format!(
+            "access flags {:#x} are not supported",
+            access.0 & unsupported.0
+        )));
+    }
+    Ok(Access(access.0 & !Access::OPTIONAL_RANGE.0))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! checked against an rkey. Every access goes through the MR table first.
 
 use crate::memory::{KeyError, Memory, MrTable};
-use migros_proto::verbs::{Access, Pdn, Sge, WcStatus};
+use migros_proto::verbs::{Access, Pdn, Qpn, Sge, WcStatus};
 
 /// Why a local data movement failed (each becomes a completion status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,11 +72,11 @@ pub fn gather(
     out: &mut [u8],
 ) -> Result<(), DmaError> {
     let len = out.len();
-    for_each_piece(sges, offset, len, |sge, addr, range| {
-        let owner = mrs
-            .check_local(sge.lkey, pd, addr, range.len() as u64, Access::default())
+    for_each_piece(sges, offset, len, |sge, iova, range| {
+        let at = mrs
+            .check_local(sge.lkey, pd, iova, range.len() as u64, Access::default())
             .map_err(|_| DmaError::Protection)?;
-        mem.read(owner, addr, &mut out[range])
+        mem.read(at.owner, at.addr, &mut out[range])
             .map_err(|_| DmaError::Access)
     })
 }
@@ -90,11 +90,11 @@ pub fn scatter(
     offset: u64,
     data: &[u8],
 ) -> Result<(), DmaError> {
-    for_each_piece(sges, offset, data.len(), |sge, addr, range| {
-        let owner = mrs
-            .check_local(sge.lkey, pd, addr, range.len() as u64, Access::LOCAL_WRITE)
+    for_each_piece(sges, offset, data.len(), |sge, iova, range| {
+        let at = mrs
+            .check_local(sge.lkey, pd, iova, range.len() as u64, Access::LOCAL_WRITE)
             .map_err(|_| DmaError::Protection)?;
-        mem.write(owner, addr, &data[range])
+        mem.write(at.owner, at.addr, &data[range])
             .map_err(|_| DmaError::Access)
     })
 }
@@ -106,32 +106,56 @@ pub enum RemoteError {
     Fault,
 }
 
+/// The QP a remote access arrives on: its PD and number (a type 2 memory
+/// window answers only to the QP it is bound to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requestee {
+    pub pd: Pdn,
+    pub qpn: Qpn,
+}
+
 /// Writes `data` at `va` through `rkey` (RDMA WRITE payload).
 pub fn remote_write(
     mem: &mut dyn Memory,
     mrs: &MrTable,
-    pd: Pdn,
+    qp: Requestee,
     rkey: u32,
     va: u64,
     data: &[u8],
 ) -> Result<(), RemoteError> {
-    let owner = mrs
-        .check_remote(rkey, pd, va, data.len() as u64, Access::REMOTE_WRITE)
+    let at = mrs
+        .check_remote(
+            rkey,
+            qp.pd,
+            qp.qpn,
+            va,
+            data.len() as u64,
+            Access::REMOTE_WRITE,
+        )
         .map_err(RemoteError::Key)?;
-    mem.write(owner, va, data).map_err(|_| RemoteError::Fault)
+    mem.write(at.owner, at.addr, data)
+        .map_err(|_| RemoteError::Fault)
 }
 
 /// Reads `out.len()` bytes at `va` through `rkey` (RDMA READ response).
 pub fn remote_read(
     mem: &mut dyn Memory,
     mrs: &MrTable,
-    pd: Pdn,
+    qp: Requestee,
     rkey: u32,
     va: u64,
     out: &mut [u8],
 ) -> Result<(), RemoteError> {
-    let owner = mrs
-        .check_remote(rkey, pd, va, out.len() as u64, Access::REMOTE_READ)
+    let at = mrs
+        .check_remote(
+            rkey,
+            qp.pd,
+            qp.qpn,
+            va,
+            out.len() as u64,
+            Access::REMOTE_READ,
+        )
         .map_err(RemoteError::Key)?;
-    mem.read(owner, va, out).map_err(|_| RemoteError::Fault)
+    mem.read(at.owner, at.addr, out)
+        .map_err(|_| RemoteError::Fault)
 }

@@ -19,6 +19,8 @@ pub enum VerbsError {
     WrongState { qpn: Qpn, state: QpState },
     #[error("object is in use: {0}")]
     Busy(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("snapshot rejected: {0}")]
     BadSnapshot(String),
 }

@@ -2,17 +2,18 @@
 //!
 //! An image crosses machines and migros versions (a CRIU image directory,
 //! a file kept with `--keep-image`), so its format is not whatever the live
-//! engine structs happen to serialise to. [`v2`] defines it field by field;
+//! engine structs happen to serialise to. [`v3`] defines it field by field;
 //! [`crate::OwnerSnapshot::to_image`] and
 //! [`crate::OwnerSnapshot::from_image`] convert explicitly between it and
 //! the live objects, so an engine change cannot change the format without
 //! a conversion to change as well (and the golden image in the tests to
 //! stop matching).
 //!
-//! Versions: 1 (before this module) serialised the live structs; it is
-//! refused with a message naming both versions. A format change gets a new
-//! module (`v3`) and version number; whether an older one is migrated or
-//! refused is decided there.
+//! Versions: 1 (before this module) serialised the live structs; 2 lacked
+//! memory windows, I/O addresses, CQ arming and COMM_EST (see [`v3`]). Both
+//! are refused with a message naming both versions. A format change gets a
+//! new module (`v4`) and version number; whether an older one is migrated
+//! or refused is decided there.
 //!
 //! The image carries the owner's verbs objects with these migros-proto
 //! types as they are (they are the client protocol too, versioned by
@@ -22,7 +23,7 @@
 //! progress, its READ/atomic resources and queued responses, timers) has
 //! an image type here.
 
-pub mod v2;
+pub mod v3;
 
 mod convert;
 
@@ -31,7 +32,7 @@ use serde::Deserialize;
 use crate::error::VerbsError;
 
 /// The image version this build writes and reads.
-pub const VERSION: u32 = v2::VERSION;
+pub const VERSION: u32 = v3::VERSION;
 
 /// Just the version of an image, read before the rest so that an image of
 /// another version is refused by name, not by the first field it lacks.
@@ -41,7 +42,7 @@ struct Header {
 }
 
 /// Decodes an image of this build's version (JSON).
-pub(crate) fn decode(bytes: &[u8]) -> Result<v2::OwnerImage, VerbsError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<v3::OwnerImage, VerbsError> {
     let bad = |e: serde_json::Error| VerbsError::BadSnapshot(e.to_string());
     let header: Header = serde_json::from_slice(bytes).map_err(bad)?;
     check_version(header.version)?;

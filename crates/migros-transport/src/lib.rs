@@ -17,6 +17,11 @@
 //! its NAK in one place and executes the rest. All of them write packets
 //! with one builder (`packet_builder`): headers, payload, pad, ICRC.
 //!
+//! Memory windows ([`mw`]) give a peer access to part of a region until
+//! they are invalidated; BIND_MW and LOCAL_INV run in the requester
+//! (`local_ops`), SEND_WITH_INV in the responder. Every rkey check goes
+//! through the [`MrTable`], which holds regions and windows.
+//!
 //! Live migration ([`resume`], `tombstone`): [`Device::pause_owner`] stops
 //! every QP of an owner, [`Device::snapshot_owner`] serialises them,
 //! [`Device::evict_owner`] leaves tombstones that answer with the pause NAK,
@@ -31,7 +36,9 @@ pub mod device;
 mod dma;
 pub mod error;
 pub mod image;
+mod local_ops;
 pub mod memory;
+pub mod mw;
 mod packet_builder;
 mod qp;
 mod queues;
@@ -46,11 +53,13 @@ mod transition;
 mod ud_redirect;
 mod window;
 
-pub use device::{Device, DeviceConfig, Transmit, WorkQueue};
+pub use device::{Device, DeviceConfig, SrqAttr, Transmit, WorkQueue};
 pub use error::VerbsError;
-pub use memory::{KeyError, Memory, MemoryFault, MrTable};
+pub use memory::{KeyError, Memory, MemoryFault, MrTable, Reach};
 pub use migros_proto::counters::{DeviceCounters, QpCounters};
 pub use migros_proto::verbs::*;
+pub use mw::{MemoryWindow, MwState};
+pub use queues::Arm;
 pub use responder::GRH_LEN;
 pub use secret::SecretSeed;
 pub use snapshot::OwnerSnapshot;

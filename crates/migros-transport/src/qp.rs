@@ -48,14 +48,46 @@ pub(crate) struct Objects {
 }
 
 impl Objects {
-    /// Adds a completion to `cq` and raises the event if it was empty.
+    /// Adds a completion to `cq` (solicited only if it is in error).
     pub fn complete(&mut self, cq: Cqn, wc: WorkCompletion) {
+        self.complete_solicited(cq, wc, false);
+    }
+
+    /// Adds a completion to `cq`; `solicited`: its message had the SE bit.
+    /// Raises `Completion` if the queue was empty, `CqNotify` if the arming
+    /// is satisfied, `CqError` when the queue first overflows.
+    pub fn complete_solicited(&mut self, cq: Cqn, wc: WorkCompletion, solicited: bool) {
         if let Some(q) = self.cqs.get_mut(&cq) {
-            if q.push(wc) {
+            let pushed = q.push(wc, solicited);
+            if pushed.was_empty {
                 self.events.push_back(DeviceEvent::Completion { cq });
+            }
+            if pushed.notify {
+                self.events.push_back(DeviceEvent::CqNotify { cq });
+            }
+            if pushed.first_overflow {
+                self.events.push_back(DeviceEvent::CqError { cq });
             }
         }
     }
+}
+
+/// Why a QP enters the error state, and so which asynchronous event it
+/// raises (IBA 11.6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// `modify_qp` to ERR: no event.
+    Requested,
+    /// A work request completed in error: its completion says why, no
+    /// event (as rxe and RoCE NICs).
+    Completed,
+    /// The responder refused an invalid request: `QpRequestError`.
+    InvalidRequest,
+    /// The responder refused a protection violation: `QpAccessError`.
+    AccessViolation,
+    /// Nothing can report it (an undecodable work request, a partner gone
+    /// for good): `QpError` (QP_FATAL).
+    Fatal,
 }
 
 /// Timers of a QP, as absolute deadlines (`None`: not armed).
@@ -104,6 +136,8 @@ pub(crate) struct Qp {
     pub counters: QpCounters,
     /// UD: remote (address, QPN) pairs this QP talked to, told on resume.
     pub ud_peers: BTreeSet<(IpAddr, Qpn)>,
+    /// COMM_EST was raised (a connected QP's first packet in RTR).
+    pub comm_established: bool,
     /// RESUMEs a migrated UD or UC QP still has to send (no answer expected).
     pub announce: VecDeque<(IpAddr, Qpn)>,
     /// When the partner paused us (for the pause counters). Not part of a
@@ -141,6 +175,7 @@ impl Qp {
             timers: Timers::default(),
             counters: QpCounters::default(),
             ud_peers: BTreeSet::new(),
+            comm_established: false,
             announce: VecDeque::new(),
             paused_at: None,
             resume_key: 0,
@@ -190,8 +225,9 @@ impl Qp {
     }
 
     /// Moves the QP to ERR: every outstanding send and receive WR completes
-    /// with a flush error, in order, and the async event is raised.
-    pub fn enter_error(&mut self, env: &mut Env) {
+    /// with a flush error, in order, and the async event of `why` is
+    /// raised; a QP on an SRQ also raises `LastWqeReached`.
+    pub fn enter_error(&mut self, why: Failure, env: &mut Env) {
         if self.state() == QpState::Err {
             return;
         }
@@ -199,9 +235,19 @@ impl Qp {
         self.timers = Timers::default();
         self.attr.migration = MigrationState::Running;
         self.flush(env);
-        env.objs
-            .events
-            .push_back(DeviceEvent::QpError { qpn: self.qpn() });
+        let qpn = self.qpn();
+        let event = match why {
+            Failure::Requested | Failure::Completed => None,
+            Failure::InvalidRequest => Some(DeviceEvent::QpRequestError { qpn }),
+            Failure::AccessViolation => Some(DeviceEvent::QpAccessError { qpn }),
+            Failure::Fatal => Some(DeviceEvent::QpError { qpn }),
+        };
+        env.objs.events.extend(event);
+        if self.init.srq.is_some() {
+            env.objs
+                .events
+                .push_back(DeviceEvent::LastWqeReached { qpn });
+        }
     }
 
     /// Completes every queued WR with `WrFlushErr` (send queue, then own receive queue).
@@ -287,6 +333,13 @@ impl Qp {
             && self.attr.dest_addr.is_some_and(|a| a != src)
         {
             return;
+        }
+        if self.state() == QpState::Rtr && self.qp_type() != QpType::Ud && !self.comm_established {
+            // The partner is talking to us: the program may move to RTS.
+            self.comm_established = true;
+            env.objs
+                .events
+                .push_back(DeviceEvent::CommEstablished { qpn: self.qpn() });
         }
         if info.is_response() {
             if self.qp_type() == QpType::Rc {
@@ -472,7 +525,7 @@ impl Qp {
                     ..Qp::new(self.init.clone())
                 };
             }
-            QpState::Err => self.enter_error(env),
+            QpState::Err => self.enter_error(Failure::Requested, env),
             QpState::Rts => {
                 if from == QpState::Rtr {
                     self.req.retry_left = self.attr.retry_cnt;

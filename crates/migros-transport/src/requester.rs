@@ -2,6 +2,11 @@
 //! MTU, PSN assignment, READ/atomic depth, fences, the send window) and
 //! rewinds for go-back-N retransmission. What comes back is the completer's
 //! job; how many packets may be unacknowledged is the [`Window`]'s.
+//!
+//! BIND_MW and LOCAL_INV send nothing: the requester executes them when
+//! the send cursor reaches them (`local_ops`, rxe's `rxe_do_local_ops`),
+//! after everything before them has completed if they are fenced, and
+//! they complete in order like any WR.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -12,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::dma::{self, DmaError};
 use crate::error::VerbsError;
 use crate::packet_builder::{new_bth, PacketBuilder, Route};
-use crate::qp::{Env, Qp, MAX_UD_PEERS};
+use crate::qp::{Env, Failure, Qp, MAX_UD_PEERS};
 use crate::time::Instant;
 use crate::window::Window;
 use migros_proto::verbs::*;
@@ -40,22 +45,31 @@ pub(crate) struct SendWqe {
 }
 
 impl SendWqe {
+    /// READs, atomics and ATOMIC WRITEs: answered by a response of their
+    /// own, and bounded by `max_rd_atomic`.
     pub fn is_read_or_atomic(&self) -> bool {
         matches!(
             self.wr.opcode,
             WrOpcode::RdmaRead { .. }
                 | WrOpcode::AtomicCmpSwap { .. }
                 | WrOpcode::AtomicFetchAdd { .. }
+                | WrOpcode::AtomicWrite { .. }
         )
+    }
+
+    /// BIND_MW and LOCAL_INV: executed by the requester, no packet.
+    pub fn is_local(&self) -> bool {
+        self.wr.opcode.is_local()
     }
 
     pub fn last_psn(&self) -> Psn {
         self.first_psn.add(self.npkts.saturating_sub(1))
     }
 
-    /// Whether `psn` falls in this message's PSN range.
+    /// Whether `psn` falls in this message's PSN range (a local operation
+    /// has none).
     pub fn covers(&self, psn: Psn) -> bool {
-        psn.distance(self.first_psn) >= 0 && psn.distance(self.last_psn()) <= 0
+        !self.is_local() && psn.distance(self.first_psn) >= 0 && psn.distance(self.last_psn()) <= 0
     }
 }
 
@@ -123,8 +137,9 @@ impl Qp {
         }
         match self.state() {
             QpState::Rts | QpState::Sqd => {}
-            QpState::Err => {
-                // Verbs: a WR posted to a QP in error completes with a flush error.
+            QpState::Err | QpState::Sqe => {
+                // Verbs: a WR posted to a QP in error (or, IBA 10.3.1,
+                // send queue error) completes with a flush error.
                 let wc = self.send_wc(&wr, WcStatus::WrFlushErr, 0);
                 env.objs.complete(self.init.send_cq, wc);
                 return Ok(());
@@ -156,11 +171,15 @@ impl Qp {
         let qp_type = self.qp_type();
         let allowed = match wr.opcode {
             WrOpcode::Send | WrOpcode::SendWithImm { .. } => true,
-            WrOpcode::RdmaWrite { .. } | WrOpcode::RdmaWriteWithImm { .. } => qp_type != QpType::Ud,
+            WrOpcode::RdmaWrite { .. }
+            | WrOpcode::RdmaWriteWithImm { .. }
+            | WrOpcode::LocalInv { .. }
+            | WrOpcode::BindMw(_) => qp_type != QpType::Ud,
             WrOpcode::SendWithInv { .. }
             | WrOpcode::RdmaRead { .. }
             | WrOpcode::AtomicCmpSwap { .. }
-            | WrOpcode::AtomicFetchAdd { .. } => qp_type == QpType::Rc,
+            | WrOpcode::AtomicFetchAdd { .. }
+            | WrOpcode::AtomicWrite { .. } => qp_type == QpType::Rc,
         };
         if !allowed {
             return Err(VerbsError::InvalidArgument(format!(
@@ -180,7 +199,10 @@ impl Qp {
                 dma::sge_total(sges)
             }
             SendData::Inline(data) => {
-                if data.len() > self.init.cap.max_inline_data as usize {
+                // An ATOMIC WRITE carries its 8 bytes in the WR whatever
+                // the QP's inline size (ibv_wr_atomic_write).
+                let atomic_write = matches!(wr.opcode, WrOpcode::AtomicWrite { .. });
+                if !atomic_write && data.len() > self.init.cap.max_inline_data as usize {
                     return Err(VerbsError::InvalidArgument(format!(
                         "{} inline bytes exceed max_inline_data {}",
                         data.len(),
@@ -209,6 +231,16 @@ impl Qp {
                     ));
                 }
                 8
+            }
+            WrOpcode::AtomicWrite { .. } if len != 8 => {
+                return Err(VerbsError::InvalidArgument(
+                    "an atomic write carries exactly 8 bytes".into(),
+                ));
+            }
+            WrOpcode::LocalInv { .. } | WrOpcode::BindMw(_) if len != 0 => {
+                return Err(VerbsError::InvalidArgument(
+                    "a bind or local invalidate carries no data".into(),
+                ));
             }
             _ => len,
         };
@@ -267,6 +299,12 @@ impl Qp {
         if !self.wants_to_send() {
             return None;
         }
+        self.run_local_ops(env);
+        let next = self.req.sq.get(self.req.next_idx);
+        if !self.wants_to_send() || next.is_some_and(|w| w.is_local()) {
+            // Nothing, or a fenced local operation waiting for completions.
+            return None;
+        }
         let in_flight = self.req.next_psn.distance(self.req.una);
         if self.qp_type() == QpType::Rc && !self.req.window.has_room(in_flight, self.mtu()) {
             return None;
@@ -300,7 +338,7 @@ impl Qp {
     }
 
     /// Completes WR `idx` (and, for RC, everything queued) after a local error.
-    fn fail_wqe(&mut self, idx: usize, status: WcStatus, env: &mut Env) {
+    pub(crate) fn fail_wqe(&mut self, idx: usize, status: WcStatus, env: &mut Env) {
         if self.qp_type() != QpType::Rc {
             // UD and UC: earlier WRs have completed already. This one fails,
             // the rest are flushed and the QP goes to SQE (the receive side
@@ -314,10 +352,8 @@ impl Qp {
                 env.objs.complete(self.init.send_cq, wc);
             }
             self.req.reset_cursor(self.req.next_psn);
+            // The completion reports the error: no asynchronous event.
             self.attr.qp_state = QpState::Sqe;
-            env.objs
-                .events
-                .push_back(DeviceEvent::QpError { qpn: self.qpn() });
             return;
         }
         // RC completes in order: the error is reported when every earlier
@@ -337,9 +373,13 @@ impl Qp {
         }
     }
 
-    /// If the oldest WR failed locally, completes it with its error and
-    /// moves the QP to ERR.
+    /// Completes what waits at the head of the send queue without an
+    /// answer from the responder: executed local operations, in order,
+    /// then a WR that failed locally (with its error; the QP moves to ERR).
     pub fn complete_local_error_at_head(&mut self, env: &mut Env) {
+        while self.req.sq.front().is_some_and(|w| w.is_local() && w.sent) {
+            self.complete_head(WcStatus::Success, env);
+        }
         let Some(status) = self.req.sq.front().and_then(|w| w.local_error) else {
             return;
         };
@@ -347,7 +387,7 @@ impl Qp {
             let wc = self.send_wc(&wqe.wr, status, 0);
             env.objs.complete(self.init.send_cq, wc);
         }
-        self.enter_error(env);
+        self.enter_error(Failure::Completed, env);
     }
 
     /// Builds the UD datagram of the oldest WR and completes it. Errors
@@ -497,7 +537,9 @@ impl Qp {
                 let done = wqe.read_done;
                 (0, wqe.first_psn.add(packets_done(done, mtu)))
             }
-            WrOpcode::AtomicCmpSwap { .. } | WrOpcode::AtomicFetchAdd { .. } => (0, wqe.first_psn),
+            WrOpcode::AtomicCmpSwap { .. }
+            | WrOpcode::AtomicFetchAdd { .. }
+            | WrOpcode::AtomicWrite { .. } => (0, wqe.first_psn),
             _ => {
                 let k = psn.distance(wqe.first_psn) as u64;
                 (k * mtu, psn)
@@ -577,6 +619,20 @@ impl Segment {
                 rkey,
                 add,
             } => atomic(headers, Opcode::RC_FETCH_ADD, remote_addr, rkey, add, 0),
+            WrOpcode::AtomicWrite { remote_addr, rkey } => {
+                headers.bth.opcode = Opcode::RC_ATOMIC_WRITE;
+                headers.reth = Some(Reth {
+                    va: remote_addr,
+                    rkey,
+                    dma_len: 8,
+                });
+                Segment {
+                    headers,
+                    payload_len: 8,
+                    psns: 1,
+                    finished: true,
+                }
+            }
             op => {
                 let remaining = wqe.len - off;
                 let chunk = remaining.min(mtu);
@@ -604,7 +660,17 @@ impl Segment {
                         WrOpcode::SendWithInv { rkey } => headers.ieth = Some(rkey),
                         _ => {}
                     }
-                    headers.bth.solicited = wqe.wr.flags.contains(SendFlags::SOLICITED);
+                    // The SE bit means something on SENDs and WRITEs with
+                    // immediate only (rxe's init_req_packet).
+                    let carries_event = matches!(
+                        op,
+                        WrOpcode::Send
+                            | WrOpcode::SendWithImm { .. }
+                            | WrOpcode::SendWithInv { .. }
+                            | WrOpcode::RdmaWriteWithImm { .. }
+                    );
+                    headers.bth.solicited =
+                        carries_event && wqe.wr.flags.contains(SendFlags::SOLICITED);
                 }
                 Segment {
                     headers,

@@ -12,16 +12,23 @@
 //! |---|---|---|
 //! | [`Qp::check_psn`] | `check_psn` | `PsnOutOfSeq`, or a duplicate is answered |
 //! | [`Qp::check_op_seq`] | `check_op_seq` | `MissingOpcodeFirst`, `MissingOpcodeLast` |
-//! | [`Qp::check_op_valid`] | `check_op_valid` | `UnsupportedOpcode` |
+//! | [`Qp::check_op_valid`] | `check_op_valid` | `UnsupportedOpcode` (also what the QP's `qp_access_flags` do not allow) |
 //! | [`Qp::check_length`] | `check_length` | `Length` |
 //! | [`Qp::check_rkey`] | `check_rkey` | `RkeyViolation`, `Length`, `MisalignedAtomic` |
-//! | [`Qp::check_resource`] | `check_resource` | `Rnr` |
-//! | `execute` ([`execute`]) | `execute`, `read_reply`, `atomic_reply` | `Length`, `MalformedWqe`, `RkeyViolation` |
+//! | [`Qp::check_resource`] | `check_resource` | `TooManyRdAtomic`, `Rnr` |
+//! | `execute` ([`execute`]) | `execute`, `read_reply`, `atomic_reply`, `atomic_write_reply` | `Length`, `MalformedWqe`, `RkeyViolation`, `InvalidateRkey` |
 //! | [`Qp::acknowledge`] | `acknowledge` | — |
 //!
 //! Each check returns a [`Refusal`] named after rxe's `RESPST_ERR_*` state,
 //! and [`Qp::refuse`] alone decides what the requester sees (the NAK, the
-//! move to ERR, or for UC dropping the message).
+//! move to ERR and its asynchronous event, or for UC dropping the message).
+//!
+//! An RC request the QP's `qp_access_flags` do not allow (a READ without
+//! REMOTE_READ, a WRITE or ATOMIC WRITE without REMOTE_WRITE, an atomic
+//! without REMOTE_ATOMIC) is refused as rxe refuses it: as an unsupported
+//! opcode, NAK "invalid request", so the requester completes with
+//! `RemInvReqErr` (RoCE NICs answer "remote access error" instead). On UC
+//! a WRITE without REMOTE_WRITE is dropped.
 //!
 //! One deliberate difference from rxe's order: `check_resource` (is a
 //! receive WR posted?) runs last, after the length and rkey checks, where
@@ -30,8 +37,12 @@
 //! and a receive WR is never taken for a request that fails.
 //!
 //! `check_length` refuses payloads larger than the path MTU as rxe does.
-//! A QP's `qp_access_flags` (rxe's `check_op_valid`) are not checked yet:
-//! only the memory region's rights are.
+//!
+//! SEND with invalidate frees the type 2 memory window its IETH names
+//! once the message is placed (rxe's `invalidate_rkey`). When it cannot
+//! (rxe's class J) the receive completes with `RemInvReqErr` and the QP
+//! fails; where rxe still ACKs the message, migros NAKs it "invalid
+//! request", so the requester learns at once instead of after retries.
 
 mod execute;
 mod reply;
@@ -43,7 +54,9 @@ use std::net::IpAddr;
 use migros_wire::{AckSyndrome, AtomicEth, NakCode, OpKind, Packet, Position, Psn, Reth};
 use serde::{Deserialize, Serialize};
 
-use crate::qp::{Env, Qp};
+use crate::dma::Requestee;
+use crate::memory::Reach;
+use crate::qp::{Env, Failure, Qp};
 use migros_proto::verbs::*;
 
 pub use ud::GRH_LEN;
@@ -66,11 +79,13 @@ pub(crate) enum Inbound {
     },
 }
 
-/// What the responder remembers of an executed READ or atomic.
+/// What the responder remembers of an executed READ, atomic or ATOMIC
+/// WRITE.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum RdResource {
     Read { first_psn: Psn, last_psn: Psn },
     Atomic { psn: Psn, orig: u64 },
+    AtomicWrite { psn: Psn },
 }
 
 /// A response waiting to be sent.
@@ -92,6 +107,11 @@ pub(crate) enum Response {
     AtomicAck {
         psn: Psn,
         orig: u64,
+        msn: u32,
+    },
+    /// The answer to an ATOMIC WRITE: an RDMA READ response without data.
+    AtomicWriteAck {
+        psn: Psn,
         msn: u32,
     },
 }
@@ -145,6 +165,13 @@ pub(crate) enum Refusal {
     Rnr,
     /// `ERR_MALFORMED_WQE`: the receive WR's buffer could not be written.
     MalformedWqe,
+    /// `ERR_TOO_MANY_RDMA_ATM_REQ`: a READ or atomic to a QP that serves
+    /// none (`max_dest_rd_atomic` 0).
+    TooManyRdAtomic,
+    /// `ERR_INVALIDATE_RKEY`: SEND with invalidate named an rkey that
+    /// cannot be invalidated (the message was placed, its receive
+    /// completed in error).
+    InvalidateRkey,
 }
 
 /// The PSN of a request compared with the one expected (`check_psn`).
@@ -163,6 +190,7 @@ pub(crate) enum Operation {
     Write,
     Read,
     Atomic,
+    AtomicWrite,
 }
 
 /// What a request may touch once `check_rkey` passed it.
@@ -179,8 +207,10 @@ pub(crate) enum Target {
     },
     /// READ what the RETH names.
     Read(Reth),
-    /// An atomic on the 8 bytes at `eth.va` of `owner`'s memory.
-    Atomic { owner: OwnerId, eth: AtomicEth },
+    /// An atomic on the 8 bytes the AtomicETH names, found `at`.
+    Atomic { at: Reach, eth: AtomicEth },
+    /// An ATOMIC WRITE of the packet's 8 bytes, `at`.
+    AtomicWrite { at: Reach },
 }
 
 fn is_first(pkt: &Packet) -> bool {
@@ -213,9 +243,9 @@ impl Qp {
         }
         self.check_op_seq(pkt)?;
         let op = self.check_op_valid(pkt)?;
-        self.check_length(pkt)?;
+        self.check_length(pkt, op)?;
         let target = self.check_rkey(pkt, op, env)?;
-        self.check_resource(pkt, target, env)?;
+        self.check_resource(pkt, op, target, env)?;
         self.execute(pkt, target, env)?;
         self.acknowledge(pkt, op);
         Ok(())
@@ -226,8 +256,9 @@ impl Qp {
     /// RC: a gap gets one sequence NAK at the expected PSN, a missing
     /// receive an RNR NAK (the requester retries), the pause NAK while
     /// stopped; any other refusal a NAK (invalid request, remote access or
-    /// remote operational error, as rxe's class C and A errors) and the QP
-    /// goes to ERR. UC has no NAK: the message is dropped and the responder
+    /// remote operational error, as rxe's class C, J and A errors) and the
+    /// QP goes to ERR, raising QP_REQ_ERR, QP_ACCESS_ERR or QP_FATAL (IBA
+    /// 11.6.3). UC has no NAK: the message is dropped and the responder
     /// waits for the next FIRST or ONLY (rxe's class D).
     pub(crate) fn refuse(&mut self, refusal: Refusal, psn: Psn, env: &mut Env) {
         if self.qp_type() != QpType::Rc {
@@ -240,7 +271,7 @@ impl Qp {
             }
             return;
         }
-        // (PSN answered, syndrome, whether the QP fails)
+        // (PSN answered, syndrome, why the QP fails if it does)
         let (at, syndrome, fails) = match refusal {
             Refusal::Stopped => {
                 self.resp.pause_nak = true;
@@ -249,19 +280,33 @@ impl Qp {
             Refusal::Drop => return,
             Refusal::PsnOutOfSeq => {
                 let nak = AckSyndrome::Nak(NakCode::PsnSequenceError);
-                (self.resp.epsn, nak, false)
+                (self.resp.epsn, nak, None)
             }
             Refusal::Rnr => {
                 let timer = self.attr.min_rnr_timer & 0x1f;
-                (psn, AckSyndrome::RnrNak { timer }, false)
+                (psn, AckSyndrome::RnrNak { timer }, None)
             }
-            Refusal::RkeyViolation => (psn, AckSyndrome::Nak(NakCode::RemoteAccessError), true),
-            Refusal::MalformedWqe => (psn, AckSyndrome::Nak(NakCode::RemoteOperationalError), true),
+            Refusal::RkeyViolation => (
+                psn,
+                AckSyndrome::Nak(NakCode::RemoteAccessError),
+                Some(Failure::AccessViolation),
+            ),
+            Refusal::MalformedWqe => (
+                psn,
+                AckSyndrome::Nak(NakCode::RemoteOperationalError),
+                Some(Failure::Fatal),
+            ),
             Refusal::MissingOpcodeFirst
             | Refusal::MissingOpcodeLast
             | Refusal::UnsupportedOpcode
             | Refusal::Length
-            | Refusal::MisalignedAtomic => (psn, AckSyndrome::Nak(NakCode::InvalidRequest), true),
+            | Refusal::MisalignedAtomic
+            | Refusal::TooManyRdAtomic
+            | Refusal::InvalidateRkey => (
+                psn,
+                AckSyndrome::Nak(NakCode::InvalidRequest),
+                Some(Failure::InvalidRequest),
+            ),
         };
         match syndrome {
             AckSyndrome::RnrNak { .. } => self.counters.rnr_naks_sent += 1,
@@ -272,8 +317,8 @@ impl Qp {
             syndrome: syndrome.encode(),
             msn: self.resp.msn,
         });
-        if fails {
-            self.enter_error(env);
+        if let Some(why) = fails {
+            self.enter_error(why, env);
         }
     }
 
@@ -330,30 +375,49 @@ impl Qp {
         }
     }
 
-    /// rxe's `check_op_valid`: the operations this QP executes. UC carries
-    /// SEND and WRITE only.
-    ///
-    /// rxe also refuses what the QP's `qp_access_flags` do not allow
-    /// (REMOTE_WRITE, REMOTE_READ, REMOTE_ATOMIC); migros does not yet.
+    /// rxe's `check_op_valid`: the operations this QP executes (UC
+    /// carries SEND and WRITE only), and only those its `qp_access_flags`
+    /// allow: READ needs REMOTE_READ, WRITE and ATOMIC WRITE REMOTE_WRITE,
+    /// an atomic REMOTE_ATOMIC.
     fn check_op_valid(&self, pkt: &Packet) -> Result<Operation, Refusal> {
         let rc = self.qp_type() == QpType::Rc;
-        match pkt.info().kind {
-            OpKind::Send => Ok(Operation::Send),
-            OpKind::RdmaWrite => Ok(Operation::Write),
-            OpKind::ReadRequest if rc => Ok(Operation::Read),
-            OpKind::CompareSwap | OpKind::FetchAdd if rc => Ok(Operation::Atomic),
-            _ => Err(Refusal::UnsupportedOpcode),
+        let (op, need) = match pkt.info().kind {
+            OpKind::Send => (Operation::Send, None),
+            OpKind::RdmaWrite => (Operation::Write, Some(Access::REMOTE_WRITE)),
+            OpKind::ReadRequest if rc => (Operation::Read, Some(Access::REMOTE_READ)),
+            OpKind::CompareSwap | OpKind::FetchAdd if rc => {
+                (Operation::Atomic, Some(Access::REMOTE_ATOMIC))
+            }
+            OpKind::AtomicWrite if rc => (Operation::AtomicWrite, Some(Access::REMOTE_WRITE)),
+            _ => return Err(Refusal::UnsupportedOpcode),
+        };
+        if need.is_some_and(|n| !self.attr.qp_access_flags.contains(n)) {
+            return Err(Refusal::UnsupportedOpcode);
         }
+        Ok(op)
     }
 
     /// rxe's `check_length`: a FIRST or MIDDLE packet carries exactly one
-    /// path MTU, a LAST or ONLY packet at most that.
-    fn check_length(&self, pkt: &Packet) -> Result<(), Refusal> {
+    /// path MTU, a LAST or ONLY packet at most that; an ATOMIC WRITE
+    /// exactly 8 bytes.
+    fn check_length(&self, pkt: &Packet, op: Operation) -> Result<(), Refusal> {
         let payload = pkt.payload.len() as u64;
         if (!is_last(pkt) && payload != self.mtu()) || payload > self.mtu() {
             return Err(Refusal::Length);
         }
+        let reth_len = pkt.headers.reth.map(|r| r.dma_len);
+        if op == Operation::AtomicWrite && (pkt.payload.len() != 8 || reth_len != Some(8)) {
+            return Err(Refusal::Length);
+        }
         Ok(())
+    }
+
+    /// This QP as the target of a remote access.
+    fn requestee(&self) -> Requestee {
+        Requestee {
+            pd: self.init.pd,
+            qpn: self.qpn(),
+        }
     }
 
     /// rxe's `check_rkey`: what the request may touch. A WRITE's first
@@ -404,14 +468,36 @@ impl Qp {
                 if eth.va % 8 != 0 {
                     return Err(Refusal::MisalignedAtomic);
                 }
-                let owner = env
-                    .objs
-                    .mrs
-                    .check_remote(eth.rkey, self.init.pd, eth.va, 8, Access::REMOTE_ATOMIC)
-                    .map_err(|_| Refusal::RkeyViolation)?;
-                Ok(Target::Atomic { owner, eth })
+                let at = self.reach(eth.rkey, eth.va, 8, Access::REMOTE_ATOMIC, env)?;
+                Ok(Target::Atomic { at, eth })
+            }
+            Operation::AtomicWrite => {
+                // The parser guarantees a RETH; check_length its length 8.
+                let reth = pkt.headers.reth.ok_or(Refusal::UnsupportedOpcode)?;
+                let at = self.reach(reth.rkey, reth.va, 8, Access::REMOTE_WRITE, env)?;
+                if reth.va % 8 != 0 {
+                    return Err(Refusal::MisalignedAtomic);
+                }
+                Ok(Target::AtomicWrite { at })
             }
         }
+    }
+
+    /// Where `len` bytes at `va` through `rkey` are, if this QP may `need`
+    /// them.
+    fn reach(
+        &self,
+        rkey: u32,
+        va: u64,
+        len: u64,
+        need: Access,
+        env: &Env,
+    ) -> Result<Reach, Refusal> {
+        let me = self.requestee();
+        env.objs
+            .mrs
+            .check_remote(rkey, me.pd, me.qpn, va, len, need)
+            .map_err(|_| Refusal::RkeyViolation)
     }
 
     /// A RETH's rkey, range and rights (a zero-length access needs none).
@@ -419,21 +505,32 @@ impl Qp {
         if reth.dma_len == 0 {
             return Ok(());
         }
-        let len = u64::from(reth.dma_len);
-        env.objs
-            .mrs
-            .check_remote(reth.rkey, self.init.pd, reth.va, len, need)
+        self.reach(reth.rkey, reth.va, u64::from(reth.dma_len), need, env)
             .map(|_| ())
-            .map_err(|_| Refusal::RkeyViolation)
     }
 
-    /// rxe's `check_resource`: a SEND's first packet and the last packet of
-    /// a WRITE with immediate need a receive WR (the QP's, or its SRQ's).
-    fn check_resource(&self, pkt: &Packet, target: Target, env: &Env) -> Result<(), Refusal> {
+    /// rxe's `check_resource`: a READ, atomic or ATOMIC WRITE needs a QP
+    /// that serves them (`max_dest_rd_atomic` > 0); a SEND's first packet
+    /// and the last packet of a WRITE with immediate need a receive WR
+    /// (the QP's, or its SRQ's).
+    fn check_resource(
+        &self,
+        pkt: &Packet,
+        op: Operation,
+        target: Target,
+        env: &Env,
+    ) -> Result<(), Refusal> {
+        let rd_atomic = matches!(
+            op,
+            Operation::Read | Operation::Atomic | Operation::AtomicWrite
+        );
+        if rd_atomic && self.attr.max_dest_rd_atomic == 0 {
+            return Err(Refusal::TooManyRdAtomic);
+        }
         let needs_recv = match target {
             Target::Recv => is_first(pkt),
             Target::Write { .. } => is_last(pkt) && pkt.headers.immdt.is_some(),
-            Target::Read(_) | Target::Atomic { .. } => false,
+            Target::Read(_) | Target::Atomic { .. } | Target::AtomicWrite { .. } => false,
         };
         let posted = match self.init.srq {
             Some(srqn) => env
@@ -453,6 +550,7 @@ impl Qp {
     /// an ACK gets one (READs and atomics are answered by their responses).
     /// UC sends none.
     fn acknowledge(&mut self, pkt: &Packet, op: Operation) {
+        // READs, atomics and ATOMIC WRITEs are answered by their responses.
         let acked = matches!(op, Operation::Send | Operation::Write);
         if self.qp_type() == QpType::Rc && acked && pkt.headers.bth.ack_req {
             self.queue_ack(pkt.headers.bth.psn);
@@ -495,7 +593,7 @@ impl Qp {
     }
 
     /// Takes the next receive WR (the SRQ's if the QP has one).
-    fn take_recv(&mut self, env: &mut Env) -> Option<RecvWr> {
+    pub(crate) fn take_recv(&mut self, env: &mut Env) -> Option<RecvWr> {
         match self.init.srq {
             Some(srqn) => {
                 let srq = env.objs.srqs.get_mut(&srqn)?;
@@ -554,8 +652,12 @@ mod tests {
         qp
     }
 
-    /// What `refuse` leaves behind: the answer queued, the QP's state.
-    fn refused(qp_type: QpType, refusal: Refusal) -> (Qp, Vec<(Psn, AckSyndrome)>) {
+    /// What `refuse` leaves behind: the QP (its state), the answers
+    /// queued, the events raised.
+    fn refused(
+        qp_type: QpType,
+        refusal: Refusal,
+    ) -> (Qp, Vec<(Psn, AckSyndrome)>, Vec<DeviceEvent>) {
         let mut qp = qp(qp_type);
         let mut objs = Objects::default();
         let config = DeviceConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -577,7 +679,8 @@ mod tests {
                 other => panic!("a refusal answers with an ACK-class packet, not {other:?}"),
             })
             .collect();
-        (qp, answers)
+        let events = objs.events.drain(..).collect();
+        (qp, answers, events)
     }
 
     #[test]
@@ -603,6 +706,8 @@ mod tests {
             (Refusal::UnsupportedOpcode, invalid, true),
             (Refusal::Length, invalid, true),
             (Refusal::MisalignedAtomic, invalid, true),
+            (Refusal::TooManyRdAtomic, invalid, true),
+            (Refusal::InvalidateRkey, invalid, true),
             (
                 Refusal::RkeyViolation,
                 Some((105, nak(RemoteAccessError))),
@@ -615,11 +720,19 @@ mod tests {
             ),
         ];
         for (refusal, answer, fails) in cases {
-            let (qp, answers) = refused(QpType::Rc, refusal);
+            let (qp, answers, events) = refused(QpType::Rc, refusal);
             let expected: Vec<_> = answer.map(|(p, s)| (Psn::new(p), s)).into_iter().collect();
             assert_eq!(answers, expected, "{refusal:?}");
             let state = if fails { QpState::Err } else { QpState::Rts };
             assert_eq!(qp.state(), state, "{refusal:?}");
+            // The asynchronous event of the failure (IBA 11.6.3).
+            let event = match refusal {
+                _ if !fails => None,
+                Refusal::RkeyViolation => Some(DeviceEvent::QpAccessError { qpn: 0x11 }),
+                Refusal::MalformedWqe => Some(DeviceEvent::QpError { qpn: 0x11 }),
+                _ => Some(DeviceEvent::QpRequestError { qpn: 0x11 }),
+            };
+            assert_eq!(events, event.into_iter().collect::<Vec<_>>(), "{refusal:?}");
             let (naks, rnr_naks) = (qp.counters.naks_sent, qp.counters.rnr_naks_sent);
             let counted = match refusal {
                 Refusal::Drop => (0, 0),
@@ -632,9 +745,9 @@ mod tests {
 
     #[test]
     fn stopped_rc_answers_with_the_pause_nak_and_uc_drops() {
-        let (qp, answers) = refused(QpType::Rc, Refusal::Stopped);
+        let (qp, answers, _) = refused(QpType::Rc, Refusal::Stopped);
         assert!(answers.is_empty() && qp.resp.pause_nak);
-        let (qp, answers) = refused(QpType::Uc, Refusal::Stopped);
+        let (qp, answers, _) = refused(QpType::Uc, Refusal::Stopped);
         assert!(answers.is_empty() && !qp.resp.pause_nak);
         assert_eq!(qp.counters.rx_dropped, 1);
         assert_eq!(qp.resp.epsn, Psn::new(100), "nothing else changes");
@@ -648,7 +761,8 @@ mod tests {
             Refusal::Length,
             Refusal::RkeyViolation,
         ] {
-            let (qp, answers) = refused(QpType::Uc, refusal);
+            let (qp, answers, events) = refused(QpType::Uc, refusal);
+            assert!(events.is_empty(), "{refusal:?}: uc fails nothing");
             assert!(answers.is_empty(), "{refusal:?}");
             assert_eq!(qp.state(), QpState::Rts, "{refusal:?}");
             assert!(

@@ -32,7 +32,7 @@ use std::net::IpAddr;
 use migros_wire::{AckSyndrome, Headers, Opcode, Packet, Psn};
 
 use crate::packet_builder::{ack_headers, PacketBuilder, Route};
-use crate::qp::{Env, Qp};
+use crate::qp::{Env, Failure, Qp};
 use crate::time::Instant;
 use migros_proto::verbs::*;
 
@@ -425,7 +425,7 @@ impl Qp {
         env.objs
             .events
             .push_back(DeviceEvent::PauseTimeout { qpn: self.qpn() });
-        self.enter_error(env);
+        self.enter_error(Failure::Fatal, env);
     }
 
     /// Whether a RESUME, UD announcement, probe or key answer is due.

@@ -5,10 +5,11 @@
 //! Its encoding is the versioned image of [`crate::image`], converted
 //! explicitly ([`OwnerSnapshot::to_image`], [`OwnerSnapshot::from_image`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::error::VerbsError;
+use crate::mw::{MemoryWindow, MwState};
 use crate::qp::Qp;
 use crate::queues::{Cq, Srq};
 use crate::time::Instant;
@@ -22,6 +23,8 @@ pub struct OwnerSnapshot {
     pub(crate) mrs: Vec<MrSpec>,
     pub(crate) cqs: Vec<(Cqn, Cq)>,
     pub(crate) srqs: Vec<(Srqn, Srq)>,
+    /// Memory windows, bound or not, with their current rkeys.
+    pub(crate) mws: Vec<MemoryWindow>,
     /// QPs with their timers stored as time remaining at snapshot.
     pub(crate) qps: Vec<Qp>,
 }
@@ -34,6 +37,7 @@ impl OwnerSnapshot {
             mrs: Vec::new(),
             cqs: Vec::new(),
             srqs: Vec::new(),
+            mws: Vec::new(),
             qps: Vec::new(),
         }
     }
@@ -95,10 +99,10 @@ impl OwnerSnapshot {
             if mr.addr.checked_add(mr.length).is_none()
                 || mr.lkey == 0
                 || mr.rkey == 0
-                || mr.access.0 & !0xf != 0
+                || crate::device::check_mr_access(mr.access).ok() != Some(mr.access)
             {
                 return bad(format!(
-                    "memory region {:#x} wraps, has a zero key or unknown access bits",
+                    "memory region {:#x} wraps, has a zero key or access rights reg_mr refuses",
                     mr.lkey
                 ));
             }
@@ -114,6 +118,29 @@ impl OwnerSnapshot {
         for (srqn, srq) in &self.srqs {
             if srq.owner != self.owner || !pds.contains(&srq.pd) {
                 return bad(format!("srq {srqn} refers to a foreign owner or pd"));
+            }
+        }
+        // Regions and QPs by key, for the windows' references (n log n).
+        let region_pd: BTreeMap<u32, Pdn> = self.mrs.iter().map(|m| (m.lkey, m.pd)).collect();
+        let qp_pd: BTreeMap<Qpn, Pdn> = self.qps.iter().map(|q| (q.qpn(), q.init.pd)).collect();
+        for mw in &self.mws {
+            let region_here = |l: u32| region_pd.get(&l) == Some(&mw.pd);
+            let qp_here = |q: Qpn| qp_pd.get(&q) == Some(&mw.pd);
+            let consistent = match mw.state {
+                MwState::Free => mw.mw_type == MwType::Type2 && mw.mr_lkey.is_none(),
+                MwState::Valid => {
+                    mw.mr_lkey.is_none_or(region_here)
+                        && match mw.mw_type {
+                            MwType::Type1 => mw.qpn.is_none(),
+                            MwType::Type2 => mw.qpn.is_some_and(qp_here) && mw.mr_lkey.is_some(),
+                        }
+                }
+            };
+            if mw.owner != self.owner || !pds.contains(&mw.pd) || !consistent {
+                return bad(format!(
+                    "memory window {:#x} is inconsistent or refers to objects not in the image",
+                    mw.rkey
+                ));
             }
         }
         for qp in &self.qps {

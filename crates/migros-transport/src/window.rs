@@ -29,7 +29,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::image::v2::WindowImage;
+use crate::image::v3::WindowImage;
 
 /// Request packets a QP may have unacknowledged, whatever the MTU.
 pub(crate) const MAX_PACKETS: u32 = 1024;
@@ -42,7 +42,7 @@ const MIN_THRESHOLD: u32 = 2;
 /// The send window of one RC QP, in packets (PSNs).
 ///
 /// A checkpoint image holds its three numbers as
-/// [`crate::image::v2::WindowImage`] ([`Window::to_image`],
+/// [`crate::image::v3::WindowImage`] ([`Window::to_image`],
 /// [`Window::from_image`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Window {

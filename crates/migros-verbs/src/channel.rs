@@ -1,5 +1,7 @@
 //! Completion channels: a second connection to the daemon that carries
-//! only events.
+//! only events: completion events of armed CQs and, on the channel the
+//! session subscribed with [`CompChannel::subscribe_async`], the
+//! asynchronous events (`ibv_get_async_event`'s).
 //!
 //! The channel's socket keeps its descriptor number for the channel's whole
 //! life: a migration connects to the new daemon and `dup2`s the new socket
@@ -15,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use migros_proto::frame::FrameReader;
-use migros_proto::msg::{ChannelId, Event, Request, Response, PROTOCOL_VERSION};
-use migros_proto::verbs::{Cqn, Qpn};
+use migros_proto::msg::{AsyncEvent, ChannelId, Event, Request, Response, PROTOCOL_VERSION};
+use migros_proto::verbs::Cqn;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
@@ -49,8 +51,8 @@ struct ChannelState {
     reader: FrameReader,
     /// Completion events read but not yet returned.
     pending: VecDeque<Cqn>,
-    /// QPs reported failed (`Event::QpFatal`), oldest first.
-    fatal: Vec<Qpn>,
+    /// Asynchronous events read but not yet returned, oldest first.
+    asyncs: VecDeque<AsyncEvent>,
 }
 
 impl CompChannel {
@@ -79,7 +81,7 @@ impl CompChannel {
                 fd,
                 reader: FrameReader::new(),
                 pending: VecDeque::new(),
-                fatal: Vec::new(),
+                asyncs: VecDeque::new(),
             }),
         });
         let mut channels = lock(&ctx.inner.channels);
@@ -113,21 +115,38 @@ impl CompChannel {
         self.inner.raw_fd
     }
 
-    /// QPs the daemon reported failed since the last call (asynchronous
-    /// `QpFatal` events that arrived on this channel).
-    pub fn take_fatal_qps(&self) -> Vec<Qpn> {
-        std::mem::take(&mut lock(&self.inner.state).fatal)
+    /// Makes this channel the one the session's asynchronous events go
+    /// to (QP, CQ, SRQ and port events; see [`AsyncEvent`]). The choice
+    /// moves with the session when it migrates.
+    pub fn subscribe_async(&self) -> Result<()> {
+        self.inner.ctx.request_ok(&Request::SubscribeAsync {
+            channel: self.inner.id,
+        })
+    }
+
+    /// The next asynchronous event, waiting up to `timeout` (`Ok(None)`).
+    pub fn get_async_event_timeout(&self, timeout: Duration) -> Result<Option<AsyncEvent>> {
+        self.wait_for(Some(Instant::now() + timeout), |st| st.asyncs.pop_front())
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Result<Option<Cqn>> {
+        self.wait_for(deadline, |st| st.pending.pop_front())
+    }
+
+    /// Waits until `take` finds something in what the channel received.
+    fn wait_for<T>(
+        &self,
+        deadline: Option<Instant>,
+        take: impl Fn(&mut ChannelState) -> Option<T>,
+    ) -> Result<Option<T>> {
         loop {
             while self.inner.swapping.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_micros(200));
             }
             let mut st = lock(&self.inner.state);
             st.drain()?;
-            if let Some(cq) = st.pending.pop_front() {
-                return Ok(Some(cq));
+            if let Some(v) = take(&mut st) {
+                return Ok(Some(v));
             }
             let slice = match deadline {
                 Some(d) => {
@@ -185,7 +204,7 @@ impl ChannelState {
         while let Some(ev) = self.reader.next_message::<Event>()? {
             match ev {
                 Event::Completion { cq } => self.pending.push_back(cq),
-                Event::QpFatal { qpn } => self.fatal.push(qpn),
+                Event::Async(ev) => self.asyncs.push_back(ev),
             }
         }
         Ok(())

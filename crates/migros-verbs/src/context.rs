@@ -120,8 +120,16 @@ impl Context {
         CompChannel::create(self)
     }
 
-    /// A CQ of at least `entries` entries (rounded up to a power of two).
+    /// A CQ of at least `entries` entries (rounded up to a power of two);
+    /// more than the device's `max_cqe` is refused (EINVAL, as rxe's
+    /// `rxe_cq_chk_attr`).
     pub fn create_cq(&self, entries: u32, channel: Option<&CompChannel>) -> Result<Cq> {
+        let max = self.device().max_cqe;
+        if entries == 0 || entries > max {
+            return Err(Error::InvalidArgument(format!(
+                "a cq of {entries} entries (the device allows 1 to {max})"
+            )));
+        }
         Cq::create(self, entries, channel)
     }
 

@@ -9,7 +9,7 @@ use migros_proto::verbs::{Cqn, WorkCompletion};
 use crate::channel::{ChannelShared, CompChannel};
 use crate::conn::{lock, unexpected};
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ring::{ring_entries, CqRing};
 
 /// A completion queue. QPs using it keep it alive.
@@ -21,7 +21,6 @@ pub struct Cq {
 pub(crate) struct CqShared {
     ctx: Context,
     handle: Cqn,
-    entries: u32,
     ring: Mutex<CqRing>,
     /// After the connection is lost: the flush completions not yet
     /// polled (`None` until they are made, once).
@@ -57,7 +56,6 @@ impl Cq {
             inner: Arc::new(CqShared {
                 ctx: ctx.clone(),
                 handle,
-                entries,
                 ring: Mutex::new(ring),
                 flushed: Mutex::new(None),
                 _channel: channel.map(|c| c.inner.clone()),
@@ -104,7 +102,47 @@ impl Cq {
 
     /// The ring's entries (the requested size rounded up to a power of two).
     pub fn entries(&self) -> u32 {
-        self.inner.entries
+        lock(&self.inner.ring).entries()
+    }
+
+    /// `ibv_resize_cq`: the CQ holds at least `entries` completions from
+    /// now on (rounded up to a power of two); the ones not yet polled stay,
+    /// in order. Fewer than those, or more than the device's `max_cqe`, is
+    /// refused (EINVAL, as rxe's `rxe_cq_chk_attr`).
+    pub fn resize(&self, entries: u32) -> Result<()> {
+        let s = &self.inner;
+        let max = s.ctx.device().max_cqe;
+        if entries == 0 || entries > max {
+            return Err(Error::InvalidArgument(format!(
+                "a cq of {entries} entries (the device allows 1 to {max})"
+            )));
+        }
+        let entries = ring_entries(entries)?;
+        let mut ring = lock(&s.ring);
+        let mut new = CqRing::new(entries)?;
+        // The daemon copies what is between our published consumer index
+        // and its producer index; the ring lock keeps this process from
+        // polling meanwhile.
+        match s.ctx.request_ok(&Request::ResizeCq {
+            cq: s.handle,
+            entries,
+            ring: new.addr(),
+            ctrl: new.ctrl_addr(),
+        }) {
+            Ok(()) => {
+                // The daemon writes only the new ring from now on.
+                *ring = new;
+                Ok(())
+            }
+            Err(e) => {
+                if !matches!(e, Error::Daemon { .. }) {
+                    // Which ring the daemon uses is unknown: keep both.
+                    new.leak_on_drop();
+                    ring.leak_on_drop();
+                }
+                Err(e)
+            }
+        }
     }
 }
 

@@ -16,6 +16,9 @@ pub enum Error {
     QueueFull,
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The device does not do this (EOPNOTSUPP in the C API).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The connection to the daemon broke.
     #[error("daemon connection: {0}")]
     Io(#[from] std::io::Error),
@@ -30,6 +33,7 @@ mod errno {
     pub const ENODEV: i32 = 19;
     pub const EIO: i32 = 5;
     pub const EPROTO: i32 = 71;
+    pub const EOPNOTSUPP: i32 = 95;
 }
 
 impl Error {
@@ -40,6 +44,7 @@ impl Error {
             Error::Daemon { errno, .. } => *errno,
             Error::QueueFull => errno::ENOMEM,
             Error::InvalidArgument(_) => errno::EINVAL,
+            Error::Unsupported(_) => errno::EOPNOTSUPP,
             Error::Io(_) => errno::EIO,
             Error::Protocol(_) => errno::EPROTO,
         }
@@ -61,6 +66,22 @@ impl From<FrameError> for Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A list of work requests posted in part: the first `posted` went to the
+/// device, the next one failed with `error` and it and the rest did not
+/// (`ibv_post_send`'s `bad_wr` points at WR number `posted`).
+#[derive(Debug, thiserror::Error)]
+#[error("{error} (work request {posted} of the list; the ones before it were posted)")]
+pub struct PostError {
+    pub posted: usize,
+    pub error: Error,
+}
+
+impl From<PostError> for Error {
+    fn from(e: PostError) -> Error {
+        e.error
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +95,7 @@ mod tests {
         assert_eq!(daemon.errno(), 16);
         assert_eq!(Error::QueueFull.errno(), 12);
         assert_eq!(Error::InvalidArgument("x".into()).errno(), 22);
+        assert_eq!(Error::Unsupported("x".into()).errno(), 95);
         assert_eq!(Error::NoDevice("d".into()).errno(), 19);
         assert_eq!(Error::Io(std::io::Error::other("x")).errno(), 5);
         assert_eq!(Error::Protocol("x".into()).errno(), 71);

@@ -11,7 +11,7 @@
 //!   `unsafe` code, with its invariants;
 //! - `ring`: ring index arithmetic, WQE producers, the CQE consumer;
 //! - `conn`: one socket to a daemon (Hello, requests, doorbells);
-//! - `context`, `memory`, `cq`, `qp`, `channel`: the verbs objects;
+//! - `context`, `memory`, `mw`, `cq`, `qp`, `channel`: the verbs objects;
 //! - `flush`: outstanding work requests, flushed when the daemon is gone;
 //! - `migrate`: [`Context::migrate_to`].
 //!
@@ -35,20 +35,22 @@ mod error;
 mod flush;
 mod memory;
 mod migrate;
+mod mw;
 mod qp;
 mod ring;
 mod shm;
 
 pub use migros_proto::counters::{DeviceCounters, QpCounters};
-pub use migros_proto::msg::{ChannelId, DeviceInfo};
+pub use migros_proto::msg::{AsyncEvent, AsyncKind, ChannelId, DeviceInfo};
 pub use migros_proto::verbs::*;
 
 pub use channel::CompChannel;
 pub use context::Context;
 pub use cq::Cq;
-pub use error::{Error, Result};
+pub use error::{Error, PostError, Result};
 pub use memory::{Mr, Pd, RawMr};
 pub use migrate::MigrationReport;
+pub use mw::Mw;
 pub use qp::{Qp, QpInitAttr, Srq};
 
 /// Names of the devices in the socket directory (`MIGROS_SOCKET_DIR`, else `/run/migros`).

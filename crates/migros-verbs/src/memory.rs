@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use migros_proto::msg::{Request, Response};
-use migros_proto::verbs::{Access, Pdn, Sge};
+use migros_proto::verbs::{Access, MwType, Pdn, Sge};
 
 use crate::conn::unexpected;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::mw::Mw;
 use crate::qp::{Qp, QpInitAttr, Srq};
 use crate::shm::ShmBuf;
 
@@ -51,7 +52,7 @@ impl Pd {
     pub fn alloc_mr(&self, len: usize, access: Access) -> Result<Mr> {
         let mut buf = ShmBuf::zeroed(len)
             .ok_or_else(|| Error::InvalidArgument(format!("cannot allocate {len} bytes")))?;
-        match self.register(buf.addr(), len, access) {
+        match self.register(buf.addr(), len, buf.addr(), access) {
             Ok((lkey, rkey)) => Ok(Mr {
                 lkey,
                 rkey,
@@ -75,13 +76,31 @@ impl Pd {
     /// `addr..addr+len` must stay valid and mapped until the returned
     /// `RawMr` is deregistered; the device writes into it when allowed.
     pub unsafe fn reg_mr_raw(&self, addr: u64, len: usize, access: Access) -> Result<RawMr> {
-        let (lkey, rkey) = self.register(addr, len, access)?;
+        // SAFETY: as this function's.
+        unsafe { self.reg_mr_raw_iova(addr, len, addr, access) }
+    }
+
+    /// Registers memory the caller owns, named by the I/O virtual
+    /// address `iova` (`ibv_reg_mr_iova`): SGEs and remote peers address
+    /// its first byte as `iova`.
+    ///
+    /// # Safety
+    /// As [`Pd::reg_mr_raw`].
+    pub unsafe fn reg_mr_raw_iova(
+        &self,
+        addr: u64,
+        len: usize,
+        iova: u64,
+        access: Access,
+    ) -> Result<RawMr> {
+        let (lkey, rkey) = self.register(addr, len, iova, access)?;
         Ok(RawMr {
             lkey,
             rkey,
             addr,
             len,
             pd: self.inner.clone(),
+            registered: true,
         })
     }
 
@@ -95,11 +114,17 @@ impl Pd {
         Srq::create(self, max_wr, max_sge, limit)
     }
 
-    fn register(&self, addr: u64, len: usize, access: Access) -> Result<(u32, u32)> {
+    /// A memory window of this PD (`ibv_alloc_mw`).
+    pub fn alloc_mw(&self, mw_type: MwType) -> Result<Mw> {
+        Mw::alloc(self, mw_type)
+    }
+
+    fn register(&self, addr: u64, len: usize, iova: u64, access: Access) -> Result<(u32, u32)> {
         match self.inner.ctx.request(&Request::RegMr {
             pd: self.handle,
             addr,
             length: len as u64,
+            iova,
             access,
         })? {
             Response::Mr { lkey, rkey } => Ok((lkey, rkey)),
@@ -186,16 +211,41 @@ impl std::fmt::Debug for Mr {
     }
 }
 
-/// Memory registered by address (see [`Pd::reg_mr_raw`]); deregistered on drop.
+/// Memory registered by address (see [`Pd::reg_mr_raw`]); deregistered on
+/// drop, or by [`RawMr::deregister`] to learn whether it worked.
 pub struct RawMr {
     pub lkey: u32,
     pub rkey: u32,
     pub addr: u64,
     pub len: usize,
     pd: Arc<PdShared>,
+    /// Not yet deregistered.
+    registered: bool,
 }
 
 impl RawMr {
+    /// Deregisters the region; on failure (memory windows are still
+    /// bound to it: EINVAL, as rxe) it stays registered and is handed back.
+    pub fn deregister(mut self) -> std::result::Result<(), (RawMr, Error)> {
+        match self
+            .pd
+            .ctx
+            .request_ok(&Request::DeregMr { lkey: self.lkey })
+        {
+            Ok(()) => {
+                self.registered = false;
+                Ok(())
+            }
+            // The daemon kept it: it stays ours.
+            Err(e @ Error::Daemon { .. }) => Err((self, e)),
+            // The connection is gone and the region with it.
+            Err(e) => {
+                self.registered = false;
+                Err((self, e))
+            }
+        }
+    }
+
     /// An SGE covering `len` bytes at `offset` (not checked against the MR).
     pub fn sge(&self, offset: usize, len: u32) -> Sge {
         Sge {
@@ -208,6 +258,8 @@ impl RawMr {
 
 impl Drop for RawMr {
     fn drop(&mut self) {
-        deregister(&self.pd, self.lkey);
+        if self.registered {
+            deregister(&self.pd, self.lkey);
+        }
     }
 }

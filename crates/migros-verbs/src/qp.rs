@@ -1,17 +1,25 @@
 //! Queue pairs and shared receive queues: rings this process fills, with a
 //! doorbell per batch.
+//!
+//! Posting follows the kernel's rxe: a QP in RESET, INIT or RTR refuses
+//! send WRs and one in RESET receives (EINVAL); a full queue refuses the
+//! WR (ENOMEM). A list is posted up to the WR that fails, and the error
+//! says how many went ([`PostError`]), so `bad_wr` can point at the right
+//! one; [`Qp::post_send_all`] (the `ibv_wr_*` batch) posts all or none.
+//! The QP's state is the one its owner last set or queried: the device
+//! moves it only to ERR (and SQE), which allow posting.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use migros_proto::msg::{Request, Response};
+use migros_proto::msg::{Request, Response, SrqResize};
 use migros_proto::ring::{self as layout, RQ_WQE_SIZE, SQ_WQE_SIZE};
 use migros_proto::verbs::*;
 
 use crate::conn::{lock, unexpected};
 use crate::context::Context;
 use crate::cq::{Cq, CqShared};
-use crate::error::{Error, Result};
+use crate::error::{Error, PostError, Result};
 use crate::flush::WrTrack;
 use crate::memory::{Pd, PdShared};
 use crate::ring::{ring_entries, Ctrl, Producer};
@@ -38,6 +46,8 @@ pub struct Qp {
     rq: Option<Mutex<Producer>>,
     ctrl: Ctrl,
     sq_sig_all: bool,
+    /// The QP's state as its owner last set or saw it (a `QpState`).
+    state: AtomicU8,
     /// Posted WRs not yet completed (flushed if the daemon dies).
     track: Arc<WrTrack>,
     _pd: Arc<PdShared>,
@@ -113,6 +123,7 @@ impl Qp {
             rq: rq.map(Mutex::new),
             ctrl,
             sq_sig_all: attr.sq_sig_all,
+            state: AtomicU8::new(QpState::Reset as u8),
             track,
             _pd: pd.inner.clone(),
             _send_cq: attr.send_cq.inner.clone(),
@@ -136,33 +147,97 @@ impl Qp {
             qpn: self.qpn,
             attr: attr.clone(),
             mask,
-        })
+        })?;
+        if mask.contains(AttrMask::STATE) {
+            self.state.store(attr.qp_state as u8, Ordering::Release);
+        }
+        Ok(())
     }
 
     pub fn query(&self) -> Result<QpAttr> {
         match self.ctx.request(&Request::QueryQp { qpn: self.qpn })? {
-            Response::QpAttr(attr) => Ok(attr),
+            Response::QpAttr(attr) => {
+                self.state.store(attr.qp_state as u8, Ordering::Release);
+                Ok(attr)
+            }
             other => Err(unexpected("QueryQp", &other)),
+        }
+    }
+
+    /// The state the QP's owner last set or saw.
+    pub fn state(&self) -> QpState {
+        match self.state.load(Ordering::Acquire) {
+            0 => QpState::Reset,
+            1 => QpState::Init,
+            2 => QpState::Rtr,
+            3 => QpState::Rts,
+            4 => QpState::Sqd,
+            5 => QpState::Sqe,
+            _ => QpState::Err,
+        }
+    }
+
+    /// Send WRs need RTS or later (rxe's `rxe_post_send`: EINVAL below).
+    fn check_send_state(&self) -> Result<()> {
+        match self.state() {
+            s @ (QpState::Reset | QpState::Init | QpState::Rtr) => Err(Error::InvalidArgument(
+                format!("a qp in {s:?} cannot send (it needs RTS)"),
+            )),
+            _ => Ok(()),
         }
     }
 
     /// Posts send WRs (one doorbell for the batch).
     ///
-    /// On an error (a WR that does not fit the QP, or a full ring) the WRs
-    /// before the failing one are posted and the rest are not, as with
-    /// `ibv_post_send`'s `bad_wr`.
+    /// On an error (a QP not yet in RTS, a WR that does not fit the QP, or
+    /// a full ring) the WRs before the failing one are posted and the rest
+    /// are not, as with `ibv_post_send`; [`Qp::post_send_counted`] says
+    /// how many.
     pub fn post_send(&self, wrs: &[SendWr]) -> Result<()> {
-        self.ctx.check_alive()?;
+        self.post_send_counted(wrs).map_err(Error::from)
+    }
+
+    /// [`Qp::post_send`], saying on error how many WRs were posted.
+    pub fn post_send_counted(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
+        self.post_sends(wrs, false)
+    }
+
+    /// Posts every WR of `wrs` or none (the `ibv_wr_start` …
+    /// `ibv_wr_complete` batch).
+    pub fn post_send_all(&self, wrs: &[SendWr]) -> Result<()> {
+        self.post_sends(wrs, true).map_err(Error::from)
+    }
+
+    fn post_sends(&self, wrs: &[SendWr], whole: bool) -> std::result::Result<(), PostError> {
+        let none = |error| PostError { posted: 0, error };
+        self.ctx.check_alive().map_err(none)?;
+        self.check_send_state().map_err(none)?;
         let mut sq = lock(&self.sq);
         let start = sq.pi();
+        let ci = || self.ctrl.ci(layout::QP_CTRL_SQ_CI);
         let mut wqe = [0u8; SQ_WQE_SIZE];
         let mut result = Ok(());
-        for wr in wrs {
-            let step = encode_send(self.qp_type, &self.cap, wr, &mut wqe)
-                .and_then(|()| sq.push(self.ctrl.ci(layout::QP_CTRL_SQ_CI), &wqe));
-            if let Err(e) = step {
-                result = Err(e);
-                break;
+        if whole {
+            let mut entries = Vec::with_capacity(wrs.len());
+            for wr in wrs {
+                encode_send(self.qp_type, &self.cap, wr, &mut wqe).map_err(none)?;
+                entries.push(wqe);
+            }
+            if (sq.room(ci()) as usize) < entries.len() {
+                return Err(none(Error::QueueFull));
+            }
+            for entry in &entries {
+                // Room was checked for all of them.
+                sq.push(ci(), entry).map_err(none)?;
+            }
+        } else {
+            for (posted, wr) in wrs.iter().enumerate() {
+                let step = encode_send(self.qp_type, &self.cap, wr, &mut wqe)
+                    .and_then(|()| sq.push(ci(), &wqe));
+                if let Err(error) = step {
+                    result = Err(PostError { posted, error });
+                    break;
+                }
             }
         }
         if sq.pi() != start {
@@ -179,24 +254,38 @@ impl Qp {
                 pi: sq.pi(),
             }) {
                 self.track.unpost_send(kept);
-                return Err(e);
+                return Err(none(e));
             }
         }
         result
     }
 
     /// Posts receive WRs (one doorbell for the batch); errors as in
-    /// [`Qp::post_send`]. A QP with an SRQ has no receive queue.
+    /// [`Qp::post_send`] (a QP in RESET refuses them). A QP with an SRQ
+    /// has no receive queue.
     pub fn post_recv(&self, wrs: &[RecvWr]) -> Result<()> {
+        self.post_recv_counted(wrs).map_err(Error::from)
+    }
+
+    /// [`Qp::post_recv`], saying on error how many WRs were posted.
+    pub fn post_recv_counted(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
+        let none = |error| PostError { posted: 0, error };
         let Some(rq) = &self.rq else {
-            return Err(Error::InvalidArgument(
+            return Err(none(Error::InvalidArgument(
                 "the qp takes its receives from an srq".into(),
-            ));
+            )));
         };
+        if self.state() == QpState::Reset {
+            // C10-97.2.1, rxe's rxe_post_recv.
+            return Err(none(Error::InvalidArgument(
+                "a qp in RESET takes no receives".into(),
+            )));
+        }
+        let ci = || self.ctrl.ci(layout::QP_CTRL_RQ_CI);
         post_recv(
             &self.ctx,
-            rq,
-            (&self.ctrl, layout::QP_CTRL_RQ_CI),
+            &mut lock(rq),
+            &ci,
             self.cap.max_recv_sge,
             wrs,
             Some(&self.track),
@@ -238,9 +327,22 @@ pub(crate) struct SrqShared {
     ctx: Context,
     handle: Srqn,
     max_sge: u32,
-    rq: Mutex<Producer>,
-    ctrl: Ctrl,
+    ring: Mutex<SrqRing>,
     _pd: Arc<PdShared>,
+}
+
+/// An SRQ's ring and the control word the daemon publishes its consumer
+/// index in (both replaced when the SRQ is resized).
+struct SrqRing {
+    rq: Producer,
+    ctrl: Ctrl,
+}
+
+impl SrqRing {
+    fn leak_on_drop(&mut self) {
+        self.rq.leak_on_drop();
+        self.ctrl.leak_on_drop();
+    }
 }
 
 impl Srq {
@@ -277,8 +379,7 @@ impl Srq {
                 ctx: ctx.clone(),
                 handle,
                 max_sge,
-                rq: Mutex::new(rq),
-                ctrl,
+                ring: Mutex::new(SrqRing { rq, ctrl }),
                 _pd: pd.inner.clone(),
             }),
         })
@@ -286,29 +387,95 @@ impl Srq {
 
     /// The ring's entries (the requested size rounded up to a power of two).
     pub fn entries(&self) -> u32 {
-        lock(&self.inner.rq).entries()
+        lock(&self.inner.ring).rq.entries()
     }
 
     /// Posts receive WRs (one doorbell for the batch); errors as in
     /// [`Qp::post_send`].
     pub fn post_recv(&self, wrs: &[RecvWr]) -> Result<()> {
-        let s = &self.inner;
-        post_recv(
-            &s.ctx,
-            &s.rq,
-            (&s.ctrl, layout::SRQ_CTRL_CI),
-            s.max_sge,
-            wrs,
-            None,
-            |pi| Request::SrqDoorbell { srq: s.handle, pi },
-        )
+        self.post_recv_counted(wrs).map_err(Error::from)
     }
 
-    pub fn modify_limit(&self, limit: u32) -> Result<()> {
-        self.inner.ctx.request_ok(&Request::ModifySrq {
-            srq: self.handle,
-            limit,
+    /// [`Srq::post_recv`], saying on error how many WRs were posted.
+    pub fn post_recv_counted(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
+        let s = &self.inner;
+        let mut ring = lock(&s.ring);
+        let SrqRing { rq, ctrl } = &mut *ring;
+        let ci = || ctrl.ci(layout::SRQ_CTRL_CI);
+        post_recv(&s.ctx, rq, &ci, s.max_sge, wrs, None, |pi| {
+            Request::SrqDoorbell { srq: s.handle, pi }
         })
+    }
+
+    /// Arms the SRQ limit event (0 disarms); at most the SRQ's size
+    /// (EINVAL, as rxe).
+    pub fn modify_limit(&self, limit: u32) -> Result<()> {
+        self.modify(None, Some(limit))
+    }
+
+    /// `ibv_modify_srq`, both attributes in one step (rxe checks both
+    /// before changing either): `max_wr` makes the SRQ take up to that
+    /// many receives (rounded up to a power of two) from a new ring,
+    /// keeping those posted and not yet taken (fewer than those, or than
+    /// the limit, is EINVAL); `limit` arms the limit event (0 disarms; more
+    /// than the SRQ's size is EINVAL).
+    pub fn modify(&self, max_wr: Option<u32>, limit: Option<u32>) -> Result<()> {
+        let s = &self.inner;
+        let Some(max_wr) = max_wr else {
+            return s.ctx.request_ok(&Request::ModifySrq {
+                srq: s.handle,
+                limit,
+                resize: None,
+            });
+        };
+        let entries = ring_entries(max_wr)?;
+        let mut ring = lock(&s.ring);
+        let mut new = SrqRing {
+            rq: Producer::new(entries, RQ_WQE_SIZE)?,
+            ctrl: Ctrl::new(layout::SRQ_CTRL_SIZE)?,
+        };
+        let resize = SrqResize {
+            max_wr: entries,
+            pi: ring.rq.pi(),
+            ring: new.rq.addr(),
+            ctrl: new.ctrl.addr(),
+        };
+        match s.ctx.request_ok(&Request::ModifySrq {
+            srq: s.handle,
+            limit,
+            resize: Some(resize),
+        }) {
+            Ok(()) => {
+                // The daemon took every entry of the old ring first.
+                *ring = new;
+                Ok(())
+            }
+            Err(e) => {
+                if !matches!(e, Error::Daemon { .. }) {
+                    new.leak_on_drop();
+                    ring.leak_on_drop();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The most SGEs a receive of this SRQ may have.
+    pub fn max_sge(&self) -> u32 {
+        self.inner.max_sge
+    }
+
+    /// `ibv_query_srq`: the SRQ's size and its armed limit (0 once the
+    /// limit event fired).
+    pub fn query(&self) -> Result<(u32, u32)> {
+        match self
+            .inner
+            .ctx
+            .request(&Request::QuerySrq { srq: self.handle })?
+        {
+            Response::SrqAttr { max_wr, limit } => Ok((max_wr, limit)),
+            other => Err(unexpected("QuerySrq", &other)),
+        }
     }
 }
 
@@ -319,8 +486,7 @@ impl Drop for SrqShared {
             .request_ok(&Request::DestroySrq { srq: self.handle })
             .is_err()
         {
-            lock(&self.rq).leak_on_drop();
-            self.ctrl.leak_on_drop();
+            lock(&self.ring).leak_on_drop();
         }
     }
 }
@@ -346,7 +512,10 @@ fn encode_send(
                 cap.max_send_sge
             )));
         }
-        SendData::Inline(data) if data.len() > cap.max_inline_data as usize => {
+        SendData::Inline(data)
+            if data.len() > cap.max_inline_data as usize
+                && !matches!(wr.opcode, WrOpcode::AtomicWrite { .. }) =>
+        {
             return Err(Error::InvalidArgument(format!(
                 "{} inline bytes exceed the qp's max_inline_data of {}",
                 data.len(),
@@ -383,19 +552,19 @@ fn check_cap(what: &str, value: u32, max: usize) -> Result<()> {
 /// Writes receive WQEs into `ring` and rings one doorbell.
 fn post_recv(
     ctx: &Context,
-    ring: &Mutex<Producer>,
-    (ctrl, ci_at): (&Ctrl, u64),
+    rq: &mut Producer,
+    ci: &dyn Fn() -> u32,
     max_sge: u32,
     wrs: &[RecvWr],
     track: Option<&WrTrack>,
     doorbell: impl Fn(u32) -> Request,
-) -> Result<()> {
-    ctx.check_alive()?;
-    let mut rq = lock(ring);
+) -> std::result::Result<(), PostError> {
+    let none = |error| PostError { posted: 0, error };
+    ctx.check_alive().map_err(none)?;
     let start = rq.pi();
     let mut wqe = [0u8; RQ_WQE_SIZE];
     let mut result = Ok(());
-    for wr in wrs {
+    for (posted, wr) in wrs.iter().enumerate() {
         let step = if wr.sges.len() > max_sge as usize {
             Err(Error::InvalidArgument(format!(
                 "{} sges exceed the queue's max_sge of {max_sge}",
@@ -404,10 +573,10 @@ fn post_recv(
         } else {
             layout::encode_recv(wr, &mut wqe)
                 .map_err(|e| Error::InvalidArgument(e.to_string()))
-                .and_then(|()| rq.push(ctrl.ci(ci_at), &wqe))
+                .and_then(|()| rq.push(ci(), &wqe))
         };
-        if let Err(e) = step {
-            result = Err(e);
+        if let Err(error) = step {
+            result = Err(PostError { posted, error });
             break;
         }
     }
@@ -419,7 +588,7 @@ fn post_recv(
             if let (Some(t), Some(kept)) = (track, kept) {
                 t.unpost_recv(kept);
             }
-            return Err(e);
+            return Err(none(e));
         }
     }
     result

@@ -72,6 +72,12 @@ impl Producer {
         self.pi
     }
 
+    /// How many entries fit before the producer reaches the consumer (at
+    /// `ci`).
+    pub(crate) fn room(&self, ci: u32) -> u32 {
+        self.entries.saturating_sub(self.pi.wrapping_sub(ci))
+    }
+
     /// Writes `entry` at the producer index if the consumer (at `ci`) left room.
     pub(crate) fn push(&mut self, ci: u32, entry: &[u8]) -> Result<()> {
         debug_assert_eq!(entry.len(), self.entry_size);
@@ -129,6 +135,10 @@ impl CqRing {
 
     pub(crate) fn ctrl_addr(&self) -> u64 {
         self.ctrl.addr()
+    }
+
+    pub(crate) fn entries(&self) -> u32 {
+        self.entries
     }
 
     /// Whether the entry at the consumer index is valid (takes nothing).

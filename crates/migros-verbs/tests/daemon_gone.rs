@@ -94,6 +94,12 @@ fn posts_fail_and_outstanding_wrs_flush_when_the_daemon_hangs_up() {
             sq_sig_all: false,
         })
         .unwrap();
+    // Posting needs RTS (the stand-in daemon accepts any transition).
+    let rts = QpAttr {
+        qp_state: QpState::Rts,
+        ..QpAttr::default()
+    };
+    qp.modify(&rts, AttrMask::STATE).unwrap();
     let send = |wr_id, flags| SendWr {
         wr_id,
         opcode: WrOpcode::Send,

@@ -154,6 +154,14 @@ struct Objects {
     _pd: Pd,
 }
 
+fn rts(qp: &Qp) {
+    let attr = QpAttr {
+        qp_state: QpState::Rts,
+        ..QpAttr::default()
+    };
+    qp.modify(&attr, AttrMask::STATE).unwrap();
+}
+
 fn objects(ctx: &Context) -> Objects {
     let ch = ctx.create_comp_channel().unwrap();
     let cq = ctx.create_cq(3, Some(&ch)).unwrap();
@@ -177,6 +185,8 @@ fn objects(ctx: &Context) -> Objects {
             sq_sig_all: false,
         })
         .unwrap();
+    // Posting needs RTS (the stand-in daemon accepts any transition).
+    rts(&qp);
     Objects {
         ch,
         cq,
@@ -251,13 +261,21 @@ fn requests_and_doorbells_reach_the_daemon() {
         cq: CQ,
         solicited_only: true
     }));
-    m.event(Event::QpFatal { qpn: QPN });
+    let fatal = AsyncEvent {
+        kind: AsyncKind::QpFatal,
+        element: QPN,
+    };
+    m.event(Event::Async(fatal));
     m.event(Event::Completion { cq: CQ });
     assert_eq!(
         o.ch.get_event_timeout(Duration::from_secs(5)).unwrap(),
         Some(CQ)
     );
-    assert_eq!(o.ch.take_fatal_qps(), [QPN]);
+    assert_eq!(
+        o.ch.get_async_event_timeout(Duration::from_secs(5))
+            .unwrap(),
+        Some(fatal)
+    );
     assert_eq!(
         o.ch.get_event_timeout(Duration::from_millis(20)).unwrap(),
         None

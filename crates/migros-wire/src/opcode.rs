@@ -42,6 +42,9 @@ pub enum OpKind {
     CompareSwap,
     /// Atomic fetch and add.
     FetchAdd,
+    /// ATOMIC WRITE: 8 bytes stored at once (RETH + payload), answered by
+    /// a zero-length RDMA READ response.
+    AtomicWrite,
     /// migros extension: a migrated QP announces its new location.
     Resume,
 }
@@ -92,7 +95,7 @@ pub struct OpcodeInfo {
 
 impl OpcodeInfo {
     /// Whether a requester sends this opcode to a responder: SEND, RDMA
-    /// WRITE, READ request and the atomics.
+    /// WRITE, READ request, the atomics and ATOMIC WRITE.
     ///
     /// RESUME is neither a request nor a response.
     pub fn is_request(&self) -> bool {
@@ -103,6 +106,7 @@ impl OpcodeInfo {
                 | OpKind::ReadRequest
                 | OpKind::CompareSwap
                 | OpKind::FetchAdd
+                | OpKind::AtomicWrite
         )
     }
 
@@ -220,6 +224,7 @@ opcodes! {
     RC_SEND_LAST_WITH_INVALIDATE = 0x16 => (Rc, Send, Last, IETH | PAYLOAD);
     RC_SEND_ONLY_WITH_INVALIDATE = 0x17 => (Rc, Send, Only, IETH | PAYLOAD);
     RC_RESUME = 0x19 => (Rc, Resume, Only, AETH | PAYLOAD);
+    RC_ATOMIC_WRITE = 0x1d => (Rc, AtomicWrite, Only, RETH | PAYLOAD);
     UC_SEND_FIRST = 0x20 => (Uc, Send, First, PAYLOAD);
     UC_SEND_MIDDLE = 0x21 => (Uc, Send, Middle, PAYLOAD);
     UC_SEND_LAST = 0x22 => (Uc, Send, Last, PAYLOAD);
@@ -301,6 +306,7 @@ mod tests {
         assert_eq!(len(Opcode::RC_COMPARE_SWAP), Some(40));
         assert_eq!(len(Opcode::RC_SEND_LAST_WITH_INVALIDATE), Some(16));
         assert_eq!(len(Opcode::RC_RESUME), Some(16));
+        assert_eq!(len(Opcode::RC_ATOMIC_WRITE), Some(28));
         assert_eq!(len(Opcode::UD_SEND_ONLY), Some(20));
         assert_eq!(len(Opcode::UD_SEND_ONLY_WITH_IMMEDIATE), Some(24));
     }

@@ -29,15 +29,17 @@ use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
 
-use migros_proto::msg::{DeviceInfo, Event};
+use migros_proto::msg::{AsyncEvent, AsyncKind, DeviceInfo, Event};
 use migros_proto::paths;
-use migros_transport::{Device, DeviceConfig, DeviceEvent, Instant};
+use migros_transport::{Device, DeviceConfig, Instant};
 
 mod admin;
 mod cm;
 mod conns;
 pub mod criu;
 mod dispatch;
+mod events;
+mod extended;
 mod migration;
 mod protocol;
 mod sockets;
@@ -50,7 +52,7 @@ use crate::datapath::{DataPath, Notice, Parts};
 use crate::ids::Ids;
 use crate::limits::device_info;
 use crate::procmem::ProcMem;
-use crate::registry::{Id, Registry, SessionId};
+use crate::registry::{Registry, SessionId};
 use crate::udp::UdpIo;
 use criu::CriuState;
 use protocol::error;
@@ -366,35 +368,18 @@ impl Daemon {
             // A completion frees its ring slot: the consumer index must be
             // visible before the completion, or a client that reposts at
             // once finds its ring full.
-            self.data.write_cis(&mut self.reg, &mut self.mem);
+            self.data
+                .write_cis(&mut self.reg, &mut self.mem, &mut self.device);
             let wrote = self.write_completions();
             // Completions may have freed send queue room: go again.
             if !wrote || !self.data.has_pending() {
                 break;
             }
         }
-        self.data.write_cis(&mut self.reg, &mut self.mem);
+        self.data
+            .write_cis(&mut self.reg, &mut self.mem, &mut self.device);
         self.mem.end_batch();
         self.flush_conns();
-    }
-
-    fn device_events(&mut self) {
-        while let Some(ev) = self.device.poll_event() {
-            match ev {
-                DeviceEvent::Completion { cq } => self.data.completed(cq),
-                DeviceEvent::QpError { qpn } => {
-                    tracing::debug!(qpn, "qp entered the error state");
-                    if let Some(sid) = self.reg.holder_of(Id::Qp(qpn)) {
-                        self.session_event(sid, Event::QpFatal { qpn });
-                    }
-                }
-                DeviceEvent::PauseTimeout { qpn } => {
-                    tracing::info!(qpn, "pause timed out: the partner never came back");
-                }
-                DeviceEvent::SqDrained { qpn } => tracing::debug!(qpn, "send queue drained"),
-                DeviceEvent::SrqLimitReached { srq } => tracing::debug!(srq, "srq limit reached"),
-            }
-        }
     }
 
     /// Reads and posts what doorbells announced (of session `only`, or
@@ -427,7 +412,11 @@ impl Daemon {
         for notice in self.data.take_notices() {
             match notice {
                 Notice::QpFatal { session, qpn } => {
-                    self.session_event(session, Event::QpFatal { qpn });
+                    let ev = AsyncEvent {
+                        kind: AsyncKind::QpFatal,
+                        element: qpn,
+                    };
+                    self.async_event(session, ev);
                 }
                 Notice::BrokenRing { session } => {
                     let conn = self.reg.get(session).map(|s| s.conn);

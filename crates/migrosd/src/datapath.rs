@@ -4,8 +4,9 @@
 //!   reads the new entries (one `process_vm_readv` per batch), decodes them
 //!   and posts them to the device. A queue the transport has no room for is
 //!   blocked until datagrams or timers may have freed some. The consumer
-//!   index of a queue that moved is written back by
-//!   [`DataPath::write_cis`].
+//!   index of a queue is written back by [`DataPath::write_cis`] once its
+//!   entries' work requests left the transport (completed, flushed, or
+//!   taken from an SRQ), so a ring bounds what is outstanding.
 //! - **Completions:** the transport's CQ is the only queue of completions
 //!   (one limit, one overrun counter, both the transport's); a CQ with
 //!   completions is dirty until [`DataPath::write_completions`] has moved
@@ -316,8 +317,20 @@ impl DataPath {
 
     // ---- writing into client memory ----
 
-    /// Writes consumer indices back into control blocks.
-    pub fn write_cis(&mut self, reg: &mut Registry, mem: &mut ProcMem) {
+    /// Writes consumer indices back into control blocks. A ring slot is
+    /// free once the transport no longer holds its work request (it
+    /// completed, was flushed, or a responder took the SRQ receive), as
+    /// rxe frees queue slots: the index published is the daemon's read
+    /// index less what the transport still holds, so a client cannot have
+    /// more work requests outstanding than its ring has entries. The
+    /// device says which queues shrank ([`Device::take_freed`]).
+    pub fn write_cis(&mut self, reg: &mut Registry, mem: &mut ProcMem, device: &mut Device) {
+        let (qps, srqs) = device.take_freed();
+        let freed = qps
+            .into_iter()
+            .flat_map(|q| [Wq::Sq(q), Wq::Rq(q)])
+            .chain(srqs.into_iter().map(Wq::Srq));
+        self.ci_dirty.extend(freed);
         for wq in std::mem::take(&mut self.ci_dirty) {
             let Some((holder, ring, at)) = reg.work_queue_mut(wq) else {
                 continue;
@@ -326,7 +339,15 @@ impl DataPath {
             if holder.hold != Hold::Running {
                 continue;
             }
-            if let Err(e) = write_ci(mem, holder.owner, at, ring.ci) {
+            let held = match wq {
+                Wq::Sq(q) => device.qp_outstanding(q).map_or(0, |(sq, _)| sq),
+                Wq::Rq(q) => device.qp_outstanding(q).map_or(0, |(_, rq)| rq),
+                Wq::Srq(s) => device.srq_outstanding(s).unwrap_or(0),
+            };
+            // Wrapping: after an SRQ resize the receives the transport
+            // holds came from the old ring, and take room in the new one.
+            let ci = ring.ci.wrapping_sub(held as u32);
+            if let Err(e) = write_ci(mem, holder.owner, at, ci) {
                 tracing::debug!(error = %e, "cannot write a consumer index");
             }
         }
@@ -528,7 +549,7 @@ mod tests {
         }
         assert!(data.write_completions(&mut p));
         assert!(!data.is_waiting());
-        data.write_cis(p.reg, p.mem);
+        data.write_cis(p.reg, p.mem, p.device);
         p.mem.flush();
 
         // SAFETY: the buffers are alive; the daemon side wrote them through
@@ -551,5 +572,63 @@ mod tests {
             .collect();
         assert_eq!(wcs, [(5, WcStatus::WrFlushErr), (6, WcStatus::LocQpOpErr)]);
         assert_eq!(ctrl, 2, "the receive queue's consumer index");
+    }
+
+    /// A receive read from the ring keeps its slot until the transport no
+    /// longer holds it (here: flushed when the QP fails), as rxe frees a
+    /// queue slot on completion: the client cannot have more receives
+    /// outstanding than its ring holds.
+    #[test]
+    fn a_ring_slot_is_freed_when_its_work_request_leaves_the_transport() {
+        let mut client = Client {
+            rq: vec![0; 4 * RQ_WQE_SIZE],
+            cq: vec![0; 4 * CQE_SIZE],
+            ctrl: vec![0; 4],
+        };
+        let mut e = [0u8; RQ_WQE_SIZE];
+        for k in 0..2 {
+            let wr = RecvWr {
+                wr_id: k,
+                sges: vec![],
+            };
+            ring::encode_recv(&wr, &mut e).unwrap();
+            let at = k as usize * RQ_WQE_SIZE;
+            client.rq[at..at + RQ_WQE_SIZE].copy_from_slice(&e);
+        }
+        let (mut reg, mut device, mut mem) = setup(&mut client);
+        reg.work_queue_mut(Wq::Rq(QPN)).unwrap().1.pi = 2;
+        let mut data = DataPath::new();
+        data.wake(Wq::Rq(QPN));
+        let mut p = Parts {
+            reg: &mut reg,
+            device: &mut device,
+            mem: &mut mem,
+            now: Instant::ZERO,
+        };
+        data.pump(&mut p, None);
+        let rq_ci = |client: &Client| {
+            // SAFETY: the buffer is alive; the daemon side wrote it
+            // through its address, behind the compiler's back.
+            unsafe { std::ptr::read_volatile(client.ctrl.as_ptr().add(3)) }
+        };
+        data.write_cis(p.reg, p.mem, p.device);
+        p.mem.flush();
+        assert_eq!(
+            p.reg.work_queue_mut(Wq::Rq(QPN)).unwrap().1.ci,
+            2,
+            "both read"
+        );
+        assert_eq!(rq_ci(&client), 0, "both still held by the transport");
+
+        let err = QpAttr {
+            qp_state: QpState::Err,
+            ..QpAttr::default()
+        };
+        p.device
+            .modify_qp(Instant::ZERO, QPN, &err, AttrMask::STATE)
+            .unwrap();
+        data.write_cis(p.reg, p.mem, p.device);
+        p.mem.flush();
+        assert_eq!(rq_ci(&client), 2, "both flushed: their slots are free");
     }
 }

@@ -45,6 +45,7 @@ pub fn errno_of(e: &VerbsError) -> i32 {
         VerbsError::QueueFull => libc::ENOMEM,
         VerbsError::WrongState { .. } => libc::EINVAL,
         VerbsError::Busy(_) => libc::EBUSY,
+        VerbsError::Unsupported(_) => libc::EOPNOTSUPP,
         VerbsError::BadSnapshot(_) => libc::EINVAL,
     }
 }

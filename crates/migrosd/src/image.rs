@@ -1,23 +1,23 @@
 //! The daemon's checkpoint image of a session: the transport's image of its
 //! owner plus the state of every ring in client memory, as versioned JSON
-//! ([`v2`]).
+//! ([`v3`]).
 //!
 //! ```json
-//! { "format": "migrosd-image", "version": 2,
-//!   "transport": { "version": 2, "owner": 123, ... },
+//! { "format": "migrosd-image", "version": 3,
+//!   "transport": { "version": 3, "owner": 123, ... },
 //!   "qps": [...], "cqs": [...], "srqs": [...], "channels": [ids...],
 //!   "inbox": [bytes...] }
 //! ```
 //!
-//! The image types are their own ([`v2`]), converted explicitly from and
+//! The image types are their own ([`v3`]), converted explicitly from and
 //! to the registry's [`Objects`] and the transport's [`OwnerSnapshot`]
 //! ([`encode`], [`decode`]). An image of another version (1 was the live
-//! structs serialised) is refused with a message naming both versions.
+//! structs serialised, 2 had no memory windows) is refused with a message naming both versions.
 //! [`decode`] validates everything it can without the destination's state
 //! and never panics; the destination's collisions are the registry's and
 //! the device's to check.
 
-pub mod v2;
+pub mod v3;
 
 use std::collections::BTreeSet;
 
@@ -29,12 +29,12 @@ use migros_transport::{OwnerId, OwnerSnapshot};
 use crate::limits;
 use crate::registry::{Channel, Mr, Objects};
 use crate::rings::{CqRing, QpRings, SrqRing, WqRing};
-use v2::{CqRingImage, Image, QpRingsImage, SrqRingImage, WqRingImage};
+use v3::{CqRingImage, Image, QpRingsImage, SrqRingImage, WqRingImage};
 
 /// Format name written into every image.
 pub const IMAGE_FORMAT: &str = "migrosd-image";
 /// The version this daemon writes and reads.
-pub const IMAGE_VERSION: u32 = v2::VERSION;
+pub const IMAGE_VERSION: u32 = v3::VERSION;
 /// Largest ring accepted in an image (entries).
 const MAX_RING: u32 = 1 << 24;
 
@@ -132,12 +132,13 @@ fn image_of(snapshot: &OwnerSnapshot, objects: &Objects, inbox: Vec<u8>) -> Imag
             })
             .collect(),
         channels: objects.channels().map(|(id, _)| id).collect(),
+        async_channel: objects.async_channel(),
         inbox,
     }
 }
 
-/// The daemon's objects of an image (memory regions and PDs from its
-/// transport part), for a session to adopt.
+/// The daemon's objects of an image (memory regions, windows and PDs
+/// from its transport part), for a session to adopt.
 fn objects_of(img: &Image) -> Objects {
     let mut o = Objects::default();
     for pd in &img.transport.pds {
@@ -150,9 +151,13 @@ fn objects_of(img: &Image) -> Objects {
         };
         o.insert_mr(m.lkey, mr);
     }
+    for w in &img.transport.mws {
+        o.insert_mw(w.rkey);
+    }
     for ch in &img.channels {
         o.insert_channel(*ch, Channel::default());
     }
+    o.set_async_channel(img.async_channel);
     for c in &img.cqs {
         o.insert_cq(cq_from_image(c));
     }
@@ -214,7 +219,6 @@ fn cq_image(c: &CqRing) -> CqRingImage {
         pi: c.pi,
         client_ci: c.client_ci,
         armed: c.armed,
-        solicited_only: c.solicited_only,
         channel: c.channel,
     }
 }
@@ -224,7 +228,6 @@ fn cq_from_image(c: &CqRingImage) -> CqRing {
     ring.pi = c.pi;
     ring.client_ci = c.client_ci;
     ring.armed = c.armed;
-    ring.solicited_only = c.solicited_only;
     ring
 }
 
@@ -261,6 +264,9 @@ fn validate(img: &Image) -> Result<(), ImageError> {
     let channels: BTreeSet<u32> = img.channels.iter().copied().collect();
     if channels.len() != img.channels.len() {
         return bad("duplicate channels".into());
+    }
+    if img.async_channel.is_some_and(|ch| !channels.contains(&ch)) {
+        return bad("the asynchronous events go to a channel not in the image".into());
     }
     let ring_ok = |r: WqRingImage| {
         let live = wq_from_image(r);

@@ -19,7 +19,7 @@ use migros_proto::admin::SessionIds;
 use migros_proto::msg::ChannelId;
 use migros_transport::{Cqn, OwnerId, Pdn, Qpn, Srqn};
 
-pub use objects::{Channel, Mr, Objects};
+pub use objects::{mw_base, Channel, Mr, Objects};
 pub use session::{Hold, Holder, Session};
 
 use crate::rings::{CqRing, QpRings, SrqRing, Wq, WqRing};
@@ -244,6 +244,10 @@ impl Registry {
         o.srqs.extend(objects.srqs);
         o.qps.extend(objects.qps);
         o.channels.extend(objects.channels);
+        o.mws.extend(objects.mws);
+        if objects.async_channel.is_some() {
+            o.async_channel = objects.async_channel;
+        }
         for id in ids {
             self.bind(id, sid);
         }
@@ -306,6 +310,17 @@ impl Registry {
         Some(mr)
     }
 
+    /// A memory window of `sid`, indexed by its base key.
+    pub fn add_mw(&mut self, sid: SessionId, rkey: u32) -> bool {
+        self.add(sid, &[Id::Key(mw_base(rkey))], |o| o.insert_mw(rkey))
+    }
+
+    pub fn remove_mw(&mut self, sid: SessionId, rkey: u32) -> bool {
+        let base = mw_base(rkey);
+        let f = |o: &mut Objects| o.mws.remove(&base).then_some(());
+        self.remove(sid, Id::Key(base), f).is_some()
+    }
+
     pub fn add_cq(&mut self, sid: SessionId, cq: CqRing) -> bool {
         let id = Id::Cq(cq.cq);
         self.add(sid, &[id], |o| o.insert_cq(cq))
@@ -338,7 +353,35 @@ impl Registry {
     }
 
     pub fn remove_channel(&mut self, sid: SessionId, id: ChannelId) -> Option<Channel> {
-        self.remove(sid, Id::Channel(id), |o| o.channels.remove(&id))
+        let c = self.remove(sid, Id::Channel(id), |o| o.channels.remove(&id))?;
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            if s.objects.async_channel == Some(id) {
+                s.objects.async_channel = None;
+            }
+        }
+        Some(c)
+    }
+
+    /// Sends the asynchronous events of `sid` to `channel` (one of its own).
+    pub fn set_async_channel(&mut self, sid: SessionId, channel: ChannelId) -> bool {
+        match self.sessions.get_mut(&sid) {
+            Some(s) if s.objects.channels.contains_key(&channel) => {
+                s.objects.async_channel = Some(channel);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The connection of the channel taking `sid`'s asynchronous events.
+    pub fn async_conn(&self, sid: SessionId) -> Option<usize> {
+        let o = &self.sessions.get(&sid)?.objects;
+        o.channels.get(&o.async_channel?)?.conn
+    }
+
+    /// SRQ `srq` of session `sid` (its ring is replaced on resize).
+    pub fn session_srq_mut(&mut self, sid: SessionId, srq: Srqn) -> Option<&mut SrqRing> {
+        self.sessions.get_mut(&sid)?.objects.srqs.get_mut(&srq)
     }
 
     // ---- by identifier, for the data path ----

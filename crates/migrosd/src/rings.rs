@@ -134,8 +134,10 @@ pub struct CqRing {
     pub pi: u32,
     /// The client's consumer index, as last read.
     pub client_ci: u32,
+    /// The transport's arming of the CQ was satisfied (or completions
+    /// were waiting when it was armed): the channel gets the event once
+    /// completions reach the ring.
     pub armed: bool,
-    pub solicited_only: bool,
     pub channel: Option<ChannelId>,
 }
 
@@ -172,7 +174,6 @@ impl CqRing {
             pi: 0,
             client_ci: 0,
             armed: false,
-            solicited_only: false,
             channel,
         }
     }

@@ -78,6 +78,7 @@ fn hello_query_and_objects() {
         pd,
         addr: 4096,
         length: 4096,
+        iova: 4096,
         access: Access::LOCAL_WRITE,
     }) {
         Response::Error { errno, .. } => assert_eq!(errno, libc::EFAULT),

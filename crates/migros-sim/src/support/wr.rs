@@ -1,6 +1,8 @@
 //! Work request builders. Every send WR is signaled.
 
-use migros_transport::{RecvWr, SendData, SendFlags, SendWr, Sge, UdDest, WrOpcode};
+use migros_transport::{
+    Access, MwBind, RecvWr, SendData, SendFlags, SendWr, Sge, UdDest, WrOpcode,
+};
 
 fn signaled(wr_id: u64, opcode: WrOpcode, sges: Vec<Sge>) -> SendWr {
     SendWr {
@@ -63,6 +65,49 @@ pub fn fetch_add(wr_id: u64, result: Sge, remote_addr: u64, rkey: u32, add: u64)
         add,
     };
     signaled(wr_id, op, vec![result])
+}
+
+pub fn send_inv(wr_id: u64, sges: Vec<Sge>, rkey: u32) -> SendWr {
+    signaled(wr_id, WrOpcode::SendWithInv { rkey }, sges)
+}
+
+/// ATOMIC WRITE of the 8 bytes `value` names (one 8-byte SGE).
+pub fn atomic_write(wr_id: u64, value: Sge, remote_addr: u64, rkey: u32) -> SendWr {
+    signaled(
+        wr_id,
+        WrOpcode::AtomicWrite { remote_addr, rkey },
+        vec![value],
+    )
+}
+
+/// BIND_MW of window `mw_rkey` (its current rkey) to `length` bytes at
+/// I/O address `addr` of region `mr_lkey`, the window's key byte becoming
+/// `new_rkey`'s.
+pub fn bind_mw(
+    wr_id: u64,
+    mw_rkey: u32,
+    new_rkey: u32,
+    (mr_lkey, addr, length): (u32, u64, u64),
+    access: Access,
+) -> SendWr {
+    let bind = MwBind {
+        mw_rkey,
+        new_rkey,
+        mr_lkey,
+        addr,
+        length,
+        access,
+    };
+    signaled(wr_id, WrOpcode::BindMw(bind), Vec::new())
+}
+
+pub fn local_inv(wr_id: u64, rkey: u32) -> SendWr {
+    signaled(wr_id, WrOpcode::LocalInv { rkey }, Vec::new())
+}
+
+/// `rkey` with the next key byte (libibverbs' `ibv_inc_rkey`).
+pub fn inc_rkey(rkey: u32) -> u32 {
+    (rkey & !0xff) | (rkey.wrapping_add(1) & 0xff)
 }
 
 pub fn ud_send(wr_id: u64, sges: Vec<Sge>, dest: UdDest) -> SendWr {

@@ -84,6 +84,7 @@ impl Device {
             .filter(|(_, s)| s.owner == owner)
             .map(|(n, s)| (*n, s.clone()))
             .collect();
+        snap.mws = self.owner_windows(owner);
         Ok(snap)
     }
 
@@ -111,6 +112,7 @@ impl Device {
         for lkey in lkeys {
             self.objs.mrs.remove(lkey);
         }
+        self.remove_owner_windows(owner);
         self.objs.cqs.retain(|_, c| c.owner != owner);
         self.objs.srqs.retain(|_, s| s.owner != owner);
         self.objs.pds.retain(|_, o| *o != owner);
@@ -148,6 +150,7 @@ impl Device {
                 return Err(exists("memory key", mr.lkey));
             }
         }
+        self.check_windows_free(&snapshot.mws)?;
         for (cq, _) in &snapshot.cqs {
             if self.objs.cqs.contains_key(cq) {
                 return Err(exists("cq", *cq));
@@ -196,6 +199,10 @@ impl Device {
         for mr in snapshot.mrs {
             // check_restore found no collision, so this cannot fail.
             let _ = self.objs.mrs.insert(mr);
+        }
+        for mw in snapshot.mws {
+            // Likewise.
+            let _ = self.objs.mrs.insert_window(mw);
         }
         self.objs.cqs.extend(snapshot.cqs);
         self.objs.srqs.extend(snapshot.srqs);

@@ -1,15 +1,16 @@
 //! Explicit conversions between the live objects of a snapshot and image
-//! format [`v2`]. Every live field is named here, one way or the other: a
+//! format [`v3`]. Every live field is named here, one way or the other: a
 //! field added to an engine without its place in the image fails to build
 //! (struct literals), not to migrate.
 
 use migros_proto::verbs::{Access, MrSpec, OwnerId};
 use migros_wire::Psn;
 
-use super::v2::{self, *};
+use super::v3::{self, *};
 use crate::error::VerbsError;
+use crate::mw::{MemoryWindow, MwState};
 use crate::qp::{Qp, Timers};
-use crate::queues::{Cq, Srq};
+use crate::queues::{Arm, Cq, Srq};
 use crate::requester::{Requester, SendWqe};
 use crate::responder::{Inbound, RdResource, Responder, Response};
 use crate::snapshot::OwnerSnapshot;
@@ -17,13 +18,14 @@ use crate::time::Instant;
 use crate::window::Window;
 
 impl OwnerSnapshot {
-    /// The image of this snapshot (format [`v2`]).
+    /// The image of this snapshot (format [`v3`]).
     pub fn to_image(&self) -> OwnerImage {
         OwnerImage {
-            version: v2::VERSION,
+            version: v3::VERSION,
             owner: self.owner,
             pds: self.pds.clone(),
             mrs: self.mrs.iter().map(mr_image).collect(),
+            mws: self.mws.iter().map(mw_image).collect(),
             cqs: self.cqs.iter().map(|(n, c)| cq_image(*n, c)).collect(),
             srqs: self.srqs.iter().map(|(n, s)| srq_image(*n, s)).collect(),
             qps: self.qps.iter().map(qp_image).collect(),
@@ -44,6 +46,7 @@ impl OwnerSnapshot {
             owner,
             pds: image.pds,
             mrs: image.mrs.iter().map(|m| mr_from_image(owner, m)).collect(),
+            mws: image.mws.iter().map(|w| mw_from_image(owner, w)).collect(),
             cqs: image
                 .cqs
                 .into_iter()
@@ -68,6 +71,7 @@ fn mr_image(m: &MrSpec) -> MrImage {
         pd: m.pd,
         addr: m.addr,
         length: m.length,
+        iova: m.iova,
         lkey: m.lkey,
         rkey: m.rkey,
         access: m.access.0,
@@ -80,9 +84,61 @@ fn mr_from_image(owner: OwnerId, m: &MrImage) -> MrSpec {
         pd: m.pd,
         addr: m.addr,
         length: m.length,
+        iova: m.iova,
         lkey: m.lkey,
         rkey: m.rkey,
         access: Access(m.access),
+    }
+}
+
+fn mw_image(w: &MemoryWindow) -> MwImage {
+    MwImage {
+        pd: w.pd,
+        mw_type: w.mw_type,
+        rkey: w.rkey,
+        free: w.state == MwState::Free,
+        access: w.access.0,
+        addr: w.addr,
+        length: w.length,
+        mr_lkey: w.mr_lkey,
+        qpn: w.qpn,
+    }
+}
+
+/// Whether the window is consistent (a free window is a type 2 bound to
+/// nothing) is `OwnerSnapshot::validate`'s to check.
+fn mw_from_image(owner: OwnerId, w: &MwImage) -> MemoryWindow {
+    MemoryWindow {
+        owner,
+        pd: w.pd,
+        mw_type: w.mw_type,
+        rkey: w.rkey,
+        state: if w.free {
+            MwState::Free
+        } else {
+            MwState::Valid
+        },
+        access: Access(w.access),
+        addr: w.addr,
+        length: w.length,
+        mr_lkey: w.mr_lkey,
+        qpn: w.qpn,
+    }
+}
+
+fn arm_image(a: Arm) -> ArmImage {
+    match a {
+        Arm::Disarmed => ArmImage::Disarmed,
+        Arm::NextCompletion => ArmImage::NextCompletion,
+        Arm::Solicited => ArmImage::Solicited,
+    }
+}
+
+fn arm_from_image(a: ArmImage) -> Arm {
+    match a {
+        ArmImage::Disarmed => Arm::Disarmed,
+        ArmImage::NextCompletion => Arm::NextCompletion,
+        ArmImage::Solicited => Arm::Solicited,
     }
 }
 
@@ -92,6 +148,7 @@ fn cq_image(cq: u32, c: &Cq) -> CqImage {
         capacity: c.capacity,
         completions: c.entries.iter().cloned().collect(),
         overflows: c.overflows,
+        arm: arm_image(c.arm),
     }
 }
 
@@ -101,6 +158,7 @@ fn cq_from_image(owner: OwnerId, c: CqImage) -> Cq {
         capacity: c.capacity,
         entries: c.completions.into(),
         overflows: c.overflows,
+        arm: arm_from_image(c.arm),
     }
 }
 
@@ -137,6 +195,7 @@ fn qp_image(qp: &Qp) -> QpImage {
         counters: qp.counters,
         ud_peers: qp.ud_peers.iter().copied().collect(),
         announce: qp.announce.iter().copied().collect(),
+        comm_established: qp.comm_established,
         resume_key: qp.resume_key,
     }
 }
@@ -152,6 +211,7 @@ fn qp_from_image(q: QpImage) -> Result<Qp, VerbsError> {
         counters: q.counters,
         ud_peers: q.ud_peers.into_iter().collect(),
         announce: q.announce.into(),
+        comm_established: q.comm_established,
         // A QP that moves while paused does not count that pause.
         paused_at: None,
         resume_key: q.resume_key,
@@ -284,6 +344,9 @@ fn responder_image(r: &Responder) -> ResponderImage {
                     psn: psn.value(),
                     orig,
                 },
+                RdResource::AtomicWrite { psn } => {
+                    RdResourceImage::AtomicWrite { psn: psn.value() }
+                }
             })
             .collect(),
         responses: r.out.iter().map(response_image).collect(),
@@ -326,6 +389,9 @@ fn responder_from_image(r: ResponderImage) -> Responder {
                     psn: Psn::new(psn),
                     orig,
                 },
+                RdResourceImage::AtomicWrite { psn } => {
+                    RdResource::AtomicWrite { psn: Psn::new(psn) }
+                }
             })
             .collect(),
         out: r.responses.into_iter().map(response_from_image).collect(),
@@ -360,6 +426,10 @@ fn response_image(r: &Response) -> ResponseImage {
             orig,
             msn,
         },
+        Response::AtomicWriteAck { psn, msn } => ResponseImage::AtomicWriteAck {
+            psn: psn.value(),
+            msn,
+        },
     }
 }
 
@@ -388,6 +458,10 @@ fn response_from_image(r: ResponseImage) -> Response {
         ResponseImage::AtomicAck { psn, orig, msn } => Response::AtomicAck {
             psn: Psn::new(psn),
             orig,
+            msn,
+        },
+        ResponseImage::AtomicWriteAck { psn, msn } => Response::AtomicWriteAck {
+            psn: Psn::new(psn),
             msn,
         },
     }

@@ -1,7 +1,8 @@
 //! The image format, pinned: a golden image with every field and variant
 //! set decodes, converts to live objects and back, and re-encodes to the
 //! same bytes; an image of version 1 (written by migros before images had
-//! their own types) is refused with a message naming both versions.
+//! their own types) or 2 (before memory windows) is refused with a message
+//! naming both versions.
 //!
 //! After a deliberate format change (a new version), write the golden file
 //! again with `MIGROS_WRITE_GOLDEN=1 cargo test -p migros-transport image`.
@@ -11,17 +12,20 @@ use std::net::IpAddr;
 use migros_proto::counters::QpCounters;
 use migros_proto::verbs::*;
 
-use super::v2::*;
+use super::v3::*;
 use crate::{OwnerSnapshot, VerbsError};
 
-const GOLDEN: &[u8] = include_bytes!("testdata/owner-v2.json");
+const GOLDEN: &[u8] = include_bytes!("testdata/owner-v3.json");
 const GOLDEN_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/src/image/testdata/owner-v2.json"
+    "/src/image/testdata/owner-v3.json"
 );
 /// An owner with one RC QP and a posted receive, as migros 0.1 before
 /// this module encoded it.
 const VERSION_1: &[u8] = include_bytes!("testdata/owner-v1.json");
+/// The same owner as [`GOLDEN`] with every field of version 2 set, as
+/// migros wrote it before memory windows.
+const VERSION_2: &[u8] = include_bytes!("testdata/owner-v2.json");
 
 fn addr(a: &str) -> IpAddr {
     a.parse().expect("address")
@@ -84,6 +88,34 @@ pub(crate) fn every_field() -> OwnerImage {
             remote_qpn: 0x43,
             remote_qkey: 0x1111,
         }),
+    };
+    let bind = SendWr {
+        wr_id: 12,
+        opcode: WrOpcode::BindMw(MwBind {
+            mw_rkey: 0x300,
+            new_rkey: 0x301,
+            mr_lkey: 0x11,
+            addr: 0x7000_0000,
+            length: 4096,
+            access: Access::REMOTE_WRITE | Access::REMOTE_ATOMIC,
+        }),
+        flags: SendFlags::SIGNALED,
+        data: SendData::Sges(vec![]),
+        ud: None,
+    };
+    let inv = SendWr {
+        wr_id: 13,
+        opcode: WrOpcode::LocalInv { rkey: 0x301 },
+        ..bind.clone()
+    };
+    let atomic_write = SendWr {
+        wr_id: 14,
+        opcode: WrOpcode::AtomicWrite {
+            remote_addr: 0x9200,
+            rkey: 0x401,
+        },
+        data: SendData::Inline(vec![0; 8]),
+        ..bind.clone()
     };
     let recv = RecvWr {
         wr_id: 20,
@@ -152,6 +184,33 @@ pub(crate) fn every_field() -> OwnerImage {
                     local_error: Some(WcStatus::LocProtErr),
                 },
                 SendWqeImage {
+                    wr: bind,
+                    len: 0,
+                    first_psn: 204,
+                    npkts: 0,
+                    sent: false,
+                    read_done: 0,
+                    local_error: None,
+                },
+                SendWqeImage {
+                    wr: inv,
+                    len: 0,
+                    first_psn: 204,
+                    npkts: 0,
+                    sent: false,
+                    read_done: 0,
+                    local_error: None,
+                },
+                SendWqeImage {
+                    wr: atomic_write,
+                    len: 8,
+                    first_psn: 204,
+                    npkts: 1,
+                    sent: false,
+                    read_done: 0,
+                    local_error: None,
+                },
+                SendWqeImage {
                     wr: inline,
                     len: 3,
                     first_psn: 204,
@@ -195,6 +254,7 @@ pub(crate) fn every_field() -> OwnerImage {
                     last_psn: 93,
                 },
                 RdResourceImage::Atomic { psn: 94, orig: 77 },
+                RdResourceImage::AtomicWrite { psn: 95 },
             ],
             responses: vec![
                 ResponseImage::Ack {
@@ -215,6 +275,7 @@ pub(crate) fn every_field() -> OwnerImage {
                     orig: 77,
                     msn: 9,
                 },
+                ResponseImage::AtomicWriteAck { psn: 95, msn: 9 },
             ],
             pause_nak: true,
         },
@@ -227,17 +288,21 @@ pub(crate) fn every_field() -> OwnerImage {
         counters,
         ud_peers: vec![(addr("198.18.0.4"), 0x50)],
         announce: vec![(addr("198.18.0.5"), 0x51)],
+        comm_established: true,
         resume_key: 0x0123_4567_89ab_cdef,
     };
     let mut sending = qp.clone();
     sending.init.qpn = 0x44;
     sending.init.qp_type = QpType::Uc;
     sending.init.srq = None;
-    // UC has no atomics (post_send refuses them; so does a restore).
-    sending
-        .requester
-        .send_queue
-        .retain(|w| !matches!(w.wr.opcode, WrOpcode::AtomicCmpSwap { .. }));
+    // UC has no atomics (post_send refuses them; so does a restore); it
+    // keeps the write and the inline send, the one its cursor is in.
+    sending.requester.send_queue.retain(|w| {
+        matches!(
+            w.wr.opcode,
+            WrOpcode::RdmaWriteWithImm { .. } | WrOpcode::Send
+        )
+    });
     sending.requester.next_offset = 2;
     sending.responder.current = Some(InboundImage::Send {
         recv: recv.clone(),
@@ -258,15 +323,52 @@ pub(crate) fn every_field() -> OwnerImage {
             pd: 1,
             addr: 0x10000,
             length: 1 << 20,
+            iova: 0x7000_0000,
             lkey: 0x11,
             rkey: 0x12,
-            access: 0xf,
+            access: 0x1f,
         }],
+        mws: vec![
+            MwImage {
+                pd: 1,
+                mw_type: MwType::Type1,
+                rkey: 0x207,
+                free: false,
+                access: Access::REMOTE_READ.0,
+                addr: 0x7000_1000,
+                length: 256,
+                mr_lkey: Some(0x11),
+                qpn: None,
+            },
+            MwImage {
+                pd: 1,
+                mw_type: MwType::Type2,
+                rkey: 0x301,
+                free: false,
+                access: (Access::REMOTE_WRITE | Access::ZERO_BASED).0,
+                addr: 0x2000,
+                length: 4096,
+                mr_lkey: Some(0x11),
+                qpn: Some(0x42),
+            },
+            MwImage {
+                pd: 1,
+                mw_type: MwType::Type2,
+                rkey: 0x400,
+                free: true,
+                access: 0,
+                addr: 0,
+                length: 0,
+                mr_lkey: None,
+                qpn: None,
+            },
+        ],
         cqs: vec![CqImage {
             cq: 3,
             capacity: 2048,
             completions: vec![wc(1, WcOpcode::Recv), wc(2, WcOpcode::RecvRdmaWithImm)],
             overflows: 1,
+            arm: ArmImage::Solicited,
         }],
         srqs: vec![SrqImage {
             srq: 4,
@@ -309,11 +411,47 @@ fn a_version_1_image_is_refused_by_name() {
     assert_eq!(
         e,
         VerbsError::BadSnapshot(
-            "image version 1: this migros reads version 2 only \
+            "image version 1: this migros reads version 3 only \
              (checkpoint and restore with the same migros version)"
                 .into()
         )
     );
+}
+
+#[test]
+fn a_version_2_image_is_refused_by_name() {
+    let e = OwnerSnapshot::decode(VERSION_2).expect_err("version 2");
+    assert_eq!(
+        e,
+        VerbsError::BadSnapshot(
+            "image version 2: this migros reads version 3 only \
+             (checkpoint and restore with the same migros version)"
+                .into()
+        )
+    );
+}
+
+#[test]
+fn an_inconsistent_window_is_refused() {
+    let cases: [fn(&mut MwImage); 4] = [
+        // A type 1 window is never free.
+        |w| w.mw_type = MwType::Type1,
+        // Bound to a QP not in the image.
+        |w| w.qpn = Some(0x99),
+        // Bound to a region not in the image.
+        |w| w.mr_lkey = Some(0x99),
+        // Of a PD not in the image.
+        |w| w.pd = 9,
+    ];
+    for (i, spoil) in cases.into_iter().enumerate() {
+        let mut image = every_field();
+        let w = if i == 0 { 2 } else { 1 };
+        spoil(&mut image.mws[w]);
+        assert!(
+            matches!(OwnerSnapshot::from_image(image), Err(VerbsError::BadSnapshot(m)) if m.contains("memory window")),
+            "case {i}"
+        );
+    }
 }
 
 #[test]
@@ -335,8 +473,8 @@ fn an_unknown_field_or_an_inconsistent_image_is_refused() {
         &b""[..],
         b"{}",
         b"[]",
-        b"{\"version\":2}",
-        b"{\"version\":\"2\"}",
+        b"{\"version\":3}",
+        b"{\"version\":\"3\"}",
     ] {
         assert!(OwnerSnapshot::decode(garbage).is_err());
     }

@@ -1,12 +1,13 @@
 //! Executing a request that passed every check (rxe's `execute`,
-//! `read_reply` and `atomic_reply` as far as they change state; the
-//! response packets are built in `reply`), and answering duplicates
-//! (rxe's `duplicate_request`).
+//! `read_reply`, `atomic_reply` and `atomic_write_reply` as far as they
+//! change state, and `invalidate_rkey`; the response packets are built in
+//! `reply`), and answering duplicates (rxe's `duplicate_request`).
 
 use migros_wire::{OpKind, Opcode, Packet, Psn, Reth};
 
 use super::{is_first, is_last, Inbound, RdResource, Refusal, Response, Target};
 use crate::dma::{self, DmaError};
+use crate::mw::{self, InvalidateError};
 use crate::qp::{Env, Qp};
 use crate::requester::packets_for;
 use migros_proto::verbs::*;
@@ -39,10 +40,10 @@ impl Qp {
                 self.resp.epsn = psn.add(npkts);
                 return Ok(());
             }
-            Target::Atomic { owner, eth } => {
+            Target::Atomic { at, eth } => {
                 let mut cur = [0u8; 8];
                 env.mem
-                    .read(owner, eth.va, &mut cur)
+                    .read(at.owner, at.addr, &mut cur)
                     .map_err(|_| Refusal::RkeyViolation)?;
                 // Atomics operate on the value in host byte order, as verbs
                 // defines it.
@@ -58,7 +59,7 @@ impl Qp {
                 };
                 if new != orig {
                     env.mem
-                        .write(owner, eth.va, &new.to_le_bytes())
+                        .write(at.owner, at.addr, &new.to_le_bytes())
                         .map_err(|_| Refusal::RkeyViolation)?;
                 }
                 self.next_msn();
@@ -66,6 +67,18 @@ impl Qp {
                 self.resp.out.push_back(Response::AtomicAck {
                     psn,
                     orig,
+                    msn: self.resp.msn,
+                });
+            }
+            Target::AtomicWrite { at } => {
+                // The 8 bytes land as they came, in one write.
+                env.mem
+                    .write(at.owner, at.addr, pkt.payload)
+                    .map_err(|_| Refusal::RkeyViolation)?;
+                self.next_msn();
+                self.remember(RdResource::AtomicWrite { psn });
+                self.resp.out.push_back(Response::AtomicWriteAck {
+                    psn,
                     msn: self.resp.msn,
                 });
             }
@@ -108,14 +121,42 @@ impl Qp {
         }
         if is_last(pkt) {
             if let Some(Inbound::Send { recv, offset }) = self.resp.current.take() {
+                if let Some(rkey) = pkt.headers.ieth {
+                    if self.invalidate(rkey, env).is_err() {
+                        // rxe's class J: the message is placed, its
+                        // receive completes in error, the QP fails.
+                        let status = WcStatus::RemInvReqErr;
+                        let wc = self.recv_wc(recv.wr_id, status, WcOpcode::Recv, 0);
+                        env.objs.complete(self.init.recv_cq, wc);
+                        return Err(Refusal::InvalidateRkey);
+                    }
+                }
                 let mut wc =
                     self.recv_wc(recv.wr_id, WcStatus::Success, WcOpcode::Recv, offset as u32);
                 wc.imm_data = pkt.headers.immdt;
                 wc.invalidated_rkey = pkt.headers.ieth;
-                env.objs.complete(self.init.recv_cq, wc);
+                let solicited = pkt.headers.bth.solicited;
+                env.objs
+                    .complete_solicited(self.init.recv_cq, wc, solicited);
                 self.next_msn();
             }
         }
+        Ok(())
+    }
+
+    /// Frees the type 2 memory window `rkey` names, bound to this QP
+    /// (LOCAL_INV and SEND_WITH_INV; rxe's `invalidate_rkey`). A memory
+    /// region's key cannot be invalidated: migros has no fast-registration
+    /// regions, the only ones rxe invalidates.
+    pub(crate) fn invalidate(&mut self, rkey: u32, env: &mut Env) -> Result<(), InvalidateError> {
+        let (qpn, pd) = (self.qpn(), self.init.pd);
+        let mrs = &mut env.objs.mrs;
+        if mrs.by_rkey(rkey).is_some() {
+            return Err(InvalidateError::Region);
+        }
+        let window = mrs.window_mut(rkey).ok_or(InvalidateError::UnknownWindow)?;
+        mw::check_invalidate(window, qpn, pd)?;
+        window.unbind();
         Ok(())
     }
 
@@ -146,7 +187,7 @@ impl Qp {
             dma::remote_write(
                 env.mem,
                 &env.objs.mrs,
-                self.init.pd,
+                self.requestee(),
                 rkey,
                 va + offset,
                 pkt.payload,
@@ -164,7 +205,9 @@ impl Qp {
                     len as u32,
                 );
                 wc.imm_data = pkt.headers.immdt;
-                env.objs.complete(self.init.recv_cq, wc);
+                let solicited = pkt.headers.bth.solicited;
+                env.objs
+                    .complete_solicited(self.init.recv_cq, wc, solicited);
             }
             self.next_msn();
         } else if let Some(Inbound::Write { offset: at, .. }) = &mut self.resp.current {
@@ -199,7 +242,7 @@ impl Qp {
                         first_psn,
                         last_psn,
                     } => psn.distance(*first_psn) >= 0 && psn.distance(*last_psn) <= 0,
-                    RdResource::Atomic { .. } => false,
+                    RdResource::Atomic { .. } | RdResource::AtomicWrite { .. } => false,
                 });
                 let Some(reth) = pkt.headers.reth else { return };
                 let allowed = self.check_reth(reth, Access::REMOTE_READ, env).is_ok();
@@ -213,6 +256,18 @@ impl Qp {
                         _ => true,
                     });
                     self.queue_read_response(psn, reth);
+                }
+            }
+            OpKind::AtomicWrite => {
+                let replayed = self.resp.resources.iter().any(|r| match r {
+                    RdResource::AtomicWrite { psn: p } => *p == psn,
+                    _ => false,
+                });
+                if replayed {
+                    let msn = self.resp.msn;
+                    self.resp
+                        .out
+                        .push_back(Response::AtomicWriteAck { psn, msn });
                 }
             }
             OpKind::CompareSwap | OpKind::FetchAdd => {

@@ -47,6 +47,12 @@ impl Qp {
                 h.atomic_ack_eth = Some(AtomicAckEth { orig });
                 PacketBuilder::new(buf, &h, 0).ok()?.finish(route);
             }
+            Response::AtomicWriteAck { psn, msn } => {
+                // As rxe answers an ATOMIC WRITE: a READ response, no data.
+                self.resp.out.pop_front();
+                let h = self.ack_headers(Opcode::RC_RDMA_READ_RESPONSE_ONLY, psn, ack, msn);
+                PacketBuilder::new(buf, &h, 0).ok()?.finish(route);
+            }
             Response::Read {
                 next_psn,
                 va,
@@ -70,7 +76,7 @@ impl Qp {
                 let mut packet = PacketBuilder::new(buf, &h, chunk as usize).ok()?;
                 let out = packet.payload_mut();
                 let read = out.is_empty()
-                    || dma::remote_read(env.mem, &env.objs.mrs, self.init.pd, rkey, va, out)
+                    || dma::remote_read(env.mem, &env.objs.mrs, self.requestee(), rkey, va, out)
                         .is_ok();
                 if !read {
                     // The region went away under the READ: answer with a NAK.

@@ -47,7 +47,9 @@ impl Qp {
         wc.src_qp = deth.src_qpn;
         wc.src_addr = Some(src);
         self.counters.rx_bytes += pkt.payload.len() as u64;
-        env.objs.complete(self.init.recv_cq, wc);
+        let solicited = pkt.headers.bth.solicited;
+        env.objs
+            .complete_solicited(self.init.recv_cq, wc, solicited);
         if self.ud_peers.len() < MAX_UD_PEERS {
             self.ud_peers.insert((src, deth.src_qpn));
         }

@@ -5,27 +5,13 @@ use std::io;
 
 use mio::{Interest, Token};
 
-use migros_proto::msg::{Event, Request, Response};
+use migros_proto::msg::{Request, Response};
 
 use super::Daemon;
 use crate::conn::{Conn, ConnKind, ReadState};
 use crate::registry::{Hold, Objects};
 
 impl Daemon {
-    /// Sends `ev` on every attached channel of session `sid`.
-    pub(super) fn session_event(&mut self, sid: u64, ev: Event) {
-        let conns: Vec<usize> = self
-            .reg
-            .get(sid)
-            .map(|s| s.objects().channel_conns().collect())
-            .unwrap_or_default();
-        for t in conns {
-            if let Some(c) = self.conns.get_mut(&t) {
-                let _ = c.send(&ev);
-            }
-        }
-    }
-
     // ---- connections ----
 
     pub(super) fn accept(&mut self, admin: bool) {

@@ -62,8 +62,9 @@ impl Daemon {
                 pd,
                 addr,
                 length,
+                iova,
                 access,
-            } => self.reg_mr(sid, owner, pd, addr, length, access),
+            } => self.reg_mr(sid, owner, pd, (addr, length, iova), access),
             Request::DeregMr { lkey } => self.dereg_mr(sid, owner, lkey),
             Request::CreateChannel => self.create_channel(sid),
             Request::DestroyChannel { channel } => self.destroy_channel(sid, channel),
@@ -75,13 +76,18 @@ impl Daemon {
             } => self.create_cq(sid, owner, entries, ring, ctrl, channel),
             Request::DestroyCq { cq } => self.destroy_cq(sid, cq),
             Request::ReqNotifyCq { cq, solicited_only } => {
-                self.own(sid, "cq", cq, Objects::cq)?;
-                if let Some(c) = self.reg.session_cq_mut(sid, cq) {
-                    c.armed = true;
-                    c.solicited_only = solicited_only;
-                }
-                Ok(Response::Ok)
+                self.req_notify_cq(sid, cq, solicited_only)
             }
+            Request::ResizeCq {
+                cq,
+                entries,
+                ring,
+                ctrl,
+            } => self.resize_cq(sid, owner, cq, entries, ring, ctrl),
+            Request::AllocMw { pd, mw_type } => self.alloc_mw(sid, owner, pd, mw_type),
+            Request::DeallocMw { rkey } => self.dealloc_mw(sid, rkey),
+            Request::QuerySrq { srq } => self.query_srq(sid, srq),
+            Request::SubscribeAsync { channel } => self.subscribe_async(sid, channel),
             Request::CreateSrq {
                 pd,
                 max_wr,
@@ -100,10 +106,8 @@ impl Daemon {
                 };
                 self.create_srq(sid, owner, srq)
             }
-            Request::ModifySrq { srq, limit } => {
-                self.own(sid, "srq", srq, Objects::srq)?;
-                self.device.modify_srq_limit(srq, limit)?;
-                Ok(Response::Ok)
+            Request::ModifySrq { srq, limit, resize } => {
+                self.modify_srq(sid, owner, srq, limit, resize)
             }
             Request::DestroySrq { srq } => self.destroy_srq(sid, srq),
             Request::CreateQp {
@@ -183,7 +187,7 @@ impl Daemon {
     // ---- ownership ----
 
     /// The objects and the transport owner of session `sid`.
-    fn objects(&self, sid: SessionId) -> Result<(&Objects, OwnerId), ReqError> {
+    pub(super) fn objects(&self, sid: SessionId) -> Result<(&Objects, OwnerId), ReqError> {
         self.reg
             .get(sid)
             .map(|s| (s.objects(), s.owner()))
@@ -191,7 +195,7 @@ impl Daemon {
     }
 
     /// Fails unless session `sid` owns the `what` `id` (`find` looks it up).
-    fn own<T>(
+    pub(super) fn own<T>(
         &self,
         sid: SessionId,
         what: &str,
@@ -204,7 +208,7 @@ impl Daemon {
         }
     }
 
-    fn own_pd(&self, sid: SessionId, pd: Pdn) -> Result<(), ReqError> {
+    pub(super) fn own_pd(&self, sid: SessionId, pd: Pdn) -> Result<(), ReqError> {
         match self.objects(sid) {
             Ok((o, _)) if o.has_pd(pd) => Ok(()),
             _ => Err(ReqError::noent(format!("no pd {pd}"))),
@@ -229,7 +233,12 @@ impl Daemon {
 
     /// Checks that `[addr, addr+len)` is mapped in the client (first and
     /// last byte readable).
-    fn check_client_memory(&mut self, owner: OwnerId, addr: u64, len: u64) -> Result<(), ReqError> {
+    pub(super) fn check_client_memory(
+        &mut self,
+        owner: OwnerId,
+        addr: u64,
+        len: u64,
+    ) -> Result<(), ReqError> {
         if addr == 0 || len == 0 {
             return Err(ReqError::inval("null or empty client memory"));
         }
@@ -270,20 +279,13 @@ impl Daemon {
         sid: SessionId,
         owner: OwnerId,
         pd: Pdn,
-        addr: u64,
-        length: u64,
+        (addr, length, iova): (u64, u64, u64),
         access: Access,
     ) -> Res {
         self.own_pd(sid, pd)?;
         if length > limits::MAX_MR_SIZE {
             return Err(ReqError::inval(format!(
                 "memory region of {length} bytes is too large"
-            )));
-        }
-        if access.0 & !0xf != 0 {
-            return Err(ReqError::inval(format!(
-                "unknown access flags {:#x}",
-                access.0
             )));
         }
         if self.reg.mr_count() >= limits::MAX_MR as usize {
@@ -294,15 +296,17 @@ impl Daemon {
         }
         let lkey = self.free_u32(Id::Key, "memory key")?;
         let reg = &self.reg;
+        // Not in a memory window's index (its base key is taken).
         let rkey = self
             .ids
-            .u32(|v| v == lkey || reg.is_taken(Id::Key(v)))
+            .u32(|v| v == lkey || reg.is_taken(Id::Key(v)) || reg.is_taken(Id::Key(v & !0xff)))
             .ok_or_else(|| ReqError::nomem("no free memory key"))?;
         self.device.reg_mr(migros_transport::MrSpec {
             owner,
             pd,
             addr,
             length,
+            iova,
             lkey,
             rkey,
             access,

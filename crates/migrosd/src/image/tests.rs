@@ -1,7 +1,8 @@
 //! The daemon's image format, pinned: a golden image (whose transport part
 //! is the transport's own golden image) decodes to the registry's objects
 //! and re-encodes to the same bytes; a version-1 image (written by migrosd
-//! before images had their own types) is refused by name.
+//! before images had their own types) or version-2 image (before memory
+//! windows) is refused by name.
 //!
 //! After a deliberate format change (a new version), write the golden file
 //! again with `MIGROS_WRITE_GOLDEN=1 cargo test -p migrosd image`.
@@ -10,14 +11,16 @@ use super::*;
 
 /// The transport's golden image: every field of its format set.
 const TRANSPORT: &[u8] =
-    include_bytes!("../../../migros-transport/src/image/testdata/owner-v2.json");
-const GOLDEN: &[u8] = include_bytes!("testdata/session-v2.json");
+    include_bytes!("../../../migros-transport/src/image/testdata/owner-v3.json");
+const GOLDEN: &[u8] = include_bytes!("testdata/session-v3.json");
 const GOLDEN_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/src/image/testdata/session-v2.json"
+    "/src/image/testdata/session-v3.json"
 );
 /// A session with one RC QP, as migrosd 0.1 before this module wrote it.
 const VERSION_1: &[u8] = include_bytes!("testdata/session-v1.json");
+/// A session as migrosd wrote it before memory windows (format 2).
+const VERSION_2: &[u8] = include_bytes!("testdata/session-v2.json");
 
 fn wq(addr: u64, entries: u32, ci: u32, pi: u32) -> WqRingImage {
     WqRingImage {
@@ -64,7 +67,6 @@ fn every_field() -> Image {
             pi: 70000,
             client_ci: 69990,
             armed: true,
-            solicited_only: true,
             channel: Some(9),
         }],
         srqs: vec![SrqRingImage {
@@ -73,6 +75,7 @@ fn every_field() -> Image {
             rq: wq(0x7f00_0000_8000, 32, 3, 3),
         }],
         channels: vec![9],
+        async_channel: Some(9),
         inbox: vec![1, 2, 3],
     }
 }
@@ -99,7 +102,7 @@ fn the_golden_image_goes_through_the_registry_objects_unchanged() {
         (ids.qpns, ids.keys, ids.pds, ids.cqs, ids.srqs, ids.channels),
         (
             vec![0x42, 0x44],
-            vec![0x11, 0x12],
+            vec![0x11, 0x12, 0x200, 0x300, 0x400],
             vec![1],
             vec![3],
             vec![4],
@@ -119,7 +122,17 @@ fn a_version_1_image_is_refused_by_name() {
     let e = decode(VERSION_1).expect_err("version 1");
     assert_eq!(
         e.to_string(),
-        "image version 1: this migrosd reads version 2 only \
+        "image version 1: this migrosd reads version 3 only \
+         (checkpoint and restore with the same migros version)"
+    );
+}
+
+#[test]
+fn a_version_2_image_is_refused_by_name() {
+    let e = decode(VERSION_2).expect_err("version 2");
+    assert_eq!(
+        e.to_string(),
+        "image version 2: this migrosd reads version 3 only \
          (checkpoint and restore with the same migros version)"
     );
 }
@@ -155,9 +168,9 @@ fn garbage_is_refused_without_panic() {
         &b""[..],
         b"{}",
         b"[1,2]",
-        b"{\"format\":\"x\",\"version\":2}",
+        b"{\"format\":\"x\",\"version\":3}",
         b"{\"format\":\"migrosd-image\",\"version\":9}",
-        b"{\"format\":\"migrosd-image\",\"version\":2,\"transport\":{}}",
+        b"{\"format\":\"migrosd-image\",\"version\":3,\"transport\":{}}",
         unknown.as_bytes(),
     ] {
         assert!(decode(bad).is_err());

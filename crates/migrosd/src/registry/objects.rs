@@ -1,5 +1,6 @@
 //! The verbs objects of one session, as the daemon tracks them: protection
-//! domains, memory regions, CQ, SRQ and QP rings, completion channels.
+//! domains, memory regions, memory windows, CQ, SRQ and QP rings,
+//! completion channels, and which channel takes its asynchronous events.
 //!
 //! A set that belongs to a session is only reachable read-only (through
 //! [`super::Session::objects`]); objects join or leave it through the
@@ -41,6 +42,16 @@ pub struct Objects {
     pub(super) srqs: BTreeMap<Srqn, SrqRing>,
     pub(super) qps: BTreeMap<Qpn, QpRings>,
     pub(super) channels: BTreeMap<ChannelId, Channel>,
+    /// Memory windows by base key (`rkey & !0xff`: the window's index,
+    /// which its binds keep; the key byte is the transport's).
+    pub(super) mws: BTreeSet<u32>,
+    /// The channel the session's asynchronous events go to.
+    pub(super) async_channel: Option<ChannelId>,
+}
+
+/// The key a memory window is indexed by, whatever its key byte now.
+pub fn mw_base(rkey: u32) -> u32 {
+    rkey & !0xff
 }
 
 impl Objects {
@@ -70,6 +81,15 @@ impl Objects {
         self.channels.insert(id, channel);
     }
 
+    /// A memory window, by any rkey it has had.
+    pub fn insert_mw(&mut self, rkey: u32) {
+        self.mws.insert(mw_base(rkey));
+    }
+
+    pub fn set_async_channel(&mut self, channel: Option<ChannelId>) {
+        self.async_channel = channel;
+    }
+
     // ---- reading ----
 
     /// Whether the set holds no object at all.
@@ -80,6 +100,7 @@ impl Objects {
             && self.srqs.is_empty()
             && self.qps.is_empty()
             && self.channels.is_empty()
+            && self.mws.is_empty()
     }
 
     pub fn has_pd(&self, pd: Pdn) -> bool {
@@ -123,6 +144,21 @@ impl Objects {
         self.qps.values()
     }
 
+    /// Whether the window with `rkey`'s index is this set's.
+    pub fn has_mw(&self, rkey: u32) -> bool {
+        self.mws.contains(&mw_base(rkey))
+    }
+
+    /// Memory windows by base key.
+    pub fn mws(&self) -> impl Iterator<Item = u32> + '_ {
+        self.mws.iter().copied()
+    }
+
+    /// The channel taking the asynchronous events, if one was chosen.
+    pub fn async_channel(&self) -> Option<ChannelId> {
+        self.async_channel
+    }
+
     pub fn channel(&self, id: ChannelId) -> Option<&Channel> {
         self.channels.get(&id)
     }
@@ -153,7 +189,12 @@ impl Objects {
             session,
             owner,
             qpns: self.qps.keys().copied().collect(),
-            keys: self.mrs.iter().flat_map(|(l, m)| [*l, m.rkey]).collect(),
+            keys: self
+                .mrs
+                .iter()
+                .flat_map(|(l, m)| [*l, m.rkey])
+                .chain(self.mws.iter().copied())
+                .collect(),
             pds: self.pds.iter().copied().collect(),
             cqs: self.cqs.keys().copied().collect(),
             srqs: self.srqs.keys().copied().collect(),
@@ -161,13 +202,15 @@ impl Objects {
         }
     }
 
-    /// Every identifier the set holds (lkeys and rkeys as memory keys).
+    /// Every identifier the set holds (lkeys, rkeys and window base keys as
+    /// memory keys).
     pub(super) fn index_ids(&self) -> impl Iterator<Item = Id> + '_ {
         let pds = self.pds.iter().map(|p| Id::Pd(*p));
         let keys = self
             .mrs
             .iter()
-            .flat_map(|(l, m)| [Id::Key(*l), Id::Key(m.rkey)]);
+            .flat_map(|(l, m)| [Id::Key(*l), Id::Key(m.rkey)])
+            .chain(self.mws.iter().map(|k| Id::Key(*k)));
         let cqs = self.cqs.keys().map(|c| Id::Cq(*c));
         let srqs = self.srqs.keys().map(|s| Id::Srq(*s));
         let qps = self.qps.keys().map(|q| Id::Qp(*q));

@@ -48,6 +48,7 @@ pub fn reg_mr(c: &mut Client, pd: Pdn, len: usize) -> Mr {
         pd,
         addr: buf.addr(),
         length: len as u64,
+        iova: buf.addr(),
         access: Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ,
     }) {
         Response::Mr { lkey, rkey } => Mr { buf, lkey, rkey },

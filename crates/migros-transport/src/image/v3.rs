@@ -1,6 +1,9 @@
-//! Image format version 2: an owner's PDs, memory regions, CQs, SRQs and
-//! QPs with all their transport state, encoded as JSON (readable by
-//! operators, diffable in tests). PSNs are plain `u32`s, timers the
+//! Image format version 3: an owner's PDs, memory regions, memory
+//! windows, CQs, SRQs and QPs with all their transport state, encoded as
+//! JSON (readable by operators, diffable in tests). Version 2 lacked the
+//! memory windows, the regions' I/O addresses, the CQs' arming, COMM_EST
+//! and the ATOMIC WRITE resources and responses; it is refused (a v2
+//! image cannot say whether a CQ was armed). PSNs are plain `u32`s, timers the
 //! nanoseconds they had left when the image was taken. Unknown fields are
 //! refused: a field this version does not name is a different format.
 
@@ -10,11 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use migros_proto::counters::QpCounters;
 use migros_proto::verbs::{
-    Cqn, OwnerId, Pdn, QpAttr, QpInit, Qpn, RecvWr, SendWr, Srqn, WcStatus, WorkCompletion,
+    Cqn, MwType, OwnerId, Pdn, QpAttr, QpInit, Qpn, RecvWr, SendWr, Srqn, WcStatus, WorkCompletion,
 };
 
 /// This format's version number.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Every verbs object of one owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +28,7 @@ pub struct OwnerImage {
     pub owner: OwnerId,
     pub pds: Vec<Pdn>,
     pub mrs: Vec<MrImage>,
+    pub mws: Vec<MwImage>,
     pub cqs: Vec<CqImage>,
     pub srqs: Vec<SrqImage>,
     pub qps: Vec<QpImage>,
@@ -37,10 +41,42 @@ pub struct MrImage {
     pub pd: Pdn,
     pub addr: u64,
     pub length: u64,
+    /// The address SGEs and peers name its first byte by.
+    pub iova: u64,
     pub lkey: u32,
     pub rkey: u32,
     /// libibverbs access flags.
     pub access: u32,
+}
+
+/// A memory window (its owner is the image's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MwImage {
+    pub pd: Pdn,
+    pub mw_type: MwType,
+    /// Its current rkey (index and key byte).
+    pub rkey: u32,
+    /// Type 2 only: waiting for a bind.
+    pub free: bool,
+    /// libibverbs access flags of the binding.
+    pub access: u32,
+    /// Start of the window (an I/O address of the region, or an offset
+    /// if zero based) and its length.
+    pub addr: u64,
+    pub length: u64,
+    /// The region bound, by lkey.
+    pub mr_lkey: Option<u32>,
+    /// Type 2: the QP it is bound to.
+    pub qpn: Option<Qpn>,
+}
+
+/// How a CQ is armed (`ibv_req_notify_cq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArmImage {
+    Disarmed,
+    NextCompletion,
+    Solicited,
 }
 
 /// A completion queue: its completions not yet handed to the client.
@@ -54,6 +90,7 @@ pub struct CqImage {
     pub completions: Vec<WorkCompletion>,
     /// Completions lost so far because it was full.
     pub overflows: u64,
+    pub arm: ArmImage,
 }
 
 /// A shared receive queue.
@@ -85,6 +122,8 @@ pub struct QpImage {
     pub ud_peers: Vec<(IpAddr, Qpn)>,
     /// UD/UC: RESUMEs still to send to these peers.
     pub announce: Vec<(IpAddr, Qpn)>,
+    /// COMM_EST was raised (a connected QP got its first packet in RTR).
+    pub comm_established: bool,
     /// The connection key its RESUMEs carry (non-zero).
     pub resume_key: u64,
 }
@@ -186,12 +225,13 @@ pub enum InboundImage {
     },
 }
 
-/// An executed READ or atomic.
+/// An executed READ, atomic or ATOMIC WRITE.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum RdResourceImage {
     Read { first_psn: u32, last_psn: u32 },
     Atomic { psn: u32, orig: u64 },
+    AtomicWrite { psn: u32 },
 }
 
 /// A response waiting to be sent.
@@ -214,6 +254,11 @@ pub enum ResponseImage {
     AtomicAck {
         psn: u32,
         orig: u64,
+        msn: u32,
+    },
+    /// The answer to an ATOMIC WRITE.
+    AtomicWriteAck {
+        psn: u32,
         msn: u32,
     },
 }

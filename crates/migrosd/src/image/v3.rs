@@ -1,5 +1,5 @@
-//! Image format version 2 of the daemon: the transport's image of the
-//! session's owner ([`migros_transport::image::v2`]) and the state of every
+//! Image format version 3 of the daemon: the transport's image of the
+//! session's owner ([`migros_transport::image::v3`]) and the state of every
 //! ring in client memory (addresses, sizes, the daemon's indices, CQ arm
 //! state), with the channels and the start of a request cut short.
 //! Unknown fields are refused.
@@ -7,11 +7,14 @@
 use serde::{Deserialize, Serialize};
 
 use migros_proto::msg::ChannelId;
-use migros_transport::image::v2::OwnerImage;
+use migros_transport::image::v3::OwnerImage;
 use migros_transport::{Cqn, Qpn, Srqn};
 
-/// This format's version number.
-pub const VERSION: u32 = 2;
+/// This format's version number. 3: the transport's image version 3
+/// (memory windows, I/O addresses, CQ arming, COMM_EST); version 2 is
+/// refused. The daemon's part: the channel of the asynchronous events; a
+/// CQ's arming is the transport's (`armed` here: an event owed).
+pub const VERSION: u32 = 3;
 
 /// A session's image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +30,8 @@ pub struct Image {
     pub cqs: Vec<CqRingImage>,
     pub srqs: Vec<SrqRingImage>,
     pub channels: Vec<ChannelId>,
+    /// The channel the asynchronous events go to.
+    pub async_channel: Option<ChannelId>,
     /// The start of a request the process was writing when it was frozen
     /// (admin checkpoints only): read first on the restored connection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -80,7 +85,8 @@ pub struct CqRingImage {
     pub pi: u32,
     /// The client's consumer index, as last read.
     pub client_ci: u32,
+    /// A completion event is owed to the channel (the transport's CQ
+    /// keeps how it is armed).
     pub armed: bool,
-    pub solicited_only: bool,
     pub channel: Option<ChannelId>,
 }

@@ -1,0 +1,235 @@
+//! The posting and creation rules of the Rust API, as the kernel's rxe
+//! applies them, against a stand-in daemon that answers every request
+//! and never consumes a ring (no root): QP states that forbid posting,
+//! how many WRs of a list were posted when one fails, all-or-nothing
+//! batches, a full queue, CQs larger than the device allows, and what
+//! the daemon's refusals become (a region that cannot be deregistered).
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+use migros_proto::frame;
+use migros_proto::msg::{DeviceInfo, Request, Response};
+use migros_verbs::*;
+
+const MAX_CQE: u32 = 64;
+
+fn device() -> DeviceInfo {
+    DeviceInfo {
+        name: "strict".into(),
+        addr: "127.0.0.1".parse().unwrap(),
+        mtu: Mtu::Mtu1024,
+        node_guid: 1,
+        max_qp: 16,
+        max_qp_wr: 1024,
+        max_sge: 8,
+        max_cq: 16,
+        max_cqe: MAX_CQE,
+        max_mr: 16,
+        max_mr_size: 1 << 30,
+        max_pd: 16,
+        max_qp_rd_atom: 16,
+        max_srq: 16,
+        max_srq_wr: 1024,
+        max_inline_data: 128,
+    }
+}
+
+/// Answers every request; refuses DeregMr of lkey 3 with EINVAL (as a
+/// daemon does while memory windows are bound to the region).
+fn serve(mut s: UnixStream) {
+    while let Ok(req) = frame::read::<Request>(&mut s) {
+        let resp = match req {
+            Request::Hello { .. } => Response::Welcome {
+                session: 1,
+                device: device(),
+            },
+            Request::AllocPd => Response::Pd { pd: 1 },
+            Request::RegMr { .. } => Response::Mr { lkey: 3, rkey: 4 },
+            Request::DeregMr { .. } => Response::Error {
+                errno: 22,
+                message: "memory windows are bound to the region".into(),
+            },
+            Request::CreateCq { .. } => Response::Cq { cq: 5 },
+            Request::CreateQp { .. } => Response::Qp { qpn: 0x42 },
+            Request::CreateSrq { .. } => Response::Srq { srq: 6 },
+            // The device moved the QP back to RESET behind the client.
+            Request::QueryQp { .. } => Response::QpAttr(QpAttr::default()),
+            Request::SqDoorbell { .. }
+            | Request::RqDoorbell { .. }
+            | Request::SrqDoorbell { .. } => continue,
+            _ => Response::Ok,
+        };
+        if frame::write(&mut s, &resp).is_err() {
+            return;
+        }
+    }
+}
+
+fn open(dir: &Path) -> Context {
+    let listener = UnixListener::bind(migros_proto::paths::device_socket(dir, "strict")).unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming().map_while(std::result::Result::ok) {
+            std::thread::spawn(move || serve(s));
+        }
+    });
+    Context::open_in(dir, "strict").unwrap()
+}
+
+fn qp(pd: &Pd, cq: &Cq, srq: Option<&Srq>) -> Qp {
+    pd.create_qp(&QpInitAttr {
+        qp_type: QpType::Rc,
+        send_cq: cq,
+        recv_cq: cq,
+        srq,
+        cap: QpCap {
+            max_send_wr: 4,
+            max_recv_wr: 4,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 0,
+        },
+        sq_sig_all: false,
+    })
+    .unwrap()
+}
+
+fn to(qp: &Qp, qp_state: QpState) {
+    let attr = QpAttr {
+        qp_state,
+        ..QpAttr::default()
+    };
+    qp.modify(&attr, AttrMask::STATE).unwrap();
+}
+
+fn send(mr: &Mr, wr_id: u64, sges: usize) -> SendWr {
+    SendWr {
+        wr_id,
+        opcode: WrOpcode::Send,
+        flags: SendFlags::SIGNALED,
+        data: SendData::Sges(vec![mr.sge(0, 8); sges]),
+        ud: None,
+    }
+}
+
+fn recv(mr: &Mr, wr_id: u64, sges: usize) -> RecvWr {
+    RecvWr {
+        wr_id,
+        sges: vec![mr.sge(0, 8); sges],
+    }
+}
+
+#[test]
+fn posting_follows_the_qp_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = open(dir.path());
+    let pd = ctx.alloc_pd().unwrap();
+    let mr = pd.alloc_mr(64, Access::LOCAL_WRITE).unwrap();
+    let cq = ctx.create_cq(16, None).unwrap();
+    let qp = qp(&pd, &cq, None);
+    assert_eq!(qp.state(), QpState::Reset);
+    let einval = |r: Result<()>| matches!(r, Err(Error::InvalidArgument(_)));
+    assert!(einval(qp.post_send(&[send(&mr, 1, 1)])), "RESET: no sends");
+    assert!(
+        einval(qp.post_recv(&[recv(&mr, 1, 1)])),
+        "RESET: no receives"
+    );
+    to(&qp, QpState::Init);
+    qp.post_recv(&[recv(&mr, 1, 1)])
+        .expect("INIT takes receives");
+    assert!(einval(qp.post_send(&[send(&mr, 1, 1)])), "INIT: no sends");
+    assert!(einval(qp.post_send_all(&[send(&mr, 1, 1)])));
+    to(&qp, QpState::Rtr);
+    assert!(einval(qp.post_send(&[send(&mr, 1, 1)])), "RTR: no sends");
+    to(&qp, QpState::Rts);
+    qp.post_send(&[send(&mr, 1, 1)]).expect("RTS sends");
+    // ERR accepts both (the device flushes them).
+    to(&qp, QpState::Err);
+    qp.post_send(&[send(&mr, 2, 1)]).expect("ERR takes sends");
+    qp.post_recv(&[recv(&mr, 2, 1)])
+        .expect("ERR takes receives");
+    // A query tells the client what the device did to its QP.
+    assert_eq!(
+        qp.query().unwrap().qp_state,
+        QpState::Reset,
+        "the stand-in says RESET"
+    );
+    assert_eq!(qp.state(), QpState::Reset);
+    assert!(einval(qp.post_send(&[send(&mr, 1, 1)])));
+}
+
+#[test]
+fn a_failing_wr_says_how_many_before_it_were_posted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = open(dir.path());
+    let pd = ctx.alloc_pd().unwrap();
+    let mr = pd.alloc_mr(64, Access::LOCAL_WRITE).unwrap();
+    let cq = ctx.create_cq(16, None).unwrap();
+    let srq = pd.create_srq(8, 1, 0).unwrap();
+    let q = qp(&pd, &cq, None);
+    to(&q, QpState::Rts);
+
+    let e = q
+        .post_send_counted(&[send(&mr, 1, 1), send(&mr, 2, 2), send(&mr, 3, 1)])
+        .unwrap_err();
+    assert_eq!((e.posted, e.error.errno()), (1, 22), "{e}");
+    // The ring holds 4 (one is used): three more fit, the fourth is refused.
+    let four: Vec<_> = (10..14).map(|i| send(&mr, i, 1)).collect();
+    let e = q.post_send_counted(&four).unwrap_err();
+    assert_eq!((e.posted, e.error.errno()), (3, 12), "ENOMEM: {e}");
+
+    let e = q
+        .post_recv_counted(&[recv(&mr, 1, 1), recv(&mr, 2, 1), recv(&mr, 3, 2)])
+        .unwrap_err();
+    assert_eq!((e.posted, e.error.errno()), (2, 22), "{e}");
+    let e = srq
+        .post_recv_counted(&[recv(&mr, 1, 2), recv(&mr, 2, 1)])
+        .unwrap_err();
+    assert_eq!((e.posted, e.error.errno()), (0, 22), "{e}");
+}
+
+#[test]
+fn a_batch_is_posted_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = open(dir.path());
+    let pd = ctx.alloc_pd().unwrap();
+    let mr = pd.alloc_mr(64, Access::LOCAL_WRITE).unwrap();
+    let cq = ctx.create_cq(16, None).unwrap();
+    let q = qp(&pd, &cq, None);
+    to(&q, QpState::Rts);
+    // A bad WR at the end: nothing goes, so all four slots stay free.
+    let bad = [send(&mr, 1, 1), send(&mr, 2, 1), send(&mr, 3, 5)];
+    assert_eq!(q.post_send_all(&bad).unwrap_err().errno(), 22);
+    let five: Vec<_> = (10..15).map(|i| send(&mr, i, 1)).collect();
+    assert!(matches!(q.post_send_all(&five), Err(Error::QueueFull)));
+    q.post_send_all(&five[..4])
+        .expect("four fit: the refused batches took nothing");
+    assert!(matches!(q.post_send_all(&five[..1]), Err(Error::QueueFull)));
+}
+
+#[test]
+fn cqs_larger_than_the_device_allows_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = open(dir.path());
+    for entries in [0, MAX_CQE + 1, u32::MAX] {
+        let err = ctx.create_cq(entries, None).unwrap_err();
+        assert_eq!(err.errno(), 22, "{entries}: {err}");
+    }
+    assert_eq!(ctx.create_cq(MAX_CQE, None).unwrap().entries(), MAX_CQE);
+}
+
+#[test]
+fn a_region_the_daemon_keeps_stays_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = open(dir.path());
+    let pd = ctx.alloc_pd().unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `buf` outlives the region (dropped after it, at the end).
+    let mr =
+        unsafe { pd.reg_mr_raw(buf.as_mut_ptr() as u64, buf.len(), Access::LOCAL_WRITE) }.unwrap();
+    let (mr, err) = mr.deregister().unwrap_err();
+    assert_eq!(err.errno(), 22, "{err}");
+    assert_eq!(mr.lkey, 3, "handed back, still registered");
+    drop(mr);
+    drop(buf);
+}
