@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::time::Duration;
 
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use migros_proto::msg::{DeviceInfo, Event};
@@ -40,6 +41,7 @@ mod migration;
 mod protocol;
 mod sockets;
 
+use crate::client::ClientProcess;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::Conn;
@@ -71,6 +73,9 @@ const TX_BATCH: usize = 128;
 const TIMER_DEFER_BYTES: usize = 2 * crate::udp::SOCKET_BUFFER;
 /// How often to look again at a CQ whose ring is full.
 const FULL_RING_RETRY: Duration = Duration::from_micros(200);
+/// How often every client process is checked for an exec that no memory
+/// access noticed yet.
+const PROCESS_SWEEP: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +110,9 @@ pub struct Daemon {
     udp: UdpIo,
     sockets: Sockets,
     conns: BTreeMap<usize, Conn>,
+    /// Pidfds of client processes in the poll: token → session.
+    processes: BTreeMap<usize, SessionId>,
+    last_sweep: std::time::Instant,
     next_token: usize,
     /// Every session with its objects, and the index of their identifiers.
     reg: Registry,
@@ -167,6 +175,8 @@ impl Daemon {
             udp,
             sockets,
             conns: BTreeMap::new(),
+            processes: BTreeMap::new(),
+            last_sweep: std::time::Instant::now(),
             next_token: FIRST_CONN,
             reg: Registry::new(),
             data: DataPath::new(),
@@ -210,6 +220,7 @@ impl Daemon {
                     LISTENER => self.accept(false),
                     ADMIN => self.accept(true),
                     SIGNAL => self.on_signal(),
+                    Token(t) if self.processes.contains_key(&t) => self.on_process_exit(t),
                     Token(t) => self.on_conn_event(t, ev.is_readable(), ev.is_writable()),
                 }
             }
@@ -244,7 +255,69 @@ impl Daemon {
         if let Some(c) = self.criu_timeout() {
             t = Some(t.map_or(c, |t| t.min(c)));
         }
+        if !self.processes.is_empty() {
+            t = Some(t.map_or(PROCESS_SWEEP, |t| t.min(PROCESS_SWEEP)));
+        }
         t
+    }
+
+    // ---- client processes ----
+
+    /// Polls `process`'s pidfd: session `sid` ends when it exits.
+    pub(super) fn watch_process(&mut self, sid: SessionId, process: &ClientProcess) {
+        let token = self.next_token;
+        self.next_token += 1;
+        let fd = process.pidfd();
+        match self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+        {
+            Ok(()) => {
+                self.processes.insert(token, sid);
+            }
+            // The periodic sweep still notices the exit.
+            Err(e) => tracing::warn!(session = sid, error = %e, "cannot poll a pidfd"),
+        }
+    }
+
+    /// A client process's pidfd became readable: the process exited.
+    fn on_process_exit(&mut self, token: usize) {
+        let Some(sid) = self.processes.remove(&token) else {
+            return;
+        };
+        let Some(s) = self.reg.get(sid) else {
+            return;
+        };
+        let exited = self.mem.process(s.owner()).is_none_or(|p| p.exited());
+        if exited {
+            tracing::info!(session = sid, pid = s.pid, "client process exited");
+            self.end_client(sid);
+        }
+    }
+
+    /// Ends the sessions whose process exec'd or exited.
+    fn end_gone_processes(&mut self) {
+        for owner in self.mem.take_gone() {
+            if let Some(sid) = self.reg.holder_of(Id::Owner(owner)) {
+                let pid = self.reg.get(sid).map_or(0, |s| s.pid);
+                tracing::info!(session = sid, pid, "client process exec'd or exited");
+                self.end_client(sid);
+            }
+        }
+    }
+
+    /// Closes session `sid`'s connection (its objects go with it): its
+    /// process can no longer be reached.
+    fn end_client(&mut self, sid: SessionId) {
+        let conn = self.reg.get(sid).map(|s| s.conn);
+        if let Some(c) = conn.and_then(|t| self.conns.get_mut(&t)) {
+            c.dead = true;
+        }
+        if let Some(t) = conn {
+            self.on_conn_event(t, false, false);
+        }
+        self.processes.retain(|_, s| *s != sid);
     }
 
     fn on_signal(&mut self) {
@@ -353,6 +426,11 @@ impl Daemon {
         }
         self.data.write_cis(&mut self.reg, &mut self.mem);
         self.mem.end_batch();
+        if self.last_sweep.elapsed() >= PROCESS_SWEEP {
+            self.last_sweep = std::time::Instant::now();
+            self.mem.sweep();
+        }
+        self.end_gone_processes();
         self.flush_conns();
     }
 

@@ -424,7 +424,7 @@ mod tests {
 
     fn setup(client: &mut Client) -> (Registry, Device, ProcMem) {
         let mut mem = ProcMem::new();
-        mem.bind(OWNER, std::process::id() as i32);
+        mem.bind_self(OWNER);
         let mut device = Device::new(DeviceConfig::new("127.0.0.1".parse().unwrap()));
         device.alloc_pd(OWNER, 1).unwrap();
         device.create_cq(OWNER, CQ, 8).unwrap();

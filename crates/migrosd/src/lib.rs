@@ -82,6 +82,7 @@
 //! in that client's own process, identified by `SO_PEERCRED` when it
 //! connected.
 
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod conn;

@@ -39,7 +39,7 @@ impl Daemon {
                     return;
                 }
             };
-            let (pid, uid) = match cred {
+            let peer = match cred {
                 Some(c) => c,
                 None => {
                     tracing::warn!("no peer credentials: connection refused");
@@ -61,7 +61,8 @@ impl Daemon {
             } else {
                 ConnKind::New
             };
-            let mut conn = Conn::new(stream, kind, pid, uid);
+            let (pid, uid) = (peer.pid, peer.uid);
+            let mut conn = Conn::new(stream, kind, peer);
             if admin && uid != 0 {
                 tracing::warn!(pid, uid, "admin connection from a non-root peer refused");
                 let _ = conn.send(&migros_proto::admin::AdminResponse::Error {
@@ -198,6 +199,7 @@ impl Daemon {
         let (pid, owner) = (s.pid, s.owner());
         tracing::info!(session = sid, pid, owner, "session ended");
         self.device.destroy_owner(owner);
+        self.processes.retain(|_, s| *s != sid);
         if let Some(s) = self.reg.close(sid) {
             self.forget(s.objects());
         }

@@ -12,6 +12,7 @@ use migros_transport::{
 };
 
 use super::Daemon;
+use crate::client::RangeError;
 use crate::errno::ReqError;
 use crate::limits;
 use crate::registry::{Channel, Id, Kind, Mr, Objects, SessionId};
@@ -226,23 +227,29 @@ impl Daemon {
 
     /// Checks that `[addr, addr+len)` is mapped in the client (first and
     /// last byte readable).
-    fn check_client_memory(&mut self, owner: OwnerId, addr: u64, len: u64) -> Result<(), ReqError> {
+    /// Every page of `[addr, addr + len)` must be mapped in the client's
+    /// process, readable, and writable if `write`.
+    fn check_client_memory(
+        &mut self,
+        owner: OwnerId,
+        addr: u64,
+        len: u64,
+        write: bool,
+    ) -> Result<(), ReqError> {
         if addr == 0 || len == 0 {
             return Err(ReqError::inval("null or empty client memory"));
         }
-        let last = addr
-            .checked_add(len - 1)
-            .ok_or_else(|| ReqError::inval("client memory wraps the address space"))?;
-        let mut b = [0u8; 1];
-        for at in [addr, last] {
-            self.mem.read_now(owner, at, &mut b).map_err(|_| {
-                ReqError::new(
-                    libc::EFAULT,
-                    format!("client memory at {at:#x} is not mapped"),
-                )
-            })?;
-        }
-        Ok(())
+        let p = self
+            .mem
+            .process(owner)
+            .ok_or_else(|| ReqError::new(libc::ESRCH, "the client process is gone"))?;
+        p.check_range(addr, len, write).map_err(|e| match e {
+            RangeError::Wraps => ReqError::inval(e.to_string()),
+            RangeError::Gone => ReqError::new(libc::ESRCH, e.to_string()),
+            RangeError::Unmapped(_) | RangeError::Rights { .. } => {
+                ReqError::new(libc::EFAULT, e.to_string())
+            }
+        })
     }
 
     // ---- protection domains and memory regions ----
@@ -287,7 +294,10 @@ impl Daemon {
             return Err(ReqError::nomem("too many memory regions"));
         }
         if length > 0 {
-            self.check_client_memory(owner, addr, length)?;
+            let write = access.0
+                & (Access::LOCAL_WRITE.0 | Access::REMOTE_WRITE.0 | Access::REMOTE_ATOMIC.0)
+                != 0;
+            self.check_client_memory(owner, addr, length, write)?;
         }
         let lkey = self.free_u32(Id::Key, "memory key")?;
         let reg = &self.reg;
@@ -359,8 +369,13 @@ impl Daemon {
             self.own(sid, "channel", ch, Objects::channel)?;
         }
         self.below_limit(Kind::Cq, limits::MAX_CQ, "cqs")?;
-        self.check_client_memory(owner, ring_addr, u64::from(entries) * ring::CQE_SIZE as u64)?;
-        self.check_client_memory(owner, ctrl, ring::CQ_CTRL_SIZE as u64)?;
+        self.check_client_memory(
+            owner,
+            ring_addr,
+            u64::from(entries) * ring::CQE_SIZE as u64,
+            true,
+        )?;
+        self.check_client_memory(owner, ctrl, ring::CQ_CTRL_SIZE as u64, true)?;
         let cq = self.free_u32(Id::Cq, "cq handle")?;
         let ring = CqRing::new(cq, ring_addr, entries, ctrl, channel);
         let capacity = u32::try_from(CqRing::queue_limit(entries)).unwrap_or(u32::MAX);
@@ -390,8 +405,8 @@ impl Daemon {
         self.below_limit(Kind::Srq, limits::MAX_SRQ, "srqs")?;
         let entries = new.max_wr.next_power_of_two();
         let ring_len = u64::from(entries) * RQ_WQE_SIZE as u64;
-        self.check_client_memory(owner, new.ring, ring_len)?;
-        self.check_client_memory(owner, new.ctrl, ring::SRQ_CTRL_SIZE as u64)?;
+        self.check_client_memory(owner, new.ring, ring_len, true)?;
+        self.check_client_memory(owner, new.ctrl, ring::SRQ_CTRL_SIZE as u64, true)?;
         let srq = self.free_u32(Id::Srq, "srq handle")?;
         self.device
             .create_srq(owner, srq, new.pd, entries, new.limit)?;
@@ -437,14 +452,14 @@ impl Daemon {
             Some(_) => 0,
             None => ring_entries(cap.max_recv_wr),
         };
-        self.check_client_memory(owner, new.ctrl, ring::QP_CTRL_SIZE as u64)?;
+        self.check_client_memory(owner, new.ctrl, ring::QP_CTRL_SIZE as u64, true)?;
         if sq_entries > 0 {
             let len = u64::from(sq_entries) * SQ_WQE_SIZE as u64;
-            self.check_client_memory(owner, new.sq_ring, len)?;
+            self.check_client_memory(owner, new.sq_ring, len, true)?;
         }
         if rq_entries > 0 {
             let len = u64::from(rq_entries) * RQ_WQE_SIZE as u64;
-            self.check_client_memory(owner, new.rq_ring, len)?;
+            self.check_client_memory(owner, new.rq_ring, len, true)?;
         }
         let reg = &self.reg;
         let tomb = self.device.tombstones();

@@ -18,6 +18,7 @@ use migros_proto::paths;
 
 use super::{io_err, DaemonError};
 use crate::config::Config;
+use crate::conn::Peer;
 
 /// The listeners and the signal fd.
 pub(super) struct Sockets {
@@ -82,14 +83,19 @@ impl Sockets {
     }
 
     /// The next connection on the client (or admin) socket with its
-    /// peer's pid and uid; `WouldBlock` when there is none.
-    pub(super) fn accept(&self, admin: bool) -> io::Result<(UnixStream, Option<(i32, u32)>)> {
+    /// peer; `WouldBlock` when there is none.
+    pub(super) fn accept(&self, admin: bool) -> io::Result<(UnixStream, Option<Peer>)> {
         let listener = if admin { &self.admin } else { &self.client };
         let (stream, _) = listener.accept()?;
-        let cred = getsockopt(&stream.as_fd(), PeerCredentials)
+        let peer = getsockopt(&stream.as_fd(), PeerCredentials)
             .ok()
-            .map(|c| (c.pid(), c.uid()));
-        Ok((stream, cred))
+            .map(|c| Peer {
+                pid: c.pid(),
+                uid: c.uid(),
+                gid: c.gid(),
+                pidfd: peer_pidfd(stream.as_raw_fd()),
+            });
+        Ok((stream, peer))
     }
 
     /// The signals received since last asked (their numbers).
@@ -107,6 +113,26 @@ impl Drop for Sockets {
         let _ = std::fs::remove_file(&self.client_path);
         let _ = std::fs::remove_file(&self.admin_path);
     }
+}
+
+/// The connecting process's pidfd (`SO_PEERPIDFD`, Linux 6.5), if the
+/// kernel gives one.
+fn peer_pidfd(fd: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut pidfd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes one int into `pidfd`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERPIDFD,
+            (&mut pidfd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: on success the kernel made a new fd that nothing else owns.
+    (r == 0 && pidfd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) })
 }
 
 /// Binds a unix listener at `path` (replacing a stale socket) with `mode`.

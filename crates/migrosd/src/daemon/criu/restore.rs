@@ -45,11 +45,13 @@ impl Daemon {
             .ids
             .u64(|v| reg.is_taken(Id::Owner(v)))
             .ok_or_else(|| ReqError::nomem("no free owner id"))?;
+        let process = self.client_process(token)?;
         let mut s = Session::new(session, placeholder, token, pid, Hold::Restored);
         s.path = path;
         s.inode = inode;
         self.reg.open(s);
-        self.mem.bind(placeholder, pid);
+        self.watch_process(session, &process);
+        self.mem.bind(placeholder, process);
         let inbox = match self.restore(session, image) {
             Ok(inbox) => inbox,
             Err(e) => {
