@@ -228,6 +228,9 @@ pub enum Event {
     Completion { cq: Cqn },
     /// A QP of the session failed (IBV_EVENT_QP_FATAL).
     QpFatal { qpn: Qpn },
+    /// A CQ of the session failed (IBV_EVENT_CQ_ERR): its ring could not
+    /// be written; it takes no more completions and its QPs are in ERR.
+    CqError { cq: Cqn },
 }
 
 /// A device as its clients see it.

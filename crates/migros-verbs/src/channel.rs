@@ -51,6 +51,8 @@ struct ChannelState {
     pending: VecDeque<Cqn>,
     /// QPs reported failed (`Event::QpFatal`), oldest first.
     fatal: Vec<Qpn>,
+    /// CQs reported failed (`Event::CqError`), oldest first.
+    failed_cqs: Vec<Cqn>,
 }
 
 impl CompChannel {
@@ -80,6 +82,7 @@ impl CompChannel {
                 reader: FrameReader::new(),
                 pending: VecDeque::new(),
                 fatal: Vec::new(),
+                failed_cqs: Vec::new(),
             }),
         });
         let mut channels = lock(&ctx.inner.channels);
@@ -117,6 +120,12 @@ impl CompChannel {
     /// `QpFatal` events that arrived on this channel).
     pub fn take_fatal_qps(&self) -> Vec<Qpn> {
         std::mem::take(&mut lock(&self.inner.state).fatal)
+    }
+
+    /// CQs the daemon reported failed since the last call (asynchronous
+    /// `CqError` events that arrived on this channel).
+    pub fn take_failed_cqs(&self) -> Vec<Cqn> {
+        std::mem::take(&mut lock(&self.inner.state).failed_cqs)
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Result<Option<Cqn>> {
@@ -186,6 +195,7 @@ impl ChannelState {
             match ev {
                 Event::Completion { cq } => self.pending.push_back(cq),
                 Event::QpFatal { qpn } => self.fatal.push(qpn),
+                Event::CqError { cq } => self.failed_cqs.push(cq),
             }
         }
         Ok(())

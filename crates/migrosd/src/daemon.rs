@@ -364,6 +364,14 @@ impl Daemon {
         // RECV data) must be in place before any ACK or response that lets
         // the peer see its operation complete.
         self.mem.flush();
+        // Data that did not land is never acknowledged.
+        for owner in self.mem.take_write_faults() {
+            tracing::info!(
+                owner,
+                "a write into client memory failed: its qps nak and fail"
+            );
+            self.device.memory_lost(&mut self.mem, owner);
+        }
         let mut sent = 0;
         while !self.udp_blocked {
             while self.udp.queued() < TX_BATCH {
@@ -484,6 +492,9 @@ impl Daemon {
             match notice {
                 Notice::QpFatal { session, qpn } => {
                     self.session_event(session, Event::QpFatal { qpn });
+                }
+                Notice::CqError { session, cq } => {
+                    self.session_event(session, Event::CqError { cq });
                 }
                 Notice::BrokenRing { session } => {
                     let conn = self.reg.get(session).map(|s| s.conn);

@@ -46,6 +46,8 @@ pub enum Notice {
     /// A ring of `session` could not be read: the client broke the ring
     /// contract and is disconnected.
     BrokenRing { session: SessionId },
+    /// CQ `cq` of `session` failed: its ring could not be written.
+    CqError { session: SessionId, cq: Cqn },
     /// Armed CQ `cq` got completions: tell `channel` of `session`.
     CqEvent {
         session: SessionId,
@@ -68,6 +70,9 @@ pub struct DataPath {
     ci_dirty: BTreeSet<Wq>,
     /// CQs whose transport queue may hold completions not in the ring yet.
     dirty_cqs: BTreeSet<Cqn>,
+    /// CQs whose ring could not be written: in error, their completions
+    /// are dropped.
+    failed_cqs: BTreeSet<Cqn>,
     notices: Vec<Notice>,
     wq_buf: Vec<u8>,
     cqe_buf: Vec<u8>,
@@ -135,7 +140,7 @@ impl DataPath {
             self.forget_wq(Wq::Srq(s.srq));
         }
         for c in objects.cqs() {
-            self.dirty_cqs.remove(&c.cq);
+            self.forget_cq(c.cq);
         }
     }
 
@@ -155,6 +160,7 @@ impl DataPath {
     /// Drops the completions to write for CQ `cq` (destroyed).
     pub fn forget_cq(&mut self, cq: Cqn) {
         self.dirty_cqs.remove(&cq);
+        self.failed_cqs.remove(&cq);
     }
 
     /// Whether work queues wait to be read.
@@ -352,6 +358,11 @@ impl DataPath {
                 self.dirty_cqs.remove(&cq);
                 continue;
             }
+            if self.failed_cqs.contains(&cq) {
+                self.drop_completions(p.device, cq);
+                self.dirty_cqs.remove(&cq);
+                continue;
+            }
             let mut n = 0;
             loop {
                 let waiting = p.device.completions_waiting(cq);
@@ -360,16 +371,32 @@ impl DataPath {
                     Ok(0) => break,
                     Ok(k) => k,
                     Err(e) => {
-                        tracing::warn!(cq, error = %e, "cannot read the consumer index of a cq ring");
-                        self.drop_completions(p.device, cq);
+                        tracing::info!(cq, error = %e, "cannot read the consumer index of a cq ring: cq in error");
+                        Self::fail_cq(
+                            &mut self.failed_cqs,
+                            &mut self.notices,
+                            &mut self.wc_buf,
+                            p.device,
+                            p.now,
+                            holder.session,
+                            cq,
+                        );
                         break;
                     }
                 };
                 self.wc_buf.clear();
                 let _ = p.device.poll_cq(cq, k, &mut self.wc_buf);
                 if let Err(e) = ring.write(p.mem, holder.owner, &self.wc_buf, &mut self.cqe_buf) {
-                    tracing::warn!(cq, error = %e, "cannot write completions into the client's ring");
-                    self.drop_completions(p.device, cq);
+                    tracing::info!(cq, error = %e, "cannot write completions into the client's ring: cq in error");
+                    Self::fail_cq(
+                        &mut self.failed_cqs,
+                        &mut self.notices,
+                        &mut self.wc_buf,
+                        p.device,
+                        p.now,
+                        holder.session,
+                        cq,
+                    );
                     break;
                 }
                 n += k;
@@ -390,6 +417,25 @@ impl DataPath {
             wrote |= n > 0;
         }
         wrote
+    }
+
+    /// CQ `cq`'s ring cannot be written: the CQ is in error (its QPs too),
+    /// what waits for it is dropped, and the session is told.
+    fn fail_cq(
+        failed: &mut BTreeSet<Cqn>,
+        notices: &mut Vec<Notice>,
+        wc_buf: &mut Vec<WorkCompletion>,
+        device: &mut Device,
+        now: Instant,
+        session: SessionId,
+        cq: Cqn,
+    ) {
+        if failed.insert(cq) {
+            device.cq_error(now, cq);
+            notices.push(Notice::CqError { session, cq });
+        }
+        wc_buf.clear();
+        let _ = device.poll_cq(cq, usize::MAX, wc_buf);
     }
 
     /// Drops the completions waiting for a ring that cannot be written.

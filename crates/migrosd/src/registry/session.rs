@@ -28,6 +28,8 @@ pub struct Session {
     pub hold: Hold,
     /// The watchdog saw the checkpointed process running once.
     pub seen_running: bool,
+    /// Paused: since when the watchdog sees the process running unfrozen.
+    pub running_since: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -45,6 +47,7 @@ impl Session {
             checkpointed: false,
             hold,
             seen_running: false,
+            running_since: None,
         }
     }
 
