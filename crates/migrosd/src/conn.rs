@@ -40,6 +40,8 @@ pub struct Conn {
     pub gid: u32,
     /// The peer's pidfd (`SO_PEERPIDFD`), until a session takes it.
     pub pidfd: Option<std::os::fd::OwnedFd>,
+    /// When it was accepted (a new connection must say hello in time).
+    pub since: std::time::Instant,
     /// Close once the write queue is empty.
     pub closing: bool,
     /// The peer closed (or failed): drop the connection.
@@ -77,6 +79,7 @@ impl Conn {
             uid: peer.uid,
             gid: peer.gid,
             pidfd: peer.pidfd,
+            since: std::time::Instant::now(),
             closing: false,
             dead: false,
             held: false,

@@ -255,7 +255,7 @@ impl Daemon {
         if let Some(c) = self.criu_timeout() {
             t = Some(t.map_or(c, |t| t.min(c)));
         }
-        if !self.processes.is_empty() {
+        if !self.processes.is_empty() || !self.conns.is_empty() {
             t = Some(t.map_or(PROCESS_SWEEP, |t| t.min(PROCESS_SWEEP)));
         }
         t
@@ -265,6 +265,9 @@ impl Daemon {
 
     /// Polls `process`'s pidfd: session `sid` ends when it exits.
     pub(super) fn watch_process(&mut self, sid: SessionId, process: &ClientProcess) {
+        if let Some(s) = self.reg.get_mut(sid) {
+            s.uid = process.uid();
+        }
         let token = self.next_token;
         self.next_token += 1;
         let fd = process.pidfd();
@@ -437,6 +440,7 @@ impl Daemon {
         if self.last_sweep.elapsed() >= PROCESS_SWEEP {
             self.last_sweep = std::time::Instant::now();
             self.mem.sweep();
+            self.expire_silent_conns();
         }
         self.end_gone_processes();
         self.flush_conns();

@@ -210,6 +210,34 @@ impl Daemon {
     }
 
     /// Fails when the device holds `limit` objects of `kind` already.
+    /// Refuses one more object of `kind` for session `sid` beyond its
+    /// session's or its uid's quota.
+    fn within_quota(&self, sid: SessionId, kind: Kind, q: limits::Quota) -> Result<(), ReqError> {
+        let Some(s) = self.reg.get(sid) else {
+            return Err(ReqError::noent("no session"));
+        };
+        if s.objects().count(kind) >= q.per_session {
+            return Err(ReqError::nomem(format!(
+                "session quota: at most {} {} per session",
+                q.per_session, q.what
+            )));
+        }
+        let uid = s.uid;
+        let of_uid: usize = self
+            .reg
+            .sessions()
+            .filter(|s| s.uid == uid)
+            .map(|s| s.objects().count(kind))
+            .sum();
+        if of_uid >= q.per_uid {
+            return Err(ReqError::nomem(format!(
+                "uid quota: at most {} {} for uid {uid}",
+                q.per_uid, q.what
+            )));
+        }
+        Ok(())
+    }
+
     fn below_limit(&self, kind: Kind, limit: u32, what: &str) -> Result<(), ReqError> {
         if self.reg.count(kind) >= limit as usize {
             return Err(ReqError::nomem(format!("too many {what}")));
@@ -256,6 +284,7 @@ impl Daemon {
 
     fn alloc_pd(&mut self, sid: SessionId, owner: OwnerId) -> Res {
         self.below_limit(Kind::Pd, limits::MAX_PD, "protection domains")?;
+        self.within_quota(sid, Kind::Pd, limits::QUOTA_PD)?;
         let pd = self.free_u32(Id::Pd, "pd handle")?;
         self.device.alloc_pd(owner, pd)?;
         self.reg.add_pd(sid, pd);
@@ -293,6 +322,7 @@ impl Daemon {
         if self.reg.mr_count() >= limits::MAX_MR as usize {
             return Err(ReqError::nomem("too many memory regions"));
         }
+        self.within_quota(sid, Kind::Key, limits::QUOTA_MR)?;
         if length > 0 {
             let write = access.0
                 & (Access::LOCAL_WRITE.0 | Access::REMOTE_WRITE.0 | Access::REMOTE_ATOMIC.0)
@@ -332,6 +362,7 @@ impl Daemon {
     // ---- completion channels and CQs ----
 
     fn create_channel(&mut self, sid: SessionId) -> Res {
+        self.within_quota(sid, Kind::Channel, limits::QUOTA_CHANNEL)?;
         let channel = self.free_u32(Id::Channel, "channel id")?;
         self.reg.add_channel(sid, channel, Channel::default());
         Ok(Response::Channel { channel })
@@ -369,6 +400,7 @@ impl Daemon {
             self.own(sid, "channel", ch, Objects::channel)?;
         }
         self.below_limit(Kind::Cq, limits::MAX_CQ, "cqs")?;
+        self.within_quota(sid, Kind::Cq, limits::QUOTA_CQ)?;
         self.check_client_memory(
             owner,
             ring_addr,
@@ -403,6 +435,7 @@ impl Daemon {
             return Err(ReqError::inval(format!("{} sges per receive", new.max_sge)));
         }
         self.below_limit(Kind::Srq, limits::MAX_SRQ, "srqs")?;
+        self.within_quota(sid, Kind::Srq, limits::QUOTA_SRQ)?;
         let entries = new.max_wr.next_power_of_two();
         let ring_len = u64::from(entries) * RQ_WQE_SIZE as u64;
         self.check_client_memory(owner, new.ring, ring_len, true)?;
@@ -435,17 +468,9 @@ impl Daemon {
             self.own(sid, "srq", s, Objects::srq)?;
         }
         let cap = new.cap;
-        if cap.max_send_wr > limits::MAX_QP_WR
-            || cap.max_recv_wr > limits::MAX_QP_WR
-            || cap.max_send_sge as usize > ring::MAX_SEND_SGE
-            || cap.max_recv_sge as usize > ring::MAX_RECV_SGE
-            || cap.max_inline_data > limits::MAX_INLINE_DATA
-        {
-            return Err(ReqError::inval(
-                "qp capabilities exceed the device's limits",
-            ));
-        }
+        check_cap(&cap, None)?;
         self.below_limit(Kind::Qp, limits::MAX_QP, "qps")?;
+        self.within_quota(sid, Kind::Qp, limits::QUOTA_QP)?;
         let ring_entries = |wr: u32| if wr == 0 { 0 } else { wr.next_power_of_two() };
         let sq_entries = ring_entries(cap.max_send_wr);
         let rq_entries = match new.srq {
@@ -495,6 +520,11 @@ impl Daemon {
 
     fn modify_qp(&mut self, sid: SessionId, qpn: Qpn, attr: &QpAttr, mask: AttrMask) -> Res {
         self.own(sid, "qp", qpn, Objects::qp)?;
+        if mask.0 & AttrMask::CAP.0 != 0 {
+            // The rings were sized at creation: a QP may not grow past them.
+            let now = self.device.query_qp(qpn)?.cap;
+            check_cap(&attr.cap, Some(&now))?;
+        }
         self.device.modify_qp(self.now, qpn, attr, mask)?;
         // Receives posted before the QP could take them, sends held back.
         self.data.wake(Wq::Sq(qpn));
@@ -509,4 +539,37 @@ impl Daemon {
         self.data.forget_qp(qpn);
         Ok(Response::Ok)
     }
+}
+
+/// Refuses QP capabilities beyond the device's limits (or, on a modify,
+/// beyond what the QP has: its rings do not grow).
+fn check_cap(cap: &QpCap, current: Option<&QpCap>) -> Result<(), ReqError> {
+    if cap.max_send_wr > limits::MAX_QP_WR
+        || cap.max_recv_wr > limits::MAX_QP_WR
+        || cap.max_send_sge as usize > ring::MAX_SEND_SGE
+        || cap.max_recv_sge as usize > ring::MAX_RECV_SGE
+        || cap.max_inline_data > limits::MAX_INLINE_DATA
+    {
+        return Err(ReqError::inval(format!(
+            "qp capabilities {cap:?} exceed the device's limits \
+             ({} wrs, {} send / {} recv sges, {} inline bytes)",
+            limits::MAX_QP_WR,
+            ring::MAX_SEND_SGE,
+            ring::MAX_RECV_SGE,
+            limits::MAX_INLINE_DATA
+        )));
+    }
+    if let Some(c) = current {
+        if cap.max_send_wr > c.max_send_wr
+            || cap.max_recv_wr > c.max_recv_wr
+            || cap.max_send_sge > c.max_send_sge
+            || cap.max_recv_sge > c.max_recv_sge
+            || cap.max_inline_data > c.max_inline_data
+        {
+            return Err(ReqError::inval(format!(
+                "qp capabilities {cap:?} exceed those it was created with {c:?}"
+            )));
+        }
+    }
+    Ok(())
 }

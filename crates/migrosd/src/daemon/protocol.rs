@@ -91,6 +91,7 @@ impl Daemon {
                 self.mem.bind(owner, process);
                 if let Some(c) = self.conns.get_mut(&token) {
                     c.kind = ConnKind::Session(sid);
+                    c.reader.set_limit(crate::limits::SESSION_FRAME_LIMIT);
                 }
                 tracing::info!(session = sid, pid, owner, "session started");
                 Outcome::Reply(Response::Welcome {
@@ -240,6 +241,7 @@ impl Daemon {
         }
         if let Some(c) = self.conns.get_mut(&token) {
             c.kind = ConnKind::Channel { session, channel };
+            c.reader.set_limit(crate::limits::SESSION_FRAME_LIMIT);
             c.held = held;
         }
         Ok(())

@@ -17,6 +17,8 @@ pub struct Session {
     /// Token of its connection.
     pub conn: usize,
     pub pid: i32,
+    /// The uid of its process (quotas are per uid too).
+    pub uid: u32,
     /// The socket path the client connected to, as it sees it.
     pub path: String,
     /// Inode of the client's end of the session socket.
@@ -41,6 +43,7 @@ impl Session {
             objects: Objects::default(),
             conn,
             pid,
+            uid: 0,
             path: String::new(),
             inode: 0,
             tombstones: Vec::new(),

@@ -63,6 +63,7 @@ impl Daemon {
         };
         if let Some(c) = self.conns.get_mut(&token) {
             c.kind = ConnKind::Session(session);
+            c.reader.set_limit(crate::limits::SESSION_FRAME_LIMIT);
             // The start of a request cut by the freeze comes before the rest.
             if !inbox.is_empty() {
                 let rest = c.reader.unconsumed().to_vec();
@@ -93,6 +94,7 @@ impl Daemon {
         check_version(version)?;
         if let Some(c) = self.conns.get_mut(&token) {
             c.kind = ConnKind::Channel { session, channel };
+            c.reader.set_limit(crate::limits::SESSION_FRAME_LIMIT);
         }
         if self.reg.contains(session) {
             self.attach_channel(token, session, channel, inode)?;
