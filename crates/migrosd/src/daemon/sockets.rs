@@ -117,6 +117,10 @@ impl Drop for Sockets {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.client_path);
         let _ = std::fs::remove_file(&self.admin_path);
+        // The admin directory goes with its last socket.
+        if let Some(dir) = self.admin_path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
