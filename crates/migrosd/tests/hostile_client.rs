@@ -62,8 +62,9 @@ fn line(r: &mut impl BufRead, prefix: &str) -> String {
             r.read_line(&mut l).unwrap() > 0,
             "eof waiting for {prefix:?}"
         );
-        if let Some(rest) = l.trim_end().strip_prefix(prefix) {
-            return rest.trim().to_string();
+        // libtest's "test x ... " may start the child's first line.
+        if let Some(at) = l.find(prefix) {
+            return l[at + prefix.len()..].trim().to_string();
         }
     }
 }
