@@ -438,14 +438,25 @@ fn a_memory_region_with_a_hole_is_refused() {
     let d = start_daemon(dir.path(), "h1", "127.0.0.142", &[]);
     let (mut c, _) = d.session();
     let pd = alloc_pd(&mut c);
-    let pages = Pages::new(3 * 4096);
-    // SAFETY: unmaps the middle page of our own allocation; it is never
-    // touched again (and mapped back before the allocation is freed).
-    let mid = pages.addr() + 4096;
+    // Our own mapping (not the allocator's: a hole left by a failing
+    // assertion must not be handed out again).
+    // SAFETY: a fresh anonymous mapping.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            3 * 4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    } as u64;
+    let mid = base + 4096;
+    // SAFETY: unmaps the middle page of that mapping.
     unsafe { libc::munmap(mid as *mut libc::c_void, 4096) };
     let r = c.request(&Request::RegMr {
         pd,
-        addr: pages.addr(),
+        addr: base,
         length: 3 * 4096,
         access: Access::LOCAL_WRITE,
     });
@@ -468,7 +479,7 @@ fn a_memory_region_with_a_hole_is_refused() {
     assert_eq!(p as u64, mid);
     let r = c.request(&Request::RegMr {
         pd,
-        addr: pages.addr(),
+        addr: base,
         length: 3 * 4096,
         access: Access::REMOTE_WRITE | Access::LOCAL_WRITE,
     });
@@ -480,18 +491,12 @@ fn a_memory_region_with_a_hole_is_refused() {
     assert!(matches!(
         c.request(&Request::RegMr {
             pd,
-            addr: pages.addr(),
+            addr: base,
             length: 3 * 4096,
             access: Access::REMOTE_READ,
         }),
         Response::Mr { .. }
     ));
-    // SAFETY: writable again before `pages` frees it.
-    unsafe {
-        libc::mprotect(
-            mid as *mut libc::c_void,
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-        )
-    };
+    // SAFETY: our own mapping, registered but no longer used.
+    unsafe { libc::munmap(base as *mut libc::c_void, 3 * 4096) };
 }
