@@ -18,16 +18,17 @@ pub const RESTORE_SOCKET_DIR_ENV: &str = "MIGROS_RESTORE_SOCKET_DIR";
 pub const SOCKET_DIRS_ENV: &str = "MIGROS_CRIU_SOCKET_DIRS";
 /// Subdirectories of this one hold the sockets of `migros` nodes.
 const NODES_DIR: &str = "/run/migros/nodes";
-const ADMIN_SUFFIX: &str = ".admin.sock";
+use migros_proto::paths::ADMIN_DIR_SUFFIX;
 /// How long a daemon may take to answer a checkpoint (of many QPs).
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a daemon may take to answer anything else (CRIU's own freeze
 /// timeout is 10 s by default).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// Every admin socket: `*.admin.sock` in `$MIGROS_SOCKET_DIR`,
+/// Every admin socket: `*.sock` in the admin directory (see
+/// [`migros_proto::paths::admin_dir`]) of `$MIGROS_SOCKET_DIR`,
 /// `$MIGROS_RESTORE_SOCKET_DIR`, `/run/migros` and each directory under
-/// `/run/migros/nodes/`; or only in the directories of
+/// `/run/migros/nodes/`; or only of the directories of
 /// `$MIGROS_CRIU_SOCKET_DIRS` if that is set. Sorted, without duplicates.
 pub fn admin_sockets() -> Vec<PathBuf> {
     admin_sockets_with(&|k| std::env::var_os(k), Path::new(NODES_DIR))
@@ -65,7 +66,12 @@ fn admin_sockets_with(env: Env, nodes: &Path) -> Vec<PathBuf> {
     let (mut dirs, only) = search(env);
     if !only {
         if let Ok(entries) = std::fs::read_dir(nodes) {
-            dirs.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+            dirs.extend(
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| !p.to_string_lossy().ends_with(ADMIN_DIR_SUFFIX)),
+            );
         }
     }
     let mut found = BTreeSet::new();
@@ -76,12 +82,12 @@ fn admin_sockets_with(env: Env, nodes: &Path) -> Vec<PathBuf> {
 }
 
 fn admin_sockets_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = std::fs::read_dir(migros_proto::paths::admin_dir(dir)) else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(ADMIN_SUFFIX))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sock"))
         .map(|e| e.path().canonicalize().unwrap_or_else(|_| e.path()))
         .collect()
 }
@@ -105,13 +111,23 @@ impl std::fmt::Display for AskError {
     }
 }
 
-/// One request on a fresh admin connection, bounded in time.
+/// One request on a fresh admin connection, bounded in time; only to a
+/// daemon running as root.
 pub fn ask(sock: &Path, req: &AdminRequest) -> Result<AdminResponse, AskError> {
     let mut s = UnixStream::connect(sock).map_err(|e| match e.kind() {
         std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => AskError::Gone(e),
         _ => AskError::Failed(format!("connect: {e}")),
     })?;
     let failed = |e: &dyn std::fmt::Display| AskError::Failed(e.to_string());
+    match peer_uid(&s) {
+        Ok(0) => {}
+        Ok(uid) => {
+            return Err(AskError::Failed(format!(
+                "served by uid {uid}, not by a root daemon: refused"
+            )))
+        }
+        Err(e) => return Err(failed(&e)),
+    }
     let timeout = match req {
         AdminRequest::Checkpoint { .. } => CHECKPOINT_TIMEOUT,
         _ => ADMIN_TIMEOUT,
@@ -120,6 +136,31 @@ pub fn ask(sock: &Path, req: &AdminRequest) -> Result<AdminResponse, AskError> {
     s.set_write_timeout(Some(timeout)).map_err(|e| failed(&e))?;
     frame::write(&mut s, req).map_err(|e| failed(&e))?;
     frame::read(&mut s).map_err(|e| failed(&e))
+}
+
+/// The uid of the process serving `s` (`SO_PEERCRED`).
+fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
 }
 
 /// Whether the daemon at `sock` says (in its status) that it has no
@@ -146,12 +187,14 @@ mod tests {
         let t = t.path().canonicalize().unwrap();
         let (env_dir, restore_dir, nodes) = (t.join("env"), t.join("restore"), t.join("nodes"));
         for f in [
-            env_dir.join("a.admin.sock"),
+            t.join("env.admin/a.sock"),
             env_dir.join("a.sock"),
-            env_dir.join("notes"),
-            restore_dir.join("b.admin.sock"),
-            nodes.join("n1/rxe0.admin.sock"),
-            nodes.join("n2/rxe0.admin.sock"),
+            env_dir.join("a.admin.sock"),
+            t.join("env.admin/notes"),
+            t.join("restore.admin/b.sock"),
+            nodes.join("n1.admin/rxe0.sock"),
+            nodes.join("n2.admin/rxe0.sock"),
+            nodes.join("n1/rxe0.sock"),
             nodes.join("n2/rxe0.sock"),
         ] {
             touch(&f);
@@ -165,10 +208,10 @@ mod tests {
         let env = |k: &str| vars.get(k).cloned();
         let got = admin_sockets_with(&env, &nodes);
         let want: Vec<PathBuf> = vec![
-            env_dir.join("a.admin.sock"),
-            nodes.join("n1/rxe0.admin.sock"),
-            nodes.join("n2/rxe0.admin.sock"),
-            restore_dir.join("b.admin.sock"),
+            t.join("env.admin/a.sock"),
+            nodes.join("n1.admin/rxe0.sock"),
+            nodes.join("n2.admin/rxe0.sock"),
+            t.join("restore.admin/b.sock"),
         ];
         // /run/migros may hold sockets of this machine's daemons too.
         let mine: Vec<PathBuf> = got.into_iter().filter(|p| p.starts_with(&t)).collect();
@@ -184,8 +227,8 @@ mod tests {
         assert_eq!(
             admin_sockets_with(&env, &nodes),
             vec![
-                nodes.join("n1/rxe0.admin.sock"),
-                restore_dir.join("b.admin.sock")
+                nodes.join("n1.admin/rxe0.sock"),
+                t.join("restore.admin/b.sock")
             ]
         );
         assert_eq!(search(&env), (vec![restore_dir, nodes.join("n1")], true));

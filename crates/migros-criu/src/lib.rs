@@ -7,9 +7,10 @@
 //! and one per completion channel); its rings and MRs are its own memory,
 //! which CRIU dumps and restores at the same addresses. The plugin adds
 //! what CRIU cannot see, talking to the daemons on their admin sockets
-//! (`*.admin.sock` in `$MIGROS_SOCKET_DIR`, `$MIGROS_RESTORE_SOCKET_DIR`,
-//! `/run/migros` and `/run/migros/nodes/*/`; only in the directories of
-//! `$MIGROS_CRIU_SOCKET_DIRS` when that is set):
+//! (`*.sock` in the admin directory `<dir>.admin` of each socket directory:
+//! `$MIGROS_SOCKET_DIR`, `$MIGROS_RESTORE_SOCKET_DIR`, `/run/migros` and
+//! `/run/migros/nodes/*/`, or only those of `$MIGROS_CRIU_SOCKET_DIRS` when
+//! that is set; only daemons running as root are asked):
 //!
 //! | hook | where it runs | what it does |
 //! |---|---|---|

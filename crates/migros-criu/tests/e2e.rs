@@ -238,7 +238,7 @@ impl World {
 
     fn status(&self, name: &str) -> migros_proto::admin::DaemonStatus {
         match daemons::ask(
-            &self.dir(name).join("rxe0.admin.sock"),
+            &migros_proto::paths::admin_socket(self.dir(name), "rxe0"),
             &AdminRequest::Status,
         ) {
             Ok(AdminResponse::Status(s)) => s,
@@ -249,7 +249,7 @@ impl World {
     /// The counters of the peer's QP on daemon `name`.
     fn peer_qp(&self, name: &str) -> migros_proto::admin::QpStats {
         match daemons::ask(
-            &self.dir(name).join("rxe0.admin.sock"),
+            &migros_proto::paths::admin_socket(self.dir(name), "rxe0"),
             &AdminRequest::Stats,
         ) {
             Ok(AdminResponse::Stats { mut qps, .. }) => {

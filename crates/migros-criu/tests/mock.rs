@@ -98,7 +98,9 @@ impl Fake {
     fn start(dir: &Path) -> Fake {
         let state = Arc::new(Mutex::new(State::default()));
         let client = UnixListener::bind(dir.join("fake.sock")).unwrap();
-        let admin = UnixListener::bind(dir.join("fake.admin.sock")).unwrap();
+        let admin_dir = migros_proto::paths::admin_dir(dir);
+        std::fs::create_dir_all(&admin_dir).unwrap();
+        let admin = UnixListener::bind(admin_dir.join("fake.sock")).unwrap();
         let st = state.clone();
         std::thread::spawn(move || {
             for s in client.incoming() {
@@ -115,7 +117,7 @@ impl Fake {
         });
         // A daemon of an older version, without the CRIU requests and
         // without sessions: the plugin must not fail because of it.
-        let old = UnixListener::bind(dir.join("old.admin.sock")).unwrap();
+        let old = UnixListener::bind(admin_dir.join("old.sock")).unwrap();
         std::thread::spawn(move || {
             for s in old.incoming() {
                 std::thread::spawn(move || serve_old_admin(s.unwrap()));
@@ -352,7 +354,7 @@ fn dump_and_restore_replay_every_unread_byte_once() {
             "migros-criu: init (stage 0: dump)",
             &format!("migros-criu: PAUSE_DEVICES pid {pid}"),
             &format!("migros-criu: paused 1 session(s) of pid {pid}"),
-            &format!("old.admin.sock, which has no session of pid {pid}: pause: not supported yet"),
+            &format!("old.sock, which has no session of pid {pid}: pause: not supported yet"),
             &format!("migros-criu: CHECKPOINT_DEVICES pid {pid}"),
             &format!("migros-criu: checkpointed session {SESSION:#x} of pid {pid}"),
             "migros-criu: DUMP_UNIX_SK fd",
@@ -388,9 +390,7 @@ fn dump_and_restore_replay_every_unread_byte_once() {
             &format!("migros-criu: restored session {SESSION:#x} of pid {pid}"),
             &format!("migros-criu: RESUME_DEVICES_LATE pid {pid}"),
             &format!("migros-criu: resumed 1 session(s) of pid {pid}"),
-            &format!(
-                "old.admin.sock, which has no session of pid {pid}: resume: not supported yet"
-            ),
+            &format!("old.sock, which has no session of pid {pid}: resume: not supported yet"),
             "migros-criu: exit (stage 2, ret 0)",
         ],
     );

@@ -74,11 +74,28 @@ pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// The largest frame accepted (0: [`MAX_FRAME`]).
+    limit: usize,
 }
 
 impl FrameReader {
     pub fn new() -> FrameReader {
         FrameReader::default()
+    }
+
+    /// Accepts frames of at most `limit` bytes (at most [`MAX_FRAME`]) from
+    /// now on: a larger announced length is an error before its bytes are
+    /// buffered.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(MAX_FRAME);
+    }
+
+    fn limit(&self) -> usize {
+        if self.limit == 0 {
+            MAX_FRAME
+        } else {
+            self.limit
+        }
     }
 
     /// Room to read into (at least `at_least` bytes): call
@@ -121,7 +138,7 @@ impl FrameReader {
             return Ok(None);
         }
         let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
-        if len > MAX_FRAME {
+        if len > self.limit() {
             return Err(FrameError::TooLarge(len));
         }
         if avail.len() < LEN_BYTES + len {

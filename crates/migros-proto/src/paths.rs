@@ -1,6 +1,10 @@
 //! Where a device's sockets are: one directory (default `/run/migros`,
-//! `MIGROS_SOCKET_DIR` overrides it) holding `<device>.sock` for clients and
-//! `<device>.admin.sock`, reachable by root only, for administration.
+//! `MIGROS_SOCKET_DIR` overrides it) holding `<device>.sock` for clients,
+//! and next to it a directory of the same name with `.admin` appended
+//! (`/run/migros.admin`) holding `<device>.sock` for administration,
+//! reachable by root only. Containers get the clients' directory
+//! bind-mounted; the admin directory is never inside it, so they do not
+//! see the admin sockets.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +13,11 @@ pub const DEFAULT_SOCKET_DIR: &str = "/run/migros";
 /// Environment variable that overrides the socket directory.
 pub const SOCKET_DIR_ENV: &str = "MIGROS_SOCKET_DIR";
 const CLIENT_SUFFIX: &str = ".sock";
+/// What older daemons named their admin socket inside the socket
+/// directory (left out of device lists).
 const ADMIN_SUFFIX: &str = ".admin.sock";
+/// Appended to the socket directory's name: the admin directory.
+pub const ADMIN_DIR_SUFFIX: &str = ".admin";
 
 /// The socket directory in effect.
 pub fn socket_dir() -> PathBuf {
@@ -24,9 +32,22 @@ pub fn device_socket(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}{CLIENT_SUFFIX}"))
 }
 
+/// The admin directory of socket directory `dir`: its sibling named
+/// `<dir>.admin` (`/run/migros` → `/run/migros.admin`).
+pub fn admin_dir(dir: &Path) -> PathBuf {
+    match dir.file_name() {
+        Some(n) => {
+            let mut n = n.to_os_string();
+            n.push(ADMIN_DIR_SUFFIX);
+            dir.with_file_name(n)
+        }
+        None => dir.join(ADMIN_DIR_SUFFIX),
+    }
+}
+
 /// The admin socket of device `name`.
 pub fn admin_socket(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}{ADMIN_SUFFIX}"))
+    admin_dir(dir).join(format!("{name}{CLIENT_SUFFIX}"))
 }
 
 /// Whether `name` is usable as a device name (it becomes a file name and
@@ -70,6 +91,20 @@ mod tests {
         assert!(!valid_device_name("a/b"));
         assert!(!valid_device_name("x.admin"));
         assert!(!valid_device_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn admin_sockets_are_outside_the_socket_directory() {
+        assert_eq!(
+            admin_socket(Path::new("/run/migros"), "rxe0"),
+            Path::new("/run/migros.admin/rxe0.sock")
+        );
+        assert_eq!(
+            admin_socket(Path::new("/run/migros/nodes/a/"), "rxe0"),
+            Path::new("/run/migros/nodes/a.admin/rxe0.sock")
+        );
+        let d = Path::new("/x/y");
+        assert!(!admin_socket(d, "rxe0").starts_with(d));
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! A client of a daemon's admin socket (`<device>.admin.sock`, root only):
-//! status, every QP's counters, shutdown.
+//! A client of a daemon's admin socket (`<dir>.admin/<device>.sock`, root
+//! only): status, every QP's counters, shutdown. It talks only to a
+//! daemon running as root (`SO_PEERCRED`): a socket file someone else
+//! bound there gets no request.
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -24,6 +26,16 @@ pub fn request_raw(dir: &Path, name: &str, req: &AdminRequest) -> Result<AdminRe
     let path = paths::admin_socket(dir, name);
     let mut s =
         UnixStream::connect(&path).with_context(|| format!("connecting to {}", path.display()))?;
+    let cred = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)
+        .with_context(|| format!("peer credentials of {}", path.display()))?;
+    if cred.uid() != 0 {
+        bail!(
+            "{} is served by uid {} (pid {}), not by a root daemon: refusing to talk to it",
+            path.display(),
+            cred.uid(),
+            cred.pid()
+        );
+    }
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     frame::write(&mut s, req).context("writing to the admin socket")?;
     frame::read(&mut s).context("reading from the admin socket")

@@ -455,6 +455,7 @@ fn teardown(name: &str, node: Option<&Node>) {
         let _ = ip(&["link", "del", &host_veth(name)]);
     }
     let _ = std::fs::remove_dir_all(sys::node_socket_dir(name));
+    let _ = std::fs::remove_dir_all(migros_proto::paths::admin_dir(&sys::node_socket_dir(name)));
     let _ = std::fs::remove_dir_all(node_dir(name));
 }
 

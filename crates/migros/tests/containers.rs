@@ -199,6 +199,84 @@ impl Drop for Lab {
     }
 }
 
+/// From inside a container, as its root: the admin socket is nowhere to
+/// be found or reached (no shutdown, pause or checkpoint of anyone), the
+/// socket directory is read-only (no replacing the device's socket), and
+/// the client socket still serves the device (issue 14, item 3).
+#[test]
+fn a_container_reaches_the_client_socket_but_no_admin_socket() {
+    let Some(mut lab) = Lab::rdma(&["ibv_devinfo"]) else {
+        return;
+    };
+    lab.node("k9a", "198.18.1.91");
+    let probe = "\
+import os, socket, stat
+found = []
+for root, dirs, files in os.walk('/'):
+    if root in ('/proc', '/sys', '/dev'):
+        dirs[:] = []
+        continue
+    for f in files + dirs:
+        p = os.path.join(root, f)
+        try:
+            if stat.S_ISSOCK(os.lstat(p).st_mode):
+                found.append(p)
+        except OSError:
+            pass
+print('SOCKETS', sorted(found))
+for p in ('/run/migros/rxe0.admin.sock', '/run/migros.admin/rxe0.sock'):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(p)
+        print('ADMIN REACHED', p)
+    except OSError as e:
+        print('ADMIN UNREACHABLE', p, e.errno)
+try:
+    os.rename('/run/migros/rxe0.sock', '/run/migros/x')
+    print('SOCKET REPLACED')
+except OSError as e:
+    print('SOCKET KEPT', e.errno)
+";
+    lab.containers.push("k9probe".into());
+    let script = format!("python3 -c \"{probe}\"; ibv_devinfo -d rxe0");
+    lab.ok(&[
+        "run",
+        "--node",
+        "k9a",
+        "--name",
+        "k9probe",
+        "--ip",
+        "198.19.1.91",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(lab.wait("k9probe"), 0, "{}", lab.logs("k9probe"));
+    let logs = lab.logs("k9probe");
+    for want in [
+        "SOCKETS ['/run/migros/rxe0.sock']",
+        "ADMIN UNREACHABLE /run/migros/rxe0.admin.sock 2",
+        "ADMIN UNREACHABLE /run/migros.admin/rxe0.sock 2",
+        "SOCKET KEPT 30",
+        "hca_id:\trxe0",
+        "PORT_ACTIVE",
+    ] {
+        assert!(logs.contains(want), "{want:?} missing from\n{logs}");
+    }
+    assert!(
+        !logs.contains("ADMIN REACHED") && !logs.contains("SOCKET REPLACED"),
+        "{logs}"
+    );
+    // The node's daemon still runs.
+    let list = lab.json(&["node", "list", "--json"]);
+    let e = list
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["name"] == "k9a"))
+        .unwrap_or_else(|| panic!("k9a not listed: {list}"));
+    assert_eq!(e["state"], "running", "{e}");
+}
+
 fn wait_bounded(child: Child, what: &[&str]) -> Output {
     output_within(child, COMMAND_TIMEOUT, &format!("migros {what:?}"))
 }

@@ -25,6 +25,9 @@ pub struct Config {
     pub pause_timeout: Option<Duration>,
     /// UDP port (4791; other values are for tests that cannot use it).
     pub port: u16,
+    /// How long a session paused for a checkpoint stays paused while its
+    /// process runs (CRIU died before freezing or after thawing it).
+    pub checkpoint_hold: Duration,
 }
 
 impl Config {
@@ -37,6 +40,7 @@ impl Config {
             fault: None,
             pause_timeout: None,
             port: migros_wire::ROCE_V2_PORT,
+            checkpoint_hold: Duration::from_secs(30),
         }
     }
 }

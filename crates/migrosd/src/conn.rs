@@ -39,6 +39,11 @@ pub struct Conn {
     pub kind: ConnKind,
     pub pid: i32,
     pub uid: u32,
+    pub gid: u32,
+    /// The peer's pidfd (`SO_PEERPIDFD`), until a session takes it.
+    pub pidfd: Option<std::os::fd::OwnedFd>,
+    /// When it was accepted (a new connection must say hello in time).
+    pub since: std::time::Instant,
     /// Close once the write queue is empty.
     pub closing: bool,
     /// The peer closed (or failed): drop the connection.
@@ -46,6 +51,15 @@ pub struct Conn {
     /// Nothing is written to the socket (its process is paused for a
     /// checkpoint); output stays queued.
     pub held: bool,
+}
+
+/// Who connected: `SO_PEERCRED` and `SO_PEERPIDFD` at accept.
+#[derive(Debug)]
+pub struct Peer {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pub pidfd: Option<std::os::fd::OwnedFd>,
 }
 
 /// Result of reading what is available.
@@ -56,15 +70,18 @@ pub enum ReadState {
 }
 
 impl Conn {
-    pub fn new(stream: UnixStream, kind: ConnKind, pid: i32, uid: u32) -> Conn {
+    pub fn new(stream: UnixStream, kind: ConnKind, peer: Peer) -> Conn {
         Conn {
             stream,
             reader: FrameReader::new(),
             out: Vec::new(),
             out_pos: 0,
             kind,
-            pid,
-            uid,
+            pid: peer.pid,
+            uid: peer.uid,
+            gid: peer.gid,
+            pidfd: peer.pidfd,
+            since: std::time::Instant::now(),
             closing: false,
             dead: false,
             held: false,

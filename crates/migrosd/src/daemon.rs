@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::time::Duration;
 
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use migros_proto::msg::{AsyncEvent, AsyncKind, DeviceInfo, Event};
@@ -44,6 +45,7 @@ mod migration;
 mod protocol;
 mod sockets;
 
+use crate::client::ClientProcess;
 use crate::clock::Clock;
 use crate::cm::{self as qp1, CmPort};
 use crate::config::Config;
@@ -52,7 +54,7 @@ use crate::datapath::{DataPath, Notice, Parts};
 use crate::ids::Ids;
 use crate::limits::device_info;
 use crate::procmem::ProcMem;
-use crate::registry::{Registry, SessionId};
+use crate::registry::{Id, Registry, SessionId};
 use crate::udp::UdpIo;
 use criu::CriuState;
 use protocol::error;
@@ -76,6 +78,9 @@ const TX_BATCH: usize = 128;
 const TIMER_DEFER_BYTES: usize = 2 * crate::udp::SOCKET_BUFFER;
 /// How often to look again at a CQ whose ring is full.
 const FULL_RING_RETRY: Duration = Duration::from_micros(200);
+/// How often every client process is checked for an exec that no memory
+/// access noticed yet.
+const PROCESS_SWEEP: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +115,9 @@ pub struct Daemon {
     udp: UdpIo,
     sockets: Sockets,
     conns: BTreeMap<usize, Conn>,
+    /// Pidfds of client processes in the poll: token → session.
+    processes: BTreeMap<usize, SessionId>,
+    last_sweep: std::time::Instant,
     next_token: usize,
     /// Every session with its objects, and the index of their identifiers.
     reg: Registry,
@@ -178,6 +186,8 @@ impl Daemon {
             udp,
             sockets,
             conns: BTreeMap::new(),
+            processes: BTreeMap::new(),
+            last_sweep: std::time::Instant::now(),
             next_token: FIRST_CONN,
             reg: Registry::new(),
             data: DataPath::new(),
@@ -222,6 +232,7 @@ impl Daemon {
                     LISTENER => self.accept(false),
                     ADMIN => self.accept(true),
                     SIGNAL => self.on_signal(),
+                    Token(t) if self.processes.contains_key(&t) => self.on_process_exit(t),
                     Token(t) => self.on_conn_event(t, ev.is_readable(), ev.is_writable()),
                 }
             }
@@ -259,7 +270,72 @@ impl Daemon {
         if let Some(c) = self.cm.poll_timeout(now) {
             t = Some(t.map_or(c, |t| t.min(c)));
         }
+        if !self.processes.is_empty() || !self.conns.is_empty() {
+            t = Some(t.map_or(PROCESS_SWEEP, |t| t.min(PROCESS_SWEEP)));
+        }
         t
+    }
+
+    // ---- client processes ----
+
+    /// Polls `process`'s pidfd: session `sid` ends when it exits.
+    pub(super) fn watch_process(&mut self, sid: SessionId, process: &ClientProcess) {
+        if let Some(s) = self.reg.get_mut(sid) {
+            s.uid = process.uid();
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let fd = process.pidfd();
+        match self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+        {
+            Ok(()) => {
+                self.processes.insert(token, sid);
+            }
+            // The periodic sweep still notices the exit.
+            Err(e) => tracing::warn!(session = sid, error = %e, "cannot poll a pidfd"),
+        }
+    }
+
+    /// A client process's pidfd became readable: the process exited.
+    fn on_process_exit(&mut self, token: usize) {
+        let Some(sid) = self.processes.remove(&token) else {
+            return;
+        };
+        let Some(s) = self.reg.get(sid) else {
+            return;
+        };
+        let exited = self.mem.process(s.owner()).is_none_or(|p| p.exited());
+        if exited {
+            tracing::info!(session = sid, pid = s.pid, "client process exited");
+            self.end_client(sid);
+        }
+    }
+
+    /// Ends the sessions whose process exec'd or exited.
+    fn end_gone_processes(&mut self) {
+        for owner in self.mem.take_gone() {
+            if let Some(sid) = self.reg.holder_of(Id::Owner(owner)) {
+                let pid = self.reg.get(sid).map_or(0, |s| s.pid);
+                tracing::info!(session = sid, pid, "client process exec'd or exited");
+                self.end_client(sid);
+            }
+        }
+    }
+
+    /// Closes session `sid`'s connection (its objects go with it): its
+    /// process can no longer be reached.
+    fn end_client(&mut self, sid: SessionId) {
+        let conn = self.reg.get(sid).map(|s| s.conn);
+        if let Some(c) = conn.and_then(|t| self.conns.get_mut(&t)) {
+            c.dead = true;
+        }
+        if let Some(t) = conn {
+            self.on_conn_event(t, false, false);
+        }
+        self.processes.retain(|_, s| *s != sid);
     }
 
     fn on_signal(&mut self) {
@@ -313,6 +389,14 @@ impl Daemon {
         self.mem.flush();
         while let Some((dst, datagram)) = self.cm.poll_transmit() {
             self.udp.queue(dst, &datagram);
+        }
+        // Data that did not land is never acknowledged.
+        for owner in self.mem.take_write_faults() {
+            tracing::info!(
+                owner,
+                "a write into client memory failed: its qps nak and fail"
+            );
+            self.device.memory_lost(&mut self.mem, owner);
         }
         let mut sent = 0;
         while !self.udp_blocked {
@@ -379,6 +463,12 @@ impl Daemon {
         self.data
             .write_cis(&mut self.reg, &mut self.mem, &mut self.device);
         self.mem.end_batch();
+        if self.last_sweep.elapsed() >= PROCESS_SWEEP {
+            self.last_sweep = std::time::Instant::now();
+            self.mem.sweep();
+            self.expire_silent_conns();
+        }
+        self.end_gone_processes();
         self.flush_conns();
     }
 
@@ -415,6 +505,13 @@ impl Daemon {
                     let ev = AsyncEvent {
                         kind: AsyncKind::QpFatal,
                         element: qpn,
+                    };
+                    self.async_event(session, ev);
+                }
+                Notice::CqError { session, cq } => {
+                    let ev = AsyncEvent {
+                        kind: AsyncKind::CqErr,
+                        element: cq,
                     };
                     self.async_event(session, ev);
                 }

@@ -47,6 +47,8 @@ pub enum Notice {
     /// A ring of `session` could not be read: the client broke the ring
     /// contract and is disconnected.
     BrokenRing { session: SessionId },
+    /// CQ `cq` of `session` failed: its ring could not be written.
+    CqError { session: SessionId, cq: Cqn },
     /// Armed CQ `cq` got completions: tell `channel` of `session`.
     CqEvent {
         session: SessionId,
@@ -69,6 +71,9 @@ pub struct DataPath {
     ci_dirty: BTreeSet<Wq>,
     /// CQs whose transport queue may hold completions not in the ring yet.
     dirty_cqs: BTreeSet<Cqn>,
+    /// CQs whose ring could not be written: in error, their completions
+    /// are dropped.
+    failed_cqs: BTreeSet<Cqn>,
     notices: Vec<Notice>,
     wq_buf: Vec<u8>,
     cqe_buf: Vec<u8>,
@@ -136,7 +141,7 @@ impl DataPath {
             self.forget_wq(Wq::Srq(s.srq));
         }
         for c in objects.cqs() {
-            self.dirty_cqs.remove(&c.cq);
+            self.forget_cq(c.cq);
         }
     }
 
@@ -156,6 +161,7 @@ impl DataPath {
     /// Drops the completions to write for CQ `cq` (destroyed).
     pub fn forget_cq(&mut self, cq: Cqn) {
         self.dirty_cqs.remove(&cq);
+        self.failed_cqs.remove(&cq);
     }
 
     /// Whether work queues wait to be read.
@@ -373,6 +379,11 @@ impl DataPath {
                 self.dirty_cqs.remove(&cq);
                 continue;
             }
+            if self.failed_cqs.contains(&cq) {
+                self.drop_completions(p.device, cq);
+                self.dirty_cqs.remove(&cq);
+                continue;
+            }
             let mut n = 0;
             loop {
                 let waiting = p.device.completions_waiting(cq);
@@ -381,16 +392,32 @@ impl DataPath {
                     Ok(0) => break,
                     Ok(k) => k,
                     Err(e) => {
-                        tracing::warn!(cq, error = %e, "cannot read the consumer index of a cq ring");
-                        self.drop_completions(p.device, cq);
+                        tracing::info!(cq, error = %e, "cannot read the consumer index of a cq ring: cq in error");
+                        Self::fail_cq(
+                            &mut self.failed_cqs,
+                            &mut self.notices,
+                            &mut self.wc_buf,
+                            p.device,
+                            p.now,
+                            holder.session,
+                            cq,
+                        );
                         break;
                     }
                 };
                 self.wc_buf.clear();
                 let _ = p.device.poll_cq(cq, k, &mut self.wc_buf);
                 if let Err(e) = ring.write(p.mem, holder.owner, &self.wc_buf, &mut self.cqe_buf) {
-                    tracing::warn!(cq, error = %e, "cannot write completions into the client's ring");
-                    self.drop_completions(p.device, cq);
+                    tracing::info!(cq, error = %e, "cannot write completions into the client's ring: cq in error");
+                    Self::fail_cq(
+                        &mut self.failed_cqs,
+                        &mut self.notices,
+                        &mut self.wc_buf,
+                        p.device,
+                        p.now,
+                        holder.session,
+                        cq,
+                    );
                     break;
                 }
                 n += k;
@@ -411,6 +438,25 @@ impl DataPath {
             wrote |= n > 0;
         }
         wrote
+    }
+
+    /// CQ `cq`'s ring cannot be written: the CQ is in error (its QPs too),
+    /// what waits for it is dropped, and the session is told.
+    fn fail_cq(
+        failed: &mut BTreeSet<Cqn>,
+        notices: &mut Vec<Notice>,
+        wc_buf: &mut Vec<WorkCompletion>,
+        device: &mut Device,
+        now: Instant,
+        session: SessionId,
+        cq: Cqn,
+    ) {
+        if failed.insert(cq) {
+            device.cq_error(now, cq);
+            notices.push(Notice::CqError { session, cq });
+        }
+        wc_buf.clear();
+        let _ = device.poll_cq(cq, usize::MAX, wc_buf);
     }
 
     /// Drops the completions waiting for a ring that cannot be written.
@@ -445,7 +491,7 @@ mod tests {
 
     fn setup(client: &mut Client) -> (Registry, Device, ProcMem) {
         let mut mem = ProcMem::new();
-        mem.bind(OWNER, std::process::id() as i32);
+        mem.bind_self(OWNER);
         let mut device = Device::new(DeviceConfig::new("127.0.0.1".parse().unwrap()));
         device.alloc_pd(OWNER, 1).unwrap();
         device.create_cq(OWNER, CQ, 8).unwrap();

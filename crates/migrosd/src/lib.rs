@@ -22,9 +22,11 @@
 //! - [`rings`]: the send / receive / completion rings in client memory:
 //!   doorbells are read in batches, completions written body first and
 //!   phase byte last.
-//! - [`procmem`]: the transport's `Memory` over `process_vm_readv/writev`
-//!   into the client process that owns an object (owner → pid), with
-//!   read-ahead inside registered regions and coalesced writes.
+//! - [`client`]: a client process checked as the kernel's ptrace rules
+//!   would for its own uid, bound to its address space and its pidfd.
+//! - [`procmem`]: the transport's `Memory` over client processes (owner →
+//!   [`client::ClientProcess`]), with read-ahead inside registered regions
+//!   and coalesced writes; failed writes are reported, never dropped.
 //! - [`conn`]: a unix socket connection (framing, write queue).
 //! - [`image`]: the daemon's checkpoint image (versioned JSON wrapping the
 //!   transport's `OwnerSnapshot` plus the rings' state).
@@ -81,9 +83,11 @@
 //!
 //! The daemon only reads and writes a client's registered memory regions
 //! (after the transport's key checks) and the rings it declared, and only
-//! in that client's own process, identified by `SO_PEERCRED` when it
-//! connected.
+//! in the address space that client's process had when it connected,
+//! with no more rights than the client's own uid (see [`client`] and the
+//! threat model in ARCHITECTURE.md).
 
+pub mod client;
 pub mod clock;
 pub mod cm;
 pub mod config;

@@ -20,6 +20,57 @@ pub const MAX_SRQ: u32 = 4096;
 pub const MAX_SRQ_WR: u32 = 16384;
 pub const MAX_INLINE_DATA: u32 = migros_proto::ring::MAX_INLINE as u32;
 
+/// What one session (one client connection) may hold, and what all the
+/// sessions of one uid may hold together: one client, or one user (every
+/// root container shares uid 0), cannot take the whole device.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub what: &'static str,
+    pub per_session: usize,
+    pub per_uid: usize,
+}
+
+pub const QUOTA_PD: Quota = Quota {
+    what: "protection domains",
+    per_session: 1024,
+    per_uid: 4096,
+};
+pub const QUOTA_MR: Quota = Quota {
+    what: "memory regions",
+    per_session: 16384,
+    per_uid: 32768,
+};
+pub const QUOTA_CQ: Quota = Quota {
+    what: "cqs",
+    per_session: 4096,
+    per_uid: 8192,
+};
+pub const QUOTA_SRQ: Quota = Quota {
+    what: "srqs",
+    per_session: 1024,
+    per_uid: 2048,
+};
+pub const QUOTA_QP: Quota = Quota {
+    what: "qps",
+    per_session: 4096,
+    per_uid: 8192,
+};
+pub const QUOTA_CHANNEL: Quota = Quota {
+    what: "completion channels",
+    per_session: 256,
+    per_uid: 1024,
+};
+/// Connections (sessions, channels, not yet identified) of one uid.
+pub const MAX_CONNS_PER_UID: usize = 1024;
+/// How long a new connection may take to send its first request.
+pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The largest frame a session or channel connection may send once
+/// identified (an in-session Restore carries a whole image: thousands of
+/// QPs fit). The first request of a connection (RestoreSession with its
+/// image) may be up to `migros_proto::frame::MAX_FRAME`, and must come
+/// within [`HELLO_TIMEOUT`].
+pub const SESSION_FRAME_LIMIT: usize = 16 << 20;
+
 /// What clients learn about the device.
 pub fn device_info(cfg: &Config) -> DeviceInfo {
     let node_guid = match cfg.addr {

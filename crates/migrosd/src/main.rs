@@ -34,6 +34,10 @@ struct Args {
     /// How long a paused QP waits for its partner, in milliseconds.
     #[arg(long)]
     pause_timeout_ms: Option<u64>,
+    /// How long a process paused for a checkpoint may run unfrozen (CRIU
+    /// died between its hooks) before its QPs resume, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    checkpoint_hold_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
     cfg.mtu = args.mtu;
     cfg.fault = args.fault;
     cfg.pause_timeout = args.pause_timeout_ms.map(Duration::from_millis);
+    cfg.checkpoint_hold = Duration::from_millis(args.checkpoint_hold_ms);
     if cfg.fault.is_some() {
         tracing::warn!(
             "fault injection is on: this daemon drops, reorders or duplicates datagrams"

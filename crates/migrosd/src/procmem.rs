@@ -1,6 +1,8 @@
-//! The transport's [`Memory`] over `process_vm_readv` / `process_vm_writev`:
-//! an owner's address space is the process (pid) of the client session
-//! that owns it.
+//! The transport's [`Memory`] over client processes: an owner's address
+//! space is the one its session's process had when it connected
+//! ([`ClientProcess`]: writes and small reads through its `/proc/<pid>/mem`,
+//! large reads with `process_vm_readv` checked against it). An owner whose
+//! process exec'd or exited is noted ([`ProcMem::take_gone`]) and faults.
 //!
 //! Two optimisations keep system calls off the per-packet path:
 //! - **read-ahead**: a small read is widened to up to [`READAHEAD`] bytes,
@@ -11,13 +13,16 @@
 //!   `process_vm_writev` of many iovecs, before any read, before the
 //!   daemon writes completions ([`ProcMem::flush`]) and at the end of every
 //!   loop turn. A staged write that fails (the process unmapped registered
-//!   memory, or died) is logged and lost.
+//!   memory, or died) is kept as a fault of its owner
+//!   ([`ProcMem::take_write_faults`]).
 
-use std::collections::BTreeMap;
-use std::io::{IoSlice, IoSliceMut};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IoSliceMut;
 
-use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
+
+use crate::client::{Access, ClientProcess};
 
 use migros_transport::{Memory, MemoryFault, OwnerId};
 
@@ -27,6 +32,9 @@ pub const READAHEAD: usize = 64 << 10;
 const STAGE_LIMIT: usize = 1 << 20;
 /// Iovecs per system call (the kernel's `UIO_MAXIOV`).
 pub const MAX_IOV: usize = 1024;
+/// Reads up to this size go through the bound memory file; larger ones
+/// use `process_vm_readv` (one copy instead of two) and a check after.
+const SMALL_READ: usize = 8 << 10;
 
 #[derive(Debug, Default)]
 struct ReadCache {
@@ -46,7 +54,13 @@ struct Staged {
 /// Memory of client processes.
 #[derive(Debug, Default)]
 pub struct ProcMem {
-    pids: BTreeMap<OwnerId, Pid>,
+    procs: BTreeMap<OwnerId, ClientProcess>,
+    /// Owners whose process exec'd or exited since last asked.
+    gone: BTreeSet<OwnerId>,
+    /// Owners a staged write failed for since last asked.
+    write_faults: BTreeSet<OwnerId>,
+    /// Scratch for joining adjacent writes.
+    joined: Vec<u8>,
     /// Regions read-ahead may cover: owner → start → end.
     regions: BTreeMap<OwnerId, BTreeMap<u64, u64>>,
     cache: Option<ReadCache>,
@@ -60,17 +74,82 @@ impl ProcMem {
         ProcMem::default()
     }
 
-    /// `owner`'s memory is process `pid`'s.
-    pub fn bind(&mut self, owner: OwnerId, pid: i32) {
-        self.pids.insert(owner, Pid::from_raw(pid));
+    /// `owner`'s memory is process `proc`'s.
+    pub fn bind(&mut self, owner: OwnerId, proc: ClientProcess) {
+        self.procs.insert(owner, proc);
+        self.gone.remove(&owner);
     }
 
-    /// Forgets `owner` (after its objects were destroyed or moved away).
-    pub fn unbind(&mut self, owner: OwnerId) {
+    /// Binds `owner` to this very process (tests).
+    #[cfg(test)]
+    pub fn bind_self(&mut self, owner: OwnerId) {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let me = std::process::id() as i32;
+        let p = ClientProcess::open(None, me, uid, gid).expect("this process is a client");
+        self.bind(owner, p);
+    }
+
+    /// The process bound to `owner`.
+    pub fn process(&self, owner: OwnerId) -> Option<&ClientProcess> {
+        self.procs.get(&owner)
+    }
+
+    /// Forgets `owner` (after its objects were destroyed or moved away)
+    /// and returns its process.
+    pub fn unbind(&mut self, owner: OwnerId) -> Option<ClientProcess> {
         self.flush();
-        self.pids.remove(&owner);
         self.regions.remove(&owner);
+        self.gone.remove(&owner);
+        self.write_faults.remove(&owner);
         self.cache = None;
+        self.procs.remove(&owner)
+    }
+
+    /// `old`'s process and regions become `new`'s.
+    pub fn rebind(&mut self, old: OwnerId, new: OwnerId) {
+        self.flush();
+        if let Some(p) = self.procs.remove(&old) {
+            self.procs.insert(new, p);
+        }
+        self.regions.remove(&old);
+        self.gone.remove(&old);
+        self.cache = None;
+    }
+
+    /// Owners whose process exec'd or exited (seen by an access or by
+    /// [`ProcMem::sweep`]) since last asked.
+    pub fn take_gone(&mut self) -> BTreeSet<OwnerId> {
+        std::mem::take(&mut self.gone)
+    }
+
+    /// Owners for which a staged write failed since last asked.
+    pub fn take_write_faults(&mut self) -> BTreeSet<OwnerId> {
+        std::mem::take(&mut self.write_faults)
+    }
+
+    /// Looks at every bound process: notes those that exec'd or exited.
+    pub fn sweep(&mut self) {
+        for (owner, p) in &self.procs {
+            if p.exited() || !p.mm_alive() {
+                self.gone.insert(*owner);
+            }
+        }
+    }
+
+    fn note(&mut self, owner: OwnerId, access: Access) -> bool {
+        match access {
+            Access::Done => true,
+            Access::Fault => {
+                self.faults += 1;
+                false
+            }
+            Access::Gone => {
+                self.faults += 1;
+                self.gone.insert(owner);
+                false
+            }
+        }
     }
 
     /// Read-ahead may cover `[addr, addr + len)` of `owner`.
@@ -92,10 +171,6 @@ impl ProcMem {
     pub fn end_batch(&mut self) {
         self.flush();
         self.cache = None;
-    }
-
-    fn pid(&self, owner: OwnerId) -> Option<Pid> {
-        self.pids.get(&owner).copied()
     }
 
     /// The end of the region holding `[addr, addr+len)`, if one does.
@@ -126,18 +201,22 @@ impl ProcMem {
         if buf.is_empty() {
             return Ok(());
         }
-        let pid = self.pid(owner).ok_or(fault.clone())?;
-        let want = buf.len();
-        let remote = [RemoteIoVec {
-            base: addr as usize,
-            len: want,
-        }];
-        match process_vm_readv(pid, &mut [IoSliceMut::new(buf)], &remote) {
-            Ok(n) if n == want => Ok(()),
-            _ => {
-                self.faults += 1;
-                Err(fault)
-            }
+        let Some(p) = self.procs.get(&owner) else {
+            return Err(fault);
+        };
+        let access = if buf.len() <= SMALL_READ {
+            p.read_at(addr, buf)
+        } else {
+            let remote = [RemoteIoVec {
+                base: addr as usize,
+                len: buf.len(),
+            }];
+            checked_pvm_read(p, &mut [IoSliceMut::new(buf)], &remote)
+        };
+        if self.note(owner, access) {
+            Ok(())
+        } else {
+            Err(fault)
         }
     }
 
@@ -158,25 +237,39 @@ impl ProcMem {
         if total > buf.len() || pieces.len() > MAX_IOV {
             return Err(fault);
         }
-        let pid = self.pid(owner).ok_or(fault.clone())?;
-        let remote: Vec<RemoteIoVec> = pieces
-            .iter()
-            .map(|(a, l)| RemoteIoVec {
-                base: *a as usize,
-                len: *l,
-            })
-            .collect();
-        match process_vm_readv(pid, &mut [IoSliceMut::new(&mut buf[..total])], &remote) {
-            Ok(n) if n == total => Ok(()),
-            _ => {
-                self.faults += 1;
-                Err(fault)
+        let Some(p) = self.procs.get(&owner) else {
+            return Err(fault);
+        };
+        let access = if let [(addr, len)] = pieces {
+            if *len <= SMALL_READ {
+                p.read_at(*addr, &mut buf[..*len])
+            } else {
+                let remote = [RemoteIoVec {
+                    base: *addr as usize,
+                    len: *len,
+                }];
+                checked_pvm_read(p, &mut [IoSliceMut::new(&mut buf[..total])], &remote)
             }
+        } else {
+            let remote: Vec<RemoteIoVec> = pieces
+                .iter()
+                .map(|(a, l)| RemoteIoVec {
+                    base: *a as usize,
+                    len: *l,
+                })
+                .collect();
+            checked_pvm_read(p, &mut [IoSliceMut::new(&mut buf[..total])], &remote)
+        };
+        if self.note(owner, access) {
+            Ok(())
+        } else {
+            Err(fault)
         }
     }
 
-    /// Writes pieces: each `(remote address, bytes)`, with one system call
-    /// (at most [`MAX_IOV`] pieces), in order.
+    /// Writes pieces: each `(remote address, bytes)`, in order, through the
+    /// bound memory file: one system call per run of adjacent pieces (at
+    /// most [`MAX_IOV`] pieces).
     pub fn writev_now(
         &mut self,
         owner: OwnerId,
@@ -194,21 +287,37 @@ impl ProcMem {
         if pieces.len() > MAX_IOV {
             return Err(fault);
         }
-        let pid = self.pid(owner).ok_or(fault.clone())?;
-        let local: Vec<IoSlice> = pieces.iter().map(|p| IoSlice::new(p.1)).collect();
-        let remote: Vec<RemoteIoVec> = pieces
-            .iter()
-            .map(|p| RemoteIoVec {
-                base: p.0 as usize,
-                len: p.1.len(),
-            })
-            .collect();
-        match process_vm_writev(pid, &local, &remote) {
-            Ok(n) if n == total => Ok(()),
-            _ => {
-                self.faults += 1;
-                Err(fault)
+        let Some(p) = self.procs.get(&owner) else {
+            return Err(fault);
+        };
+        let mut joined = std::mem::take(&mut self.joined);
+        let mut access = Access::Done;
+        let mut i = 0;
+        while i < pieces.len() && access == Access::Done {
+            // The run of pieces that continue each other in the process.
+            let start = pieces[i].0;
+            let mut end = start.wrapping_add(pieces[i].1.len() as u64);
+            let mut j = i + 1;
+            while j < pieces.len() && pieces[j].0 == end {
+                end = end.wrapping_add(pieces[j].1.len() as u64);
+                j += 1;
             }
+            access = if j == i + 1 {
+                p.write_at(start, pieces[i].1)
+            } else {
+                joined.clear();
+                for piece in &pieces[i..j] {
+                    joined.extend_from_slice(piece.1);
+                }
+                p.write_at(start, &joined)
+            };
+            i = j;
+        }
+        self.joined = joined;
+        if self.note(owner, access) {
+            Ok(())
+        } else {
+            Err(fault)
         }
     }
 
@@ -221,7 +330,8 @@ impl ProcMem {
         let pieces: Vec<(u64, &[u8])> = staged.iov_slices().collect();
         for chunk in pieces.chunks(MAX_IOV) {
             if let Err(e) = self.writev_now(owner, chunk) {
-                tracing::warn!(owner, error = %e, "staged write into client memory failed");
+                tracing::info!(owner, error = %e, "staged write into client memory failed");
+                self.write_faults.insert(owner);
             }
         }
         // Keep the allocations for the next batch.
@@ -229,6 +339,26 @@ impl ProcMem {
         staged.data.clear();
         staged.iovs.clear();
         self.staged = staged;
+    }
+}
+
+/// `process_vm_readv` on the process's pid, kept only if the address space
+/// bound at connect time is still alive afterwards: had the process
+/// exec'd (or exited and its pid been reused) before the call, the bytes
+/// may be another program's and are dropped.
+fn checked_pvm_read(
+    p: &ClientProcess,
+    local: &mut [IoSliceMut<'_>],
+    remote: &[RemoteIoVec],
+) -> Access {
+    let want: usize = remote.iter().map(|r| r.len).sum();
+    let r = process_vm_readv(Pid::from_raw(p.pid()), local, remote);
+    if !p.mm_alive() {
+        return Access::Gone;
+    }
+    match r {
+        Ok(n) if n == want => Access::Done,
+        _ => Access::Fault,
     }
 }
 
@@ -279,7 +409,7 @@ impl Memory for ProcMem {
     }
 
     fn write(&mut self, owner: OwnerId, addr: u64, data: &[u8]) -> Result<(), MemoryFault> {
-        if self.pid(owner).is_none() {
+        if !self.procs.contains_key(&owner) || self.gone.contains(&owner) {
             return Err(MemoryFault {
                 owner,
                 addr,
@@ -311,14 +441,10 @@ impl Memory for ProcMem {
 mod tests {
     use super::*;
 
-    fn me() -> i32 {
-        std::process::id() as i32
-    }
-
     #[test]
     fn reads_and_writes_own_memory() {
         let mut m = ProcMem::new();
-        m.bind(1, me());
+        m.bind_self(1);
         let src = vec![7u8; 100_000];
         let mut dst = vec![0u8; 100_000];
         let dst_ptr = dst.as_mut_ptr();

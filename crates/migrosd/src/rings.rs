@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn cq_ring_fills_to_the_client_ci_and_sets_phases() {
         let mut mem = ProcMem::new();
-        mem.bind(1, std::process::id() as i32);
+        mem.bind_self(1);
         let mut ring_buf = vec![0u8; 4 * CQE_SIZE];
         let mut ctrl = [0u32; 1];
         let mut cq = CqRing::new(
@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn work_queue_reads_across_the_wrap() {
         let mut mem = ProcMem::new();
-        mem.bind(1, std::process::id() as i32);
+        mem.bind_self(1);
         let data: Vec<u8> = (0..8u8).collect();
         let mut r = WqRing::new(data.as_ptr() as u64, 4);
         r.ci = 3;

@@ -265,6 +265,41 @@ fn unbindable_address_is_a_clear_error() {
     assert!(err.contains("cannot bind udp 192.0.2.1:4791"), "{err}");
 }
 
+#[test]
+fn socket_directories_others_may_write_are_refused() {
+    if !can_run() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |what: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_migrosd"))
+            .args(["--name", "t9", "--addr", "127.0.0.109", "--socket-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{what}: the daemon started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // World-writable (a /tmp-like directory): anyone could replace the socket.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = run("mode 777");
+    assert!(err.contains("has mode 777"), "{err}");
+    // Another user's directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    nix::unistd::chown(dir.path(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let err = run("owned by nobody");
+    assert!(err.contains("belongs to uid 65534"), "{err}");
+    nix::unistd::chown(dir.path(), Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+    // An admin directory others can enter.
+    let admin = migros_proto::paths::admin_dir(dir.path());
+    std::fs::create_dir(&admin).unwrap();
+    std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = run("admin dir 755");
+    assert!(err.contains("has mode 755"), "{err}");
+    std::fs::remove_dir(&admin).unwrap();
+}
+
 /// Runs in a child as `nobody` (see `admin_socket_refuses_non_root`).
 #[test]
 fn admin_probe_child() {
@@ -321,7 +356,9 @@ fn admin_socket_refuses_non_root() {
     };
     // The socket's mode keeps nobody out...
     probe("denied-by-mode");
-    // ...and with the mode opened up, SO_PEERCRED does.
+    // ...and with the modes opened up, SO_PEERCRED does.
+    let admin_dir = migros_proto::paths::admin_dir(dir.path());
+    std::fs::set_permissions(&admin_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(d.admin_socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
     probe("denied-by-cred");
     assert!(matches!(

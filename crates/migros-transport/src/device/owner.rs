@@ -20,6 +20,34 @@ impl Device {
             .collect()
     }
 
+    /// Writes into `owner`'s memory were lost (see [`crate::Qp`]'s
+    /// `memory_lost`): each of its QPs NAKs instead of acknowledging and
+    /// enters the error state.
+    pub fn memory_lost(&mut self, mem: &mut dyn crate::Memory, owner: OwnerId) {
+        for qpn in self.owner_qpns(owner) {
+            let _ = self.with_qp(qpn, mem, |qp, env| qp.memory_lost(env));
+        }
+    }
+
+    /// CQ `cq` can take no more completions (its ring in the client could
+    /// not be written): every QP completing into it enters ERR.
+    pub fn cq_error(&mut self, now: Instant, cq: Cqn) {
+        let qpns: Vec<Qpn> = self
+            .qps
+            .iter()
+            .filter(|(_, q)| q.init.send_cq == cq || q.init.recv_cq == cq)
+            .map(|(n, _)| *n)
+            .collect();
+        let attr = QpAttr {
+            qp_state: QpState::Err,
+            ..QpAttr::default()
+        };
+        for qpn in qpns {
+            // Every state may move to ERR.
+            let _ = self.modify_qp(now, qpn, &attr, AttrMask::STATE);
+        }
+    }
+
     /// Stops every QP of `owner` (migration step 1): nothing more is sent
     /// or written into its memory; requests get the pause NAK.
     pub fn pause_owner(&mut self, owner: OwnerId) -> Result<(), VerbsError> {

@@ -9,10 +9,46 @@ use migros_wire::{AckSyndrome, AtomicAckEth, NakCode, Opcode, PAUSE_NAK_SYNDROME
 use super::Response;
 use crate::dma;
 use crate::packet_builder::{PacketBuilder, Route};
-use crate::qp::{Env, Qp};
+use crate::qp::{Env, Failure, Qp};
 use migros_proto::verbs::*;
 
 impl Qp {
+    /// Data this QP received was not written into its owner's memory (the
+    /// daemon's write failed after the packet was accepted): the responses
+    /// not yet sent, which would acknowledge it, are replaced by one NAK
+    /// (remote operational error) at the oldest of their PSNs (RC), and the
+    /// QP enters the error state. The peer's WR completes with an error
+    /// and the application sees a QP error, never an ACK for lost data.
+    pub fn memory_lost(&mut self, env: &mut Env) {
+        if !matches!(self.state(), QpState::Rtr | QpState::Rts | QpState::Sqd) {
+            return;
+        }
+        let oldest = self
+            .resp
+            .out
+            .iter()
+            .map(|r| match r {
+                Response::Ack { psn, .. }
+                | Response::AtomicAck { psn, .. }
+                | Response::AtomicWriteAck { psn, .. } => *psn,
+                Response::Read { next_psn, .. } => *next_psn,
+            })
+            .reduce(|a, b| if b.distance(a) < 0 { b } else { a });
+        let msn = self.resp.msn;
+        self.resp.out.clear();
+        if self.qp_type() == QpType::Rc {
+            let psn = oldest.unwrap_or(self.resp.epsn);
+            self.resp.out.push_back(Response::Ack {
+                psn,
+                syndrome: AckSyndrome::Nak(NakCode::RemoteOperationalError).encode(),
+                msn,
+            });
+            self.counters.naks_sent += 1;
+        }
+        // The application cannot be told by a completion: QP_FATAL.
+        self.enter_error(Failure::Fatal, env);
+    }
+
     /// Whether a response is waiting to go out.
     pub fn has_response(&self) -> bool {
         !self.resp.out.is_empty() || self.resp.pause_nak

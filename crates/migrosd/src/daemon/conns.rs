@@ -25,7 +25,7 @@ impl Daemon {
                     return;
                 }
             };
-            let (pid, uid) = match cred {
+            let peer = match cred {
                 Some(c) => c,
                 None => {
                     tracing::warn!("no peer credentials: connection refused");
@@ -47,7 +47,24 @@ impl Daemon {
             } else {
                 ConnKind::New
             };
-            let mut conn = Conn::new(stream, kind, pid, uid);
+            let (pid, uid) = (peer.pid, peer.uid);
+            let of_uid = self.conns.values().filter(|c| c.uid == uid).count();
+            let mut conn = Conn::new(stream, kind, peer);
+            if !admin && of_uid >= crate::limits::MAX_CONNS_PER_UID {
+                tracing::warn!(
+                    pid,
+                    uid,
+                    "connection refused: too many connections of this uid"
+                );
+                let _ = conn.send(&Response::Error {
+                    errno: libc::EMFILE,
+                    message: format!(
+                        "uid quota: at most {} connections for uid {uid}",
+                        crate::limits::MAX_CONNS_PER_UID
+                    ),
+                });
+                conn.closing = true;
+            }
             if admin && uid != 0 {
                 tracing::warn!(pid, uid, "admin connection from a non-root peer refused");
                 let _ = conn.send(&migros_proto::admin::AdminResponse::Error {
@@ -146,6 +163,27 @@ impl Daemon {
         }
     }
 
+    /// Closes connections that did not send their first request within
+    /// [`crate::limits::HELLO_TIMEOUT`].
+    pub(super) fn expire_silent_conns(&mut self) {
+        for c in self.conns.values_mut() {
+            if c.kind == ConnKind::New
+                && !c.closing
+                && c.since.elapsed() >= crate::limits::HELLO_TIMEOUT
+            {
+                tracing::info!(pid = c.pid, uid = c.uid, "no hello in time: disconnecting");
+                let _ = c.send(&Response::Error {
+                    errno: libc::ETIMEDOUT,
+                    message: format!(
+                        "no first request within {} s",
+                        crate::limits::HELLO_TIMEOUT.as_secs()
+                    ),
+                });
+                c.closing = true;
+            }
+        }
+    }
+
     pub(super) fn flush_conns(&mut self) {
         let tokens: Vec<usize> = self
             .conns
@@ -191,6 +229,7 @@ impl Daemon {
         let (pid, owner) = (s.pid, s.owner());
         tracing::info!(session = sid, pid, owner, "session ended");
         self.device.destroy_owner(owner);
+        self.processes.retain(|_, s| *s != sid);
         if let Some(s) = self.reg.close(sid) {
             self.forget(s.objects());
         }

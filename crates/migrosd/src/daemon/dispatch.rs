@@ -12,6 +12,7 @@ use migros_transport::{
 };
 
 use super::Daemon;
+use crate::client::RangeError;
 use crate::errno::ReqError;
 use crate::limits;
 use crate::registry::{Channel, Id, Kind, Mr, Objects, SessionId};
@@ -216,6 +217,34 @@ impl Daemon {
     }
 
     /// Fails when the device holds `limit` objects of `kind` already.
+    /// Refuses one more object of `kind` for session `sid` beyond its
+    /// session's or its uid's quota.
+    fn within_quota(&self, sid: SessionId, kind: Kind, q: limits::Quota) -> Result<(), ReqError> {
+        let Some(s) = self.reg.get(sid) else {
+            return Err(ReqError::noent("no session"));
+        };
+        if s.objects().count(kind) >= q.per_session {
+            return Err(ReqError::nomem(format!(
+                "session quota: at most {} {} per session",
+                q.per_session, q.what
+            )));
+        }
+        let uid = s.uid;
+        let of_uid: usize = self
+            .reg
+            .sessions()
+            .filter(|s| s.uid == uid)
+            .map(|s| s.objects().count(kind))
+            .sum();
+        if of_uid >= q.per_uid {
+            return Err(ReqError::nomem(format!(
+                "uid quota: at most {} {} for uid {uid}",
+                q.per_uid, q.what
+            )));
+        }
+        Ok(())
+    }
+
     fn below_limit(&self, kind: Kind, limit: u32, what: &str) -> Result<(), ReqError> {
         if self.reg.count(kind) >= limit as usize {
             return Err(ReqError::nomem(format!("too many {what}")));
@@ -231,36 +260,36 @@ impl Daemon {
             .ok_or_else(|| ReqError::nomem(format!("no free {what}")))
     }
 
-    /// Checks that `[addr, addr+len)` is mapped in the client (first and
-    /// last byte readable).
+    /// Every page of `[addr, addr + len)` must be mapped in the client's
+    /// process, readable, and writable if `write`.
     pub(super) fn check_client_memory(
         &mut self,
         owner: OwnerId,
         addr: u64,
         len: u64,
+        write: bool,
     ) -> Result<(), ReqError> {
         if addr == 0 || len == 0 {
             return Err(ReqError::inval("null or empty client memory"));
         }
-        let last = addr
-            .checked_add(len - 1)
-            .ok_or_else(|| ReqError::inval("client memory wraps the address space"))?;
-        let mut b = [0u8; 1];
-        for at in [addr, last] {
-            self.mem.read_now(owner, at, &mut b).map_err(|_| {
-                ReqError::new(
-                    libc::EFAULT,
-                    format!("client memory at {at:#x} is not mapped"),
-                )
-            })?;
-        }
-        Ok(())
+        let p = self
+            .mem
+            .process(owner)
+            .ok_or_else(|| ReqError::new(libc::ESRCH, "the client process is gone"))?;
+        p.check_range(addr, len, write).map_err(|e| match e {
+            RangeError::Wraps => ReqError::inval(e.to_string()),
+            RangeError::Gone => ReqError::new(libc::ESRCH, e.to_string()),
+            RangeError::Unmapped(_) | RangeError::Rights { .. } => {
+                ReqError::new(libc::EFAULT, e.to_string())
+            }
+        })
     }
 
     // ---- protection domains and memory regions ----
 
     fn alloc_pd(&mut self, sid: SessionId, owner: OwnerId) -> Res {
         self.below_limit(Kind::Pd, limits::MAX_PD, "protection domains")?;
+        self.within_quota(sid, Kind::Pd, limits::QUOTA_PD)?;
         let pd = self.free_u32(Id::Pd, "pd handle")?;
         self.device.alloc_pd(owner, pd)?;
         self.reg.add_pd(sid, pd);
@@ -291,8 +320,12 @@ impl Daemon {
         if self.reg.mr_count() >= limits::MAX_MR as usize {
             return Err(ReqError::nomem("too many memory regions"));
         }
+        self.within_quota(sid, Kind::Key, limits::QUOTA_MR)?;
         if length > 0 {
-            self.check_client_memory(owner, addr, length)?;
+            let write = access.0
+                & (Access::LOCAL_WRITE.0 | Access::REMOTE_WRITE.0 | Access::REMOTE_ATOMIC.0)
+                != 0;
+            self.check_client_memory(owner, addr, length, write)?;
         }
         let lkey = self.free_u32(Id::Key, "memory key")?;
         let reg = &self.reg;
@@ -329,6 +362,7 @@ impl Daemon {
     // ---- completion channels and CQs ----
 
     fn create_channel(&mut self, sid: SessionId) -> Res {
+        self.within_quota(sid, Kind::Channel, limits::QUOTA_CHANNEL)?;
         let channel = self.free_u32(Id::Channel, "channel id")?;
         self.reg.add_channel(sid, channel, Channel::default());
         Ok(Response::Channel { channel })
@@ -366,8 +400,14 @@ impl Daemon {
             self.own(sid, "channel", ch, Objects::channel)?;
         }
         self.below_limit(Kind::Cq, limits::MAX_CQ, "cqs")?;
-        self.check_client_memory(owner, ring_addr, u64::from(entries) * ring::CQE_SIZE as u64)?;
-        self.check_client_memory(owner, ctrl, ring::CQ_CTRL_SIZE as u64)?;
+        self.within_quota(sid, Kind::Cq, limits::QUOTA_CQ)?;
+        self.check_client_memory(
+            owner,
+            ring_addr,
+            u64::from(entries) * ring::CQE_SIZE as u64,
+            true,
+        )?;
+        self.check_client_memory(owner, ctrl, ring::CQ_CTRL_SIZE as u64, true)?;
         let cq = self.free_u32(Id::Cq, "cq handle")?;
         let ring = CqRing::new(cq, ring_addr, entries, ctrl, channel);
         let capacity = u32::try_from(CqRing::queue_limit(entries)).unwrap_or(u32::MAX);
@@ -395,10 +435,11 @@ impl Daemon {
             return Err(ReqError::inval(format!("{} sges per receive", new.max_sge)));
         }
         self.below_limit(Kind::Srq, limits::MAX_SRQ, "srqs")?;
+        self.within_quota(sid, Kind::Srq, limits::QUOTA_SRQ)?;
         let entries = new.max_wr.next_power_of_two();
         let ring_len = u64::from(entries) * RQ_WQE_SIZE as u64;
-        self.check_client_memory(owner, new.ring, ring_len)?;
-        self.check_client_memory(owner, new.ctrl, ring::SRQ_CTRL_SIZE as u64)?;
+        self.check_client_memory(owner, new.ring, ring_len, true)?;
+        self.check_client_memory(owner, new.ctrl, ring::SRQ_CTRL_SIZE as u64, true)?;
         let srq = self.free_u32(Id::Srq, "srq handle")?;
         self.device
             .create_srq(owner, srq, new.pd, entries, new.limit)?;
@@ -427,31 +468,23 @@ impl Daemon {
             self.own(sid, "srq", s, Objects::srq)?;
         }
         let cap = new.cap;
-        if cap.max_send_wr > limits::MAX_QP_WR
-            || cap.max_recv_wr > limits::MAX_QP_WR
-            || cap.max_send_sge as usize > ring::MAX_SEND_SGE
-            || cap.max_recv_sge as usize > ring::MAX_RECV_SGE
-            || cap.max_inline_data > limits::MAX_INLINE_DATA
-        {
-            return Err(ReqError::inval(
-                "qp capabilities exceed the device's limits",
-            ));
-        }
+        check_cap(&cap, None)?;
         self.below_limit(Kind::Qp, limits::MAX_QP, "qps")?;
+        self.within_quota(sid, Kind::Qp, limits::QUOTA_QP)?;
         let ring_entries = |wr: u32| if wr == 0 { 0 } else { wr.next_power_of_two() };
         let sq_entries = ring_entries(cap.max_send_wr);
         let rq_entries = match new.srq {
             Some(_) => 0,
             None => ring_entries(cap.max_recv_wr),
         };
-        self.check_client_memory(owner, new.ctrl, ring::QP_CTRL_SIZE as u64)?;
+        self.check_client_memory(owner, new.ctrl, ring::QP_CTRL_SIZE as u64, true)?;
         if sq_entries > 0 {
             let len = u64::from(sq_entries) * SQ_WQE_SIZE as u64;
-            self.check_client_memory(owner, new.sq_ring, len)?;
+            self.check_client_memory(owner, new.sq_ring, len, true)?;
         }
         if rq_entries > 0 {
             let len = u64::from(rq_entries) * RQ_WQE_SIZE as u64;
-            self.check_client_memory(owner, new.rq_ring, len)?;
+            self.check_client_memory(owner, new.rq_ring, len, true)?;
         }
         let reg = &self.reg;
         let tomb = self.device.tombstones();
@@ -487,6 +520,11 @@ impl Daemon {
 
     fn modify_qp(&mut self, sid: SessionId, qpn: Qpn, attr: &QpAttr, mask: AttrMask) -> Res {
         self.own(sid, "qp", qpn, Objects::qp)?;
+        if mask.0 & AttrMask::CAP.0 != 0 {
+            // The rings were sized at creation: a QP may not grow past them.
+            let now = self.device.query_qp(qpn)?.cap;
+            check_cap(&attr.cap, Some(&now))?;
+        }
         self.device.modify_qp(self.now, qpn, attr, mask)?;
         // Receives posted before the QP could take them, sends held back.
         self.data.wake(Wq::Sq(qpn));
@@ -501,4 +539,37 @@ impl Daemon {
         self.data.forget_qp(qpn);
         Ok(Response::Ok)
     }
+}
+
+/// Refuses QP capabilities beyond the device's limits (or, on a modify,
+/// beyond what the QP has: its rings do not grow).
+fn check_cap(cap: &QpCap, current: Option<&QpCap>) -> Result<(), ReqError> {
+    if cap.max_send_wr > limits::MAX_QP_WR
+        || cap.max_recv_wr > limits::MAX_QP_WR
+        || cap.max_send_sge as usize > ring::MAX_SEND_SGE
+        || cap.max_recv_sge as usize > ring::MAX_RECV_SGE
+        || cap.max_inline_data > limits::MAX_INLINE_DATA
+    {
+        return Err(ReqError::inval(format!(
+            "qp capabilities {cap:?} exceed the device's limits \
+             ({} wrs, {} send / {} recv sges, {} inline bytes)",
+            limits::MAX_QP_WR,
+            ring::MAX_SEND_SGE,
+            ring::MAX_RECV_SGE,
+            limits::MAX_INLINE_DATA
+        )));
+    }
+    if let Some(c) = current {
+        if cap.max_send_wr > c.max_send_wr
+            || cap.max_recv_wr > c.max_recv_wr
+            || cap.max_send_sge > c.max_send_sge
+            || cap.max_recv_sge > c.max_recv_sge
+            || cap.max_inline_data > c.max_inline_data
+        {
+            return Err(ReqError::inval(format!(
+                "qp capabilities {cap:?} exceed those it was created with {c:?}"
+            )));
+        }
+    }
+    Ok(())
 }

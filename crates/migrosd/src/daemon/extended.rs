@@ -95,8 +95,8 @@ impl Daemon {
                 limits::MAX_CQE
             )));
         }
-        self.check_client_memory(owner, ring_addr, u64::from(entries) * CQE_SIZE as u64)?;
-        self.check_client_memory(owner, ctrl, ring::CQ_CTRL_SIZE as u64)?;
+        self.check_client_memory(owner, ring_addr, u64::from(entries) * CQE_SIZE as u64, true)?;
+        self.check_client_memory(owner, ctrl, ring::CQ_CTRL_SIZE as u64, true)?;
         let old = self
             .reg
             .session_cq_mut(sid, cq)
@@ -172,8 +172,13 @@ impl Daemon {
         if !r.max_wr.is_power_of_two() || r.max_wr > limits::MAX_SRQ_WR {
             return Err(ReqError::inval(format!("srq of {} entries", r.max_wr)));
         }
-        self.check_client_memory(owner, r.ring, u64::from(r.max_wr) * RQ_WQE_SIZE as u64)?;
-        self.check_client_memory(owner, r.ctrl, ring::SRQ_CTRL_SIZE as u64)?;
+        self.check_client_memory(
+            owner,
+            r.ring,
+            u64::from(r.max_wr) * RQ_WQE_SIZE as u64,
+            false,
+        )?;
+        self.check_client_memory(owner, r.ctrl, ring::SRQ_CTRL_SIZE as u64, true)?;
         let old = self
             .reg
             .session_srq_mut(sid, srq)

@@ -151,7 +151,7 @@ impl Daemon {
                 "restore needs a session that owns nothing yet",
             ));
         }
-        let (old_owner, pid) = (s.owner(), s.pid);
+        let old_owner = s.owner();
         let img = image::decode(bytes).map_err(|e| ReqError::inval(format!("bad image: {e}")))?;
         let ids = img.ids();
         if let Some(what) = self.reg.id_collision(&ids) {
@@ -176,8 +176,7 @@ impl Daemon {
 
         // The session takes the image's owner and objects.
         self.reg.set_owner(sid, new_owner);
-        self.mem.unbind(old_owner);
-        self.mem.bind(new_owner, pid);
+        self.mem.rebind(old_owner, new_owner);
         for (addr, len) in regions {
             self.mem.add_region(new_owner, addr, len);
         }

@@ -6,6 +6,7 @@
 use migros_proto::msg::{ChannelId, Request, Response, PROTOCOL_VERSION};
 
 use super::Daemon;
+use crate::client::ClientProcess;
 use crate::conn::ConnKind;
 use crate::errno::ReqError;
 use crate::registry::{Hold, Id, Session};
@@ -79,13 +80,19 @@ impl Daemon {
                 ) else {
                     return Outcome::Fatal(error(libc::ENOMEM, "no free session id"));
                 };
+                let process = match self.client_process(token) {
+                    Ok(p) => p,
+                    Err(e) => return Outcome::Fatal(error(e.errno, e.message)),
+                };
                 let mut session = Session::new(sid, owner, token, pid, Hold::Running);
                 session.path = path;
                 session.inode = inode;
                 self.reg.open(session);
-                self.mem.bind(owner, pid);
+                self.watch_process(sid, &process);
+                self.mem.bind(owner, process);
                 if let Some(c) = self.conns.get_mut(&token) {
                     c.kind = ConnKind::Session(sid);
+                    c.reader.set_limit(crate::limits::SESSION_FRAME_LIMIT);
                 }
                 tracing::info!(session = sid, pid, owner, "session started");
                 Outcome::Reply(Response::Welcome {
@@ -198,6 +205,20 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// The process behind connection `token`, checked as the client's own
+    /// rights would reach it (see [`crate::client`]).
+    pub(super) fn client_process(&mut self, token: usize) -> Result<ClientProcess, ReqError> {
+        let conn = self
+            .conns
+            .get_mut(&token)
+            .ok_or_else(|| ReqError::noent("no connection"))?;
+        let (pid, uid, gid) = (conn.pid, conn.uid, conn.gid);
+        ClientProcess::open(conn.pidfd.take(), pid, uid, gid).map_err(|e| {
+            tracing::warn!(pid, uid, error = %e, "client refused");
+            ReqError::new(libc::EPERM, e.to_string())
+        })
+    }
+
     /// Attaches connection `token` as channel `channel` of `session`, which
     /// must be a session of the connection's process.
     pub(super) fn attach_channel(
@@ -227,6 +248,7 @@ impl Daemon {
         }
         if let Some(c) = self.conns.get_mut(&token) {
             c.kind = ConnKind::Channel { session, channel };
+            c.reader.set_limit(crate::limits::SESSION_FRAME_LIMIT);
             c.held = held;
         }
         Ok(())

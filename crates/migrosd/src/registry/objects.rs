@@ -103,6 +103,20 @@ impl Objects {
             && self.mws.is_empty()
     }
 
+    /// How many objects of `kind` it holds (memory regions for `Key`).
+    pub fn count(&self, kind: super::Kind) -> usize {
+        use super::Kind;
+        match kind {
+            Kind::Owner => 0,
+            Kind::Pd => self.pds.len(),
+            Kind::Key => self.mrs.len(),
+            Kind::Cq => self.cqs.len(),
+            Kind::Srq => self.srqs.len(),
+            Kind::Qp => self.qps.len(),
+            Kind::Channel => self.channels.len(),
+        }
+    }
+
     pub fn has_pd(&self, pd: Pdn) -> bool {
         self.pds.contains(&pd)
     }

@@ -17,6 +17,8 @@ pub struct Session {
     /// Token of its connection.
     pub conn: usize,
     pub pid: i32,
+    /// The uid of its process (quotas are per uid too).
+    pub uid: u32,
     /// The socket path the client connected to, as it sees it.
     pub path: String,
     /// Inode of the client's end of the session socket.
@@ -28,6 +30,8 @@ pub struct Session {
     pub hold: Hold,
     /// The watchdog saw the checkpointed process running once.
     pub seen_running: bool,
+    /// Paused: since when the watchdog sees the process running unfrozen.
+    pub running_since: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -39,12 +43,14 @@ impl Session {
             objects: Objects::default(),
             conn,
             pid,
+            uid: 0,
             path: String::new(),
             inode: 0,
             tombstones: Vec::new(),
             checkpointed: false,
             hold,
             seen_running: false,
+            running_since: None,
         }
     }
 

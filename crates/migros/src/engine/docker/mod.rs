@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! docker run|create --name <name>[-<n>] --network migros-dock --ip <ip>
-//!     -v /run/migros/nodes/<node>:/run/migros
+//!     -v /run/migros/nodes/<node>:/run/migros:ro
 //!     -v <state>/containers/<name>/lib:/opt/migros/lib:ro -v /usr:/usr:ro
 //!     -e LD_LIBRARY_PATH=/opt/migros/lib migros-base <cmd…>
 //! ```
@@ -189,7 +189,7 @@ impl Docker {
         }
         v.extend([
             "-v".into(),
-            format!("{}:/run/migros", node.socket_dir().display()),
+            format!("{}:/run/migros:ro", node.socket_dir().display()),
         ]);
         if base {
             v.extend(["-v".into(), "/usr:/usr:ro".into()]);

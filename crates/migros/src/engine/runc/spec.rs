@@ -1,6 +1,8 @@
 //! The OCI runtime configuration (`config.json`) of a container: a rootfs
 //! directory made of read-only bind mounts of the host's system directories,
-//! the node's socket directory at `/run/migros`, migros' libibverbs at
+//! the node's socket directory at `/run/migros` (read-only: clients only
+//! connect; the daemon's admin directory beside it is not mounted, see
+//! `migros_proto::paths`), migros' libibverbs at
 //! `/opt/migros/lib`, and a network namespace made beforehand.
 
 use std::path::{Path, PathBuf};
@@ -91,7 +93,7 @@ impl Spec<'_> {
         for d in Self::bound_dirs() {
             mounts.push(bind(Path::new(d), d, true));
         }
-        mounts.push(bind(self.socket_dir, SOCKET_DIR, false));
+        mounts.push(bind(self.socket_dir, SOCKET_DIR, true));
         if let Some(lib) = self.lib_dir {
             mounts.push(bind(lib, LIB_DIR, true));
         }
@@ -260,6 +262,11 @@ mod tests {
         let find = |d: &str| mounts.iter().find(|m| m["destination"] == d).cloned();
         let sock = find("/run/migros").expect("socket dir mounted");
         assert_eq!(sock["source"], "/run/migros/nodes/a");
+        assert!(sock["options"].as_array().unwrap().contains(&json!("ro")));
+        // Nothing of the admin directory is inside the container.
+        assert!(mounts
+            .iter()
+            .all(|m| !m["source"].as_str().is_some_and(|s| s.ends_with(".admin"))));
         assert_eq!(
             find("/opt/migros/lib").unwrap()["source"],
             "/w/target/ibverbs"

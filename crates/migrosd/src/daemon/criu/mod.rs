@@ -76,6 +76,7 @@ impl Daemon {
         self.mem.flush();
         if n > 0 {
             tracing::info!(pid, sessions = n, "paused for a checkpoint");
+            self.criu.next_watch = Some(Instant::now() + WATCHDOG_PERIOD);
         }
         AdminResponse::Paused { sessions: n }
     }
@@ -208,6 +209,7 @@ impl Daemon {
         };
         s.hold = hold;
         s.seen_running = false;
+        s.running_since = None;
         let s = &*s;
         let tokens = std::iter::once(s.conn).chain(s.objects().channel_conns());
         for t in tokens {

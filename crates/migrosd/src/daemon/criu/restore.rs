@@ -46,11 +46,13 @@ impl Daemon {
             .ids
             .u64(|v| reg.is_taken(Id::Owner(v)))
             .ok_or_else(|| ReqError::nomem("no free owner id"))?;
+        let process = self.client_process(token)?;
         let mut s = Session::new(session, placeholder, token, pid, Hold::Restored);
         s.path = path;
         s.inode = inode;
         self.reg.open(s);
-        self.mem.bind(placeholder, pid);
+        self.watch_process(session, &process);
+        self.mem.bind(placeholder, process);
         let inbox = match self.restore(session, image) {
             Ok(inbox) => inbox,
             Err(e) => {
@@ -62,6 +64,7 @@ impl Daemon {
         };
         if let Some(c) = self.conns.get_mut(&token) {
             c.kind = ConnKind::Session(session);
+            c.reader.set_limit(crate::limits::SESSION_FRAME_LIMIT);
             // The start of a request cut by the freeze comes before the rest.
             if !inbox.is_empty() {
                 let rest = c.reader.unconsumed().to_vec();
@@ -93,6 +96,7 @@ impl Daemon {
         self.authorise_restore(token)?;
         if let Some(c) = self.conns.get_mut(&token) {
             c.kind = ConnKind::Channel { session, channel };
+            c.reader.set_limit(crate::limits::SESSION_FRAME_LIMIT);
         }
         if self.reg.contains(session) {
             self.attach_channel(token, session, channel, inode)?;

@@ -1,6 +1,8 @@
 //! The watchdog: a checkpointed process seen running again with its
-//! connection open is rolled back; restored channels whose session never
-//! came are dropped.
+//! connection open is rolled back, and so is a paused one that runs
+//! unfrozen for longer than `--checkpoint-hold-ms` (CRIU died between its
+//! hooks: nothing else would ever resume it); restored channels whose
+//! session never came are dropped.
 
 use std::time::{Duration, Instant};
 
@@ -72,13 +74,15 @@ impl Daemon {
         if now < due {
             return;
         }
+        self.expire_pauses(now);
         let watched: Vec<(u64, i32, bool)> = self
             .reg
             .sessions()
             .filter(|s| s.hold == Hold::Checkpointed)
             .map(|s| (s.id(), s.pid, s.seen_running))
             .collect();
-        self.criu.next_watch = (!watched.is_empty()).then(|| now + WATCHDOG_PERIOD);
+        let paused = self.reg.sessions().any(|s| s.hold == Hold::Paused);
+        self.criu.next_watch = (!watched.is_empty() || paused).then(|| now + WATCHDOG_PERIOD);
         for (sid, pid, seen) in watched {
             let open = self
                 .reg
@@ -98,6 +102,43 @@ impl Daemon {
                 self.set_hold(sid, Hold::Running);
             } else if let Some(s) = self.reg.get_mut(sid) {
                 s.seen_running = running;
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// Resumes paused sessions whose process has run unfrozen for longer
+    /// than the hold allows: CRIU paused them and died before freezing
+    /// (or after thawing) the process, and no Resume will come.
+    fn expire_pauses(&mut self, now: Instant) {
+        let paused: Vec<(u64, i32, Option<Instant>)> = self
+            .reg
+            .sessions()
+            .filter(|s| s.hold == Hold::Paused)
+            .map(|s| (s.id(), s.pid, s.running_since))
+            .collect();
+        for (sid, pid, since) in paused {
+            let running = proc_state(pid) == ProcState::Running;
+            let since = match (running, since) {
+                (false, _) => None,
+                (true, None) => Some(now),
+                (true, Some(t)) if now.duration_since(t) >= self.cfg.checkpoint_hold => {
+                    tracing::warn!(
+                        session = sid,
+                        pid,
+                        "paused for a checkpoint that never came: resuming"
+                    );
+                    if let Err(e) = self.start_session(sid) {
+                        tracing::warn!(session = sid, error = %e.message, "resume failed");
+                    }
+                    self.set_hold(sid, Hold::Running);
+                    continue;
+                }
+                (true, t) => t,
+            };
+            if let Some(s) = self.reg.get_mut(sid) {
+                s.running_since = since;
             }
         }
     }
