@@ -233,6 +233,7 @@ impl Qp {
         if self.qp_type() != QpType::Rc {
             if refusal == Refusal::Stopped {
                 self.counters.rx_dropped += 1;
+                env.objs.counters.rx_dropped += 1;
             } else {
                 self.abandon_current(env);
                 self.resp.uc_skip = true;
@@ -264,8 +265,14 @@ impl Qp {
             | Refusal::MisalignedAtomic => (psn, AckSyndrome::Nak(NakCode::InvalidRequest), true),
         };
         match syndrome {
-            AckSyndrome::RnrNak { .. } => self.counters.rnr_naks_sent += 1,
-            _ => self.counters.naks_sent += 1,
+            AckSyndrome::RnrNak { .. } => {
+                self.counters.rnr_naks_sent += 1;
+                env.objs.counters.rnr_naks_sent += 1;
+            }
+            _ => {
+                self.counters.naks_sent += 1;
+                env.objs.counters.naks_sent += 1;
+            }
         }
         self.resp.out.push_back(Response::Ack {
             psn: at,
@@ -299,6 +306,7 @@ impl Qp {
         let d = psn.distance(self.resp.epsn);
         if d > 0 {
             self.counters.out_of_sequence += 1;
+            env.objs.counters.out_of_sequence += 1;
             if self.resp.nak_sent {
                 return Err(Refusal::Drop);
             }
@@ -307,6 +315,7 @@ impl Qp {
         }
         if d < 0 {
             self.counters.duplicates += 1;
+            env.objs.counters.duplicates += 1;
             return Ok(Sequence::Duplicate);
         }
         self.resp.nak_sent = false;
@@ -565,6 +574,17 @@ mod tests {
             config: &config,
         };
         qp.refuse(refusal, Psn::new(105), &mut env);
+        // The device counts what its QPs count, for after they are gone.
+        let dev = objs.counters;
+        assert_eq!(
+            (dev.naks_sent, dev.rnr_naks_sent, dev.rx_dropped),
+            (
+                qp.counters.naks_sent,
+                qp.counters.rnr_naks_sent,
+                qp.counters.rx_dropped
+            ),
+            "{refusal:?}"
+        );
         let answers = qp
             .resp
             .out
