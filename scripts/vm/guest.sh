@@ -9,8 +9,9 @@
 #
 # PLAN has one case a line:  NAME SERVER CLIENT PROGRAM [ARGS...]
 # with SERVER and CLIENT one of k (kernel rxk), m (migros rxe0), n (migros
-# rxe1). `-d`, the GID index (`-g` for ibv_*, `-x` for perftest), the port
-# and the server's address are added here. Lines `netem ARGS...` and
+# rxe1). `-d`, the GID index (`-g` for ibv_* and rdma_check, `-x` for
+# perftest), the port and the server's address are added here. rdma_check
+# is the test's own C program, built by run.sh into OUT/bin. Lines `netem ARGS...` and
 # `netem off` change the veth's qdisc (inside the VM) for the cases after;
 # `stop AFTER SECONDS` makes the next case stop daemon rxe0 (SIGSTOP)
 # AFTER seconds into it for SECONDS: what a kernel peer sees of a migros
@@ -31,6 +32,7 @@ PLAN=$2
 # run.sh runs a copy of this script and says where the work tree is.
 ROOT=${ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 REL=$ROOT/target/release
+export PATH="$OUT/bin:$PATH"
 LIB=$ROOT/target/ibverbs
 # The CLI reads the daemons' counters before and after each case: a copy
 # in the guest's memory starts faster than one read through 9p each time.
@@ -131,7 +133,8 @@ summary() {
 }
 KERNEL_ERRORS=(duplicate_request out_of_seq_request rcvd_rnr_err send_rnr_err rcvd_seq_err
   retry_exceeded_err retry_rnr_exceeded_err completer_retry_err send_err link_downed)
-MIGROS_ERRORS=(rx_icrc_errors rx_malformed rx_unknown_qp rx_tombstone retransmits)
+MIGROS_ERRORS=(rx_icrc_errors rx_malformed rx_unknown_qp rx_tombstone retransmits
+  naks_sent naks_received rnr_naks_sent rnr_naks_received rx_dropped)
 
 # ---- one case ----
 side_dev() { case $1 in k) echo rxk ;; m) echo rxe0 ;; n) echo rxe1 ;; esac; }
@@ -161,7 +164,7 @@ run_case() {
   local name=$1 srv=$2 cli=$3 prog=$4
   shift 4
   local gidflag=-x
-  case $prog in ibv_*) gidflag=-g ;; esac
+  case $prog in ibv_* | rdma_check) gidflag=-g ;; esac
   PORT=$((PORT + 1))
   local common=(-p "$PORT")
   local sargs=("$prog" -d "$(side_dev "$srv")" "$gidflag" "$(side_gid "$srv")" "${common[@]}" "$@")
@@ -213,6 +216,7 @@ run_case() {
 result_line() {
   case $1 in
     ib_*) awk '/^ *[0-9]+[ \t]+[0-9]+[ \t]+[0-9.]+/ { l = $0 } END { gsub(/[ \t]+/, " ", l); print l }' "$2" ;;
+    rdma_check) grep -E '^(result|check failed|rnr_retry|rounds)' "$2" | tr '\n' ' ' | sed 's/  */ /g' ;;
     *) grep -E 'iters in|bytes in' "$2" | tr '\n' ' ' | sed 's/  */ /g' ;;
   esac
 }
