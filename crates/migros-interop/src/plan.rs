@@ -37,6 +37,20 @@ pub enum Kind {
     /// A figure for the side-by-side table (kernel↔kernel, kernel↔migros,
     /// migros↔migros): it must succeed, its figures are reported.
     Figure,
+    /// An error path (`rdma_check`): the programs see the errors they
+    /// provoke (they check that themselves), the counters in
+    /// [`Case::expect`] move by as much as they say, and nothing else
+    /// moves but the kernel's timer retries.
+    Expect,
+}
+
+/// A counter an [`Kind::Expect`] case must move (kernel or migros, by its
+/// name), by at least `min` and at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub counter: &'static str,
+    pub min: i64,
+    pub max: i64,
 }
 
 /// One program pair.
@@ -49,8 +63,12 @@ pub struct Case {
     pub args: Vec<&'static str>,
     pub kind: Kind,
     /// Datagrams the program may send that its peer never takes because it
-    /// has already finished (a clean case's "lost" may go up to this).
+    /// has already finished (a clean case's "lost" may go up to this), or
+    /// that the receiving device drops before counting them (a UD datagram
+    /// with the wrong Q_Key at the kernel).
     pub overshoot: i64,
+    /// What a [`Kind::Expect`] case must move.
+    pub expect: Vec<Expected>,
 }
 
 /// A line of the plan.
@@ -134,6 +152,7 @@ pub fn matrix() -> Vec<Step> {
                 } else {
                     0
                 },
+                expect: Vec::new(),
             }));
         }
     }
@@ -177,11 +196,103 @@ pub fn lossy() -> Vec<Step> {
         ("loss_send_bw", "ib_send_bw", &["-n", "100"]),
         ("loss_write_bw", "ib_write_bw", &["-n", "100"]),
         ("loss_read_bw", "ib_read_bw", &["-n", "100"]),
+        // Every byte and atomic result checked while requests and
+        // responses are lost, duplicated and reordered: duplicate READs
+        // re-executed, duplicate atomics answered from the replay cache,
+        // never executed twice. The 67 ms ACK timeout (14) keeps lost
+        // tails short.
+        (
+            "loss_check_bytes",
+            RDMA_CHECK,
+            &["-u", "14", "-n", "3", "bytes"],
+        ),
     ];
     for &(name, program, args) in programs {
         push_both_ways(&mut steps, name, program, args);
     }
     steps.push(Step::NetemOff);
+    steps
+}
+
+/// The test's own C program (`c/rdma_check.c`, built by
+/// `scripts/vm/run.sh`), the same binary on both sides: on the kernel's
+/// device with Debian's libibverbs, on migros' with the drop-in one.
+pub const RDMA_CHECK: &str = "rdma_check";
+
+/// What `rdma_check` checks, each scenario with the kernel as server then
+/// migros as server (the server holds the memory and answers; see the
+/// program's header comment):
+/// - `bytes`: RDMA WRITE (and with immediate), READ of sizes around the
+///   path MTU (READ responses only, first, middle, last), fetch-and-add and
+///   compare-and-swap, PSNs across the 24-bit wrap; every byte and every
+///   atomic's result checked on both ends. A clean case.
+/// - `rnr`: a SEND before the receive is posted: RNR NAKs until it is
+///   (rnr_retry 7), then rnr_retry 0 fails the WR with RNR_RETRY_EXC_ERR.
+///   The responder counts the RNR NAKs it sent, the requester those it
+///   received (the kernel: `send_rnr_err`, `rcvd_rnr_err`, and
+///   `retry_rnr_exceeded_err` for the rnr_retry 0 failure).
+/// - `access`: five remote access errors (bad rkey, MR without REMOTE_WRITE,
+///   REMOTE_READ or REMOTE_ATOMIC, a READ past the MR's end): one NAK each
+///   (the kernel has no counter of the NAKs it sends or receives).
+/// - `invalid`: two invalid requests (a misaligned atomic, a SEND longer
+///   than the receive buffer): one NAK each.
+/// - `ud`: UD with the right Q_Key, a wrong one and 0x80000000 (the
+///   sender's own Q_Key, delivered), the GRH area checked, an answer
+///   through `ibv_create_ah_from_wc`. The wrong Q_Key's datagram is
+///   dropped: by migros counted as `rx_dropped`, by the kernel before it
+///   counts it as received (one "lost" to the kernel).
+pub fn checks() -> Vec<Step> {
+    let e = |counter, min, max| Expected { counter, min, max };
+    // (scenario, expected with the kernel as server, with migros as
+    // server, datagrams the server may drop uncounted)
+    let scenarios: [(&str, Vec<Expected>, Vec<Expected>, i64); 5] = [
+        ("bytes", vec![], vec![], 0),
+        (
+            "rnr",
+            vec![e("send_rnr_err", 1, 100), e("rnr_naks_received", 1, 100)],
+            vec![
+                e("rnr_naks_sent", 1, 100),
+                e("rcvd_rnr_err", 1, 100),
+                e("retry_rnr_exceeded_err", 1, 1),
+            ],
+            0,
+        ),
+        (
+            "access",
+            vec![e("naks_received", 5, 5)],
+            vec![e("naks_sent", 5, 5)],
+            0,
+        ),
+        (
+            "invalid",
+            vec![e("naks_received", 2, 2)],
+            vec![e("naks_sent", 2, 2)],
+            0,
+        ),
+        ("ud", vec![], vec![e("rx_dropped", 1, 1)], 1),
+    ];
+    let mut steps = Vec::new();
+    for (scenario, kernel_server, migros_server, overshoot) in scenarios {
+        for (server, client, dir, expect) in [
+            (Side::Kernel, Side::Migros, "k_m", kernel_server),
+            (Side::Migros, Side::Kernel, "m_k", migros_server),
+        ] {
+            steps.push(Step::Run(Case {
+                name: format!("check_{scenario}.{dir}"),
+                server,
+                client,
+                program: RDMA_CHECK,
+                args: vec![scenario],
+                kind: if scenario == "bytes" {
+                    Kind::Clean
+                } else {
+                    Kind::Expect
+                },
+                overshoot: if server == Side::Kernel { overshoot } else { 0 },
+                expect,
+            }));
+        }
+    }
     steps
 }
 
@@ -199,6 +310,7 @@ fn push_both_ways(steps: &mut Vec<Step>, name: &str, program: &'static str, args
             args: args.to_vec(),
             kind: Kind::Lossy,
             overshoot: 0,
+            expect: Vec::new(),
         }));
     }
 }
@@ -225,6 +337,7 @@ pub fn figures() -> Vec<Step> {
                 args: args.clone(),
                 kind: Kind::Figure,
                 overshoot: 0,
+                expect: Vec::new(),
             }));
         }
     }
@@ -291,6 +404,7 @@ mod tests {
     #[test]
     fn names_are_unique_and_plan_lines_parse() {
         let mut steps = matrix();
+        steps.extend(checks());
         steps.extend(lossy());
         steps.extend(figures());
         let mut names: Vec<_> = cases(&steps).map(|c| c.name.clone()).collect();
@@ -304,5 +418,7 @@ mod tests {
         assert!(text.contains("\nnetem delay 1ms reorder 25% duplicate 2%\n"));
         assert!(text.contains("\nnetem off\n"));
         assert!(text.contains("\nfig_write_bw.k_k k k ib_write_bw -s 65536\n"));
+        assert!(text.contains("\ncheck_rnr.m_k m k rdma_check rnr\n"));
+        assert!(text.contains("\nloss_check_bytes.k_m k m rdma_check -u 14 -n 3 bytes\n"));
     }
 }

@@ -129,6 +129,7 @@ fn kernel_softroce_interoperates() {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).expect("create target/interop-vm");
     let mut steps = plan::matrix();
+    steps.extend(plan::checks());
     steps.extend(plan::lossy());
     steps.extend(plan::figures());
     let plan_path = out.join("plan.txt");
@@ -175,6 +176,11 @@ fn kernel_softroce_interoperates() {
                 problems.push(format!("{}: not clean", r.name))
             }
             Kind::Lossy | Kind::Figure if !r.passed => problems.push(format!("{}: failed", r.name)),
+            Kind::Expect => {
+                if let Err(why) = r.as_expected(&case.expect, KERNEL_TIMER_MS, case.overshoot) {
+                    problems.push(format!("{}: {why}", r.name));
+                }
+            }
             _ => {}
         }
     }
