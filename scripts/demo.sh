@@ -11,6 +11,11 @@
 #                               RDMA WRITE benchmark whose server end moves
 #                               between daemons (Context::migrate_to)
 #   scripts/demo.sh --sim       the story in the deterministic simulator (no root)
+#   scripts/demo.sh --swarm     the seed's own set-up: three simulated hosts (own
+#                               dockerd, containerd, sshd, migrosd) in a Docker
+#                               Swarm, the overlay rdma-net, the seed's image and
+#                               scripts (`migros demo --swarm`; --move client too)
+# Run it as root (no sudo needed: these machines have none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +24,8 @@ if [ "${1:-}" = "--sim" ]; then
 fi
 if [ "$(id -u)" != 0 ]; then
   echo "the demo needs root: network namespaces, containers, CRIU, and daemons that" >&2
-  echo "reach the benchmark's memory with process_vm_readv (without root: scripts/demo.sh --sim)" >&2
+  echo "reach the benchmark's memory with process_vm_readv: run it as root" >&2
+  echo "(sudo ./scripts/demo.sh where sudo exists; without root: scripts/demo.sh --sim)" >&2
   exit 1
 fi
 
@@ -49,7 +55,7 @@ if [ "${1:-}" = "--process" ]; then
   exit 0
 fi
 
-echo "== set-up (packages, CRIU, runc, the migros CRIU plugin)"
+echo "== set-up (packages, CRIU, runc, the migros CRIU plugin, Docker, hosts)"
 ./scripts/setup.sh
 echo "== build (release)"
 cargo build --quiet --release -p migrosd -p migros

@@ -60,7 +60,16 @@ command -v criu >/dev/null || say "warning: criu not on PATH (scripts/setup-criu
 if ! docker info >/dev/null 2>&1; then
   mkdir -p "$STATE"
   say "starting dockerd (log: $STATE/dockerd.log)"
-  PATH=/usr/local/sbin:$PATH setsid dockerd >"$STATE/dockerd.log" 2>&1 < /dev/null &
+  # dockerd outlives this script: it must not inherit the caller's open
+  # descriptors (run under `flock /tmp/migros-e2e.lock`, it would hold the
+  # lock for as long as it runs).
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      n=${fd##*/}
+      if [ "$n" -gt 2 ] 2>/dev/null; then eval "exec $n>&-"; fi
+    done
+    PATH=/usr/local/sbin:$PATH exec setsid dockerd >"$STATE/dockerd.log" 2>&1 < /dev/null
+  ) &
   for _ in $(seq 1 100); do
     docker info >/dev/null 2>&1 && break
     sleep 0.2

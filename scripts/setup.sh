@@ -1,55 +1,91 @@
 #!/usr/bin/env bash
 # Installs what the tests need from the system:
-#  - the unmodified Debian 12 programs that run on the drop-in libibverbs
-#    (crates/migros-ibverbs): ibverbs-utils, perftest;
+#  - the unmodified Debian 12 programs and libraries that run on the drop-in
+#    libibverbs (crates/migros-ibverbs): ibverbs-utils, perftest,
+#    python3-pyverbs, and libibverbs-dev (the C test's <infiniband/verbs.h>);
 #  - for containers and their live migration (crates/migros/tests/containers.rs):
 #    CRIU 4.1.x, runc and iptables (scripts/setup-criu.sh), and the migros CRIU
 #    plugin in /usr/lib/criu (scripts/install-criu-plugin.sh);
 #  - Docker with experimental checkpoints (scripts/setup-docker.sh);
 #  - qemu, Debian's 6.1 kernel and virtme-ng for the tests against the
 #    kernel's SoftRoCE (scripts/setup-vm.sh).
-# Idempotent and quick when everything is there; skips (the tests then skip,
-# saying why) when not root or without apt-get. A failed CRIU setup is
-# reported and does not stop the tests.
+# Idempotent and quick when everything is there.
+#
+# A step that cannot be done (not root, no apt-get, a script that fails) is
+# reported. With MIGROS_TESTS_REQUIRED=1 (scripts/test.sh sets it in CI) the
+# script then exits non-zero, naming every failed step, so CI stops here;
+# without it the tests that need the missing piece skip, saying why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+failed=()
+fail() { echo "setup: WARNING: $*" >&2; failed+=("$*"); }
+is_root() { [ "$(id -u)" = 0 ]; }
+can_install() { is_root && command -v apt-get >/dev/null; }
 
-pkgs=(ibverbs-utils perftest)
-if ! { command -v ibv_devinfo && command -v ib_send_bw; } >/dev/null; then
+# Each package and what shows it is installed.
+have_pkg() {
+  case $1 in
+    ibverbs-utils) command -v ibv_devinfo >/dev/null ;;
+    perftest) command -v ib_send_bw >/dev/null ;;
+    python3-pyverbs) [ -f /usr/lib/python3/dist-packages/pyverbs/__init__.py ] ;;
+    libibverbs-dev) [ -f /usr/include/infiniband/verbs.h ] ;;
+  esac
+}
+pkgs=(ibverbs-utils perftest python3-pyverbs libibverbs-dev)
+missing=()
+for p in "${pkgs[@]}"; do have_pkg "$p" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
   if can_install; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${pkgs[@]}" >/dev/null
+    { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; } \
+      || fail "apt-get install ${missing[*]} failed"
+    for p in "${missing[@]}"; do have_pkg "$p" || fail "$p is still missing after apt-get install"; done
   else
-    echo "setup: cannot install ${pkgs[*]} (needs root and apt-get); their tests will skip"
+    fail "cannot install ${missing[*]} (needs root and apt-get); the tests using them need them"
   fi
 fi
 
-if [ -x scripts/setup-criu.sh ]; then
-  if can_install; then
-    ./scripts/setup-criu.sh \
-      || echo "setup: WARNING: scripts/setup-criu.sh failed; the container migration tests will skip"
-  else
-    echo "setup: cannot install CRIU and runc (needs root and apt-get); the container tests will skip"
-  fi
+if can_install; then
+  ./scripts/setup-criu.sh || fail "scripts/setup-criu.sh failed (CRIU, runc: the container tests need them)"
+else
+  fail "cannot install CRIU and runc (needs root and apt-get); the container tests need them"
 fi
 
-if [ -x scripts/install-criu-plugin.sh ]; then
-  if [ "$(id -u)" = 0 ]; then
-    ./scripts/install-criu-plugin.sh \
-      || echo "setup: WARNING: scripts/install-criu-plugin.sh failed; the RDMA container migration tests will skip"
-  else
-    echo "setup: cannot install the CRIU plugin (needs root); the RDMA container migration tests will skip"
-  fi
+if is_root; then
+  ./scripts/install-criu-plugin.sh \
+    || fail "scripts/install-criu-plugin.sh failed (the RDMA container tests need the plugin)"
+  # Docker for the Docker migration tests (crates/migros/tests/docker.rs):
+  # dockerd with experimental checkpoints, image migros-base, network migros-dock.
+  ./scripts/setup-docker.sh || fail "scripts/setup-docker.sh failed (the Docker migration tests need dockerd)"
+else
+  fail "cannot install the CRIU plugin or start dockerd (needs root)"
 fi
 
 # The kernel-interoperability VM (crates/migros-interop): qemu, Debian's 6.1
 # kernel with rdma_rxe, tcpdump, virtme-ng.
-if [ -x scripts/setup-vm.sh ]; then
-  ./scripts/setup-vm.sh || echo "setup: WARNING: scripts/setup-vm.sh failed; the kernel interoperability tests will skip"
+if can_install; then
+  ./scripts/setup-vm.sh || fail "scripts/setup-vm.sh failed (the kernel interoperability tests need the VM)"
+else
+  fail "cannot install qemu and the 6.1 kernel (needs root and apt-get); the kernel interoperability tests need them"
 fi
 
-# Docker for the Docker migration tests (crates/migros/tests/docker.rs): dockerd with experimental checkpoints, image migros-base, network migros-dock.
-if [ "$(id -u)" = 0 ]; then ./scripts/setup-docker.sh || echo "setup: WARNING: scripts/setup-docker.sh failed; the Docker migration tests will skip"; fi
+# Simulated hosts for the multi-host tests (crates/migros/tests/multihost.rs,
+# swarm.rs) and `migros demo --swarm`: openssh-server, debootstrap, image
+# migros-bookworm (scripts/setup-hosts.sh).
+if is_root; then
+  ./scripts/setup-hosts.sh || fail "scripts/setup-hosts.sh failed (the multi-host tests need it)"
+else
+  fail "cannot set up the simulated hosts (needs root)"
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  case "${MIGROS_TESTS_REQUIRED:-}" in
+    1|true|TRUE)
+      echo "setup: FAILED with MIGROS_TESTS_REQUIRED=${MIGROS_TESTS_REQUIRED} (every end-to-end test must run):" >&2
+      printf 'setup:   - %s\n' "${failed[@]}" >&2
+      exit 1 ;;
+    *)
+      echo "setup: ${#failed[@]} step(s) failed; the tests that need them will skip, saying why" >&2 ;;
+  esac
+fi

@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
 # The project's test command (README "Test"): sets up what the tests need,
 # then checks formatting and lints and runs every test of the workspace.
-# CI runs exactly this (through .ci/run) on a fresh clone.
+# CI runs exactly this (through .ci/run, with CI=true) on a fresh clone.
+#
+# The required-tests switch: with CI set (or MIGROS_TESTS_REQUIRED=1 set by
+# hand), a failed setup step fails the run, and every end-to-end test whose
+# prerequisite is missing (root, CRIU, runc, Docker, perftest, …) fails,
+# naming it, instead of skipping. Without it such tests skip and say why.
+# Either way the run ends with how many end-to-end tests ran and skipped
+# (each test appends its decision to $MIGROS_TESTS_LEDGER; see
+# crates/migros-test-support and TESTING.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
+
+if [ -n "${CI:-}" ] && [ -z "${MIGROS_TESTS_REQUIRED:-}" ]; then
+  export MIGROS_TESTS_REQUIRED=1
+fi
+echo "MIGROS_TESTS_REQUIRED=${MIGROS_TESTS_REQUIRED:-} (1: a missing prerequisite fails the run)"
 
 step "toolchain"
 cargo --version
@@ -15,7 +28,7 @@ for component in rustfmt clippy; do
 done
 
 step "setup"
-# System packages the end-to-end tests use (ibverbs-utils, perftest).
+# System packages, CRIU, runc, the CRIU plugin, Docker (scripts/setup.sh).
 ./scripts/setup.sh
 
 step "format"
@@ -34,4 +47,12 @@ cargo build --release --locked -p migrosd
 export MIGROSD="$PWD/target/release/migrosd"
 
 step "tests"
-cargo test --workspace --locked --no-fail-fast
+MIGROS_TESTS_LEDGER=$(mktemp "${TMPDIR:-/tmp}/migros-tests-ledger.XXXXXX")
+export MIGROS_TESTS_LEDGER
+trap 'rm -f "$MIGROS_TESTS_LEDGER"' EXIT
+status=0
+cargo test --workspace --locked --no-fail-fast || status=$?
+
+step "end-to-end tests"
+./scripts/e2e-summary.sh "$MIGROS_TESTS_LEDGER" || status=1
+exit "$status"

@@ -277,57 +277,19 @@ impl Side {
     }
 }
 
+/// RESET → INIT → RTR → RTS with migros-test-support's attributes
+/// (PSNs 0x100, path MTU 1024, ACK timeout 14).
 fn connect(qp: &Qp, rqpn: u32, rip: IpAddr, access: Access) -> std::result::Result<(), String> {
-    let e = |what: &'static str| move |err: Error| format!("{what}: {err}");
-    qp.modify(
-        &QpAttr {
-            qp_state: QpState::Init,
-            pkey_index: 0,
-            port_num: 1,
-            qp_access_flags: access,
-            ..QpAttr::default()
-        },
-        AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS,
-    )
-    .map_err(e("init"))?;
-    qp.modify(
-        &QpAttr {
-            qp_state: QpState::Rtr,
-            path_mtu: Mtu::Mtu1024,
-            dest_qp_num: rqpn,
-            dest_addr: Some(rip),
-            rq_psn: 0x100,
-            max_dest_rd_atomic: 4,
-            min_rnr_timer: 1,
-            ..QpAttr::default()
-        },
-        AttrMask::STATE
-            | AttrMask::AV
-            | AttrMask::PATH_MTU
-            | AttrMask::DEST_QPN
-            | AttrMask::RQ_PSN
-            | AttrMask::MAX_DEST_RD_ATOMIC
-            | AttrMask::MIN_RNR_TIMER,
-    )
-    .map_err(e("rtr"))?;
-    qp.modify(
-        &QpAttr {
-            qp_state: QpState::Rts,
-            sq_psn: 0x100,
-            timeout: 14,
-            retry_cnt: 7,
-            rnr_retry: 7,
-            max_rd_atomic: 4,
-            ..QpAttr::default()
-        },
-        AttrMask::STATE
-            | AttrMask::SQ_PSN
-            | AttrMask::TIMEOUT
-            | AttrMask::RETRY_CNT
-            | AttrMask::RNR_RETRY
-            | AttrMask::MAX_QP_RD_ATOMIC,
-    )
-    .map_err(e("rts"))
+    let p = migros_test_support::RcParams {
+        timeout: 14,
+        access,
+        ..migros_test_support::RcParams::new(rqpn, rip)
+    };
+    for (attr, mask) in p.transitions() {
+        qp.modify(&attr, mask)
+            .map_err(|e| format!("modify to {:?}: {e}", attr.qp_state))?;
+    }
+    Ok(())
 }
 
 /// Round `i`'s bytes of kind `k`.

@@ -44,14 +44,7 @@ struct World {
 }
 
 fn can_run_e2e() -> bool {
-    if !can_run() {
-        return false;
-    }
-    if !cargo_build(&["-p", "migrosd"]) {
-        eprintln!("skipped: migrosd does not build");
-        return false;
-    }
-    true
+    can_run_with(&["-p", "migrosd"])
 }
 
 impl World {

@@ -16,7 +16,10 @@ const MTU: &str = "2048";
 
 #[test]
 fn ud_srq_uc_pingpong_run_unmodified() {
-    let Some(bin) = ready(&["ibv_ud_pingpong", "ibv_srq_pingpong", "ibv_uc_pingpong"]) else {
+    let Some(bin) = ready(
+        &["ibv_ud_pingpong", "ibv_srq_pingpong", "ibv_uc_pingpong"],
+        Vec::new(),
+    ) else {
         return;
     };
     let net = Net::start(&bin, [A, B], &["--mtu", MTU]);

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ready, root, Net};
+use common::{ready, root_dir, Net};
+use migros_test_support::perftest;
+use migros_test_support::require::program;
 
 const A: (&str, &str) = ("devA", "127.0.0.151");
 const B: (&str, &str) = ("devB", "127.0.0.152");
@@ -31,14 +33,12 @@ const PROGRAMS: &[&str] = &[
 /// `objdump -T` shows every export of versions.txt bound to its node
 /// (`IBVERBS_1.1 ibv_get_device_list`), not to `Base`.
 fn exports_are_versioned() {
-    let lib = root().join("target/ibverbs/libibverbs.so.1");
-    let out = match Command::new("objdump").arg("-T").arg(&lib).output() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("objdump check skipped: {e}");
-            return;
-        }
-    };
+    let lib = root_dir().join("target/ibverbs/libibverbs.so.1");
+    let out = Command::new("objdump")
+        .arg("-T")
+        .arg(&lib)
+        .output()
+        .expect("objdump (a prerequisite of this test)");
     assert!(out.status.success(), "objdump -T failed");
     let dump = String::from_utf8_lossy(&out.stdout);
     // symbol → version node, from lines ending in `NODE symbol`.
@@ -67,7 +67,9 @@ fn exports_are_versioned() {
 
 #[test]
 fn debian_programs_run_unmodified() {
-    let Some(bin) = ready(PROGRAMS) else { return };
+    let Some(bin) = ready(PROGRAMS, vec![program("objdump", "binutils")]) else {
+        return;
+    };
     exports_are_versioned();
     let net = Net::start(&bin, [A, B], &[]);
 
@@ -221,49 +223,63 @@ fn daemon_death(mut net: Net) {
     assert!(text.contains("IBV_EVENT_DEVICE_FATAL"), "{text}");
 }
 
-/// One perftest run: the program and its extra flags (both sides).
+/// One perftest run: the program and its extra flags (both sides), and
+/// the result line the client must print: message size and, when the
+/// run has a fixed count, iterations.
 struct Case {
     prog: &'static str,
     flags: &'static [&'static str],
+    size: u64,
+    iters: Option<u64>,
 }
 
-const fn case(prog: &'static str, flags: &'static [&'static str]) -> Case {
-    Case { prog, flags }
+const fn case(
+    prog: &'static str,
+    flags: &'static [&'static str],
+    size: u64,
+    iters: Option<u64>,
+) -> Case {
+    Case {
+        prog,
+        flags,
+        size,
+        iters,
+    }
 }
 
 /// perftest programs and flags, a few at a time on distinct ports (the
 /// programs busy-poll, so more at once only slows each down).
 fn perftest(net: &Net) {
     let cases = [
-        // perftest's defaults (5000 iterations of 64 KiB for bandwidth,
-        // 1000 of 2 B for latency).
-        case("ib_send_bw", &[]),
-        case("ib_write_bw", &[]),
-        case("ib_read_bw", &[]),
-        case("ib_atomic_bw", &[]),
-        case("ib_send_lat", &[]),
-        case("ib_write_lat", &[]),
-        case("ib_read_lat", &[]),
-        case("ib_atomic_lat", &[]),
-        // All sizes, 2 B to 8 MiB.
-        case("ib_write_bw", &["-a", "-n", "5"]),
-        case("ib_send_lat", &["-a", "-n", "5"]),
+        // perftest's defaults (1000 iterations of 64 KiB for bandwidth,
+        // 5000 for WRITE, 1000 of 2 B for latency; atomics move 8 B).
+        case("ib_send_bw", &[], 65536, Some(1000)),
+        case("ib_write_bw", &[], 65536, Some(5000)),
+        case("ib_read_bw", &[], 65536, Some(1000)),
+        case("ib_atomic_bw", &[], 8, Some(1000)),
+        case("ib_send_lat", &[], 2, Some(1000)),
+        case("ib_write_lat", &[], 2, Some(1000)),
+        case("ib_read_lat", &[], 2, Some(1000)),
+        case("ib_atomic_lat", &[], 8, Some(1000)),
+        // All sizes, 2 B to 8 MiB (the largest row is checked).
+        case("ib_write_bw", &["-a", "-n", "5"], 8388608, Some(5)),
+        case("ib_send_lat", &["-a", "-n", "5"], 8388608, Some(5)),
         // Bidirectional.
-        case("ib_send_bw", &["-b", "-n", "200"]),
-        case("ib_read_bw", &["-b", "-n", "100"]),
-        case("ib_atomic_bw", &["-b", "-n", "200"]),
-        // Several QPs.
-        case("ib_write_bw", &["-q", "4", "-n", "200"]),
-        case("ib_send_bw", &["-q", "4", "-n", "100"]),
-        case("ib_atomic_bw", &["-q", "4", "-n", "100"]),
+        case("ib_send_bw", &["-b", "-n", "200"], 65536, Some(200)),
+        case("ib_read_bw", &["-b", "-n", "100"], 65536, Some(100)),
+        case("ib_atomic_bw", &["-b", "-n", "200"], 8, Some(200)),
+        // Several QPs (the iterations of all four are counted).
+        case("ib_write_bw", &["-q", "4", "-n", "200"], 65536, Some(800)),
+        case("ib_send_bw", &["-q", "4", "-n", "100"], 65536, Some(400)),
+        case("ib_atomic_bw", &["-q", "4", "-n", "100"], 8, Some(400)),
         // Completion events (perftest refuses -e for WRITE).
-        case("ib_send_bw", &["-e", "-n", "200"]),
-        case("ib_read_bw", &["-e", "-n", "200"]),
-        case("ib_send_lat", &["-e", "-n", "200"]),
-        case("ib_read_lat", &["-e", "-n", "200"]),
+        case("ib_send_bw", &["-e", "-n", "200"], 65536, Some(200)),
+        case("ib_read_bw", &["-e", "-n", "200"], 65536, Some(200)),
+        case("ib_send_lat", &["-e", "-n", "200"], 2, Some(200)),
+        case("ib_read_lat", &["-e", "-n", "200"], 2, Some(200)),
         // Fixed duration.
-        case("ib_write_bw", &["-D", "2"]),
-        case("ib_read_lat", &["-D", "2"]),
+        case("ib_write_bw", &["-D", "2"], 65536, None),
+        case("ib_read_lat", &["-D", "2"], 2, None),
     ];
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
@@ -280,10 +296,15 @@ fn perftest(net: &Net) {
                 cli.extend(["-d", "devB"]);
                 cli.extend(c.flags);
                 cli.push("127.0.0.1");
-                let (_, co) = net.pair(&srv, &cli);
-                assert!(co.contains("#bytes"), "{:?}: {co}", cli);
-                if c.flags.contains(&"-a") {
-                    assert!(co.contains("8388608"), "{cli:?}: not every size\n{co}");
+                let (so, co) = net.pair(&srv, &cli);
+                let who = format!("{cli:?}");
+                if c.prog.ends_with("_lat") {
+                    perftest::assert_lat(&who, &co, c.size, c.iters);
+                } else {
+                    perftest::assert_bw(&who, &co, c.size, c.iters);
+                }
+                for out in [&so, &co] {
+                    assert!(!out.contains("Completion with error"), "{who}: {out}");
                 }
             });
         }

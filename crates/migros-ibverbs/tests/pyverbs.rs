@@ -4,13 +4,15 @@
 //! symbol it imports is there), and tests/pyverbs_rc.py runs an RC
 //! connection between two daemons (SEND/RECV, RDMA WRITE, a completion
 //! event, the unsupported verbs failing with EOPNOTSUPP). Needs root and
-//! python3-pyverbs (skipped with a message without them).
+//! python3-pyverbs (scripts/setup.sh installs it; without them the test
+//! skips, or fails with `MIGROS_TESTS_REQUIRED=1`).
 
 mod common;
 
 use std::path::Path;
 
 use common::{ready, Net};
+use migros_test_support::require::file;
 
 const A: (&str, &str) = ("devA", "127.0.0.161");
 const B: (&str, &str) = ("devB", "127.0.0.162");
@@ -18,11 +20,11 @@ const PYVERBS: &str = "/usr/lib/python3/dist-packages/pyverbs";
 
 #[test]
 fn pyverbs_loads_and_runs_rc() {
-    if !Path::new(PYVERBS).join("__init__.py").is_file() {
-        eprintln!("skipped: python3-pyverbs missing (apt-get install python3-pyverbs)");
-        return;
-    }
-    let Some(bin) = ready(&["python3"]) else {
+    let pyverbs = file(
+        Path::new(PYVERBS).join("__init__.py"),
+        "python3-pyverbs: scripts/setup.sh installs it",
+    );
+    let Some(bin) = ready(&["python3"], vec![pyverbs]) else {
         return;
     };
     let net = Net::start(&bin, [A, B], &[]);

@@ -16,7 +16,9 @@
 //!   receive CQ as `IBV_WC_WR_FLUSH_ERR` receives in posting order, once;
 //!   then polling and posting fail.
 //!
-//! Needs root and a C compiler with libibverbs-dev (skipped otherwise).
+//! Needs root and a C compiler with libibverbs-dev (scripts/setup.sh
+//! installs it; without them the test skips, or fails with
+//! `MIGROS_TESTS_REQUIRED=1`).
 
 mod common;
 
@@ -25,47 +27,42 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{ready, Net};
+use migros_test_support::require::{file, program};
 
 const A: (&str, &str) = ("devA", "127.0.0.163");
 const B: (&str, &str) = ("devB", "127.0.0.164");
 
-/// Builds tests/c/semantics.c into `dir`; None (skip) without a compiler
-/// or the verbs header.
-fn build(dir: &Path) -> Option<std::path::PathBuf> {
-    if !Path::new("/usr/include/infiniband/verbs.h").is_file() {
-        eprintln!("skipped: /usr/include/infiniband/verbs.h missing (libibverbs-dev)");
-        return None;
-    }
+/// Builds tests/c/semantics.c into `dir` (its prerequisites checked by
+/// the test).
+fn build(dir: &Path) -> std::path::PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/semantics.c");
     let exe = dir.join("semantics");
-    let out = match Command::new("cc")
+    let out = Command::new("cc")
         .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])
         .arg(&exe)
         .arg(&src)
         .arg("-libverbs")
         .output()
-    {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("skipped: no C compiler ({e})");
-            return None;
-        }
-    };
+        .expect("run cc");
     assert!(
         out.status.success(),
         "cc semantics.c:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(exe)
+    exe
 }
 
 #[test]
 fn channel_events_and_srq_flush() {
-    let Some(bin) = ready(&[]) else { return };
-    let build_dir = tempfile::tempdir().expect("temp dir");
-    let Some(exe) = build(build_dir.path()) else {
+    let header = file(
+        "/usr/include/infiniband/verbs.h",
+        "libibverbs-dev: scripts/setup.sh installs it",
+    );
+    let Some(bin) = ready(&[], vec![header, program("cc", "a C compiler (gcc)")]) else {
         return;
     };
+    let build_dir = tempfile::tempdir().expect("temp dir");
+    let exe = build(build_dir.path());
     let exe = exe.to_str().expect("utf-8 path");
     let mut net = Net::start(&bin, [A, B], &[]);
 

@@ -4,22 +4,25 @@
 //! bound to its node (`MLX5_1.3 mlx5dv_create_qp`, not `Base`), and the
 //! Debian programs that load them (perftest, ibverbs-utils) start without
 //! the loader's "no version information available" warning. Needs no
-//! daemon and no root; programs that are not installed are left out.
+//! daemon and no root, but objdump, perftest and ibverbs-utils (skips
+//! without them, or fails with `MIGROS_TESTS_REQUIRED=1`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use migros_test_support::daemon::{script_once, workspace_root as root};
+use migros_test_support::require::{file, program, require};
 
-fn build() {
-    let status = Command::new(root().join("scripts/ibverbs.sh"))
-        .status()
-        .expect("run scripts/ibverbs.sh");
-    assert!(status.success(), "scripts/ibverbs.sh failed");
-}
+/// The Debian programs that load the stubs.
+const PROGRAMS: [&str; 6] = [
+    "ib_send_bw",
+    "ib_write_bw",
+    "ib_read_lat",
+    "ib_atomic_bw",
+    "ibv_devices",
+    "ibv_devinfo",
+];
 
 /// symbol → version node of a library's defined functions.
 fn bound(lib: &Path) -> Option<BTreeMap<String, String>> {
@@ -40,7 +43,17 @@ fn bound(lib: &Path) -> Option<BTreeMap<String, String>> {
 
 #[test]
 fn stubs_carry_the_real_version_nodes() {
-    build();
+    let mut checks = vec![program("objdump", "binutils")];
+    for p in PROGRAMS {
+        checks.push(file(
+            Path::new("/usr/bin").join(p),
+            "perftest and ibverbs-utils: scripts/setup.sh",
+        ));
+    }
+    checks.push(script_once("ibverbs.sh"));
+    if !require(checks) {
+        return;
+    }
     let dir = root().join("target/ibverbs");
     let stubs = Path::new(env!("CARGO_MANIFEST_DIR")).join("stubs");
     for (lib, list) in [
@@ -48,10 +61,7 @@ fn stubs_carry_the_real_version_nodes() {
         ("libefa.so.1", "efa.txt"),
         ("librdmacm.so.1", "rdmacm.txt"),
     ] {
-        let Some(bound) = bound(&dir.join(lib)) else {
-            eprintln!("objdump missing: version check of {lib} skipped");
-            continue;
-        };
+        let bound = bound(&dir.join(lib)).expect("objdump runs");
         let text = std::fs::read_to_string(stubs.join(list)).expect("stub list");
         let mut n = 0;
         for line in text.lines() {
@@ -73,18 +83,8 @@ fn stubs_carry_the_real_version_nodes() {
 
     let sockets = tempfile::tempdir().expect("temp dir");
     let mut ran = 0;
-    for prog in [
-        "ib_send_bw",
-        "ib_write_bw",
-        "ib_read_lat",
-        "ib_atomic_bw",
-        "ibv_devices",
-        "ibv_devinfo",
-    ] {
+    for prog in PROGRAMS {
         let path = Path::new("/usr/bin").join(prog);
-        if !path.is_file() {
-            continue;
-        }
         // --help for perftest; ibv_devices lists the (no) devices.
         let mut cmd = Command::new(&path);
         if prog.starts_with("ib_") {
@@ -102,5 +102,6 @@ fn stubs_carry_the_real_version_nodes() {
         );
         ran += 1;
     }
+    assert_eq!(ran, PROGRAMS.len());
     eprintln!("{ran} programs loaded without warnings");
 }

@@ -11,10 +11,8 @@
 //! It writes one result line per case with the error counters of both sides
 //! that moved during it; [`results`] reads them back.
 //!
-//! [`require`] is the required-tests rule (skip with the reason, or fail
-//! under `MIGROS_TESTS_REQUIRED=1`), until the workspace's shared test
-//! support crate provides it.
+//! The test gates on `migros_test_support::require` (skip with the reason,
+//! or fail under `MIGROS_TESTS_REQUIRED=1`, which CI sets).
 
 pub mod plan;
-pub mod require;
 pub mod results;

@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use migros_interop::plan::{self, Kind};
-use migros_interop::require::{require, Check};
 use migros_interop::results::{self, CaseResult};
+use migros_test_support::require::{require, Check};
 
 /// The programs' ACK timeout (perftest and ibverbs-utils use 14): 4.096 µs
 /// × 2^14.

@@ -211,7 +211,7 @@ impl Sim {
         // 1. Freeze: nothing more is sent or written into the owners' memory.
         for i in 0..plan.len() {
             let (owner, from) = (plan[i].owner, plan[i].from);
-            let r = self.with_device(from, |d, _, now| d.pause_owner(now, owner));
+            let r = self.with_device(from, |d, _, _| d.pause_owner(owner));
             if let Err(source) = r {
                 self.roll_back(&plan[..i]);
                 return Err(verbs("pause_owner", owner, from, source, true));
@@ -250,7 +250,7 @@ impl Sim {
         for m in plan.iter_mut() {
             let (owner, from) = (m.owner, m.from);
             m.qpns = self
-                .with_device(from, |d, _, now| d.evict_owner(now, owner))
+                .with_device(from, |d, _, _| d.evict_owner(owner))
                 .map_err(|e| verbs("evict_owner", owner, from, e, false))?;
             if let Some(mem) = self.nodes[from.0].memory.take_owner(owner) {
                 self.nodes[m.to.0].memory.insert_owner(owner, mem);
@@ -308,7 +308,7 @@ impl Sim {
         let node = self
             .node_of(owner)
             .ok_or(MigrateError::UnknownOwner(owner))?;
-        self.with_device(node, |d, _, now| d.pause_owner(now, owner))
+        self.with_device(node, |d, _, _| d.pause_owner(owner))
             .map_err(|e| verbs("pause_owner", owner, node, e, false))?;
         let image = self
             .device(node)

@@ -395,6 +395,7 @@ fn psn_wraps_around_mid_message() {
     let wc = a.expect_send(&mut sim, 1, DEADLINE);
     assert_eq!((wc[0].wr_id, wc[0].status), (1, WcStatus::Success));
     assert_buf_eq(&sim, &b.rx, 0, &data);
+    FaultTally::of(&sim).assert_exercised(Fault::Loss);
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -545,4 +546,7 @@ fn many_small_sends_loss_and_reorder() {
         assert_buf_eq(&sim, &b.rx, i * 512, &data[i]);
     }
     assert_no_completion(&mut sim, b.owner, b.recv_cq, QUIET);
+    let tally = FaultTally::of(&sim);
+    tally.assert_exercised(Fault::Loss);
+    tally.assert_exercised(Fault::Reorder);
 }

@@ -131,6 +131,13 @@ fn partition_healed_in_time_recovers() {
     assert_eq!(s[0].status, WcStatus::Success);
     assert_eq!(b.expect_recv(&mut sim, 1, DEADLINE)[0].byte_len, 100);
     assert_buf_eq(&sim, &b.rx, 0, &data);
+    // The partition did cut the first tries, and they were resent.
+    assert!(sim.net_counters(a.node(&sim)).dropped >= 1);
+    let c = sim
+        .device(a.node(&sim))
+        .qp_counters(a.qpn)
+        .expect("qp exists");
+    assert!(c.retransmits >= 1 && c.timeouts >= 1, "{c:?}");
 }
 
 /// One RDMA WRITE, READ or atomic that the responder must refuse: the

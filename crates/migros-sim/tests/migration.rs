@@ -86,6 +86,12 @@ fn assert_mid_stream(sim: &Sim, receiver: &Endpoint, total: u64) {
     );
 }
 
+/// The destination QPN in a captured datagram's BTH.
+fn dest_qpn(c: &migros_sim::net::Captured) -> Option<u32> {
+    let b = c.datagram.bytes.get(5..8)?;
+    Some(u32::from_be_bytes([0, b[0], b[1], b[2]]))
+}
+
 /// Send completions `wcs` are for wr_ids `0..n` in order, all Success.
 fn assert_sends_ok(wcs: &[WorkCompletion], n: usize) {
     assert_eq!(wcs.len(), n);
@@ -133,6 +139,7 @@ fn b_sender_migrates() {
     let (a, b) = rc_pair(&mut sim, n[0], n[1], &opts);
     let s = start_stream(&mut sim, &a, &b, 64, 2);
     sim.run_for(Duration::from_micros(40));
+    assert_mid_stream(&sim, &b, 64 * 4);
     sim.migrate_owner(a.owner, n[0], n[2], DOWNTIME)
         .expect("migrated");
     finish_stream(&mut sim, &a, &b, &s);
@@ -299,6 +306,10 @@ fn d_atomics_across_migration_execute_once() {
         sim.migrate_owner(b.owner, n[1], n[2], DOWNTIME)
             .expect("migrated");
         check_atomic_chain(&mut sim, &a, &b, 0, &model);
+        if loss > 0.0 {
+            let dropped = sim.network().total_counters().dropped;
+            assert!(dropped > 0, "seed {seed:#x}: the loss rule dropped nothing");
+        }
     }
 }
 
@@ -360,11 +371,27 @@ fn e_both_ends_migrate_at_once() {
     let (a, b) = rc_pair(&mut sim, n[0], n[1], &opts);
     let s = start_stream(&mut sim, &a, &b, 64, 3);
     sim.run_for(Duration::from_micros(40));
+    assert_mid_stream(&sim, &b, 64 * 4);
+    // Each end's RESUME goes to the other's old node, whose tombstone
+    // forwards it to the other's new node: a datagram from the old node
+    // to the new one, the only RESUME that travels that way.
+    let forwarded_to_b =
+        sim.start_capture(Filter::between(sim.addr(n[1]), sim.addr(n[3])).opcode(OPCODE_RESUME));
+    let forwarded_to_a =
+        sim.start_capture(Filter::between(sim.addr(n[0]), sim.addr(n[2])).opcode(OPCODE_RESUME));
     sim.migrate_two((a.owner, n[0], n[2]), (b.owner, n[1], n[3]), DOWNTIME)
         .expect("migrated");
     finish_stream(&mut sim, &a, &b, &s);
     assert_eq!(a.query(&sim).expect("qp").dest_addr, Some(sim.addr(n[3])));
     assert_eq!(b.query(&sim).expect("qp").dest_addr, Some(sim.addr(n[2])));
+    for (who, id, qpn) in [("b", forwarded_to_b, b.qpn), ("a", forwarded_to_a, a.qpn)] {
+        let got = sim.stop_capture(id);
+        assert!(
+            got.iter().any(|c| !c.dropped && dest_qpn(c) == Some(qpn)),
+            "a tombstone forwarded the partner's RESUME to {who}'s new node: {got:?}"
+        );
+    }
+    assert!(counters(&sim, &a).resumes >= 1 && counters(&sim, &b).resumes >= 1);
 }
 
 // ---- f: a pause consumes no retries ----
@@ -459,7 +486,7 @@ fn g_peer_that_never_returns_errors_after_pause_timeout() {
 
     // b's process is checkpointed and evicted, and never restored.
     let owner = b.owner;
-    sim.with_device(n[1], |d, _, now| d.pause_owner(now, owner))
+    sim.with_device(n[1], |d, _, _| d.pause_owner(owner))
         .expect("paused");
     let image = sim
         .device(n[1])
@@ -467,7 +494,7 @@ fn g_peer_that_never_returns_errors_after_pause_timeout() {
         .expect("snapshot");
     assert!(!image.encode().is_empty());
     let evicted = sim
-        .with_device(n[1], |d, _, now| d.evict_owner(now, owner))
+        .with_device(n[1], |d, _, _| d.evict_owner(owner))
         .expect("evicted");
     assert_eq!(evicted, [b.qpn]);
 
@@ -1032,6 +1059,7 @@ fn migrate_receiver_mid_stream() {
     let (a, b) = rc_pair(&mut sim, n[0], n[1], &opts);
     let s = start_stream(&mut sim, &a, &b, 64, 1);
     sim.run_for(Duration::from_micros(40));
+    assert_mid_stream(&sim, &b, 64 * 4);
     let report = sim
         .migrate_owner(b.owner, n[1], n[2], DOWNTIME)
         .expect("migrated");
@@ -1060,6 +1088,16 @@ fn migrate_whole_node_with_several_connections() {
         .map(|(i, (a, b))| start_stream(&mut sim, a, b, 16, 100 * i as u64))
         .collect();
     sim.run_for(Duration::from_micros(40));
+    // The sending device serves its QPs in turn: the migration must find
+    // one stream under way and the node's traffic as a whole unfinished.
+    let rx: Vec<u64> = pairs
+        .iter()
+        .map(|(_, b)| counters(&sim, b).rx_packets)
+        .collect();
+    assert!(
+        rx.iter().any(|&r| r > 0 && r < 16 * 4) && rx.iter().sum::<u64>() < 4 * 16 * 4,
+        "the node migrates with traffic in flight: packets received per stream {rx:?}"
+    );
     let reports = sim.migrate_node(n[1], n[2], DOWNTIME).expect("migrated");
     assert_eq!(reports.len(), 4);
     assert!(sim.owners_on(n[1]).is_empty());
@@ -1075,9 +1113,16 @@ fn migrate_under_loss() {
     sim.add_rule(Rule::drop(Filter::any(), 0.05));
     let s = start_stream(&mut sim, &a, &b, 64, 4);
     sim.run_for(Duration::from_micros(60));
+    assert_mid_stream(&sim, &b, 64 * 4);
     sim.migrate_owner(b.owner, n[1], n[2], DOWNTIME)
         .expect("migrated");
     finish_stream(&mut sim, &a, &b, &s);
+    let net = sim.network().total_counters();
+    assert!(net.dropped > 0, "the loss rule dropped nothing: {net:?}");
+    assert!(
+        counters(&sim, &a).retransmits > 0,
+        "the sender recovered from the losses by resending"
+    );
 }
 
 #[test]
@@ -1086,10 +1131,13 @@ fn migrate_there_and_back() {
     let (a, b) = rc_pair(&mut sim, n[0], n[1], &opts);
     let s = start_stream(&mut sim, &a, &b, 64, 5);
     sim.run_for(Duration::from_micros(30));
+    assert_mid_stream(&sim, &b, 64 * 4);
     let first = sim
         .migrate_owner(b.owner, n[1], n[2], DOWNTIME)
         .expect("migrated");
     sim.run_for(Duration::from_micros(30));
+    // Counters move with the QP: still mid-stream on the way back.
+    assert_mid_stream(&sim, &b, 64 * 4);
     sim.release_tombstones(&first);
     sim.migrate_owner(b.owner, n[2], n[1], DOWNTIME)
         .expect("migrated back");
@@ -1101,11 +1149,26 @@ fn lost_resume_is_repeated() {
     let (mut sim, n, opts) = setup(0x3060, 3);
     let (a, b) = rc_pair(&mut sim, n[0], n[1], &opts);
     sim.add_rule(Rule::drop_next(Filter::any().opcode(OPCODE_RESUME), 2));
+    let resumes = sim.start_capture(Filter::any().opcode(OPCODE_RESUME));
     let s = start_stream(&mut sim, &a, &b, 32, 6);
     sim.run_for(Duration::from_micros(40));
+    assert_mid_stream(&sim, &b, 32 * 4);
     sim.migrate_owner(b.owner, n[1], n[2], DOWNTIME)
         .expect("migrated");
     finish_stream(&mut sim, &a, &b, &s);
+    let resumes = sim.stop_capture(resumes);
+    let dropped: Vec<_> = resumes.iter().filter(|c| c.dropped).collect();
+    assert_eq!(
+        dropped.len(),
+        2,
+        "the first two RESUMEs were lost: {resumes:?}"
+    );
+    let resent = resumes.iter().position(|c| !c.dropped);
+    assert!(
+        resent.is_some_and(|i| i >= 2),
+        "a RESUME was sent again after the two lost ones: {resumes:?}"
+    );
+    assert!(counters(&sim, &a).resumes >= 1, "the sender heard it");
 }
 
 #[test]
@@ -1129,6 +1192,8 @@ fn reads_and_atomics_survive_migration_of_the_responder() {
         .expect("posted");
     }
     sim.run_for(Duration::from_micros(30));
+    // 32 READs of 4 responses each and 32 atomic ACKs come back.
+    assert_mid_stream(&sim, &a, 32 * 4 + 32);
     sim.migrate_owner(b.owner, n[1], n[2], DOWNTIME)
         .expect("migrated");
     let c = a.expect_send(&mut sim, 64, DEADLINE);
@@ -1149,10 +1214,21 @@ fn rolled_back_checkpoint_resumes_on_the_source() {
     let (a, b) = rc_pair(&mut sim, n[0], n[1], &opts);
     let s = start_stream(&mut sim, &a, &b, 32, 8);
     sim.run_for(Duration::from_micros(40));
+    assert_mid_stream(&sim, &b, 32 * 4);
     let bytes = sim
         .checkpoint_and_roll_back(b.owner, DOWNTIME)
         .expect("checkpoint");
     assert!(bytes > 0);
     assert_eq!(b.node(&sim), n[1]);
     finish_stream(&mut sim, &a, &b, &s);
+    let c = counters(&sim, &a);
+    assert!(
+        c.pauses >= 1 && c.resumes >= 1,
+        "the sender was paused by the checkpoint and resumed by the rollback: {c:?}"
+    );
+    assert_eq!(
+        a.query(&sim).expect("qp").dest_addr,
+        Some(sim.addr(n[1])),
+        "still talking to the source"
+    );
 }

@@ -243,9 +243,19 @@ fn migrate(sim: &mut Sim, a: &Endpoint, b: &Endpoint, m: &Migration) {
     }
 }
 
+/// What one case did besides matching the model.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outcome {
+    /// Migrations that came while work was outstanding.
+    mid_traffic: usize,
+    /// What the network did to the case's datagrams.
+    net: migros_sim::net::NetCounters,
+    /// Requests both devices sent again.
+    retransmits: u64,
+}
+
 /// Runs one case and checks it against the model; panics on a mismatch.
-/// Returns how many of its migrations came while work was outstanding.
-fn run_case(c: &Case) -> usize {
+fn run_case(c: &Case) -> Outcome {
     let mut sim = Sim::new(c.seed);
     let n: Vec<NodeId> = (0..NODES).map(|_| sim.add_node()).collect();
     let opts = RcOptions {
@@ -432,65 +442,110 @@ fn run_case(c: &Case) -> usize {
     sim.run_for(Duration::from_millis(50));
     assert!(poll_all(&mut sim, a.owner, a.send_cq).is_empty());
     assert!(poll_all(&mut sim, b.owner, b.recv_cq).is_empty());
-    mid_traffic
+    Outcome {
+        mid_traffic,
+        net: sim.network().total_counters(),
+        retransmits: sim
+            .node_ids()
+            .map(|n| sim.device(n).counters().retransmits)
+            .sum(),
+    }
 }
 
 /// Cases run by the property (deterministic: fixed seed, no persistence).
 const CASES: u32 = 512;
 
-#[test]
-fn random_ops_faults_and_migrations_match_the_model() {
-    use proptest::test_runner::{Config, TestRunner};
-    use std::cell::Cell;
-    let config = Config {
+/// The property's runner configuration: its cases, its fixed seed.
+fn config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
         cases: CASES,
         rng_seed: RngSeed::Fixed(0x6d69_6772_6f73),
         failure_persistence: None,
         max_shrink_iters: 512,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new(config);
-    let mid_traffic = Cell::new(0usize);
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+#[test]
+fn random_ops_faults_and_migrations_match_the_model() {
+    use proptest::test_runner::TestRunner;
+    use std::cell::Cell;
+    let mut runner = TestRunner::new(config());
+    let total = Cell::new(Outcome::default());
     let result = runner.run(&case(), |c| {
-        mid_traffic.set(mid_traffic.get() + run_case(&c));
+        let o = run_case(&c);
+        let mut t = total.get();
+        t.mid_traffic += o.mid_traffic;
+        t.net.dropped += o.net.dropped;
+        t.net.delayed += o.net.delayed;
+        t.net.duplicated += o.net.duplicated;
+        t.net.corrupted += o.net.corrupted;
+        t.retransmits += o.retransmits;
+        total.set(t);
         Ok(())
     });
     if let Err(e) = result {
         panic!("{e}");
     }
+    let t = total.get();
     // Most migrations must hit work in flight, or the property is vacuous.
     assert!(
-        mid_traffic.get() >= CASES as usize / 3,
+        t.mid_traffic >= CASES as usize / 3,
         "only {} migrations came during traffic",
-        mid_traffic.get()
+        t.mid_traffic
     );
+    // Every kind of fault the cases ask for happened to their traffic, and
+    // losses were recovered by resending.
+    let n = t.net;
+    assert!(
+        n.dropped > 0 && n.delayed > 0 && n.duplicated > 0 && n.corrupted > 0,
+        "faults the network applied over the run: {n:?}"
+    );
+    assert!(t.retransmits > 0, "nothing was resent: {t:?}");
 }
 
 /// The generator covers what the property claims (guards against a
-/// strategy that silently stops producing migrations or faults).
+/// strategy that silently stops producing migrations or faults), for the
+/// very cases the property runs: the same runner, configuration and seed,
+/// with a check that passes (so nothing shrinks) and only records each case.
 #[test]
 fn generator_covers_every_dimension() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, TestRunner};
-    let config = Config {
-        rng_seed: RngSeed::Fixed(1),
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new(config);
-    let strategy = case();
+    use proptest::test_runner::TestRunner;
+    use std::cell::RefCell;
+    let cases = RefCell::new(Vec::new());
+    let mut runner = TestRunner::new(config());
+    runner
+        .run(&case(), |c| {
+            cases.borrow_mut().push(c);
+            Ok(())
+        })
+        .expect("recording cases never fails");
+    let cases = cases.into_inner();
+    assert_eq!(
+        cases.len(),
+        CASES as usize,
+        "the property's number of cases"
+    );
     let mut kinds = std::collections::BTreeSet::new();
-    let (mut both, mut two, mut none, mut lossy) = (0, 0, 0, 0);
-    for _ in 0..200 {
-        let c = strategy
-            .new_tree(&mut runner)
-            .expect("strategy produces values")
-            .current();
+    let (mut both, mut two, mut none) = (0, 0, 0);
+    let (mut lossy, mut reordering, mut duplicating, mut corrupting) = (0, 0, 0, 0);
+    for c in &cases {
         kinds.extend(c.ops.iter().map(|o| format!("{:?}", o.kind)));
         both += usize::from(c.migrations.iter().any(|m| m.who == Who::Both));
         two += usize::from(c.migrations.len() == 2);
         none += usize::from(c.migrations.is_empty());
         lossy += usize::from(c.faults.loss > 0.0);
+        reordering += usize::from(c.faults.reorder > 0.0);
+        duplicating += usize::from(c.faults.duplicate > 0.0);
+        corrupting += usize::from(c.faults.corrupt > 0.0);
     }
     assert_eq!(kinds.len(), 7, "{kinds:?}");
-    assert!(both > 0 && two > 0 && none > 0 && lossy > 0);
+    assert!(
+        both > 0 && two > 0 && none > 0,
+        "migrations: {both} of both ends, {two} double, {none} none"
+    );
+    assert!(
+        lossy > 0 && reordering > 0 && duplicating > 0 && corrupting > 0,
+        "faults: {lossy} lossy, {reordering} reordering, {duplicating} duplicating, {corrupting} corrupting"
+    );
 }

@@ -129,6 +129,16 @@ fn ud_loss_is_not_retransmitted() {
     assert_eq!((r[0].wr_id, r[0].byte_len as usize), (7, GRH_LEN + 60));
     assert_buf_eq(&sim, &b.rx, GRH_LEN, &second);
     assert_no_completion(&mut sim, b.owner, b.recv_cq, Duration::from_millis(50));
+    assert_eq!(
+        sim.net_counters(n0).dropped,
+        1,
+        "the first datagram was lost"
+    );
+    assert_eq!(
+        sim.device(n0).counters().retransmits,
+        0,
+        "and never sent again"
+    );
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! [`Device::poll_transmit`] until `None`, [`Device::poll_event`] until `None`,
 //! then [`Device::poll_timeout`] to arm one timer.
 
+mod owner;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -15,7 +17,6 @@ use crate::error::VerbsError;
 use crate::memory::{Memory, MemoryFault};
 use crate::qp::{Env, Objects, Qp};
 use crate::queues::{Cq, Srq};
-use crate::snapshot::{from_remaining, to_remaining, OwnerSnapshot};
 use crate::time::Instant;
 use crate::tombstone::Tombstone;
 use crate::transition;
@@ -48,6 +49,13 @@ impl DeviceConfig {
             resume_interval: Duration::from_millis(10),
         }
     }
+}
+
+/// The queue of a QP a work request was posted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkQueue {
+    Send,
+    Recv,
 }
 
 /// Where a datagram produced by [`Device::poll_transmit`] goes.
@@ -380,7 +388,7 @@ impl Device {
         Ok(attr)
     }
 
-    pub fn post_send(&mut self, _now: Instant, qpn: Qpn, wr: SendWr) -> Result<(), VerbsError> {
+    pub fn post_send(&mut self, qpn: Qpn, wr: SendWr) -> Result<(), VerbsError> {
         let mut nomem = NoMemory;
         self.with_qp(qpn, &mut nomem, |qp, env| qp.post_send(wr, env))?
     }
@@ -428,6 +436,39 @@ impl Device {
         }
         s.queue.push_back(wr);
         Ok(())
+    }
+
+    /// A work request its poster could not hand over (it did not decode,
+    /// or `post_send`/`post_recv` refused it): the QP moves to ERR,
+    /// flushing what it holds in order, then the WR completes with
+    /// `LocQpOpErr` on the CQ of its `queue`.
+    pub fn fail_wr(
+        &mut self,
+        now: Instant,
+        qpn: Qpn,
+        queue: WorkQueue,
+        wr_id: u64,
+        opcode: WcOpcode,
+    ) -> Result<(), VerbsError> {
+        let qp = self.qps.get(&qpn).ok_or_else(|| not_found("qp", qpn))?;
+        let cq = match queue {
+            WorkQueue::Send => qp.init.send_cq,
+            WorkQueue::Recv => qp.init.recv_cq,
+        };
+        let attr = QpAttr {
+            qp_state: QpState::Err,
+            ..QpAttr::default()
+        };
+        // Every state may move to ERR.
+        let _ = self.modify_qp(now, qpn, &attr, AttrMask::STATE);
+        let wc = WorkCompletion::new(wr_id, WcStatus::LocQpOpErr, opcode, qpn, 0);
+        self.objs.complete(cq, wc);
+        Ok(())
+    }
+
+    /// Completions waiting in `cq` (0 for a CQ that does not exist).
+    pub fn completions_waiting(&self, cq: Cqn) -> usize {
+        self.objs.cqs.get(&cq).map_or(0, |q| q.entries.len())
     }
 
     /// Moves up to `max` completions of `cq` into `out`; returns how many.
@@ -570,208 +611,6 @@ impl Device {
         self.objs.events.pop_front()
     }
 
-    // ---- migration ----
-
-    fn owner_qpns(&self, owner: OwnerId) -> Vec<Qpn> {
-        self.qps
-            .iter()
-            .filter(|(_, q)| q.init.owner == owner)
-            .map(|(n, _)| *n)
-            .collect()
-    }
-
-    /// Stops every QP of `owner` (migration step 1): nothing more is sent
-    /// or written into its memory; requests get the pause NAK.
-    pub fn pause_owner(&mut self, _now: Instant, owner: OwnerId) -> Result<(), VerbsError> {
-        for qpn in self.owner_qpns(owner) {
-            if let Some(qp) = self.qps.get_mut(&qpn) {
-                qp.pause();
-            }
-        }
-        Ok(())
-    }
-
-    /// Undoes `pause_owner` on the source after a failed or abandoned dump.
-    /// Partners that got the pause NAK meanwhile are paused: each QP runs
-    /// the RESUME handshake, as after a restore, from where it is.
-    pub fn unpause_owner(&mut self, now: Instant, owner: OwnerId) -> Result<(), VerbsError> {
-        self.resume_owner(now, owner)
-    }
-
-    /// Every object of a paused `owner`, as plain data.
-    pub fn snapshot_owner(
-        &self,
-        now: Instant,
-        owner: OwnerId,
-    ) -> Result<OwnerSnapshot, VerbsError> {
-        let mut snap = OwnerSnapshot::new(owner);
-        for (qpn, qp) in self.qps.iter().filter(|(_, q)| q.init.owner == owner) {
-            if qp.mig() != MigrationState::Stopped {
-                return Err(VerbsError::WrongState {
-                    qpn: *qpn,
-                    state: qp.state(),
-                });
-            }
-            let mut image = qp.clone();
-            image.timers.map(to_remaining(now));
-            snap.qps.push(image);
-        }
-        snap.pds = self
-            .objs
-            .pds
-            .iter()
-            .filter(|(_, o)| **o == owner)
-            .map(|(p, _)| *p)
-            .collect();
-        snap.mrs = self
-            .objs
-            .mrs
-            .iter()
-            .filter(|m| m.owner == owner)
-            .copied()
-            .collect();
-        snap.cqs = self
-            .objs
-            .cqs
-            .iter()
-            .filter(|(_, c)| c.owner == owner)
-            .map(|(n, c)| (*n, c.clone()))
-            .collect();
-        snap.srqs = self
-            .objs
-            .srqs
-            .iter()
-            .filter(|(_, s)| s.owner == owner)
-            .map(|(n, s)| (*n, s.clone()))
-            .collect();
-        Ok(snap)
-    }
-
-    /// Removes every object of `owner`, leaving a tombstone per QP that
-    /// answers requests with the pause NAK. Returns the tombstoned QPNs.
-    pub fn evict_owner(&mut self, _now: Instant, owner: OwnerId) -> Result<Vec<Qpn>, VerbsError> {
-        let qpns = self.owner_qpns(owner);
-        for qpn in &qpns {
-            if let Some(qp) = self.qps.remove(qpn) {
-                self.tombstones.insert(*qpn, Tombstone::of(&qp));
-            }
-        }
-        self.remove_owner_objects(owner);
-        Ok(qpns)
-    }
-
-    fn remove_owner_objects(&mut self, owner: OwnerId) {
-        let lkeys: Vec<u32> = self
-            .objs
-            .mrs
-            .iter()
-            .filter(|m| m.owner == owner)
-            .map(|m| m.lkey)
-            .collect();
-        for lkey in lkeys {
-            self.objs.mrs.remove(lkey);
-        }
-        self.objs.cqs.retain(|_, c| c.owner != owner);
-        self.objs.srqs.retain(|_, s| s.owner != owner);
-        self.objs.pds.retain(|_, o| *o != owner);
-    }
-
-    /// Tells tombstones where their QPs went, so RESUMEs reaching this node
-    /// are forwarded there.
-    pub fn forward_tombstones(&mut self, qpns: &[Qpn], new_addr: IpAddr) {
-        for qpn in qpns {
-            if let Some(t) = self.tombstones.get_mut(qpn) {
-                t.forward = Some(new_addr);
-            }
-        }
-    }
-
-    pub fn release_tombstone(&mut self, qpn: Qpn) {
-        self.tombstones.remove(&qpn);
-    }
-
-    /// QPNs with a tombstone on this device.
-    pub fn tombstones(&self) -> Vec<Qpn> {
-        self.tombstones.keys().copied().collect()
-    }
-
-    /// Fails if restoring `snapshot` here would collide with an object.
-    pub fn check_restore(&self, snapshot: &OwnerSnapshot) -> Result<(), VerbsError> {
-        snapshot.validate()?;
-        for pd in &snapshot.pds {
-            if self.objs.pds.contains_key(pd) {
-                return Err(exists("pd", *pd));
-            }
-        }
-        for mr in &snapshot.mrs {
-            if self.objs.mrs.collides(mr) {
-                return Err(exists("memory key", mr.lkey));
-            }
-        }
-        for (cq, _) in &snapshot.cqs {
-            if self.objs.cqs.contains_key(cq) {
-                return Err(exists("cq", *cq));
-            }
-        }
-        for (srq, _) in &snapshot.srqs {
-            if self.objs.srqs.contains_key(srq) {
-                return Err(exists("srq", *srq));
-            }
-        }
-        for qp in &snapshot.qps {
-            if self.qps.contains_key(&qp.qpn()) {
-                return Err(exists("qp", qp.qpn()));
-            }
-            if qp.attr.path_mtu > self.config.max_mtu {
-                return Err(VerbsError::BadSnapshot(format!(
-                    "qp {} uses an mtu this device lacks",
-                    qp.qpn()
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Recreates every object of the snapshot with the same identifiers.
-    /// The QPs stay stopped until `resume_owner`.
-    pub fn restore(&mut self, now: Instant, snapshot: OwnerSnapshot) -> Result<(), VerbsError> {
-        self.check_restore(&snapshot)?;
-        let owner = snapshot.owner;
-        for pd in snapshot.pds {
-            self.objs.pds.insert(pd, owner);
-        }
-        for mr in snapshot.mrs {
-            // check_restore found no collision, so this cannot fail.
-            let _ = self.objs.mrs.insert(mr);
-        }
-        self.objs.cqs.extend(snapshot.cqs);
-        self.objs.srqs.extend(snapshot.srqs);
-        for mut qp in snapshot.qps {
-            qp.timers.map(from_remaining(now));
-            qp.attr.migration = MigrationState::Stopped;
-            self.tombstones.remove(&qp.qpn());
-            self.qps.insert(qp.qpn(), qp);
-        }
-        Ok(())
-    }
-
-    /// Restarts the restored QPs of `owner`: each announces itself with RESUME.
-    pub fn resume_owner(&mut self, now: Instant, owner: OwnerId) -> Result<(), VerbsError> {
-        let mut nomem = NoMemory;
-        for qpn in self.owner_qpns(owner) {
-            self.with_qp(qpn, &mut nomem, |qp, env| qp.start_resume(now, env))?;
-        }
-        Ok(())
-    }
-
-    /// Flushes and destroys everything of an owner that went away.
-    pub fn destroy_owner(&mut self, _now: Instant, owner: OwnerId) {
-        for qpn in self.owner_qpns(owner) {
-            self.qps.remove(&qpn);
-        }
-        self.remove_owner_objects(owner);
-    }
-
     pub fn counters(&self) -> DeviceCounters {
         self.objs.counters
     }
@@ -783,5 +622,86 @@ impl Device {
     /// QPNs of every QP on this device.
     pub fn qpns(&self) -> Vec<Qpn> {
         self.qps.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWNER: OwnerId = 1;
+    const CQ: Cqn = 3;
+    const QPN: Qpn = 0x42;
+
+    /// A device with one RC QP in INIT holding one queued receive.
+    fn device_with_queued_work() -> Device {
+        let mut d = Device::new(DeviceConfig::new("127.0.0.1".parse().unwrap()));
+        d.alloc_pd(OWNER, 1).unwrap();
+        d.create_cq(OWNER, CQ, 8).unwrap();
+        let cap = QpCap {
+            max_send_wr: 4,
+            max_recv_wr: 4,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 0,
+        };
+        d.create_qp(QpInit {
+            owner: OWNER,
+            qpn: QPN,
+            qp_type: QpType::Rc,
+            pd: 1,
+            send_cq: CQ,
+            recv_cq: CQ,
+            srq: None,
+            cap,
+            sq_sig_all: false,
+        })
+        .unwrap();
+        let init = QpAttr {
+            qp_state: QpState::Init,
+            ..QpAttr::default()
+        };
+        let mask = AttrMask::STATE | AttrMask::ACCESS_FLAGS | AttrMask::PKEY_INDEX | AttrMask::PORT;
+        d.modify_qp(Instant::ZERO, QPN, &init, mask).unwrap();
+        let recv = RecvWr {
+            wr_id: 2,
+            sges: vec![],
+        };
+        d.post_recv(QPN, recv).unwrap();
+        d
+    }
+
+    /// A WR its poster could not hand over fails the QP: what was queued
+    /// is flushed first, in order, then the WR completes with LocQpOpErr.
+    #[test]
+    fn a_failed_wr_completes_after_the_flush_of_what_came_before() {
+        let mut d = device_with_queued_work();
+        assert_eq!(d.completions_waiting(CQ), 0);
+        d.fail_wr(Instant::ZERO, QPN, WorkQueue::Send, 9, WcOpcode::RdmaWrite)
+            .unwrap();
+        assert_eq!(d.query_qp(QPN).unwrap().qp_state, QpState::Err);
+        assert_eq!(d.completions_waiting(CQ), 2);
+        let mut wcs = Vec::new();
+        assert_eq!(d.poll_cq(CQ, 1, &mut wcs).unwrap(), 1);
+        assert_eq!(d.completions_waiting(CQ), 1);
+        d.poll_cq(CQ, usize::MAX, &mut wcs).unwrap();
+        let got: Vec<(u64, WcStatus)> = wcs.iter().map(|w| (w.wr_id, w.status)).collect();
+        assert_eq!(got, [(2, WcStatus::WrFlushErr), (9, WcStatus::LocQpOpErr)]);
+        assert_eq!(wcs[1].opcode, WcOpcode::RdmaWrite);
+        assert!(d
+            .fail_wr(Instant::ZERO, 7, WorkQueue::Recv, 1, WcOpcode::Recv)
+            .is_err());
+    }
+
+    /// The CQ is the only queue of completions: past its capacity they are
+    /// counted as lost, not queued elsewhere.
+    #[test]
+    fn a_full_cq_counts_its_overruns() {
+        let mut d = device_with_queued_work();
+        d.objs.cqs.get_mut(&CQ).unwrap().capacity = 1;
+        d.fail_wr(Instant::ZERO, QPN, WorkQueue::Recv, 9, WcOpcode::Recv)
+            .unwrap();
+        assert_eq!(d.completions_waiting(CQ), 1);
+        assert_eq!(d.objs.cqs[&CQ].overflows, 1);
     }
 }

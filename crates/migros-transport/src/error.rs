@@ -17,12 +17,6 @@ pub enum VerbsError {
     QueueFull,
     #[error("qp {qpn} is in state {state:?}, which does not allow this")]
     WrongState { qpn: Qpn, state: QpState },
-    #[error("invalid transition of qp {qpn} from {from:?} to {to:?}")]
-    InvalidTransition {
-        qpn: Qpn,
-        from: QpState,
-        to: QpState,
-    },
     #[error("object is in use: {0}")]
     Busy(String),
     #[error("snapshot rejected: {0}")]

@@ -6,7 +6,8 @@
 //! events and its next deadline. It never performs I/O, reads a clock or
 //! spawns a thread; memory is reached through the [`Memory`] trait. This is
 //! what makes loss, reordering and live migration testable in virtual time
-//! (`migros-sim`), and what makes a checkpoint plain data ([`OwnerSnapshot`]).
+//! (`migros-sim`), and what makes a checkpoint plain data ([`OwnerSnapshot`],
+//! encoded as a versioned [`image`] with its own types).
 //!
 //! Engines, as in the kernel's rxe: the requester (`requester`) builds
 //! request packets within the QP's send window (`window`: congestion
@@ -27,6 +28,7 @@ mod completer;
 pub mod device;
 mod dma;
 pub mod error;
+pub mod image;
 pub mod memory;
 mod packet_builder;
 mod qp;
@@ -40,7 +42,7 @@ mod tombstone;
 mod transition;
 mod window;
 
-pub use device::{Device, DeviceConfig, Transmit};
+pub use device::{Device, DeviceConfig, Transmit, WorkQueue};
 pub use error::VerbsError;
 pub use memory::{KeyError, Memory, MemoryFault, MrTable};
 pub use migros_proto::counters::{DeviceCounters, QpCounters};
@@ -48,8 +50,3 @@ pub use migros_proto::verbs::*;
 pub use responder::GRH_LEN;
 pub use snapshot::OwnerSnapshot;
 pub use time::Instant;
-
-/// The verbs types, shared with clients through `migros-proto`.
-pub mod types {
-    pub use migros_proto::verbs::*;
-}

@@ -3,12 +3,10 @@
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
-
 use migros_proto::verbs::{OwnerId, Pdn, RecvWr, WorkCompletion};
 
 /// A completion queue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Cq {
     pub owner: OwnerId,
     pub capacity: u32,
@@ -40,7 +38,7 @@ impl Cq {
 }
 
 /// A shared receive queue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Srq {
     pub owner: OwnerId,
     pub pd: Pdn,

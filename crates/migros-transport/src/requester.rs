@@ -737,7 +737,7 @@ mod tests {
         // used to reach the packet emitter and panic the device.
         let mut dev = ud_device();
         let now = Instant::ZERO;
-        let wide = dev.post_send(now, QPN, ud_send(1 << 24));
+        let wide = dev.post_send(QPN, ud_send(1 << 24));
         assert!(
             matches!(wide, Err(VerbsError::InvalidArgument(_))),
             "{wide:?}"
@@ -745,7 +745,7 @@ mod tests {
         let mut buf = Vec::new();
         assert_eq!(dev.poll_transmit(now, &mut NoMemory, &mut buf), None);
 
-        dev.post_send(now, QPN, ud_send(MAX_QPN))
+        dev.post_send(QPN, ud_send(MAX_QPN))
             .expect("the widest QPN");
         let sent = dev.poll_transmit(now, &mut NoMemory, &mut buf);
         assert!(sent.is_some());

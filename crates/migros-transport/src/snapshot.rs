@@ -1,11 +1,11 @@
-//! Checkpoint images of an owner's verbs objects: a versioned, serialisable
-//! record of all transport state (PSNs, MSN, queues, an in-progress
-//! multi-packet message, READ/atomic responder resources, the atomic replay
-//! cache, timers as remaining time), and its encoding.
+//! A snapshot of an owner's verbs objects: all their transport state (PSNs,
+//! MSN, queues, an in-progress multi-packet message, READ/atomic responder
+//! resources, the atomic replay cache, timers as remaining time), taken by
+//! [`crate::Device::snapshot_owner`] and given to [`crate::Device::restore`].
+//! Its encoding is the versioned image of [`crate::image`], converted
+//! explicitly ([`OwnerSnapshot::to_image`], [`OwnerSnapshot::from_image`]).
 
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::error::VerbsError;
 use crate::qp::Qp;
@@ -13,13 +13,9 @@ use crate::queues::{Cq, Srq};
 use crate::time::Instant;
 use migros_proto::verbs::*;
 
-/// Format version written into every image; decoding rejects others.
-pub const SNAPSHOT_VERSION: u32 = 1;
-
 /// Every verbs object of one owner, with all the transport state of its QPs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct OwnerSnapshot {
-    pub version: u32,
     pub owner: OwnerId,
     pub(crate) pds: Vec<Pdn>,
     pub(crate) mrs: Vec<MrSpec>,
@@ -32,7 +28,6 @@ pub struct OwnerSnapshot {
 impl OwnerSnapshot {
     pub(crate) fn new(owner: OwnerId) -> OwnerSnapshot {
         OwnerSnapshot {
-            version: SNAPSHOT_VERSION,
             owner,
             pds: Vec::new(),
             mrs: Vec::new(),
@@ -52,31 +47,38 @@ impl OwnerSnapshot {
         &self.mrs
     }
 
-    /// Encodes the image (JSON: readable by operators, diffable in tests).
+    /// Encodes the snapshot as an image (JSON, see [`crate::image`]).
     pub fn encode(&self) -> Vec<u8> {
-        // Every field is plain data (numbers, strings, sequences, maps with
-        // string-able keys), which serde_json always serialises.
-        serde_json::to_vec(self).expect("snapshot types always serialise")
+        // Every field of the image is plain data (numbers, strings,
+        // sequences, no maps), which serde_json always serialises.
+        serde_json::to_vec(&self.to_image()).expect("image types always serialise")
     }
 
-    /// Decodes and validates an image; never panics on bad input.
+    /// Decodes and validates an image; never panics on bad input, and
+    /// refuses an image of another version by name.
     pub fn decode(bytes: &[u8]) -> Result<OwnerSnapshot, VerbsError> {
-        let snap: OwnerSnapshot =
-            serde_json::from_slice(bytes).map_err(|e| VerbsError::BadSnapshot(e.to_string()))?;
-        if snap.version != SNAPSHOT_VERSION {
-            return Err(VerbsError::BadSnapshot(format!(
-                "version {} (this build reads {})",
-                snap.version, SNAPSHOT_VERSION
-            )));
-        }
-        snap.validate()?;
-        Ok(snap)
+        OwnerSnapshot::from_image(crate::image::decode(bytes)?)
     }
 
-    /// Checks that the image is self-consistent: every reference resolves,
-    /// every object belongs to the owner, every cursor lies in its queue.
+    /// Checks that the snapshot is self-consistent: every reference
+    /// resolves, every object belongs to the owner and appears once, every
+    /// cursor lies in its queue, no CQ holds more than it may.
     pub fn validate(&self) -> Result<(), VerbsError> {
         let bad = |m: String| Err(VerbsError::BadSnapshot(m));
+        let keys = self.mrs.iter().flat_map(|m| [m.lkey, m.rkey]);
+        let ids: [(&str, Vec<u32>); 5] = [
+            ("pd", self.pds.clone()),
+            ("memory key", keys.collect()),
+            ("cq", self.cqs.iter().map(|(n, _)| *n).collect()),
+            ("srq", self.srqs.iter().map(|(n, _)| *n).collect()),
+            ("qp", self.qps.iter().map(|q| q.qpn()).collect()),
+        ];
+        for (what, mut ids) in ids {
+            ids.sort_unstable();
+            if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+                return bad(format!("{what} {:#x} appears twice", w[0]));
+            }
+        }
         for mr in &self.mrs {
             if mr.owner != self.owner || !self.pds.contains(&mr.pd) {
                 return bad(format!(
@@ -88,6 +90,9 @@ impl OwnerSnapshot {
         for (cqn, cq) in &self.cqs {
             if cq.owner != self.owner {
                 return bad(format!("cq {cqn} belongs to another owner"));
+            }
+            if cq.capacity == 0 || cq.entries.len() > cq.capacity as usize {
+                return bad(format!("cq {cqn} holds more completions than it may"));
             }
         }
         for (srqn, srq) in &self.srqs {

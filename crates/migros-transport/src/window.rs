@@ -29,6 +29,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::image::v2::WindowImage;
+
 /// Request packets a QP may have unacknowledged, whatever the MTU.
 pub(crate) const MAX_PACKETS: u32 = 1024;
 /// Request bytes a QP may have unacknowledged: the whole window in packets
@@ -39,9 +41,9 @@ const MIN_THRESHOLD: u32 = 2;
 
 /// The send window of one RC QP, in packets (PSNs).
 ///
-/// Serialised with the requester's other fields (a checkpoint image keeps
-/// the field names it has always had: `probe_window`, `window_threshold`,
-/// `window_credit`).
+/// A checkpoint image holds its three numbers as
+/// [`crate::image::v2::WindowImage`] ([`Window::to_image`],
+/// [`Window::from_image`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Window {
     /// The window while shrunk after a loss; `None`: the whole window.
@@ -116,6 +118,24 @@ impl Window {
             *self = Window::default();
         } else {
             self.shrunk = Some(w);
+        }
+    }
+
+    /// The window's state in a checkpoint image.
+    pub fn to_image(self) -> WindowImage {
+        WindowImage {
+            shrunk: self.shrunk,
+            threshold: self.threshold,
+            credit: self.credit,
+        }
+    }
+
+    /// The window of a checkpoint image.
+    pub fn from_image(w: WindowImage) -> Window {
+        Window {
+            shrunk: w.shrunk,
+            threshold: w.threshold,
+            credit: w.credit,
         }
     }
 

@@ -37,6 +37,12 @@ pub enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Simulated machines on this one (tests, `demo --swarm`): network,
+    /// mount and UTS namespaces with their own dockerd and sshd (root).
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
     /// Runs a container (runc, or Docker with --engine docker) on a node.
     Run(RunArgs),
     /// Lists the containers.
@@ -64,6 +70,12 @@ pub enum Command {
     /// The seed experiment: ib_send_bw between containers on two of three
     /// local nodes, the server live-migrated mid-run; writes a bandwidth plot.
     Demo(crate::demo::DemoArgs),
+    /// Internal: what `migros` does on an ssh node's machine for the CLI.
+    #[command(name = "__remote", hide = true)]
+    Remote {
+        #[command(subcommand)]
+        command: RemoteCommand,
+    },
     /// Internal: supervises one incarnation of a container.
     #[command(name = "__supervise", hide = true)]
     Supervise {
@@ -87,12 +99,97 @@ pub enum NodeCommand {
     Del { name: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Creates a host: its namespaces and directories, dockerd, sshd.
+    Add(HostAddArgs),
+    /// Removes a host: its containers, processes, namespaces and files.
+    Del { name: String },
+    /// Lists the hosts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Joins hosts in a Docker Swarm as the seed's experiment does: the
+    /// first initialises it, the others join; the attachable overlay
+    /// rdma-net; the seed's image built here and loaded on each over ssh.
+    Swarm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Runs a command inside a host.
+    Exec {
+        name: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HostAddArgs {
+    pub name: String,
+    /// Its address, in 198.18.64.0/24 (198.18.64.1 is this machine's).
+    #[arg(long)]
+    pub addr: Ipv4Addr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Starts the machine's migrosd under a supervisor; prints its pid.
+    Start {
+        #[arg(long)]
+        dev: String,
+        #[arg(long)]
+        addr: Ipv4Addr,
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+    /// Stops it (admin Shutdown: the supervisor does not restart it).
+    Stop {
+        #[arg(long)]
+        dev: String,
+    },
+    /// Exits 0 when it answers; prints its pid.
+    Status {
+        #[arg(long)]
+        dev: String,
+    },
+    /// One admin request (JSON) to it; prints the answer (JSON).
+    Admin {
+        #[arg(long)]
+        dev: String,
+        request: String,
+    },
+    /// Prints the device's QP counters as one JSON line every EVERY_MS
+    /// milliseconds until its output closes.
+    Watch {
+        #[arg(long)]
+        dev: String,
+        #[arg(long, default_value_t = 100)]
+        every_ms: u64,
+    },
+    /// The supervisor: runs migrosd, restarts it when it dies abnormally.
+    Keep {
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct NodeAddArgs {
     pub name: String,
-    /// The node's address, in 198.18.0.0/16 (also its device's GID).
-    #[arg(long)]
-    pub addr: Ipv4Addr,
+    /// The node's address: in 198.18.0.0/16 for a local node (also its
+    /// device's GID); for an ssh node, the machine's address its device
+    /// uses (default: the ssh host, when it is an address).
+    #[arg(long, required_unless_present = "ssh")]
+    pub addr: Option<Ipv4Addr>,
+    /// Another machine, reached with ssh as root: `[user@]HOST[:PORT]`;
+    /// its migrosd runs there, supervised, sockets in its /run/migros.
+    #[arg(long, value_name = "[USER@]HOST[:PORT]")]
+    pub ssh: Option<String>,
+    /// An ssh configuration file (`ssh -F`) for that machine.
+    #[arg(long, value_name = "FILE", requires = "ssh")]
+    pub ssh_config: Option<PathBuf>,
     /// The device the node's migrosd plays.
     #[arg(long, default_value = "rxe0")]
     pub dev: String,
@@ -121,6 +218,14 @@ pub struct RunArgs {
     /// The container engine.
     #[arg(long, value_enum, default_value_t = EngineKind::Runc)]
     pub engine: EngineKind,
+    /// Docker: the image (default migros-base, which runs the host's /usr
+    /// with migros' libibverbs mounted; another image brings its own).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Docker: the network, with --ip fixed on it (default migros-dock;
+    /// across machines an attachable overlay, as the seed's rdma-net).
+    #[arg(long)]
+    pub network: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub cmd: Vec<String>,

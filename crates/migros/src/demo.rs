@@ -47,6 +47,14 @@ pub struct DemoArgs {
     /// Leave the nodes and containers in place afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// The seed's own set-up: three simulated hosts (`migros host`) in a
+    /// Docker Swarm, the overlay network rdma-net, the seed's perftest
+    /// image and scripts (`crate::swarm`).
+    #[arg(long)]
+    pub swarm: bool,
+    /// With --swarm: which container the seed's migration moves.
+    #[arg(long = "move", value_enum, default_value_t = crate::swarm::Moving::Server, requires = "swarm")]
+    pub moving: crate::swarm::Moving,
 }
 
 struct Names {
@@ -66,6 +74,9 @@ const SERVER: &str = "cont-moving";
 const CLIENT: &str = "cont-static";
 
 pub fn run(a: &DemoArgs) -> Result<()> {
+    if a.swarm {
+        return crate::swarm::demo(a);
+    }
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the demo makes network namespaces and containers: run it as root");
     }
@@ -229,11 +240,16 @@ fn experiment(a: &DemoArgs, migros: &dyn Fn(&[&str]) -> Result<String>) -> Resul
 /// Payload bytes a QP moved in both directions (wire bytes minus the
 /// RoCE v2 headers are not separable here: this counts what the device
 /// counted, so the plot shows the device's view).
-fn payload_bytes(q: &QpStats) -> u64 {
+pub(crate) fn payload_bytes(q: &QpStats) -> u64 {
     q.counters.tx_bytes + q.counters.rx_bytes
 }
 
-fn write_plot(out: &Path, title: &str, samples: &[Sample], spans: &[Span]) -> Result<()> {
+pub(crate) fn write_plot(
+    out: &Path,
+    title: &str,
+    samples: &[Sample],
+    spans: &[Span],
+) -> Result<()> {
     let svg = plot::bandwidth_svg(title, samples, spans);
     std::fs::write(out, svg).with_context(|| format!("cannot write {}", out.display()))
 }
@@ -257,7 +273,7 @@ fn container_running(name: &str) -> bool {
         })
 }
 
-fn progress(done: f64, gbits: f64) {
+pub(crate) fn progress(done: f64, gbits: f64) {
     let width = 40;
     let filled = ((done * width as f64) as usize).min(width);
     let mut err = std::io::stderr();
@@ -272,11 +288,11 @@ fn progress(done: f64, gbits: f64) {
     let _ = err.flush();
 }
 
-fn say(what: &str) {
+pub(crate) fn say(what: &str) {
     eprintln!("demo: {what}");
 }
 
-fn run_migros(me: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn run_migros(me: &Path, args: &[&str]) -> Result<String> {
     crate::sys::run(&me.to_string_lossy(), args)
 }
 

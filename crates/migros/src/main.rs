@@ -13,14 +13,20 @@
 //!   migration), and `migros migrate` live-migrates a container to another
 //!   node with CRIU (`migration`: the steps in order, the RDMA checks every
 //!   engine shares, rollback, the timeline);
+//! - nodes may be other machines (`node add --ssh`: `remote`, the machine
+//!   a node lives on; `agent`, what `migros __remote` does there);
+//!   `migros host add|del|list|exec|swarm` makes simulated machines on
+//!   this one (`host`) and the seed's swarm on them (`swarm`);
 //! - `migros demo` runs the seed experiment on three nodes and plots the
-//!   client's bandwidth with the pause marked (`demo.rs`, `plot.rs`).
+//!   client's bandwidth with the pause marked (`demo.rs`, `plot.rs`);
+//!   `--swarm` runs it as the seed set it up, on three hosts (`swarm`).
 //!
 //! The socket directory comes from `--socket-dir`, else `MIGROS_SOCKET_DIR`,
 //! else `/run/migros`; the chosen one is exported to this process's
 //! environment so the verbs library finds the same devices.
 
 mod admin;
+mod agent;
 mod bench;
 mod cli;
 mod container;
@@ -29,10 +35,13 @@ mod demo;
 mod dev;
 mod engine;
 mod env;
+mod host;
 mod migration;
 mod node;
 mod plot;
+mod remote;
 mod stat;
+mod swarm;
 mod sys;
 
 use anyhow::Result;
@@ -64,6 +73,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Node { command } => node::run(command),
+        Command::Host { command } => host::run(command),
+        Command::Remote { command } => agent::run(command),
         Command::Run(a) => container::commands::run(&a),
         Command::Ps { json } => container::commands::ps(json),
         Command::Logs { name } => container::commands::logs(&name),

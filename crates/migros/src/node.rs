@@ -3,6 +3,14 @@
 //! in 198.18.0.0/16 and a `migrosd` running inside it, whose sockets are in
 //! `/run/migros/nodes/<name>/` (where the CRIU plugin looks for daemons).
 //! Records, logs and pid files are under `/run/migros/state/nodes/<name>/`.
+//!
+//! A node added with `--ssh [user@]host[:port]` is another machine: its
+//! migrosd runs there in the machine's own network namespace, supervised
+//! (`crate::agent`, through the `migros` that `node add` installs in its
+//! `/var/lib/migros/bin`, with the CRIU plugin in its `/usr/lib/criu`),
+//! its sockets in the machine's `/run/migros`; its
+//! record here says how to reach it, and every command for it (the
+//! daemon's admin requests, Docker) runs there over ssh.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -15,8 +23,11 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use migros_proto::admin::{AdminRequest, AdminResponse};
+
 use crate::cli::{DevAddArgs, NodeAddArgs, NodeCommand};
 use crate::engine::runc;
+use crate::remote::{Host, Ssh, REMOTE_MIGROS};
 use crate::sys::{self, ip, ip_in};
 use crate::{container, daemon};
 
@@ -36,7 +47,11 @@ pub struct Node {
     pub addr: Ipv4Addr,
     pub dev: String,
     pub mtu: Option<u32>,
+    /// The daemon's pid (on its machine).
     pub pid: i32,
+    /// How to reach the node's machine; `None`: this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<Ssh>,
 }
 
 impl Node {
@@ -44,12 +59,46 @@ impl Node {
         netns(&self.name)
     }
 
+    /// The daemon's socket directory on its machine.
     pub fn socket_dir(&self) -> PathBuf {
-        sys::node_socket_dir(&self.name)
+        match self.ssh {
+            Some(_) => PathBuf::from(crate::agent::SOCKET_DIR),
+            None => sys::node_socket_dir(&self.name),
+        }
+    }
+
+    /// The machine the node lives on.
+    pub fn host(&self) -> Host {
+        match &self.ssh {
+            Some(s) => Host::Ssh(s.clone()),
+            None => Host::Local,
+        }
     }
 
     pub fn running(&self) -> bool {
-        sys::alive(self.pid) && daemon::answers(&self.socket_dir(), &self.dev)
+        match &self.ssh {
+            Some(_) => self
+                .host()
+                .run(REMOTE_MIGROS, &["__remote", "status", "--dev", &self.dev])
+                .is_ok(),
+            None => sys::alive(self.pid) && daemon::answers(&self.socket_dir(), &self.dev),
+        }
+    }
+
+    /// One request to the node's daemon, its errors included, wherever it is.
+    pub fn admin(&self, req: &AdminRequest) -> Result<AdminResponse> {
+        match &self.ssh {
+            None => crate::admin::request_raw(&self.socket_dir(), &self.dev, req),
+            Some(_) => {
+                let json = serde_json::to_string(req)?;
+                let out = self.host().run(
+                    REMOTE_MIGROS,
+                    &["__remote", "admin", "--dev", &self.dev, &json],
+                )?;
+                serde_json::from_str(out.trim())
+                    .with_context(|| format!("node {}: parsing the daemon's answer", self.name))
+            }
+        }
     }
 }
 
@@ -114,11 +163,12 @@ fn add(a: &NodeAddArgs) -> Result<()> {
             a.name
         );
     }
-    if !valid_addr(a.addr) {
-        bail!(
-            "node address {} is not in 198.18.0.0/16 (198.18.0.1 is the bridge's)",
-            a.addr
-        );
+    if let Some(target) = &a.ssh {
+        return add_ssh(a, Ssh::parse(target, a.ssh_config.clone())?);
+    }
+    let addr = a.addr.context("--addr is needed for a local node")?;
+    if !valid_addr(addr) {
+        bail!("node address {addr} is not in 198.18.0.0/16 (198.18.0.1 is the bridge's)");
     }
     if !migros_proto::paths::valid_device_name(&a.dev) {
         bail!("invalid device name {:?}", a.dev);
@@ -138,10 +188,10 @@ fn add(a: &NodeAddArgs) -> Result<()> {
     } else if sys::netns_exists(&netns(&a.name)) {
         teardown(&a.name, None);
     }
-    if let Some(other) = all().into_iter().find(|n| n.addr == a.addr) {
-        bail!("address {} is taken by node {}", a.addr, other.name);
+    if let Some(other) = all().into_iter().find(|n| n.addr == addr) {
+        bail!("address {addr} is taken by node {}", other.name);
     }
-    match setup(a) {
+    match setup(a, addr) {
         Ok(node) => {
             println!(
                 "node {} added: addr {} device {} pid {} sockets {}",
@@ -161,7 +211,7 @@ fn add(a: &NodeAddArgs) -> Result<()> {
     }
 }
 
-fn setup(a: &NodeAddArgs) -> Result<Node> {
+fn setup(a: &NodeAddArgs, addr: Ipv4Addr) -> Result<Node> {
     ensure_bridge()?;
     let ns = netns(&a.name);
     let hv = host_veth(&a.name);
@@ -172,10 +222,7 @@ fn setup(a: &NodeAddArgs) -> Result<Node> {
     ])?;
     ip(&["link", "set", &hv, "master", BRIDGE, "up"])?;
     ip_in(&ns, &["link", "set", "lo", "up"])?;
-    ip_in(
-        &ns,
-        &["addr", "add", &format!("{}/16", a.addr), "dev", "eth0"],
-    )?;
+    ip_in(&ns, &["addr", "add", &format!("{addr}/16"), "dev", "eth0"])?;
     ip_in(&ns, &["link", "set", "eth0", "up"])?;
     sys::sysctl_in(&ns, "net.ipv4.ip_forward", "1")?;
     // The node forwards containers' traffic: routes to every container.
@@ -184,13 +231,14 @@ fn setup(a: &NodeAddArgs) -> Result<Node> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let sock = sys::node_socket_dir(&a.name);
     std::fs::create_dir_all(&sock).with_context(|| format!("creating {}", sock.display()))?;
-    let pid = start_daemon(a, &ns, &sock)?;
+    let pid = start_daemon(a, addr, &ns, &sock)?;
     let node = Node {
         name: a.name.clone(),
-        addr: a.addr,
+        addr,
         dev: a.dev.clone(),
         mtu: a.mtu,
         pid,
+        ssh: None,
     };
     sys::write_json(&record_path(&a.name), &node)?;
     Ok(node)
@@ -231,13 +279,132 @@ fn remove_bridge_if_unused() -> Result<()> {
     Ok(())
 }
 
+/// `node add NAME --ssh TARGET`: installs `migros` and `migrosd` on the
+/// machine (when it lacks these very builds), starts its device there,
+/// supervised, and records the node here.
+fn add_ssh(a: &NodeAddArgs, ssh: Ssh) -> Result<()> {
+    let addr = match a.addr {
+        Some(addr) => addr,
+        None => ssh.host().parse().with_context(|| {
+            format!(
+                "--ssh {}: not an address; say which with --addr",
+                ssh.host()
+            )
+        })?,
+    };
+    if !migros_proto::paths::valid_device_name(&a.dev) {
+        bail!("invalid device name {:?}", a.dev);
+    }
+    let _lock = sys::lock()?;
+    if let Ok(old) = load(&a.name) {
+        bail!(
+            "node {} exists (addr {}{})",
+            old.name,
+            old.addr,
+            old.host().at()
+        );
+    }
+    if let Some(other) = all().into_iter().find(|n| n.addr == addr) {
+        bail!("address {addr} is taken by node {}", other.name);
+    }
+    let host = Host::Ssh(ssh.clone());
+    host.run("true", &[])
+        .with_context(|| format!("node {}: cannot reach {ssh}", a.name))?;
+    let exe = std::env::current_exe().context("locating the migros executable")?;
+    let daemon = daemon::find_daemon()?;
+    let mut copied = Vec::new();
+    for (from, to) in [
+        (exe.as_path(), REMOTE_MIGROS.to_string()),
+        (
+            daemon.as_path(),
+            format!("{}/bin/migrosd", crate::remote::REMOTE_DIR),
+        ),
+    ] {
+        if host.install(from, &to)? {
+            copied.push(to);
+        }
+    }
+    // The CRIU plugin, so the machine's CRIU moves RDMA state.
+    match criu_plugin() {
+        Some(p) => {
+            let to = "/usr/lib/criu/migros_criu.so";
+            if host.install(&p, to)? {
+                copied.push(to.to_string());
+            }
+        }
+        None => eprintln!(
+            "migros: warning: no migros CRIU plugin here to install on {ssh} (scripts/install-criu-plugin.sh)"
+        ),
+    }
+    let mut args = vec![
+        "__remote".to_string(),
+        "start".into(),
+        "--dev".into(),
+        a.dev.clone(),
+        "--addr".into(),
+        addr.to_string(),
+    ];
+    if let Some(m) = a.mtu {
+        args.extend(["--mtu".into(), m.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = host
+        .run(REMOTE_MIGROS, &args)
+        .with_context(|| format!("starting migrosd on {ssh}"))?;
+    let pid: i32 = out
+        .trim()
+        .parse()
+        .with_context(|| format!("{ssh}: migrosd's pid {out:?}"))?;
+    let node = Node {
+        name: a.name.clone(),
+        addr,
+        dev: a.dev.clone(),
+        mtu: a.mtu,
+        pid,
+        ssh: Some(ssh.clone()),
+    };
+    std::fs::create_dir_all(node_dir(&a.name))?;
+    sys::write_json(&record_path(&a.name), &node)?;
+    println!(
+        "node {} added: {ssh} addr {addr} device {} pid {pid} (supervised) sockets {ssh}:{}{}",
+        node.name,
+        node.dev,
+        node.socket_dir().display(),
+        if copied.is_empty() {
+            String::new()
+        } else {
+            format!("; installed {}", copied.join(", "))
+        }
+    );
+    Ok(())
+}
+
+/// The migros CRIU plugin to install on other machines: `$MIGROS_CRIU_PLUGIN`,
+/// else the release build next to this executable's build, else this
+/// machine's installed one.
+fn criu_plugin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MIGROS_CRIU_PLUGIN").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?;
+    [
+        bin.join("libmigros_criu.so"),
+        bin.join("../release/libmigros_criu.so"),
+        bin.join("../../release/libmigros_criu.so"),
+        PathBuf::from("/usr/lib/criu/migros_criu.so"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
 /// Starts `migrosd` inside the node's namespace, detached, and waits until
 /// its socket answers.
-fn start_daemon(a: &NodeAddArgs, ns: &str, sock: &Path) -> Result<i32> {
+fn start_daemon(a: &NodeAddArgs, addr: Ipv4Addr, ns: &str, sock: &Path) -> Result<i32> {
     let bin = daemon::find_daemon()?;
     let dev = DevAddArgs {
         name: a.dev.clone(),
-        addr: IpAddr::V4(a.addr),
+        addr: IpAddr::V4(addr),
         mtu: a.mtu,
         fault: None,
     };
@@ -309,6 +476,18 @@ fn del(name: &str) -> Result<()> {
             on_it.join(", ")
         );
     }
+    if let Some(n) = node.as_ref().filter(|n| n.ssh.is_some()) {
+        // Its machine stays; its daemon stops (a daemon already gone is fine).
+        if let Err(e) = n
+            .host()
+            .run(REMOTE_MIGROS, &["__remote", "stop", "--dev", &n.dev])
+        {
+            eprintln!("migros: node {name}: stopping its migrosd: {e:#}");
+        }
+        let _ = std::fs::remove_dir_all(node_dir(name));
+        println!("node {name} removed");
+        return Ok(());
+    }
     teardown(name, node.as_ref());
     remove_bridge_if_unused()?;
     println!("node {name} removed");
@@ -328,7 +507,8 @@ fn list(json_out: bool) -> Result<()> {
                     "mtu": n.mtu,
                     "pid": n.pid,
                     "state": if n.running() { "running" } else { "down" },
-                    "netns": n.netns(),
+                    "netns": n.ssh.is_none().then(|| n.netns()),
+                    "ssh": n.ssh.as_ref().map(|s| s.to_string()),
                     "socket_dir": n.socket_dir(),
                 })
             })
@@ -348,7 +528,10 @@ fn list(json_out: bool) -> Result<()> {
             n.dev,
             if n.running() { "running" } else { "down" },
             n.pid,
-            n.socket_dir().display()
+            match &n.ssh {
+                Some(s) => format!("{s}:{}", n.socket_dir().display()),
+                None => n.socket_dir().display().to_string(),
+            }
         );
     }
     Ok(())

@@ -63,13 +63,24 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
 }
 
 /// Makes `cmd`'s process the leader of a new session, so it outlives this
-/// one and no terminal signal reaches it.
+/// one and no terminal signal reaches it, and closes at its exec every
+/// descriptor it would inherit besides 0, 1 and 2: a daemon that keeps the
+/// caller's descriptors keeps their locks (`flock LOCK cmd`) for ever.
 pub fn detach(cmd: &mut Command) {
     use std::os::unix::process::CommandExt as _;
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    // SAFETY: setsid and close_range are async-signal-safe system calls
+    // and touch no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            // CLOSE_RANGE_CLOEXEC: closed at exec, so std's own
+            // exec-error pipe still works; ENOSYS on old kernels: keep them.
+            let _ = nix::libc::syscall(
+                nix::libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                nix::libc::CLOSE_RANGE_CLOEXEC,
+            );
             Ok(())
         });
     }

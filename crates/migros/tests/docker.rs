@@ -14,17 +14,21 @@
 //! They need root, `docker` with a dockerd that `scripts/setup-docker.sh`
 //! can start (image `migros-base`, network `migros-dock`), `criu`, the
 //! migros CRIU plugin, perftest and a built `migrosd`; without them they
-//! print why and pass. Nodes are 198.18.2.x, containers 198.19.240.x.
+//! skip, saying why, or fail with `MIGROS_TESTS_REQUIRED=1`. Nodes are
+//! 198.18.2.x, containers 198.19.240.x.
+
+mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Output;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::{run_within, NodeWatch, MIGROS};
+use migros_test_support::daemon::script_once;
+use migros_test_support::perftest;
+use migros_test_support::require::{file, program, require, root, Check};
 use serde_json::Value;
-
-const MIGROS: &str = env!("CARGO_BIN_EXE_migros");
 /// Upper bound of one command (`docker wait` of a whole perftest run included).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(400);
 /// The seed's perftest command, line-buffered so its output says when
@@ -43,66 +47,62 @@ const SEED: &[&str] = &[
 /// One test at a time: two cores, and a starved daemon makes peers retry.
 static RDMA: Mutex<()> = Mutex::new(());
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Why the test cannot run here, if it cannot.
-fn missing() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root".into());
+/// A running dockerd with experimental features (checkpoints), the image
+/// `migros-base` and the network `migros-dock`: what
+/// `scripts/setup-docker.sh` (run by `scripts/setup.sh`) prepares. The
+/// test does not start dockerd itself: a stopped Docker is a missing
+/// prerequisite.
+fn dockerd_ready() -> Check {
+    let ok = |args: &[&str]| run("docker", args).status.success();
+    let experimental = run(
+        "docker",
+        &["version", "--format", "{{.Server.Experimental}}"],
+    );
+    if !experimental.status.success() {
+        return Err("a running dockerd (scripts/setup-docker.sh starts it)".into());
     }
+    if String::from_utf8_lossy(&experimental.stdout).trim() != "true" {
+        return Err("dockerd with experimental features (scripts/setup-docker.sh)".into());
+    }
+    if !ok(&["image", "inspect", "migros-base"]) || !ok(&["network", "inspect", "migros-dock"]) {
+        return Err(
+            "the image migros-base and network migros-dock (scripts/setup-docker.sh)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Whether the test runs (see `migros_test_support::require`): root, a
+/// built daemon, CRIU, perftest, the CRIU plugin, a ready dockerd, the
+/// drop-in libibverbs.
+fn ready() -> bool {
     let daemon = Path::new(MIGROS).with_file_name("migrosd");
-    if !daemon.is_file() {
-        return Some(format!(
-            "{} not built (cargo build -p migrosd)",
-            daemon.display()
+    let mut checks: Vec<Check> = vec![root(), file(&daemon, "cargo build -p migrosd")];
+    for (p, hint) in [
+        ("criu", "scripts/setup-criu.sh"),
+        ("ip", "iproute2"),
+        ("ib_send_bw", "perftest: scripts/setup.sh"),
+        ("stdbuf", "coreutils"),
+    ] {
+        checks.push(program(p, hint));
+    }
+    checks.push(file(
+        "/usr/lib/criu/migros_criu.so",
+        "scripts/install-criu-plugin.sh installs the CRIU plugin",
+    ));
+    if checks.iter().all(Result::is_ok) {
+        checks.push(program(
+            "docker",
+            "scripts/setup-docker.sh installs docker.io",
+        ));
+        checks.push(dockerd_ready());
+        checks.push(script_once("ibverbs.sh"));
+        checks.push(file(
+            lib_dir().join("libibverbs.so.1"),
+            "scripts/ibverbs.sh builds it",
         ));
     }
-    for p in ["criu", "ip", "ib_send_bw", "stdbuf"] {
-        if !have(p) {
-            return Some(format!(
-                "{p} not on PATH (scripts/setup-criu.sh, scripts/setup-docker.sh, perftest)"
-            ));
-        }
-    }
-    if !Path::new("/usr/lib/criu/migros_criu.so").is_file() {
-        return Some("the CRIU plugin is not installed (scripts/install-criu-plugin.sh)".into());
-    }
-    let setup = repo().join("scripts/setup-docker.sh");
-    match Command::new(&setup).output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            return Some(format!(
-                "dockerd is not usable ({} failed: {})",
-                setup.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            ))
-        }
-        Err(e) => return Some(format!("cannot run {}: {e}", setup.display())),
-    }
-    if !have("docker") {
-        return Some("no docker client on PATH".into());
-    }
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    BUILD.call_once(
-        || match Command::new(repo().join("scripts/ibverbs.sh")).status() {
-            Ok(s) if s.success() => {}
-            r => eprintln!("scripts/ibverbs.sh failed: {r:?}"),
-        },
-    );
-    if !lib_dir().join("libibverbs.so.1").is_file() {
-        return Some("target/ibverbs/libibverbs.so.1 not built (scripts/ibverbs.sh)".into());
-    }
-    None
+    require(checks)
 }
 
 /// `target/ibverbs`, next to the build's `debug/` or `release/`.
@@ -114,34 +114,8 @@ fn lib_dir() -> PathBuf {
         .join("ibverbs")
 }
 
-fn wait_bounded(mut child: Child, what: &str) -> Output {
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    loop {
-        match child.try_wait().expect("wait") {
-            Some(_) => return child.wait_with_output().expect("output"),
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("output");
-                panic!(
-                    "{what} timed out after {COMMAND_TIMEOUT:?}\nstdout: {}\nstderr: {}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
 fn run(program: &str, args: &[&str]) -> Output {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    wait_bounded(child, &format!("{program} {args:?}"))
+    run_within(program, args, COMMAND_TIMEOUT)
 }
 
 fn ok(program: &str, args: &[&str]) -> String {
@@ -279,51 +253,6 @@ fn docker_wait(name: &str) -> i32 {
         .unwrap_or_else(|e| panic!("docker wait {name}: {e}"))
 }
 
-/// The largest pause and resume counters seen on the QPs of a node's
-/// daemon, sampled every 100 ms while the test runs.
-struct QpWatch {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<(u64, u64)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl QpWatch {
-    fn start(node: &str) -> QpWatch {
-        let dir = format!("/run/migros/nodes/{node}");
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new((0, 0)));
-        let (s, m) = (stop.clone(), seen.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let out = run(MIGROS, &["--socket-dir", &dir, "stat", "--json"]);
-                if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
-                    for q in v[0]["qps"].as_array().into_iter().flatten() {
-                        let c = &q["counters"];
-                        let mut g = m.lock().unwrap();
-                        g.0 = g.0.max(c["pauses"].as_u64().unwrap_or(0));
-                        g.1 = g.1.max(c["resumes"].as_u64().unwrap_or(0));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        QpWatch {
-            stop,
-            seen,
-            thread: Some(thread),
-        }
-    }
-
-    /// (pauses, resumes).
-    fn finish(mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        *self.seen.lock().unwrap()
-    }
-}
-
 /// perftest's result line: 65536 (the default size) 100000 iterations and
 /// a positive bandwidth; no completion errors.
 fn assert_result(who: &str, log: &str) {
@@ -331,16 +260,7 @@ fn assert_result(who: &str, log: &str) {
         log.contains("Send Bidirectional BW Test") && log.contains("#bytes"),
         "{who}: no perftest header:\n{log}"
     );
-    assert!(
-        log.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() >= 5
-                && f[0] == "65536"
-                && f[1] == "100000"
-                && f[3].parse::<f64>().is_ok_and(|bw| bw > 0.0)
-        }),
-        "{who}: no result line:\n{log}"
-    );
+    perftest::assert_bw(who, log, 65536, Some(100000));
     assert!(!log.contains("Completion with error"), "{who}:\n{log}");
     assert!(!log.contains("Couldn't"), "{who}:\n{log}");
 }
@@ -348,8 +268,7 @@ fn assert_result(who: &str, log: &str) {
 /// The seed experiment, the server moved with the seed's own commands.
 #[test]
 fn seed_commands_server_migrates() {
-    if let Some(why) = missing() {
-        println!("skipped: {why}");
+    if !ready() {
         return;
     }
     let _one = RDMA.lock().unwrap_or_else(|e| e.into_inner());
@@ -378,7 +297,7 @@ fn seed_commands_server_migrates() {
     args.extend(SEED.iter().map(|s| s.to_string()));
     args.push(srv_ip.into());
     docker(&strs(&args));
-    let watch = QpWatch::start(&b);
+    let watch = NodeWatch::start(&b);
     wait_log(&[srv.into()], "remote address");
     std::thread::sleep(Duration::from_millis(1000));
 
@@ -403,7 +322,8 @@ fn seed_commands_server_migrates() {
     );
 
     let (cs, ss) = (docker_wait(cli), docker_wait(srv2));
-    let (pauses, resumes) = watch.finish();
+    let seen = watch.finish();
+    let (pauses, resumes) = (seen.pauses, seen.resumes);
     let cl = docker_logs(&[cli.into()]);
     let sl = docker_logs(&[srv.into(), srv2.into()]);
     eprintln!("server:\n{sl}\nclient:\n{cl}");
@@ -433,13 +353,7 @@ fn seed_commands_server_migrates() {
 /// --engine docker`.
 #[test]
 fn migros_migrate_engine_docker() {
-    if let Some(why) = missing() {
-        println!("skipped: {why}");
-        return;
-    }
-    let help = run(MIGROS, &["migrate", "--help"]);
-    if !String::from_utf8_lossy(&help.stdout).contains("docker") {
-        println!("skipped: this migros has no `migrate --engine docker`");
+    if !ready() {
         return;
     }
     let _one = RDMA.lock().unwrap_or_else(|e| e.into_inner());
@@ -486,7 +400,7 @@ fn migros_migrate_engine_docker() {
     };
     wait_for(srv, "Waiting for client");
     mrun(&b, cli, cli_ip, Some(srv_ip));
-    let watch = QpWatch::start(&b);
+    let watch = NodeWatch::start(&b);
     wait_for(srv, "remote address");
     std::thread::sleep(Duration::from_millis(1000));
 
@@ -520,7 +434,8 @@ fn migros_migrate_engine_docker() {
         o.status.code().unwrap_or(-1)
     };
     let (cs, ss) = (code(cli), code(srv));
-    let (pauses, resumes) = watch.finish();
+    let seen = watch.finish();
+    let (pauses, resumes) = (seen.pauses, seen.resumes);
     let (cl, sl) = (logs(cli), logs(srv));
     assert_eq!((cs, ss), (0, 0), "client:\n{cl}\nserver:\n{sl}");
     assert_result("client", &cl);

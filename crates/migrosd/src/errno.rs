@@ -44,7 +44,6 @@ pub fn errno_of(e: &VerbsError) -> i32 {
         VerbsError::AlreadyExists { .. } => libc::EEXIST,
         VerbsError::QueueFull => libc::ENOMEM,
         VerbsError::WrongState { .. } => libc::EINVAL,
-        VerbsError::InvalidTransition { .. } => libc::EINVAL,
         VerbsError::Busy(_) => libc::EBUSY,
         VerbsError::BadSnapshot(_) => libc::EINVAL,
     }

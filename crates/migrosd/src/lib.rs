@@ -9,19 +9,26 @@
 //!
 //! - [`udp`]: batched UDP (recvmmsg with GRO, GSO sends to one destination),
 //!   with optional test-only fault injection ([`fault`]).
-//! - [`procmem`]: the transport's `Memory` over `process_vm_readv/writev`
-//!   into the client process that owns an object (owner → pid), with
-//!   read-ahead inside registered regions and coalesced writes.
+//! - [`daemon`]: the event loop, and in its submodules the connection
+//!   protocol, the requests mapped onto the registry and the device,
+//!   migration, the admin socket and CRIU ([`daemon::criu`]).
+//! - [`registry`]: every session with the objects it owns (PDs, MRs, CQ,
+//!   SRQ and QP rings, channels), and one index from each identifier to
+//!   its session: teardown, checkpoint and eviction are operations on one
+//!   session's objects.
+//! - [`datapath`]: work queues read after doorbells and posted to the
+//!   device, consumer indices written back, completions moved from the
+//!   transport's CQs (the only queue of completions) into client rings.
 //! - [`rings`]: the send / receive / completion rings in client memory:
 //!   doorbells are read in batches, completions written body first and
 //!   phase byte last.
-//! - [`session`]: a client connection (framing, write queue).
-//! - [`handler`]: every client request mapped onto the device.
+//! - [`procmem`]: the transport's `Memory` over `process_vm_readv/writev`
+//!   into the client process that owns an object (owner → pid), with
+//!   read-ahead inside registered regions and coalesced writes.
+//! - [`conn`]: a unix socket connection (framing, write queue).
 //! - [`image`]: the daemon's checkpoint image (versioned JSON wrapping the
 //!   transport's `OwnerSnapshot` plus the rings' state).
-//! - [`admin`]: the admin socket.
-//! - [`criu`]: moving a whole process with CRIU (admin requests by pid,
-//!   RestoreSession / RestoreChannel, the rollback watchdog).
+//! - [`limits`]: the device limits and what clients learn of the device.
 //!
 //! # Identifiers
 //!
@@ -39,7 +46,7 @@
 //! # Migration with CRIU
 //!
 //! The CRIU plugin (`migros-criu`) moves a process with its sessions; the
-//! daemon's side, in [`criu`]:
+//! daemon's side, in [`daemon::criu`]:
 //!
 //! 1. Admin `Pause{pid}` (before CRIU freezes the process): every QP of
 //!    the process stops (peers get the pause NAK), pending memory writes
@@ -75,19 +82,19 @@
 //! in that client's own process, identified by `SO_PEERCRED` when it
 //! connected.
 
-pub mod admin;
 pub mod clock;
 pub mod config;
-pub mod criu;
+pub mod conn;
 pub mod daemon;
+pub mod datapath;
 pub mod errno;
 pub mod fault;
-pub mod handler;
 pub mod ids;
 pub mod image;
+pub mod limits;
 pub mod procmem;
+pub mod registry;
 pub mod rings;
-pub mod session;
 pub mod udp;
 
 pub use config::Config;

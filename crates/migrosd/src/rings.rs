@@ -9,12 +9,8 @@
 //! entry. The client's consumer index is re-read only when the ring looks
 //! full.
 
-use std::collections::VecDeque;
-
-use serde::{Deserialize, Serialize};
-
 use migros_proto::msg::ChannelId;
-use migros_proto::ring::{self, CQE_PHASE, CQE_SIZE};
+use migros_proto::ring::{self, CQE_PHASE, CQE_SIZE, RQ_WQE_SIZE, SQ_WQE_SIZE};
 use migros_transport::{Cqn, MemoryFault, OwnerId, Qpn, Srqn, WorkCompletion};
 
 use crate::procmem::{ProcMem, MAX_IOV};
@@ -22,8 +18,26 @@ use crate::procmem::{ProcMem, MAX_IOV};
 /// Most entries read from a work queue in one go.
 pub const WQ_BATCH: u32 = 64;
 
+/// A work queue: the send or receive queue of a QP, or an SRQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Wq {
+    Sq(Qpn),
+    Rq(Qpn),
+    Srq(Srqn),
+}
+
+impl Wq {
+    /// Bytes of one entry of this queue's ring.
+    pub fn entry_size(self) -> usize {
+        match self {
+            Wq::Sq(_) => SQ_WQE_SIZE,
+            Wq::Rq(_) | Wq::Srq(_) => RQ_WQE_SIZE,
+        }
+    }
+}
+
 /// A work queue ring (send, receive or SRQ) and its indices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WqRing {
     pub addr: u64,
     pub entries: u32,
@@ -86,11 +100,10 @@ impl WqRing {
 }
 
 /// A QP's rings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct QpRings {
     pub qpn: Qpn,
-    pub session: u64,
-    pub owner: OwnerId,
+    /// The control block (consumer indices, [`ring::qp_ctrl`]).
     pub ctrl: u64,
     pub sq: WqRing,
     /// `None` when the QP receives from an SRQ.
@@ -100,23 +113,22 @@ pub struct QpRings {
 }
 
 /// An SRQ's ring.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct SrqRing {
     pub srq: Srqn,
-    pub session: u64,
-    pub owner: OwnerId,
+    /// The control block (consumer index, [`ring::srq_ctrl`]).
     pub ctrl: u64,
     pub rq: WqRing,
 }
 
-/// A CQ's ring and what is waiting to go into it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A CQ's ring. The completions waiting for it stay in the transport's
+/// CQ (the only queue of completions) until they fit.
+#[derive(Debug, Clone)]
 pub struct CqRing {
     pub cq: Cqn,
-    pub session: u64,
-    pub owner: OwnerId,
     pub addr: u64,
     pub entries: u32,
+    /// The control block (the client's consumer index, [`ring::cq_ctrl`]).
     pub ctrl: u64,
     /// Next entry the daemon writes.
     pub pi: u32,
@@ -125,51 +137,97 @@ pub struct CqRing {
     pub armed: bool,
     pub solicited_only: bool,
     pub channel: Option<ChannelId>,
-    /// Completions taken from the transport, not yet in the ring.
-    pub backlog: VecDeque<WorkCompletion>,
-    /// Completions lost because the backlog overflowed (CQ overrun).
-    pub overflows: u64,
+}
+
+impl QpRings {
+    /// The ring of `wq` (this QP's send or receive queue) and where its
+    /// consumer index goes in client memory.
+    pub fn ring_mut(&mut self, wq: Wq) -> Option<(&mut WqRing, u64)> {
+        match wq {
+            Wq::Sq(_) => Some((&mut self.sq, self.ctrl + ring::QP_CTRL_SQ_CI)),
+            Wq::Rq(_) => {
+                let at = self.ctrl + ring::QP_CTRL_RQ_CI;
+                self.rq.as_mut().map(|r| (r, at))
+            }
+            Wq::Srq(_) => None,
+        }
+    }
+}
+
+impl SrqRing {
+    /// The ring and where its consumer index goes in client memory.
+    pub fn ring_mut(&mut self) -> (&mut WqRing, u64) {
+        (&mut self.rq, self.ctrl + ring::SRQ_CTRL_CI)
+    }
 }
 
 impl CqRing {
+    /// A ring of `entries` CQEs at `addr` with its control block at `ctrl`.
+    pub fn new(cq: Cqn, addr: u64, entries: u32, ctrl: u64, channel: Option<ChannelId>) -> CqRing {
+        CqRing {
+            cq,
+            addr,
+            entries,
+            ctrl,
+            pi: 0,
+            client_ci: 0,
+            armed: false,
+            solicited_only: false,
+            channel,
+        }
+    }
+
     /// Free entries in the ring, per the cached consumer index.
     fn room(&self) -> u32 {
         let used = self.pi.wrapping_sub(self.client_ci);
         self.entries.saturating_sub(used)
     }
 
-    /// Most completions kept in the backlog before counting an overrun.
-    pub fn backlog_limit(&self) -> usize {
-        (self.entries as usize).max(1024) * 2
+    /// Most completions the transport queues for a ring of `entries`
+    /// before it counts an overrun (the CQ's capacity there).
+    pub fn queue_limit(entries: u32) -> usize {
+        (entries as usize).max(1024) * 2
     }
 
-    /// Writes as much of the backlog as fits; returns how many entries.
-    /// `scratch` is reused between calls.
-    pub fn write_backlog(
+    /// How many of `waiting` completions fit now, in one write: the free
+    /// entries per the cached consumer index, re-read from the client's
+    /// control block only when they are too few.
+    pub fn room_for(
         &mut self,
         mem: &mut ProcMem,
-        scratch: &mut Vec<u8>,
-    ) -> Result<u32, MemoryFault> {
-        if self.backlog.is_empty() {
-            return Ok(0);
-        }
-        if (self.room() as usize) < self.backlog.len() {
+        owner: OwnerId,
+        waiting: usize,
+    ) -> Result<usize, MemoryFault> {
+        if (self.room() as usize) < waiting {
             let mut ci = [0u8; 4];
-            mem.read_now(self.owner, self.ctrl + ring::CQ_CTRL_CI, &mut ci)?;
+            mem.read_now(owner, self.ctrl + ring::CQ_CTRL_CI, &mut ci)?;
             let ci = u32::from_le_bytes(ci);
             // A consumer index ahead of what was written is garbage: keep the old one.
             if self.pi.wrapping_sub(ci) <= self.entries {
                 self.client_ci = ci;
             }
         }
-        let n = (self.room() as usize).min(self.backlog.len()).min(MAX_IOV);
+        Ok((self.room() as usize).min(waiting).min(MAX_IOV))
+    }
+
+    /// Writes `wcs` (no more than [`CqRing::room_for`] allowed) at the
+    /// producer index: every entry without its phase byte, then the phase
+    /// bytes. `scratch` is reused between calls.
+    pub fn write(
+        &mut self,
+        mem: &mut ProcMem,
+        owner: OwnerId,
+        wcs: &[WorkCompletion],
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), MemoryFault> {
+        let n = wcs.len();
         if n == 0 {
-            return Ok(0);
+            return Ok(());
         }
         scratch.clear();
         scratch.resize(n * CQE_SIZE, 0);
         let mut entry = [0u8; CQE_SIZE];
-        for (k, wc) in self.backlog.iter().take(n).enumerate() {
+        for (k, wc) in wcs.iter().enumerate() {
             let index = self.pi.wrapping_add(k as u32);
             ring::encode_cqe(wc, ring::phase(index, self.entries), &mut entry);
             scratch[k * CQE_SIZE..(k + 1) * CQE_SIZE].copy_from_slice(&entry);
@@ -187,17 +245,16 @@ impl CqRing {
                 )
             })
             .collect();
-        mem.writev_now(self.owner, &bodies)?;
+        mem.writev_now(owner, &bodies)?;
         let phases: Vec<(u64, &[u8])> = (0..n)
             .map(|k| {
                 let at = k * CQE_SIZE + CQE_PHASE;
                 (slot_addr(k) + CQE_PHASE as u64, &scratch[at..at + 1])
             })
             .collect();
-        mem.writev_now(self.owner, &phases)?;
-        self.backlog.drain(..n);
+        mem.writev_now(owner, &phases)?;
         self.pi = self.pi.wrapping_add(n as u32);
-        Ok(n as u32)
+        Ok(())
     }
 }
 
@@ -221,24 +278,18 @@ mod tests {
         mem.bind(1, std::process::id() as i32);
         let mut ring_buf = vec![0u8; 4 * CQE_SIZE];
         let mut ctrl = [0u32; 1];
-        let mut cq = CqRing {
-            cq: 1,
-            session: 1,
-            owner: 1,
-            addr: ring_buf.as_mut_ptr() as u64,
-            entries: 4,
-            ctrl: ctrl.as_mut_ptr() as u64,
-            pi: 0,
-            client_ci: 0,
-            armed: false,
-            solicited_only: false,
-            channel: None,
-            backlog: (0..6).map(wc).collect(),
-            overflows: 0,
-        };
+        let mut cq = CqRing::new(
+            1,
+            ring_buf.as_mut_ptr() as u64,
+            4,
+            ctrl.as_mut_ptr() as u64,
+            None,
+        );
+        let waiting: Vec<WorkCompletion> = (0..6).map(wc).collect();
         let mut scratch = Vec::new();
-        assert_eq!(cq.write_backlog(&mut mem, &mut scratch).unwrap(), 4);
-        assert_eq!(cq.write_backlog(&mut mem, &mut scratch).unwrap(), 0);
+        assert_eq!(cq.room_for(&mut mem, 1, waiting.len()).unwrap(), 4);
+        cq.write(&mut mem, 1, &waiting[..4], &mut scratch).unwrap();
+        assert_eq!(cq.room_for(&mut mem, 1, 2).unwrap(), 0);
         // SAFETY: ring_buf is alive; it was written behind the compiler's back.
         let view = unsafe {
             std::slice::from_raw_parts(std::hint::black_box(ring_buf.as_ptr()), ring_buf.len())
@@ -252,13 +303,14 @@ mod tests {
         // The client consumed two entries.
         // SAFETY: ctrl is a live local array the daemon side reads through its address.
         unsafe { std::ptr::write_volatile(ctrl.as_mut_ptr(), 2) };
-        assert_eq!(cq.write_backlog(&mut mem, &mut scratch).unwrap(), 2);
+        assert_eq!(cq.room_for(&mut mem, 1, 2).unwrap(), 2);
+        cq.write(&mut mem, 1, &waiting[4..], &mut scratch).unwrap();
         // SAFETY: ring_buf is alive; it was written behind the compiler's back.
         let view = unsafe {
             std::slice::from_raw_parts(std::hint::black_box(ring_buf.as_ptr()), ring_buf.len())
         };
         assert_eq!(view[CQE_PHASE], 2);
-        assert!(cq.backlog.is_empty());
+        assert_eq!(cq.pi, 6);
     }
 
     #[test]

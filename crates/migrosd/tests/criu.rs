@@ -25,7 +25,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::rc::{connect_rc, ALL_ACCESS};
-use common::{is_root, Daemon, TIMEOUT};
+use common::{can_run, start_daemon, Daemon, Raw, TIMEOUT};
 use migros_proto::admin::{AdminRequest, AdminResponse, SessionIds, SessionImage};
 use migros_proto::frame;
 use migros_proto::msg::{Request, Response, PROTOCOL_VERSION};
@@ -47,14 +47,6 @@ const RECV_SLOTS: u64 = 32;
 /// Tags the child's receive WR ids.
 const RECV_TAG: u64 = 1 << 32;
 const WAIT: Duration = Duration::from_secs(30);
-
-fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root (the daemon reaches client memory)");
-        return true;
-    }
-    false
-}
 
 /// Byte `k` of message `seq`: every byte checked, none the same twice in a row.
 fn pattern(seq: u32, k: usize) -> u8 {
@@ -327,9 +319,9 @@ fn setup_with(base: u8, with_b: bool, peer_args: &[&str]) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let addr = |k: u8| format!("127.0.0.{}", base + k);
-    let a = Daemon::start(dir, "a", &addr(0), &[]);
-    let b = with_b.then(|| Daemon::start(dir, "b", &addr(1), &[]));
-    let c = Daemon::start(dir, "c", &addr(if with_b { 2 } else { 1 }), peer_args);
+    let a = start_daemon(dir, "a", &addr(0), &[]);
+    let b = with_b.then(|| start_daemon(dir, "b", &addr(1), &[]));
+    let c = start_daemon(dir, "c", &addr(if with_b { 2 } else { 1 }), peer_args);
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -562,7 +554,7 @@ fn status(d: &Daemon) -> migros_proto::admin::DaemonStatus {
 /// it streams to c.
 #[test]
 fn process_moves_between_daemons_as_criu_moves_it() {
-    if skip() {
+    if !can_run() {
         return;
     }
     let mut s = setup(191, true);
@@ -637,7 +629,7 @@ fn process_moves_between_daemons_as_criu_moves_it() {
 /// connection open: the daemon rolls back by itself.
 #[test]
 fn a_checkpointed_process_that_runs_again_is_rolled_back() {
-    if skip() {
+    if !can_run() {
         return;
     }
     let mut s = setup(194, false);
@@ -656,7 +648,7 @@ fn a_checkpointed_process_that_runs_again_is_rolled_back() {
 /// The plugin's exit hook after a failed dump: Resume{pid} on the source.
 #[test]
 fn resume_rolls_a_checkpoint_back() {
-    if skip() {
+    if !can_run() {
         return;
     }
     let mut s = setup(196, false);
@@ -685,7 +677,7 @@ fn resume_rolls_a_checkpoint_back() {
 /// pause timeout (here 800 ms) has passed, not earlier and not never.
 #[test]
 fn a_peer_whose_partner_never_returns_errors_after_the_pause_timeout() {
-    if skip() {
+    if !can_run() {
         return;
     }
     let mut s = setup_with(176, false, &["--pause-timeout-ms", "800"]);
@@ -732,11 +724,11 @@ fn wait_stopped(pid: u32) {
 
 #[test]
 fn check_identifiers_refuses_a_collision() {
-    if skip() {
+    if !can_run() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let a = Daemon::start(tmp.path(), "a", "127.0.0.198", &[]);
+    let a = start_daemon(tmp.path(), "a", "127.0.0.198", &[]);
     let (mut c, session) = a.session();
     let pd = match c.request(&Request::AllocPd) {
         Response::Pd { pd } => pd,
@@ -892,11 +884,11 @@ fn restore_on_the_same_daemon_with_a_request_cut_short(a: &Daemon) {
 
 #[test]
 fn bad_restores_create_nothing_and_bad_admin_input_never_panics() {
-    if skip() {
+    if !can_run() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let a = Daemon::start(tmp.path(), "a", "127.0.0.199", &[]);
+    let a = start_daemon(tmp.path(), "a", "127.0.0.199", &[]);
     restore_on_the_same_daemon_with_a_request_cut_short(&a);
     let restore = |version, session, image: &[u8]| Request::RestoreSession {
         version,

@@ -13,15 +13,6 @@ use migros_proto::admin::{AdminRequest, AdminResponse};
 use migros_proto::msg::{Request, Response};
 use migros_proto::verbs::*;
 
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-    };
-}
-
 fn admin_qp_count(d: &Daemon) -> usize {
     match d.admin(&AdminRequest::Stats) {
         AdminResponse::Stats { qps, .. } => qps.len(),
@@ -31,9 +22,11 @@ fn admin_qp_count(d: &Daemon) -> usize {
 
 #[test]
 fn hello_query_and_objects() {
-    need_root!();
+    if !can_run() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), "t0", "127.0.0.101", &["--mtu", "4096"]);
+    let d = start_daemon(dir.path(), "t0", "127.0.0.101", &["--mtu", "4096"]);
     let (mut c, _) = d.session();
     match c.request(&Request::QueryDevice) {
         Response::Device(info) => {
@@ -102,9 +95,11 @@ fn hello_query_and_objects() {
 
 #[test]
 fn garbage_disconnects_only_that_client() {
-    need_root!();
+    if !can_run() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), "t1", "127.0.0.102", &[]);
+    let d = start_daemon(dir.path(), "t1", "127.0.0.102", &[]);
     let (mut good, _) = d.session();
     let mut bad = d.connect();
     bad.stream.write_all(&5u32.to_le_bytes()).unwrap();
@@ -133,9 +128,11 @@ fn garbage_disconnects_only_that_client() {
 
 #[test]
 fn request_before_hello_is_refused() {
-    need_root!();
+    if !can_run() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), "t2", "127.0.0.103", &[]);
+    let d = start_daemon(dir.path(), "t2", "127.0.0.103", &[]);
     let mut c = d.connect();
     match c.request(&Request::AllocPd) {
         Response::Error { errno, .. } => assert_eq!(errno, libc::EPROTO),
@@ -156,9 +153,11 @@ fn request_before_hello_is_refused() {
 
 #[test]
 fn doorbell_for_another_sessions_qp_is_refused() {
-    need_root!();
+    if !can_run() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), "t3", "127.0.0.104", &[]);
+    let d = start_daemon(dir.path(), "t3", "127.0.0.104", &[]);
     let (mut a, _) = d.session();
     let pd = alloc_pd(&mut a);
     let cq = create_cq(&mut a, 16);
@@ -192,9 +191,11 @@ fn doorbell_for_another_sessions_qp_is_refused() {
 
 #[test]
 fn a_client_that_goes_away_loses_its_qps() {
-    need_root!();
+    if !can_run() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), "t4", "127.0.0.105", &[]);
+    let d = start_daemon(dir.path(), "t4", "127.0.0.105", &[]);
     let (mut a, _) = d.session();
     let pd = alloc_pd(&mut a);
     let cq = create_cq(&mut a, 16);
@@ -225,9 +226,11 @@ fn a_client_that_goes_away_loses_its_qps() {
 
 #[test]
 fn admin_shutdown_exits_cleanly_and_removes_sockets() {
-    need_root!();
+    if !can_run() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), "t5", "127.0.0.106", &[]);
+    let mut d = start_daemon(dir.path(), "t5", "127.0.0.106", &[]);
     assert_eq!(d.admin(&AdminRequest::Shutdown), AdminResponse::Ok);
     assert!(d.wait_exit(TIMEOUT));
     assert!(d.child.try_wait().unwrap().unwrap().success());
@@ -236,9 +239,11 @@ fn admin_shutdown_exits_cleanly_and_removes_sockets() {
 
 #[test]
 fn sigterm_exits_cleanly() {
-    need_root!();
+    if !can_run() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), "t6", "127.0.0.107", &[]);
+    let mut d = start_daemon(dir.path(), "t6", "127.0.0.107", &[]);
     let pid = nix::unistd::Pid::from_raw(d.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(d.wait_exit(TIMEOUT));
@@ -284,12 +289,14 @@ fn admin_probe_child() {
 
 #[test]
 fn admin_socket_refuses_non_root() {
-    need_root!();
+    if !can_run() {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let d = Daemon::start(dir.path(), "t8", "127.0.0.108", &[]);
+    let d = start_daemon(dir.path(), "t8", "127.0.0.108", &[]);
     let probe = |mode: &str| {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([

@@ -1,14 +1,14 @@
 //! Test support: building the plugin and the test programs, running
 //! `criu dump` / `criu restore` with the plugin, reaping restored tasks.
-//! The CRIU tests need root and a `criu` on PATH; without them they say so
-//! and pass.
+//! The CRIU tests need root and a `criu` on PATH; without them they skip,
+//! saying why, or fail with `MIGROS_TESTS_REQUIRED=1`.
 
 #![allow(dead_code)]
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long any wait in these tests may take.
@@ -20,54 +20,25 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// target/debug (or release): where cargo put this test binary's crates.
-pub fn profile_dir() -> PathBuf {
-    // target/<profile>/deps/<test binary>
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_owned()
-}
+pub use migros_test_support::daemon::{cargo_build, profile_dir};
+use migros_test_support::require::{program, require, root, Check};
 
-/// Builds `args` (cargo build -q …) in the profile of this test; false if
-/// that fails.
-pub fn cargo_build(args: &[&str]) -> bool {
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q"])
-        .args(args)
-        .arg("--manifest-path")
-        .arg(&manifest);
-    if profile_dir().file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
+/// Root, a working `criu`, and the plugin and examples built, plus
+/// `more` (checked only when those are there); skips (or, with
+/// `MIGROS_TESTS_REQUIRED=1`, fails) otherwise. See
+/// `migros_test_support::require`.
+pub fn can_run_with(more: &[&str]) -> bool {
+    let mut checks: Vec<Check> = vec![root()];
+    if checks.iter().all(Result::is_ok) {
+        checks.push(program("criu", "scripts/setup-criu.sh installs it"));
     }
-    matches!(cmd.status(), Ok(s) if s.success())
-}
-
-/// Root, a working `criu`, and the plugin and examples built; `false`
-/// (after saying why) otherwise.
-pub fn can_run() -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
-        return false;
+    if checks.iter().all(Result::is_ok) {
+        checks.push(cargo_build(&["-p", "migros-criu", "--lib", "--examples"]));
+        if !more.is_empty() {
+            checks.push(cargo_build(more));
+        }
     }
-    if !Command::new("criu")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        eprintln!("skipped: no criu on PATH (scripts/setup-criu.sh installs it)");
-        return false;
-    }
-    static BUILT: OnceLock<bool> = OnceLock::new();
-    let built = *BUILT.get_or_init(|| cargo_build(&["-p", "migros-criu", "--lib", "--examples"]));
-    if !built {
-        eprintln!("skipped: migros-criu or its examples do not build");
+    if !require(checks) {
         return false;
     }
     // Restored tasks are re-parented to us when `criu restore -d` exits,
@@ -75,6 +46,11 @@ pub fn can_run() -> bool {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     true
+}
+
+/// [`can_run_with`] nothing more.
+pub fn can_run() -> bool {
+    can_run_with(&[])
 }
 
 pub fn example(name: &str) -> PathBuf {

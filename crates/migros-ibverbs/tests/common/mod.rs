@@ -7,42 +7,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use migros_test_support::daemon::workspace_root as root_dir;
+use migros_test_support::daemon::{cargo_build, script_once};
+pub use migros_test_support::require::Check;
+use migros_test_support::require::{file, require, root};
 
-/// Whether the test can run (root, the Debian `programs` installed); builds
-/// target/ibverbs and migrosd and returns the daemon's path.
-pub fn ready(programs: &[&str]) -> Option<PathBuf> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
-        return None;
-    }
+/// Whether the test runs (see `migros_test_support::require`): root, the
+/// Debian `programs` installed and `more` met; then target/ibverbs and the
+/// release migrosd built. Returns the daemon's path.
+pub fn ready(programs: &[&str], more: Vec<Check>) -> Option<PathBuf> {
+    let mut checks = vec![root()];
     for bin in programs {
-        if !Path::new("/usr/bin").join(bin).is_file() {
-            eprintln!("skipped: /usr/bin/{bin} missing (scripts/setup.sh installs it)");
-            return None;
-        }
+        checks.push(file(
+            Path::new("/usr/bin").join(bin),
+            "scripts/setup.sh installs it",
+        ));
     }
-    let status = Command::new(root().join("scripts/ibverbs.sh"))
-        .status()
-        .expect("run scripts/ibverbs.sh");
-    assert!(status.success(), "scripts/ibverbs.sh failed");
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
+    checks.extend(more);
+    if checks.iter().all(Result::is_ok) {
+        checks.push(script_once("ibverbs.sh"));
+        checks.push(cargo_build(&[
             "--release",
             "-p",
             "migrosd",
-            "--manifest-path",
-        ])
-        .arg(root().join("Cargo.toml"))
-        .status()
-        .expect("build migrosd");
-    assert!(status.success(), "migrosd does not build");
-    Some(root().join("target/release/migrosd"))
+            "--bin",
+            "migrosd",
+        ]));
+    }
+    if !require(checks) {
+        return None;
+    }
+    Some(root_dir().join("target/release/migrosd"))
 }
 
 /// Two daemons in a temporary socket directory; killed on drop.
@@ -88,7 +83,7 @@ impl Net {
         // Generous: perftest -a takes ~15 s on a loaded 2-core machine.
         c.arg("90")
             .args(args)
-            .env("LD_LIBRARY_PATH", root().join("target/ibverbs"))
+            .env("LD_LIBRARY_PATH", root_dir().join("target/ibverbs"))
             .env("MIGROS_SOCKET_DIR", self.dir.path())
             .stdin(Stdio::null());
         c

@@ -250,10 +250,16 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Sum of the retransmits of this end's QPs.
-    pub fn retransmits(&self) -> Result<u64> {
+    /// This end's QP counters, summed over its QPs.
+    pub fn counters(&self) -> Result<migros_verbs::QpCounters> {
         let (_, qps) = self.ctx.stats().context("reading counters")?;
-        Ok(qps.iter().map(|(_, c)| c.retransmits).sum())
+        let mut sum = migros_verbs::QpCounters::default();
+        for (_, c) in &qps {
+            sum.retransmits += c.retransmits;
+            sum.duplicates += c.duplicates;
+            sum.out_of_sequence += c.out_of_sequence;
+        }
+        Ok(sum)
     }
 }
 

@@ -91,8 +91,21 @@ pub struct Summary {
     pub max_gap_ms: Option<f64>,
     /// `None`: this end checked nothing.
     pub verified: Option<bool>,
+    /// Whether this end's role is to check data (the receiver of SENDs and
+    /// verified WRITEs, the requester of READs and atomics, both ends of a
+    /// SEND or WRITE latency run): such an end that checked nothing makes
+    /// the run unverified.
+    #[serde(default)]
+    pub verify_expected: bool,
     pub verify_error: Option<String>,
     pub retransmits: u64,
+    /// Duplicate requests this end's QPs received (a duplicated or resent
+    /// packet), and requests they dropped as out of sequence (a loss or a
+    /// reordering before them).
+    #[serde(default)]
+    pub duplicates: u64,
+    #[serde(default)]
+    pub out_of_sequence: u64,
     pub migration: Option<MigrationInfo>,
 }
 

@@ -89,6 +89,9 @@ pub struct Report {
     pub verified: Option<bool>,
     pub verify_error: Option<String>,
     pub retransmits: u64,
+    /// Duplicate and out-of-sequence requests both ends' QPs received.
+    pub duplicates: u64,
+    pub out_of_sequence: u64,
     pub migration: Option<super::exchange::MigrationInfo>,
     pub pause_ms: Option<f64>,
 }
@@ -101,18 +104,31 @@ impl Report {
             .filter_map(|s| s.requester.clone())
             .collect();
         let lat = local.lat.clone().or_else(|| peer.lat.clone());
-        let verified = if params.verify {
-            match (local.verified, peer.verified) {
-                (None, None) => None,
-                (a, b) => Some(a.unwrap_or(true) && b.unwrap_or(true)),
-            }
-        } else {
+        let sides = [local, peer];
+        // An end whose role is to check and that checked nothing fails the
+        // verification: it is never counted as verified.
+        let unchecked = sides
+            .iter()
+            .any(|s| s.verify_expected && s.verified.is_none());
+        let verified = if !params.verify
+            || sides
+                .iter()
+                .all(|s| s.verified.is_none() && !s.verify_expected)
+        {
             None
+        } else {
+            let failed = sides.iter().any(|s| s.verified == Some(false));
+            let checked = sides.iter().any(|s| s.verified == Some(true));
+            Some(checked && !failed && !unchecked)
         };
         let verify_error = local
             .verify_error
             .clone()
-            .or_else(|| peer.verify_error.clone());
+            .or_else(|| peer.verify_error.clone())
+            .or_else(|| {
+                (verified == Some(false))
+                    .then(|| "an end that had to check the data checked nothing".to_string())
+            });
         // The pause is what the partner of the migrated end saw.
         let (migration, pause_ms) = match (&local.migration, &peer.migration) {
             (Some(m), _) => (Some(m.clone()), peer.max_gap_ms),
@@ -127,6 +143,8 @@ impl Report {
             verified,
             verify_error,
             retransmits: local.retransmits + peer.retransmits,
+            duplicates: local.duplicates + peer.duplicates,
+            out_of_sequence: local.out_of_sequence + peer.out_of_sequence,
             migration,
             pause_ms,
         }
@@ -176,6 +194,8 @@ impl Report {
             "mpps": self.mpps(),
             "verified": self.verified,
             "retransmits": self.retransmits,
+            "duplicates": self.duplicates,
+            "out_of_sequence": self.out_of_sequence,
             "migrated": self.migration.is_some(),
         });
         if let Some(l) = &self.lat {
@@ -343,6 +363,8 @@ mod tests {
                 peak_gbps: 1.5,
             }),
             retransmits: 3,
+            duplicates: 4,
+            out_of_sequence: 6,
             max_gap_ms: Some(42.0),
             ..Default::default()
         };
@@ -355,6 +377,10 @@ mod tests {
         assert!((v["mpps"].as_f64().unwrap() - 0.0025).abs() < 1e-9);
         assert_eq!(v["verified"], true);
         assert_eq!(v["retransmits"], 5);
+        assert_eq!(
+            (v["duplicates"].as_u64(), v["out_of_sequence"].as_u64()),
+            (Some(4), Some(6))
+        );
         assert_eq!(v["migrated"], false);
         assert!(v.get("pause_ms").is_none() && v.get("lat_us").is_none());
         let t = r.table();
@@ -397,6 +423,49 @@ mod tests {
         // Seen from the other end, the same.
         let r2 = Report::merge(&params(Test::SendBw), 1024, &peer, &local);
         assert_eq!(r2.json()["pause_ms"], 17.0);
+    }
+
+    #[test]
+    fn an_end_that_had_to_check_and_checked_nothing_is_not_verified() {
+        let checker = Summary {
+            verify_expected: true,
+            ..Default::default()
+        };
+        let requester = Summary {
+            requester: Some(Direction {
+                ops: 10,
+                bytes: 10 * 65536,
+                secs: 1.0,
+                peak_gbps: 1.0,
+            }),
+            ..Default::default()
+        };
+        for (a, b) in [(&checker, &requester), (&requester, &checker)] {
+            let r = Report::merge(&params(Test::SendBw), 1024, a, b);
+            assert_eq!(r.verified, Some(false), "{r:?}");
+            assert!(
+                r.table().contains("FAILED (an end that had to check"),
+                "{}",
+                r.table()
+            );
+        }
+        // Bidirectional: one end checked, the other had to and did not.
+        let good = Summary {
+            verified: Some(true),
+            verify_expected: true,
+            ..Default::default()
+        };
+        let r = Report::merge(&params(Test::SendBw), 1024, &good, &checker);
+        assert_eq!(r.verified, Some(false));
+        // Both checked what they had to.
+        let r = Report::merge(&params(Test::SendBw), 1024, &good, &good.clone());
+        assert_eq!(r.verified, Some(true));
+        // One end checks, the other has nothing to check.
+        let r = Report::merge(&params(Test::SendBw), 1024, &good, &requester);
+        assert_eq!(r.verified, Some(true));
+        // Nothing was to be checked at all: no verdict.
+        let r = Report::merge(&params(Test::SendBw), 1024, &requester, &requester.clone());
+        assert_eq!(r.verified, None);
     }
 
     #[test]

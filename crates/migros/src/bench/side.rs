@@ -44,6 +44,16 @@ impl Roles {
         }
     }
 
+    /// Whether this end checks the data of a verified run (see
+    /// `Summary::verify_expected`).
+    pub fn checks(self, test: Test) -> bool {
+        match test {
+            Test::SendLat | Test::WriteLat => true,
+            Test::ReadLat | Test::ReadBw | Test::AtomicBw => self.requester,
+            Test::SendBw | Test::WriteBw => self.responder_active,
+        }
+    }
+
     /// Whether this end sees its own progress (else the peer tells it).
     pub fn self_driven(self) -> bool {
         self.requester || self.responder_active
@@ -219,7 +229,11 @@ impl Side {
     pub fn done(&mut self, mut local: Summary) -> Result<(Summary, Summary)> {
         local.max_gap_ms = self.gaps.max.map(|g| g.as_secs_f64() * 1e3);
         local.migration = self.mig.done.clone();
-        local.retransmits = self.ep.retransmits()?;
+        let counters = self.ep.counters()?;
+        local.retransmits = counters.retransmits;
+        local.duplicates = counters.duplicates;
+        local.out_of_sequence = counters.out_of_sequence;
+        local.verify_expected = self.params.verify && self.roles.checks(self.params.test);
         match &self.verified {
             None => {}
             Some(Ok(())) => local.verified = Some(true),
@@ -307,6 +321,26 @@ mod tests {
         assert!(server(Test::WriteLat, false, false).self_driven());
         assert!(!server(Test::ReadLat, false, false).self_driven());
         assert!(client(Test::ReadLat, false, false).requester);
+    }
+
+    #[test]
+    fn who_checks_a_verified_run() {
+        let checkers = |t, bidir| {
+            [true, false]
+                .into_iter()
+                .filter(|&server| Roles::of(&p(t, bidir, true), server).checks(t))
+                .count()
+        };
+        for t in [Test::SendBw, Test::WriteBw, Test::ReadBw, Test::AtomicBw] {
+            assert_eq!(checkers(t, false), 1, "{t:?}: one end checks");
+            assert_eq!(checkers(t, true), 2, "{t:?} bidirectional: both check");
+        }
+        assert_eq!(checkers(Test::SendLat, false), 2);
+        assert_eq!(checkers(Test::WriteLat, false), 2);
+        assert_eq!(checkers(Test::ReadLat, false), 1);
+        // The receiver of SENDs, the requester of READs.
+        assert!(Roles::of(&p(Test::SendBw, false, true), true).checks(Test::SendBw));
+        assert!(Roles::of(&p(Test::ReadBw, false, true), false).checks(Test::ReadBw));
     }
 
     #[test]

@@ -78,7 +78,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
         volumes,
         gen: 0,
         state: State::Active,
+        image: a.image.clone(),
+        network: a.network.clone(),
     };
+    if kind != crate::engine::EngineKind::Docker && (a.image.is_some() || a.network.is_some()) {
+        bail!("--image and --network are for --engine docker");
+    }
     let mut c = engine::open(record);
     let what = c
         .run(&node)

@@ -38,6 +38,11 @@ pub struct Container {
     /// The current incarnation (0 at `run`, +1 per migration).
     pub gen: u32,
     pub state: State,
+    /// Docker: its image and network (`None`: migros-base, migros-dock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// Where a container is in its life, as far as migrations go.

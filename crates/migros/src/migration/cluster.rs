@@ -1,7 +1,7 @@
 //! What a migration touches besides its engine, the same for every engine:
-//! the nodes' daemons (the RDMA identifier check before anything freezes,
+//! the nodes' daemons, here or over ssh (the RDMA identifier check before anything freezes,
 //! the tombstones after) and the container records. [`Cluster`] is the
-//! seam: [`Local`] reaches the daemons' admin sockets and writes the
+//! seam: [`Local`] reaches the daemons' admin sockets (through `Node::admin`) and writes the
 //! records under `/run/migros/state`; tests use their own.
 
 use std::net::IpAddr;
@@ -35,13 +35,12 @@ pub struct Local;
 impl Cluster for Local {
     fn identifiers(&self, node: &Node, pid: i32) -> Result<Option<Vec<SessionIds>>> {
         let req = AdminRequest::Identifiers { pid: pid as u32 };
-        let resp =
-            crate::admin::request_raw(&node.socket_dir(), &node.dev, &req).with_context(|| {
-                format!(
-                    "asking node {}'s daemon for pid {pid}'s identifiers",
-                    node.name
-                )
-            })?;
+        let resp = node.admin(&req).with_context(|| {
+            format!(
+                "asking node {}'s daemon for pid {pid}'s identifiers",
+                node.name
+            )
+        })?;
         match resp {
             AdminResponse::Error { errno, .. } if errno == nix::errno::Errno::ENOSYS as i32 => {
                 Ok(None)
@@ -57,8 +56,9 @@ impl Cluster for Local {
 
     fn check_identifiers(&self, node: &Node, sessions: &[SessionIds]) -> Result<()> {
         let req = AdminRequest::CheckIdentifiers(sessions.to_vec());
-        match crate::admin::request(&node.socket_dir(), &node.dev, &req)? {
+        match node.admin(&req)? {
             AdminResponse::Ok => Ok(()),
+            AdminResponse::Error { errno, message } => bail!("{message} (errno {errno})"),
             r => bail!(
                 "node {}: unexpected answer {r:?} to CheckIdentifiers",
                 node.name
@@ -67,9 +67,10 @@ impl Cluster for Local {
     }
 
     fn tombstones(&self, node: &Node) -> Option<Vec<u32>> {
-        crate::admin::status(&node.socket_dir(), &node.dev)
-            .ok()
-            .map(|s| s.tombstones)
+        match node.admin(&AdminRequest::Status).ok()? {
+            AdminResponse::Status(s) => Some(s.tombstones),
+            _ => None,
+        }
     }
 
     fn forward_tombstones(&self, node: &Node, qpns: &[u32], to: IpAddr) -> Result<()> {
@@ -77,7 +78,10 @@ impl Cluster for Local {
             qpns: qpns.to_vec(),
             to,
         };
-        crate::admin::request(&node.socket_dir(), &node.dev, &req).map(|_| ())
+        match node.admin(&req)? {
+            AdminResponse::Error { errno, message } => bail!("{message} (errno {errno})"),
+            _ => Ok(()),
+        }
     }
 
     fn save(&self, record: &Container) -> Result<()> {

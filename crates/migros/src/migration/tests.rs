@@ -45,6 +45,8 @@ impl TestEngine {
                 volumes: Vec::new(),
                 gen: 3,
                 state: State::Active,
+                image: None,
+                network: None,
             },
             fail,
             steps: Vec::new(),
@@ -232,6 +234,7 @@ fn node(name: &str, last: u8, dev: &str) -> Node {
         dev: dev.into(),
         mtu: None,
         pid: 1,
+        ssh: None,
     }
 }
 

@@ -9,69 +9,49 @@ pub mod verbs;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io::Read;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use migros_proto::admin::{AdminRequest, AdminResponse};
 use migros_proto::frame;
 use migros_proto::msg::{Request, Response, PROTOCOL_VERSION};
-use migros_proto::paths;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+pub use migros_test_support::daemon::Daemon;
+
+/// Whether the test runs: root (the daemon reaches this process's memory
+/// with process_vm_readv/writev; port 4791 on loopback addresses). See
+/// `migros_test_support::require`.
+pub fn can_run() -> bool {
+    migros_test_support::require([migros_test_support::require::root()])
 }
 
-/// A running `migrosd`, killed on drop.
-pub struct Daemon {
-    pub child: Child,
-    pub dir: PathBuf,
-    pub name: String,
-    pub addr: String,
+/// Starts this build's `migrosd` (see `migros_test_support::daemon`).
+pub fn start_daemon(dir: &Path, name: &str, addr: &str, extra: &[&str]) -> Daemon {
+    Daemon::start(
+        Path::new(env!("CARGO_BIN_EXE_migrosd")),
+        dir,
+        name,
+        addr,
+        extra,
+    )
 }
 
-impl Daemon {
-    pub fn start(dir: &Path, name: &str, addr: &str, extra: &[&str]) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_migrosd"))
-            .args(["--name", name, "--addr", addr, "--socket-dir"])
-            .arg(dir)
-            .args(extra)
-            .env("RUST_LOG", "migrosd=debug")
-            .stdin(Stdio::null())
-            .stderr(if std::env::var_os("MIGROSD_TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("spawn migrosd");
-        let d = Daemon {
-            child,
-            dir: dir.to_path_buf(),
-            name: name.into(),
-            addr: addr.into(),
-        };
-        let sock = paths::admin_socket(dir, name);
-        wait_until("daemon sockets", || sock.exists());
-        d
-    }
+/// The raw daemon protocol on a [`Daemon`].
+pub trait Raw {
+    fn connect(&self) -> Client;
+    /// A client that said hello.
+    fn session(&self) -> (Client, u64);
+    fn admin(&self, req: &AdminRequest) -> AdminResponse;
+}
 
-    pub fn socket(&self) -> PathBuf {
-        paths::device_socket(&self.dir, &self.name)
-    }
-
-    pub fn admin_socket(&self) -> PathBuf {
-        paths::admin_socket(&self.dir, &self.name)
-    }
-
-    pub fn connect(&self) -> Client {
+impl Raw for Daemon {
+    fn connect(&self) -> Client {
         Client::connect(&self.socket())
     }
 
-    /// A client that said hello.
-    pub fn session(&self) -> (Client, u64) {
+    fn session(&self) -> (Client, u64) {
         let mut c = self.connect();
         match c.request(&Request::Hello {
             version: PROTOCOL_VERSION,
@@ -83,30 +63,11 @@ impl Daemon {
         }
     }
 
-    pub fn admin(&self, req: &AdminRequest) -> AdminResponse {
+    fn admin(&self, req: &AdminRequest) -> AdminResponse {
         let mut s = UnixStream::connect(self.admin_socket()).expect("connect admin");
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
         frame::write(&mut s, req).unwrap();
         frame::read(&mut s).expect("admin response")
-    }
-
-    /// Waits (bounded) for the process to exit; returns whether it did.
-    pub fn wait_exit(&mut self, within: Duration) -> bool {
-        let end = Instant::now() + within;
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -110,58 +110,19 @@ pub fn create_qp(c: &mut Client, pd: Pdn, cq: &Cq, entries: u32) -> Qp {
     }
 }
 
-/// RESET → INIT → RTR → RTS towards `dest`/`dest_qpn`.
+/// RESET → INIT → RTR → RTS towards `dest`/`dest_qpn` (PSNs 100, ACK
+/// timeout 10), with migros-test-support's attributes.
 pub fn connect(c: &mut Client, qpn: Qpn, dest: IpAddr, dest_qpn: Qpn, mtu: Mtu) {
-    let init = QpAttr {
-        qp_state: QpState::Init,
-        qp_access_flags: Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ,
-        ..QpAttr::default()
-    };
-    c.ok(&Request::ModifyQp {
-        qpn,
-        attr: init,
-        mask: AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS,
-    });
-    let rtr = QpAttr {
-        qp_state: QpState::Rtr,
-        path_mtu: mtu,
-        dest_addr: Some(dest),
-        dest_qp_num: dest_qpn,
-        rq_psn: 100,
-        max_dest_rd_atomic: 4,
-        min_rnr_timer: 1,
-        ..QpAttr::default()
-    };
-    c.ok(&Request::ModifyQp {
-        qpn,
-        attr: rtr,
-        mask: AttrMask::STATE
-            | AttrMask::AV
-            | AttrMask::PATH_MTU
-            | AttrMask::DEST_QPN
-            | AttrMask::RQ_PSN
-            | AttrMask::MAX_DEST_RD_ATOMIC
-            | AttrMask::MIN_RNR_TIMER,
-    });
-    let rts = QpAttr {
-        qp_state: QpState::Rts,
+    let p = migros_test_support::RcParams {
+        mtu,
         sq_psn: 100,
+        rq_psn: 100,
         timeout: 10,
-        retry_cnt: 7,
-        rnr_retry: 7,
-        max_rd_atomic: 4,
-        ..QpAttr::default()
+        ..migros_test_support::RcParams::new(dest_qpn, dest)
     };
-    c.ok(&Request::ModifyQp {
-        qpn,
-        attr: rts,
-        mask: AttrMask::STATE
-            | AttrMask::SQ_PSN
-            | AttrMask::TIMEOUT
-            | AttrMask::RETRY_CNT
-            | AttrMask::RNR_RETRY
-            | AttrMask::MAX_QP_RD_ATOMIC,
-    });
+    for (attr, mask) in p.transitions() {
+        c.ok(&Request::ModifyQp { qpn, attr, mask });
+    }
 }
 
 impl Qp {

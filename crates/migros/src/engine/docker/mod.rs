@@ -18,6 +18,13 @@
 //! (`scripts/setup-docker.sh` makes the image and the network; `lib` is the
 //! container's own copy of `target/ibverbs`: a rebuild replaces those files
 //! and CRIU cannot dump a process mapping a deleted library).
+//!
+//! A container may name another image and network (`migros run --image
+//! --network`): such an image brings its own libraries (as the seed's
+//! `scripts/seed/Dockerfile`), and only the node's sockets are mounted.
+//! On an ssh node (`migros node add --ssh`) every `docker` command runs on
+//! the node's machine over ssh, its dockerd being that machine's; the
+//! network must then span the machines (an attachable swarm overlay).
 
 mod steps;
 
@@ -30,7 +37,7 @@ use anyhow::{bail, Context as _, Result};
 use super::Engine;
 use crate::container::{self, Container, Status};
 use crate::node::Node;
-use crate::sys;
+use crate::remote::Host;
 
 /// The image and network `scripts/setup-docker.sh` makes.
 pub const IMAGE: &str = "migros-base";
@@ -51,24 +58,27 @@ pub fn docker_name(name: &str, gen: u32) -> String {
     }
 }
 
-/// `docker args…`: its stdout, or an error with its stderr.
-pub fn docker(args: &[&str]) -> Result<String> {
-    sys::run("docker", args)
+/// `docker args…` on `h`: its stdout, or an error with its stderr.
+pub fn docker(h: &Host, args: &[&str]) -> Result<String> {
+    h.run("docker", args)
 }
 
-fn docker_owned(args: &[String]) -> Result<String> {
+fn docker_owned(h: &Host, args: &[String]) -> Result<String> {
     let v: Vec<&str> = args.iter().map(String::as_str).collect();
-    docker(&v)
+    docker(h, &v)
 }
 
-/// `docker inspect -f <format> <name>`, trimmed.
-fn inspect(name: &str, format: &str) -> Result<String> {
-    Ok(docker(&["inspect", "-f", format, name])?.trim().to_string())
+/// `docker inspect -f <format> <name>` on `h`, trimmed.
+fn inspect(h: &Host, name: &str, format: &str) -> Result<String> {
+    Ok(docker(h, &["inspect", "-f", format, name])?
+        .trim()
+        .to_string())
 }
 
-/// `docker inspect` state of one incarnation: (status, exit code, pid).
-fn state(docker_name: &str) -> Result<(String, i32, i32)> {
+/// `docker inspect` state of one incarnation on `h`: (status, exit code, pid).
+fn state(h: &Host, docker_name: &str) -> Result<(String, i32, i32)> {
     let s = inspect(
+        h,
         docker_name,
         "{{.State.Status}} {{.State.ExitCode}} {{.State.Pid}}",
     )?;
@@ -77,6 +87,13 @@ fn state(docker_name: &str) -> Result<(String, i32, i32)> {
         bail!("docker inspect {docker_name}: {s:?}");
     }
     Ok((f[0].to_string(), f[1].parse()?, f[2].parse()?))
+}
+
+/// The machine of node `name` (this one when the node is gone).
+fn host_of(name: &str) -> Host {
+    crate::node::load(name)
+        .map(|n| n.host())
+        .unwrap_or(Host::Local)
 }
 
 /// Whether `ip` is in migros-dock's subnet (not its network, gateway or
@@ -88,14 +105,22 @@ pub fn valid_ip(ip: Ipv4Addr) -> bool {
     u32::from(ip) & mask == u32::from(net) && host > 1 && host < !mask
 }
 
-/// Docker, the image and the network are there.
-fn check_docker() -> Result<()> {
-    docker(&["info", "--format", "{{.ServerVersion}}"])
-        .context("dockerd does not answer (scripts/setup-docker.sh starts it)")?;
-    docker(&["image", "inspect", IMAGE])
-        .with_context(|| format!("image {IMAGE} missing (scripts/setup-docker.sh makes it)"))?;
-    docker(&["network", "inspect", NETWORK])
-        .with_context(|| format!("network {NETWORK} missing (scripts/setup-docker.sh makes it)"))?;
+/// Docker, the image and the network are there (on `h`).
+fn check_docker(h: &Host, image: &str, network: &str) -> Result<()> {
+    let at = h.at();
+    docker(h, &["info", "--format", "{{.ServerVersion}}"]).with_context(|| {
+        format!("dockerd does not answer{at} (scripts/setup-docker.sh starts it)")
+    })?;
+    docker(h, &["image", "inspect", image]).with_context(|| {
+        format!("image {image} missing{at} (scripts/setup-docker.sh makes migros-base)")
+    })?;
+    // A swarm worker sees an attachable overlay only once a container of
+    // its uses it: only the local network is checked beforehand.
+    if network == NETWORK {
+        docker(h, &["network", "inspect", network]).with_context(|| {
+            format!("network {network} missing{at} (scripts/setup-docker.sh makes it)")
+        })?;
+    }
     Ok(())
 }
 
@@ -119,19 +144,45 @@ impl Docker {
         self.id(self.c.gen)
     }
 
+    /// The machine the current incarnation runs on.
+    fn here(&self) -> Host {
+        host_of(&self.c.node)
+    }
+
+    fn image(&self) -> &str {
+        self.c.image.as_deref().unwrap_or(IMAGE)
+    }
+
+    fn net_name(&self) -> &str {
+        self.c.network.as_deref().unwrap_or(NETWORK)
+    }
+
+    /// Where the output of incarnation `gen` was kept when it left its
+    /// machine.
+    fn saved_log(&self, gen: u32) -> std::path::PathBuf {
+        container::dir(&self.c.name).join(format!("log-{gen}"))
+    }
+
     /// `docker run|create` options of incarnation `gen` on `node`, up to
     /// the image (the command follows); without `--ip` when the record has
     /// no address yet (Docker picks one).
     fn options(&self, gen: u32, node: &Node) -> Result<Vec<String>> {
         let c = &self.c;
-        let lib = container::snapshot_lib(&c.name)?;
+        // migros-base runs the host's /usr with our libibverbs mounted;
+        // other images bring their own.
+        let base = self.image() == IMAGE;
+        let lib = if base {
+            container::snapshot_lib(&c.name)?
+        } else {
+            None
+        };
         let mut v = vec![
             "--name".to_string(),
             self.id(gen),
             "--hostname".into(),
             c.name.clone(),
             "--network".into(),
-            NETWORK.into(),
+            self.net_name().into(),
         ];
         if !c.ip.is_unspecified() {
             v.extend(["--ip".into(), c.ip.to_string()]);
@@ -139,9 +190,10 @@ impl Docker {
         v.extend([
             "-v".into(),
             format!("{}:/run/migros", node.socket_dir().display()),
-            "-v".into(),
-            "/usr:/usr:ro".into(),
         ]);
+        if base {
+            v.extend(["-v".into(), "/usr:/usr:ro".into()]);
+        }
         if let Some(lib) = lib {
             v.extend([
                 "-v".into(),
@@ -156,7 +208,7 @@ impl Docker {
         for m in &c.volumes {
             v.extend(["-v".into(), m.to_string()]);
         }
-        v.push(IMAGE.into());
+        v.push(self.image().into());
         Ok(v)
     }
 }
@@ -172,25 +224,28 @@ impl Engine for Docker {
 
     fn run(&mut self, node: &Node) -> Result<String> {
         let ip = self.c.ip;
-        if !ip.is_unspecified() && !valid_ip(ip) {
+        let h = node.host();
+        if !ip.is_unspecified() && self.net_name() == NETWORK && !valid_ip(ip) {
             bail!(
                 "--ip {ip}: Docker containers take addresses of network {NETWORK}, {}/{}",
                 SUBNET.0,
                 SUBNET.1
             );
         }
-        check_docker()?;
+        check_docker(&h, self.image(), self.net_name())?;
         let name = self.c.name.clone();
         std::fs::create_dir_all(container::dir(&name))?;
         let mut args = vec!["run".to_string(), "-d".into()];
         args.extend(self.options(0, node)?);
         args.extend(self.c.args.iter().cloned());
-        let started = docker_owned(&args).and_then(|_| {
+        let net = self.net_name().to_string();
+        let started = docker_owned(&h, &args).and_then(|_| {
             if ip.is_unspecified() {
                 // Docker picked the address; it is kept from then on.
                 let got = inspect(
+                    &h,
                     &name,
-                    &format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}"),
+                    &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
                 )?;
                 self.c.ip = got
                     .parse()
@@ -199,19 +254,23 @@ impl Engine for Docker {
             self.c.save()
         });
         if let Err(e) = started {
-            let _ = docker(&["rm", "-f", &name]);
+            let _ = docker(&h, &["rm", "-f", &name]);
             let _ = std::fs::remove_dir_all(container::dir(&name));
             return Err(e);
         }
-        let pid = state(&name).map(|s| s.2).unwrap_or(0);
-        Ok(format!("ip {} pid {pid} (docker {name})", self.c.ip))
+        let pid = state(&h, &name).map(|s| s.2).unwrap_or(0);
+        Ok(format!(
+            "ip {} pid {pid} (docker {name}{})",
+            self.c.ip,
+            h.at()
+        ))
     }
 
     fn status(&self) -> Status {
         if let Some(s) = Status::from_state(&self.c.state) {
             return s;
         }
-        match state(&self.current()) {
+        match state(&self.here(), &self.current()) {
             Ok((s, code, _)) if s == "exited" || s == "dead" => Status::Exited(code),
             Ok((s, _, _)) if s == "created" => Status::Starting,
             Ok((_, _, pid)) => Status::Running(pid),
@@ -220,12 +279,21 @@ impl Engine for Docker {
     }
 
     fn logs(&self, out: &mut dyn Write) -> Result<()> {
+        let here = self.here();
         for g in 0..=self.c.gen {
-            let o = Command::new("docker")
-                .args(["logs", &self.id(g)])
-                .stdin(Stdio::null())
-                .output()
-                .context("running docker logs")?;
+            if let Ok(saved) = std::fs::read(self.saved_log(g)) {
+                // It ran on another machine, which kept nothing of it.
+                out.write_all(&saved)?;
+                continue;
+            }
+            let o = match &here {
+                Host::Local => Command::new("docker")
+                    .args(["logs", &self.id(g)])
+                    .stdin(Stdio::null())
+                    .output()
+                    .context("running docker logs")?,
+                h => h.output("docker", &["logs", &self.id(g)])?,
+            };
             // Docker keeps stdout and stderr apart; both are the container's output.
             out.write_all(&o.stdout)?;
             out.write_all(&o.stderr)?;
@@ -235,8 +303,9 @@ impl Engine for Docker {
 
     fn remove(&mut self) -> Result<()> {
         // An interrupted migration may have created the next one.
+        let h = self.here();
         for g in 0..=self.c.gen + 1 {
-            let _ = docker(&["rm", "-f", &self.id(g)]);
+            let _ = docker(&h, &["rm", "-f", &self.id(g)]);
         }
         let dir = container::dir(&self.c.name);
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))
@@ -260,7 +329,11 @@ impl Engine for Docker {
 
     fn network(&mut self, _m: &super::Move) -> Result<String> {
         // The address belongs to the Docker network, which spans the nodes.
-        Ok(format!("{} stays on Docker network {NETWORK}", self.c.ip))
+        Ok(format!(
+            "{} stays on Docker network {}",
+            self.c.ip,
+            self.net_name()
+        ))
     }
 
     fn restore(&mut self, m: &super::Move) -> Result<super::Restored> {

@@ -1,15 +1,24 @@
 //! The Docker engine's migration steps (`crate::engine` lists them):
 //!
 //! - prepare: `docker create` of the next incarnation, same `--ip`,
-//!   against the destination node's sockets;
-//! - checkpoint: `docker checkpoint create <cur> <ck>` (a fresh checkpoint
-//!   name every time: Docker 20.10 fails to restore a checkpoint containerd
-//!   already holds);
-//! - transfer: `/var/lib/docker/containers/<old id>/checkpoints/<ck>` is
-//!   copied into the new container's `checkpoints/`;
+//!   against the destination node's sockets (on its machine);
+//! - checkpoint: `docker checkpoint create <cur> <ck>` on the source (a
+//!   fresh checkpoint name every time: Docker 20.10 fails to restore a
+//!   checkpoint containerd already holds);
+//! - transfer: `/var/lib/docker/containers/<old id>/checkpoints/<ck>` goes
+//!   into the new container's `checkpoints/`: copied on one machine,
+//!   streamed from machine to machine otherwise (`tar | ssh … tar` run on
+//!   the source, so this machine is not in the data path unless it is one
+//!   of the two);
 //! - network: nothing (the address belongs to the Docker network);
-//! - restore: `docker start --checkpoint <ck> <new>`;
-//! - finish: the checkpoint goes unless `--keep-image`.
+//! - restore: `docker start --checkpoint <ck> <new>` on the destination;
+//! - finish: the checkpoint goes unless `--keep-image`; across machines the
+//!   old incarnation's output is kept here and the old container removed.
+//!
+//! A failure after the checkpoint restores the container on the source
+//! from its checkpoint (`docker start --checkpoint` of the old container:
+//! the daemon there takes its QPs back, their tombstones go); only if that
+//! fails too is it lost, its checkpoint kept.
 //!
 //! containerd removes CRIU's work directory (logs, stats), so the timeline
 //! shows wall-clock times: the downtime is measured from the start of the
@@ -23,7 +32,13 @@ use anyhow::{bail, Context as _, Result};
 use super::{docker, docker_owned, inspect, state, Docker, DOCKER_ROOT};
 use crate::container::State;
 use crate::engine::{Aftermath, Checkpointed, Engine as _, Move, Restored, Step, Transferred};
+use crate::node::Node;
+use crate::remote::{quote, Host};
 use crate::sys;
+
+/// Test only: `MIGROS_FAULT=transfer` kills the ssh of a machine-to-machine
+/// transfer mid-copy (its far end waits a second before reading).
+pub const FAULT_ENV: &str = "MIGROS_FAULT";
 
 /// What the steps of one migration share.
 #[derive(Debug, Default)]
@@ -38,12 +53,13 @@ pub(super) struct Migration {
 }
 
 impl Migration {
-    /// Where `docker checkpoint create` writes the checkpoint.
+    /// Where `docker checkpoint create` writes the checkpoint (source).
     fn written(&self) -> PathBuf {
         checkpoint_dir(&self.old_id, &self.ck)
     }
 
-    /// Where `docker start --checkpoint` of the new incarnation reads it.
+    /// Where `docker start --checkpoint` of the new incarnation reads it
+    /// (destination).
     fn read(&self) -> PathBuf {
         checkpoint_dir(&self.new_id, &self.ck)
     }
@@ -51,6 +67,10 @@ impl Migration {
 
 fn checkpoint_dir(id: &str, ck: &str) -> PathBuf {
     Path::new(DOCKER_ROOT).join(id).join("checkpoints").join(ck)
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
 }
 
 impl Docker {
@@ -62,9 +82,13 @@ impl Docker {
         if self.c.state != State::Active {
             bail!("container {name}: {}", self.status().label());
         }
-        let (status, _, pid) = state(&self.current())?;
+        let src = m.src.host();
+        let (status, _, pid) = state(&src, &self.current())?;
         if status != "running" || pid <= 0 {
             bail!("container {name} is not running ({status})");
+        }
+        if m.dst.ssh.is_some() || m.src.ssh.is_some() {
+            super::check_docker(&m.dst.host(), self.image(), self.net_name())?;
         }
         self.mig = Migration {
             ck: format!(
@@ -75,43 +99,56 @@ impl Docker {
                     .map(|d| d.as_millis())
                     .unwrap_or(0)
             ),
-            old_id: inspect(&self.current(), "{{.Id}}")?,
+            old_id: inspect(&src, &self.current(), "{{.Id}}")?,
             new: self.id(m.gen),
             new_id: String::new(),
         };
-        Ok(sys::process_tree(pid))
+        let pids = match &src {
+            Host::Local => sys::process_tree(pid),
+            // The daemon there tells the identifiers by pid; the init's
+            // children are looked up there.
+            h => remote_tree(h, pid).unwrap_or_else(|_| vec![pid]),
+        };
+        Ok(pids)
     }
 
     pub(super) fn prepare_step(&mut self, m: &Move) -> Result<String> {
-        let new = self.mig.new.clone();
-        let _ = docker(&["rm", "-f", &new]);
+        let (new, dst) = (self.mig.new.clone(), m.dst.host());
+        let _ = docker(&dst, &["rm", "-f", &new]);
         let mut args = vec!["create".to_string()];
         args.extend(self.options(m.gen, &m.dst)?);
         args.extend(self.c.args.iter().cloned());
-        docker_owned(&args).with_context(|| format!("docker create {new}"))?;
-        self.mig.new_id = inspect(&new, "{{.Id}}")?;
-        Ok(format!("docker create {new}"))
+        docker_owned(&dst, &args).with_context(|| format!("docker create {new}"))?;
+        self.mig.new_id = inspect(&dst, &new, "{{.Id}}")?;
+        Ok(format!("docker create {new}{}", dst.at()))
     }
 
-    pub(super) fn checkpoint_step(&mut self, _m: &Move) -> Result<Checkpointed> {
+    pub(super) fn checkpoint_step(&mut self, m: &Move) -> Result<Checkpointed> {
         let (cur, ck) = (self.current(), &self.mig.ck);
+        let src = m.src.host();
         let stopped_at = Instant::now();
-        docker(&["checkpoint", "create", &cur, ck])?;
+        docker(&src, &["checkpoint", "create", &cur, ck])?;
         Ok(Checkpointed {
-            detail: format!("docker checkpoint create {cur} {ck}"),
+            detail: format!("docker checkpoint create {cur} {ck}{}", src.at()),
             stopped_at,
             stopped_how:
                 "checkpoint start to restored (freeze within the checkpoint + transfer + restore)",
         })
     }
 
-    pub(super) fn transfer_step(&mut self, _m: &Move) -> Result<Transferred> {
+    pub(super) fn transfer_step(&mut self, m: &Move) -> Result<Transferred> {
         let (from, to) = (self.mig.written(), self.mig.read());
-        let size = sys::dir_size(&from);
-        sys::copy_tree(&from, &to)?;
+        let (size, how) = if m.src.ssh.is_none() && m.dst.ssh.is_none() {
+            let size = sys::dir_size(&from);
+            sys::copy_tree(&from, &to)?;
+            (size, "copied".to_string())
+        } else {
+            let size = stream(&m.src, &from, &m.dst, &to)?;
+            (size, format!("streamed {} -> {}", m.src.name, m.dst.name))
+        };
         Ok(Transferred {
             detail: format!(
-                "image {} copied into {}'s checkpoints",
+                "image {} {how} into {}'s checkpoints",
                 sys::human_bytes(size),
                 self.mig.new
             ),
@@ -120,94 +157,225 @@ impl Docker {
         })
     }
 
-    pub(super) fn restore_step(&mut self, _m: &Move) -> Result<Restored> {
+    pub(super) fn restore_step(&mut self, m: &Move) -> Result<Restored> {
         let (ck, new) = (&self.mig.ck, &self.mig.new);
-        start_checkpoint(&self.current(), ck, new)?;
+        let (src, dst) = (m.src.host(), m.dst.host());
+        // On one machine the old container's address is free only once
+        // dockerd saw it stop; across machines the overlay frees it.
+        let old = if src == dst {
+            self.current()
+        } else {
+            String::new()
+        };
+        start_checkpoint(&src, &old, &dst, ck, new)?;
         let resumed_at = Instant::now();
         Ok(Restored {
-            detail: format!("docker start --checkpoint {ck} {new}"),
-            pid: state(new).map(|s| s.2).unwrap_or(0),
+            detail: format!("docker start --checkpoint {ck} {new}{}", dst.at()),
+            pid: state(&dst, new).map(|s| s.2).unwrap_or(0),
             resumed_at,
         })
     }
 
     pub(super) fn finish_step(&mut self, m: &Move) -> Vec<String> {
+        let (src, dst) = (m.src.host(), m.dst.host());
+        let mut notes = Vec::new();
         if !m.opts.keep_image {
-            let _ = docker(&["checkpoint", "rm", &self.current(), &self.mig.ck]);
-            let _ = std::fs::remove_dir_all(self.mig.written());
-            let _ = std::fs::remove_dir_all(self.mig.read());
+            let _ = docker(&src, &["checkpoint", "rm", &self.current(), &self.mig.ck]);
+            let _ = src.run("rm", &["-rf", &path(&self.mig.written())]);
+            let _ = dst.run("rm", &["-rf", &path(&self.mig.read())]);
         }
-        Vec::new()
+        if src != dst {
+            // Its output is kept here; the old container goes, as the seed
+            // removes it.
+            let cur = self.current();
+            if let Ok(o) = src.output("docker", &["logs", &cur]) {
+                let mut log = o.stdout;
+                log.extend(o.stderr);
+                let _ = std::fs::write(self.saved_log(self.c.gen), log);
+            }
+            if docker(&src, &["rm", "-f", &cur]).is_ok() {
+                notes.push(format!("docker rm {cur}{}", src.at()));
+            }
+        }
+        notes
     }
 
     pub(super) fn rollback_steps(&mut self, m: &Move, failed: Step) -> Aftermath {
-        let src = &m.src.name;
+        let src_name = &m.src.name;
+        let (src, dst) = (m.src.host(), m.dst.host());
         match failed {
             Step::Check => Aftermath::Source {
                 note: "nothing was frozen".into(),
             },
             Step::Prepare | Step::PreCopy(_) | Step::Checkpoint => {
-                let _ = docker(&["rm", "-f", &self.mig.new]);
-                let still = match state(&self.current()) {
-                    Ok((s, _, _)) if s == "running" => {
-                        format!("the container is still running on node {src}")
-                    }
-                    Ok((s, code, _)) => format!("the container is {s} (exit code {code})"),
-                    Err(_) => "the container is gone".into(),
-                };
+                let _ = docker(&dst, &["rm", "-f", &self.mig.new]);
+                let still = self.source_state(&src, src_name);
                 Aftermath::Source {
-                    note: format!(
-                        "{still} (dockerd's log: {}/dockerd.log)",
-                        sys::state_dir().display()
-                    ),
+                    note: format!("{still} (dockerd's log on node {src_name})"),
                 }
             }
             Step::Transfer | Step::Network | Step::Restore => {
-                let image = if self.mig.read().exists() {
-                    self.mig.read()
-                } else {
-                    self.mig.written()
-                };
-                let note = format!(
-                    "the checkpoint is kept in {} (and {}); migros rm -f {} removes it",
-                    self.mig.read().display(),
-                    self.mig.written().display(),
-                    self.c.name
-                );
-                Aftermath::Lost { image, note }
+                let _ = docker(&dst, &["rm", "-f", &self.mig.new]);
+                if src != dst {
+                    let _ = dst.run("rm", &["-rf", &path(&self.mig.read())]);
+                }
+                // The checkpoint is still on the source: start the old
+                // container from it there.
+                let (cur, ck) = (self.current(), self.mig.ck.clone());
+                match start_checkpoint(&src, "", &src, &ck, &cur) {
+                    Ok(()) => {
+                        let _ = docker(&src, &["checkpoint", "rm", &cur, &ck]);
+                        let _ = src.run("rm", &["-rf", &path(&self.mig.written())]);
+                        Aftermath::Source {
+                            note: format!(
+                                "the container was restored on node {src_name} from its checkpoint and runs there"
+                            ),
+                        }
+                    }
+                    Err(e) => {
+                        let image = self.mig.written();
+                        let note = format!(
+                            "restoring it on node {src_name} failed too ({e:#}); the checkpoint is kept in {}{}; migros rm -f {} removes it",
+                            image.display(),
+                            src.at(),
+                            self.c.name
+                        );
+                        Aftermath::Lost { image, note }
+                    }
+                }
             }
+        }
+    }
+
+    fn source_state(&self, src: &Host, src_name: &str) -> String {
+        match state(src, &self.current()) {
+            Ok((s, _, _)) if s == "running" => {
+                format!("the container is still running on node {src_name}")
+            }
+            Ok((s, code, _)) => format!("the container is {s} (exit code {code})"),
+            Err(_) => "the container is gone".into(),
         }
     }
 }
 
-/// `docker start --checkpoint <ck> <new>` once dockerd has seen the
-/// checkpointed container `old` stop: until then its address is taken
-/// ("Address already in use"; `docker checkpoint create` returns before
-/// dockerd has handled the exit).
-fn start_checkpoint(old: &str, ck: &str, new: &str) -> Result<()> {
+/// `pid` and its descendants on machine `h`.
+fn remote_tree(h: &Host, pid: i32) -> Result<Vec<i32>> {
+    let out = h.sh(&format!(
+        "p={pid}; all=$p; while [ -n \"$p\" ]; do n=''; for q in $p; do for t in /proc/$q/task/*; do n=\"$n $(cat $t/children 2>/dev/null)\"; done; done; p=$(echo $n); all=\"$all $p\"; done; echo $all"
+    ))?;
+    Ok(out
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
+}
+
+/// Streams directory `from` on `src`'s machine to `to` on `dst`'s (tar
+/// over ssh), run where this machine is not in between unless it is one
+/// of the two; the bytes of `from` (one ssh connection: the transfer is
+/// downtime).
+fn stream(src: &Node, from: &Path, dst: &Node, to: &Path) -> Result<u64> {
+    let parent = |p: &Path| path(p.parent().unwrap_or(Path::new("/")));
+    let leaf = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let fault = std::env::var(FAULT_ENV).is_ok_and(|v| v == "transfer");
+    let unpack = format!(
+        "{}mkdir -p {d} && tar -C {d} -xf - && test {d}/{l} -ef {d}/{l}",
+        if fault { "sleep 1; " } else { "" },
+        d = quote(&parent(to)),
+        l = quote(&leaf(to)),
+    );
+    let pack = format!(
+        "tar -C {} -cf - {}",
+        quote(&parent(from)),
+        quote(&leaf(from))
+    );
+    match (&src.ssh, &dst.ssh) {
+        (Some(_), Some(d)) => {
+            // On the source: its own ssh to the destination.
+            let peer = format!(
+                "ssh -o BatchMode=yes{} {} {}",
+                d.port.map(|p| format!(" -p {p}")).unwrap_or_default(),
+                quote(&d.target),
+                quote(&unpack)
+            );
+            let size = format!("du -sb {}", quote(&path(from)));
+            let script = if fault {
+                format!("set -o pipefail; {pack} | {{ {peer} & s=$!; sleep 0.3; kill -9 $s; wait $s; }} && {size}")
+            } else {
+                format!("set -o pipefail; {pack} | {peer} && {size}")
+            };
+            let out = src.host().run("bash", &["-c", &script])?;
+            Ok(out
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0))
+        }
+        (None, Some(d)) => pipe(
+            std::process::Command::new("sh").args(["-c", &pack]),
+            &mut d.shell(&unpack),
+        )
+        .map(|_| sys::dir_size(from)),
+        (Some(s), None) => pipe(
+            &mut s.shell(&pack),
+            std::process::Command::new("sh").args(["-c", &unpack]),
+        )
+        .map(|_| sys::dir_size(to)),
+        (None, None) => bail!("both nodes are on this machine"),
+    }
+    .with_context(|| format!("streaming {} from node {} to node {}", from.display(), src.name, dst.name))
+}
+
+/// `a | b`, both run here; fails unless both succeed.
+fn pipe(a: &mut std::process::Command, b: &mut std::process::Command) -> Result<()> {
+    use std::process::Stdio;
+    let mut pa = a.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let out = pa.stdout.take().context("pipe")?;
+    let pb = b
+        .stdin(Stdio::from(out))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (ra, rb) = (pa.wait_with_output()?, pb.wait_with_output()?);
+    if !ra.status.success() || !rb.status.success() {
+        bail!(
+            "{} / {}",
+            String::from_utf8_lossy(&ra.stderr).trim(),
+            String::from_utf8_lossy(&rb.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `docker start --checkpoint <ck> <new>` on `dst`, tried again while it
+/// fails because the checkpointed container `old` (on `src`; `""`: none)
+/// still holds its address: `docker checkpoint create` returns before
+/// dockerd has handled the exit ("Address already in use"). Its state is
+/// asked only after a failure: across machines that is an ssh round trip
+/// of downtime.
+fn start_checkpoint(src: &Host, old: &str, dst: &Host, ck: &str, new: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let stopped = !matches!(state(old), Ok((s, _, _)) if s == "running");
-        if stopped {
-            match docker(&["start", "--checkpoint", ck, new]) {
-                Ok(_) => return Ok(()),
-                Err(e)
-                    if format!("{e:#}").contains("Address already in use")
-                        && Instant::now() < deadline => {}
-                Err(e) if Instant::now() < deadline => match held_content(&format!("{e:#}")) {
-                    // Docker 20.10 refuses a checkpoint whose content
-                    // containerd still holds from an earlier restore
-                    // ("commit failed: content sha256:… already exists"):
-                    // drop that blob from containerd's store and retry.
-                    Some(digest) => {
-                        drop_content(&digest).with_context(|| format!("after: {e:#}"))?
-                    }
-                    None => return Err(e),
-                },
-                Err(e) => return Err(e),
-            }
-        } else if Instant::now() >= deadline {
-            bail!("container {old} still runs 10 s after its checkpoint");
+        let e = match docker(dst, &["start", "--checkpoint", ck, new]) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => e,
+        };
+        let text = format!("{e:#}");
+        if let Some(digest) = held_content(&text) {
+            // Docker 20.10 refuses a checkpoint whose content containerd
+            // still holds from an earlier restore ("commit failed: content
+            // sha256:… already exists"): drop that blob and retry.
+            drop_content(dst, &digest).with_context(|| format!("after: {text}"))?;
+            continue;
+        }
+        let old_runs =
+            !old.is_empty() && matches!(state(src, old), Ok((s, _, _)) if s == "running");
+        if !text.contains("Address already in use") && !old_runs {
+            return Err(e);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -227,9 +395,9 @@ fn held_content(error: &str) -> Option<String> {
     (hex.len() == 64).then(|| format!("sha256:{hex}"))
 }
 
-/// Removes a blob from the content store of dockerd's containerd.
-fn drop_content(digest: &str) -> Result<()> {
-    sys::run(
+/// Removes a blob from the content store of dockerd's containerd on `h`.
+fn drop_content(h: &Host, digest: &str) -> Result<()> {
+    h.run(
         "ctr",
         &[
             "--address",

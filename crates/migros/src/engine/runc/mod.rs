@@ -143,6 +143,7 @@ impl Engine for Runc {
     }
 
     fn run(&mut self, node: &Node) -> Result<String> {
+        local_only(node)?;
         self.c.ip = self.address()?;
         let c = &self.c;
         let result = (|| -> Result<i32> {
@@ -216,6 +217,8 @@ impl Engine for Runc {
     }
 
     fn check(&mut self, m: &super::Move) -> Result<Vec<i32>> {
+        local_only(&m.src)?;
+        local_only(&m.dst)?;
         self.check_step(m)
     }
 
@@ -250,6 +253,17 @@ impl Engine for Runc {
     fn rollback(&mut self, m: &super::Move, failed: super::Step) -> super::Aftermath {
         self.rollback_steps(m, failed)
     }
+}
+
+/// The runc engine drives nodes of this machine only.
+fn local_only(node: &Node) -> Result<()> {
+    if let Some(s) = &node.ssh {
+        bail!(
+            "node {} is on {s}: the runc engine runs containers on this machine's nodes only (use --engine docker)",
+            node.name
+        );
+    }
+    Ok(())
 }
 
 /// Starts the supervisor of incarnation `gen` and waits until runc has

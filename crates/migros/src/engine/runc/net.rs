@@ -95,7 +95,7 @@ pub fn create(name: &str, gen: u32, ip: Ipv4Addr, node: &Node) -> Result<()> {
 /// home's address elsewhere).
 pub fn route_to(name: &str, ip: Ipv4Addr, home: &Node) -> Result<()> {
     let dst = format!("{ip}/32");
-    for n in node::all() {
+    for n in node::all().into_iter().filter(|n| n.ssh.is_none()) {
         if n.name == home.name {
             ip_in(
                 &n.netns(),
@@ -118,7 +118,13 @@ pub fn route_all(node_ns: &str) -> Result<()> {
         if c.engine != EngineKind::Runc {
             continue;
         }
-        if let Ok(home) = node::load(&c.node) {
+        if let Ok(home) = node::load(&c.node)
+            .map_err(|_| ())
+            .and_then(|n| match n.ssh {
+                None => Ok(n),
+                Some(_) => Err(()),
+            })
+        {
             let dst = format!("{}/32", c.ip);
             ip_in(
                 node_ns,
@@ -131,7 +137,7 @@ pub fn route_all(node_ns: &str) -> Result<()> {
 
 /// Removes every node's route for `ip` (best effort).
 pub fn unroute(ip: Ipv4Addr) {
-    for n in node::all() {
+    for n in node::all().into_iter().filter(|n| n.ssh.is_none()) {
         let _ = ip_in(&n.netns(), &["route", "del", &format!("{ip}/32")]);
     }
 }

@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use migros_proto::msg::{ChannelId, Response};
 
-use super::{check_version, Parked};
+use super::Parked;
+use crate::conn::ConnKind;
+use crate::daemon::protocol::check_version;
 use crate::daemon::Daemon;
 use crate::errno::ReqError;
-use crate::session::{ConnKind, Hold, Session};
+use crate::registry::{Hold, Id, Session};
 
 impl Daemon {
     // ---- restore (first requests of a connection) ----
@@ -18,7 +20,7 @@ impl Daemon {
     /// objects of `image`, held until the admin Resume. Nothing is created
     /// when it fails.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn restore_session(
+    pub(in crate::daemon) fn restore_session(
         &mut self,
         token: usize,
         version: u32,
@@ -32,39 +34,26 @@ impl Daemon {
         if pid <= 0 {
             return Err(ReqError::new(libc::EPERM, "the peer has no process id"));
         }
-        if self.sessions.contains_key(&session) {
+        if self.reg.contains(session) {
             return Err(ReqError::new(
                 libc::EEXIST,
                 format!("session {session:#x} exists on this device"),
             ));
         }
-        let owners = &self.owners;
+        let reg = &self.reg;
         let placeholder = self
             .ids
-            .u64(|v| owners.contains_key(&v))
+            .u64(|v| reg.is_taken(Id::Owner(v)))
             .ok_or_else(|| ReqError::nomem("no free owner id"))?;
-        self.sessions.insert(
-            session,
-            Session {
-                id: session,
-                conn: token,
-                pid,
-                owner: placeholder,
-                path,
-                inode,
-                tombstones: Vec::new(),
-                checkpointed: false,
-                hold: Hold::Restored,
-                seen_running: false,
-            },
-        );
-        self.owners.insert(placeholder, session);
+        let mut s = Session::new(session, placeholder, token, pid, Hold::Restored);
+        s.path = path;
+        s.inode = inode;
+        self.reg.open(s);
         self.mem.bind(placeholder, pid);
-        let inbox = match self.restore(session, placeholder, image) {
+        let inbox = match self.restore(session, image) {
             Ok(inbox) => inbox,
             Err(e) => {
-                self.sessions.remove(&session);
-                self.owners.remove(&placeholder);
+                self.reg.close(session);
                 self.mem.unbind(placeholder);
                 tracing::info!(session, pid, error = %e.message, "restore refused");
                 return Err(e);
@@ -91,7 +80,7 @@ impl Daemon {
     /// RestoreChannel on connection `token`: attach it, or park it until
     /// its session is restored (it is answered at once either way: the
     /// plugin restores one descriptor after the other in the same task).
-    pub(crate) fn restore_channel(
+    pub(in crate::daemon) fn restore_channel(
         &mut self,
         token: usize,
         version: u32,
@@ -103,7 +92,7 @@ impl Daemon {
         if let Some(c) = self.conns.get_mut(&token) {
             c.kind = ConnKind::Channel { session, channel };
         }
-        if self.sessions.contains_key(&session) {
+        if self.reg.contains(session) {
             self.attach_channel(token, session, channel, inode)?;
         } else {
             self.criu.parked.push(Parked {
@@ -116,43 +105,6 @@ impl Daemon {
             tracing::debug!(session, channel, "restored channel parked");
         }
         Ok(Response::Ok)
-    }
-
-    fn attach_channel(
-        &mut self,
-        token: usize,
-        session: u64,
-        channel: ChannelId,
-        inode: u64,
-    ) -> Result<(), ReqError> {
-        let pid = self.conns.get(&token).map_or(0, |c| c.pid);
-        let ok = self.sessions.get(&session).is_some_and(|s| s.pid == pid)
-            && self
-                .channels
-                .get(&channel)
-                .is_some_and(|c| c.session == session);
-        if !ok {
-            return Err(ReqError::noent(format!(
-                "no channel {channel} in session {session:#x} of this process"
-            )));
-        }
-        if let Some(old) = self.channels.get(&channel).and_then(|c| c.conn) {
-            if let Some(c) = self.conns.get_mut(&old) {
-                c.closing = true;
-            }
-        }
-        if let Some(c) = self.channels.get_mut(&channel) {
-            c.conn = Some(token);
-            c.inode = inode;
-        }
-        let held = self
-            .sessions
-            .get(&session)
-            .is_some_and(|s| s.hold.holds_output());
-        if let Some(c) = self.conns.get_mut(&token) {
-            c.held = held;
-        }
-        Ok(())
     }
 
     /// Attaches the channels parked for `session` (now restored).

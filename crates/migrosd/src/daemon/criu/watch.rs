@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::daemon::Daemon;
-use crate::session::Hold;
+use crate::registry::Hold;
 
 /// How often a checkpointed process's state is looked at.
 pub const WATCHDOG_PERIOD: Duration = Duration::from_millis(20);
@@ -28,7 +28,7 @@ impl Daemon {
     // ---- watchdog and expiry ----
 
     /// When the CRIU bookkeeping wants the loop to wake up.
-    pub(crate) fn criu_timeout(&self) -> Option<Duration> {
+    pub(in crate::daemon) fn criu_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
         let watch = self
             .criu
@@ -48,7 +48,7 @@ impl Daemon {
 
     /// Rolls back checkpointed sessions whose process runs again with its
     /// connection open (seen twice in a row), and drops stale parked channels.
-    pub(crate) fn criu_tick(&mut self) {
+    pub(in crate::daemon) fn criu_tick(&mut self) {
         let now = Instant::now();
         let expired: Vec<usize> = self
             .criu
@@ -73,16 +73,16 @@ impl Daemon {
             return;
         }
         let watched: Vec<(u64, i32, bool)> = self
-            .sessions
-            .values()
+            .reg
+            .sessions()
             .filter(|s| s.hold == Hold::Checkpointed)
-            .map(|s| (s.id, s.pid, s.seen_running))
+            .map(|s| (s.id(), s.pid, s.seen_running))
             .collect();
         self.criu.next_watch = (!watched.is_empty()).then(|| now + WATCHDOG_PERIOD);
         for (sid, pid, seen) in watched {
             let open = self
-                .sessions
-                .get(&sid)
+                .reg
+                .get(sid)
                 .and_then(|s| self.conns.get(&s.conn))
                 .is_some_and(|c| !c.dead);
             let running = open && proc_state(pid) == ProcState::Running;
@@ -92,12 +92,11 @@ impl Daemon {
                     pid,
                     "checkpointed process runs again with its connection open: rolling back"
                 );
-                let owner = self.sessions.get(&sid).map_or(0, |s| s.owner);
-                if let Err(e) = self.start_session(sid, owner) {
+                if let Err(e) = self.start_session(sid) {
                     tracing::warn!(session = sid, error = %e.message, "rollback failed");
                 }
                 self.set_hold(sid, Hold::Running);
-            } else if let Some(s) = self.sessions.get_mut(&sid) {
+            } else if let Some(s) = self.reg.get_mut(sid) {
                 s.seen_running = running;
             }
         }

@@ -4,18 +4,18 @@
 //! on a client process by pid (the CRIU plugin's Pause, Checkpoint,
 //! Resume, and Identifiers / CheckIdentifiers / ForwardTombstones /
 //! ReleaseTombstones for `migros migrate`) are dispatched to
-//! [`crate::criu`]. A pid with no session here is answered with zero
+//! [`super::criu`]. A pid with no session here is answered with zero
 //! sessions, never an error: the plugin asks every daemon.
 
 use migros_proto::admin::{
     AdminRequest, AdminResponse, DaemonStatus, QpStats, SessionInfo, ADMIN_PROTOCOL_VERSION,
 };
 
+use crate::conn::ConnKind;
 use crate::daemon::Daemon;
-use crate::session::ConnKind;
 
 impl Daemon {
-    pub(crate) fn on_admin(&mut self, req: AdminRequest) -> AdminResponse {
+    pub(super) fn on_admin(&mut self, req: AdminRequest) -> AdminResponse {
         match req {
             AdminRequest::Status => AdminResponse::Status(self.status()),
             AdminRequest::Stats => AdminResponse::Stats {
@@ -39,24 +39,19 @@ impl Daemon {
         }
     }
 
-    /// The session of client process `pid`, if it has one.
-    pub fn session_of_pid(&self, pid: i32) -> Option<u64> {
-        self.sessions.values().find(|s| s.pid == pid).map(|s| s.id)
-    }
-
     fn status(&self) -> DaemonStatus {
         let sessions = self
-            .sessions
-            .values()
+            .reg
+            .sessions()
             .map(|s| SessionInfo {
-                session: s.id,
+                session: s.id(),
                 pid: u32::try_from(s.pid).unwrap_or(0),
-                owner: s.owner,
-                qps: count(self.qps.values().filter(|q| q.session == s.id)),
-                cqs: count(self.cqs.values().filter(|c| c.session == s.id)),
-                mrs: count(self.mrs.values().filter(|m| m.session == s.id)),
+                owner: s.owner(),
+                qps: count(s.objects().qps()),
+                cqs: count(s.objects().cqs()),
+                mrs: count(s.objects().mrs()),
                 channels: count(self.conns.values().filter(
-                    |c| matches!(c.kind, ConnKind::Channel { session, .. } if session == s.id),
+                    |c| matches!(c.kind, ConnKind::Channel { session, .. } if session == s.id()),
                 )),
                 checkpointed: s.checkpointed,
             })
@@ -79,11 +74,9 @@ impl Daemon {
             .filter_map(|qpn| {
                 let counters = self.device.qp_counters(qpn)?;
                 let attr = self.device.query_qp(qpn).ok()?;
-                let (owner, pid) = self
-                    .qps
-                    .get(&qpn)
-                    .and_then(|r| self.sessions.get(&r.session))
-                    .map_or((0, 0), |s| (s.owner, u32::try_from(s.pid).unwrap_or(0)));
+                let (owner, pid) = self.reg.qp(qpn).map_or((0, 0), |(s, _)| {
+                    (s.owner(), u32::try_from(s.pid).unwrap_or(0))
+                });
                 Some(QpStats {
                     qpn,
                     owner,

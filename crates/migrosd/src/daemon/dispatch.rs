@@ -1,0 +1,497 @@
+//! A session's control requests, each mapped onto the registry (what the
+//! session owns) and the device (the transport's objects).
+//!
+//! Every handler first checks that the session owns what the request
+//! names, then changes the device, then the registry, so a refused request
+//! changes nothing.
+
+use migros_proto::msg::{ChannelId, Request, Response};
+use migros_proto::ring::{self, RQ_WQE_SIZE, SQ_WQE_SIZE};
+use migros_transport::{
+    Access, AttrMask, Cqn, OwnerId, Pdn, QpAttr, QpCap, QpInit, QpType, Qpn, Srqn,
+};
+
+use super::Daemon;
+use crate::errno::ReqError;
+use crate::limits;
+use crate::registry::{Channel, Id, Kind, Mr, Objects, SessionId};
+use crate::rings::{CqRing, QpRings, SrqRing, Wq, WqRing};
+
+pub(super) type Res = Result<Response, ReqError>;
+
+/// What CreateQp asks for.
+struct NewQp {
+    pd: Pdn,
+    qp_type: QpType,
+    send_cq: Cqn,
+    recv_cq: Cqn,
+    srq: Option<Srqn>,
+    cap: QpCap,
+    sq_sig_all: bool,
+    sq_ring: u64,
+    rq_ring: u64,
+    ctrl: u64,
+}
+
+/// What CreateSrq asks for.
+struct NewSrq {
+    pd: Pdn,
+    max_wr: u32,
+    max_sge: u32,
+    limit: u32,
+    ring: u64,
+    ctrl: u64,
+}
+
+impl Daemon {
+    pub(super) fn dispatch(&mut self, sid: SessionId, req: Request) -> Res {
+        let owner = self.objects(sid)?.1;
+        match req {
+            Request::Hello { .. }
+            | Request::AttachChannel { .. }
+            | Request::RestoreSession { .. }
+            | Request::RestoreChannel { .. } => Err(ReqError::new(
+                libc::EPROTO,
+                "the session has said hello already",
+            )),
+            Request::QueryDevice => Ok(Response::Device(self.info.clone())),
+            Request::AllocPd => self.alloc_pd(sid, owner),
+            Request::DeallocPd { pd } => self.dealloc_pd(sid, pd),
+            Request::RegMr {
+                pd,
+                addr,
+                length,
+                access,
+            } => self.reg_mr(sid, owner, pd, addr, length, access),
+            Request::DeregMr { lkey } => self.dereg_mr(sid, owner, lkey),
+            Request::CreateChannel => self.create_channel(sid),
+            Request::DestroyChannel { channel } => self.destroy_channel(sid, channel),
+            Request::CreateCq {
+                entries,
+                ring,
+                ctrl,
+                channel,
+            } => self.create_cq(sid, owner, entries, ring, ctrl, channel),
+            Request::DestroyCq { cq } => self.destroy_cq(sid, cq),
+            Request::ReqNotifyCq { cq, solicited_only } => {
+                self.own(sid, "cq", cq, Objects::cq)?;
+                if let Some(c) = self.reg.session_cq_mut(sid, cq) {
+                    c.armed = true;
+                    c.solicited_only = solicited_only;
+                }
+                Ok(Response::Ok)
+            }
+            Request::CreateSrq {
+                pd,
+                max_wr,
+                max_sge,
+                limit,
+                ring,
+                ctrl,
+            } => {
+                let srq = NewSrq {
+                    pd,
+                    max_wr,
+                    max_sge,
+                    limit,
+                    ring,
+                    ctrl,
+                };
+                self.create_srq(sid, owner, srq)
+            }
+            Request::ModifySrq { srq, limit } => {
+                self.own(sid, "srq", srq, Objects::srq)?;
+                self.device.modify_srq_limit(srq, limit)?;
+                Ok(Response::Ok)
+            }
+            Request::DestroySrq { srq } => self.destroy_srq(sid, srq),
+            Request::CreateQp {
+                pd,
+                qp_type,
+                send_cq,
+                recv_cq,
+                srq,
+                cap,
+                sq_sig_all,
+                sq_ring,
+                rq_ring,
+                ctrl,
+            } => {
+                let qp = NewQp {
+                    pd,
+                    qp_type,
+                    send_cq,
+                    recv_cq,
+                    srq,
+                    cap,
+                    sq_sig_all,
+                    sq_ring,
+                    rq_ring,
+                    ctrl,
+                };
+                self.create_qp(sid, owner, qp)
+            }
+            Request::ModifyQp { qpn, attr, mask } => self.modify_qp(sid, qpn, &attr, mask),
+            Request::QueryQp { qpn } => {
+                self.own(sid, "qp", qpn, Objects::qp)?;
+                Ok(Response::QpAttr(self.device.query_qp(qpn)?))
+            }
+            Request::DestroyQp { qpn } => self.destroy_qp(sid, qpn),
+            Request::SqDoorbell { .. }
+            | Request::RqDoorbell { .. }
+            | Request::SrqDoorbell { .. } => Ok(Response::Ok),
+            Request::Stats => {
+                let qps = self
+                    .objects(sid)?
+                    .0
+                    .qps()
+                    .filter_map(|q| self.device.qp_counters(q.qpn).map(|c| (q.qpn, c)))
+                    .collect();
+                Ok(Response::Stats {
+                    device: self.device.counters(),
+                    qps,
+                })
+            }
+            Request::Checkpoint => self.checkpoint(sid, owner),
+            Request::Restore { image } => {
+                self.restore(sid, &image)?;
+                Ok(Response::Ok)
+            }
+            Request::Resume => {
+                self.start_session(sid)?;
+                Ok(Response::Ok)
+            }
+            Request::ForwardTombstones { qpns, to } => {
+                let s = self
+                    .reg
+                    .get(sid)
+                    .ok_or_else(|| ReqError::noent("no session"))?;
+                if let Some(q) = qpns.iter().find(|q| !s.tombstones.contains(q)) {
+                    return Err(ReqError::noent(format!(
+                        "qp {q} was not checkpointed by this session"
+                    )));
+                }
+                self.device.forward_tombstones(&qpns, to);
+                Ok(Response::Ok)
+            }
+        }
+    }
+
+    // ---- ownership ----
+
+    /// The objects and the transport owner of session `sid`.
+    fn objects(&self, sid: SessionId) -> Result<(&Objects, OwnerId), ReqError> {
+        self.reg
+            .get(sid)
+            .map(|s| (s.objects(), s.owner()))
+            .ok_or_else(|| ReqError::noent("no session"))
+    }
+
+    /// Fails unless session `sid` owns the `what` `id` (`find` looks it up).
+    fn own<T>(
+        &self,
+        sid: SessionId,
+        what: &str,
+        id: u32,
+        find: impl Fn(&Objects, u32) -> Option<&T>,
+    ) -> Result<(), ReqError> {
+        match self.objects(sid) {
+            Ok((o, _)) if find(o, id).is_some() => Ok(()),
+            _ => Err(ReqError::noent(format!("no {what} {id}"))),
+        }
+    }
+
+    fn own_pd(&self, sid: SessionId, pd: Pdn) -> Result<(), ReqError> {
+        match self.objects(sid) {
+            Ok((o, _)) if o.has_pd(pd) => Ok(()),
+            _ => Err(ReqError::noent(format!("no pd {pd}"))),
+        }
+    }
+
+    /// Fails when the device holds `limit` objects of `kind` already.
+    fn below_limit(&self, kind: Kind, limit: u32, what: &str) -> Result<(), ReqError> {
+        if self.reg.count(kind) >= limit as usize {
+            return Err(ReqError::nomem(format!("too many {what}")));
+        }
+        Ok(())
+    }
+
+    /// A free identifier made by `id`, or ENOMEM naming `what`.
+    fn free_u32(&mut self, id: fn(u32) -> Id, what: &str) -> Result<u32, ReqError> {
+        let reg = &self.reg;
+        self.ids
+            .u32(|v| reg.is_taken(id(v)))
+            .ok_or_else(|| ReqError::nomem(format!("no free {what}")))
+    }
+
+    /// Checks that `[addr, addr+len)` is mapped in the client (first and
+    /// last byte readable).
+    fn check_client_memory(&mut self, owner: OwnerId, addr: u64, len: u64) -> Result<(), ReqError> {
+        if addr == 0 || len == 0 {
+            return Err(ReqError::inval("null or empty client memory"));
+        }
+        let last = addr
+            .checked_add(len - 1)
+            .ok_or_else(|| ReqError::inval("client memory wraps the address space"))?;
+        let mut b = [0u8; 1];
+        for at in [addr, last] {
+            self.mem.read_now(owner, at, &mut b).map_err(|_| {
+                ReqError::new(
+                    libc::EFAULT,
+                    format!("client memory at {at:#x} is not mapped"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    // ---- protection domains and memory regions ----
+
+    fn alloc_pd(&mut self, sid: SessionId, owner: OwnerId) -> Res {
+        self.below_limit(Kind::Pd, limits::MAX_PD, "protection domains")?;
+        let pd = self.free_u32(Id::Pd, "pd handle")?;
+        self.device.alloc_pd(owner, pd)?;
+        self.reg.add_pd(sid, pd);
+        Ok(Response::Pd { pd })
+    }
+
+    fn dealloc_pd(&mut self, sid: SessionId, pd: Pdn) -> Res {
+        self.own_pd(sid, pd)?;
+        self.device.dealloc_pd(pd)?;
+        self.reg.remove_pd(sid, pd);
+        Ok(Response::Ok)
+    }
+
+    fn reg_mr(
+        &mut self,
+        sid: SessionId,
+        owner: OwnerId,
+        pd: Pdn,
+        addr: u64,
+        length: u64,
+        access: Access,
+    ) -> Res {
+        self.own_pd(sid, pd)?;
+        if length > limits::MAX_MR_SIZE {
+            return Err(ReqError::inval(format!(
+                "memory region of {length} bytes is too large"
+            )));
+        }
+        if access.0 & !0xf != 0 {
+            return Err(ReqError::inval(format!(
+                "unknown access flags {:#x}",
+                access.0
+            )));
+        }
+        if self.reg.mr_count() >= limits::MAX_MR as usize {
+            return Err(ReqError::nomem("too many memory regions"));
+        }
+        if length > 0 {
+            self.check_client_memory(owner, addr, length)?;
+        }
+        let lkey = self.free_u32(Id::Key, "memory key")?;
+        let reg = &self.reg;
+        let rkey = self
+            .ids
+            .u32(|v| v == lkey || reg.is_taken(Id::Key(v)))
+            .ok_or_else(|| ReqError::nomem("no free memory key"))?;
+        self.device.reg_mr(migros_transport::MrSpec {
+            owner,
+            pd,
+            addr,
+            length,
+            lkey,
+            rkey,
+            access,
+        })?;
+        self.reg.add_mr(sid, lkey, Mr { rkey, addr });
+        self.mem.add_region(owner, addr, length);
+        Ok(Response::Mr { lkey, rkey })
+    }
+
+    fn dereg_mr(&mut self, sid: SessionId, owner: OwnerId, lkey: u32) -> Res {
+        self.own(sid, "memory region", lkey, Objects::mr)
+            .map_err(|_| ReqError::noent(format!("no memory region {lkey:#x}")))?;
+        self.device.dereg_mr(lkey)?;
+        if let Some(mr) = self.reg.remove_mr(sid, lkey) {
+            self.mem.remove_region(owner, mr.addr);
+        }
+        Ok(Response::Ok)
+    }
+
+    // ---- completion channels and CQs ----
+
+    fn create_channel(&mut self, sid: SessionId) -> Res {
+        let channel = self.free_u32(Id::Channel, "channel id")?;
+        self.reg.add_channel(sid, channel, Channel::default());
+        Ok(Response::Channel { channel })
+    }
+
+    fn destroy_channel(&mut self, sid: SessionId, channel: ChannelId) -> Res {
+        self.own(sid, "channel", channel, Objects::channel)?;
+        let (objects, _) = self.objects(sid)?;
+        if objects.cqs().any(|q| q.channel == Some(channel)) {
+            return Err(ReqError::busy(format!("channel {channel} is used by a cq")));
+        }
+        let c = self.reg.remove_channel(sid, channel);
+        if let Some(conn) = c.and_then(|c| c.conn).and_then(|t| self.conns.get_mut(&t)) {
+            conn.closing = true;
+        }
+        Ok(Response::Ok)
+    }
+
+    fn create_cq(
+        &mut self,
+        sid: SessionId,
+        owner: OwnerId,
+        entries: u32,
+        ring_addr: u64,
+        ctrl: u64,
+        channel: Option<ChannelId>,
+    ) -> Res {
+        if !entries.is_power_of_two() || entries > limits::MAX_CQE {
+            return Err(ReqError::inval(format!(
+                "a cq ring of {entries} entries (a power of two up to {})",
+                limits::MAX_CQE
+            )));
+        }
+        if let Some(ch) = channel {
+            self.own(sid, "channel", ch, Objects::channel)?;
+        }
+        self.below_limit(Kind::Cq, limits::MAX_CQ, "cqs")?;
+        self.check_client_memory(owner, ring_addr, u64::from(entries) * ring::CQE_SIZE as u64)?;
+        self.check_client_memory(owner, ctrl, ring::CQ_CTRL_SIZE as u64)?;
+        let cq = self.free_u32(Id::Cq, "cq handle")?;
+        let ring = CqRing::new(cq, ring_addr, entries, ctrl, channel);
+        let capacity = u32::try_from(CqRing::queue_limit(entries)).unwrap_or(u32::MAX);
+        self.device.create_cq(owner, cq, capacity)?;
+        self.reg.add_cq(sid, ring);
+        Ok(Response::Cq { cq })
+    }
+
+    fn destroy_cq(&mut self, sid: SessionId, cq: Cqn) -> Res {
+        self.own(sid, "cq", cq, Objects::cq)?;
+        self.device.destroy_cq(cq)?;
+        self.reg.remove_cq(sid, cq);
+        self.data.forget_cq(cq);
+        Ok(Response::Ok)
+    }
+
+    // ---- SRQs and QPs ----
+
+    fn create_srq(&mut self, sid: SessionId, owner: OwnerId, new: NewSrq) -> Res {
+        self.own_pd(sid, new.pd)?;
+        if new.max_wr == 0 || new.max_wr > limits::MAX_SRQ_WR {
+            return Err(ReqError::inval(format!("srq of {} entries", new.max_wr)));
+        }
+        if new.max_sge as usize > ring::MAX_RECV_SGE {
+            return Err(ReqError::inval(format!("{} sges per receive", new.max_sge)));
+        }
+        self.below_limit(Kind::Srq, limits::MAX_SRQ, "srqs")?;
+        let entries = new.max_wr.next_power_of_two();
+        let ring_len = u64::from(entries) * RQ_WQE_SIZE as u64;
+        self.check_client_memory(owner, new.ring, ring_len)?;
+        self.check_client_memory(owner, new.ctrl, ring::SRQ_CTRL_SIZE as u64)?;
+        let srq = self.free_u32(Id::Srq, "srq handle")?;
+        self.device
+            .create_srq(owner, srq, new.pd, entries, new.limit)?;
+        let ring = SrqRing {
+            srq,
+            ctrl: new.ctrl,
+            rq: WqRing::new(new.ring, entries),
+        };
+        self.reg.add_srq(sid, ring);
+        Ok(Response::Srq { srq })
+    }
+
+    fn destroy_srq(&mut self, sid: SessionId, srq: Srqn) -> Res {
+        self.own(sid, "srq", srq, Objects::srq)?;
+        self.device.destroy_srq(srq)?;
+        self.reg.remove_srq(sid, srq);
+        self.data.forget_wq(Wq::Srq(srq));
+        Ok(Response::Ok)
+    }
+
+    fn create_qp(&mut self, sid: SessionId, owner: OwnerId, new: NewQp) -> Res {
+        self.own_pd(sid, new.pd)?;
+        self.own(sid, "cq", new.send_cq, Objects::cq)?;
+        self.own(sid, "cq", new.recv_cq, Objects::cq)?;
+        if let Some(s) = new.srq {
+            self.own(sid, "srq", s, Objects::srq)?;
+        }
+        let cap = new.cap;
+        if cap.max_send_wr > limits::MAX_QP_WR
+            || cap.max_recv_wr > limits::MAX_QP_WR
+            || cap.max_send_sge as usize > ring::MAX_SEND_SGE
+            || cap.max_recv_sge as usize > ring::MAX_RECV_SGE
+            || cap.max_inline_data > limits::MAX_INLINE_DATA
+        {
+            return Err(ReqError::inval(
+                "qp capabilities exceed the device's limits",
+            ));
+        }
+        self.below_limit(Kind::Qp, limits::MAX_QP, "qps")?;
+        let ring_entries = |wr: u32| if wr == 0 { 0 } else { wr.next_power_of_two() };
+        let sq_entries = ring_entries(cap.max_send_wr);
+        let rq_entries = match new.srq {
+            Some(_) => 0,
+            None => ring_entries(cap.max_recv_wr),
+        };
+        self.check_client_memory(owner, new.ctrl, ring::QP_CTRL_SIZE as u64)?;
+        if sq_entries > 0 {
+            let len = u64::from(sq_entries) * SQ_WQE_SIZE as u64;
+            self.check_client_memory(owner, new.sq_ring, len)?;
+        }
+        if rq_entries > 0 {
+            let len = u64::from(rq_entries) * RQ_WQE_SIZE as u64;
+            self.check_client_memory(owner, new.rq_ring, len)?;
+        }
+        let reg = &self.reg;
+        let tomb = self.device.tombstones();
+        let qpn = self
+            .ids
+            .qpn(|q| reg.is_taken(Id::Qp(q)) || tomb.contains(&q))
+            .ok_or_else(|| ReqError::nomem("no free qp number"))?;
+        self.device.create_qp(QpInit {
+            owner,
+            qpn,
+            qp_type: new.qp_type,
+            pd: new.pd,
+            send_cq: new.send_cq,
+            recv_cq: new.recv_cq,
+            srq: new.srq,
+            cap,
+            sq_sig_all: new.sq_sig_all,
+        })?;
+        let rings = QpRings {
+            qpn,
+            ctrl: new.ctrl,
+            sq: WqRing::new(new.sq_ring, sq_entries),
+            rq: new
+                .srq
+                .is_none()
+                .then(|| WqRing::new(new.rq_ring, rq_entries)),
+            send_cq: new.send_cq,
+            recv_cq: new.recv_cq,
+        };
+        self.reg.add_qp(sid, rings);
+        Ok(Response::Qp { qpn })
+    }
+
+    fn modify_qp(&mut self, sid: SessionId, qpn: Qpn, attr: &QpAttr, mask: AttrMask) -> Res {
+        self.own(sid, "qp", qpn, Objects::qp)?;
+        self.device.modify_qp(self.now, qpn, attr, mask)?;
+        // Receives posted before the QP could take them, sends held back.
+        self.data.wake(Wq::Sq(qpn));
+        self.data.wake(Wq::Rq(qpn));
+        Ok(Response::Ok)
+    }
+
+    fn destroy_qp(&mut self, sid: SessionId, qpn: Qpn) -> Res {
+        self.own(sid, "qp", qpn, Objects::qp)?;
+        self.device.destroy_qp(qpn)?;
+        self.reg.remove_qp(sid, qpn);
+        self.data.forget_qp(qpn);
+        Ok(Response::Ok)
+    }
+}
