@@ -16,6 +16,9 @@
 # `stop AFTER SECONDS` makes the next case stop daemon rxe0 (SIGSTOP)
 # AFTER seconds into it for SECONDS: what a kernel peer sees of a migros
 # endpoint that goes silent (a migration), and whether it survives.
+# `pause AFTER SECONDS` makes the next case pause the sessions of rxe0
+# (PAUSE_TOOL, interop-pause: the admin Pause, then Resume) AFTER seconds
+# into it for SECONDS: what a kernel peer does with the pause NAK and RESUME.
 #
 # Writes OUT/results.tsv, one line per case:
 #   NAME  pass|fail  SECONDS  KERNEL_ERRS  MIGROS_ERRS  LOST  INFO
@@ -79,6 +82,7 @@ for d in "rxe0 198.18.10.2" "rxe1 198.18.10.3"; do
   [ "$1" = rxe0 ] && RXE0_PID=$!
 done
 STOP=""
+PAUSE=""
 for _ in $(seq 100); do
   [ -S "$SOCK/rxe0.sock" ] && [ -S "$SOCK/rxe1.sock" ] && break
   sleep 0.1
@@ -190,6 +194,14 @@ run_case() {
     stopper=$!
     STOP=""
   fi
+  if [ -n "$PAUSE" ]; then
+    set -- $PAUSE
+    (sleep "$1"; say "rxe0 pausing"
+      MIGROS_SOCKET_DIR="$SOCK" "${PAUSE_TOOL:-interop-pause}" rxe0 "$2" >"$LOGS/$name.pause" 2>&1
+      say "rxe0 resumed: $(tail -n 1 "$LOGS/$name.pause")") &
+    stopper=$!
+    PAUSE=""
+  fi
   on "$cli" timeout "$CASE_TIMEOUT" "${cargs[@]}" </dev/null >"$LOGS/$name.client" 2>&1
   local crc=$?
   [ -n "$stopper" ] && wait "$stopper"
@@ -238,6 +250,7 @@ while read -r -a line; do
     \#*) ;;
     netem) netem "${line[@]:1}" ;;
     stop) STOP="${line[*]:1}" ;;
+    pause) PAUSE="${line[*]:1}" ;;
     *)
       if [ "$SECONDS" -gt "$GUEST_BUDGET" ]; then
         say "budget of ${GUEST_BUDGET}s spent: ${line[0]} not run"

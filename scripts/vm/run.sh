@@ -9,7 +9,8 @@
 # Needs target/release/migrosd, target/debug/migros and target/ibverbs
 # (crates/migros-interop builds them) and scripts/setup-vm.sh's packages;
 # builds crates/migros-interop/c/rdma_check.c into OUT/bin (the guest runs
-# it from there on both sides).
+# it from there on both sides). MIGROS_PAUSE_TOOL: the interop-pause
+# binary, for the plan's `pause` lines.
 # Exits 77 with "skip: REASON" on stdout when the VM cannot be booted here.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -43,7 +44,7 @@ cp "$ROOT/scripts/vm/guest.sh" "$OUT/guest.sh"
 start=$SECONDS
 timeout --kill-after=10 "${MIGROS_VM_TIMEOUT:-900}" \
   vng --disable-kvm -r "$KERNEL" --user root --memory 3G --cpus 2 --rwdir "$OUT" \
-  -- "ROOT=$ROOT bash $OUT/guest.sh $OUT $PLAN" </dev/null >"$OUT/vm-console.log" 2>&1 || true
+  -- "ROOT=$ROOT PAUSE_TOOL=${MIGROS_PAUSE_TOOL:-} bash $OUT/guest.sh $OUT $PLAN" </dev/null >"$OUT/vm-console.log" 2>&1 || true
 echo "vm: $((SECONDS - start)) s"
 [ -e "$OUT/done" ] || { echo "the VM did not finish (see $OUT/vm-console.log, $OUT/guest.log)" >&2; exit 3; }
 [ ! -e "$OUT/setup-error" ] || { echo "VM setup failed: $(cat "$OUT/setup-error")" >&2; exit 4; }

@@ -42,6 +42,9 @@ pub enum Kind {
     /// [`Case::expect`] move by as much as they say, and nothing else
     /// moves but the kernel's timer retries.
     Expect,
+    /// What a kernel peer does when migros pauses (a migration's pause
+    /// NAK and RESUME handshake): reported, not judged.
+    Observe,
 }
 
 /// A counter an [`Kind::Expect`] case must move (kernel or migros, by its
@@ -78,6 +81,12 @@ pub enum Step {
     /// `tc qdisc replace … netem ARGS` on both ends of the veth.
     Netem(Vec<&'static str>),
     NetemOff,
+    /// The next case pauses the sessions of migros device rxe0 `after`
+    /// seconds into it for `seconds` (`interop-pause`), then resumes them.
+    Pause {
+        after: u32,
+        seconds: u32,
+    },
 }
 
 /// The programs of issue 10 and their arguments. Iteration counts are cut
@@ -344,6 +353,36 @@ pub fn figures() -> Vec<Step> {
     steps
 }
 
+/// A migration's pause seen by an unmodified kernel peer: migros device
+/// rxe0 pauses the sessions of its program (as a checkpoint's source daemon
+/// does, answering requests with the pause NAK) 2 s into an `ib_send_bw`
+/// for 2 s, then resumes them (the RESUME handshake), with migros as
+/// receiver (the kernel's SENDs meet the pause NAK) and as sender (the
+/// kernel gets RESUME).
+pub fn pauses() -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (server, client, dir) in [
+        (Side::Migros, Side::Kernel, "m_k"),
+        (Side::Kernel, Side::Migros, "k_m"),
+    ] {
+        steps.push(Step::Pause {
+            after: 2,
+            seconds: 2,
+        });
+        steps.push(Step::Run(Case {
+            name: format!("pause_send_bw.{dir}"),
+            server,
+            client,
+            program: "ib_send_bw",
+            args: vec!["-u", "18", "-n", "1500"],
+            kind: Kind::Observe,
+            overshoot: 0,
+            expect: Vec::new(),
+        }));
+    }
+    steps
+}
+
 /// The plan file's text.
 pub fn render(steps: &[Step]) -> String {
     let mut s = String::new();
@@ -371,6 +410,9 @@ pub fn render(steps: &[Step]) -> String {
                 s.push('\n');
             }
             Step::NetemOff => s.push_str("netem off\n"),
+            Step::Pause { after, seconds } => {
+                let _ = writeln!(s, "pause {after} {seconds}");
+            }
         }
     }
     s
@@ -407,6 +449,7 @@ mod tests {
         steps.extend(checks());
         steps.extend(lossy());
         steps.extend(figures());
+        steps.extend(pauses());
         let mut names: Vec<_> = cases(&steps).map(|c| c.name.clone()).collect();
         let n = names.len();
         names.sort();
@@ -419,6 +462,7 @@ mod tests {
         assert!(text.contains("\nnetem off\n"));
         assert!(text.contains("\nfig_write_bw.k_k k k ib_write_bw -s 65536\n"));
         assert!(text.contains("\ncheck_rnr.m_k m k rdma_check rnr\n"));
+        assert!(text.contains("\npause 2 2\npause_send_bw.m_k m k ib_send_bw -u 18 -n 1500\n"));
         assert!(text.contains("\nloss_check_bytes.k_m k m rdma_check -u 14 -n 3 bytes\n"));
     }
 }

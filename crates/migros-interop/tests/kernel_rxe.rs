@@ -132,11 +132,13 @@ fn kernel_softroce_interoperates() {
     steps.extend(plan::checks());
     steps.extend(plan::lossy());
     steps.extend(plan::figures());
+    steps.extend(plan::pauses());
     let plan_path = out.join("plan.txt");
     std::fs::write(&plan_path, plan::render(&steps)).expect("write the plan");
 
     let start = Instant::now();
     let run = Command::new(root().join("scripts/vm/run.sh"))
+        .env("MIGROS_PAUSE_TOOL", env!("CARGO_BIN_EXE_interop-pause"))
         .arg(&out)
         .arg(&plan_path)
         .output()
@@ -164,6 +166,20 @@ fn kernel_softroce_interoperates() {
         results.len(),
         table(&results)
     );
+
+    // What the kernel did when migros paused: reported, not judged.
+    for case in plan::cases(&steps).filter(|c| c.kind == Kind::Observe) {
+        let pause = std::fs::read_to_string(out.join(format!("logs/{}.pause", case.name)));
+        eprintln!(
+            "{}: interop-pause said:\n{}",
+            case.name,
+            pause.unwrap_or_else(|e| format!("(no log: {e})"))
+        );
+    }
+    let dmesg = std::fs::read_to_string(out.join("dmesg.txt")).unwrap_or_default();
+    for line in dmesg.lines().filter(|l| l.contains("nak")) {
+        eprintln!("guest dmesg: {line}");
+    }
 
     let mut problems = Vec::new();
     for case in plan::cases(&steps) {
