@@ -28,7 +28,7 @@ impl Qp {
             env.objs.counters.rx_dropped += 1;
             return;
         };
-        let grh = grh_bytes(src, env.config.addr, pkt.payload.len());
+        let grh = grh_bytes(src, env.config.addr, pkt.buffer_len());
         let pd = self.init.pd;
         let res = dma::scatter(env.mem, &env.objs.mrs, pd, &recv.sges, 0, &grh).and_then(|_| {
             dma::scatter(
@@ -60,10 +60,13 @@ impl Qp {
 /// IPv4 header (as rxe and RoCE NICs place it, with a valid header
 /// checksum: rxe copies the header as it arrived); for IPv6, the IPv6
 /// header. The fields a UDP socket does not show are those Linux sends:
-/// identification 0 with DF, TTL 64, TOS 0.
-fn grh_bytes(src: IpAddr, dst: IpAddr, payload_len: usize) -> [u8; GRH_LEN] {
+/// identification 0 with DF, TTL 64, TOS 0. `roce_len` is the RoCE
+/// packet's length on the wire (every header, the ImmDt of a SEND with
+/// immediate included, payload, pad and ICRC: [`Packet::buffer_len`]), so
+/// the lengths are those of the datagram that arrived.
+fn grh_bytes(src: IpAddr, dst: IpAddr, roce_len: usize) -> [u8; GRH_LEN] {
     let mut grh = [0u8; GRH_LEN];
-    let udp_len = 8 + 12 + 8 + payload_len + 4;
+    let udp_len = 8 + roce_len;
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let h = &mut grh[20..];
@@ -114,18 +117,35 @@ fn to_v6(a: IpAddr) -> std::net::Ipv6Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use migros_wire::{Bth, Deth, Headers, Opcode, Psn};
     use std::net::Ipv4Addr;
 
     #[test]
     fn ipv4_grh_is_a_valid_header_in_the_last_20_bytes() {
         let src = IpAddr::V4(Ipv4Addr::new(198, 18, 10, 1));
         let dst = IpAddr::V4(Ipv4Addr::new(198, 18, 10, 2));
-        let grh = grh_bytes(src, dst, 64);
+        // A SEND with immediate of 61 bytes: BTH, DETH, ImmDt, payload,
+        // 3 pad bytes, ICRC.
+        let opcode = Opcode::UD_SEND_ONLY_WITH_IMMEDIATE;
+        let headers = Headers {
+            deth: Some(Deth {
+                qkey: 1,
+                src_qpn: 2,
+            }),
+            immdt: Some(7),
+            ..Headers::new(Bth::new(opcode, 3, Psn::new(0)))
+        };
+        let wire = Packet::new(headers, &[0u8; 61]).unwrap();
+        assert_eq!(wire.buffer_len(), 12 + 8 + 4 + 61 + 3 + 4);
+        let grh = grh_bytes(src, dst, wire.buffer_len());
         assert_eq!(grh[..20], [0; 20]);
         let h = &grh[20..];
-        // Version 4, IHL 5; total length: IP, UDP, BTH, DETH, payload, ICRC.
+        // Version 4, IHL 5; total length: IP, UDP and the RoCE packet.
         assert_eq!(h[0], 0x45);
-        assert_eq!(u16::from_be_bytes([h[2], h[3]]), 20 + 8 + 12 + 8 + 64 + 4);
+        assert_eq!(
+            u16::from_be_bytes([h[2], h[3]]),
+            20 + 8 + 12 + 8 + 4 + 64 + 4
+        );
         assert_eq!((h[6], h[7], h[9]), (0x40, 0, 17));
         assert_eq!(
             (&h[12..16], &h[16..20]),
