@@ -30,8 +30,12 @@
 //! and a receive WR is never taken for a request that fails.
 //!
 //! `check_length` refuses payloads larger than the path MTU as rxe does.
-//! A QP's `qp_access_flags` (rxe's `check_op_valid`) are not checked yet:
-//! only the memory region's rights are.
+//!
+//! Where rxe (6.1) and the specification differ, migros does as rxe, the
+//! peer it is tested against: a SEND longer than its receive WR gets a
+//! remote operational error NAK and the receive completes with
+//! `LocQpOpErr` (rxe takes the overflow for a malformed WQE; the
+//! specification asks for an invalid-request NAK and `LocLenErr`).
 
 mod execute;
 mod reply;
@@ -131,10 +135,10 @@ pub(crate) enum Refusal {
     MissingOpcodeFirst,
     /// `ERR_MISSING_OPCODE_LAST_C`: a message in progress not continued.
     MissingOpcodeLast,
-    /// `ERR_UNSUPPORTED_OPCODE`: this QP does not execute the operation.
+    /// `ERR_UNSUPPORTED_OPCODE`: this QP does not execute the operation, or
+    /// its access flags do not allow it.
     UnsupportedOpcode,
-    /// `ERR_LENGTH`: the payload does not fit the MTU, the RETH's length or
-    /// the receive buffer.
+    /// `ERR_LENGTH`: the payload does not fit the MTU or the RETH's length.
     Length,
     /// `ERR_MISALIGNED_ATOMIC`: an atomic's address is not 8-byte aligned.
     MisalignedAtomic,
@@ -143,7 +147,8 @@ pub(crate) enum Refusal {
     RkeyViolation,
     /// `ERR_RNR`: no receive WR is posted.
     Rnr,
-    /// `ERR_MALFORMED_WQE`: the receive WR's buffer could not be written.
+    /// `ERR_MALFORMED_WQE`: the receive WR's buffer could not be written
+    /// (or is too short for the message: rxe 6.1 says so too).
     MalformedWqe,
 }
 
@@ -339,20 +344,27 @@ impl Qp {
         }
     }
 
-    /// rxe's `check_op_valid`: the operations this QP executes. UC carries
-    /// SEND and WRITE only.
-    ///
-    /// rxe also refuses what the QP's `qp_access_flags` do not allow
-    /// (REMOTE_WRITE, REMOTE_READ, REMOTE_ATOMIC); migros does not yet.
+    /// rxe's `check_op_valid`: the operations this QP executes (UC carries
+    /// SEND and WRITE only) and its `qp_access_flags` allow: a WRITE needs
+    /// REMOTE_WRITE, a READ REMOTE_READ, an atomic REMOTE_ATOMIC. As in
+    /// rxe, RC answers a refused one with an invalid-request NAK (where
+    /// the memory region's rights, checked later, give a remote access
+    /// error) and UC drops the message.
     fn check_op_valid(&self, pkt: &Packet) -> Result<Operation, Refusal> {
         let rc = self.qp_type() == QpType::Rc;
-        match pkt.info().kind {
-            OpKind::Send => Ok(Operation::Send),
-            OpKind::RdmaWrite => Ok(Operation::Write),
-            OpKind::ReadRequest if rc => Ok(Operation::Read),
-            OpKind::CompareSwap | OpKind::FetchAdd if rc => Ok(Operation::Atomic),
-            _ => Err(Refusal::UnsupportedOpcode),
+        let (op, need) = match pkt.info().kind {
+            OpKind::Send => return Ok(Operation::Send),
+            OpKind::RdmaWrite => (Operation::Write, Access::REMOTE_WRITE),
+            OpKind::ReadRequest if rc => (Operation::Read, Access::REMOTE_READ),
+            OpKind::CompareSwap | OpKind::FetchAdd if rc => {
+                (Operation::Atomic, Access::REMOTE_ATOMIC)
+            }
+            _ => return Err(Refusal::UnsupportedOpcode),
+        };
+        if !self.attr.qp_access_flags.contains(need) {
+            return Err(Refusal::UnsupportedOpcode);
         }
+        Ok(op)
     }
 
     /// rxe's `check_length`: a FIRST or MIDDLE packet carries exactly one
