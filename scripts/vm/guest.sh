@@ -163,6 +163,7 @@ PORT=19000
 # A hung pair costs at most this; the whole plan at most GUEST_BUDGET
 # seconds (cases past it are not run, and the test says so).
 CASE_TIMEOUT=${CASE_TIMEOUT:-60}
+PAUSE_CASE_TIMEOUT=${PAUSE_CASE_TIMEOUT:-25}
 GUEST_BUDGET=${GUEST_BUDGET:-480}
 run_case() {
   local name=$1 srv=$2 cli=$3 prog=$4
@@ -180,7 +181,11 @@ run_case() {
   say "case $name: counters read"
   local t0=$SECONDS
   say "case $name: server $srv: ${sargs[*]}; client $cli: ${cargs[*]}"
-  on "$srv" timeout "$CASE_TIMEOUT" "${sargs[@]}" </dev/null >"$LOGS/$name.server" 2>&1 &
+  # A pause case is an observation: a peer that hangs after it is an
+  # outcome, told sooner.
+  local limit=$CASE_TIMEOUT
+  [ -n "$PAUSE" ] && limit=$PAUSE_CASE_TIMEOUT
+  on "$srv" timeout "$limit" "${sargs[@]}" </dev/null >"$LOGS/$name.server" 2>&1 &
   local spid=$!
   for _ in $(seq 300); do
     listening "$srv" "$PORT" && break
@@ -202,7 +207,7 @@ run_case() {
     stopper=$!
     PAUSE=""
   fi
-  on "$cli" timeout "$CASE_TIMEOUT" "${cargs[@]}" </dev/null >"$LOGS/$name.client" 2>&1
+  on "$cli" timeout "$limit" "${cargs[@]}" </dev/null >"$LOGS/$name.client" 2>&1
   local crc=$?
   [ -n "$stopper" ] && wait "$stopper"
   wait "$spid"
