@@ -192,8 +192,8 @@ fn kernel_softroce_interoperates() {
                 problems.push(format!("{}: not clean", r.name))
             }
             Kind::Lossy | Kind::Figure if !r.passed => problems.push(format!("{}: failed", r.name)),
-            Kind::Expect => {
-                if let Err(why) = r.as_expected(&case.expect, KERNEL_TIMER_MS, case.overshoot) {
+            Kind::Expect(expect) => {
+                if let Err(why) = r.as_expected(expect, KERNEL_TIMER_MS, case.overshoot) {
                     problems.push(format!("{}: {why}", r.name));
                 }
             }
