@@ -197,7 +197,10 @@ pub enum ReceivedHeader {
     /// IPv6: no field the ICRC covers is hidden from a UDP socket.
     Ipv6,
     /// IPv4 with this identification (and DF alone in the flags).
-    Ipv4 { ip_id: u16 },
+    Ipv4 {
+        /// The identification the sender put in the IPv4 header.
+        ip_id: u16,
+    },
 }
 
 /// Whether the last 4 bytes of `udp_payload` are its ICRC for *some*

@@ -27,6 +27,8 @@
 //! optional 16-byte address payload) and the AETH syndrome with
 //! [`NakCode::Pause`] ([`PAUSE_NAK_SYNDROME`]), used for live migration.
 
+#![warn(missing_docs)]
+
 pub mod crc_algebra;
 pub mod error;
 pub mod headers;
