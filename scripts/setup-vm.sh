@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the kernel-interoperability tests need (crates/migros-interop,
 # scripts/vm/): Debian 12's own 6.1 kernel with rdma_rxe (linux-image-amd64),
-# qemu to boot it (TCG), tcpdump for the captures, and virtme-ng (PyPI,
+# qemu to boot it (TCG), tcpdump for the captures, gcc and libibverbs-dev for
+# the test's C program, and virtme-ng (PyPI,
 # command `vng`) in a private venv at /opt/migros/vng. See
 # ../shared/reference/kernel-rxe-vm.md for why these and how they are used.
 # Idempotent and quick when everything is there. Needs root and apt-get;
@@ -21,6 +22,9 @@ command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
 compgen -G '/boot/vmlinuz-6.1.*-amd64' >/dev/null || pkgs+=(linux-image-amd64)
 command -v tcpdump >/dev/null || pkgs+=(tcpdump)
 command -v ip >/dev/null || pkgs+=(iproute2)
+# rdma_check.c, the VM test's C program (built on the host, run in the guest).
+command -v cc >/dev/null || pkgs+=(gcc)
+[ -f /usr/include/infiniband/verbs.h ] || pkgs+=(libibverbs-dev)
 # The venv module of the Python that will run virtme-ng.
 python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
 if [ ${#pkgs[@]} -gt 0 ]; then

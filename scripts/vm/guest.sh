@@ -9,14 +9,18 @@
 #
 # PLAN has one case a line:  NAME SERVER CLIENT PROGRAM [ARGS...]
 # with SERVER and CLIENT one of k (kernel rxk), m (migros rxe0), n (migros
-# rxe1). `-d`, the GID index (`-g` for ibv_*, `-x` for perftest), the port
-# and the server's address are added here; programs of the RDMA CM (rping,
-# ucmatose, udaddy, perftest's -R) get the address and port their way.
-# Lines `netem ARGS...` and `netem off` change the veth's qdisc (inside the
-# VM) for the cases after; `stop AFTER SECONDS` makes the next case stop
-# daemon rxe0 (SIGSTOP) AFTER seconds into it for SECONDS: what a kernel
-# peer sees of a migros endpoint that goes silent (a migration), and
-# whether it survives.
+# rxe1). `-d`, the GID index (`-g` for ibv_* and rdma_check, `-x` for
+# perftest), the port and the server's address are added here; programs of
+# the RDMA CM (rping, ucmatose, udaddy, perftest's -R) get the address and
+# port their way. rdma_check
+# is the test's own C program, built by run.sh into OUT/bin. Lines `netem ARGS...` and
+# `netem off` change the veth's qdisc (inside the VM) for the cases after;
+# `stop AFTER SECONDS` makes the next case stop daemon rxe0 (SIGSTOP)
+# AFTER seconds into it for SECONDS: what a kernel peer sees of a migros
+# endpoint that goes silent (a migration), and whether it survives.
+# `pause AFTER SECONDS` makes the next case pause the sessions of rxe0
+# (PAUSE_TOOL, interop-pause: the admin Pause, then Resume) AFTER seconds
+# into it for SECONDS: what a kernel peer does with the pause NAK and RESUME.
 #
 # Writes OUT/results.tsv, one line per case:
 #   NAME  pass|fail  SECONDS  KERNEL_ERRS  MIGROS_ERRS  LOST  INFO
@@ -33,6 +37,7 @@ PLAN=$2
 # run.sh runs a copy of this script and says where the work tree is.
 ROOT=${ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 REL=$ROOT/target/release
+export PATH="$OUT/bin:$PATH"
 LIB=$ROOT/target/ibverbs
 # The CLI reads the daemons' counters before and after each case: a copy
 # in the guest's memory starts faster than one read through 9p each time.
@@ -82,6 +87,7 @@ for d in "rxe0 198.18.10.2" "rxe1 198.18.10.3"; do
   [ "$1" = rxe0 ] && RXE0_PID=$!
 done
 STOP=""
+PAUSE=""
 for _ in $(seq 100); do
   [ -S "$SOCK/rxe0.sock" ] && [ -S "$SOCK/rxe1.sock" ] && break
   sleep 0.1
@@ -136,7 +142,8 @@ summary() {
 }
 KERNEL_ERRORS=(duplicate_request out_of_seq_request rcvd_rnr_err send_rnr_err rcvd_seq_err
   retry_exceeded_err retry_rnr_exceeded_err completer_retry_err send_err link_downed)
-MIGROS_ERRORS=(rx_icrc_errors rx_malformed rx_unknown_qp rx_tombstone retransmits)
+MIGROS_ERRORS=(rx_icrc_errors rx_malformed rx_unknown_qp rx_tombstone retransmits
+  naks_sent naks_received rnr_naks_sent rnr_naks_received rx_dropped)
 
 # ---- one case ----
 side_dev() { case $1 in k) echo rxk ;; m) echo rxe0 ;; n) echo rxe1 ;; esac; }
@@ -175,15 +182,17 @@ cm_listening() {
 }
 
 PORT=19000
+LAST_KA="" LAST_MA=""
 # A hung pair costs at most this; the whole plan at most GUEST_BUDGET
 # seconds (cases past it are not run, and the test says so).
 CASE_TIMEOUT=${CASE_TIMEOUT:-60}
+PAUSE_CASE_TIMEOUT=${PAUSE_CASE_TIMEOUT:-25}
 GUEST_BUDGET=${GUEST_BUDGET:-720}
 run_case() {
   local name=$1 srv=$2 cli=$3 prog=$4
   shift 4
   local gidflag=-x
-  case $prog in ibv_*) gidflag=-g ;; esac
+  case $prog in ibv_* | rdma_check) gidflag=-g ;; esac
   PORT=$((PORT + 1))
   local saddr sargs cargs cm="" port=$PORT
   saddr=$(side_addr "$srv")
@@ -220,12 +229,24 @@ run_case() {
   esac
   local kb=$LOGS/$name.kernel.before ka=$LOGS/$name.kernel.after
   local mb=$LOGS/$name.migros.before ma=$LOGS/$name.migros.after
-  kernel_counters >"$kb"
-  migros_counters >"$mb"
+  # The counters read after the case before serve as this one's "before"
+  # (nothing runs in between): one `migros stat` per case, not two, which
+  # under TCG on a loaded host is seconds per case.
+  if [ -n "$LAST_KA" ]; then
+    cp "$LAST_KA" "$kb"
+    cp "$LAST_MA" "$mb"
+  else
+    kernel_counters >"$kb"
+    migros_counters >"$mb"
+  fi
   say "case $name: counters read"
   local t0=$SECONDS
   say "case $name: server $srv: ${sargs[*]}; client $cli: ${cargs[*]}"
-  on "$srv" timeout "$CASE_TIMEOUT" "${sargs[@]}" </dev/null >"$LOGS/$name.server" 2>&1 &
+  # A pause case is an observation: a peer that hangs after it is an
+  # outcome, told sooner.
+  local limit=$CASE_TIMEOUT
+  [ -n "$PAUSE" ] && limit=$PAUSE_CASE_TIMEOUT
+  on "$srv" timeout "$limit" "${sargs[@]}" </dev/null >"$LOGS/$name.server" 2>&1 &
   local spid=$!
   if [ -n "$cm" ]; then
     cm_listening "$srv" "$port" "$spid"
@@ -243,7 +264,15 @@ run_case() {
     stopper=$!
     STOP=""
   fi
-  on "$cli" timeout "$CASE_TIMEOUT" "${cargs[@]}" </dev/null >"$LOGS/$name.client" 2>&1
+  if [ -n "$PAUSE" ]; then
+    set -- $PAUSE
+    (sleep "$1"; say "rxe0 pausing"
+      MIGROS_SOCKET_DIR="$SOCK" "${PAUSE_TOOL:-interop-pause}" rxe0 "$2" >"$LOGS/$name.pause" 2>&1
+      say "rxe0 resumed: $(tail -n 1 "$LOGS/$name.pause")") &
+    stopper=$!
+    PAUSE=""
+  fi
+  on "$cli" timeout "$limit" "${cargs[@]}" </dev/null >"$LOGS/$name.client" 2>&1
   local crc=$?
   [ -n "$stopper" ] && wait "$stopper"
   wait "$spid"
@@ -253,6 +282,7 @@ run_case() {
   sleep 0.5
   kernel_counters >"$ka"
   migros_counters >"$ma"
+  LAST_KA=$ka LAST_MA=$ma
   local status=pass
   [ "$crc" = 0 ] && [ "$src" = 0 ] || status=fail
   local km="" sums kerr merr lost info
@@ -271,6 +301,7 @@ result_line() {
     ib_*) awk '/^ *[0-9]+[ \t]+[0-9]+[ \t]+[0-9.]+/ { l = $0 } END { gsub(/[ \t]+/, " ", l); print l }' "$2" ;;
     rping) echo "$(grep -c '^ping data: rdma-ping-' "$2") pings verified" ;;
     ucmatose | udaddy) grep -E 'data transfers complete|return status' "$2" | tr '\n' ' ' | sed 's/  */ /g' ;;
+    rdma_check) grep -E '^(result|check failed|rnr_retry|rounds)' "$2" | tr '\n' ' ' | sed 's/  */ /g' ;;
     *) grep -E 'iters in|bytes in' "$2" | tr '\n' ' ' | sed 's/  */ /g' ;;
   esac
 }
@@ -292,6 +323,7 @@ while read -r -a line; do
     \#*) ;;
     netem) netem "${line[@]:1}" ;;
     stop) STOP="${line[*]:1}" ;;
+    pause) PAUSE="${line[*]:1}" ;;
     *)
       if [ "$SECONDS" -gt "$GUEST_BUDGET" ]; then
         say "budget of ${GUEST_BUDGET}s spent: ${line[0]} not run"

@@ -37,6 +37,27 @@ pub enum Kind {
     /// A figure for the side-by-side table (kernel↔kernel, kernel↔migros,
     /// migros↔migros): it must succeed, its figures are reported.
     Figure,
+    /// An error path (`rdma_check`): the programs see the errors they
+    /// provoke (they check that themselves), these counters move by as
+    /// much as they say, and nothing else moves but the kernel's timer
+    /// retries.
+    Expect(&'static [Expected]),
+    /// What a kernel peer does when migros pauses (a migration's pause
+    /// NAK and RESUME handshake): reported, not judged.
+    Observe,
+}
+
+/// A counter an [`Kind::Expect`] case must move (kernel or migros, by its
+/// name), by at least `min` and at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub counter: &'static str,
+    pub min: i64,
+    pub max: i64,
+}
+
+const fn e(counter: &'static str, min: i64, max: i64) -> Expected {
+    Expected { counter, min, max }
 }
 
 /// One program pair.
@@ -49,7 +70,9 @@ pub struct Case {
     pub args: Vec<&'static str>,
     pub kind: Kind,
     /// Datagrams the program may send that its peer never takes because it
-    /// has already finished (a clean case's "lost" may go up to this).
+    /// has already finished (a clean case's "lost" may go up to this), or
+    /// that the receiving device drops before counting them (a UD datagram
+    /// with the wrong Q_Key at the kernel).
     pub overshoot: i64,
 }
 
@@ -60,6 +83,12 @@ pub enum Step {
     /// `tc qdisc replace … netem ARGS` on both ends of the veth.
     Netem(Vec<&'static str>),
     NetemOff,
+    /// The next case pauses the sessions of migros device rxe0 `after`
+    /// seconds into it for `seconds` (`interop-pause`), then resumes them.
+    Pause {
+        after: u32,
+        seconds: u32,
+    },
 }
 
 /// The programs of issue 10 and their arguments. Iteration counts are cut
@@ -215,11 +244,108 @@ pub fn lossy() -> Vec<Step> {
         ("loss_send_bw", "ib_send_bw", &["-n", "100"]),
         ("loss_write_bw", "ib_write_bw", &["-n", "100"]),
         ("loss_read_bw", "ib_read_bw", &["-n", "100"]),
+        // Every byte and atomic result checked while requests and
+        // responses are lost, duplicated and reordered: duplicate READs
+        // re-executed, duplicate atomics answered from the replay cache,
+        // never executed twice. The 67 ms ACK timeout (14) keeps lost
+        // tails short.
+        (
+            "loss_check_bytes",
+            RDMA_CHECK,
+            &["-u", "14", "-n", "3", "bytes"],
+        ),
     ];
     for &(name, program, args) in programs {
         push_both_ways(&mut steps, name, program, args);
     }
     steps.push(Step::NetemOff);
+    steps
+}
+
+/// The test's own C program (`c/rdma_check.c`, built by
+/// `scripts/vm/run.sh`), the same binary on both sides: on the kernel's
+/// device with Debian's libibverbs, on migros' with the drop-in one.
+pub const RDMA_CHECK: &str = "rdma_check";
+
+/// What `rdma_check` checks, each scenario with the kernel as server then
+/// migros as server (the server holds the memory and answers; see the
+/// program's header comment):
+/// - `bytes`: RDMA WRITE (and with immediate), READ of sizes around the
+///   path MTU (READ responses only, first, middle, last), fetch-and-add and
+///   compare-and-swap, PSNs across the 24-bit wrap; every byte and every
+///   atomic's result checked on both ends. A clean case.
+/// - `rnr`: a one-packet SEND before the receive is posted: RNR NAKs until
+///   it is (rnr_retry 7), then rnr_retry 0 fails the WR with
+///   RNR_RETRY_EXC_ERR. The responder counts the RNR NAKs it sent, the
+///   requester those it received (the kernel: `send_rnr_err`,
+///   `rcvd_rnr_err`, and `retry_rnr_exceeded_err` for the rnr_retry 0
+///   failure); migros counts its resends after each as `retransmits`.
+/// - `access`: five remote access errors (bad rkey, MR without REMOTE_WRITE,
+///   REMOTE_READ or REMOTE_ATOMIC, a READ past the MR's end): one NAK each
+///   (the kernel has no counter of the NAKs it sends or receives).
+/// - `invalid`: a WRITE, a READ and an atomic to a QP whose access flags
+///   lack the right (invalid request), a SEND longer than the receive
+///   buffer (remote operational error, as rxe 6.1 answers it): one NAK
+///   each.
+/// - `ud`: UD with the right Q_Key, a wrong one and 0x80000000, the GRH
+///   area checked, an answer through `ibv_create_ah_from_wc`. The wrong
+///   Q_Key's datagram is dropped: by migros counted as `rx_dropped`, by
+///   the kernel before it counts it as received (one "lost" to the
+///   kernel). 0x80000000 stands for the sending QP's Q_Key: migros sends
+///   that (the specification), rxe 6.1 sends 0x80000000 as it is, which
+///   migros drops too (`rx_dropped` 2).
+pub fn checks() -> Vec<Step> {
+    // (scenario, expected with the kernel as server, with migros as
+    // server, datagrams the server may drop uncounted)
+    const SCENARIOS: [(&str, &[Expected], &[Expected], i64); 4] = [
+        (
+            "rnr",
+            &[
+                e("send_rnr_err", 1, 100),
+                e("rnr_naks_received", 1, 100),
+                e("retransmits", 1, 100),
+            ],
+            &[
+                e("rnr_naks_sent", 1, 100),
+                e("rcvd_rnr_err", 1, 100),
+                e("retry_rnr_exceeded_err", 1, 1),
+            ],
+            0,
+        ),
+        (
+            "access",
+            &[e("naks_received", 5, 5)],
+            &[e("naks_sent", 5, 5)],
+            0,
+        ),
+        (
+            "invalid",
+            &[e("naks_received", 4, 4)],
+            &[e("naks_sent", 4, 4)],
+            0,
+        ),
+        ("ud", &[], &[e("rx_dropped", 2, 2)], 1),
+    ];
+    let scenarios = [("bytes", None, None, 0)]
+        .into_iter()
+        .chain(SCENARIOS.map(|(s, k, m, o)| (s, Some(k), Some(m), o)));
+    let mut steps = Vec::new();
+    for (scenario, kernel_server, migros_server, overshoot) in scenarios {
+        for (server, client, dir, expect) in [
+            (Side::Kernel, Side::Migros, "k_m", kernel_server),
+            (Side::Migros, Side::Kernel, "m_k", migros_server),
+        ] {
+            steps.push(Step::Run(Case {
+                name: format!("check_{scenario}.{dir}"),
+                server,
+                client,
+                program: RDMA_CHECK,
+                args: vec![scenario],
+                kind: expect.map_or(Kind::Clean, Kind::Expect),
+                overshoot: if server == Side::Kernel { overshoot } else { 0 },
+            }));
+        }
+    }
     steps
 }
 
@@ -269,6 +395,35 @@ pub fn figures() -> Vec<Step> {
     steps
 }
 
+/// A migration's pause seen by an unmodified kernel peer: migros device
+/// rxe0 pauses the sessions of its program (as a checkpoint's source daemon
+/// does, answering requests with the pause NAK) 2 s into an `ib_send_bw`
+/// for 2 s, then resumes them (the RESUME handshake), with migros as
+/// receiver (the kernel's SENDs meet the pause NAK) and as sender (the
+/// kernel gets RESUME).
+pub fn pauses() -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (server, client, dir) in [
+        (Side::Migros, Side::Kernel, "m_k"),
+        (Side::Kernel, Side::Migros, "k_m"),
+    ] {
+        steps.push(Step::Pause {
+            after: 2,
+            seconds: 2,
+        });
+        steps.push(Step::Run(Case {
+            name: format!("pause_send_bw.{dir}"),
+            server,
+            client,
+            program: "ib_send_bw",
+            args: vec!["-u", "18", "-n", "1500"],
+            kind: Kind::Observe,
+            overshoot: 0,
+        }));
+    }
+    steps
+}
+
 /// The plan file's text.
 pub fn render(steps: &[Step]) -> String {
     let mut s = String::new();
@@ -296,6 +451,9 @@ pub fn render(steps: &[Step]) -> String {
                 s.push('\n');
             }
             Step::NetemOff => s.push_str("netem off\n"),
+            Step::Pause { after, seconds } => {
+                let _ = writeln!(s, "pause {after} {seconds}");
+            }
         }
     }
     s
@@ -345,8 +503,10 @@ mod tests {
     fn names_are_unique_and_plan_lines_parse() {
         let mut steps = matrix();
         steps.extend(rdma_cm());
+        steps.extend(checks());
         steps.extend(lossy());
         steps.extend(figures());
+        steps.extend(pauses());
         let mut names: Vec<_> = cases(&steps).map(|c| c.name.clone()).collect();
         let n = names.len();
         names.sort();
@@ -358,5 +518,12 @@ mod tests {
         assert!(text.contains("\nnetem delay 1ms reorder 25% duplicate 2%\n"));
         assert!(text.contains("\nnetem off\n"));
         assert!(text.contains("\nfig_write_bw.k_k k k ib_write_bw -s 65536\n"));
+        assert!(text.contains("\ncheck_rnr.m_k m k rdma_check rnr\n"));
+        let kind = |name: &str| cases(&steps).find(|c| c.name == name).unwrap().kind;
+        assert_eq!(kind("check_bytes.k_m"), Kind::Clean);
+        assert!(matches!(kind("check_rnr.m_k"),
+            Kind::Expect(e) if e.iter().any(|e| e.counter == "retry_rnr_exceeded_err")));
+        assert!(text.contains("\npause 2 2\npause_send_bw.m_k m k ib_send_bw -u 18 -n 1500\n"));
+        assert!(text.contains("\nloss_check_bytes.k_m k m rdma_check -u 14 -n 3 bytes\n"));
     }
 }

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::plan::Expected;
+
 /// The kernel's counter of requester retries (timeouts and NAKs alike).
 pub const KERNEL_TIMER_RETRIES: &str = "completer_retry_err";
 
@@ -78,6 +80,49 @@ impl CaseResult {
             && self
                 .lost
                 .is_none_or(|(k, m)| (0..=overshoot).contains(&k) && (0..=overshoot).contains(&m))
+    }
+
+    /// For an error path: passed, each counter of `expect` moved within its
+    /// bounds, no other error counter moved but the kernel's timer retries
+    /// (bounded as in [`CaseResult::clean_but_kernel_timer`]), and at most
+    /// `overshoot` datagrams went uncounted. `Err` says what was not so.
+    pub fn as_expected(
+        &self,
+        expect: &[Expected],
+        timer_ms: f64,
+        overshoot: i64,
+    ) -> Result<(), String> {
+        let mut why = Vec::new();
+        if !self.passed {
+            why.push(format!("failed ({})", self.info));
+        }
+        for e in expect {
+            let d = self.counter(e.counter);
+            if !(e.min..=e.max).contains(&d) {
+                why.push(format!(
+                    "{} moved by {d}, expected {}..={}",
+                    e.counter, e.min, e.max
+                ));
+            }
+        }
+        let allowed = (self.seconds as f64 * 1000.0 / timer_ms).ceil() as i64 + 1;
+        for (name, d) in self.kernel_errors.iter().chain(&self.migros_errors) {
+            let expected = expect.iter().any(|e| e.counter == name);
+            let timer = name == KERNEL_TIMER_RETRIES && *d <= allowed;
+            if !expected && !timer {
+                why.push(format!("{name} moved by {d}"));
+            }
+        }
+        if let Some((k, m)) = self.lost {
+            if !(0..=overshoot).contains(&k) || !(0..=overshoot).contains(&m) {
+                why.push(format!("lost to_kernel={k},to_migros={m}"));
+            }
+        }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join("; "))
+        }
     }
 
     /// The delta of one migros or kernel counter (0 when it did not move).
@@ -186,6 +231,34 @@ mod tests {
         let r = parse("x\tpass\t1\t-\trx_unknown_qp=4\t-\t\n").unwrap();
         assert!(r[0].clean_but_kernel_timer(67.1, 60));
         assert!(!r[0].clean_but_kernel_timer(67.1, 0));
+    }
+
+    #[test]
+    fn expected_counters_must_move_and_nothing_else() {
+        let e = |counter, min, max| Expected { counter, min, max };
+        let r = |line: &str| parse(line).unwrap().remove(0);
+        let rnr = [e("send_rnr_err", 1, 100), e("rnr_naks_received", 1, 100)];
+        let ok = r("x\tpass\t2\tsend_rnr_err=9,completer_retry_err=1\trnr_naks_received=9\tto_kernel=0,to_migros=0\t\n");
+        assert_eq!(ok.as_expected(&rnr, 67.1, 0), Ok(()));
+        let missing = r("x\tpass\t2\tsend_rnr_err=9\t-\tto_kernel=0,to_migros=0\t\n");
+        assert!(missing
+            .as_expected(&rnr, 67.1, 0)
+            .unwrap_err()
+            .contains("rnr_naks_received moved by 0"));
+        let other = r("x\tpass\t2\tsend_rnr_err=9\trnr_naks_received=9,rx_icrc_errors=1\t-\t\n");
+        assert!(other
+            .as_expected(&rnr, 67.1, 0)
+            .unwrap_err()
+            .contains("rx_icrc_errors"));
+        let failed = r("x\tfail\t2\tsend_rnr_err=9\trnr_naks_received=9\t-\texit 1\n");
+        assert!(failed.as_expected(&rnr, 67.1, 0).is_err());
+        let too_many = r("x\tpass\t2\t-\tnaks_sent=6\t-\t\n");
+        assert!(too_many
+            .as_expected(&[e("naks_sent", 5, 5)], 67.1, 0)
+            .is_err());
+        let dropped = r("x\tpass\t2\t-\t-\tto_kernel=2,to_migros=0\t\n");
+        assert_eq!(dropped.as_expected(&[], 67.1, 2), Ok(()));
+        assert!(dropped.as_expected(&[], 67.1, 1).is_err());
     }
 
     #[test]

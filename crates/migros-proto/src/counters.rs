@@ -52,4 +52,15 @@ pub struct DeviceCounters {
     /// none, or a UD redirect from an address the QP never sent to.
     #[serde(default)]
     pub rx_resume_refused: u64,
+    /// The QPs' counters of the same names, summed over every QP the
+    /// device had (as the kernel's `send_rnr_err`, `rcvd_rnr_err`,
+    /// `duplicate_request`, `out_of_seq_request` are device-wide): they
+    /// outlive the QPs that counted them.
+    pub naks_sent: u64,
+    pub naks_received: u64,
+    pub rnr_naks_sent: u64,
+    pub rnr_naks_received: u64,
+    pub duplicates: u64,
+    pub out_of_sequence: u64,
+    pub rx_dropped: u64,
 }

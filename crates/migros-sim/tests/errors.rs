@@ -224,6 +224,49 @@ fn missing_permission(seed: u64, access: Access, op: &str) {
     assert_buf_eq(&sim, &mr, 0, &before);
 }
 
+/// A QP whose access flags lack the right refuses the operation with an
+/// invalid-request NAK (the region's rights are not looked at), as rxe's
+/// `check_op_valid` does, and goes to the error state.
+fn qp_without_right(seed: u64, missing: Access, op: &str) {
+    let all = Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ;
+    let all = all | Access::REMOTE_ATOMIC;
+    let opts = RcOptions {
+        access: Access(all.0 & !missing.0),
+        ..RcOptions::default()
+    };
+    let (mut sim, a, b) = pair(seed, opts);
+    let before = migros_sim::support::fill_pattern(&mut sim, &b.rx, 0, 4096, 5);
+    let wr = match op {
+        "write" => wr::write(1, a.tx.sges(0, 64), b.rx.at(0), b.rx.rkey),
+        "read" => wr::read(1, a.tx.sges(0, 64), b.rx.at(0), b.rx.rkey),
+        _ => wr::fetch_add(1, a.tx.sge(0, 8), b.rx.at(0), b.rx.rkey, 1),
+    };
+    a.post_send(&mut sim, wr).expect("posted");
+    let s = a.expect_send(&mut sim, 1, DEADLINE);
+    assert_eq!(
+        (s[0].wr_id, s[0].status),
+        (1, WcStatus::RemInvReqErr),
+        "{op}"
+    );
+    assert_buf_eq(&sim, &b.rx, 0, &before);
+    assert_eq!(b.state(&sim), QpState::Err, "{op}");
+}
+
+#[test]
+fn qp_without_remote_write_refuses_a_write_as_invalid() {
+    qp_without_right(0x1230, Access::REMOTE_WRITE, "write");
+}
+
+#[test]
+fn qp_without_remote_read_refuses_a_read_as_invalid() {
+    qp_without_right(0x1240, Access::REMOTE_READ, "read");
+}
+
+#[test]
+fn qp_without_remote_atomic_refuses_an_atomic_as_invalid() {
+    qp_without_right(0x1250, Access::REMOTE_ATOMIC, "atomic");
+}
+
 #[test]
 fn write_without_remote_write_is_rem_access_err() {
     missing_permission(
@@ -251,8 +294,9 @@ fn atomic_without_remote_atomic_is_rem_access_err() {
     );
 }
 
-/// A SEND longer than the posted receive: the responder completes the
-/// receive with LocLenErr, the requester gets RemInvReqErr.
+/// A SEND longer than the posted receive: as the kernel's rxe (6.1) does,
+/// the responder completes the receive with LocQpOpErr and the requester
+/// gets RemOpErr (the specification says LocLenErr and RemInvReqErr).
 #[test]
 fn send_longer_than_receive_buffer() {
     let (mut sim, a, b) = pair(0x1300, RcOptions::default());
@@ -260,10 +304,11 @@ fn send_longer_than_receive_buffer() {
     a.post_send(&mut sim, wr::send(1, a.tx.sges(0, 100)))
         .expect("posted");
     let s = a.expect_send(&mut sim, 1, DEADLINE);
-    assert_eq!((s[0].wr_id, s[0].status), (1, WcStatus::RemInvReqErr));
+    assert_eq!((s[0].wr_id, s[0].status), (1, WcStatus::RemOpErr));
     let r = b.expect_recv(&mut sim, 1, DEADLINE);
-    assert_eq!((r[0].wr_id, r[0].status), (5, WcStatus::LocLenErr));
+    assert_eq!((r[0].wr_id, r[0].status), (5, WcStatus::LocQpOpErr));
     assert_eq!(a.state(&sim), QpState::Err);
+    assert_eq!(b.state(&sim), QpState::Err);
 }
 
 /// A multi-packet SEND that overflows the receive only in its last packet.
@@ -274,9 +319,9 @@ fn multi_packet_send_longer_than_receive_buffer() {
     a.post_send(&mut sim, wr::send(1, a.tx.sges(0, 4001)))
         .expect("posted");
     let s = a.expect_send(&mut sim, 1, DEADLINE);
-    assert_eq!((s[0].wr_id, s[0].status), (1, WcStatus::RemInvReqErr));
+    assert_eq!((s[0].wr_id, s[0].status), (1, WcStatus::RemOpErr));
     let r = b.expect_recv(&mut sim, 1, DEADLINE);
-    assert_eq!((r[0].wr_id, r[0].status), (5, WcStatus::LocLenErr));
+    assert_eq!((r[0].wr_id, r[0].status), (5, WcStatus::LocQpOpErr));
 }
 
 /// A receive exactly as long as the message is enough.

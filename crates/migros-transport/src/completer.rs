@@ -52,6 +52,7 @@ impl Qp {
                     }
                     AckSyndrome::RnrNak { timer } => {
                         self.counters.rnr_naks_received += 1;
+                        env.objs.counters.rnr_naks_received += 1;
                         if !self.ack_through(now, psn.sub(1), env) {
                             return;
                         }
@@ -60,6 +61,7 @@ impl Qp {
                     AckSyndrome::Nak(NakCode::Pause) => self.enter_paused(now, env),
                     AckSyndrome::Nak(NakCode::PsnSequenceError) => {
                         self.counters.naks_received += 1;
+                        env.objs.counters.naks_received += 1;
                         if !self.ack_through(now, psn.sub(1), env) {
                             return;
                         }
@@ -75,6 +77,7 @@ impl Qp {
                     }
                     AckSyndrome::Nak(code) => {
                         self.counters.naks_received += 1;
+                        env.objs.counters.naks_received += 1;
                         if !self.ack_through(now, psn.sub(1), env) {
                             return;
                         }

@@ -43,6 +43,12 @@
 //! (rxe's class J) the receive completes with `RemInvReqErr` and the QP
 //! fails; where rxe still ACKs the message, migros NAKs it "invalid
 //! request", so the requester learns at once instead of after retries.
+//!
+//! Where rxe (6.1) and the specification differ, migros does as rxe, the
+//! peer it is tested against: a SEND longer than its receive WR gets a
+//! remote operational error NAK and the receive completes with
+//! `LocQpOpErr` (rxe takes the overflow for a malformed WQE; the
+//! specification asks for an invalid-request NAK and `LocLenErr`).
 
 mod execute;
 mod reply;
@@ -151,10 +157,10 @@ pub(crate) enum Refusal {
     MissingOpcodeFirst,
     /// `ERR_MISSING_OPCODE_LAST_C`: a message in progress not continued.
     MissingOpcodeLast,
-    /// `ERR_UNSUPPORTED_OPCODE`: this QP does not execute the operation.
+    /// `ERR_UNSUPPORTED_OPCODE`: this QP does not execute the operation, or
+    /// its access flags do not allow it.
     UnsupportedOpcode,
-    /// `ERR_LENGTH`: the payload does not fit the MTU, the RETH's length or
-    /// the receive buffer.
+    /// `ERR_LENGTH`: the payload does not fit the MTU or the RETH's length.
     Length,
     /// `ERR_MISALIGNED_ATOMIC`: an atomic's address is not 8-byte aligned.
     MisalignedAtomic,
@@ -163,7 +169,8 @@ pub(crate) enum Refusal {
     RkeyViolation,
     /// `ERR_RNR`: no receive WR is posted.
     Rnr,
-    /// `ERR_MALFORMED_WQE`: the receive WR's buffer could not be written.
+    /// `ERR_MALFORMED_WQE`: the receive WR's buffer could not be written
+    /// (or is too short for the message: rxe 6.1 says so too).
     MalformedWqe,
     /// `ERR_TOO_MANY_RDMA_ATM_REQ`: a READ or atomic to a QP that serves
     /// none (`max_dest_rd_atomic` 0).
@@ -264,6 +271,7 @@ impl Qp {
         if self.qp_type() != QpType::Rc {
             if refusal == Refusal::Stopped {
                 self.counters.rx_dropped += 1;
+                env.objs.counters.rx_dropped += 1;
             } else {
                 self.abandon_current(env);
                 self.resp.uc_skip = true;
@@ -309,8 +317,14 @@ impl Qp {
             ),
         };
         match syndrome {
-            AckSyndrome::RnrNak { .. } => self.counters.rnr_naks_sent += 1,
-            _ => self.counters.naks_sent += 1,
+            AckSyndrome::RnrNak { .. } => {
+                self.counters.rnr_naks_sent += 1;
+                env.objs.counters.rnr_naks_sent += 1;
+            }
+            _ => {
+                self.counters.naks_sent += 1;
+                env.objs.counters.naks_sent += 1;
+            }
         }
         self.resp.out.push_back(Response::Ack {
             psn: at,
@@ -344,6 +358,7 @@ impl Qp {
         let d = psn.distance(self.resp.epsn);
         if d > 0 {
             self.counters.out_of_sequence += 1;
+            env.objs.counters.out_of_sequence += 1;
             if self.resp.nak_sent {
                 return Err(Refusal::Drop);
             }
@@ -352,6 +367,7 @@ impl Qp {
         }
         if d < 0 {
             self.counters.duplicates += 1;
+            env.objs.counters.duplicates += 1;
             return Ok(Sequence::Duplicate);
         }
         self.resp.nak_sent = false;
@@ -378,7 +394,9 @@ impl Qp {
     /// rxe's `check_op_valid`: the operations this QP executes (UC
     /// carries SEND and WRITE only), and only those its `qp_access_flags`
     /// allow: READ needs REMOTE_READ, WRITE and ATOMIC WRITE REMOTE_WRITE,
-    /// an atomic REMOTE_ATOMIC.
+    /// an atomic REMOTE_ATOMIC. As in rxe, RC answers a refused one with an
+    /// invalid-request NAK (where the memory region's rights, checked
+    /// later, give a remote access error) and UC drops the message.
     fn check_op_valid(&self, pkt: &Packet) -> Result<Operation, Refusal> {
         let rc = self.qp_type() == QpType::Rc;
         let (op, need) = match pkt.info().kind {
@@ -667,6 +685,17 @@ mod tests {
             config: &config,
         };
         qp.refuse(refusal, Psn::new(105), &mut env);
+        // The device counts what its QPs count, for after they are gone.
+        let dev = objs.counters;
+        assert_eq!(
+            (dev.naks_sent, dev.rnr_naks_sent, dev.rx_dropped),
+            (
+                qp.counters.naks_sent,
+                qp.counters.rnr_naks_sent,
+                qp.counters.rx_dropped
+            ),
+            "{refusal:?}"
+        );
         let answers = qp
             .resp
             .out

@@ -109,15 +109,18 @@ impl Qp {
         *offset += pkt.payload.len() as u64;
         self.counters.rx_bytes += pkt.payload.len() as u64;
         if let Err(e) = res {
-            let (wr_id, status) = (recv.wr_id, e.status());
+            // A message longer than the receive WR: rxe (6.1) completes the
+            // receive with LocQpOpErr and NAKs a remote operational error,
+            // as for any receive WR it cannot write (see the module docs).
+            let status = match e {
+                DmaError::Length => WcStatus::LocQpOpErr,
+                e => e.status(),
+            };
+            let wr_id = recv.wr_id;
             self.resp.current = None;
             let wc = self.recv_wc(wr_id, status, WcOpcode::Recv, 0);
             env.objs.complete(self.init.recv_cq, wc);
-            return Err(if e == DmaError::Length {
-                Refusal::Length
-            } else {
-                Refusal::MalformedWqe
-            });
+            return Err(Refusal::MalformedWqe);
         }
         if is_last(pkt) {
             if let Some(Inbound::Send { recv, offset }) = self.resp.current.take() {
