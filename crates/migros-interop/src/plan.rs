@@ -310,7 +310,10 @@ pub fn checks() -> Vec<Step> {
                 e("rcvd_rnr_err", 1, 100),
                 e("retry_rnr_exceeded_err", 1, 1),
             ],
-            0,
+            // With the kernel as server, one of migros' RNR retransmissions
+            // may reach it after its program destroyed the QP (seen once
+            // in 3 runs): the kernel drops it without counting it.
+            1,
         ),
         (
             "access",

@@ -330,13 +330,13 @@ fn forged_resumes_from_a_third_address_do_not_break_a_verified_transfer() {
     use migros_wire::{Aeth, Bth, Headers, IpContext, Opcode, Packet, Psn};
     use std::net::{IpAddr, UdpSocket};
     let Some(mut env) = Env::new() else { return };
-    env.add("fa", "127.0.0.61", &[]);
-    env.add("fb", "127.0.0.62", &[]);
+    env.add("fa", "127.0.0.64", &[]);
+    env.add("fb", "127.0.0.65", &[]);
     let addrs: [(&str, IpAddr); 2] = [
-        ("fa", "127.0.0.61".parse().unwrap()),
-        ("fb", "127.0.0.62".parse().unwrap()),
+        ("fa", "127.0.0.64".parse().unwrap()),
+        ("fb", "127.0.0.65".parse().unwrap()),
     ];
-    let attacker: IpAddr = "127.0.0.63".parse().unwrap();
+    let attacker: IpAddr = "127.0.0.66".parse().unwrap();
     let sock = UdpSocket::bind((attacker, 4791)).expect("bind the attacker's address");
     let forged = |dst: IpAddr, qpn: u32, psn: u32, payload: &[u8]| {
         let mut h = Headers::new(Bth::new(Opcode::RC_RESUME, qpn, Psn::new(psn)));

@@ -33,6 +33,8 @@ const LEN: usize = 1 << 16;
 const SECRET: &[u8] = b"ROOT-ONLY SECRET";
 const NOBODY: u32 = 65534;
 const ADDR: &str = "127.0.0.141";
+/// The tests that start a daemon at [`ADDR`] take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn map_fixed(fill: &[u8]) {
     // SAFETY: a fresh anonymous mapping at an address nothing else uses
@@ -342,6 +344,7 @@ fn set_up(dir: &std::path::Path) -> (Daemon, Bystanders, Helper, Attacker) {
 
 #[test]
 fn exec_into_a_setuid_program_ends_the_session() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !can_run() {
         return;
     }
@@ -377,6 +380,7 @@ fn exec_into_a_setuid_program_ends_the_session() {
 
 #[test]
 fn a_forked_child_keeps_no_access_once_the_client_exits() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !can_run() {
         return;
     }

@@ -543,12 +543,12 @@ static void case_bad_wr(char **argv)
 {
 	struct side a, b;
 	pair(&a, &b, argv, REMOTE_ALL);
-	struct ibv_sge sge[3] = {
-		{ (uintptr_t)a.buf, 8, a.mr->lkey },
-		{ (uintptr_t)a.buf + 8, 8, a.mr->lkey },
-		{ (uintptr_t)a.buf + 16, 8, a.mr->lkey },
-	};
-	/* Send list: ok, too many SGEs (max 2), ok. */
+	struct ibv_sge sge[5];
+	for (int i = 0; i < 5; i++)
+		sge[i] = (struct ibv_sge){ (uintptr_t)a.buf + 8 * i, 8, a.mr->lkey };
+	/* Send list: ok, too many SGEs, ok. The QP asked for 2 SGEs and 64
+	 * inline bytes; as rxe (rxe_qp_init_req) its WQE holds the larger of
+	 * the two and both limits grow to fill it: 64 / 16 = 4 SGEs. */
 	struct ibv_send_wr w[3];
 	for (int i = 0; i < 3; i++) {
 		w[i] = send_wr(&sge[0], 10 + i, IBV_WR_RDMA_WRITE);
@@ -557,7 +557,7 @@ static void case_bad_wr(char **argv)
 		w[i].next = i < 2 ? &w[i + 1] : NULL;
 	}
 	w[1].sg_list = sge;
-	w[1].num_sge = 3;
+	w[1].num_sge = 5;
 	struct ibv_send_wr *bad_s = NULL;
 	CHECK(ibv_post_send(a.qp, w, &bad_s) == EINVAL, "send list");
 	CHECK(bad_s == &w[1], "bad_wr is the second WR (%p, not %p)", bad_s, &w[1]);
