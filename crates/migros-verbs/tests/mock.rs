@@ -126,7 +126,13 @@ impl Mock {
         }
     }
 
+    /// Sends `ev` on the newest attached channel. The client attaches a
+    /// channel without waiting for an answer, so the attach may still be
+    /// on its way: wait for it.
     fn event(&self, ev: Event) {
+        self.wait_for("attached channel", |r| {
+            matches!(r, Request::AttachChannel { .. })
+        });
         let mut seen = self.seen.lock().unwrap();
         let s = seen.channels.last_mut().expect("an attached channel");
         frame::write(s, &ev).unwrap();

@@ -382,7 +382,7 @@ fn restore_needs_root() {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let d = start_daemon(dir.path(), "t9", "127.0.0.109", &[]);
+    let d = start_daemon(dir.path(), "t9", "127.0.0.110", &[]);
     std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
     let mut root = Client::connect(&d.socket());
     let sid = match root.request(&hello()) {
