@@ -40,6 +40,7 @@ fi
 
 if [ ! -x "$VENV/bin/vng" ]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check virtme-ng
+  # Pinned: the version this harness was last proven with (1.42 needs busybox-static).
+  "$VENV/bin/pip" install -q --disable-pip-version-check virtme-ng==1.42
 fi
 echo "setup-vm: $("$VENV/bin/vng" --version), kernel $(basename "$(ls /boot/vmlinuz-6.1.*-amd64 | sort -V | tail -1)")"
