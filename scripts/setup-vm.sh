@@ -22,7 +22,7 @@ command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
 compgen -G '/boot/vmlinuz-6.1.*-amd64' >/dev/null || pkgs+=(linux-image-amd64)
 command -v tcpdump >/dev/null || pkgs+=(tcpdump)
 command -v ip >/dev/null || pkgs+=(iproute2)
-# rdma_check.c, the VM test's C program (built on the host, run in the guest).
+# rdma_check (crates/migros-interop/c), the VM test's C program (built on the host, run in the guest).
 command -v cc >/dev/null || pkgs+=(gcc)
 [ -f /usr/include/infiniband/verbs.h ] || pkgs+=(libibverbs-dev)
 # The venv module of the Python that will run virtme-ng.
