@@ -8,37 +8,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use migros_test_support::daemon::drop_in_ready;
 pub use migros_test_support::daemon::workspace_root as root_dir;
-use migros_test_support::daemon::{cargo_build, script_once};
 pub use migros_test_support::require::Check;
-use migros_test_support::require::{file, program, require, root};
+use migros_test_support::require::{file, installed, program, root};
 
 /// Whether the test runs (see `migros_test_support::require`): root, the
 /// Debian `programs` installed and `more` met; then target/ibverbs and the
 /// release migrosd built. Returns the daemon's path.
 pub fn ready(programs: &[&str], more: Vec<Check>) -> Option<PathBuf> {
     let mut checks = vec![root()];
-    for bin in programs {
-        checks.push(file(
-            Path::new("/usr/bin").join(bin),
-            "scripts/setup.sh installs it",
-        ));
-    }
+    checks.extend(programs.iter().map(|p| installed(p)));
     checks.extend(more);
-    if checks.iter().all(Result::is_ok) {
-        checks.push(script_once("ibverbs.sh"));
-        checks.push(cargo_build(&[
-            "--release",
-            "-p",
-            "migrosd",
-            "--bin",
-            "migrosd",
-        ]));
-    }
-    if !require(checks) {
-        return None;
-    }
-    Some(root_dir().join("target/release/migrosd"))
+    drop_in_ready(checks)
 }
 
 /// A C test of tests/c, built with `cc` against the system's
