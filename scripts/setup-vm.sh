@@ -26,7 +26,7 @@ command -v tcpdump >/dev/null || pkgs+=(tcpdump)
 # busybox was found" (virtme-ng 1.42, seen on a fresh machine).
 dpkg -s busybox-static >/dev/null 2>&1 || pkgs+=(busybox-static)
 command -v ip >/dev/null || pkgs+=(iproute2)
-# rdma_check.c, the VM test's C program (built on the host, run in the guest).
+# rdma_check (crates/migros-interop/c), the VM test's C program (built on the host, run in the guest).
 command -v cc >/dev/null || pkgs+=(gcc)
 [ -f /usr/include/infiniband/verbs.h ] || pkgs+=(libibverbs-dev)
 # The venv module of the Python that will run virtme-ng.
