@@ -181,8 +181,10 @@ impl IdBlock {
         to_storage(sa, unsafe {
             &mut self.id.route.addr.__bindgen_anon_1.src_storage
         });
-        self.id.route.addr.addr.ibaddr.sgid = gid_of(sa.ip());
-        self.id.route.addr.addr.ibaddr.pkey = 0xffffu16.to_be();
+        // SAFETY: the ibaddr member is the only one of the union.
+        let ib = unsafe { self.id.route.addr.addr.ibaddr.as_mut() };
+        ib.sgid = gid_of(sa.ip());
+        ib.pkey = 0xffffu16.to_be();
     }
 
     pub fn set_dst(&mut self, sa: SocketAddr) {
@@ -190,7 +192,8 @@ impl IdBlock {
         to_storage(sa, unsafe {
             &mut self.id.route.addr.__bindgen_anon_2.dst_storage
         });
-        self.id.route.addr.addr.ibaddr.dgid = gid_of(sa.ip());
+        // SAFETY: as above.
+        unsafe { self.id.route.addr.addr.ibaddr.as_mut() }.dgid = gid_of(sa.ip());
     }
 
     pub fn src(&self) -> Option<SocketAddr> {
@@ -209,7 +212,7 @@ impl IdBlock {
         let mut path: Box<ibv_sa_path_rec> = Box::new(unsafe { core::mem::zeroed() });
         path.dgid = ibv_gid { raw: remote_gid };
         // SAFETY: the ibaddr member is the only one of the union.
-        path.sgid = unsafe { self.id.route.addr.addr.ibaddr.sgid };
+        path.sgid = unsafe { self.id.route.addr.addr.ibaddr.as_ref() }.sgid;
         path.hop_limit = hop_limit;
         path.traffic_class = tclass;
         path.reversible = 1;
