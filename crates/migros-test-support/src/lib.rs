@@ -19,8 +19,8 @@
 //! - [`capture`]: RoCE v2 packets seen on the loopback interface (which
 //!   node sent which opcode to which), for assertions about the wire.
 //! - [`perftest`]: perftest's result lines.
-//! - [`symbols`]: the functions a shared library defines, with their
-//!   version nodes.
+//! - [`symbols`]: a shared library's functions and their version nodes
+//!   (`objdump -T`).
 //!
 //! TESTING.md at the repository root describes the test layers.
 
