@@ -327,6 +327,17 @@ fn checkpoint_cm(pid: c_int, dir: c_int) -> HookResult<usize> {
     for (sock, _) in daemons {
         let images = match daemons::ask(&sock, &AdminRequest::CheckpointCm { pid: pid as u32 }) {
             Ok(AdminResponse::CmCheckpointed(images)) => images,
+            // A daemon older than CheckpointCm: it cannot move librdmacm
+            // connections (DUMP_UNIX_SK warns about such a socket).
+            Ok(AdminResponse::Error { errno, message })
+                if [libc::EPROTO, libc::ENOSYS, libc::EINVAL].contains(&errno) =>
+            {
+                log!(
+                    "{} does not checkpoint librdmacm connections: {message} (errno {errno})",
+                    sock.display()
+                );
+                continue;
+            }
             Ok(other) => {
                 return Err(fail(
                     libc::EIO,
