@@ -29,6 +29,11 @@ use crate::time::Instant;
 /// Version of [`CmSnapshot`].
 pub const SNAPSHOT_VERSION: u32 = 1;
 
+/// Longest timer a snapshot may hold (a REQ's response timeout is at most
+/// 2^23 ms, about 2.3 h, with 15 resends; time-wait is shorter): a longer
+/// one comes from a damaged image.
+pub const MAX_SNAPSHOT_TIMER: Duration = Duration::from_secs(48 * 3600);
+
 /// The local comm ID a MAD is for (its "remote comm ID", a SIDR_REP's
 /// request ID); `None` for REQ and SIDR_REQ, which start something new.
 pub fn target(m: &CmMessage) -> Option<u32> {
@@ -46,6 +51,7 @@ pub fn target(m: &CmMessage) -> Option<u32> {
 
 /// A process's connection-manager state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CmSnapshot {
     pub version: u32,
     /// The source device's address (bindings to it move to the new one).
@@ -56,6 +62,7 @@ pub struct CmSnapshot {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BindSnap {
     pub id: u32,
     pub ps: PortSpace,
@@ -65,6 +72,7 @@ pub struct BindSnap {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListenSnap {
     pub id: u32,
     pub ps: PortSpace,
@@ -75,6 +83,7 @@ pub struct ListenSnap {
 
 /// A message waiting for its answer, with its timer as time left.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetransmitSnap {
     pub mad: Vec<u8>,
     pub left_ns: u64,
@@ -84,6 +93,7 @@ pub struct RetransmitSnap {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConnSnap {
     pub local_id: u32,
     pub remote_id: u32,
@@ -106,6 +116,59 @@ pub struct ConnSnap {
     pub last_private: Vec<u8>,
     pub disconnect_reported: bool,
     pub indexed: bool,
+}
+
+/// What a snapshot must be on its own, wherever it is restored: its
+/// version, identifiers unique and non-zero, timers and retry counts
+/// within what the CM ever sets, resent MADs whole.
+pub fn check_snapshot(snap: &CmSnapshot) -> Result<(), CmError> {
+    use std::collections::BTreeSet;
+    if snap.version != SNAPSHOT_VERSION {
+        return Err(CmError::Invalid("snapshot version"));
+    }
+    let max = u64::try_from(MAX_SNAPSHOT_TIMER.as_nanos()).unwrap_or(u64::MAX);
+    let mut binds = BTreeSet::new();
+    for b in &snap.binds {
+        if b.id == 0 || !binds.insert(b.id) {
+            return Err(CmError::Invalid("a binding id is 0 or repeated"));
+        }
+    }
+    let mut listens = BTreeSet::new();
+    for l in &snap.listens {
+        if l.id == 0 || !listens.insert(l.id) {
+            return Err(CmError::Invalid("a listener id is 0 or repeated"));
+        }
+    }
+    let mut conns = BTreeSet::new();
+    let mut remote = BTreeSet::new();
+    for c in &snap.conns {
+        if c.local_id == 0 || !conns.insert(c.local_id) {
+            return Err(CmError::Invalid("a connection id is 0 or repeated"));
+        }
+        if c.indexed
+            && (!remote.insert((0, c.remote_ca_guid, c.remote_id))
+                || !remote.insert((1, c.remote_ca_guid, c.remote_qpn)))
+        {
+            return Err(CmError::Invalid("two connections name the same peer"));
+        }
+        if c.max_cm_retries > 15 || c.av_timeout > 31 {
+            return Err(CmError::Invalid("a connection's retries or ack timeout"));
+        }
+        if c.timeout_ms > MAX_SNAPSHOT_TIMER.as_millis() as u64
+            || c.timewait_left_ns.is_some_and(|n| n > max)
+        {
+            return Err(CmError::Invalid("a connection's timer is too long"));
+        }
+        if let Some(r) = &c.retransmit {
+            if r.mad.len() != MAD_LEN {
+                return Err(CmError::Invalid("a resent mad is not 256 bytes"));
+            }
+            if r.left_ns > max || r.timeout_ns > max || r.retries_left > 15 {
+                return Err(CmError::Invalid("a resent mad's timer or retries"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn left(now: Instant, at: Instant) -> u64 {
@@ -195,9 +258,7 @@ impl Agent {
     /// Whether `snap` can be restored here: its version, its identifiers
     /// free, its ports bindable, its MADs whole.
     pub fn check_restore(&self, snap: &CmSnapshot) -> Result<(), CmError> {
-        if snap.version != SNAPSHOT_VERSION {
-            return Err(CmError::Invalid("snapshot version"));
-        }
+        check_snapshot(snap)?;
         for b in &snap.binds {
             if self.ports.get(b.id).is_some() {
                 return Err(CmError::AddrInUse);
@@ -206,19 +267,29 @@ impl Agent {
                 .check(b.ps, self.map_addr(snap, b.addr), b.port, b.reuse)?;
         }
         for l in &snap.listens {
-            if self.listeners.contains_key(&l.id) {
+            let addr = self.map_addr(snap, l.addr);
+            let taken = self.listeners.values().any(|x| {
+                x.ps == l.ps
+                    && x.port == l.port
+                    && (x.addr.is_none() || addr.is_none() || x.addr == addr)
+            });
+            if taken || self.listeners.contains_key(&l.id) {
                 return Err(CmError::AddrInUse);
             }
         }
         for c in &snap.conns {
-            if c.local_id == 0 || self.conns.contains_key(&c.local_id) {
+            if self.conns.contains_key(&c.local_id) {
                 return Err(CmError::AddrInUse);
             }
-            if c.retransmit
-                .as_ref()
-                .is_some_and(|r| r.mad.len() != MAD_LEN)
-            {
-                return Err(CmError::Invalid("a resent mad is not 256 bytes"));
+            let indexed = c.indexed
+                && (self
+                    .remote_ids
+                    .contains_key(&(c.remote_ca_guid, c.remote_id))
+                    || self
+                        .remote_qpns
+                        .contains_key(&(c.remote_ca_guid, c.remote_qpn)));
+            if indexed {
+                return Err(CmError::AddrInUse);
             }
         }
         Ok(())
@@ -234,9 +305,15 @@ impl Agent {
         snap: &CmSnapshot,
     ) -> Result<(), CmError> {
         self.check_restore(snap)?;
+        if !self.ports.of_owner(owner).is_empty()
+            || self.listeners.values().any(|l| l.owner == owner)
+            || self.conns.values().any(|c| c.owner == owner)
+        {
+            return Err(CmError::Invalid("the owner exists on this device"));
+        }
         for b in &snap.binds {
             let addr = self.map_addr(snap, b.addr);
-            self.ports.bind_as(
+            let bound = self.ports.bind_as(
                 b.id,
                 Bound {
                     ps: b.ps,
@@ -245,7 +322,13 @@ impl Agent {
                     owner,
                     reuse: b.reuse,
                 },
-            )?;
+            );
+            if let Err(e) = bound {
+                // Two bindings of the snapshot conflict with each other:
+                // undo the ones made (the owner had none before).
+                self.ports.unbind_owner(owner);
+                return Err(e);
+            }
         }
         for l in &snap.listens {
             let addr = self.map_addr(snap, l.addr);

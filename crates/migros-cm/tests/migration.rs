@@ -135,3 +135,86 @@ fn a_restore_that_collides_is_refused_before_anything_changes() {
     bad.version = 99;
     assert!(net.nodes[0].agent.check_restore(&bad).is_err());
 }
+
+/// A snapshot damaged on its way (an edited or corrupt image) is refused
+/// by the destination's agent with a reason, and nothing changes there.
+#[test]
+fn a_damaged_snapshot_is_refused_and_nothing_changes() {
+    use migros_cm::migrate::{check_snapshot, BindSnap};
+    use migros_proto::cm::PortSpace;
+    let (mut net, _, _) = connected_then_moved(5, Faults::default());
+    let now = net.now;
+    let good = net.nodes[2].agent.snapshot_owner(now, OWNER);
+    assert!(!good.conns.is_empty() && !good.listens.is_empty());
+    check_snapshot(&good).unwrap();
+    type Damage = Box<dyn Fn(&mut migros_cm::migrate::CmSnapshot)>;
+    let damaged: Vec<(&str, Damage)> = vec![
+        ("version", Box::new(|s| s.version = 2)),
+        ("conn id 0", Box::new(|s| s.conns[0].local_id = 0)),
+        (
+            "conn id twice",
+            Box::new(|s| {
+                let c = s.conns[0].clone();
+                s.conns.push(c);
+            }),
+        ),
+        (
+            "listener twice",
+            Box::new(|s| {
+                let l = s.listens[0].clone();
+                s.listens.push(l);
+            }),
+        ),
+        ("retries", Box::new(|s| s.conns[0].max_cm_retries = 200)),
+        ("ack timeout", Box::new(|s| s.conns[0].av_timeout = 40)),
+        ("timeout", Box::new(|s| s.conns[0].timeout_ms = u64::MAX)),
+        (
+            "time-wait",
+            Box::new(|s| s.conns[0].timewait_left_ns = Some(u64::MAX)),
+        ),
+        (
+            "short mad",
+            Box::new(|s| {
+                s.conns[0].retransmit = Some(migros_cm::migrate::RetransmitSnap {
+                    mad: vec![1; 10],
+                    left_ns: 1,
+                    timeout_ns: 1,
+                    retries_left: 1,
+                    sends: 1,
+                })
+            }),
+        ),
+        (
+            "two binds of one port",
+            Box::new(|s| {
+                for id in [0x7001, 0x7002] {
+                    s.binds.push(BindSnap {
+                        id,
+                        ps: PortSpace::Tcp,
+                        addr: None,
+                        port: 9999,
+                        reuse: false,
+                    });
+                }
+            }),
+        ),
+    ];
+    // Node 0 has its own connection; its agent must not change.
+    let before = net.nodes[0].agent.len();
+    for (what, damage) in damaged {
+        let mut bad = good.clone();
+        damage(&mut bad);
+        let e = net.nodes[0]
+            .agent
+            .restore_owner(now, OWNER + 1, &bad)
+            .expect_err(what);
+        assert!(!e.to_string().is_empty(), "{what}");
+        assert_eq!(net.nodes[0].agent.len(), before, "{what}");
+        // The port of the refused bindings is still free.
+        net.nodes[0]
+            .agent
+            .bind(OWNER + 2, PortSpace::Tcp, None, 9999, false)
+            .map(|(b, _)| net.nodes[0].agent.unbind(OWNER + 2, b).unwrap())
+            .unwrap_or_else(|e| panic!("{what}: port 9999 left bound: {e}"));
+    }
+}

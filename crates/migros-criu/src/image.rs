@@ -2,8 +2,11 @@
 //!
 //! - `migros-session-<session hex>.img`: a daemon's [`SessionImage`] of one
 //!   session (its objects, the bytes queued for its sockets).
+//! - `migros-cm-<owner hex>.img`: a daemon's [`CmImage`] of one librdmacm
+//!   connection (its connection-manager state, the bytes queued for it).
 //! - `migros-sk-<inode>.img`: a [`SocketFile`], one per claimed socket
-//!   (the session connection or a completion channel connection).
+//!   (the session connection, a completion channel connection or a
+//!   librdmacm connection).
 //!
 //! Each file is a 20-byte header, then a postcard body: an 8-byte magic
 //! naming the kind of file, the format version (u32 LE), the body length
@@ -15,7 +18,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 
-use migros_proto::admin::SessionImage;
+use migros_proto::admin::{CmImage, SessionImage};
 use migros_proto::msg::ChannelId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -25,6 +28,7 @@ use thiserror::Error;
 pub const FORMAT_VERSION: u32 = 1;
 const SESSION_MAGIC: [u8; 8] = *b"MIGRSESS";
 const SOCKET_MAGIC: [u8; 8] = *b"MIGRSOCK";
+const CM_MAGIC: [u8; 8] = *b"MIGRCMST";
 const HEADER: usize = 20;
 
 /// Which connection of a session a claimed socket was.
@@ -32,6 +36,8 @@ const HEADER: usize = 20;
 pub enum SocketKind {
     Session,
     Channel(ChannelId),
+    /// A librdmacm connection (`session` is its CM owner id).
+    Cm,
 }
 
 /// What the plugin records of one claimed socket at dump, and needs to
@@ -75,6 +81,19 @@ pub enum ImageError {
 /// The file name of session `session`'s image.
 pub fn session_file_name(session: u64) -> String {
     format!("migros-session-{session:016x}.img")
+}
+
+/// The file name of librdmacm connection `owner`'s image.
+pub fn cm_file_name(owner: u64) -> String {
+    format!("migros-cm-{owner:016x}.img")
+}
+
+pub fn encode_cm(image: &CmImage) -> Vec<u8> {
+    encode(CM_MAGIC, image)
+}
+
+pub fn decode_cm(file: &str, bytes: &[u8]) -> Result<CmImage, ImageError> {
+    decode(CM_MAGIC, file, bytes)
 }
 
 /// The file name of the socket with inode `inode`.

@@ -306,7 +306,8 @@ pub fn checkpoint_devices(pid: c_int) -> HookResult<()> {
             });
         }
     }
-    if total == 0 {
+    let cm = checkpoint_cm(pid, dir)?;
+    if total == 0 && cm == 0 {
         log!("checkpoint pid {pid}: no migros session");
     } else if !with_dump(|d| std::mem::replace(&mut d.in_inventory, true)) {
         // A restore without this plugin would fail obscurely on the
@@ -316,6 +317,76 @@ pub fn checkpoint_devices(pid: c_int) -> HookResult<()> {
         }
     }
     injected("checkpoint")
+}
+
+/// The librdmacm connections of `pid` on the daemons that answered Pause:
+/// their images written and their sockets claimed; how many.
+fn checkpoint_cm(pid: c_int, dir: c_int) -> HookResult<usize> {
+    let daemons = with_dump(|d| d.paused.get(&pid).cloned().unwrap_or_default());
+    let mut total = 0;
+    for (sock, _) in daemons {
+        let images = match daemons::ask(&sock, &AdminRequest::CheckpointCm { pid: pid as u32 }) {
+            Ok(AdminResponse::CmCheckpointed(images)) => images,
+            // A daemon older than CheckpointCm: it cannot move librdmacm
+            // connections (DUMP_UNIX_SK warns about such a socket).
+            Ok(AdminResponse::Error { errno, message })
+                if [libc::EPROTO, libc::ENOSYS, libc::EINVAL].contains(&errno) =>
+            {
+                log!(
+                    "{} does not checkpoint librdmacm connections: {message} (errno {errno})",
+                    sock.display()
+                );
+                continue;
+            }
+            Ok(other) => {
+                return Err(fail(
+                    libc::EIO,
+                    format!(
+                        "checkpoint of pid {pid}'s librdmacm connections on {}: {}",
+                        sock.display(),
+                        describe(&other)
+                    ),
+                ))
+            }
+            Err(e) => {
+                return Err(fail(
+                    libc::EIO,
+                    format!(
+                        "checkpoint of pid {pid}'s librdmacm connections on {}: {e}",
+                        sock.display()
+                    ),
+                ))
+            }
+        };
+        for img in images {
+            let name = image::cm_file_name(img.owner);
+            image::write_at(dir, &name, &image::encode_cm(&img))
+                .map_err(|e| fail(libc::EIO, format!("writing {e}")))?;
+            log!(
+                "checkpointed librdmacm connection {:#x} of pid {pid} on {} ({} connection(s), \
+                 {} bytes of state, {} bytes held back): {name}",
+                img.owner,
+                sock.display(),
+                img.qpns.len(),
+                img.image.len(),
+                img.outbox.len()
+            );
+            total += 1;
+            with_dump(|d| {
+                d.claims.insert(
+                    img.inode,
+                    Claim {
+                        kind: SocketKind::Cm,
+                        session: img.owner,
+                        device: img.device.clone(),
+                        path: img.path.clone(),
+                        outbox: img.outbox.clone(),
+                    },
+                )
+            });
+        }
+    }
+    Ok(total)
 }
 
 /// `Ok(false)`: not one of ours (-ENOTSUP).
@@ -385,6 +456,7 @@ pub fn restore_unix_sk(id: c_int) -> HookResult<Option<RawFd>> {
     let what = match sk.kind {
         SocketKind::Session => format!("session {:#x}", sk.session),
         SocketKind::Channel(c) => format!("channel {c} of session {:#x}", sk.session),
+        SocketKind::Cm => format!("librdmacm connection {:#x}", sk.session),
     };
     // The session's objects, read and checked before the daemon is asked.
     let objects = match sk.kind {
@@ -409,6 +481,25 @@ pub fn restore_unix_sk(id: c_int) -> HookResult<Option<RawFd>> {
                 ));
             }
             img.objects
+        }
+        SocketKind::Cm => {
+            let cname = image::cm_file_name(sk.session);
+            let cbytes = image::read_at(dir, &cname)
+                .map_err(bad_image)?
+                .ok_or_else(|| {
+                    fail(
+                        libc::ENOENT,
+                        format!("restore of {what}: {cname} is missing"),
+                    )
+                })?;
+            let img = image::decode_cm(&cname, &cbytes).map_err(bad_image)?;
+            if img.owner != sk.session {
+                return Err(fail(
+                    libc::EINVAL,
+                    format!("restore of {what}: {cname} holds owner {:#x}", img.owner),
+                ));
+            }
+            img.image
         }
         SocketKind::Channel(_) => Vec::new(),
     };
@@ -436,12 +527,20 @@ pub fn restore_unix_sk(id: c_int) -> HookResult<Option<RawFd>> {
             inode,
             replay: sk.replay.clone(),
         },
+        SocketKind::Cm => Request::RestoreCm {
+            version: PROTOCOL_VERSION,
+            owner: sk.session,
+            inode,
+            image: objects,
+            replay: sk.replay.clone(),
+        },
     };
     frame::write(&mut s, &req).map_err(|e| io("send", &e))?;
     // Exactly one frame: what follows is the replay, the process's to read.
     let resp: Response = frame::read(&mut s).map_err(|e| io("reading the answer", &e))?;
     match (&sk.kind, resp) {
-        (SocketKind::Session, Response::Welcome { session, .. }) if session == sk.session => {}
+        (SocketKind::Session | SocketKind::Cm, Response::Welcome { session, .. })
+            if session == sk.session => {}
         (SocketKind::Channel(_), Response::Ok) => {}
         (_, Response::Error { errno, message }) => {
             return Err(fail(

@@ -211,6 +211,8 @@ fn serve_admin(mut s: UnixStream, st: Arc<Mutex<State>>) {
                 }])
             }
             AdminRequest::Checkpoint { .. } => AdminResponse::Checkpointed(vec![]),
+            // The fake process has no librdmacm connection.
+            AdminRequest::CheckpointCm { .. } => AdminResponse::CmCheckpointed(vec![]),
             AdminRequest::Resume { pid } => {
                 let n = ours(pid);
                 // A rollback: the held-back frames go out on the old connection.
@@ -470,6 +472,7 @@ fn a_failed_dump_rolls_back_and_the_process_runs_on() {
             [
                 AdminRequest::Pause { pid: p },
                 AdminRequest::Checkpoint { pid: p },
+                AdminRequest::CheckpointCm { pid: p },
                 AdminRequest::Resume { pid: p }
             ]
         );

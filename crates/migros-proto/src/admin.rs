@@ -59,8 +59,17 @@ pub enum AdminRequest {
     CheckIdentifiers(Vec<SessionIds>),
     /// Tells the tombstones of `qpns` where their QPs went.
     ForwardTombstones { qpns: Vec<Qpn>, to: IpAddr },
-    /// Drops the tombstones of `qpns`.
+    /// Drops the tombstones of `qpns` (and of the CM connections of those
+    /// QPs).
     ReleaseTombstones { qpns: Vec<Qpn> },
+    /// After [`AdminRequest::Checkpoint`]: handles what the (frozen)
+    /// process `pid` already sent on its librdmacm connections and
+    /// snapshots their connection-manager state (bindings, listeners,
+    /// connections), without removing anything: each connection becomes a
+    /// tombstone when the librdmacm connection closes, and forwards with
+    /// the QP it carries ([`AdminRequest::ForwardTombstones`]). Answers
+    /// [`AdminResponse::CmCheckpointed`].
+    CheckpointCm { pid: u32 },
 }
 
 /// The daemon's answer to an admin request.
@@ -86,6 +95,29 @@ pub enum AdminResponse {
         sessions: u32,
     },
     Identifiers(Vec<SessionIds>),
+    CmCheckpointed(Vec<CmImage>),
+}
+
+/// One librdmacm connection as an admin checkpoint takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmImage {
+    /// The connection's owner id in the connection manager (kept by the
+    /// restore).
+    pub owner: u64,
+    /// The device name.
+    pub device: String,
+    /// The socket path the client connected to, as the client sees it.
+    pub path: String,
+    /// Inode of the client's socket (CRIU's id for it).
+    pub inode: u64,
+    /// The connection-manager state: what `RestoreCm` takes as `image`.
+    #[serde(with = "crate::bytes")]
+    pub image: Vec<u8>,
+    /// Bytes queued for the socket but not yet written.
+    #[serde(with = "crate::bytes")]
+    pub outbox: Vec<u8>,
+    /// The QPs its connections carry.
+    pub qpns: Vec<Qpn>,
 }
 
 /// One session as an admin checkpoint takes it.
@@ -203,6 +235,7 @@ mod tests {
                 to: "198.18.0.2".parse().unwrap(),
             },
             AdminRequest::ReleaseTombstones { qpns: vec![3] },
+            AdminRequest::CheckpointCm { pid: 42 },
         ] {
             let bytes = postcard::to_allocvec(&r).unwrap();
             assert_eq!(postcard::from_bytes::<AdminRequest>(&bytes).unwrap(), r);
@@ -238,6 +271,15 @@ mod tests {
             AdminResponse::Checkpointed(vec![image]),
             AdminResponse::Resumed { sessions: 0 },
             AdminResponse::Identifiers(vec![ids]),
+            AdminResponse::CmCheckpointed(vec![CmImage {
+                owner: 1,
+                device: "rxe0".into(),
+                path: "/run/migros/rxe0.sock".into(),
+                inode: 79,
+                image: vec![5; 10],
+                outbox: vec![6],
+                qpns: vec![0x13],
+            }]),
         ] {
             let bytes = postcard::to_allocvec(&resp).unwrap();
             assert_eq!(postcard::from_bytes::<AdminResponse>(&bytes).unwrap(), resp);

@@ -223,6 +223,21 @@ pub enum Request {
         version: u32,
         inode: u64,
     },
+    /// First message of a librdmacm connection opened inside a process
+    /// restored by CRIU: recreate the connection-manager state of `owner`
+    /// (same id) from `image` (an admin checkpoint's [`crate::admin::CmImage`]),
+    /// bindings, listeners and connections with their identifiers. The
+    /// daemon answers [`Response::Welcome`], then writes `replay` verbatim;
+    /// the connection then carries CM requests as after `CmHello`.
+    RestoreCm {
+        version: u32,
+        owner: u64,
+        inode: u64,
+        #[serde(with = "crate::bytes")]
+        image: Vec<u8>,
+        #[serde(with = "crate::bytes")]
+        replay: Vec<u8>,
+    },
 }
 
 /// The daemon's answer to a request.
@@ -389,6 +404,13 @@ mod tests {
                 channel: 2,
                 inode: 3,
                 replay: vec![],
+            },
+            Request::RestoreCm {
+                version: PROTOCOL_VERSION,
+                owner: u64::MAX,
+                inode: 4,
+                image: vec![7; 20],
+                replay: vec![1],
             },
         ];
         for r in reqs {

@@ -572,9 +572,10 @@ enum Moves {
 
 /// An RDMA run across containers: a server container on node A, a client
 /// container on node B running `server` and `client` (the server's
-/// overlay address appended to the client's command); once RDMA traffic
-/// flows, `moves` migrates along `hops` (node suffixes: `c`, then maybe
-/// `a`). Both must exit 0 without completion errors.
+/// overlay address appended to the client's command, or node A's device
+/// address with `server_at_node`); once RDMA traffic flows, `moves`
+/// migrates along `hops` (node suffixes: `c`, then maybe `a`). Both must
+/// exit 0 without completion errors.
 struct RdmaRun<'a> {
     prefix: &'a str,
     octet: u8,
@@ -583,6 +584,10 @@ struct RdmaRun<'a> {
     moves: Moves,
     hops: &'a [&'a str],
     volume: Option<&'a str>,
+    /// The client names the server by node A's device address: an RDMA CM
+    /// connection is made between daemons, and a container's own address
+    /// has none (the REQ would land in the container's network namespace).
+    server_at_node: bool,
 }
 
 /// What an [`RdmaRun`] saw.
@@ -613,6 +618,7 @@ impl<'a> RdmaRun<'a> {
             moves: Moves::Server,
             hops: &["c"],
             volume: None,
+            server_at_node: false,
         }
     }
 
@@ -650,7 +656,12 @@ impl<'a> RdmaRun<'a> {
         run(&mut lab, &a, &srv, &srv_ip, self.server);
         std::thread::sleep(Duration::from_millis(500));
         let mut client = self.client.to_vec();
-        client.push(&srv_ip);
+        let srv_node_addr = addr(0);
+        client.push(if self.server_at_node {
+            &srv_node_addr
+        } else {
+            &srv_ip
+        });
         run(&mut lab, &b, &cli, &cli_ip, &client);
         // The daemon, not the program's (buffered) output, says when RDMA
         // traffic flows.
@@ -765,6 +776,36 @@ fn rdma_send_bw_bidirectional_server_migrates() {
     r.assert_destination_served();
 }
 
+/// perftest's RDMA CM mode (`-R`: both its own exchange and the test's
+/// connection are made with librdmacm, no TCP) in the seed experiment's
+/// shape: `ib_send_bw -R -b` with 16 KiB messages, the server migrated
+/// from A to C while both directions stream. The server's librdmacm
+/// connection (its CM ids, listener and connections, its event channel's
+/// socket) moves with it; at the end the client's disconnect (DREQ) goes
+/// to node A, whose tombstone forwards it to C, and both ends finish with
+/// their result lines.
+#[test]
+fn rdma_cm_send_bw_bidirectional_server_migrates() {
+    let cmd = perftest("ib_send_bw", &["-R", "-s", "16384", "-n", "100000", "-b"]);
+    let Some(r) = (RdmaRun {
+        prefix: "k21",
+        octet: 211,
+        server: &cmd,
+        client: &cmd,
+        moves: Moves::Server,
+        hops: &["c"],
+        volume: None,
+        server_at_node: true,
+    })
+    .run() else {
+        return;
+    };
+    perftest::assert_bw("server", &r.srv, 16384, Some(100000));
+    perftest::assert_bw("client", &r.cli, 16384, Some(100000));
+    r.assert_partner_paused_and_resumed();
+    r.assert_destination_served();
+}
+
 /// The seed's command, exactly: `ib_send_bw -d rxe0 -n 100000 -b`
 /// (64 KiB, 13 GB moved), the server migrated from A to C while both
 /// directions stream. Checked as the Docker seed test checks it: both
@@ -833,6 +874,7 @@ fn rdma_send_bw_client_migrates() {
         moves: Moves::Client,
         hops: &["c"],
         volume: None,
+        server_at_node: false,
     })
     .run() else {
         return;
@@ -881,6 +923,7 @@ fn rdma_write_bw_four_qps_there_and_back() {
         moves: Moves::Server,
         hops: &["c", "a"],
         volume: None,
+        server_at_node: false,
     })
     .run() else {
         return;
@@ -943,6 +986,7 @@ fn bench_verify_in_containers_server_migrates() {
         moves: Moves::Server,
         hops: &["c"],
         volume: Some(&vol),
+        server_at_node: false,
     })
     .run() else {
         return;

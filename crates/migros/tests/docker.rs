@@ -445,3 +445,105 @@ fn migros_migrate_engine_docker() {
         "the client's QP saw pauses {pauses} resumes {resumes}"
     );
 }
+
+/// perftest's RDMA CM mode (`ib_send_bw -R -b`: its exchange and its
+/// connection made with librdmacm) through `migros run --engine docker`,
+/// the server moved with `migros migrate --engine docker` while both
+/// directions stream. The client names the server by node A's device
+/// address (a CM peer is a daemon; see ARCHITECTURE "CM state and
+/// migration"); its disconnect at the end reaches the server on node C
+/// through A's tombstone, and both ends print their result lines.
+#[test]
+fn rdma_cm_migros_migrate_engine_docker() {
+    if !ready() {
+        return;
+    }
+    let _one = RDMA.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new();
+    let [a, b, c] = lab.nodes("dk3", 31);
+    let (srv_ip, cli_ip) = ("198.19.240.31", "198.19.240.32");
+    let (srv, cli) = ("dk3srv", "dk3cli");
+    for n in [srv, "dk3srv-1", cli] {
+        lab.container(n);
+    }
+    let _ = run(MIGROS, &["rm", "-f", srv]);
+    let _ = run(MIGROS, &["rm", "-f", cli]);
+    const CMD: &[&str] = &[
+        "stdbuf",
+        "-oL",
+        "ib_send_bw",
+        "-d",
+        "rxe0",
+        "-R",
+        "-s",
+        "16384",
+        "-n",
+        "100000",
+        "-b",
+    ];
+    let mrun = |node: &str, name: &str, ip: &str, server: Option<&str>| {
+        let mut args = vec![
+            "run", "--engine", "docker", "--node", node, "--name", name, "--ip", ip, "--",
+        ];
+        args.extend_from_slice(CMD);
+        if let Some(s) = server {
+            args.push(s);
+        }
+        migros(&args);
+    };
+    struct Rm(&'static [&'static str]);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            for n in self.0 {
+                let _ = run(MIGROS, &["rm", "-f", n]);
+            }
+        }
+    }
+    let _rm = Rm(&["dk3srv", "dk3cli"]);
+    mrun(&a, srv, srv_ip, None);
+    let logs = |n: &str| migros(&["logs", n]);
+    let wait_for = |n: &str, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !logs(n).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{n}: no {needle:?}:\n{}",
+                logs(n)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(srv, "Waiting for client");
+    let a_addr = "198.18.2.31";
+    mrun(&b, cli, cli_ip, Some(a_addr));
+    let watch = NodeWatch::start(&b);
+    wait_for(srv, "remote address");
+    std::thread::sleep(Duration::from_millis(1000));
+
+    let out = migros(&["migrate", "--engine", "docker", srv, "--to", &c]);
+    eprintln!("{out}");
+    assert!(out.contains(&format!("from {a} to {c}")), "{out}");
+    assert!(out.contains("downtime"), "{out}");
+    assert!(out.contains("QP(s) forwarded"), "{out}");
+
+    let code = |n: &str| {
+        let o = run(MIGROS, &["wait", n, "--timeout", "300"]);
+        o.status.code().unwrap_or(-1)
+    };
+    let (cs, ss) = (code(cli), code(srv));
+    let seen = watch.finish();
+    let (pauses, resumes) = (seen.pauses, seen.resumes);
+    let (cl, sl) = (logs(cli), logs(srv));
+    eprintln!("server:\n{sl}\nclient:\n{cl}");
+    assert_eq!((cs, ss), (0, 0), "client:\n{cl}\nserver:\n{sl}");
+    for (who, log) in [("client", &cl), ("server", &sl)] {
+        assert!(log.contains("Send Bidirectional BW Test"), "{who}:\n{log}");
+        perftest::assert_bw(who, log, 16384, Some(100000));
+        assert!(!log.contains("Completion with error"), "{who}:\n{log}");
+        assert!(!log.contains("Couldn't"), "{who}:\n{log}");
+    }
+    assert!(
+        pauses >= 1 && resumes >= 1,
+        "the client's QP saw pauses {pauses} resumes {resumes}"
+    );
+}

@@ -36,6 +36,13 @@ pub struct CmPort {
     psn: u32,
     /// Owner → connection token of each librdmacm connection.
     owners: BTreeMap<u64, usize>,
+    /// Owners checkpointed by CRIU (still here, unchanged, until their
+    /// connection closes or the checkpoint rolls back) → their
+    /// connections' (comm ID, local QPN).
+    checkpointed: BTreeMap<u64, Vec<(u32, u32)>>,
+    /// Tombstones of connections that moved away → the QPN each carried
+    /// (they are forwarded and released with it).
+    tombstone_qpns: BTreeMap<u32, u32>,
     /// QP1's datagrams, counted as the device's (a NIC counts its GSI
     /// packets with the rest: `migros stat` must add up with what a peer
     /// sent and received).
@@ -109,6 +116,8 @@ impl CmPort {
             port,
             psn: (seed as u32) & 0x00ff_ffff,
             owners: BTreeMap::new(),
+            checkpointed: BTreeMap::new(),
+            tombstone_qpns: BTreeMap::new(),
             link: DeviceCounters::default(),
         }
     }
@@ -192,11 +201,131 @@ impl CmPort {
         self.owners.contains_key(&owner)
     }
 
-    /// The connection of `owner` went away: everything it had goes, the
-    /// peers are told (REJ, DREQ, DREP as the states ask).
-    pub fn detach(&mut self, now: migros_transport::Instant, owner: u64) {
+    /// Connection `token` of `owner` went away: everything it had goes, the
+    /// peers are told (REJ, DREQ, DREP as the states ask); a checkpointed
+    /// owner's state moved away instead (committed: tombstones, nobody
+    /// told). Nothing happens if `owner` is another connection's now.
+    pub fn detach(&mut self, now: migros_transport::Instant, token: usize, owner: u64) {
+        if self.owners.get(&owner) != Some(&token) {
+            return;
+        }
+        if self.checkpointed.contains_key(&owner) {
+            self.commit(owner);
+        } else {
+            self.owners.remove(&owner);
+            self.agent.destroy_owner(to_cm(now), owner);
+        }
+    }
+
+    // ---- migration (CRIU) ----
+
+    /// The state of `owner` for a checkpoint; nothing changes but that the
+    /// owner counts as checkpointed (see [`CmPort::detach`]).
+    pub fn checkpoint(
+        &mut self,
+        now: migros_transport::Instant,
+        owner: u64,
+    ) -> migros_cm::migrate::CmSnapshot {
+        let snap = self.agent.snapshot_owner(to_cm(now), owner);
+        let conns = snap
+            .conns
+            .iter()
+            .map(|c| (c.local_id, c.local_qpn))
+            .collect();
+        self.checkpointed.insert(owner, conns);
+        snap
+    }
+
+    pub fn is_checkpointed(&self, owner: u64) -> bool {
+        self.checkpointed.contains_key(&owner)
+    }
+
+    /// The checkpoint of `owner` rolled back: it goes on here as before.
+    pub fn roll_back(&mut self, owner: u64) {
+        self.checkpointed.remove(&owner);
+    }
+
+    /// The checkpointed owner's state lives elsewhere now: it leaves, each
+    /// connection a tombstone (forwarding nothing until told where).
+    fn commit(&mut self, owner: u64) {
+        let conns = self.checkpointed.remove(&owner).unwrap_or_default();
         self.owners.remove(&owner);
-        self.agent.destroy_owner(to_cm(now), owner);
+        let ids = self.agent.evict_owner(owner);
+        for (id, qpn) in conns {
+            if ids.contains(&id) {
+                self.tombstone_qpns.insert(id, qpn);
+            }
+        }
+        tracing::info!(
+            owner,
+            connections = ids.len(),
+            "cm state moved away (tombstones)"
+        );
+    }
+
+    /// Commits the checkpointed owners whose connections carry one of
+    /// `qpns` (whoever forwards or releases them knows they moved); their
+    /// connection tokens, to be closed.
+    pub fn commit_qpns(&mut self, qpns: &[u32]) -> Vec<usize> {
+        let owners: Vec<u64> = self
+            .checkpointed
+            .iter()
+            .filter(|(_, conns)| conns.iter().any(|(_, q)| qpns.contains(q)))
+            .map(|(o, _)| *o)
+            .collect();
+        let mut tokens = Vec::new();
+        for o in owners {
+            if let Some(t) = self.owners.get(&o) {
+                tokens.push(*t);
+            }
+            self.commit(o);
+        }
+        tokens
+    }
+
+    /// The tombstones of the connections that carried `qpns` forward to
+    /// `to`; how many.
+    pub fn forward_tombstones(&mut self, qpns: &[u32], to: IpAddr) -> usize {
+        let ids = self.tombstones_of(qpns);
+        self.agent.forward_tombstones(&ids, to);
+        ids.len()
+    }
+
+    /// Drops the tombstones of the connections that carried `qpns`.
+    pub fn release_tombstones(&mut self, qpns: &[u32]) {
+        let ids = self.tombstones_of(qpns);
+        self.agent.forget_tombstones(&ids);
+        for id in ids {
+            self.tombstone_qpns.remove(&id);
+        }
+    }
+
+    fn tombstones_of(&self, qpns: &[u32]) -> Vec<u32> {
+        self.tombstone_qpns
+            .iter()
+            .filter(|(_, q)| qpns.contains(q))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Recreates `snap` as owner `owner` on connection `token`, with the
+    /// same identifiers (refused, nothing changed, on a collision).
+    pub fn restore(
+        &mut self,
+        now: migros_transport::Instant,
+        token: usize,
+        owner: u64,
+        snap: &migros_cm::migrate::CmSnapshot,
+    ) -> Result<(), CmError> {
+        if self.owners.contains_key(&owner) {
+            return Err(CmError::AddrInUse);
+        }
+        self.agent.restore_owner(to_cm(now), owner, snap)?;
+        for c in &snap.conns {
+            self.tombstone_qpns.remove(&c.local_id);
+        }
+        self.owners.insert(owner, token);
+        Ok(())
     }
 
     /// Handles one request of `owner`.

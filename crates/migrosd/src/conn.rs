@@ -51,6 +51,9 @@ pub struct Conn {
     /// Nothing is written to the socket (its process is paused for a
     /// checkpoint); output stays queued.
     pub held: bool,
+    /// The client's inode of its end of the socket, as it said (CRIU's id
+    /// of the socket).
+    pub inode: u64,
 }
 
 /// Who connected: `SO_PEERCRED` and `SO_PEERPIDFD` at accept.
@@ -85,6 +88,7 @@ impl Conn {
             closing: false,
             dead: false,
             held: false,
+            inode: 0,
         }
     }
 

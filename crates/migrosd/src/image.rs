@@ -17,6 +17,7 @@
 //! and never panics; the destination's collisions are the registry's and
 //! the device's to check.
 
+pub mod cm;
 pub mod v3;
 
 use std::collections::BTreeSet;
@@ -50,6 +51,12 @@ pub enum ImageError {
          (checkpoint and restore with the same migros version)"
     )]
     Version(u32),
+    #[error(
+        "cm image version {0}: this migrosd reads version {v} only \
+         (checkpoint and restore with the same migros version)",
+        v = cm::VERSION
+    )]
+    CmVersion(u32),
     #[error("transport snapshot rejected: {0}")]
     Transport(String),
     #[error("image is inconsistent: {0}")]

@@ -36,6 +36,7 @@ impl Daemon {
                 self.forward_tombstones_admin(&qpns, to)
             }
             AdminRequest::ReleaseTombstones { qpns } => self.release_tombstones(&qpns),
+            AdminRequest::CheckpointCm { pid } => self.checkpoint_cm_pid(pid),
         }
     }
 

@@ -4,6 +4,7 @@
 //! its timers, and the end of a connection (everything its process had in
 //! the agent goes, the peers are told).
 
+use migros_proto::admin::{AdminResponse, CmImage};
 use migros_proto::cm::{CmDown, CmRequest};
 use migros_proto::counters::DeviceCounters;
 use migros_proto::msg::Response;
@@ -23,6 +24,7 @@ impl Daemon {
         self.cm.attach(token, owner);
         if let Some(c) = self.conns.get_mut(&token) {
             c.kind = ConnKind::Cm(owner);
+            c.inode = inode;
         }
         tracing::info!(owner, inode, "librdmacm connection");
         Ok(Response::Welcome {
@@ -57,10 +59,143 @@ impl Daemon {
         true
     }
 
-    /// The connection of `owner` closed (its process ended).
-    pub(super) fn cm_closed(&mut self, owner: u64) {
-        self.cm.detach(self.now, owner);
+    /// Connection `token` of `owner` closed (its process ended, or was
+    /// dumped: a checkpointed owner's state moved away).
+    pub(super) fn cm_closed(&mut self, token: usize, owner: u64) {
+        self.cm.detach(self.now, token, owner);
         self.deliver_cm_events();
+    }
+
+    // ---- migration (CRIU) ----
+
+    /// The librdmacm connections of process `pid`: (token, owner).
+    fn cm_conns_of(&self, pid: i32) -> Vec<(usize, u64)> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.pid == pid && !c.dead)
+            .filter_map(|(t, c)| match c.kind {
+                ConnKind::Cm(owner) => Some((*t, owner)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The sessions of `pid` are held (`held`) or run again: so are its
+    /// librdmacm connections (nothing is written to them while held); run
+    /// again, a checkpoint of them rolls back.
+    pub(super) fn hold_cm_of(&mut self, pid: i32, held: bool) {
+        for (token, owner) in self.cm_conns_of(pid) {
+            if let Some(c) = self.conns.get_mut(&token) {
+                c.held = held;
+            }
+            if !held && self.cm.is_checkpointed(owner) {
+                self.cm.roll_back(owner);
+                tracing::info!(pid, owner, "cm checkpoint rolled back");
+            }
+        }
+    }
+
+    /// Admin CheckpointCm: handles what the frozen process already sent
+    /// on its librdmacm connections, then images each (nothing changes
+    /// until the connection closes).
+    pub(super) fn checkpoint_cm_pid(&mut self, pid: u32) -> AdminResponse {
+        let Ok(pid) = i32::try_from(pid) else {
+            return AdminResponse::CmCheckpointed(Vec::new());
+        };
+        let path = self
+            .reg
+            .of_pid(pid)
+            .into_iter()
+            .filter_map(|sid| self.reg.get(sid))
+            .map(|s| s.path.clone())
+            .find(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("/run/migros/{}.sock", self.info.name));
+        let mut images = Vec::new();
+        for (token, owner) in self.cm_conns_of(pid) {
+            if self.cm.is_checkpointed(owner) {
+                continue;
+            }
+            if let Some(c) = self.conns.get_mut(&token) {
+                c.held = true;
+                if c.fill().is_err() {
+                    c.dead = true;
+                }
+            }
+            // Requests already sent are answered (into the held output).
+            self.process_frames(token);
+            let Some(c) = self.conns.get(&token) else {
+                return admin_error(libc::ENOENT, format!("cm connection of pid {pid} closed"));
+            };
+            let inbox = c.reader.unconsumed().to_vec();
+            let (inode, outbox) = (c.inode, c.outbox().to_vec());
+            let snap = self.cm.checkpoint(self.now, owner);
+            let qpns = snap.conns.iter().map(|c| c.local_qpn).collect();
+            let conns = snap.conns.len();
+            let image = match crate::image::cm::encode(owner, snap, inbox) {
+                Ok(i) => i,
+                Err(e) => {
+                    self.cm.roll_back(owner);
+                    return admin_error(libc::EIO, format!("cm image: {e}"));
+                }
+            };
+            tracing::info!(pid, owner, conns, "cm state checkpointed");
+            images.push(CmImage {
+                owner,
+                device: self.info.name.clone(),
+                path: path.clone(),
+                inode,
+                image,
+                outbox,
+                qpns,
+            });
+        }
+        AdminResponse::CmCheckpointed(images)
+    }
+
+    /// RestoreCm on connection `token`: the CM state of `owner` from
+    /// `image`, with the same identifiers. Nothing changes when refused.
+    pub(super) fn restore_cm(
+        &mut self,
+        token: usize,
+        owner: u64,
+        inode: u64,
+        image: &[u8],
+    ) -> Result<Response, ReqError> {
+        self.authorise_restore(token)?;
+        let img = crate::image::cm::decode(image)
+            .map_err(|e| ReqError::new(libc::EINVAL, format!("cm image refused: {e}")))?;
+        if img.owner != owner {
+            return Err(ReqError::new(
+                libc::EINVAL,
+                format!("cm image of owner {:#x}, restored as {owner:#x}", img.owner),
+            ));
+        }
+        self.cm
+            .restore(self.now, token, owner, &img.cm)
+            .map_err(|e| ReqError::new(e.errno(), format!("cm state refused: {e}")))?;
+        if let Some(c) = self.conns.get_mut(&token) {
+            c.kind = ConnKind::Cm(owner);
+            c.inode = inode;
+            if !img.inbox.is_empty() {
+                let rest = c.reader.unconsumed().to_vec();
+                c.reader = migros_proto::FrameReader::new();
+                c.reader.push(&img.inbox);
+                c.reader.push(&rest);
+            }
+        }
+        tracing::info!(
+            owner,
+            inode,
+            binds = img.cm.binds.len(),
+            listens = img.cm.listens.len(),
+            conns = img.cm.conns.len(),
+            "cm state restored"
+        );
+        self.deliver_cm_events();
+        Ok(Response::Welcome {
+            session: owner,
+            device: self.info.clone(),
+        })
     }
 
     /// Runs the agent's due timers (resends, time-wait) and delivers what
@@ -83,4 +218,8 @@ impl Daemon {
     pub(super) fn link_counters(&self) -> DeviceCounters {
         self.cm.add_link_counters(self.device.counters())
     }
+}
+
+fn admin_error(errno: i32, message: String) -> AdminResponse {
+    AdminResponse::Error { errno, message }
 }

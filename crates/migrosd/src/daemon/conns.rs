@@ -210,7 +210,7 @@ impl Daemon {
                     }
                 }
             }
-            ConnKind::Cm(owner) => self.cm_closed(owner),
+            ConnKind::Cm(owner) => self.cm_closed(token, owner),
             ConnKind::New | ConnKind::Admin => {}
         }
         tracing::debug!(token, "connection closed");

@@ -52,7 +52,8 @@ impl Daemon {
             | Request::AttachChannel { .. }
             | Request::RestoreSession { .. }
             | Request::RestoreChannel { .. }
-            | Request::CmHello { .. } => Err(ReqError::new(
+            | Request::CmHello { .. }
+            | Request::RestoreCm { .. } => Err(ReqError::new(
                 libc::EPROTO,
                 "the session has said hello already",
             )),

@@ -140,6 +140,18 @@ impl Daemon {
                     Err(e) => Outcome::Fatal(error(e.errno, e.message)),
                 }
             }
+            Request::RestoreCm {
+                version,
+                owner,
+                inode,
+                image,
+                replay,
+            } => match check_version(version)
+                .and_then(|()| self.restore_cm(token, owner, inode, &image))
+            {
+                Ok(r) => Outcome::Replay(r, replay),
+                Err(e) => Outcome::Fatal(error(e.errno, e.message)),
+            },
             _ => Outcome::Fatal(error(libc::EPROTO, "the first request must be hello")),
         }
     }

@@ -186,7 +186,9 @@ impl Daemon {
             };
         }
         self.device.forward_tombstones(qpns, to);
-        tracing::info!(qps = qpns.len(), %to, "tombstones forwarded");
+        // The CM connections that carried these QPs forward too.
+        let cm = self.cm.forward_tombstones(qpns, to);
+        tracing::info!(qps = qpns.len(), cm_connections = cm, %to, "tombstones forwarded");
         AdminResponse::Ok
     }
 
@@ -196,6 +198,7 @@ impl Daemon {
         for q in qpns {
             self.device.release_tombstone(*q);
         }
+        self.cm.release_tombstones(qpns);
         AdminResponse::Ok
     }
 
@@ -217,9 +220,12 @@ impl Daemon {
                 c.held = hold.holds_output();
             }
         }
+        let pid = s.pid;
         if hold == Hold::Running {
             self.data.refresh(s.objects());
         }
+        // The process's librdmacm connections follow its sessions.
+        self.hold_cm_of(pid, hold.holds_output());
     }
 
     /// Reads and handles everything the (frozen) process already sent on
@@ -287,6 +293,12 @@ impl Daemon {
             .collect();
         sids.sort_unstable();
         sids.dedup();
+        // librdmacm connections checkpointed with these QPs move on too.
+        for t in self.cm.commit_qpns(qpns) {
+            if let Some(c) = self.conns.get_mut(&t) {
+                c.closing = true;
+            }
+        }
         for sid in sids {
             let Some(conn) = self.reg.get(sid).map(|s| s.conn) else {
                 continue;
