@@ -13,6 +13,8 @@
 //! - `status`: exits 0 when the device answers;
 //! - `admin`: one admin request in JSON, the answer in JSON (the CLI's
 //!   migrations ask the daemons through this);
+//! - `runc`: one step of a runc container on this machine
+//!   (`crate::engine::runc::ssh`);
 //! - `watch`: the QPs' counters as a JSON line every so often, for as long
 //!   as the reader reads (`demo --swarm` samples the bandwidth with it).
 
@@ -67,6 +69,7 @@ pub fn run(cmd: RemoteCommand) -> Result<()> {
             Ok(())
         }
         RemoteCommand::Keep { argv } => keep(&argv),
+        RemoteCommand::Runc { op } => crate::engine::runc::ssh::serve(&op),
         RemoteCommand::Watch { dev, every_ms } => watch(&dev, Duration::from_millis(every_ms)),
     }
 }

@@ -168,6 +168,9 @@ pub enum RemoteCommand {
         #[arg(long, default_value_t = 100)]
         every_ms: u64,
     },
+    /// One step of the runc engine on this machine (JSON in, JSON out;
+    /// `engine::runc::ssh`).
+    Runc { op: String },
     /// The supervisor: runs migrosd, restarts it when it dies abnormally.
     Keep {
         #[arg(last = true, required = true)]

@@ -10,7 +10,8 @@
 //! - `/run` (a tmpfs: docker, containerd, sshd and migros sockets),
 //! - `/var/lib/docker`, `/var/lib/containerd`, `/etc/docker`,
 //!   `/var/lib/migros`, `/etc/ssh`, `/root/.ssh`, `/tmp`, `/var/tmp`,
-//!   `/etc/hosts` and `/etc/hostname` (bind mounts of its directory
+//!   `/etc/hosts`, `/etc/hostname` and root's `.bashrc` (empty: ssh
+//!   commands do not run this machine's) (bind mounts of its directory
 //!   `/var/lib/migros-hosts/<name>/`, hidden from every host by a tmpfs over
 //!   `/var/lib/migros-hosts`),
 //! - `/usr/lib/criu` (CRIU's plugins: a copy of the machine's at first;
@@ -249,6 +250,9 @@ fn setup(h: &Host) -> Result<()> {
     ] {
         std::fs::create_dir_all(d.join(sub))?;
     }
+    // root's shell start-up file: the host's own, empty, so a command run
+    // over ssh does not run this machine's (which may be slow or hang).
+    std::fs::write(d.join("bashrc"), "# written by migros host add\n")?;
     // CRIU's plugin directory: the machine's, then the host's own (a
     // node installs its plugin there).
     if Path::new(CRIU_LIB).is_dir() {
@@ -350,6 +354,9 @@ fn mount_script(h: &Host) -> String {
     s += &b("var-tmp", "/var/tmp");
     s += &b("hosts", "/etc/hosts");
     s += &b("hostname", "/etc/hostname");
+    if Path::new("/root/.bashrc").is_file() {
+        s += &b("bashrc", "/root/.bashrc");
+    }
     s += &format!("mkdir -p {CRIU_LIB}\n");
     s += &b("criu-lib", CRIU_LIB);
     // sysfs of the host's network namespace, the cgroup hierarchy kept.

@@ -336,6 +336,24 @@ fn add_ssh(a: &NodeAddArgs, ssh: Ssh) -> Result<()> {
             "migros: warning: no migros CRIU plugin here to install on {ssh} (scripts/install-criu-plugin.sh)"
         ),
     }
+    // migros' libibverbs, which runc containers there mount (the remote
+    // migros finds it in its ../lib/migros).
+    if let Some(lib) = crate::env::lib_dir() {
+        for e in std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
+            let e = e?;
+            if !e.file_type()?.is_file() {
+                continue;
+            }
+            let to = format!(
+                "{}/{}",
+                crate::remote::REMOTE_LIB,
+                e.file_name().to_string_lossy()
+            );
+            if host.install(&e.path(), &to)? {
+                copied.push(to);
+            }
+        }
+    }
     let mut args = vec![
         "__remote".to_string(),
         "start".into(),

@@ -8,10 +8,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
+
+use crate::node::Node;
 use serde::{Deserialize, Serialize};
 
 /// Where migros keeps its programs and daemon files on an ssh node.
 pub const REMOTE_DIR: &str = "/var/lib/migros";
+/// Test only: `MIGROS_FAULT=transfer` kills the ssh of a machine-to-machine
+/// transfer mid-copy (its far end waits a second before reading).
+pub const FAULT_ENV: &str = "MIGROS_FAULT";
+
+/// migros' libibverbs on an ssh node (`bin/../lib/migros`, where its
+/// `migros` looks: `crate::env::lib_dir`).
+pub const REMOTE_LIB: &str = "/var/lib/migros/lib/migros";
 /// The `migros` program on an ssh node (installed by `node add --ssh`).
 pub const REMOTE_MIGROS: &str = "/var/lib/migros/bin/migros";
 
@@ -237,6 +246,91 @@ fn output(mut cmd: Command, what: &str, s: &Ssh) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Streams directory `from` on `src`'s machine to `to` on `dst`'s (tar
+/// over ssh), run where this machine is not in between unless it is one
+/// of the two; the bytes of `from` (one ssh connection: the transfer is
+/// downtime).
+pub fn stream(src: &Node, from: &Path, dst: &Node, to: &Path) -> Result<u64> {
+    let parent = |p: &Path| path(p.parent().unwrap_or(Path::new("/")));
+    let leaf = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let fault = std::env::var(FAULT_ENV).is_ok_and(|v| v == "transfer");
+    let unpack = format!(
+        "{}mkdir -p {d} && tar -C {d} -xf - && test {d}/{l} -ef {d}/{l}",
+        if fault { "sleep 1; " } else { "" },
+        d = quote(&parent(to)),
+        l = quote(&leaf(to)),
+    );
+    let pack = format!(
+        "tar -C {} -cf - {}",
+        quote(&parent(from)),
+        quote(&leaf(from))
+    );
+    match (&src.ssh, &dst.ssh) {
+        (Some(_), Some(d)) => {
+            // On the source: its own ssh to the destination.
+            let peer = format!(
+                "ssh -o BatchMode=yes{} {} {}",
+                d.port.map(|p| format!(" -p {p}")).unwrap_or_default(),
+                quote(&d.target),
+                quote(&unpack)
+            );
+            let size = format!("du -sb {}", quote(&path(from)));
+            let script = if fault {
+                format!("set -o pipefail; {pack} | {{ {peer} & s=$!; sleep 0.3; kill -9 $s; wait $s; }} && {size}")
+            } else {
+                format!("set -o pipefail; {pack} | {peer} && {size}")
+            };
+            let out = src.host().run("bash", &["-c", &script])?;
+            Ok(out
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0))
+        }
+        (None, Some(d)) => pipe(
+            std::process::Command::new("sh").args(["-c", &pack]),
+            &mut d.shell(&unpack),
+        )
+        .map(|_| crate::sys::dir_size(from)),
+        (Some(s), None) => pipe(
+            &mut s.shell(&pack),
+            std::process::Command::new("sh").args(["-c", &unpack]),
+        )
+        .map(|_| crate::sys::dir_size(to)),
+        (None, None) => bail!("both nodes are on this machine"),
+    }
+    .with_context(|| format!("streaming {} from node {} to node {}", from.display(), src.name, dst.name))
+}
+
+/// `a | b`, both run here; fails unless both succeed.
+fn pipe(a: &mut std::process::Command, b: &mut std::process::Command) -> Result<()> {
+    use std::process::Stdio;
+    let mut pa = a.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let out = pa.stdout.take().context("pipe")?;
+    let pb = b
+        .stdin(Stdio::from(out))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (ra, rb) = (pa.wait_with_output()?, pb.wait_with_output()?);
+    if !ra.status.success() || !rb.status.success() {
+        bail!(
+            "{} / {}",
+            String::from_utf8_lossy(&ra.stderr).trim(),
+            String::from_utf8_lossy(&rb.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
 }
 
 /// The SHA-256 of a local file (coreutils' sha256sum).

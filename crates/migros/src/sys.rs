@@ -13,9 +13,17 @@ use serde::Serialize;
 /// Root of everything nodes and containers keep (sockets and state).
 pub const ROOT: &str = "/run/migros";
 
-/// `/run/migros/state`: records, logs, bundles, images.
+/// Replaces [`state_dir`] (`migros __remote runc` sets it for itself
+/// and its supervisors).
+pub const STATE_DIR_ENV: &str = "MIGROS_STATE_DIR";
+
+/// `/run/migros/state` (or `$MIGROS_STATE_DIR`): records, logs, bundles,
+/// images.
 pub fn state_dir() -> PathBuf {
-    Path::new(ROOT).join("state")
+    match std::env::var_os(STATE_DIR_ENV) {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(ROOT).join("state"),
+    }
 }
 
 /// The socket directory of node `name` (`/run/migros/nodes/<name>`), where

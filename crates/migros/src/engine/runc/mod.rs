@@ -13,6 +13,7 @@
 
 pub mod net;
 pub mod spec;
+pub mod ssh;
 mod steps;
 pub mod supervise;
 
@@ -41,7 +42,7 @@ pub fn log_path(name: &str) -> PathBuf {
     dir(name).join("log")
 }
 
-fn rootfs(name: &str) -> PathBuf {
+pub fn rootfs(name: &str) -> PathBuf {
     dir(name).join("rootfs")
 }
 
@@ -61,6 +62,35 @@ pub fn runc(args: &[&str]) -> Result<String> {
     sys::run("runc", &v)
 }
 
+/// Writes the OCI bundle of incarnation `gen` of `c` on this machine,
+/// the device sockets of `sock` mounted at `/run/migros` (`flat`: the
+/// host directories without their submounts, see `spec::Spec`).
+pub fn write_bundle(c: &Container, gen: u32, sock: &Path, flat: bool) -> Result<PathBuf> {
+    let gd = gen_dir(&c.name, gen);
+    std::fs::create_dir_all(&gd).with_context(|| format!("creating {}", gd.display()))?;
+    let root = rootfs(&c.name);
+    let lib = container::snapshot_lib(&c.name)?;
+    let d = dir(&c.name);
+    let (criu_conf, script) = (d.join("criu.conf"), d.join("criu-action.sh"));
+    std::fs::write(&script, spec::ACTION_SCRIPT)?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::write(&criu_conf, spec::criu_config(&script))?;
+    let s = spec::Spec {
+        hostname: &c.name,
+        rootfs: &root,
+        args: &c.args,
+        env: &c.env,
+        netns: net::netns_path(&c.name, gen),
+        socket_dir: sock,
+        lib_dir: lib.as_deref(),
+        criu_config: Some(&criu_conf),
+        volumes: &c.volumes,
+        flat_host_dirs: flat,
+    };
+    sys::write_json(&gd.join("config.json"), &s.to_json())?;
+    Ok(gd)
+}
+
 /// A container run by runc.
 pub struct Runc {
     c: Container,
@@ -78,30 +108,7 @@ impl Runc {
 
     /// Writes the OCI bundle of incarnation `gen` on `node`.
     fn write_bundle(&self, gen: u32, node: &Node) -> Result<PathBuf> {
-        let c = &self.c;
-        let gd = gen_dir(&c.name, gen);
-        std::fs::create_dir_all(&gd).with_context(|| format!("creating {}", gd.display()))?;
-        let root = rootfs(&c.name);
-        let lib = container::snapshot_lib(&c.name)?;
-        let sock = node.socket_dir();
-        let d = dir(&c.name);
-        let (criu_conf, script) = (d.join("criu.conf"), d.join("criu-action.sh"));
-        std::fs::write(&script, spec::ACTION_SCRIPT)?;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
-        std::fs::write(&criu_conf, spec::criu_config(&script))?;
-        let s = spec::Spec {
-            hostname: &c.name,
-            rootfs: &root,
-            args: &c.args,
-            env: &c.env,
-            netns: net::netns_path(&c.name, gen),
-            socket_dir: &sock,
-            lib_dir: lib.as_deref(),
-            criu_config: Some(&criu_conf),
-            volumes: &c.volumes,
-        };
-        sys::write_json(&gd.join("config.json"), &s.to_json())?;
-        Ok(gd)
+        write_bundle(&self.c, gen, &node.socket_dir(), false)
     }
 
     /// The container's init (host pid) while it runs.
@@ -143,7 +150,9 @@ impl Engine for Runc {
     }
 
     fn run(&mut self, node: &Node) -> Result<String> {
-        local_only(node)?;
+        if node.ssh.is_some() {
+            return self.run_ssh(node);
+        }
         self.c.ip = self.address()?;
         let c = &self.c;
         let result = (|| -> Result<i32> {
@@ -170,6 +179,9 @@ impl Engine for Runc {
         if let Some(s) = Status::from_state(&self.c.state) {
             return s;
         }
+        if let Some(n) = ssh::ssh_node(&self.c) {
+            return self.status_ssh(&n);
+        }
         let d = gen_dir(&self.c.name, self.c.gen);
         let read = |f: &str| std::fs::read_to_string(d.join(f)).ok();
         if let Some(code) = read("exit").and_then(|s| s.trim().parse().ok()) {
@@ -185,12 +197,18 @@ impl Engine for Runc {
     }
 
     fn logs(&self, out: &mut dyn Write) -> Result<()> {
+        if let Some(n) = ssh::ssh_node(&self.c) {
+            return self.logs_ssh(&n, out);
+        }
         let mut f = std::fs::File::open(log_path(&self.c.name)).context("opening the log")?;
         std::io::copy(&mut f, out)?;
         Ok(())
     }
 
     fn remove(&mut self) -> Result<()> {
+        if let Some(n) = ssh::ssh_node(&self.c) {
+            return self.remove_ssh(&n);
+        }
         let c = &self.c;
         if let Some(pid) = self.pid() {
             let _ = runc(&["kill", &runc_id(&c.name, c.gen), "KILL"]);
@@ -217,12 +235,16 @@ impl Engine for Runc {
     }
 
     fn check(&mut self, m: &super::Move) -> Result<Vec<i32>> {
-        local_only(&m.src)?;
-        local_only(&m.dst)?;
+        if m.src.ssh.is_some() || m.dst.ssh.is_some() {
+            return self.check_ssh(m);
+        }
         self.check_step(m)
     }
 
     fn prepare(&mut self, m: &super::Move) -> Result<String> {
+        if m.src.ssh.is_some() {
+            return self.prepare_ssh(m);
+        }
         self.prepare_step(m)
     }
 
@@ -231,39 +253,46 @@ impl Engine for Runc {
     }
 
     fn checkpoint(&mut self, m: &super::Move) -> Result<super::Checkpointed> {
+        if m.src.ssh.is_some() {
+            return self.checkpoint_ssh(m);
+        }
         self.checkpoint_step(m)
     }
 
     fn transfer(&mut self, m: &super::Move) -> Result<super::Transferred> {
+        if m.src.ssh.is_some() {
+            return self.transfer_ssh(m);
+        }
         self.transfer_step(m)
     }
 
     fn network(&mut self, m: &super::Move) -> Result<String> {
+        if m.src.ssh.is_some() {
+            return self.network_ssh(m);
+        }
         self.network_step(m)
     }
 
     fn restore(&mut self, m: &super::Move) -> Result<super::Restored> {
+        if m.src.ssh.is_some() {
+            return self.restore_ssh(m);
+        }
         self.restore_step(m)
     }
 
     fn finish(&mut self, m: &super::Move) -> Vec<String> {
+        if m.src.ssh.is_some() {
+            return self.finish_ssh(m);
+        }
         self.finish_step(m)
     }
 
     fn rollback(&mut self, m: &super::Move, failed: super::Step) -> super::Aftermath {
+        if m.src.ssh.is_some() {
+            return self.rollback_ssh(m, failed);
+        }
         self.rollback_steps(m, failed)
     }
-}
-
-/// The runc engine drives nodes of this machine only.
-fn local_only(node: &Node) -> Result<()> {
-    if let Some(s) = &node.ssh {
-        bail!(
-            "node {} is on {s}: the runc engine runs containers on this machine's nodes only (use --engine docker)",
-            node.name
-        );
-    }
-    Ok(())
 }
 
 /// Starts the supervisor of incarnation `gen` and waits until runc has

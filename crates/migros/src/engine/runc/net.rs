@@ -45,15 +45,35 @@ pub fn allocate(taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
 /// Makes the namespace of incarnation `gen` on `node`: veth, address,
 /// default route through the node. Routes to it are set by [`route_to`].
 pub fn create(name: &str, gen: u32, ip: Ipv4Addr, node: &Node) -> Result<()> {
+    create_in(name, gen, ip, Some(&node.netns()), node.addr)
+}
+
+/// `ip args…` in namespace `ns` (`None`: this process's).
+fn ip_at(ns: Option<&str>, args: &[&str]) -> Result<String> {
+    match ns {
+        Some(ns) => ip_in(ns, args),
+        None => sys::ip(args),
+    }
+}
+
+/// Makes the namespace of incarnation `gen` with its veth into `node_ns`
+/// (`None`: this process's namespace, a whole machine's as on an ssh
+/// node), its default route through `gateway` (an address of that side).
+pub fn create_in(
+    name: &str,
+    gen: u32,
+    ip: Ipv4Addr,
+    node_ns: Option<&str>,
+    gateway: Ipv4Addr,
+) -> Result<()> {
     let ns = netns(name, gen);
     sys::netns_del(&ns)?;
     sys::ip(&["netns", "add", &ns])?;
     let nv = node_veth(name);
-    let node_ns = node.netns();
     // A leftover of an earlier incarnation on this node.
-    let _ = ip_in(&node_ns, &["link", "del", &nv]);
-    ip_in(
-        &node_ns,
+    let _ = ip_at(node_ns, &["link", "del", &nv]);
+    ip_at(
+        node_ns,
         &[
             "link",
             "add",
@@ -71,7 +91,7 @@ pub fn create(name: &str, gen: u32, ip: Ipv4Addr, node: &Node) -> Result<()> {
             &ns,
         ],
     )?;
-    ip_in(&node_ns, &["link", "set", &nv, "up"])?;
+    ip_at(node_ns, &["link", "set", &nv, "up"])?;
     ip_in(&ns, &["link", "set", "lo", "up"])?;
     ip_in(&ns, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
     ip_in(&ns, &["link", "set", "eth0", "up"])?;
@@ -82,13 +102,22 @@ pub fn create(name: &str, gen: u32, ip: Ipv4Addr, node: &Node) -> Result<()> {
             "add",
             "default",
             "via",
-            &node.addr.to_string(),
+            &gateway.to_string(),
             "dev",
             "eth0",
             "onlink",
         ],
     )?;
     Ok(())
+}
+
+/// The shell command that points this machine's route for `ip` at the
+/// veth of container `name` (`via`: `None`) or at the machine `via`.
+pub fn route_command(name: &str, ip: Ipv4Addr, via: Option<Ipv4Addr>) -> String {
+    match via {
+        None => format!("ip route replace {ip}/32 dev {}", node_veth(name)),
+        Some(v) => format!("ip route replace {ip}/32 via {v}"),
+    }
 }
 
 /// Points every node's route for `ip` at `home` (the veth there, the

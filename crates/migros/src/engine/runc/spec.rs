@@ -37,10 +37,18 @@ pub struct Spec<'a> {
     pub criu_config: Option<&'a Path>,
     /// Extra bind mounts: host path, destination, read-only.
     pub volumes: &'a [Volume],
+    /// The host directories without the mounts under them (`bind`, not
+    /// `rbind`): on a simulated host those are bind mounts of files CRIU
+    /// cannot reach (`/etc/hostname`, `/usr/lib/criu`…).
+    pub flat_host_dirs: bool,
 }
 
 fn bind(src: &Path, dst: &str, ro: bool) -> Value {
-    let mut opts = vec!["rbind", "nosuid", "nodev"];
+    bind_as(src, dst, ro, "rbind")
+}
+
+fn bind_as(src: &Path, dst: &str, ro: bool, how: &str) -> Value {
+    let mut opts = vec![how, "nosuid", "nodev"];
     if ro {
         opts.push("ro");
     }
@@ -90,8 +98,9 @@ impl Spec<'_> {
             json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs",
                    "options": ["nosuid", "nodev", "mode=755"]}),
         ];
+        let how = if self.flat_host_dirs { "bind" } else { "rbind" };
         for d in Self::bound_dirs() {
-            mounts.push(bind(Path::new(d), d, true));
+            mounts.push(bind_as(Path::new(d), d, true, how));
         }
         mounts.push(bind(self.socket_dir, SOCKET_DIR, true));
         if let Some(lib) = self.lib_dir {
@@ -245,6 +254,7 @@ mod tests {
             lib_dir: Some(Path::new("/w/target/ibverbs")),
             criu_config: Some(Path::new("/s/criu.conf")),
             volumes: &["/h/bin:/opt/bin:ro".parse().unwrap()],
+            flat_host_dirs: false,
         };
         let v = s.to_json();
         assert_eq!(v["process"]["args"][2], "true");

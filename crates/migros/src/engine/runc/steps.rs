@@ -43,7 +43,7 @@ pub(super) struct Migration {
     /// The container's init on the source.
     pid: i32,
     /// `<container>/migration-<gen>`.
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     /// `runc pause` froze the container before the checkpoint.
     prefrozen: bool,
     /// The last pre-copy round's image (`pre-<n>`), the next one's parent.
@@ -51,7 +51,15 @@ pub(super) struct Migration {
 }
 
 impl Migration {
-    fn source(&self) -> PathBuf {
+    /// A migration working in `dir` (`<container>/migration-<gen>`).
+    pub(super) fn at(dir: PathBuf) -> Migration {
+        Migration {
+            dir,
+            ..Migration::default()
+        }
+    }
+
+    pub(super) fn source(&self) -> PathBuf {
         self.dir.join("source")
     }
 
@@ -130,6 +138,11 @@ impl Runc {
     }
 
     pub(super) fn checkpoint_step(&mut self, m: &Move) -> Result<Checkpointed> {
+        self.checkpoint_here(m.opts.leave_running)
+    }
+
+    /// The checkpoint on this machine into `source/final`.
+    pub(super) fn checkpoint_here(&mut self, leave_running: bool) -> Result<Checkpointed> {
         let id = self.id(self.c.gen);
         let t_ck = Instant::now();
         // Freeze first: CRIU re-polls a cgroup still freezing only every
@@ -139,7 +152,7 @@ impl Runc {
         let img = self.mig.source().join("final");
         let work = self.mig.work().join("final");
         std::fs::create_dir_all(&work)?;
-        let leave = if m.opts.leave_running {
+        let leave = if leave_running {
             &["--tcp-established", "--leave-running"][..]
         } else {
             &["--tcp-established"]
@@ -214,41 +227,12 @@ impl Runc {
     }
 
     pub(super) fn restore_step(&mut self, m: &Move) -> Result<Restored> {
-        let name = &self.c.name;
         let image = self.mig.image().join("final");
         if std::env::var(FAULT_ENV).is_ok_and(|v| v == "restore") {
             // Test only: a transferred image that lost a file.
             let _ = std::fs::remove_file(image.join("inventory.img"));
         }
-        let pid = start(name, m.gen, Some(&image))?;
-        // A checkpoint of a frozen cgroup restores frozen.
-        let new_id = runc_id(name, m.gen);
-        if runc(&["state", &new_id]).is_ok_and(|st| st.contains("\"paused\"")) {
-            if let Err(e) = runc(&["resume", &new_id]) {
-                eprintln!("migros: warning: thawing the restored container: {e:#}");
-            }
-        }
-        let resumed_at = Instant::now();
-        net::unlock(name, m.gen);
-        let work = gen_dir(name, m.gen).join("work");
-        let stats = criu::read_stats(&work.join("stats-restore")).unwrap_or_default();
-        let log = criu::read_log(&work.join("restore.log"));
-        let us = Duration::from_micros;
-        let mut detail = format!(
-            "criu: forking {}, restore {}, {} pages restored",
-            ms(us(stats.forking_time)),
-            ms(us(stats.restore_time)),
-            stats.pages_restored
-        );
-        detail += &log.plugin_steps(&[
-            ("RESTORE_UNIX_SK", "restored", "RDMA reconnect"),
-            ("RESUME_DEVICES_LATE", "resumed", "RDMA resume"),
-        ]);
-        Ok(Restored {
-            detail,
-            pid,
-            resumed_at,
-        })
+        restore_here(&self.c.name, m.gen, &image)
     }
 
     pub(super) fn finish_step(&mut self, m: &Move) -> Vec<String> {
@@ -338,6 +322,41 @@ impl Runc {
             }
         }
     }
+}
+
+/// Restores incarnation `gen` of container `name` on this machine from
+/// `image` under a new supervisor; thaws it, unlocks its namespace.
+pub(super) fn restore_here(name: &str, gen: u32, image: &Path) -> Result<Restored> {
+    let pid = start(name, gen, Some(image))?;
+
+    // A checkpoint of a frozen cgroup restores frozen.
+    let new_id = runc_id(name, gen);
+    if runc(&["state", &new_id]).is_ok_and(|st| st.contains("\"paused\"")) {
+        if let Err(e) = runc(&["resume", &new_id]) {
+            eprintln!("migros: warning: thawing the restored container: {e:#}");
+        }
+    }
+    let resumed_at = Instant::now();
+    net::unlock(name, gen);
+    let work = gen_dir(name, gen).join("work");
+    let stats = criu::read_stats(&work.join("stats-restore")).unwrap_or_default();
+    let log = criu::read_log(&work.join("restore.log"));
+    let us = Duration::from_micros;
+    let mut detail = format!(
+        "criu: forking {}, restore {}, {} pages restored",
+        ms(us(stats.forking_time)),
+        ms(us(stats.restore_time)),
+        stats.pages_restored
+    );
+    detail += &log.plugin_steps(&[
+        ("RESTORE_UNIX_SK", "restored", "RDMA reconnect"),
+        ("RESUME_DEVICES_LATE", "resumed", "RDMA resume"),
+    ]);
+    Ok(Restored {
+        detail,
+        pid,
+        resumed_at,
+    })
 }
 
 /// Pre-copy needs the kernel's soft-dirty tracking.
