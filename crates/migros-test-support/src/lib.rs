@@ -19,6 +19,7 @@
 //! - [`capture`]: RoCE v2 packets seen on the loopback interface (which
 //!   node sent which opcode to which), for assertions about the wire.
 //! - [`perftest`]: perftest's result lines.
+//! - [`role`]: a test binary running itself again as a second process.
 //!
 //! TESTING.md at the repository root describes the test layers.
 
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod perftest;
 pub mod rc;
 pub mod require;
+pub mod role;
 pub mod wait;
 
 pub use rc::{RcParams, ALL_ACCESS};
