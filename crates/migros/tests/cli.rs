@@ -60,7 +60,7 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        common::success_stdout(args, &self.run(args))
+        common::success_stdout("migros", args, &self.run(args))
     }
 
     fn json(&self, args: &[&str]) -> Value {

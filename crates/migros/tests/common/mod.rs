@@ -1,6 +1,6 @@
-//! What the tests of the `migros` command (cli, runc and Docker) share:
-//! running commands with a bound, and watching a node's daemon while a
-//! test runs.
+//! What the tests of the `migros` command (cli, runc, Docker, the multi-host
+//! lab) share: running commands with a bound, and watching a node's daemon
+//! while a test runs.
 
 #![allow(dead_code)] // each test file uses a part
 
@@ -27,12 +27,12 @@ pub fn run_within(program: &str, args: &[&str], limit: Duration) -> Output {
     output_within(child, limit, &format!("{program} {args:?}"))
 }
 
-/// The stdout of `migros args…` that ran as `out`, which must have
+/// The stdout of `program args…` that ran as `out`, which must have
 /// succeeded (else the test fails with both streams).
-pub fn success_stdout(args: &[&str], out: &Output) -> String {
+pub fn success_stdout(program: &str, args: &[&str], out: &Output) -> String {
     assert!(
         out.status.success(),
-        "migros {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        "{program} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

@@ -92,7 +92,7 @@ impl Lab {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        common::success_stdout(args, &self.run(args))
+        common::success_stdout("migros", args, &self.run(args))
     }
 
     /// Runs a command that must fail; its stderr.
