@@ -4,7 +4,7 @@
 #    libibverbs and librdmacm (crates/migros-ibverbs, crates/migros-rdmacm):
 #    ibverbs-utils, perftest, rdmacm-utils, python3-pyverbs, and
 #    libibverbs-dev (the C test's <infiniband/verbs.h>);
-#  - for containers and their live migration (crates/migros/tests/containers.rs):
+#  - for containers and their live migration (crates/migros/tests/containers/):
 #    CRIU 4.1.x, runc and iptables (scripts/setup-criu.sh), and the migros CRIU
 #    plugin in /usr/lib/criu (scripts/install-criu-plugin.sh);
 #  - Docker with experimental checkpoints (scripts/setup-docker.sh);

@@ -19,18 +19,7 @@ const PORT: u16 = 7174;
 /// connection ids (active, passive).
 fn connected_then_moved(seed: u64, faults: Faults) -> (Net, u32, u32) {
     let mut net = Net::new(3, seed, faults);
-    net.listen(1, PORT, CmQpType::Rc);
-    let a = net.connect(0, 1, PORT, CmQpType::Rc, &[]);
-    net.run_for(Duration::from_secs(1200));
-    assert_eq!(net.count(1, is_established), 1, "seed {seed}");
-    let p = net.nodes[1]
-        .events
-        .iter()
-        .find_map(|(_, e)| match e {
-            CmEvent::Established { conn } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
+    let (a, p) = net.connect_established(PORT, Duration::from_secs(1200), seed);
     let now = net.now;
     let snap = net.nodes[1].agent.snapshot_owner(now, OWNER);
     // The image travels as JSON.

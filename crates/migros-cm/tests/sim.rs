@@ -356,18 +356,7 @@ fn destroy_tells_the_peer() {
 fn simultaneous_disconnect() {
     for seed in 0..50 {
         let mut net = Net::new(2, seed, lossy());
-        net.listen(1, PORT, CmQpType::Rc);
-        let a = net.connect(0, 1, PORT, CmQpType::Rc, &[]);
-        net.run_for(Duration::from_secs(100));
-        assert_eq!(net.count(1, is_established), 1, "seed {seed}");
-        let b = net.nodes[1]
-            .events
-            .iter()
-            .find_map(|(_, e)| match e {
-                CmEvent::Established { conn } => Some(*conn),
-                _ => None,
-            })
-            .unwrap();
+        let (a, b) = net.connect_established(PORT, Duration::from_secs(100), seed);
         let now = net.now;
         net.nodes[0].agent.disconnect(now, OWNER, a).unwrap();
         net.nodes[1].agent.disconnect(now, OWNER, b).unwrap();

@@ -1,4 +1,4 @@
-//! Test program for `tests/criu.rs`: a process holding a session
+//! Test program for `tests/mock.rs`: a process holding a session
 //! connection to a (fake) daemon, reading what the daemon sends only when
 //! the test allows it, so that some of it waits in the socket across a
 //! checkpoint.

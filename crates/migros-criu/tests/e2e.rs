@@ -16,6 +16,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use migros_criu::daemons;
@@ -41,6 +42,8 @@ struct World {
     app: Option<Child>,
     app_pid: i32,
     peer: Option<Child>,
+    /// The lock of [`serial`], if taken: dropped after everything else.
+    serial: Option<MutexGuard<'static, ()>>,
 }
 
 fn can_run_e2e() -> bool {
@@ -48,14 +51,31 @@ fn can_run_e2e() -> bool {
 }
 
 impl World {
-    /// Daemons `(name, addr)` (each in its own socket dir `<tmp>/<name>`);
-    /// the app on `app_on`, the peer on `peer_on`; waits until the app has
-    /// made [`ROUNDS`] rounds.
-    fn start(devs: &[(&str, &str)], app_on: &str, peer_on: &str) -> World {
-        World::start_with(devs, app_on, peer_on, false)
+    /// [`World::start_with`] under [`serial`], held as long as the world
+    /// lives; `None` when the test cannot run.
+    fn start_if_can(
+        devs: &[(&str, &str)],
+        app_on: &str,
+        peer_on: &str,
+        under_shell: bool,
+    ) -> Option<World> {
+        let serial = serial();
+        if !can_run_e2e() {
+            return None;
+        }
+        let mut w = World::start_with(devs, app_on, peer_on, under_shell);
+        w.serial = Some(serial);
+        Some(w)
     }
 
-    /// Like [`World::start`]; with `under_shell`, the app is the child of a
+    /// [`World::start_if_can`] with the app on daemon a and the peer on c.
+    fn on(devs: &[(&str, &str)]) -> Option<World> {
+        World::start_if_can(devs, "a", "c", false)
+    }
+
+    /// Daemons `(name, addr)` (each in its own socket dir `<tmp>/<name>`);
+    /// the app on `app_on`, the peer on `peer_on`; waits until the app has
+    /// made [`ROUNDS`] rounds. With `under_shell`, the app is the child of a
     /// shell (a tree of two tasks for CRIU, `app_pid` is the shell's).
     fn start_with(devs: &[(&str, &str)], app_on: &str, peer_on: &str, under_shell: bool) -> World {
         let tmp = tempfile::tempdir().unwrap();
@@ -73,6 +93,7 @@ impl World {
             app_pid: 0,
             peer: None,
             tmp,
+            serial: None,
         };
         for (name, addr) in devs {
             w.add_daemon(name, addr);
@@ -163,6 +184,27 @@ impl World {
 
     fn dump(&self, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
         self.dump_with(&self.images, &[], env)
+    }
+
+    /// `criu dump` of the app (daemon a's socket directory given to the
+    /// plugin), which must succeed; its log.
+    fn dump_from_a(&self) -> String {
+        let a = self.dir_str("a");
+        let (status, log) = self.dump(&[("MIGROS_CRIU_SOCKET_DIRS", &a)]);
+        assert!(
+            status.success(),
+            "criu dump failed:\n{log}\n{}",
+            self.logs()
+        );
+        log
+    }
+
+    /// The app runs on where it was: [`ROUNDS`] more rounds, then it stops
+    /// with its data checked and at least `2 * ROUNDS` rounds made.
+    fn assert_runs_on(&mut self) {
+        self.wait_rounds(ROUNDS);
+        let rounds = self.stop_and_check(false);
+        assert!(rounds >= 2 * ROUNDS);
     }
 
     /// `criu dump` of the app into `images` with `extra` options.
@@ -303,23 +345,15 @@ impl Drop for World {
 
 #[test]
 fn criu_moves_a_process_with_rdma_traffic_to_another_daemon() {
-    let _serial = serial();
-    if !can_run_e2e() {
+    let Some(mut w) = World::on(&[
+        ("a", "127.0.0.181"),
+        ("b", "127.0.0.182"),
+        ("c", "127.0.0.183"),
+    ]) else {
         return;
-    }
-    let mut w = World::start(
-        &[
-            ("a", "127.0.0.181"),
-            ("b", "127.0.0.182"),
-            ("c", "127.0.0.183"),
-        ],
-        "a",
-        "c",
-    );
+    };
     let pid = w.app_pid;
-    let a = w.dir_str("a");
-    let (status, log) = w.dump(&[("MIGROS_CRIU_SOCKET_DIRS", &a)]);
-    assert!(status.success(), "criu dump failed:\n{log}\n{}", w.logs());
+    let log = w.dump_from_a();
     eprintln!("dump:\n{}", hook_lines(&log).join("\n"));
     assert_in_order(
         &log,
@@ -385,11 +419,9 @@ fn criu_moves_a_process_with_rdma_traffic_to_another_daemon() {
 
 #[test]
 fn a_dump_failing_after_the_checkpoint_leaves_the_app_running() {
-    let _serial = serial();
-    if !can_run_e2e() {
+    let Some(mut w) = World::on(&[("a", "127.0.0.184"), ("c", "127.0.0.185")]) else {
         return;
-    }
-    let mut w = World::start(&[("a", "127.0.0.184"), ("c", "127.0.0.185")], "a", "c");
+    };
     let a = w.dir_str("a");
     let (status, log) = w.dump(&[
         ("MIGROS_CRIU_SOCKET_DIRS", &a),
@@ -405,18 +437,14 @@ fn a_dump_failing_after_the_checkpoint_leaves_the_app_running() {
             "migros-criu: dump did not complete: rolled back 1 session(s)",
         ],
     );
-    w.wait_rounds(ROUNDS);
-    let rounds = w.stop_and_check(false);
-    assert!(rounds >= 2 * ROUNDS);
+    w.assert_runs_on();
 }
 
 #[test]
 fn criu_killed_in_the_middle_of_a_dump_leaves_the_app_running() {
-    let _serial = serial();
-    if !can_run_e2e() {
+    let Some(mut w) = World::on(&[("a", "127.0.0.186"), ("c", "127.0.0.187")]) else {
         return;
-    }
-    let mut w = World::start(&[("a", "127.0.0.186"), ("c", "127.0.0.187")], "a", "c");
+    };
     let a = w.dir_str("a");
     let pid = w.app_pid.to_string();
     let log = w.images.join("dump.log");
@@ -441,29 +469,19 @@ fn criu_killed_in_the_middle_of_a_dump_leaves_the_app_running() {
     let text = std::fs::read_to_string(&log).unwrap();
     eprintln!("dump (killed):\n{}", hook_lines(&text).join("\n"));
     // The daemon sees the app run again and rolls back by itself.
-    w.wait_rounds(ROUNDS);
-    let rounds = w.stop_and_check(false);
-    assert!(rounds >= 2 * ROUNDS);
+    w.assert_runs_on();
 }
 
 #[test]
 fn a_corrupt_session_image_fails_the_restore_and_a_good_one_restores() {
-    let _serial = serial();
-    if !can_run_e2e() {
+    let Some(mut w) = World::on(&[
+        ("a", "127.0.0.188"),
+        ("b", "127.0.0.189"),
+        ("c", "127.0.0.183"),
+    ]) else {
         return;
-    }
-    let mut w = World::start(
-        &[
-            ("a", "127.0.0.188"),
-            ("b", "127.0.0.189"),
-            ("c", "127.0.0.183"),
-        ],
-        "a",
-        "c",
-    );
-    let a = w.dir_str("a");
-    let (status, log) = w.dump(&[("MIGROS_CRIU_SOCKET_DIRS", &a)]);
-    assert!(status.success(), "criu dump failed:\n{log}\n{}", w.logs());
+    };
+    w.dump_from_a();
     w.reap_dumped_app();
     let session = std::fs::read_dir(&w.images)
         .unwrap()
@@ -506,20 +524,14 @@ fn a_corrupt_session_image_fails_the_restore_and_a_good_one_restores() {
 
 #[test]
 fn a_restored_process_moves_again() {
-    let _serial = serial();
-    if !can_run_e2e() {
+    let Some(mut w) = World::on(&[
+        ("a", "127.0.0.181"),
+        ("b", "127.0.0.182"),
+        ("d", "127.0.0.184"),
+        ("c", "127.0.0.183"),
+    ]) else {
         return;
-    }
-    let mut w = World::start(
-        &[
-            ("a", "127.0.0.181"),
-            ("b", "127.0.0.182"),
-            ("d", "127.0.0.184"),
-            ("c", "127.0.0.183"),
-        ],
-        "a",
-        "c",
-    );
+    };
     let pid = w.app_pid;
     let first = w.tmp.path().join("images-1");
     let second = w.tmp.path().join("images-2");
@@ -562,11 +574,9 @@ fn a_restored_process_moves_again() {
 
 #[test]
 fn a_dump_with_leave_running_rolls_back_and_the_app_runs_on() {
-    let _serial = serial();
-    if !can_run_e2e() {
+    let Some(mut w) = World::on(&[("a", "127.0.0.185"), ("c", "127.0.0.186")]) else {
         return;
-    }
-    let mut w = World::start(&[("a", "127.0.0.185"), ("c", "127.0.0.186")], "a", "c");
+    };
     let a = w.dir_str("a");
     let images = w.images.clone();
     let (status, log) = w.dump_with(
@@ -581,18 +591,12 @@ fn a_dump_with_leave_running_rolls_back_and_the_app_runs_on() {
     );
     assert!(log.contains("migros-criu: exit (stage 0, ret 0)"));
     // The daemon sees the process run with its connection open: it rolls back.
-    w.wait_rounds(ROUNDS);
-    let rounds = w.stop_and_check(false);
-    assert!(rounds >= 2 * ROUNDS);
+    w.assert_runs_on();
 }
 
 #[test]
 fn a_process_tree_moves_with_the_app_inside() {
-    let _serial = serial();
-    if !can_run_e2e() {
-        return;
-    }
-    let mut w = World::start_with(
+    let Some(mut w) = World::start_if_can(
         &[
             ("a", "127.0.0.181"),
             ("b", "127.0.0.182"),
@@ -601,13 +605,13 @@ fn a_process_tree_moves_with_the_app_inside() {
         "a",
         "c",
         true,
-    );
+    ) else {
+        return;
+    };
     let shell = w.app_pid;
     let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
     let app: i32 = children.trim().parse().expect("one child: the app");
-    let a = w.dir_str("a");
-    let (status, log) = w.dump(&[("MIGROS_CRIU_SOCKET_DIRS", &a)]);
-    assert!(status.success(), "criu dump failed:\n{log}\n{}", w.logs());
+    let log = w.dump_from_a();
     // Both tasks are paused and checkpointed; only the app has a session.
     assert_in_order(
         &log,

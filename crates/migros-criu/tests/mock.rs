@@ -13,7 +13,7 @@ mod support;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use migros_criu::image;
 use migros_proto::admin::{AdminRequest, AdminResponse, DaemonStatus, SessionImage};
@@ -138,6 +138,21 @@ impl Fake {
     }
 }
 
+/// Answers a session's first request with Welcome, then sends `then` (the
+/// frames the client reads next) as they are.
+fn welcome(s: &mut UnixStream, then: &[u8]) {
+    frame::write(
+        s,
+        &Response::Welcome {
+            session: SESSION,
+            device: device(),
+        },
+    )
+    .unwrap();
+    use std::io::Write;
+    s.write_all(then).unwrap();
+}
+
 fn serve_client(mut s: UnixStream, st: Arc<Mutex<State>>) {
     let first: Request = frame::read(&mut s).unwrap();
     let idx;
@@ -147,29 +162,9 @@ fn serve_client(mut s: UnixStream, st: Arc<Mutex<State>>) {
         match &first {
             Request::Hello { inode, .. } => {
                 g.inode = *inode;
-                frame::write(
-                    &mut s,
-                    &Response::Welcome {
-                        session: SESSION,
-                        device: device(),
-                    },
-                )
-                .unwrap();
-                use std::io::Write;
-                s.write_all(&frames(0..SENT)).unwrap();
+                welcome(&mut s, &frames(0..SENT));
             }
-            Request::RestoreSession { replay, .. } => {
-                frame::write(
-                    &mut s,
-                    &Response::Welcome {
-                        session: SESSION,
-                        device: device(),
-                    },
-                )
-                .unwrap();
-                use std::io::Write;
-                s.write_all(replay).unwrap();
-            }
+            Request::RestoreSession { replay, .. } => welcome(&mut s, replay),
             other => panic!("fake daemon: unexpected first request {other:?}"),
         }
         g.conns.push(Conn {
@@ -262,6 +257,20 @@ struct Setup {
     work: PathBuf,
     pid: i32,
     child: std::process::Child,
+    /// The lock of [`serial`], if taken: dropped after everything else.
+    serial: Option<MutexGuard<'static, ()>>,
+}
+
+/// [`setup`] under [`serial`], held as long as the setup lives; `None`
+/// when the test cannot run.
+fn setup_if_can(read: u32) -> Option<Setup> {
+    let serial = serial();
+    if !can_run() {
+        return None;
+    }
+    let mut s = setup(read);
+    s.serial = Some(serial);
+    Some(s)
 }
 
 /// A fake daemon and the test program, which has read `read` frames.
@@ -293,6 +302,7 @@ fn setup(read: u32) -> Setup {
         work,
         pid,
         child,
+        serial: None,
     }
 }
 
@@ -319,6 +329,13 @@ impl Setup {
         )
     }
 
+    /// `criu dump`, which must succeed; its log.
+    fn dump_ok(&self) -> String {
+        let (status, log) = self.dump(&[]);
+        assert!(status.success(), "criu dump failed:\n{log}");
+        log
+    }
+
     fn restore(&self, log: &str) -> (std::process::ExitStatus, String) {
         let env = self.env();
         let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -340,13 +357,10 @@ impl Setup {
 
 #[test]
 fn dump_and_restore_replay_every_unread_byte_once() {
-    let _serial = serial();
-    if !can_run() {
+    let Some(mut s) = setup_if_can(5) else {
         return;
-    }
-    let mut s = setup(5);
-    let (status, log) = s.dump(&[]);
-    assert!(status.success(), "criu dump failed:\n{log}");
+    };
+    let log = s.dump_ok();
     eprintln!("dump:\n{}", hook_lines(&log).join("\n"));
     let inode = s.fake.with(|st| st.inode);
     let pid = s.pid;
@@ -439,11 +453,9 @@ fn dump_and_restore_replay_every_unread_byte_once() {
 
 #[test]
 fn a_failed_dump_rolls_back_and_the_process_runs_on() {
-    let _serial = serial();
-    if !can_run() {
+    let Some(mut s) = setup_if_can(3) else {
         return;
-    }
-    let mut s = setup(3);
+    };
     let (status, log) = s.dump(&[("MIGROS_CRIU_FAIL", "checkpoint")]);
     assert!(
         !status.success(),
@@ -490,13 +502,10 @@ fn a_failed_dump_rolls_back_and_the_process_runs_on() {
 
 #[test]
 fn a_corrupt_image_fails_the_restore_clearly_and_a_good_one_still_restores() {
-    let _serial = serial();
-    if !can_run() {
+    let Some(mut s) = setup_if_can(2) else {
         return;
-    }
-    let mut s = setup(2);
-    let (status, log) = s.dump(&[]);
-    assert!(status.success(), "criu dump failed:\n{log}");
+    };
+    s.dump_ok();
     wait_child(&mut s.child, WAIT).expect("killed after the dump");
     let inode = s.fake.with(|st| st.inode);
     let kname = image::socket_file_name(inode);
@@ -554,11 +563,9 @@ fn a_corrupt_image_fails_the_restore_clearly_and_a_good_one_still_restores() {
 
 #[test]
 fn a_daemon_socket_nobody_claims_fails_the_dump_with_a_hint() {
-    let _serial = serial();
-    if !can_run() {
+    let Some(mut s) = setup_if_can(1) else {
         return;
-    }
-    let mut s = setup(1);
+    };
     s.fake.with(|st| st.wrong_inode = true);
     let (status, log) = s.dump(&[]);
     assert!(
@@ -584,17 +591,14 @@ fn a_daemon_socket_nobody_claims_fails_the_dump_with_a_hint() {
 
 #[test]
 fn a_process_blocked_in_read_gets_the_held_back_frames_after_restore() {
-    let _serial = serial();
-    if !can_run() {
-        return;
-    }
     // Everything sent is read: the process blocks in read(2) for frame
     // SENT, which the fake daemon holds back until the restore.
-    let mut s = setup(SENT);
+    let Some(mut s) = setup_if_can(SENT) else {
+        return;
+    };
     write_atomic(&s.work.join("allow"), &TOTAL.to_string());
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let (status, log) = s.dump(&[]);
-    assert!(status.success(), "criu dump failed:\n{log}");
+    s.dump_ok();
     wait_child(&mut s.child, WAIT).expect("killed after the dump");
     let inode = s.fake.with(|st| st.inode);
     let kname = image::socket_file_name(inode);

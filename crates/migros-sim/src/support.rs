@@ -507,6 +507,27 @@ pub fn srq_host(sim: &mut Sim, node: NodeId, max_wr: u32, limit: u32, buf_len: u
     }
 }
 
+/// Posts `n` receives of `len` bytes on `b` (receive `i` at `i * len`)
+/// and `n` SENDs of as many fresh bytes from `a` (SEND `i` from `i * len`,
+/// filled with seed `seed + i`); the data sent, SEND by SEND.
+pub fn post_send_stream(
+    sim: &mut Sim,
+    a: &Endpoint,
+    b: &Endpoint,
+    n: usize,
+    len: usize,
+    seed: u64,
+) -> Vec<Vec<u8>> {
+    let mut data = Vec::new();
+    for i in 0..n {
+        b.recv(sim, i as u64, i * len, len);
+        data.push(a.fill_tx(sim, i * len, len, seed + i as u64));
+        a.post_send(sim, wr::send(i as u64, a.tx.sges(i * len, len)))
+            .expect("posted");
+    }
+    data
+}
+
 /// Every completion on `cq` of `owner` right now.
 pub fn poll_all(sim: &mut Sim, owner: OwnerId, cq: Cqn) -> Vec<WorkCompletion> {
     let node = node_of(sim, owner);

@@ -283,80 +283,26 @@ const SENDS: &[Op] = &[Op::Send, Op::SendImm];
 const WRITES: &[Op] = &[Op::Write, Op::WriteImm];
 const READS: &[Op] = &[Op::Read];
 
-#[test]
-fn send_no_faults() {
-    grid(0x100, Fault::None, SENDS);
+/// One test per `name: fault` pair, each `$run(seed, Fault::fault)`: the
+/// seed is `$base` plus 0x10 per fault in `Fault`'s order (`None` 0, `Loss`
+/// 0x10, … `Corrupt` 0x40).
+macro_rules! per_fault {
+    ($run:expr, $base:expr; $($name:ident: $fault:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                ($run)($base + 0x10 * Fault::$fault as u64, Fault::$fault);
+            }
+        )+
+    };
 }
 
-#[test]
-fn send_loss_5pct() {
-    grid(0x110, Fault::Loss, SENDS);
-}
-
-#[test]
-fn send_reorder() {
-    grid(0x120, Fault::Reorder, SENDS);
-}
-
-#[test]
-fn send_duplicate() {
-    grid(0x130, Fault::Duplicate, SENDS);
-}
-
-#[test]
-fn send_corrupt() {
-    grid(0x140, Fault::Corrupt, SENDS);
-}
-
-#[test]
-fn write_no_faults() {
-    grid(0x200, Fault::None, WRITES);
-}
-
-#[test]
-fn write_loss_5pct() {
-    grid(0x210, Fault::Loss, WRITES);
-}
-
-#[test]
-fn write_reorder() {
-    grid(0x220, Fault::Reorder, WRITES);
-}
-
-#[test]
-fn write_duplicate() {
-    grid(0x230, Fault::Duplicate, WRITES);
-}
-
-#[test]
-fn write_corrupt() {
-    grid(0x240, Fault::Corrupt, WRITES);
-}
-
-#[test]
-fn read_no_faults() {
-    grid(0x300, Fault::None, READS);
-}
-
-#[test]
-fn read_loss_5pct() {
-    grid(0x310, Fault::Loss, READS);
-}
-
-#[test]
-fn read_reorder() {
-    grid(0x320, Fault::Reorder, READS);
-}
-
-#[test]
-fn read_duplicate() {
-    grid(0x330, Fault::Duplicate, READS);
-}
-
-#[test]
-fn read_corrupt() {
-    grid(0x340, Fault::Corrupt, READS);
-}
+per_fault!(|s, f| grid(s, f, SENDS), 0x100; send_no_faults: None, send_loss_5pct: Loss,
+    send_reorder: Reorder, send_duplicate: Duplicate, send_corrupt: Corrupt);
+per_fault!(|s, f| grid(s, f, WRITES), 0x200; write_no_faults: None, write_loss_5pct: Loss,
+    write_reorder: Reorder, write_duplicate: Duplicate, write_corrupt: Corrupt);
+per_fault!(|s, f| grid(s, f, READS), 0x300; read_no_faults: None, read_loss_5pct: Loss,
+    read_reorder: Reorder, read_duplicate: Duplicate, read_corrupt: Corrupt);
 
 /// Every operation interleaved in one batch, under loss: ordering holds
 /// across operation types (READ responses and ACKs share one PSN space).
@@ -490,30 +436,8 @@ fn atomics(seed: u64, fault: Fault) {
     tally.assert_exercised(fault);
 }
 
-#[test]
-fn atomics_no_faults() {
-    atomics(0x600, Fault::None);
-}
-
-#[test]
-fn atomics_loss_5pct() {
-    atomics(0x610, Fault::Loss);
-}
-
-#[test]
-fn atomics_reorder() {
-    atomics(0x620, Fault::Reorder);
-}
-
-#[test]
-fn atomics_duplicate() {
-    atomics(0x630, Fault::Duplicate);
-}
-
-#[test]
-fn atomics_corrupt() {
-    atomics(0x640, Fault::Corrupt);
-}
+per_fault!(atomics, 0x600; atomics_no_faults: None, atomics_loss_5pct: Loss,
+    atomics_reorder: Reorder, atomics_duplicate: Duplicate, atomics_corrupt: Corrupt);
 
 /// Many small sends back to back with receives posted ahead: the pipeline
 /// keeps in order under loss and reordering together.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use migros_sim::net::OPCODE_RESUME;
 use migros_sim::support::{
-    assert_buf_eq, assert_no_completion, rc_pair, uc_pair, ud_pair, wr, Endpoint, RcOptions,
-    GRH_LEN,
+    assert_buf_eq, assert_no_completion, post_send_stream, rc_pair, uc_pair, ud_pair, wr, Endpoint,
+    RcOptions, GRH_LEN,
 };
 use migros_sim::{Filter, NodeId, Sim};
 use migros_transport::resume::ResumeMessage;
@@ -102,14 +102,9 @@ struct Stream {
 }
 
 fn start_stream(sim: &mut Sim, a: &Endpoint, b: &Endpoint, seed: u64) -> Stream {
-    let mut data = Vec::new();
-    for i in 0..N {
-        b.recv(sim, i as u64, i * MSG, MSG);
-        data.push(a.fill_tx(sim, i * MSG, MSG, seed + i as u64));
-        a.post_send(sim, wr::send(i as u64, a.tx.sges(i * MSG, MSG)))
-            .expect("posted");
+    Stream {
+        data: post_send_stream(sim, a, b, N, MSG, seed),
     }
-    Stream { data }
 }
 
 fn finish_stream(sim: &mut Sim, a: &Endpoint, b: &Endpoint, s: &Stream) {

@@ -21,6 +21,7 @@
 //! - [`perftest`]: perftest's result lines.
 //! - [`symbols`]: a shared library's functions and their version nodes
 //!   (`objdump -T`).
+//! - [`role`]: a test binary running itself again as a second process.
 //!
 //! TESTING.md at the repository root describes the test layers.
 
@@ -30,6 +31,7 @@ pub mod perftest;
 pub mod rc;
 pub mod require;
 pub mod symbols;
+pub mod role;
 pub mod wait;
 
 pub use rc::{RcParams, ALL_ACCESS};

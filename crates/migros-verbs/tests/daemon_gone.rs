@@ -5,49 +5,25 @@
 //! ignores it) so that a write raising it kills this test binary; this
 //! file has one test so nothing else runs under that disposition.
 
-use std::os::unix::net::{UnixListener, UnixStream};
+mod support;
+
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use migros_proto::frame;
-use migros_proto::msg::{DeviceInfo, Request, Response};
+use migros_proto::msg::Request;
 use migros_verbs::*;
-
-fn device() -> DeviceInfo {
-    DeviceInfo {
-        name: "gone".into(),
-        addr: "127.0.0.1".parse().unwrap(),
-        mtu: Mtu::Mtu1024,
-        node_guid: 1,
-        max_qp: 16,
-        max_qp_wr: 1024,
-        max_sge: 8,
-        max_cq: 16,
-        max_cqe: 4096,
-        max_mr: 16,
-        max_mr_size: 1 << 30,
-        max_pd: 16,
-        max_qp_rd_atom: 16,
-        max_srq: 16,
-        max_srq_wr: 1024,
-        max_inline_data: 128,
-    }
-}
+use support::stand_in;
 
 /// Answers requests until the first `Stats`, then closes the session.
 fn serve(mut s: UnixStream) {
+    let device = stand_in::device("gone", "127.0.0.1", 4096);
     while let Ok(req) = frame::read::<Request>(&mut s) {
-        let resp = match req {
-            Request::Hello { .. } => Response::Welcome {
-                session: 1,
-                device: device(),
-            },
-            Request::AllocPd => Response::Pd { pd: 1 },
-            Request::RegMr { .. } => Response::Mr { lkey: 3, rkey: 4 },
-            Request::CreateCq { .. } => Response::Cq { cq: 5 },
-            Request::CreateQp { .. } => Response::Qp { qpn: 0x42 },
-            Request::SqDoorbell { .. } | Request::RqDoorbell { .. } => continue,
-            Request::Stats => return,
-            _ => Response::Ok,
+        if matches!(req, Request::Stats) {
+            return;
+        }
+        let Some(resp) = stand_in::answer(&req, &device, 1, 5, 0x42) else {
+            continue;
         };
         if frame::write(&mut s, &resp).is_err() {
             return;
@@ -67,13 +43,7 @@ fn posts_fail_and_outstanding_wrs_flush_when_the_daemon_hangs_up() {
     }
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let listener =
-        UnixListener::bind(migros_proto::paths::device_socket(dir.path(), "gone")).unwrap();
-    std::thread::spawn(move || {
-        for s in listener.incoming().map_while(std::result::Result::ok) {
-            std::thread::spawn(move || serve(s));
-        }
-    });
+    stand_in::listen(dir.path(), "gone", serve);
     let ctx = Context::open_in(dir.path(), "gone").unwrap();
     let pd = ctx.alloc_pd().unwrap();
     let mr = pd.alloc_mr(64, Access::LOCAL_WRITE).unwrap();

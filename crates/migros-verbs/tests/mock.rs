@@ -1,10 +1,12 @@
 //! The client's side of the protocol against a scripted stand-in daemon
 //! (no root, no real device): requests and doorbells sent, the migration
 //! sequence, channels re-attached with the same descriptor. What the real
-//! daemon does with them is covered by `e2e.rs`.
+//! daemon does with them is covered by `tests/e2e/`.
+
+mod support;
 
 use std::net::IpAddr;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use migros_proto::frame;
 use migros_proto::msg::{DeviceInfo, Event, Request, Response};
 use migros_verbs::*;
+use support::stand_in;
 
 const QPN: Qpn = 0x42;
 const CQ: Cqn = 5;
@@ -29,76 +32,36 @@ struct Mock {
     seen: Arc<Mutex<Seen>>,
 }
 
-fn device(name: &str, addr: &str) -> DeviceInfo {
-    DeviceInfo {
-        name: name.into(),
-        addr: addr.parse().unwrap(),
-        mtu: Mtu::Mtu1024,
-        node_guid: 1,
-        max_qp: 16,
-        max_qp_wr: 1024,
-        max_sge: 8,
-        max_cq: 16,
-        max_cqe: 4096,
-        max_mr: 16,
-        max_mr_size: 1 << 30,
-        max_pd: 16,
-        max_qp_rd_atom: 16,
-        max_srq: 16,
-        max_srq_wr: 1024,
-        max_inline_data: 128,
-    }
-}
-
 impl Mock {
     fn start(dir: &Path, name: &str, addr: &str) -> Mock {
-        let listener = UnixListener::bind(migros_proto::paths::device_socket(dir, name)).unwrap();
         let mock = Mock {
             seen: Arc::default(),
         };
-        let info = device(name, addr);
+        let info = stand_in::device(name, addr, 4096);
         let m = mock.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let (m, info) = (m.clone(), info.clone());
-                std::thread::spawn(move || m.serve(stream, info));
-            }
-        });
+        stand_in::listen(dir, name, move |stream| m.serve(stream, &info));
         mock
     }
 
-    fn serve(&self, mut s: UnixStream, info: DeviceInfo) {
+    fn serve(&self, mut s: UnixStream, info: &DeviceInfo) {
         while let Ok(req) = frame::read::<Request>(&mut s) {
             let resp = match &req {
-                Request::Hello { .. } => Some(Response::Welcome {
-                    session: 7,
-                    device: info.clone(),
-                }),
                 Request::AttachChannel { .. } => {
                     let mut seen = self.seen.lock().unwrap();
                     seen.requests.push(req);
                     seen.channels.push(s);
                     return;
                 }
-                Request::AllocPd => Some(Response::Pd { pd: 1 }),
-                Request::RegMr { .. } => Some(Response::Mr { lkey: 3, rkey: 4 }),
                 Request::CreateChannel => Some(Response::Channel { channel: CHANNEL }),
-                Request::CreateCq { .. } => Some(Response::Cq { cq: CQ }),
-                Request::CreateQp { .. } => Some(Response::Qp { qpn: QPN }),
-                Request::CreateSrq { .. } => Some(Response::Srq { srq: 6 }),
                 Request::Checkpoint => Some(Response::Image {
                     image: b"image".to_vec(),
                     qpns: vec![QPN],
                 }),
-                Request::SqDoorbell { .. }
-                | Request::RqDoorbell { .. }
-                | Request::SrqDoorbell { .. } => None,
                 Request::ModifySrq { .. } => Some(Response::Error {
                     errno: 95,
                     message: "not supported".into(),
                 }),
-                _ => Some(Response::Ok),
+                _ => stand_in::answer(&req, info, 7, CQ, QPN),
             };
             self.seen.lock().unwrap().requests.push(req);
             if let Some(resp) = resp {

@@ -5,60 +5,34 @@
 //! batches, a full queue, CQs larger than the device allows, and what
 //! the daemon's refusals become (a region that cannot be deregistered).
 
-use std::os::unix::net::{UnixListener, UnixStream};
+mod support;
+
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use migros_proto::frame;
-use migros_proto::msg::{DeviceInfo, Request, Response};
+use migros_proto::msg::{Request, Response};
 use migros_verbs::*;
+use support::stand_in;
 
 const MAX_CQE: u32 = 64;
-
-fn device() -> DeviceInfo {
-    DeviceInfo {
-        name: "strict".into(),
-        addr: "127.0.0.1".parse().unwrap(),
-        mtu: Mtu::Mtu1024,
-        node_guid: 1,
-        max_qp: 16,
-        max_qp_wr: 1024,
-        max_sge: 8,
-        max_cq: 16,
-        max_cqe: MAX_CQE,
-        max_mr: 16,
-        max_mr_size: 1 << 30,
-        max_pd: 16,
-        max_qp_rd_atom: 16,
-        max_srq: 16,
-        max_srq_wr: 1024,
-        max_inline_data: 128,
-    }
-}
 
 /// Answers every request; refuses DeregMr of lkey 3 with EINVAL (as a
 /// daemon does while memory windows are bound to the region).
 fn serve(mut s: UnixStream) {
+    let device = stand_in::device("strict", "127.0.0.1", MAX_CQE);
     while let Ok(req) = frame::read::<Request>(&mut s) {
         let resp = match req {
-            Request::Hello { .. } => Response::Welcome {
-                session: 1,
-                device: device(),
-            },
-            Request::AllocPd => Response::Pd { pd: 1 },
-            Request::RegMr { .. } => Response::Mr { lkey: 3, rkey: 4 },
             Request::DeregMr { .. } => Response::Error {
                 errno: 22,
                 message: "memory windows are bound to the region".into(),
             },
-            Request::CreateCq { .. } => Response::Cq { cq: 5 },
-            Request::CreateQp { .. } => Response::Qp { qpn: 0x42 },
-            Request::CreateSrq { .. } => Response::Srq { srq: 6 },
             // The device moved the QP back to RESET behind the client.
             Request::QueryQp { .. } => Response::QpAttr(QpAttr::default()),
-            Request::SqDoorbell { .. }
-            | Request::RqDoorbell { .. }
-            | Request::SrqDoorbell { .. } => continue,
-            _ => Response::Ok,
+            _ => match stand_in::answer(&req, &device, 1, 5, 0x42) {
+                Some(resp) => resp,
+                None => continue,
+            },
         };
         if frame::write(&mut s, &resp).is_err() {
             return;
@@ -67,12 +41,7 @@ fn serve(mut s: UnixStream) {
 }
 
 fn open(dir: &Path) -> Context {
-    let listener = UnixListener::bind(migros_proto::paths::device_socket(dir, "strict")).unwrap();
-    std::thread::spawn(move || {
-        for s in listener.incoming().map_while(std::result::Result::ok) {
-            std::thread::spawn(move || serve(s));
-        }
-    });
+    stand_in::listen(dir, "strict", serve);
     Context::open_in(dir, "strict").unwrap()
 }
 

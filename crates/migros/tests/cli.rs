@@ -7,16 +7,18 @@
 //! (`cargo build -p migrosd`); without either they skip, saying why, or
 //! fail with `MIGROS_TESTS_REQUIRED=1` (see migros-test-support).
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use common::MIGROS;
 use migros_test_support::require::{file, require, root};
 use migros_test_support::wait::output_within;
 use serde_json::Value;
 
-const MIGROS: &str = env!("CARGO_BIN_EXE_migros");
 /// Upper bound of one command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -58,15 +60,7 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "migros {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        common::success_stdout("migros", args, &self.run(args))
     }
 
     fn json(&self, args: &[&str]) -> Value {

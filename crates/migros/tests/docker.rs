@@ -119,15 +119,7 @@ fn run(program: &str, args: &[&str]) -> Output {
 }
 
 fn ok(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::success_stdout(program, args, &run(program, args))
 }
 
 fn docker(args: &[&str]) -> String {

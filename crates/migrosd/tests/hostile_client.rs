@@ -203,68 +203,6 @@ fn spawn_attacker(d: &Daemon) -> Attacker {
     }
 }
 
-/// Two QPs of two sessions on the daemon, moving data meanwhile.
-struct Bystanders {
-    a: (Client, Mr, Cq, Qp),
-    b: (Client, Mr, Cq, Qp),
-    round: u8,
-}
-
-impl Bystanders {
-    fn new(d: &Daemon) -> Bystanders {
-        let side = || {
-            let (mut c, _) = d.session();
-            let pd = alloc_pd(&mut c);
-            let mr = reg_mr(&mut c, pd, LEN);
-            let cq = create_cq(&mut c, 64);
-            let qp = create_qp(&mut c, pd, &cq, 32);
-            (c, mr, cq, qp)
-        };
-        let (mut a, mut b) = (side(), side());
-        connect(
-            &mut a.0,
-            a.3.qpn,
-            ADDR.parse().unwrap(),
-            b.3.qpn,
-            Mtu::Mtu1024,
-        );
-        connect(
-            &mut b.0,
-            b.3.qpn,
-            ADDR.parse().unwrap(),
-            a.3.qpn,
-            Mtu::Mtu1024,
-        );
-        Bystanders { a, b, round: 0 }
-    }
-
-    /// An RDMA WRITE of a fresh pattern, checked byte for byte.
-    fn check(&mut self) {
-        self.round = self.round.wrapping_add(1);
-        let pattern: Vec<u8> = (0..LEN)
-            .map(|i| (i as u8).wrapping_mul(31) ^ self.round)
-            .collect();
-        let (a, b) = (&mut self.a, &mut self.b);
-        a.1.buf.write(0, &pattern);
-        let wr = send_wr(
-            u64::from(self.round),
-            &a.1,
-            0,
-            LEN as u32,
-            WrOpcode::RdmaWrite {
-                remote_addr: b.1.buf.addr(),
-                rkey: b.1.rkey,
-            },
-        );
-        a.3.post_send(&mut a.0, &wr);
-        let wc = a.2.wait(1);
-        assert_eq!(wc[0].status, WcStatus::Success, "bystander write: {wc:?}");
-        let mut got = vec![0u8; LEN];
-        b.1.buf.read(0, &mut got);
-        assert!(got == pattern, "bystander data differs");
-    }
-}
-
 /// The helper's QP, connected to the attacker's.
 struct Helper {
     c: Client,
@@ -329,7 +267,7 @@ fn set_up(dir: &std::path::Path) -> (Daemon, Bystanders, Helper, Attacker) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let d = start_daemon(dir, "h0", ADDR, &["--mtu", "1024"]);
-    let mut by = Bystanders::new(&d);
+    let mut by = Bystanders::new(&d, ADDR);
     by.check();
     let mut helper = Helper::new(&d);
     let mut att = spawn_attacker(&d);

@@ -15,68 +15,7 @@ use migros_proto::msg::{Request, Response};
 use migros_proto::ring::{self, RQ_WQE_SIZE, SQ_WQE_SIZE};
 use migros_proto::verbs::*;
 
-const LEN: usize = 1 << 16;
 const ADDR: &str = "127.0.0.161";
-
-struct Pair {
-    a: (Client, Mr, Cq, Qp),
-    b: (Client, Mr, Cq, Qp),
-    round: u8,
-}
-
-impl Pair {
-    fn new(d: &Daemon) -> Pair {
-        let side = || {
-            let (mut c, _) = d.session();
-            let pd = alloc_pd(&mut c);
-            let mr = reg_mr(&mut c, pd, LEN);
-            let cq = create_cq(&mut c, 64);
-            let qp = create_qp(&mut c, pd, &cq, 32);
-            (c, mr, cq, qp)
-        };
-        let (mut a, mut b) = (side(), side());
-        connect(
-            &mut a.0,
-            a.3.qpn,
-            ADDR.parse().unwrap(),
-            b.3.qpn,
-            Mtu::Mtu1024,
-        );
-        connect(
-            &mut b.0,
-            b.3.qpn,
-            ADDR.parse().unwrap(),
-            a.3.qpn,
-            Mtu::Mtu1024,
-        );
-        Pair { a, b, round: 0 }
-    }
-
-    fn check(&mut self) {
-        self.round = self.round.wrapping_add(1);
-        let pattern: Vec<u8> = (0..LEN)
-            .map(|i| (i as u8).wrapping_mul(13) ^ self.round)
-            .collect();
-        let (a, b) = (&mut self.a, &mut self.b);
-        a.1.buf.write(0, &pattern);
-        let wr = send_wr(
-            u64::from(self.round),
-            &a.1,
-            0,
-            LEN as u32,
-            WrOpcode::RdmaWrite {
-                remote_addr: b.1.buf.addr(),
-                rkey: b.1.rkey,
-            },
-        );
-        a.3.post_send(&mut a.0, &wr);
-        let wc = a.2.wait(1);
-        assert_eq!(wc[0].status, WcStatus::Success, "{wc:?}");
-        let mut got = vec![0u8; LEN];
-        b.1.buf.read(0, &mut got);
-        assert!(got == pattern, "data differs");
-    }
-}
 
 fn error_of(r: Response) -> (i32, String) {
     match r {
@@ -92,7 +31,7 @@ fn quotas_fail_clearly_and_others_keep_working() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = start_daemon(dir.path(), "q0", ADDR, &["--mtu", "1024"]);
-    let mut pair = Pair::new(&d);
+    let mut pair = Bystanders::new(&d, ADDR);
     pair.check();
 
     // One session takes PDs until its quota (1024) refuses: the pair's

@@ -36,17 +36,37 @@ fn pair(a_addr: &str, b_addr: &str, a: &mut Side, b: &mut Side, mtu: Mtu) {
     connect(&mut b.c, b.qp.qpn, aa, a.qp.qpn, mtu);
 }
 
-#[test]
-fn sends_and_writes_between_two_daemons() {
+/// Daemons `(name, addr)`, each with `extra` arguments, in a new socket
+/// directory (returned first, so that it goes after them); `None` when the
+/// test cannot run (see `can_run`).
+fn daemons<const N: usize>(
+    devs: [(&str, &str); N],
+    extra: &[&str],
+) -> Option<(tempfile::TempDir, [Daemon; N])> {
     if !can_run() {
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let d1 = start_daemon(dir.path(), "r1", "127.0.0.111", &[]);
-    let d2 = start_daemon(dir.path(), "r2", "127.0.0.112", &[]);
-    let mut a = side(&d1, 1 << 16, 16);
-    let mut b = side(&d2, 1 << 16, 16);
-    pair("127.0.0.111", "127.0.0.112", &mut a, &mut b, Mtu::Mtu1024);
+    let daemons = devs.map(|(name, addr)| start_daemon(dir.path(), name, addr, extra));
+    Some((dir, daemons))
+}
+
+/// An RC pair with 64 KiB and 16 entries a side, `a` on `da` and `b` on
+/// `db`, connected to each other at MTU 1024.
+fn rc_pair(da: &Daemon, db: &Daemon) -> (Side, Side) {
+    let mut a = side(da, 1 << 16, 16);
+    let mut b = side(db, 1 << 16, 16);
+    pair(&da.addr, &db.addr, &mut a, &mut b, Mtu::Mtu1024);
+    (a, b)
+}
+
+#[test]
+fn sends_and_writes_between_two_daemons() {
+    let Some((_dir, [d1, d2])) = daemons([("r1", "127.0.0.111"), ("r2", "127.0.0.112")], &[])
+    else {
+        return;
+    };
+    let (mut a, mut b) = rc_pair(&d1, &d2);
 
     // SENDs: receives first, then 4 messages of 3000 bytes (3 packets each).
     for i in 0..4u64 {
@@ -129,12 +149,12 @@ fn sends_and_writes_between_two_daemons() {
 /// Bulk 64 KiB WRITEs; prints the rate (a smoke check, not a benchmark).
 #[test]
 fn bulk_writes() {
-    if !can_run() {
+    let Some((_dir, [d1, d2])) = daemons(
+        [("r3", "127.0.0.113"), ("r4", "127.0.0.114")],
+        &["--mtu", "4096"],
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d1 = start_daemon(dir.path(), "r3", "127.0.0.113", &["--mtu", "4096"]);
-    let d2 = start_daemon(dir.path(), "r4", "127.0.0.114", &["--mtu", "4096"]);
+    };
     const MSG: usize = 64 << 10;
     const DEPTH: u32 = 64;
     let mut a = side(&d1, MSG * DEPTH as usize, DEPTH);
@@ -190,16 +210,17 @@ fn bulk_writes() {
 /// Moves A's context from daemon 5 to daemon 7 while B (daemon 6) stays.
 #[test]
 fn migrate_one_side_to_a_third_daemon() {
-    if !can_run() {
+    let Some((_dir, [d1, d2, d3])) = daemons(
+        [
+            ("r5", "127.0.0.115"),
+            ("r6", "127.0.0.116"),
+            ("r7", "127.0.0.117"),
+        ],
+        &[],
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d1 = start_daemon(dir.path(), "r5", "127.0.0.115", &[]);
-    let d2 = start_daemon(dir.path(), "r6", "127.0.0.116", &[]);
-    let d3 = start_daemon(dir.path(), "r7", "127.0.0.117", &[]);
-    let mut a = side(&d1, 1 << 16, 16);
-    let mut b = side(&d2, 1 << 16, 16);
-    pair("127.0.0.115", "127.0.0.116", &mut a, &mut b, Mtu::Mtu1024);
+    };
+    let (mut a, mut b) = rc_pair(&d1, &d2);
     for i in 0..8u64 {
         b.qp.post_recv(&mut b.c, &recv_wr(i, &b.mr, i * 1024, 1024));
     }
@@ -254,15 +275,11 @@ fn migrate_one_side_to_a_third_daemon() {
 /// reading the ring when the queue is full and goes on after completions.
 #[test]
 fn a_full_send_queue_is_retried_after_completions() {
-    if !can_run() {
+    let Some((_dir, [d1, d2])) = daemons([("r8", "127.0.0.118"), ("r9", "127.0.0.119")], &[])
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d1 = start_daemon(dir.path(), "r8", "127.0.0.118", &[]);
-    let d2 = start_daemon(dir.path(), "r9", "127.0.0.119", &[]);
-    let mut a = side(&d1, 1 << 16, 16);
-    let mut b = side(&d2, 1 << 16, 16);
-    pair("127.0.0.118", "127.0.0.119", &mut a, &mut b, Mtu::Mtu1024);
+    };
+    let (mut a, b) = rc_pair(&d1, &d2);
     const N: u64 = 200;
     let (mut posted, mut done) = (0u64, 0u64);
     let end = Instant::now() + TIMEOUT;
@@ -299,16 +316,12 @@ fn a_full_send_queue_is_retried_after_completions() {
 /// transport recovers and every message arrives intact, in order.
 #[test]
 fn sends_survive_injected_faults() {
-    if !can_run() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
     let fault = ["--fault", "drop=0.05,reorder=0.05,dup=0.05,seed=3"];
-    let d1 = start_daemon(dir.path(), "r10", "127.0.0.120", &fault);
-    let d2 = start_daemon(dir.path(), "r11", "127.0.0.121", &fault);
-    let mut a = side(&d1, 1 << 16, 16);
-    let mut b = side(&d2, 1 << 16, 16);
-    pair("127.0.0.120", "127.0.0.121", &mut a, &mut b, Mtu::Mtu1024);
+    let Some((_dir, [d1, d2])) = daemons([("r10", "127.0.0.120"), ("r11", "127.0.0.121")], &fault)
+    else {
+        return;
+    };
+    let (mut a, mut b) = rc_pair(&d1, &d2);
     for round in 0..4u64 {
         for i in 0..8u64 {
             b.qp.post_recv(&mut b.c, &recv_wr(i, &b.mr, i * 8192, 8192));
@@ -361,18 +374,13 @@ fn sends_survive_injected_faults() {
 #[test]
 fn both_ends_migrate_at_once_and_tombstones_forward_the_resumes() {
     use migros_test_support::capture::{Capture, OPCODE_RESUME};
-    if !can_run() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
     let (aa, ba, ca, da) = ("127.0.0.122", "127.0.0.123", "127.0.0.124", "127.0.0.125");
-    let d_a = start_daemon(dir.path(), "r12", aa, &[]);
-    let d_b = start_daemon(dir.path(), "r13", ba, &[]);
-    let d_c = start_daemon(dir.path(), "r14", ca, &[]);
-    let d_d = start_daemon(dir.path(), "r15", da, &[]);
-    let mut a = side(&d_a, 1 << 16, 16);
-    let mut b = side(&d_b, 1 << 16, 16);
-    pair(aa, ba, &mut a, &mut b, Mtu::Mtu1024);
+    let Some((_dir, [d_a, d_b, d_c, d_d])) =
+        daemons([("r12", aa), ("r13", ba), ("r14", ca), ("r15", da)], &[])
+    else {
+        return;
+    };
+    let (mut a, mut b) = rc_pair(&d_a, &d_b);
     let resumes = Capture::opcode(OPCODE_RESUME).expect("capture on lo");
 
     let message = |i: u64| -> Vec<u8> { (0..3000u64).map(|k| (k * 13 + i * 7) as u8).collect() };

@@ -342,6 +342,25 @@ impl Net {
     pub fn count(&self, i: usize, f: impl Fn(&CmEvent) -> bool) -> usize {
         self.nodes[i].events.iter().filter(|(_, e)| f(e)).count()
     }
+
+    /// Node 0 connects to node 1's RC listener on `port`, then `run` of
+    /// virtual time: node 1 must report exactly one established connection
+    /// (`seed` names the run). Returns the connection ids (active, passive).
+    pub fn connect_established(&mut self, port: u16, run: Duration, seed: u64) -> (u32, u32) {
+        self.listen(1, port, CmQpType::Rc);
+        let a = self.connect(0, 1, port, CmQpType::Rc, &[]);
+        self.run_for(run);
+        assert_eq!(self.count(1, is_established), 1, "seed {seed}");
+        let p = self.nodes[1]
+            .events
+            .iter()
+            .find_map(|(_, e)| match e {
+                CmEvent::Established { conn } => Some(*conn),
+                _ => None,
+            })
+            .unwrap();
+        (a, p)
+    }
 }
 
 pub fn is_established(e: &CmEvent) -> bool {

@@ -14,6 +14,8 @@ use migros_verbs::*;
 
 pub use migros_test_support::ALL_ACCESS;
 
+pub mod stand_in;
+
 /// How long any wait in these tests may take.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -43,6 +45,11 @@ impl Net {
             .map(|(name, addr)| Daemon::start(&bin, dir.path(), name, addr, &[]))
             .collect();
         Net { dir, daemons }
+    }
+
+    /// [`Net::start`] when the test can run ([`can_run`]), else `None`.
+    pub fn start_if_can(devs: &[(&str, &str)]) -> Option<Net> {
+        can_run().then(|| Net::start(devs))
     }
 
     pub fn open(&self, name: &str) -> Context {

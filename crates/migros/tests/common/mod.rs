@@ -1,5 +1,6 @@
-//! What the container tests (runc and Docker) share: running commands with
-//! a bound, and watching a node's daemon while a test runs.
+//! What the tests of the `migros` command (cli, runc, Docker, the multi-host
+//! lab) share: running commands with a bound, and watching a node's daemon
+//! while a test runs.
 
 #![allow(dead_code)] // each test file uses a part
 
@@ -24,6 +25,19 @@ pub fn run_within(program: &str, args: &[&str], limit: Duration) -> Output {
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
     output_within(child, limit, &format!("{program} {args:?}"))
+}
+
+/// The stdout of `program args…` that ran as `out`, which must have
+/// succeeded (else the test fails with both streams).
+pub fn success_stdout(program: &str, args: &[&str], out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `migros stat --json` of node `node`'s daemon: `{device, counters, qps}`.

@@ -3,6 +3,9 @@
 //! (skipped with the reason, or failed under `MIGROS_TESTS_REQUIRED=1`),
 //! and a lab of hosts and ssh nodes removed when dropped.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -134,15 +137,7 @@ pub fn run_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// Runs a command that must succeed; its stdout.
 pub fn ok(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::success_stdout(program, args, &run(program, args))
 }
 
 pub fn migros(args: &[&str]) -> String {

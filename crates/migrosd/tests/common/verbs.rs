@@ -9,7 +9,7 @@ use migros_proto::msg::{Request, Response};
 use migros_proto::ring::{self, CQE_PHASE, CQE_SIZE, RQ_WQE_SIZE, SQ_WQE_SIZE};
 use migros_proto::verbs::*;
 
-use super::{Client, Pages, TIMEOUT};
+use super::{Client, Daemon, Pages, Raw, TIMEOUT};
 
 pub struct Cq {
     pub cq: Cqn,
@@ -225,5 +225,71 @@ pub fn recv_wr(wr_id: u64, mr: &Mr, offset: u64, len: u32) -> RecvWr {
             length: len,
             lkey: mr.lkey,
         }],
+    }
+}
+
+/// The size of each bystander's region (and of its WRITEs).
+const BYSTANDER_LEN: usize = 1 << 16;
+
+/// Two QPs of two sessions on the daemon at `addr`, connected to each
+/// other, moving data while a test does something else to the daemon.
+pub struct Bystanders {
+    a: (Client, Mr, Cq, Qp),
+    b: (Client, Mr, Cq, Qp),
+    round: u8,
+}
+
+impl Bystanders {
+    pub fn new(d: &Daemon, addr: &str) -> Bystanders {
+        let side = || {
+            let (mut c, _) = d.session();
+            let pd = alloc_pd(&mut c);
+            let mr = reg_mr(&mut c, pd, BYSTANDER_LEN);
+            let cq = create_cq(&mut c, 64);
+            let qp = create_qp(&mut c, pd, &cq, 32);
+            (c, mr, cq, qp)
+        };
+        let (mut a, mut b) = (side(), side());
+        connect(
+            &mut a.0,
+            a.3.qpn,
+            addr.parse().unwrap(),
+            b.3.qpn,
+            Mtu::Mtu1024,
+        );
+        connect(
+            &mut b.0,
+            b.3.qpn,
+            addr.parse().unwrap(),
+            a.3.qpn,
+            Mtu::Mtu1024,
+        );
+        Bystanders { a, b, round: 0 }
+    }
+
+    /// An RDMA WRITE of a fresh pattern, checked byte for byte.
+    pub fn check(&mut self) {
+        self.round = self.round.wrapping_add(1);
+        let pattern: Vec<u8> = (0..BYSTANDER_LEN)
+            .map(|i| (i as u8).wrapping_mul(31) ^ self.round)
+            .collect();
+        let (a, b) = (&mut self.a, &mut self.b);
+        a.1.buf.write(0, &pattern);
+        let wr = send_wr(
+            u64::from(self.round),
+            &a.1,
+            0,
+            BYSTANDER_LEN as u32,
+            WrOpcode::RdmaWrite {
+                remote_addr: b.1.buf.addr(),
+                rkey: b.1.rkey,
+            },
+        );
+        a.3.post_send(&mut a.0, &wr);
+        let wc = a.2.wait(1);
+        assert_eq!(wc[0].status, WcStatus::Success, "bystander write: {wc:?}");
+        let mut got = vec![0u8; BYSTANDER_LEN];
+        b.1.buf.read(0, &mut got);
+        assert!(got == pattern, "bystander data differs");
     }
 }
