@@ -30,8 +30,8 @@ pub mod daemon;
 pub mod perftest;
 pub mod rc;
 pub mod require;
-pub mod symbols;
 pub mod role;
+pub mod symbols;
 pub mod wait;
 
 pub use rc::{RcParams, ALL_ACCESS};

@@ -111,13 +111,14 @@ fn datagram(seq: u64, len: usize) -> Vec<u8> {
 }
 
 /// A UD receiver migrates (daemon b to c) in the middle of a numbered
-/// stream while the sender keeps its address handle (b's address): every
-/// datagram sent before the move arrives; after it, once the sender's
-/// device has been redirected (by the tombstone's answer or the restored
-/// QP's announcement), every one arrives; at most the first few sent
-/// right after the move may be lost, as UD allows. Each arrival is
-/// byte-exact, once, in order, with the sender's address and QPN in its
-/// GRH (never the forwarding node's).
+/// stream while the sender keeps its address handle (b's address) and
+/// goes on sending while the move is under way (at least one datagram is
+/// in flight when the receiver moves): every datagram sent before the
+/// move arrives; those sent during it may be lost, as UD allows; after
+/// it, once the sender's device has been redirected (by the tombstone's
+/// answer or the restored QP's announcement), every one arrives but at
+/// most the first few. Each arrival is byte-exact, once, in order, with
+/// the sender's address and QPN in its GRH (never the forwarding node's).
 #[test]
 fn ud_receiver_migrates_mid_stream() {
     const LEN: usize = 600;
@@ -144,9 +145,8 @@ fn ud_receiver_migrates_mid_stream() {
     }
     let mut got: Vec<u64> = Vec::new();
     let mut wcs = Vec::new();
-    // Sends datagram `seq` and waits (at most `limit`) for it to arrive;
-    // whether it did. Every arrival is checked and its receive reposted.
-    let mut send_and_receive = |a: &mut Side, seq: u64, limit: Duration| -> bool {
+    // Sends datagram `seq` and waits for its send completion.
+    let send = |a: &mut Side, seq: u64| {
         let data = datagram(seq, LEN);
         let at = (seq % 8) as usize * SLOT;
         a.mr.as_mut_slice()[at..at + LEN].copy_from_slice(&data);
@@ -156,6 +156,11 @@ fn ud_receiver_migrates_mid_stream() {
         }])
         .unwrap();
         assert_eq!(wait_ok(&a.cq).wr_id, seq);
+    };
+    // Sends datagram `seq` and waits (at most `limit`) for it to arrive;
+    // whether it did. Every arrival is checked and its receive reposted.
+    let mut send_and_receive = |a: &mut Side, seq: u64, limit: Duration| -> bool {
+        send(a, seq);
         let start = Instant::now();
         while start.elapsed() < limit {
             wcs.clear();
@@ -185,20 +190,48 @@ fn ud_receiver_migrates_mid_stream() {
             "datagram {seq} before the move"
         );
     }
-    let report = b.ctx.migrate_to("c").expect("migrate");
+    // The move runs in a thread while this one goes on sending (at most
+    // 8, fewer than the receives posted): these datagrams are in flight
+    // while the receiver's QP moves.
+    let mut during = Vec::new();
+    let report = std::thread::scope(|s| {
+        let moving = s.spawn(|| b.ctx.migrate_to("c"));
+        while !moving.is_finished() && during.len() < 8 {
+            let seq = BEFORE + during.len() as u64;
+            send(&mut a, seq);
+            during.push(seq);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        moving.join().expect("the migrating thread")
+    })
+    .expect("migrate");
+    assert!(
+        !during.is_empty(),
+        "no datagram was sent while the receiver moved"
+    );
     assert_eq!((report.from.as_str(), report.to.as_str()), ("b", "c"));
     assert_eq!(report.qpns, vec![b.qp.qpn]);
+    let first_after = BEFORE + during.len() as u64;
     let mut lost = Vec::new();
-    for seq in BEFORE..BEFORE + AFTER {
+    for seq in first_after..first_after + AFTER {
         if !send_and_receive(&mut a, seq, Duration::from_millis(200)) {
             lost.push(seq);
         }
     }
     assert!(
-        lost.len() <= 3 && lost.iter().all(|&s| s < BEFORE + 3),
+        lost.len() <= 3 && lost.iter().all(|&s| s < first_after + 3),
         "only datagrams sent right after the move may be lost: lost {lost:?}"
     );
-    assert_eq!(got.len() as u64, BEFORE + AFTER - lost.len() as u64);
+    let lost_during = during.iter().filter(|s| !got.contains(s)).count();
+    eprintln!(
+        "{} datagrams sent during the move, {} of them arrived",
+        during.len(),
+        during.len() - lost_during
+    );
+    assert_eq!(
+        got.len(),
+        BEFORE as usize + during.len() + AFTER as usize - lost.len() - lost_during
+    );
     assert_eq!(b.ctx.device().name, "c");
     let (_, qps) = b.ctx.stats().unwrap();
     let (_, c) = qps
