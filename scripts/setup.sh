@@ -3,7 +3,9 @@
 #  - the unmodified Debian 12 programs and libraries that run on the drop-in
 #    libibverbs and librdmacm (crates/migros-ibverbs, crates/migros-rdmacm):
 #    ibverbs-utils, perftest, rdmacm-utils, python3-pyverbs, and
-#    libibverbs-dev (the C test's <infiniband/verbs.h>);
+#    libibverbs-dev (the C test's <infiniband/verbs.h>), and the HPC stack
+#    on top of verbs: UCX (ucx-utils, libucx0) and Open MPI (openmpi-bin,
+#    libopenmpi-dev, which bring libfabric), whose imports the stubs cover;
 #  - for containers and their live migration (crates/migros/tests/containers/):
 #    CRIU 4.1.x, runc and iptables (scripts/setup-criu.sh), and the migros CRIU
 #    plugin in /usr/lib/criu (scripts/install-criu-plugin.sh);
@@ -32,9 +34,14 @@ have_pkg() {
     python3-pyverbs) [ -f /usr/lib/python3/dist-packages/pyverbs/__init__.py ] ;;
     libibverbs-dev) [ -f /usr/include/infiniband/verbs.h ] ;;
     rdmacm-utils) command -v rping >/dev/null ;;
+    ucx-utils) command -v ucx_perftest >/dev/null ;;
+    libucx0) [ -f /usr/lib/x86_64-linux-gnu/ucx/libuct_ib.so.0 ] ;;
+    openmpi-bin) command -v mpirun >/dev/null ;;
+    libopenmpi-dev) command -v mpicc >/dev/null ;;
   esac
 }
-pkgs=(ibverbs-utils perftest rdmacm-utils python3-pyverbs libibverbs-dev)
+pkgs=(ibverbs-utils perftest rdmacm-utils python3-pyverbs libibverbs-dev ucx-utils libucx0 openmpi-bin
+  libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do have_pkg "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -249,6 +249,23 @@ pub(crate) unsafe fn take(
     Ok((n, dead))
 }
 
+/// `wc.sl` of a completion: for a receive that came with a GRH (UD), the
+/// RoCE packet type in bits 2:0 as Mellanox devices report it there
+/// (1: IPv6, 2: IPv4; 0, RoCE v1, never happens here), else 0. The device
+/// has no service levels (RoCE's SL is an Ethernet priority, which no
+/// receiver can rely on), and UCX (1.13, `uct_ud_iface_check_grh`) reads
+/// the type from `sl & 7` to find the destination address in the 40-byte
+/// GRH area: with 0 it compares the last 16 bytes of an IPv4 header with
+/// its GIDs and drops every UD datagram (the kernel's rxe reports 0 and
+/// has that problem; later UCX versions look at the GRH instead).
+pub(crate) fn sl_of(w: &WorkCompletion) -> u8 {
+    match w.src_addr {
+        Some(std::net::IpAddr::V4(_)) => 2,
+        Some(std::net::IpAddr::V6(_)) => 1,
+        None => 0,
+    }
+}
+
 /// A completion in the C layout.
 pub(crate) fn to_ibv_wc(w: &WorkCompletion) -> ibv_wc {
     let mut flags = 0;
@@ -276,7 +293,7 @@ pub(crate) fn to_ibv_wc(w: &WorkCompletion) -> ibv_wc {
         wc_flags: flags,
         pkey_index: 0,
         slid: 0,
-        sl: 0,
+        sl: sl_of(w),
         dlid_path_bits: 0,
     }
 }

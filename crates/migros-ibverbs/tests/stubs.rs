@@ -84,3 +84,84 @@ fn stubs_carry_the_real_version_nodes() {
     assert_eq!(ran, PROGRAMS.len());
     eprintln!("{ran} programs loaded without warnings");
 }
+
+/// Debian's libraries of the HPC stack that link the verbs libraries:
+/// UCX's transports, Open MPI's verbs parts, libfabric.
+const HPC_LIBS: [&str; 5] = [
+    "ucx/libuct_ib.so.0",
+    "ucx/libuct_rdmacm.so.0",
+    "libmca_common_verbs.so.40",
+    "openmpi/lib/openmpi3/mca_btl_openib.so",
+    "libfabric.so.1",
+];
+
+/// `(node, symbol)` of every function `lib` imports from a node of
+/// libibverbs, librdmacm, libmlx5 or libefa (rdma-core's private
+/// IBVERBS_PRIVATE_* nodes are the providers', never the applications').
+fn imports(lib: &Path) -> Vec<(String, String)> {
+    let out = Command::new("objdump")
+        .arg("-T")
+        .arg(lib)
+        .output()
+        .expect("objdump runs");
+    assert!(out.status.success(), "objdump -T {}", lib.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("*UND*"))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().rev();
+            let sym = w.next()?.to_string();
+            let node = w.next()?.trim_matches(['(', ')']).to_string();
+            let ours = ["IBVERBS_", "RDMACM_", "MLX5_", "EFA_"]
+                .iter()
+                .any(|p| node.starts_with(p))
+                && !node.starts_with("IBVERBS_PRIVATE_");
+            ours.then_some((node, sym))
+        })
+        .collect()
+}
+
+/// Every function Debian's UCX, Open MPI and libfabric import from the
+/// verbs libraries exists in target/ibverbs, bound to the node they ask
+/// for: the dynamic loader refuses the whole library otherwise (UCX's
+/// libuct_ib then does not load: "version `MLX5_1.11' not found").
+#[test]
+fn hpc_libraries_find_every_import() {
+    let libdir = Path::new("/usr/lib/x86_64-linux-gnu");
+    let mut checks = vec![program("objdump", "binutils")];
+    for l in HPC_LIBS {
+        checks.push(file(
+            libdir.join(l),
+            "UCX, Open MPI and libfabric (libucx0, openmpi-bin): scripts/setup.sh",
+        ));
+    }
+    checks.push(script_once("ibverbs.sh"));
+    if !require(checks) {
+        return;
+    }
+    let dir = root().join("target/ibverbs");
+    let mut exported = BTreeMap::new();
+    for lib in [
+        "libibverbs.so.1",
+        "librdmacm.so.1",
+        "libmlx5.so.1",
+        "libefa.so.1",
+    ] {
+        for (sym, node) in bound(&dir.join(lib)).expect("objdump runs") {
+            exported.insert(sym, node);
+        }
+    }
+    let mut missing = Vec::new();
+    let mut n = 0;
+    for l in HPC_LIBS {
+        for (node, sym) in imports(&libdir.join(l)) {
+            if exported.get(&sym) != Some(&node) {
+                missing.push(format!("{l}: {node} {sym}"));
+            }
+            n += 1;
+        }
+    }
+    assert!(missing.is_empty(), "missing:\n{}", missing.join("\n"));
+    assert!(n > 100, "only {n} imports found");
+    eprintln!("{n} imports of {} libraries found", HPC_LIBS.len());
+}

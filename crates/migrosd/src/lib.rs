@@ -94,6 +94,7 @@ pub mod config;
 pub mod conn;
 pub mod daemon;
 pub mod datapath;
+pub mod devnode;
 pub mod errno;
 pub mod fault;
 pub mod ids;

@@ -64,7 +64,16 @@ fn main() -> anyhow::Result<()> {
             "fault injection is on: this daemon drops, reorders or duplicates datagrams"
         );
     }
+    let node = migrosd::devnode::path(&cfg.name);
     let mut daemon = Daemon::new(cfg).context("cannot start the device")?;
+    // After Daemon::new: a daemon that cannot start (its name taken) must
+    // not touch the node of the one that runs.
+    if let Err(e) = migrosd::devnode::DevNode::ensure(node.clone()) {
+        tracing::warn!(
+            "cannot make {}: {e} (UCX will not list this device)",
+            node.display()
+        );
+    }
     daemon.run().context("the event loop failed")?;
     Ok(())
 }
