@@ -7,8 +7,9 @@
 
 use migros_verbs::{Error, SendData, SendFlags, SendWr, Sge, UdDest, WrOpcode};
 
+use crate::ah::Ah;
 use crate::context::{lock, Ctx};
-use crate::qp::{ibv_create_qp, Ah, Qp};
+use crate::qp::{ibv_create_qp, Qp};
 use crate::sys::*;
 use crate::util::null_errno;
 
@@ -278,7 +279,7 @@ unsafe extern "C" fn wr_bind_mw(
         return;
     }
     // SAFETY: a live window and bind info with a live MR or none (contract).
-    let bind = unsafe { crate::qp::mw_bind(mw, rkey, &*bind_info) };
+    let bind = unsafe { crate::post::mw_bind(mw, rkey, &*bind_info) };
     // SAFETY: a live QP (contract).
     unsafe { push(qp, WrOpcode::BindMw(bind)) }
 }
