@@ -1,4 +1,5 @@
 use super::*;
+use migros_test_support::rc::rc_qp_init;
 
 const OWNER: OwnerId = 1;
 const CQ: Cqn = 3;
@@ -16,18 +17,7 @@ fn device_with_queued_work() -> Device {
         max_recv_sge: 1,
         max_inline_data: 0,
     };
-    d.create_qp(QpInit {
-        owner: OWNER,
-        qpn: QPN,
-        qp_type: QpType::Rc,
-        pd: 1,
-        send_cq: CQ,
-        recv_cq: CQ,
-        srq: None,
-        cap,
-        sq_sig_all: false,
-    })
-    .unwrap();
+    d.create_qp(rc_qp_init(OWNER, QPN, 1, CQ, cap)).unwrap();
     let init = QpAttr {
         qp_state: QpState::Init,
         ..QpAttr::default()
