@@ -23,12 +23,17 @@ unsafe fn sges(list: *const ibv_sge, n: libc::c_int) -> Vec<Sge> {
     // SAFETY: n entries (caller).
     unsafe { std::slice::from_raw_parts(list, n as usize) }
         .iter()
-        .map(|s| Sge {
-            addr: s.addr,
-            length: s.length,
-            lkey: s.lkey,
-        })
+        .map(sge)
         .collect()
+}
+
+/// The migros form of a C scatter/gather entry.
+pub(crate) fn sge(s: &ibv_sge) -> Sge {
+    Sge {
+        addr: s.addr,
+        length: s.length,
+        lkey: s.lkey,
+    }
 }
 
 /// The migros form of a C memory window bind (`struct ibv_mw_bind_info`)

@@ -334,11 +334,7 @@ unsafe extern "C" fn wr_set_sge_list(qp: *mut ibv_qp_ex, num_sge: usize, sg_list
         // SAFETY: the caller's list holds num_sge entries (contract).
         unsafe { std::slice::from_raw_parts(sg_list, num_sge) }
             .iter()
-            .map(|s| Sge {
-                addr: s.addr,
-                length: s.length,
-                lkey: s.lkey,
-            })
+            .map(crate::post::sge)
             .collect()
     };
     // SAFETY: a live QP (contract).

@@ -175,6 +175,18 @@ pub fn ud_transitions(qkey: u32, sq_psn: u32) -> [(QpAttr, AttrMask); 3] {
     ]
 }
 
+/// Queue capacities: `send_wr` and `recv_wr` WRs of one SGE each, no
+/// inline data.
+pub fn cap(send_wr: u32, recv_wr: u32) -> QpCap {
+    QpCap {
+        max_send_wr: send_wr,
+        max_recv_wr: recv_wr,
+        max_send_sge: 1,
+        max_recv_sge: 1,
+        max_inline_data: 0,
+    }
+}
+
 /// What `create_qp` needs for an RC QP `qpn` of `owner` in PD `pd`, with
 /// `cap`, whose both queues complete on `cq`: no SRQ, and only the send
 /// WRs that ask for a completion get one.

@@ -472,8 +472,8 @@ mod tests {
     use crate::registry::Session;
     use crate::rings::{CqRing, QpRings, WqRing};
     use migros_proto::ring::{CQE_PHASE, CQE_SIZE};
-    use migros_test_support::rc::rc_qp_init;
-    use migros_transport::{AttrMask, DeviceConfig, QpAttr, QpCap, QpState, RecvWr, WcStatus};
+    use migros_test_support::rc::{cap, rc_qp_init};
+    use migros_transport::{AttrMask, DeviceConfig, QpAttr, QpState, RecvWr, WcStatus};
 
     const SID: SessionId = 7;
     const OWNER: u64 = 70;
@@ -526,15 +526,8 @@ mod tests {
         let mut device = Device::new(DeviceConfig::new("127.0.0.1".parse().unwrap()));
         device.alloc_pd(OWNER, 1).unwrap();
         device.create_cq(OWNER, CQ, 8).unwrap();
-        let cap = QpCap {
-            max_send_wr: 0,
-            max_recv_wr: 4,
-            max_send_sge: 1,
-            max_recv_sge: 1,
-            max_inline_data: 0,
-        };
         device
-            .create_qp(rc_qp_init(OWNER, QPN, 1, CQ, cap))
+            .create_qp(rc_qp_init(OWNER, QPN, 1, CQ, cap(0, 4)))
             .unwrap();
         let to_init = QpAttr {
             qp_state: QpState::Init,

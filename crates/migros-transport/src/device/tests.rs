@@ -1,5 +1,5 @@
 use super::*;
-use migros_test_support::rc::rc_qp_init;
+use migros_test_support::rc::{cap, rc_qp_init};
 
 const OWNER: OwnerId = 1;
 const CQ: Cqn = 3;
@@ -10,14 +10,8 @@ fn device_with_queued_work() -> Device {
     let mut d = Device::new(DeviceConfig::new("127.0.0.1".parse().unwrap()));
     d.alloc_pd(OWNER, 1).unwrap();
     d.create_cq(OWNER, CQ, 8).unwrap();
-    let cap = QpCap {
-        max_send_wr: 4,
-        max_recv_wr: 4,
-        max_send_sge: 1,
-        max_recv_sge: 1,
-        max_inline_data: 0,
-    };
-    d.create_qp(rc_qp_init(OWNER, QPN, 1, CQ, cap)).unwrap();
+    d.create_qp(rc_qp_init(OWNER, QPN, 1, CQ, cap(4, 4)))
+        .unwrap();
     let init = QpAttr {
         qp_state: QpState::Init,
         ..QpAttr::default()
