@@ -12,14 +12,14 @@
 //! never at the forwarder's. Listeners move with the process: new
 //! connections reach it at its new node's address.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use migros_proto::cm::{CmQpType, ConnInfo, PortSpace};
+use migros_proto::cm::{CmQpType, PortSpace};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, Listener};
-use crate::conn::{Conn, Retransmit, State};
+use crate::conn::{Conn, Retransmit};
 use crate::error::CmError;
 use crate::mad::MAD_LEN;
 use crate::msg::CmMessage;
@@ -83,29 +83,14 @@ pub struct RetransmitSnap {
     pub sends: u32,
 }
 
+/// A connection: its record (without owner and timers), and its timers as
+/// time left.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnSnap {
-    pub local_id: u32,
-    pub remote_id: u32,
-    pub state: State,
-    pub qp_type: CmQpType,
-    pub peer_ip: IpAddr,
-    pub tid: u64,
-    pub service_id: u64,
-    pub remote_ca_guid: u64,
-    pub local_qpn: u32,
-    pub remote_qpn: u32,
-    pub local: SocketAddr,
-    pub peer: SocketAddr,
-    pub info: ConnInfo,
-    pub timeout_ms: u64,
-    pub max_cm_retries: u8,
-    pub av_timeout: u8,
+    #[serde(flatten)]
+    pub conn: Conn,
     pub retransmit: Option<RetransmitSnap>,
     pub timewait_left_ns: Option<u64>,
-    pub last_private: Vec<u8>,
-    pub disconnect_reported: bool,
-    pub indexed: bool,
 }
 
 fn left(now: Instant, at: Instant) -> u64 {
@@ -144,22 +129,12 @@ impl Agent {
             .values()
             .filter(|c| c.owner == owner)
             .map(|c| ConnSnap {
-                local_id: c.local_id,
-                remote_id: c.remote_id,
-                state: c.state,
-                qp_type: c.qp_type,
-                peer_ip: c.peer_ip,
-                tid: c.tid,
-                service_id: c.service_id,
-                remote_ca_guid: c.remote_ca_guid,
-                local_qpn: c.local_qpn,
-                remote_qpn: c.remote_qpn,
-                local: c.local,
-                peer: c.peer,
-                info: c.info.clone(),
-                timeout_ms: c.timeout_ms,
-                max_cm_retries: c.max_cm_retries,
-                av_timeout: c.av_timeout,
+                conn: Conn {
+                    owner: 0,
+                    retransmit: None,
+                    timewait_until: None,
+                    ..c.clone()
+                },
                 retransmit: c.retransmit.as_ref().map(|r| RetransmitSnap {
                     mad: r.mad.to_vec(),
                     left_ns: left(now, r.deadline),
@@ -168,9 +143,6 @@ impl Agent {
                     sends: r.sends,
                 }),
                 timewait_left_ns: c.timewait_until.map(|t| left(now, t)),
-                last_private: c.last_private.clone(),
-                disconnect_reported: c.disconnect_reported,
-                indexed: c.indexed,
             })
             .collect();
         CmSnapshot {
@@ -211,7 +183,7 @@ impl Agent {
             }
         }
         for c in &snap.conns {
-            if c.local_id == 0 || self.conns.contains_key(&c.local_id) {
+            if c.conn.local_id == 0 || self.conns.contains_key(&c.conn.local_id) {
                 return Err(CmError::AddrInUse);
             }
             if c.retransmit
@@ -272,38 +244,20 @@ impl Agent {
                     sends: r.sends,
                 }
             });
-            if c.indexed {
+            if c.conn.indexed {
                 self.remote_ids
-                    .insert((c.remote_ca_guid, c.remote_id), c.local_id);
+                    .insert((c.conn.remote_ca_guid, c.conn.remote_id), c.conn.local_id);
                 self.remote_qpns
-                    .insert((c.remote_ca_guid, c.remote_qpn), c.local_id);
+                    .insert((c.conn.remote_ca_guid, c.conn.remote_qpn), c.conn.local_id);
             }
-            self.tombstones.remove(&c.local_id);
+            self.tombstones.remove(&c.conn.local_id);
             self.conns.insert(
-                c.local_id,
+                c.conn.local_id,
                 Conn {
                     owner,
-                    local_id: c.local_id,
-                    remote_id: c.remote_id,
-                    state: c.state,
-                    qp_type: c.qp_type,
-                    peer_ip: c.peer_ip,
-                    tid: c.tid,
-                    service_id: c.service_id,
-                    remote_ca_guid: c.remote_ca_guid,
-                    local_qpn: c.local_qpn,
-                    remote_qpn: c.remote_qpn,
-                    local: c.local,
-                    peer: c.peer,
-                    info: c.info.clone(),
-                    timeout_ms: c.timeout_ms,
-                    max_cm_retries: c.max_cm_retries,
-                    av_timeout: c.av_timeout,
                     retransmit,
                     timewait_until: c.timewait_left_ns.map(|n| now + Duration::from_nanos(n)),
-                    last_private: c.last_private.clone(),
-                    disconnect_reported: c.disconnect_reported,
-                    indexed: c.indexed,
+                    ..c.conn.clone()
                 },
             );
         }
