@@ -1,3 +1,5 @@
+//! Unit tests of the device: failed WRs and CQ overruns.
+
 use super::*;
 use migros_test_support::rc::{cap, rc_qp_init};
 

@@ -1,3 +1,5 @@
+//! Unit tests of the requester: a UD send to a QPN wider than 24 bits.
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use migros_wire::{Packet, Psn};

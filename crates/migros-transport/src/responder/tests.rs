@@ -1,3 +1,5 @@
+//! Unit tests of the responder: each refusal and what the requester sees (RC NAKs, UC drops).
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
