@@ -8,7 +8,7 @@
 #
 # Needs target/release/migrosd, target/debug/migros and target/ibverbs
 # (crates/migros-interop builds them) and scripts/setup-vm.sh's packages;
-# builds crates/migros-interop/c/rdma_check.c into OUT/bin (the guest runs
+# builds crates/migros-interop/c/*.c (rdma_check) into OUT/bin (the guest runs
 # it from there on both sides). MIGROS_PAUSE_TOOL: the interop-pause
 # binary, for the plan's `pause` lines.
 # Exits 77 with "skip: REASON" on stdout when the VM cannot be booted here.
@@ -33,8 +33,8 @@ for f in target/release/migrosd target/debug/migros target/ibverbs/libibverbs.so
 done
 
 mkdir -p "$OUT/bin"
-cc -O2 -Wall -Wextra -Werror -o "$OUT/bin/rdma_check" "$ROOT/crates/migros-interop/c/rdma_check.c" -libverbs \
-  || { echo "cc rdma_check.c failed" >&2; exit 2; }
+cc -O2 -Wall -Wextra -Werror -o "$OUT/bin/rdma_check" "$ROOT"/crates/migros-interop/c/*.c -libverbs \
+  || { echo "cc rdma_check failed" >&2; exit 2; }
 rm -f "$OUT/done" "$OUT/setup-error" "$OUT/results.tsv"
 # bash reads a script as it runs: the guest runs a copy, so editing the
 # work tree meanwhile cannot change a run under way.

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use migros_rdma_sys::eventfd;
 use migros_verbs::{CompChannel, Cqn};
 
 use crate::context::lock;
@@ -52,14 +53,9 @@ struct State {
 impl Feed {
     /// The eventfd and the thread of a new channel; errno on failure.
     pub fn start(inner: CompChannel) -> Result<Arc<Feed>, i32> {
-        // SAFETY: plain system call; the descriptor is closed by `stop`.
-        // Blocking by default, as a libibverbs channel's descriptor.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_SEMAPHORE) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EMFILE));
-        }
+        // Closed by `stop`. Blocking by default, as a libibverbs channel's
+        // descriptor.
+        let fd = eventfd::semaphore()?;
         let feed = Arc::new(Feed {
             inner,
             fd,
@@ -104,27 +100,16 @@ impl Feed {
     }
 
     fn count(&self, n: u64) {
-        // SAFETY: writing 8 bytes to the eventfd, open until `stop` has
-        // joined this thread.
-        unsafe { libc::write(self.fd, (&n as *const u64).cast(), 8) };
+        // The eventfd is open until `stop` has joined this thread.
+        eventfd::add(self.fd, n);
     }
 
     /// The next event: blocks unless the program made the descriptor
     /// non-blocking (then EAGAIN when none waits). Errno on failure.
     pub fn next(&self) -> Result<Cqn, i32> {
         loop {
-            let mut n: u64 = 0;
-            // SAFETY: reading 8 bytes from our eventfd (one event).
-            let r = unsafe { libc::read(self.fd, (&mut n as *mut u64).cast(), 8) };
-            if r != 8 {
-                let e = std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO);
-                if e == libc::EINTR {
-                    continue;
-                }
-                return Err(e);
-            }
+            // The eventfd is open until `stop`.
+            eventfd::take(self.fd)?;
             let mut st = lock(&self.state);
             if let Some(cq) = st.events.pop_front() {
                 return Ok(cq);

@@ -13,8 +13,9 @@
 //! block. The logic lives in migros-verbs: this crate only converts.
 //!
 //! Modules:
-//! - `sys`: the v44 types (bindgen output, committed); `abi`: compile-time
-//!   checks of every offset the programs rely on;
+//! - `sys`: the v44 types (bindgen output, committed in the
+//!   `migros-rdma-sys` crate, which the drop-in librdmacm shares); `abi`:
+//!   compile-time checks of every offset the programs rely on;
 //! - `util`: errno, strings, GID ⇄ address;
 //! - `device`: device list, open/close, queries (device, port, GID, pkey);
 //! - `events`: asynchronous events (a daemon that dies: IBV_EVENT_DEVICE_FATAL);
@@ -60,8 +61,8 @@ mod post;
 mod qp;
 mod qpx;
 mod srq;
-#[allow(unsafe_op_in_unsafe_fn)]
-mod sys;
+// The v44 verbs.h types, shared with the drop-in librdmacm.
+use migros_rdma_sys as sys;
 mod util;
 
 // Binds every export to its version node (`ibv_get_device_list@@IBVERBS_1.1`);

@@ -104,34 +104,13 @@ fn debian_programs_run_unmodified() {
         ("4096", &["-N"]),
         ("64", &["-N"]),
     ] {
-        let mut s = vec![
-            "ibv_rc_pingpong",
-            "-d",
-            "devA",
-            "-g",
-            "0",
-            "-p",
-            "18611",
-            "-s",
-            size,
-            "-n",
-            "50",
-        ];
-        let mut c = vec![
-            "ibv_rc_pingpong",
-            "-d",
-            "devB",
-            "-g",
-            "0",
-            "-p",
-            "18611",
-            "-s",
-            size,
-            "-n",
-            "50",
-        ];
-        s.extend(extra);
-        c.extend(extra);
+        let args = |dev| {
+            let mut v = rc_pingpong(dev, "18611", &["-s", size, "-n", "50"]);
+            v.extend(extra);
+            v
+        };
+        let s = args("devA");
+        let mut c = args("devB");
         c.push("127.0.0.1");
         let (so, co) = net.pair(&s, &c);
         assert!(
@@ -150,6 +129,14 @@ fn debian_programs_run_unmodified() {
     daemon_death(net);
 }
 
+/// `ibv_rc_pingpong` on `dev` (GID index 0) with TCP port `port`, then
+/// `more`.
+fn rc_pingpong<'a>(dev: &'a str, port: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["ibv_rc_pingpong", "-d", dev, "-g", "0", "-p", port];
+    args.extend(more);
+    args
+}
+
 /// Kills devA's daemon under a running ibv_rc_pingpong: the program on
 /// devA stops with an error instead of hanging (its posted receives
 /// complete with a flush error, then poll_cq fails with EIO; or, if it
@@ -164,19 +151,7 @@ fn daemon_death(mut net: Net) {
             .expect("spawn")
     };
     let watch = spawn(&["stdbuf", "-oL", "ibv_asyncwatch", "-d", "devA"]);
-    let ping = |dev| {
-        vec![
-            "ibv_rc_pingpong",
-            "-d",
-            dev,
-            "-g",
-            "0",
-            "-p",
-            "18613",
-            "-n",
-            "100000000",
-        ]
-    };
+    let ping = |dev| rc_pingpong(dev, "18613", &["-n", "100000000"]);
     let srv = spawn(&ping("devA"));
     std::thread::sleep(Duration::from_millis(500));
     let mut c = ping("devB");

@@ -1,6 +1,7 @@
 //! Completion channels and SRQ flushes through the C API:
-//! tests/c/semantics.c, built here with `cc` against the system's
-//! `<infiniband/verbs.h>` and run on the drop-in library with two daemons.
+//! tests/c/semantics.c, built with `cc` against the system's
+//! `<infiniband/verbs.h>` (tests/common) and run on the drop-in library
+//! with two daemons.
 //!
 //! - `events`: three CQs share a channel. Two armed CQs that get a
 //!   completion give exactly one event each (right CQ and `cq_context`),
@@ -23,47 +24,19 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::{ready, Net};
-use migros_test_support::require::{file, program};
+use common::{c_program, Net};
 
 const A: (&str, &str) = ("devA", "127.0.0.163");
 const B: (&str, &str) = ("devB", "127.0.0.164");
 
-/// Builds tests/c/semantics.c into `dir` (its prerequisites checked by
-/// the test).
-fn build(dir: &Path) -> std::path::PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/semantics.c");
-    let exe = dir.join("semantics");
-    let out = Command::new("cc")
-        .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .arg("-libverbs")
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "cc semantics.c:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
 #[test]
 fn channel_events_and_srq_flush() {
-    let header = file(
-        "/usr/include/infiniband/verbs.h",
-        "libibverbs-dev: scripts/setup.sh installs it",
-    );
-    let Some(bin) = ready(&[], vec![header, program("cc", "a C compiler (gcc)")]) else {
+    let Some((bin, program)) = c_program("semantics", &["semantics.c"]) else {
         return;
     };
-    let build_dir = tempfile::tempdir().expect("temp dir");
-    let exe = build(build_dir.path());
-    let exe = exe.to_str().expect("utf-8 path");
+    let exe = program.exe.as_str();
     let mut net = Net::start(&bin, [A, B], &[]);
 
     let out = net.run(&[exe, "events", A.0, B.0]);

@@ -7,12 +7,12 @@
 //! daemon and no root, but objdump, perftest and ibverbs-utils (skips
 //! without them, or fails with `MIGROS_TESTS_REQUIRED=1`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 use migros_test_support::daemon::{script_once, workspace_root as root};
 use migros_test_support::require::{file, program, require};
+use migros_test_support::symbols::defined_functions;
 
 /// The Debian programs that load the stubs.
 const PROGRAMS: [&str; 6] = [
@@ -23,23 +23,6 @@ const PROGRAMS: [&str; 6] = [
     "ibv_devices",
     "ibv_devinfo",
 ];
-
-/// symbol → version node of a library's defined functions.
-fn bound(lib: &Path) -> Option<BTreeMap<String, String>> {
-    let out = Command::new("objdump").arg("-T").arg(lib).output().ok()?;
-    assert!(out.status.success(), "objdump -T {}", lib.display());
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains(" DF .text"))
-            .filter_map(|l| {
-                let mut w = l.split_whitespace().rev();
-                let sym = w.next()?.to_string();
-                Some((sym, w.next()?.to_string()))
-            })
-            .collect(),
-    )
-}
 
 #[test]
 fn stubs_carry_the_real_version_nodes() {
@@ -57,7 +40,7 @@ fn stubs_carry_the_real_version_nodes() {
     let dir = root().join("target/ibverbs");
     let stubs = Path::new(env!("CARGO_MANIFEST_DIR")).join("stubs");
     for (lib, list) in [("libmlx5.so.1", "mlx5.txt"), ("libefa.so.1", "efa.txt")] {
-        let bound = bound(&dir.join(lib)).expect("objdump runs");
+        let bound = defined_functions(&dir.join(lib)).expect("objdump runs");
         let text = std::fs::read_to_string(stubs.join(list)).expect("stub list");
         let mut n = 0;
         for line in text.lines() {

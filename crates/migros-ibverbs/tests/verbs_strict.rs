@@ -1,8 +1,8 @@
-//! The verbs of issue 11 through the C API: tests/c/verbs_strict.c, built
-//! here with `cc` against the system's `<infiniband/verbs.h>` (as a user's
-//! program is) and run on the drop-in library with two daemons. Each case
-//! checks the good flow and every bad flow against the kernel SoftRoCE's
-//! answers (errno, completion status and opcode):
+//! The verbs of issue 11 through the C API: tests/c/verbs_strict*.c, built
+//! with `cc` against the system's `<infiniband/verbs.h>` (as a user's
+//! program is; tests/common) and run on the drop-in library with two
+//! daemons. Each case checks the good flow and every bad flow against the
+//! kernel SoftRoCE's answers (errno, completion status and opcode):
 //!
 //! - `exports`: `ibv_rate_to_mbps`/`mbps_to_ibv_rate`, the
 //!   `ibv_copy_*_from_kern`/`to_kern` helpers against the kernel ABI
@@ -42,11 +42,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{ready, Net};
-use migros_test_support::require::{file, program};
+use common::{c_program, Net};
 
 const A: (&str, &str) = ("vsA", "127.0.0.171");
 const B: (&str, &str) = ("vsB", "127.0.0.172");
@@ -71,38 +67,19 @@ const CASES: &[&str] = &[
     "queue_full",
 ];
 
-/// Builds tests/c/verbs_strict.c into `dir` (its prerequisites checked
-/// by the test).
-fn build(dir: &Path) -> std::path::PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/verbs_strict.c");
-    let exe = dir.join("verbs_strict");
-    let out = Command::new("cc")
-        .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .arg("-libverbs")
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "cc verbs_strict.c:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
 #[test]
 fn every_case_answers_as_the_kernel_softroce() {
-    let header = file(
-        "/usr/include/infiniband/verbs.h",
-        "libibverbs-dev: scripts/setup.sh installs it",
-    );
-    let Some(bin) = ready(&[], vec![header, program("cc", "a C compiler (gcc)")]) else {
+    let sources = [
+        "verbs_strict.c",
+        "verbs_strict_device.c",
+        "verbs_strict_post.c",
+        "verbs_strict_mw.c",
+        "verbs_strict_events.c",
+    ];
+    let Some((bin, program)) = c_program("verbs_strict", &sources) else {
         return;
     };
-    let build_dir = tempfile::tempdir().expect("temp dir");
-    let exe = build(build_dir.path());
-    let exe = exe.to_str().expect("utf-8 path");
+    let exe = program.exe.as_str();
     let net = Net::start(&bin, [A, B], &[]);
     let mut failed = Vec::new();
     for case in CASES {

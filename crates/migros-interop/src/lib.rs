@@ -2,7 +2,7 @@
 //! (`rdma_rxe` of Debian 12's 6.1 kernel) booted under qemu/TCG with
 //! virtme-ng, against migros devices, with unmodified programs
 //! (ibverbs-utils, perftest, rdmacm-utils) on both sides, plus the crate's own C program
-//! `c/rdma_check.c` (byte checks against the peer's memory and the error
+//! `rdma_check` (`c/`: byte checks against the peer's memory and the error
 //! paths: RNR, remote access, invalid request, UD Q_Keys) and
 //! `interop-pause` (pauses a migros device's sessions as a migration does,
 //! to show what the kernel makes of it).

@@ -147,24 +147,14 @@ pub const SRQ_PINGPONG_OVERSHOOT: i64 = 15 * 4;
 pub fn matrix() -> Vec<Step> {
     let mut steps = Vec::new();
     for &(name, program, args) in PROGRAMS {
-        for (server, client, dir) in [
-            (Side::Kernel, Side::Migros, "k_m"),
-            (Side::Migros, Side::Kernel, "m_k"),
-        ] {
-            steps.push(Step::Run(Case {
-                name: format!("{name}.{dir}"),
-                server,
-                client,
-                program,
-                args: args.to_vec(),
-                kind: Kind::Clean,
-                overshoot: if program == "ibv_srq_pingpong" {
-                    SRQ_PINGPONG_OVERSHOOT
-                } else {
-                    0
-                },
-            }));
-        }
+        let overshoot = if program == "ibv_srq_pingpong" {
+            SRQ_PINGPONG_OVERSHOOT
+        } else {
+            0
+        };
+        push_both_ways(&mut steps, name, program, args, |_| {
+            (Kind::Clean, overshoot)
+        });
     }
     steps
 }
@@ -189,20 +179,7 @@ const RDMA_CM_PROGRAMS: &[(&str, &str, &[&str])] = &[
 pub fn rdma_cm() -> Vec<Step> {
     let mut steps = Vec::new();
     for &(name, program, args) in RDMA_CM_PROGRAMS {
-        for (server, client, dir) in [
-            (Side::Kernel, Side::Migros, "k_m"),
-            (Side::Migros, Side::Kernel, "m_k"),
-        ] {
-            steps.push(Step::Run(Case {
-                name: format!("{name}.{dir}"),
-                server,
-                client,
-                program,
-                args: args.to_vec(),
-                kind: Kind::Clean,
-                overshoot: 0,
-            }));
-        }
+        push_both_ways(&mut steps, name, program, args, |_| (Kind::Clean, 0));
     }
     steps
 }
@@ -229,6 +206,7 @@ pub fn lossy() -> Vec<Step> {
         "reorder_rc_pingpong_64k",
         "ibv_rc_pingpong",
         &["-s", "65536", "-n", "10", "-c"],
+        |_| (Kind::Lossy, 0),
     );
     steps.push(Step::Netem(vec![
         "delay",
@@ -256,13 +234,13 @@ pub fn lossy() -> Vec<Step> {
         ),
     ];
     for &(name, program, args) in programs {
-        push_both_ways(&mut steps, name, program, args);
+        push_both_ways(&mut steps, name, program, args, |_| (Kind::Lossy, 0));
     }
     steps.push(Step::NetemOff);
     steps
 }
 
-/// The test's own C program (`c/rdma_check.c`, built by
+/// The test's own C program (`c/rdma_check*.c`, built by
 /// `scripts/vm/run.sh`), the same binary on both sides: on the kernel's
 /// device with Debian's libibverbs, on migros' with the drop-in one.
 pub const RDMA_CHECK: &str = "rdma_check";
@@ -334,38 +312,41 @@ pub fn checks() -> Vec<Step> {
         .chain(SCENARIOS.map(|(s, k, m, o)| (s, Some(k), Some(m), o)));
     let mut steps = Vec::new();
     for (scenario, kernel_server, migros_server, overshoot) in scenarios {
-        for (server, client, dir, expect) in [
-            (Side::Kernel, Side::Migros, "k_m", kernel_server),
-            (Side::Migros, Side::Kernel, "m_k", migros_server),
-        ] {
-            steps.push(Step::Run(Case {
-                name: format!("check_{scenario}.{dir}"),
-                server,
-                client,
-                program: RDMA_CHECK,
-                args: vec![scenario],
-                kind: expect.map_or(Kind::Clean, Kind::Expect),
-                overshoot: if server == Side::Kernel { overshoot } else { 0 },
-            }));
-        }
+        let name = format!("check_{scenario}");
+        push_both_ways(&mut steps, &name, RDMA_CHECK, &[scenario], |server| {
+            if server == Side::Kernel {
+                (kernel_server.map_or(Kind::Clean, Kind::Expect), overshoot)
+            } else {
+                (migros_server.map_or(Kind::Clean, Kind::Expect), 0)
+            }
+        });
     }
     steps
 }
 
-/// A lossy case with the kernel as server, then with migros as server.
-fn push_both_ways(steps: &mut Vec<Step>, name: &str, program: &'static str, args: &[&'static str]) {
+/// A case with the kernel as server (`NAME.k_m`), then with migros as
+/// server (`NAME.m_k`); `judge` gives each its kind and overshoot from its
+/// server's side.
+fn push_both_ways(
+    steps: &mut Vec<Step>,
+    name: &str,
+    program: &'static str,
+    args: &[&'static str],
+    judge: impl Fn(Side) -> (Kind, i64),
+) {
     for (server, client, dir) in [
         (Side::Kernel, Side::Migros, "k_m"),
         (Side::Migros, Side::Kernel, "m_k"),
     ] {
+        let (kind, overshoot) = judge(server);
         steps.push(Step::Run(Case {
             name: format!("{name}.{dir}"),
             server,
             client,
             program,
             args: args.to_vec(),
-            kind: Kind::Lossy,
-            overshoot: 0,
+            kind,
+            overshoot,
         }));
     }
 }
@@ -474,13 +455,12 @@ pub fn cases(steps: &[Step]) -> impl Iterator<Item = &Case> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_program_runs_both_ways() {
-        let steps = matrix();
-        for &(name, _, _) in PROGRAMS {
+    /// Each program of `programs` has a case `NAME.k_m` and `NAME.m_k`.
+    fn assert_both_ways(steps: &[Step], programs: &[(&str, &str, &[&str])]) {
+        for &(name, _, _) in programs {
             for dir in ["k_m", "m_k"] {
                 assert!(
-                    cases(&steps).any(|c| c.name == format!("{name}.{dir}")),
+                    cases(steps).any(|c| c.name == format!("{name}.{dir}")),
                     "{name}.{dir}"
                 );
             }
@@ -488,16 +468,14 @@ mod tests {
     }
 
     #[test]
+    fn every_program_runs_both_ways() {
+        assert_both_ways(&matrix(), PROGRAMS);
+    }
+
+    #[test]
     fn every_rdma_cm_program_runs_both_ways() {
         let steps = rdma_cm();
-        for &(name, _, _) in RDMA_CM_PROGRAMS {
-            for dir in ["k_m", "m_k"] {
-                assert!(
-                    cases(&steps).any(|c| c.name == format!("{name}.{dir}")),
-                    "{name}.{dir}"
-                );
-            }
-        }
+        assert_both_ways(&steps, RDMA_CM_PROGRAMS);
         let text = render(&steps);
         assert!(text.contains("\ncm_send_bw.m_k m k ib_send_bw -R -u 18 -n 200\n"));
     }

@@ -11,6 +11,7 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
 use migros_proto::cm::CmEvent;
+use migros_rdma_sys::eventfd;
 
 use crate::sys::rdma_event_channel;
 use crate::util::lock;
@@ -55,14 +56,9 @@ pub(crate) struct ChannelBlock {
 impl Channel {
     /// A channel with its eventfd; errno on failure.
     pub fn new() -> Result<Arc<Channel>, i32> {
-        // SAFETY: plain system call; closed by Drop. Blocking by default,
-        // as the kernel's rdma_cm file.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_SEMAPHORE) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EMFILE));
-        }
+        // Closed by Drop. Blocking by default, as the kernel's rdma_cm
+        // file.
+        let fd = eventfd::semaphore()?;
         Ok(Arc::new(Channel {
             fd,
             queue: Mutex::new(VecDeque::new()),
@@ -72,27 +68,16 @@ impl Channel {
     /// Queues an event and counts it on the eventfd.
     pub fn push(&self, item: Item) {
         lock(&self.queue).push_back(item);
-        let one: u64 = 1;
-        // SAFETY: 8 bytes to our eventfd, open until Drop.
-        unsafe { libc::write(self.fd, (&one as *const u64).cast(), 8) };
+        // The eventfd is open until Drop.
+        eventfd::add(self.fd, 1);
     }
 
     /// The next event: blocks unless the program made the descriptor
     /// non-blocking (then EAGAIN when none waits).
     pub fn pop(&self) -> Result<Item, i32> {
         loop {
-            let mut n: u64 = 0;
-            // SAFETY: 8 bytes from our eventfd (one event).
-            let r = unsafe { libc::read(self.fd, (&mut n as *mut u64).cast(), 8) };
-            if r != 8 {
-                let e = std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO);
-                if e == libc::EINTR {
-                    continue;
-                }
-                return Err(e);
-            }
+            // The eventfd is open until Drop.
+            eventfd::take(self.fd)?;
             if let Some(item) = lock(&self.queue).pop_front() {
                 return Ok(item);
             }

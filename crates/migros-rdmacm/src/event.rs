@@ -48,7 +48,7 @@ fn set_conn(e: &mut EventBlock, pd: &[u8], info: Option<&ConnInfo>) {
     let n = pd.len().min(255);
     e.private_data[..n].copy_from_slice(&pd[..n]);
     // SAFETY: writing the `conn` member of the parameter union.
-    let c = unsafe { &mut e.ev.param.conn };
+    let c = unsafe { e.ev.param.conn.as_mut() };
     if n > 0 {
         c.private_data = e.private_data.as_ptr().cast();
         c.private_data_len = n as u8;
@@ -68,7 +68,7 @@ fn set_ud_pd(e: &mut EventBlock, pd: &[u8]) {
     let n = pd.len().min(255);
     e.private_data[..n].copy_from_slice(&pd[..n]);
     // SAFETY: writing the `ud` member of the parameter union.
-    let u = unsafe { &mut e.ev.param.ud };
+    let u = unsafe { e.ev.param.ud.as_mut() };
     if n > 0 {
         u.private_data = e.private_data.as_ptr().cast();
         u.private_data_len = n as u8;
@@ -306,7 +306,7 @@ fn cm_event(b: &mut IdBlock, dev: usize, ev: CmEvent, mut e: Box<EventBlock>) ->
             e.ev.event = rdma_cm_event_type_RDMA_CM_EVENT_ESTABLISHED;
             set_ud_pd(&mut e, &private_data);
             // SAFETY: writing the `ud` member of the parameter union.
-            let u = unsafe { &mut e.ev.param.ud };
+            let u = unsafe { e.ev.param.ud.as_mut() };
             let info = ConnInfo {
                 local: "0.0.0.0:0".parse().expect("literal"),
                 peer: "0.0.0.0:0".parse().expect("literal"),

@@ -19,13 +19,16 @@
 //! library's act on the same objects. An IP address is mapped to a device
 //! by the address the device has (see `route`).
 //!
-//! Modules: `sys` (the v44 types, bindgen output committed) and `abi`
-//! (offset checks); `util`; `device` (the devices); `daemon` (a device's
-//! CM connection and its reader thread); `registry` (which id an event is
-//! for); `channel` (event channels); `id` (the calls on ids); `event`
-//! (`rdma_get_cm_event` and what it does on the way); `qp` and `ep` (QPs,
-//! SRQs, endpoints); `route` (address → device); `addrinfo`; `misc`
-//! (devices, multicast); `rsocket` (not implemented: ENOTSUP/EBADF).
+//! Modules: `sys` (the v44 `rdma_cma.h` types, bindgen output committed;
+//! the `verbs.h` types and functions come from `migros-rdma-sys`, shared
+//! with the drop-in libibverbs) and `abi` (offset checks); `util`;
+//! `device` (the devices); `daemon` (a device's CM connection and its
+//! reader thread); `registry` (which id an event is for); `channel` (event
+//! channels); `id` (ids and the calls on them: `life`, `addr`, `conn`,
+//! `options`); `event` (`rdma_get_cm_event` and what it does on the way);
+//! `qp` and `ep` (QPs, SRQs, endpoints); `route` (address → device);
+//! `addrinfo`; `misc` (devices, multicast); `rsocket` (not implemented:
+//! ENOTSUP/EBADF).
 //!
 //! Every export is bound to its version node of `librdmacm.map`
 //! (`objdump -T` shows `RDMACM_1.0 rdma_connect`): `build.rs` makes the

@@ -6,12 +6,12 @@
 //! that links librdmacm loads it without the loader complaining. Needs
 //! objdump (binutils), rdmacm-utils and perftest (no root, no daemon).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use migros_test_support::daemon::{script_once, workspace_root};
 use migros_test_support::require::{file, program, require};
+use migros_test_support::symbols::defined_functions;
 
 fn root() -> PathBuf {
     workspace_root()
@@ -19,23 +19,6 @@ fn root() -> PathBuf {
 
 /// Debian's librdmacm (rdmacm-utils brings it).
 const DEBIAN: &str = "/usr/lib/x86_64-linux-gnu/librdmacm.so.1";
-
-/// symbol → version node of a library's defined functions.
-fn exports(lib: &Path) -> Option<BTreeMap<String, String>> {
-    let out = Command::new("objdump").arg("-T").arg(lib).output().ok()?;
-    assert!(out.status.success(), "objdump -T {}", lib.display());
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains(" DF .text"))
-            .filter_map(|l| {
-                let mut w = l.split_whitespace().rev();
-                let sym = w.next()?.to_string();
-                Some((sym, w.next()?.to_string()))
-            })
-            .collect(),
-    )
-}
 
 #[test]
 fn exports_match_rdma_core_v44() {
@@ -47,7 +30,7 @@ fn exports_match_rdma_core_v44() {
         return;
     }
     let lib = root().join("target/ibverbs/librdmacm.so.1");
-    let ours = exports(&lib).expect("objdump runs");
+    let ours = defined_functions(&lib).expect("objdump runs");
 
     let list = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("exports.txt"))
         .expect("exports.txt");
@@ -62,7 +45,7 @@ fn exports_match_rdma_core_v44() {
     }
     assert!(n >= 68, "only {n} exports listed");
 
-    let theirs = exports(Path::new(DEBIAN)).expect("objdump runs");
+    let theirs = defined_functions(Path::new(DEBIAN)).expect("objdump runs");
     for (sym, node) in &theirs {
         assert_eq!(ours.get(sym), Some(node), "Debian's {sym}@{node}");
     }

@@ -88,6 +88,27 @@ pub fn script_once(name: &'static str) -> Check {
     r
 }
 
+/// Whether a test of the drop-in libraries runs (see
+/// [`crate::require::require`]): `checks` met, then target/ibverbs
+/// (`scripts/ibverbs.sh`) and the release `migrosd` built. Returns the
+/// daemon's path.
+pub fn drop_in_ready(mut checks: Vec<Check>) -> Option<PathBuf> {
+    if checks.iter().all(Result::is_ok) {
+        checks.push(script_once("ibverbs.sh"));
+        checks.push(cargo_build(&[
+            "--release",
+            "-p",
+            "migrosd",
+            "--bin",
+            "migrosd",
+        ]));
+    }
+    if !crate::require::require(checks) {
+        return None;
+    }
+    Some(workspace_root().join("target/release/migrosd"))
+}
+
 /// A running `migrosd`, killed on drop; its output goes to
 /// `<dir>/<name>.log`, printed when the test panics.
 pub struct Daemon {

@@ -19,6 +19,8 @@
 //! - [`capture`]: RoCE v2 packets seen on the loopback interface (which
 //!   node sent which opcode to which), for assertions about the wire.
 //! - [`perftest`]: perftest's result lines.
+//! - [`symbols`]: a shared library's functions and their version nodes
+//!   (`objdump -T`).
 //!
 //! TESTING.md at the repository root describes the test layers.
 
@@ -27,6 +29,7 @@ pub mod daemon;
 pub mod perftest;
 pub mod rc;
 pub mod require;
+pub mod symbols;
 pub mod wait;
 
 pub use rc::{RcParams, ALL_ACCESS};

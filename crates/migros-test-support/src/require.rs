@@ -76,6 +76,14 @@ pub fn file(path: impl AsRef<Path>, hint: &str) -> Check {
     }
 }
 
+/// The Debian program `/usr/bin/<name>` (scripts/setup.sh installs it).
+pub fn installed(name: &str) -> Check {
+    file(
+        Path::new("/usr/bin").join(name),
+        "scripts/setup.sh installs it",
+    )
+}
+
 /// Decides whether the calling test runs: true when every check passed.
 /// Otherwise skips (prints why, returns false) or, with
 /// [`REQUIRED_ENV`] set, panics naming every missing prerequisite. Call it

@@ -8,46 +8,16 @@
  *                                  daemon to be killed: the SRQ's
  *                                  outstanding receives flush
  *
- * Every check failure prints "FAIL: ..." and exits 1; success ends with
- * "events ok" / "srq flush ok". alarm() bounds every run: a hang fails.
+ * Built with common.c. Every check failure prints "FAIL FILE line N: ..."
+ * and exits 1; success ends with "events ok" / "srq flush ok". alarm()
+ * bounds every run: a hang fails.
  */
-#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
-#include <infiniband/verbs.h>
-
-#define CHECK(c, ...)                                                          \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			printf("FAIL line %d: ", __LINE__);                    \
-			printf(__VA_ARGS__);                                   \
-			printf(" (errno %d)\n", errno);                        \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
+#include "common.h"
 
 #define SIZE 4096
-
-static struct ibv_context *open_dev(const char *name)
-{
-	int n;
-	struct ibv_device **list = ibv_get_device_list(&n);
-	CHECK(list, "ibv_get_device_list");
-	for (int i = 0; i < n; i++)
-		if (!strcmp(ibv_get_device_name(list[i]), name)) {
-			struct ibv_context *c = ibv_open_device(list[i]);
-			CHECK(c, "open %s", name);
-			ibv_free_device_list(list);
-			return c;
-		}
-	CHECK(0, "no device %s", name);
-	return NULL;
-}
 
 struct side {
 	struct ibv_context *ctx;
@@ -89,16 +59,8 @@ static struct ibv_qp *make_qp(struct side *s, struct ibv_cq *scq,
 static void connect_qp(struct ibv_qp *qp, struct side *remote,
 		       struct ibv_qp *rqp)
 {
-	struct ibv_qp_attr a = {
-		.qp_state = IBV_QPS_INIT,
-		.port_num = 1,
-		.qp_access_flags = IBV_ACCESS_REMOTE_WRITE,
-	};
-	CHECK(!ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX |
-					     IBV_QP_PORT | IBV_QP_ACCESS_FLAGS),
-	      "INIT");
-	memset(&a, 0, sizeof a);
-	a.qp_state = IBV_QPS_RTR;
+	to_init(qp, IBV_ACCESS_REMOTE_WRITE);
+	struct ibv_qp_attr a = { .qp_state = IBV_QPS_RTR };
 	a.path_mtu = IBV_MTU_1024;
 	a.dest_qp_num = rqp->qp_num;
 	a.max_dest_rd_atomic = 1;
@@ -180,6 +142,31 @@ static void expect_event(struct ibv_comp_channel *ch, struct ibv_cq *want)
 	      (void *)want);
 }
 
+/* a's QP `qa`, connected to b's `qb`, whose completions go to `bcq`. */
+struct link {
+	struct side *a, *b;
+	struct ibv_qp *qa, *qb;
+	struct ibv_cq *bcq;
+};
+
+/*
+ * With `cq` (qa's send CQ) armed on `ch`: message `id` over `l` (b's
+ * receive `id + 1`), its event for `cq` (acknowledged if `ack`), then both
+ * completions.
+ */
+static void notified_send(struct ibv_comp_channel *ch, struct ibv_cq *cq,
+			  const struct link *l, uint64_t id, int ack)
+{
+	CHECK(!ibv_req_notify_cq(cq, 0), "arm %p", (void *)cq);
+	post_recv(l->qb, l->b, id + 1);
+	post_send(l->qa, l->a, id);
+	expect_event(ch, cq);
+	if (ack)
+		ibv_ack_cq_events(cq, 1);
+	expect_wc(cq, id);
+	expect_wc(l->bcq, id + 1);
+}
+
 static int events(const char *a_name, const char *b_name)
 {
 	struct side a, b;
@@ -238,12 +225,8 @@ static int events(const char *a_name, const char *b_name)
 	 * not taken: destroying it returns (libibverbs would wait for the
 	 * acknowledgement), and its pending event is never returned.
 	 */
-	CHECK(!ibv_req_notify_cq(xcq, 0), "arm x");
-	post_recv(qb2, &b, 11);
-	post_send(qx, &a, 10);
-	expect_event(ch, xcq);
-	expect_wc(xcq, 10);
-	expect_wc(bcq, 11);
+	struct link x = { &a, &b, qx, qb2, bcq }, s = { &a, &b, qa, qb, bcq };
+	notified_send(ch, xcq, &x, 10, 0);
 	CHECK(!ibv_req_notify_cq(xcq, 0), "re-arm x");
 	post_recv(qb2, &b, 13);
 	post_send(qx, &a, 12);
@@ -252,13 +235,7 @@ static int events(const char *a_name, const char *b_name)
 	CHECK(!ibv_destroy_qp(qx), "destroy qp x");
 	CHECK(!ibv_destroy_cq(xcq), "destroy cq x");
 	CHECK(ch->refcnt == 2, "channel refcnt %d", ch->refcnt);
-	CHECK(!ibv_req_notify_cq(scq, 0), "arm s");
-	post_recv(qb, &b, 15);
-	post_send(qa, &a, 14);
-	expect_event(ch, scq);
-	ibv_ack_cq_events(scq, 1);
-	expect_wc(scq, 14);
-	expect_wc(bcq, 15);
+	notified_send(ch, scq, &s, 14, 1);
 	CHECK(!readable(ch->fd, 300), "an extra event");
 
 	/* 4. Non-blocking mode (the program's O_NONBLOCK): EAGAIN when none. */
@@ -268,13 +245,7 @@ static int events(const char *a_name, const char *b_name)
 	errno = 0;
 	CHECK(ibv_get_cq_event(ch, &cq, &ctx) == -1 && errno == EAGAIN,
 	      "non-blocking get_cq_event without an event");
-	CHECK(!ibv_req_notify_cq(scq, 0), "arm s");
-	post_recv(qb, &b, 17);
-	post_send(qa, &a, 16);
-	expect_event(ch, scq);
-	ibv_ack_cq_events(scq, 1);
-	expect_wc(scq, 16);
-	expect_wc(bcq, 17);
+	notified_send(ch, scq, &s, 16, 1);
 	CHECK(!fcntl(ch->fd, F_SETFL, flags), "blocking again");
 
 	/* 5. A channel CQs report to cannot be destroyed. */

@@ -1,43 +1,62 @@
 //! What the tests running the Debian programs share: building the drop-in
 //! library and the daemon, two daemons in a temporary socket directory, and
-//! running a program against them with a timeout.
+//! running a program against them with a timeout; for the C tests of
+//! tests/c, building them with `cc`.
 #![allow(dead_code)] // each test file uses a part
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use migros_test_support::daemon::drop_in_ready;
 pub use migros_test_support::daemon::workspace_root as root_dir;
-use migros_test_support::daemon::{cargo_build, script_once};
 pub use migros_test_support::require::Check;
-use migros_test_support::require::{file, require, root};
+use migros_test_support::require::{file, installed, program, root};
 
 /// Whether the test runs (see `migros_test_support::require`): root, the
 /// Debian `programs` installed and `more` met; then target/ibverbs and the
 /// release migrosd built. Returns the daemon's path.
 pub fn ready(programs: &[&str], more: Vec<Check>) -> Option<PathBuf> {
     let mut checks = vec![root()];
-    for bin in programs {
-        checks.push(file(
-            Path::new("/usr/bin").join(bin),
-            "scripts/setup.sh installs it",
-        ));
-    }
+    checks.extend(programs.iter().map(|p| installed(p)));
     checks.extend(more);
-    if checks.iter().all(Result::is_ok) {
-        checks.push(script_once("ibverbs.sh"));
-        checks.push(cargo_build(&[
-            "--release",
-            "-p",
-            "migrosd",
-            "--bin",
-            "migrosd",
-        ]));
-    }
-    if !require(checks) {
-        return None;
-    }
-    Some(root_dir().join("target/release/migrosd"))
+    drop_in_ready(checks)
+}
+
+/// A C test of tests/c, built with `cc` against the system's
+/// `<infiniband/verbs.h>` (as a user's program is) into a temporary
+/// directory, removed on drop.
+pub struct CProgram {
+    _dir: tempfile::TempDir,
+    pub exe: String,
+}
+
+/// Whether a C test runs: [`ready`] with libibverbs-dev's header and a C
+/// compiler. Then builds `sources` (files of tests/c, with its common.c)
+/// into the program `name`. Returns the daemon's path and the program.
+pub fn c_program(name: &str, sources: &[&str]) -> Option<(PathBuf, CProgram)> {
+    let header = file(
+        "/usr/include/infiniband/verbs.h",
+        "libibverbs-dev: scripts/setup.sh installs it",
+    );
+    let bin = ready(&[], vec![header, program("cc", "a C compiler (gcc)")])?;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = dir.path().join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c");
+    let out = Command::new("cc")
+        .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])
+        .arg(&exe)
+        .args(sources.iter().chain(&["common.c"]).map(|s| src.join(s)))
+        .arg("-libverbs")
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "cc {sources:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exe = exe.into_os_string().into_string().expect("utf-8 path");
+    Some((bin, CProgram { _dir: dir, exe }))
 }
 
 /// Two daemons in a temporary socket directory; killed on drop.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use migros_test_support::daemon::{cargo_build, script_once};
+use migros_test_support::daemon::drop_in_ready;
 use migros_test_support::require;
 
 pub const ADDR: [&str; 2] = ["198.18.212.1", "198.18.212.2"];
@@ -24,27 +24,9 @@ pub fn root() -> PathBuf {
 /// migrosd built. Returns the daemon's path.
 pub fn ready(programs: &[&str]) -> Option<PathBuf> {
     let mut checks = vec![require::root()];
-    for bin in programs {
-        checks.push(require::file(
-            Path::new("/usr/bin").join(bin),
-            "scripts/setup.sh installs it",
-        ));
-    }
+    checks.extend(programs.iter().map(|p| require::installed(p)));
     checks.push(require::program("ip", "iproute2"));
-    if checks.iter().all(Result::is_ok) {
-        checks.push(script_once("ibverbs.sh"));
-        checks.push(cargo_build(&[
-            "--release",
-            "-p",
-            "migrosd",
-            "--bin",
-            "migrosd",
-        ]));
-    }
-    if !require::require(checks) {
-        return None;
-    }
-    Some(root().join("target/release/migrosd"))
+    drop_in_ready(checks)
 }
 
 fn ip(args: &[&str]) {

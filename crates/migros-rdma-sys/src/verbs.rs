@@ -1,6 +1,7 @@
-//! The rdma-core v44 (Debian 12) `<infiniband/verbs.h>` types, generated
-//! once with bindgen and committed; bindgen's own compile-time layout
-//! checks are kept, and `abi.rs` asserts every offset the programs use.
+//! The rdma-core v44 (Debian 12) `<infiniband/verbs.h>` types and
+//! constants, generated once with bindgen and committed; bindgen's own
+//! compile-time layout checks are kept, and each library's `abi.rs`
+//! asserts the offsets its programs use.
 //!
 //! Regenerate (only to move to another rdma-core ABI):
 //! ```text
