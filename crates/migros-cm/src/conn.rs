@@ -38,7 +38,7 @@ pub enum State {
 }
 
 /// A message waiting for its answer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Retransmit {
     pub mad: [u8; MAD_LEN],
     pub deadline: Instant,
@@ -49,9 +49,12 @@ pub struct Retransmit {
     pub sends: u32,
 }
 
-/// A connection.
-#[derive(Debug, Clone)]
+/// A connection. A migration's [`ConnSnap`](crate::migrate::ConnSnap)
+/// carries it as it is but for its owner (the destination's) and its
+/// timers (as time left): these are not serialized.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Conn {
+    #[serde(skip)]
     pub owner: u64,
     pub local_id: u32,
     /// 0 until the peer's first message names it.
@@ -75,7 +78,9 @@ pub struct Conn {
     pub max_cm_retries: u8,
     /// ACK timeout exponent of the path (the kernel's `av.timeout`).
     pub av_timeout: u8,
+    #[serde(skip)]
     pub retransmit: Option<Retransmit>,
+    #[serde(skip)]
     pub timewait_until: Option<Instant>,
     /// Private data of our last RTU, MRA or DREP, for duplicates.
     pub last_private: Vec<u8>,

@@ -12,7 +12,7 @@ use crate::events::Async;
 use crate::srq::SrqQps;
 use crate::sys::*;
 use crate::util::null_errno;
-use crate::{cq, cqx, device, mw, qp, qpx};
+use crate::{cq, cqx, device, mw, post, qpx, srq};
 
 /// What `ibv_open_device` returns a pointer into (`&vctx.context`).
 #[repr(C)]
@@ -79,7 +79,7 @@ pub unsafe extern "C" fn ibv_open_device(device: *mut ibv_device) -> *mut ibv_co
     vctx.query_device_ex = Some(device::query_device_ex);
     vctx.create_cq_ex = Some(cqx::create_cq_ex);
     vctx.create_qp_ex = Some(qpx::create_qp_ex);
-    vctx.create_srq_ex = Some(qp::create_srq_ex);
+    vctx.create_srq_ex = Some(srq::create_srq_ex);
     let c = &mut vctx.context;
     c.device = device;
     c.cmd_fd = -1;
@@ -92,9 +92,9 @@ pub unsafe extern "C" fn ibv_open_device(device: *mut ibv_device) -> *mut ibv_co
     let ops = &mut c.ops;
     ops.poll_cq = Some(cq::poll_cq);
     ops.req_notify_cq = Some(cq::req_notify_cq);
-    ops.post_send = Some(qp::post_send);
-    ops.post_recv = Some(qp::post_recv);
-    ops.post_srq_recv = Some(qp::post_srq_recv);
+    ops.post_send = Some(post::post_send);
+    ops.post_recv = Some(post::post_recv);
+    ops.post_srq_recv = Some(post::post_srq_recv);
     ops.alloc_mw = Some(mw::alloc_mw);
     ops.dealloc_mw = Some(mw::dealloc_mw);
     ops.bind_mw = Some(mw::bind_mw);

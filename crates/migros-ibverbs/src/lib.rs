@@ -23,9 +23,10 @@
 //!   tables;
 //! - `mr`: PDs and MRs; `mw`: memory windows; `cq`: CQs and completion channels (`channel`: the
 //!   descriptor programs wait on); `cqx`: the
-//!   extended CQ polling ops; `qp`: QPs, SRQs, AHs and the data path;
-//!   `qpx`: extended QPs and the `ibv_wr_*` ops; `srq`: SRQ receives
-//!   flushed when the daemon dies; `misc`: strings and small calls;
+//!   extended CQ polling ops; `qp`: QPs; `post`: the data path (posting
+//!   send and receive WRs); `srq`: SRQs and their receives flushed when
+//!   the daemon dies; `ah`: address handles;
+//!   `qpx`: extended QPs and the `ibv_wr_*` ops; `misc`: strings and small calls;
 //!   `kern`: the `ibv_copy_*_from_kern`/`to_kern` marshalling helpers;
 //!   `l2`: `ibv_resolve_eth_l2_from_gid`.
 //!
@@ -44,6 +45,7 @@
 #![allow(non_upper_case_globals)]
 
 mod abi;
+mod ah;
 mod channel;
 mod context;
 mod cq;
@@ -55,6 +57,7 @@ mod l2;
 mod misc;
 mod mr;
 mod mw;
+mod post;
 mod qp;
 mod qpx;
 mod srq;

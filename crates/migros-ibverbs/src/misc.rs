@@ -5,95 +5,109 @@ use std::ffi::CStr;
 use crate::sys::*;
 use crate::util::set_errno;
 
-/// A static C string.
-macro_rules! cs {
-    ($s:expr) => {
-        concat!($s, "\0").as_ptr().cast::<libc::c_char>()
-    };
-}
-
 #[no_mangle]
 pub extern "C" fn ibv_wc_status_str(status: ibv_wc_status) -> *const libc::c_char {
-    match status {
-        0 => cs!("success"),
-        1 => cs!("local length error"),
-        2 => cs!("local QP operation error"),
-        3 => cs!("local EE context operation error"),
-        4 => cs!("local protection error"),
-        5 => cs!("Work Request Flushed Error"),
-        6 => cs!("memory management operation error"),
-        7 => cs!("bad response error"),
-        8 => cs!("local access error"),
-        9 => cs!("remote invalid request error"),
-        10 => cs!("remote access error"),
-        11 => cs!("remote operation error"),
-        12 => cs!("transport retry counter exceeded"),
-        13 => cs!("RNR retry counter exceeded"),
-        14 => cs!("local RDD violation error"),
-        15 => cs!("remote invalid RD request"),
-        16 => cs!("aborted error"),
-        17 => cs!("invalid EE context number"),
-        18 => cs!("invalid EE context state"),
-        19 => cs!("fatal error"),
-        20 => cs!("response timeout error"),
-        21 => cs!("general error"),
-        22 => cs!("TM error"),
-        23 => cs!("TM RNDV incomplete"),
-        _ => cs!("unknown"),
-    }
+    name_of(&WC_STATUS_NAMES, status)
 }
 
 #[no_mangle]
 pub extern "C" fn ibv_node_type_str(node_type: ibv_node_type) -> *const libc::c_char {
-    match node_type {
-        1 => cs!("InfiniBand channel adapter"),
-        2 => cs!("InfiniBand switch"),
-        3 => cs!("InfiniBand router"),
-        4 => cs!("iWARP NIC"),
-        5 => cs!("usNIC"),
-        6 => cs!("usNIC UDP"),
-        _ => cs!("unknown"),
-    }
+    name_of(&NODE_TYPE_NAMES, node_type)
 }
 
 #[no_mangle]
 pub extern "C" fn ibv_port_state_str(state: ibv_port_state) -> *const libc::c_char {
-    match state {
-        0 => cs!("no state change (NOP)"),
-        1 => cs!("down"),
-        2 => cs!("init"),
-        3 => cs!("armed"),
-        4 => cs!("active"),
-        5 => cs!("active deferred"),
-        _ => cs!("unknown"),
-    }
+    name_of(&PORT_STATE_NAMES, state)
 }
 
 #[no_mangle]
 pub extern "C" fn ibv_event_type_str(event: ibv_event_type) -> *const libc::c_char {
-    match event {
-        0 => cs!("CQ error"),
-        1 => cs!("local work queue catastrophic error"),
-        2 => cs!("invalid request local work queue error"),
-        3 => cs!("local access violation work queue error"),
-        4 => cs!("communication established"),
-        5 => cs!("send queue drained"),
-        6 => cs!("path migrated"),
-        7 => cs!("path migration request error"),
-        8 => cs!("local catastrophic error"),
-        9 => cs!("port active"),
-        10 => cs!("port error"),
-        11 => cs!("LID change"),
-        12 => cs!("P_Key change"),
-        13 => cs!("SM change"),
-        14 => cs!("SRQ catastrophic error"),
-        15 => cs!("SRQ limit reached"),
-        16 => cs!("last WQE reached"),
-        17 => cs!("client reregistration"),
-        18 => cs!("GID table change"),
-        _ => cs!("unknown"),
-    }
+    name_of(&EVENT_TYPE_NAMES, event)
 }
+
+/// The name of `value` in `names` (indexed by value), "unknown" past its
+/// end, as libibverbs' tables.
+fn name_of<T: TryInto<usize>>(names: &[&'static CStr], value: T) -> *const libc::c_char {
+    value
+        .try_into()
+        .ok()
+        .and_then(|i| names.get(i))
+        .copied()
+        .unwrap_or(c"unknown")
+        .as_ptr()
+}
+
+/// The names of `enum ibv_wc_status`, by value.
+const WC_STATUS_NAMES: [&CStr; 24] = [
+    c"success",
+    c"local length error",
+    c"local QP operation error",
+    c"local EE context operation error",
+    c"local protection error",
+    c"Work Request Flushed Error",
+    c"memory management operation error",
+    c"bad response error",
+    c"local access error",
+    c"remote invalid request error",
+    c"remote access error",
+    c"remote operation error",
+    c"transport retry counter exceeded",
+    c"RNR retry counter exceeded",
+    c"local RDD violation error",
+    c"remote invalid RD request",
+    c"aborted error",
+    c"invalid EE context number",
+    c"invalid EE context state",
+    c"fatal error",
+    c"response timeout error",
+    c"general error",
+    c"TM error",
+    c"TM RNDV incomplete",
+];
+
+/// The names of `enum ibv_node_type` (0 is none), by value.
+const NODE_TYPE_NAMES: [&CStr; 7] = [
+    c"unknown",
+    c"InfiniBand channel adapter",
+    c"InfiniBand switch",
+    c"InfiniBand router",
+    c"iWARP NIC",
+    c"usNIC",
+    c"usNIC UDP",
+];
+
+/// The names of `enum ibv_port_state`, by value.
+const PORT_STATE_NAMES: [&CStr; 6] = [
+    c"no state change (NOP)",
+    c"down",
+    c"init",
+    c"armed",
+    c"active",
+    c"active deferred",
+];
+
+/// The names of `enum ibv_event_type`, by value.
+const EVENT_TYPE_NAMES: [&CStr; 19] = [
+    c"CQ error",
+    c"local work queue catastrophic error",
+    c"invalid request local work queue error",
+    c"local access violation work queue error",
+    c"communication established",
+    c"send queue drained",
+    c"path migrated",
+    c"path migration request error",
+    c"local catastrophic error",
+    c"port active",
+    c"port error",
+    c"LID change",
+    c"P_Key change",
+    c"SM change",
+    c"SRQ catastrophic error",
+    c"SRQ limit reached",
+    c"last WQE reached",
+    c"client reregistration",
+    c"GID table change",
+];
 
 /// Reads `dir/file` into `buf` (NUL-terminated, trailing newline
 /// dropped); the length read, or -1.
@@ -132,7 +146,7 @@ pub unsafe extern "C" fn ibv_read_sysfs_file(
 
 #[no_mangle]
 pub extern "C" fn ibv_get_sysfs_path() -> *const libc::c_char {
-    cs!("/sys")
+    c"/sys".as_ptr()
 }
 
 #[no_mangle]

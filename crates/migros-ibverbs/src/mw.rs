@@ -8,7 +8,8 @@
 use migros_verbs::{Access, Mw as VMw, MwType, SendFlags};
 
 use crate::mr::pd;
-use crate::qp::{self, Qp};
+use crate::post;
+use crate::qp::Qp;
 use crate::sys::*;
 use crate::util::null_errno;
 
@@ -75,7 +76,7 @@ pub(crate) unsafe extern "C" fn bind_mw(
     }
     let new = (m.mw.rkey & !0xff) | (m.mw.rkey.wrapping_add(1) & 0xff);
     // SAFETY: the window is live; the bind's MR is live or null (contract).
-    let bind = unsafe { qp::mw_bind(mw, new, &b.bind_info) };
+    let bind = unsafe { post::mw_bind(mw, new, &b.bind_info) };
     let wr = migros_verbs::SendWr {
         wr_id: b.wr_id,
         opcode: migros_verbs::WrOpcode::BindMw(bind),

@@ -7,8 +7,9 @@
 
 use migros_verbs::{Error, SendData, SendFlags, SendWr, Sge, UdDest, WrOpcode};
 
+use crate::ah::Ah;
 use crate::context::{lock, Ctx};
-use crate::qp::{ibv_create_qp, Ah, Qp};
+use crate::qp::{ibv_create_qp, Qp};
 use crate::sys::*;
 use crate::util::null_errno;
 
@@ -278,7 +279,7 @@ unsafe extern "C" fn wr_bind_mw(
         return;
     }
     // SAFETY: a live window and bind info with a live MR or none (contract).
-    let bind = unsafe { crate::qp::mw_bind(mw, rkey, &*bind_info) };
+    let bind = unsafe { crate::post::mw_bind(mw, rkey, &*bind_info) };
     // SAFETY: a live QP (contract).
     unsafe { push(qp, WrOpcode::BindMw(bind)) }
 }
@@ -333,11 +334,7 @@ unsafe extern "C" fn wr_set_sge_list(qp: *mut ibv_qp_ex, num_sge: usize, sg_list
         // SAFETY: the caller's list holds num_sge entries (contract).
         unsafe { std::slice::from_raw_parts(sg_list, num_sge) }
             .iter()
-            .map(|s| Sge {
-                addr: s.addr,
-                length: s.length,
-                lkey: s.lkey,
-            })
+            .map(crate::post::sge)
             .collect()
     };
     // SAFETY: a live QP (contract).

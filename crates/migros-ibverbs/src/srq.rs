@@ -1,4 +1,5 @@
-//! Receives posted to shared receive queues, flushed when the daemon dies.
+//! Shared receive queues: the verbs (create, modify, query, destroy) and
+//! the receives posted to them, flushed when the daemon dies.
 //!
 //! migros-verbs flushes the receive queue of a QP (`WrFlushErr`
 //! completions on its receive CQ once the connection is lost) but does
@@ -17,6 +18,13 @@ use std::sync::{Arc, Mutex};
 use migros_proto::verbs::{Cqn, Qpn, WcOpcode, WcStatus, WorkCompletion};
 
 use crate::context::lock;
+
+use migros_verbs::Srq as VSrq;
+
+use crate::context::Ctx;
+use crate::mr::pd;
+use crate::sys::*;
+use crate::util::null_errno;
 
 /// The receives of one SRQ not yet accounted for by a completion.
 pub(crate) struct SrqTrack {
@@ -122,6 +130,167 @@ impl SrqQps {
         }
         n
     }
+}
+
+/// What an SRQ pointer points to.
+#[repr(C)]
+pub(crate) struct Srq {
+    pub srq: ibv_srq,
+    pub inner: VSrq,
+    /// Posted receives not yet completed (flushed if the daemon dies).
+    pub track: Arc<SrqTrack>,
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_create_srq(
+    pd: *mut ibv_pd,
+    attr: *mut ibv_srq_init_attr,
+) -> *mut ibv_srq {
+    if pd.is_null() || attr.is_null() {
+        return null_errno(libc::EINVAL);
+    }
+    // SAFETY: live PD, readable and writable attr (contract).
+    let (p, a) = unsafe { (self::pd(pd), &mut *attr) };
+    let inner = match p.inner.create_srq(
+        a.attr.max_wr.max(1),
+        a.attr.max_sge.max(1),
+        a.attr.srq_limit,
+    ) {
+        Ok(s) => s,
+        Err(e) => return null_errno(e.errno()),
+    };
+    a.attr.max_wr = inner.entries();
+    // SAFETY: all-zero is a valid ibv_srq (pointers, integers, pthread objects).
+    let mut srq: ibv_srq = unsafe { core::mem::zeroed() };
+    // SAFETY: reading the PD block's own field.
+    srq.context = unsafe { (*pd).context };
+    srq.srq_context = a.srq_context;
+    srq.pd = pd;
+    srq.handle = inner.handle;
+    let track = SrqTrack::new(inner.entries());
+    let handle = inner.handle;
+    let block = Box::into_raw(Box::new(Srq { srq, inner, track }));
+    // SAFETY: the PD's context is open (contract).
+    lock(&unsafe { Ctx::from_ibv((*pd).context) }.srqs).insert(handle, block as usize);
+    block.cast()
+}
+
+/// `verbs_context.create_srq_ex`, reached for what `ibv_create_srq_ex`
+/// does not hand to `ibv_create_srq` itself: a basic SRQ with a CQ or an
+/// XRC domain named (both ignored, as the kernel ignores them for basic
+/// SRQs) is created; XRC and tag-matching SRQs are not supported
+/// (EOPNOTSUPP, as rxe); unknown mask bits or no PD are EINVAL.
+pub(crate) unsafe extern "C" fn create_srq_ex(
+    _context: *mut ibv_context,
+    attr: *mut ibv_srq_init_attr_ex,
+) -> *mut ibv_srq {
+    if attr.is_null() {
+        return null_errno(libc::EINVAL);
+    }
+    // SAFETY: a readable attr (contract).
+    let a = unsafe { &mut *attr };
+    let known = ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TYPE
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_PD
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_XRCD
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_CQ
+        | ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TM;
+    if a.comp_mask & !known != 0 {
+        return null_errno(libc::EINVAL);
+    }
+    let basic = a.comp_mask & ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_TYPE == 0
+        || a.srq_type == ibv_srq_type_IBV_SRQT_BASIC;
+    if !basic {
+        return null_errno(libc::EOPNOTSUPP);
+    }
+    if a.comp_mask & ibv_srq_init_attr_mask_IBV_SRQ_INIT_ATTR_PD == 0 || a.pd.is_null() {
+        return null_errno(libc::EINVAL);
+    }
+    let mut plain = ibv_srq_init_attr {
+        srq_context: a.srq_context,
+        attr: a.attr,
+    };
+    // SAFETY: a live PD (contract).
+    let srq = unsafe { ibv_create_srq(a.pd, &mut plain) };
+    a.attr = plain.attr;
+    srq
+}
+
+/// `ibv_modify_srq`: `IBV_SRQ_MAX_WR` resizes the SRQ (never below what
+/// it holds or below the limit), `IBV_SRQ_LIMIT` arms the limit event (at
+/// most the SRQ's size); both checked before either applies (EINVAL, as
+/// rxe's `rxe_srq_chk_attr`).
+#[no_mangle]
+pub unsafe extern "C" fn ibv_modify_srq(
+    srq: *mut ibv_srq,
+    attr: *mut ibv_srq_attr,
+    mask: libc::c_int,
+) -> libc::c_int {
+    if srq.is_null() || attr.is_null() {
+        return libc::EINVAL;
+    }
+    let mask = mask as u32;
+    let known = ibv_srq_attr_mask_IBV_SRQ_MAX_WR | ibv_srq_attr_mask_IBV_SRQ_LIMIT;
+    if mask & !known != 0 {
+        return libc::EINVAL;
+    }
+    // SAFETY: live SRQ and attr (contract).
+    let (s, a) = unsafe { (&*srq.cast::<Srq>(), &mut *attr) };
+    let max_wr = (mask & ibv_srq_attr_mask_IBV_SRQ_MAX_WR != 0).then_some(a.max_wr);
+    let limit = (mask & ibv_srq_attr_mask_IBV_SRQ_LIMIT != 0).then_some(a.srq_limit);
+    if max_wr == Some(0) {
+        return libc::EINVAL;
+    }
+    match s.inner.modify(max_wr, limit) {
+        Ok(()) => {
+            if max_wr.is_some() {
+                a.max_wr = s.inner.entries();
+                s.track.resize(s.inner.entries());
+            }
+            0
+        }
+        Err(e) => e.errno(),
+    }
+}
+
+/// `ibv_query_srq`: its size, SGEs and armed limit (0 once the limit
+/// event fired).
+#[no_mangle]
+pub unsafe extern "C" fn ibv_query_srq(srq: *mut ibv_srq, attr: *mut ibv_srq_attr) -> libc::c_int {
+    if srq.is_null() || attr.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: a live SRQ (contract).
+    let s = unsafe { &*srq.cast::<Srq>() };
+    match s.inner.query() {
+        Ok((max_wr, limit)) => {
+            // SAFETY: a writable attr (contract).
+            unsafe {
+                *attr = ibv_srq_attr {
+                    max_wr,
+                    max_sge: s.inner.max_sge(),
+                    srq_limit: limit,
+                };
+            }
+            0
+        }
+        Err(e) => e.errno(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ibv_destroy_srq(srq: *mut ibv_srq) -> libc::c_int {
+    if srq.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: made by Box::into_raw in ibv_create_srq, released once.
+    let block = unsafe { Box::from_raw(srq.cast::<Srq>()) };
+    // SAFETY: the SRQ's context is open (contract).
+    let ctx = unsafe { Ctx::from_ibv(block.srq.context) };
+    let mut srqs = lock(&ctx.srqs);
+    srqs.remove(&block.srq.handle);
+    drop(block);
+    drop(srqs);
+    0
 }
 
 #[cfg(test)]

@@ -140,14 +140,14 @@ fn hpc_libraries_find_every_import() {
         return;
     }
     let dir = root().join("target/ibverbs");
-    let mut exported = BTreeMap::new();
+    let mut exported = std::collections::BTreeMap::new();
     for lib in [
         "libibverbs.so.1",
         "librdmacm.so.1",
         "libmlx5.so.1",
         "libefa.so.1",
     ] {
-        for (sym, node) in bound(&dir.join(lib)).expect("objdump runs") {
+        for (sym, node) in defined_functions(&dir.join(lib)).expect("objdump runs") {
             exported.insert(sym, node);
         }
     }

@@ -6,7 +6,9 @@
 
 use std::net::IpAddr;
 
-use migros_proto::verbs::{Access, AttrMask, Mtu, QpAttr, QpState, Qpn};
+use migros_proto::verbs::{
+    Access, AttrMask, Cqn, Mtu, OwnerId, Pdn, QpAttr, QpCap, QpInit, QpState, QpType, Qpn,
+};
 
 /// Local write and every remote right (write, read, atomic).
 pub const ALL_ACCESS: Access = Access(
@@ -171,6 +173,35 @@ pub fn ud_transitions(qkey: u32, sq_psn: u32) -> [(QpAttr, AttrMask); 3] {
             AttrMask::STATE | AttrMask::SQ_PSN,
         ),
     ]
+}
+
+/// Queue capacities: `send_wr` and `recv_wr` WRs of one SGE each, no
+/// inline data.
+pub fn cap(send_wr: u32, recv_wr: u32) -> QpCap {
+    QpCap {
+        max_send_wr: send_wr,
+        max_recv_wr: recv_wr,
+        max_send_sge: 1,
+        max_recv_sge: 1,
+        max_inline_data: 0,
+    }
+}
+
+/// What `create_qp` needs for an RC QP `qpn` of `owner` in PD `pd`, with
+/// `cap`, whose both queues complete on `cq`: no SRQ, and only the send
+/// WRs that ask for a completion get one.
+pub fn rc_qp_init(owner: OwnerId, qpn: Qpn, pd: Pdn, cq: Cqn, cap: QpCap) -> QpInit {
+    QpInit {
+        owner,
+        qpn,
+        qp_type: QpType::Rc,
+        pd,
+        send_cq: cq,
+        recv_cq: cq,
+        srq: None,
+        cap,
+        sq_sig_all: false,
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,12 @@
 //! Outputs, polled in this order after any input:
 //! [`Device::poll_transmit`] until `None`, [`Device::poll_event`] until `None`,
 //! then [`Device::poll_timeout`] to arm one timer.
+//!
+//! Here: the verbs objects and calls. `io`: datagrams in and out, timers,
+//! events; `owner`: what one owner holds, for migration; `queues`: CQ and
+//! SRQ verbs beyond create and destroy; `windows`: memory window verbs.
 
+mod io;
 mod owner;
 mod queues;
 mod windows;
@@ -14,8 +19,6 @@ pub use queues::SrqAttr;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
-
-use migros_wire::{IpContext, OpKind, Packet};
 
 use crate::error::VerbsError;
 use crate::memory::{Memory, MemoryFault};
@@ -565,176 +568,7 @@ impl Device {
         Ok(n)
     }
 
-    // ---- I/O ----
-
-    /// A UDP datagram arrived on port 4791 from `src`:`src_port`.
-    /// Anything malformed or with a bad ICRC is counted and dropped.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        mem: &mut dyn Memory,
-        src: IpAddr,
-        src_port: u16,
-        datagram: &[u8],
-    ) {
-        let c = &mut self.objs.counters;
-        c.rx_packets += 1;
-        c.rx_bytes += datagram.len() as u64;
-        let ctx = IpContext::new(src, self.config.addr, src_port, migros_wire::ROCE_V2_PORT);
-        // A UDP socket hides the IPv4 identification the ICRC covers: the
-        // check recovers it (peers such as the kernel's rxe send nonzero ones).
-        if migros_wire::verify_received(&ctx, datagram).is_none() {
-            c.rx_icrc_errors += 1;
-            return;
-        }
-        let Ok(pkt) = Packet::parse(datagram) else {
-            c.rx_malformed += 1;
-            return;
-        };
-        let qpn = pkt.headers.bth.dest_qpn;
-        let is_resume = pkt.info().kind == OpKind::Resume;
-        match self.qps.get(&qpn).map(|q| q.qp_type()) {
-            Some(QpType::Ud) if is_resume => {
-                if !self.on_ud_resume(now, qpn, &pkt, src) {
-                    self.objs.counters.rx_resume_refused += 1;
-                }
-            }
-            Some(_) => {
-                // The closure's result is (); the QP exists, so this is Ok.
-                let _ = self.with_qp(qpn, mem, |qp, env| qp.handle_packet(now, &pkt, src, env));
-            }
-            None => match self.tombstones.get(&qpn) {
-                Some(t) => {
-                    self.objs.counters.rx_tombstone += 1;
-                    if let Some(out) = t.answer(&self.config, &pkt, datagram, src) {
-                        self.control_out.push_back(out);
-                    }
-                }
-                None => self.objs.counters.rx_unknown_qp += 1,
-            },
-        }
-    }
-
-    /// A RESUME-opcode packet to UD QP `qpn` from `src`: a UD QP it sent
-    /// to moved. Only the node the QP was at may redirect its sends (the
-    /// tombstone there answers from that address); the moved QP's own
-    /// announcement, from its new address, is checked by asking that node
-    /// (a probe, which the tombstone answers with the redirect). False
-    /// when refused.
-    fn on_ud_resume(&mut self, now: Instant, qpn: Qpn, pkt: &Packet, src: IpAddr) -> bool {
-        let Some(crate::resume::ResumeMessage::Resume {
-            location,
-            qpn: moved,
-            ..
-        }) = crate::resume::ResumeMessage::parse(pkt.payload)
-        else {
-            return false;
-        };
-        let Some(qp) = self.qps.get(&qpn) else {
-            return false;
-        };
-        if location != src {
-            // From the old node: it knows. Only for a peer we sent to.
-            if !qp.ud_peers.contains(&(src, moved)) {
-                return false;
-            }
-            let ttl = self.config.ud_redirect_ttl;
-            return self.objs.ud_redirects.learn(now, src, moved, location, ttl);
-        }
-        // An announcement: ask the old nodes we sent `moved` to (a few).
-        let old: Vec<IpAddr> = qp
-            .ud_peers
-            .iter()
-            .filter(|(a, q)| *q == moved && *a != src)
-            .map(|(a, _)| *a)
-            .take(4)
-            .collect();
-        for addr in old {
-            let probe = crate::resume::ResumeMessage::Probe { qpn, nonce: 0 };
-            let mut out = Vec::new();
-            let h = crate::resume::message_headers(moved, migros_wire::Psn::new(0), 0);
-            if crate::resume::build_message(&mut out, &self.config, addr, h, &probe).is_some() {
-                self.control_out.push_back((addr, out));
-            }
-        }
-        true
-    }
-
-    /// Writes the next datagram (a whole UDP payload, ICRC included) into
-    /// `buf` (cleared first) and says where it goes; `None` when idle.
-    pub fn poll_transmit(
-        &mut self,
-        now: Instant,
-        mem: &mut dyn Memory,
-        buf: &mut Vec<u8>,
-    ) -> Option<Transmit> {
-        let src_port = self.config.udp_src_port;
-        let out = if let Some((dst, bytes)) = self.control_out.pop_front() {
-            buf.clear();
-            buf.extend_from_slice(&bytes);
-            Some(dst)
-        } else {
-            self.next_qp_packet(now, mem, buf)
-        };
-        let dst = out?;
-        self.objs.counters.tx_packets += 1;
-        self.objs.counters.tx_bytes += buf.len() as u64;
-        Some(Transmit { dst, src_port })
-    }
-
-    fn next_qp_packet(
-        &mut self,
-        now: Instant,
-        mem: &mut dyn Memory,
-        buf: &mut Vec<u8>,
-    ) -> Option<IpAddr> {
-        while let Some(qpn) = self.ready.pop_front() {
-            self.scheduled.remove(&qpn);
-            let Some(qp) = self.qps.get_mut(&qpn) else {
-                continue;
-            };
-            let before = depth(qp, &self.objs);
-            let mut env = Env {
-                mem: &mut *mem,
-                objs: &mut self.objs,
-                config: &self.config,
-            };
-            let sent = qp.poll_packet(now, &mut env, buf);
-            // UD and UC complete at send time, local operations run here.
-            self.freed.note(qp, before, depth(qp, &self.objs));
-            let Some(dst) = sent else {
-                continue;
-            };
-            if qp.has_output(now) {
-                self.schedule(qpn);
-            }
-            return Some(dst);
-        }
-        None
-    }
-
-    /// The earliest deadline of any timer, if one is armed.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.qps.values().filter_map(|q| q.deadline()).min()
-    }
-
-    /// Runs every timer whose deadline is at or before `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<Qpn> = self
-            .qps
-            .iter()
-            .filter(|(_, q)| q.deadline().is_some_and(|d| d <= now))
-            .map(|(n, _)| *n)
-            .collect();
-        let mut nomem = NoMemory;
-        for qpn in due {
-            let _ = self.with_qp(qpn, &mut nomem, |qp, env| qp.on_timeout(now, env));
-        }
-    }
-
-    pub fn poll_event(&mut self) -> Option<DeviceEvent> {
-        self.objs.events.pop_front()
-    }
+    // ---- counters and queries ----
 
     pub fn counters(&self) -> DeviceCounters {
         self.objs.counters
@@ -789,82 +623,4 @@ pub(crate) fn check_mr_access(access: Access) -> Result<Access, VerbsError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const OWNER: OwnerId = 1;
-    const CQ: Cqn = 3;
-    const QPN: Qpn = 0x42;
-
-    /// A device with one RC QP in INIT holding one queued receive.
-    fn device_with_queued_work() -> Device {
-        let mut d = Device::new(DeviceConfig::new("127.0.0.1".parse().unwrap()));
-        d.alloc_pd(OWNER, 1).unwrap();
-        d.create_cq(OWNER, CQ, 8).unwrap();
-        let cap = QpCap {
-            max_send_wr: 4,
-            max_recv_wr: 4,
-            max_send_sge: 1,
-            max_recv_sge: 1,
-            max_inline_data: 0,
-        };
-        d.create_qp(QpInit {
-            owner: OWNER,
-            qpn: QPN,
-            qp_type: QpType::Rc,
-            pd: 1,
-            send_cq: CQ,
-            recv_cq: CQ,
-            srq: None,
-            cap,
-            sq_sig_all: false,
-        })
-        .unwrap();
-        let init = QpAttr {
-            qp_state: QpState::Init,
-            ..QpAttr::default()
-        };
-        let mask = AttrMask::STATE | AttrMask::ACCESS_FLAGS | AttrMask::PKEY_INDEX | AttrMask::PORT;
-        d.modify_qp(Instant::ZERO, QPN, &init, mask).unwrap();
-        let recv = RecvWr {
-            wr_id: 2,
-            sges: vec![],
-        };
-        d.post_recv(QPN, recv).unwrap();
-        d
-    }
-
-    /// A WR its poster could not hand over fails the QP: what was queued
-    /// is flushed first, in order, then the WR completes with LocQpOpErr.
-    #[test]
-    fn a_failed_wr_completes_after_the_flush_of_what_came_before() {
-        let mut d = device_with_queued_work();
-        assert_eq!(d.completions_waiting(CQ), 0);
-        d.fail_wr(Instant::ZERO, QPN, WorkQueue::Send, 9, WcOpcode::RdmaWrite)
-            .unwrap();
-        assert_eq!(d.query_qp(QPN).unwrap().qp_state, QpState::Err);
-        assert_eq!(d.completions_waiting(CQ), 2);
-        let mut wcs = Vec::new();
-        assert_eq!(d.poll_cq(CQ, 1, &mut wcs).unwrap(), 1);
-        assert_eq!(d.completions_waiting(CQ), 1);
-        d.poll_cq(CQ, usize::MAX, &mut wcs).unwrap();
-        let got: Vec<(u64, WcStatus)> = wcs.iter().map(|w| (w.wr_id, w.status)).collect();
-        assert_eq!(got, [(2, WcStatus::WrFlushErr), (9, WcStatus::LocQpOpErr)]);
-        assert_eq!(wcs[1].opcode, WcOpcode::RdmaWrite);
-        assert!(d
-            .fail_wr(Instant::ZERO, 7, WorkQueue::Recv, 1, WcOpcode::Recv)
-            .is_err());
-    }
-
-    /// The CQ is the only queue of completions: past its capacity they are
-    /// counted as lost, not queued elsewhere.
-    #[test]
-    fn a_full_cq_counts_its_overruns() {
-        let mut d = device_with_queued_work();
-        d.objs.cqs.get_mut(&CQ).unwrap().capacity = 1;
-        d.fail_wr(Instant::ZERO, QPN, WorkQueue::Recv, 9, WcOpcode::Recv)
-            .unwrap();
-        assert_eq!(d.completions_waiting(CQ), 1);
-        assert_eq!(d.objs.cqs[&CQ].overflows, 1);
-    }
-}
+mod tests;

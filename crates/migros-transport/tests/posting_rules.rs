@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use migros_test_support::rc;
 use migros_transport::{
     Access, AttrMask, Device, DeviceConfig, Instant, Memory, MemoryFault, MrSpec, MwState, MwType,
     OwnerId, OwnerSnapshot, QpAttr, QpCap, QpInit, QpState, QpType, Qpn, RecvWr, SendData,
@@ -35,22 +36,13 @@ fn device(qp_type: QpType) -> Device {
     d.alloc_pd(OWNER, PD).unwrap();
     d.create_cq(OWNER, CQ, 64).unwrap();
     let cap = QpCap {
-        max_send_wr: 2,
-        max_recv_wr: 2,
-        max_send_sge: 1,
-        max_recv_sge: 1,
         max_inline_data: 16,
+        ..rc::cap(2, 2)
     };
     d.create_qp(QpInit {
-        owner: OWNER,
-        qpn: QPN,
         qp_type,
-        pd: PD,
-        send_cq: CQ,
-        recv_cq: CQ,
-        srq: None,
-        cap,
         sq_sig_all: true,
+        ..rc::rc_qp_init(OWNER, QPN, PD, CQ, cap)
     })
     .unwrap();
     d

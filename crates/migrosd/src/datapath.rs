@@ -472,9 +472,8 @@ mod tests {
     use crate::registry::Session;
     use crate::rings::{CqRing, QpRings, WqRing};
     use migros_proto::ring::{CQE_PHASE, CQE_SIZE};
-    use migros_transport::{
-        AttrMask, DeviceConfig, QpAttr, QpCap, QpInit, QpState, QpType, RecvWr, WcStatus,
-    };
+    use migros_test_support::rc::{cap, rc_qp_init};
+    use migros_transport::{AttrMask, DeviceConfig, QpAttr, QpState, RecvWr, WcStatus};
 
     const SID: SessionId = 7;
     const OWNER: u64 = 70;
@@ -489,31 +488,47 @@ mod tests {
         ctrl: Vec<u32>,
     }
 
+    impl Client {
+        /// Rings of four entries.
+        fn new() -> Client {
+            Client {
+                rq: vec![0; 4 * RQ_WQE_SIZE],
+                cq: vec![0; 4 * CQE_SIZE],
+                ctrl: vec![0; 4],
+            }
+        }
+    }
+
+    /// The daemon's side of `client` once the first two entries of its
+    /// receive ring are announced (producer index 2) and the data path
+    /// has pumped them.
+    fn pump_two_receives(client: &mut Client) -> (Registry, Device, ProcMem, DataPath) {
+        let (mut reg, mut device, mut mem) = setup(client);
+        reg.work_queue_mut(Wq::Rq(QPN)).unwrap().1.pi = 2;
+        let mut data = DataPath::new();
+        data.wake(Wq::Rq(QPN));
+        data.pump(&mut parts(&mut reg, &mut device, &mut mem), None);
+        (reg, device, mem, data)
+    }
+
+    fn parts<'a>(reg: &'a mut Registry, device: &'a mut Device, mem: &'a mut ProcMem) -> Parts<'a> {
+        Parts {
+            reg,
+            device,
+            mem,
+            now: Instant::ZERO,
+        }
+    }
+
     fn setup(client: &mut Client) -> (Registry, Device, ProcMem) {
         let mut mem = ProcMem::new();
         mem.bind_self(OWNER);
         let mut device = Device::new(DeviceConfig::new("127.0.0.1".parse().unwrap()));
         device.alloc_pd(OWNER, 1).unwrap();
         device.create_cq(OWNER, CQ, 8).unwrap();
-        let cap = QpCap {
-            max_send_wr: 0,
-            max_recv_wr: 4,
-            max_send_sge: 1,
-            max_recv_sge: 1,
-            max_inline_data: 0,
-        };
-        let init = QpInit {
-            owner: OWNER,
-            qpn: QPN,
-            qp_type: QpType::Rc,
-            pd: 1,
-            send_cq: CQ,
-            recv_cq: CQ,
-            srq: None,
-            cap,
-            sq_sig_all: false,
-        };
-        device.create_qp(init).unwrap();
+        device
+            .create_qp(rc_qp_init(OWNER, QPN, 1, CQ, cap(0, 4)))
+            .unwrap();
         let to_init = QpAttr {
             qp_state: QpState::Init,
             ..QpAttr::default()
@@ -549,11 +564,7 @@ mod tests {
     /// CQ ring, and the consumer index of the receive queue moves past both.
     #[test]
     fn an_undecodable_entry_fails_its_qp_and_completes_in_the_ring() {
-        let mut client = Client {
-            rq: vec![0; 4 * RQ_WQE_SIZE],
-            cq: vec![0; 4 * CQE_SIZE],
-            ctrl: vec![0; 4],
-        };
+        let mut client = Client::new();
         let good = RecvWr {
             wr_id: 5,
             sges: vec![],
@@ -568,18 +579,8 @@ mod tests {
         ring::encode_recv(&bad, &mut e).unwrap();
         e[ring::recv_wqe::NUM_SGE.start] = 99;
         client.rq[RQ_WQE_SIZE..2 * RQ_WQE_SIZE].copy_from_slice(&e);
-        let (mut reg, mut device, mut mem) = setup(&mut client);
-        reg.work_queue_mut(Wq::Rq(QPN)).unwrap().1.pi = 2;
-
-        let mut data = DataPath::new();
-        data.wake(Wq::Rq(QPN));
-        let mut p = Parts {
-            reg: &mut reg,
-            device: &mut device,
-            mem: &mut mem,
-            now: Instant::ZERO,
-        };
-        data.pump(&mut p, None);
+        let (mut reg, mut device, mut mem, mut data) = pump_two_receives(&mut client);
+        let mut p = parts(&mut reg, &mut device, &mut mem);
         assert!(!data.has_pending());
         assert_eq!(
             data.take_notices(),
@@ -626,11 +627,7 @@ mod tests {
     /// outstanding than its ring holds.
     #[test]
     fn a_ring_slot_is_freed_when_its_work_request_leaves_the_transport() {
-        let mut client = Client {
-            rq: vec![0; 4 * RQ_WQE_SIZE],
-            cq: vec![0; 4 * CQE_SIZE],
-            ctrl: vec![0; 4],
-        };
+        let mut client = Client::new();
         let mut e = [0u8; RQ_WQE_SIZE];
         for k in 0..2 {
             let wr = RecvWr {
@@ -641,17 +638,8 @@ mod tests {
             let at = k as usize * RQ_WQE_SIZE;
             client.rq[at..at + RQ_WQE_SIZE].copy_from_slice(&e);
         }
-        let (mut reg, mut device, mut mem) = setup(&mut client);
-        reg.work_queue_mut(Wq::Rq(QPN)).unwrap().1.pi = 2;
-        let mut data = DataPath::new();
-        data.wake(Wq::Rq(QPN));
-        let mut p = Parts {
-            reg: &mut reg,
-            device: &mut device,
-            mem: &mut mem,
-            now: Instant::ZERO,
-        };
-        data.pump(&mut p, None);
+        let (mut reg, mut device, mut mem, mut data) = pump_two_receives(&mut client);
+        let p = parts(&mut reg, &mut device, &mut mem);
         let rq_ci = |client: &Client| {
             // SAFETY: the buffer is alive; the daemon side wrote it
             // through its address, behind the compiler's back.

@@ -30,36 +30,22 @@ pub struct Quota {
     pub per_uid: usize,
 }
 
-pub const QUOTA_PD: Quota = Quota {
-    what: "protection domains",
-    per_session: 1024,
-    per_uid: 4096,
-};
-pub const QUOTA_MR: Quota = Quota {
-    what: "memory regions",
-    per_session: 16384,
-    per_uid: 32768,
-};
-pub const QUOTA_CQ: Quota = Quota {
-    what: "cqs",
-    per_session: 4096,
-    per_uid: 8192,
-};
-pub const QUOTA_SRQ: Quota = Quota {
-    what: "srqs",
-    per_session: 1024,
-    per_uid: 2048,
-};
-pub const QUOTA_QP: Quota = Quota {
-    what: "qps",
-    per_session: 4096,
-    per_uid: 8192,
-};
-pub const QUOTA_CHANNEL: Quota = Quota {
-    what: "completion channels",
-    per_session: 256,
-    per_uid: 1024,
-};
+impl Quota {
+    pub const fn new(what: &'static str, per_session: usize, per_uid: usize) -> Quota {
+        Quota {
+            what,
+            per_session,
+            per_uid,
+        }
+    }
+}
+
+pub const QUOTA_PD: Quota = Quota::new("protection domains", 1024, 4096);
+pub const QUOTA_MR: Quota = Quota::new("memory regions", 16384, 32768);
+pub const QUOTA_CQ: Quota = Quota::new("cqs", 4096, 8192);
+pub const QUOTA_SRQ: Quota = Quota::new("srqs", 1024, 2048);
+pub const QUOTA_QP: Quota = Quota::new("qps", 4096, 8192);
+pub const QUOTA_CHANNEL: Quota = Quota::new("completion channels", 256, 1024);
 /// Connections (sessions, channels, not yet identified) of one uid.
 pub const MAX_CONNS_PER_UID: usize = 1024;
 /// How long a new connection may take to send its first request.

@@ -286,7 +286,7 @@ impl Net {
             if !self.faults.jitter.is_zero() && self.rng.gen_bool(self.faults.reorder) {
                 self.counts.delayed += 1;
                 let extra = self.rng.gen_range(0..self.faults.jitter.as_nanos() as u64);
-                at = at + Duration::from_nanos(extra);
+                at += Duration::from_nanos(extra);
             }
             self.seq += 1;
             self.flight.insert((at, self.seq), (to, src, mad));

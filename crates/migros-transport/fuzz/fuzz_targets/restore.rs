@@ -10,9 +10,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
+use migros_test_support::rc::{cap, rc_qp_init};
 use migros_transport::{
-    Device, DeviceConfig, Instant, Memory, MemoryFault, OwnerId, OwnerSnapshot, QpCap, QpInit,
-    QpType,
+    Device, DeviceConfig, Instant, Memory, MemoryFault, OwnerId, OwnerSnapshot, QpInit,
 };
 
 struct Zeros;
@@ -32,23 +32,7 @@ const LIVE_QPN: u32 = 0x42;
 const TOMBSTONE_QPN: u32 = 0x44;
 
 fn qp(owner: OwnerId, qpn: u32, pd: u32, cq: u32) -> QpInit {
-    QpInit {
-        owner,
-        qpn,
-        qp_type: QpType::Rc,
-        pd,
-        send_cq: cq,
-        recv_cq: cq,
-        srq: None,
-        cap: QpCap {
-            max_send_wr: 4,
-            max_recv_wr: 4,
-            max_send_sge: 1,
-            max_recv_sge: 1,
-            max_inline_data: 0,
-        },
-        sq_sig_all: false,
-    }
+    rc_qp_init(owner, qpn, pd, cq, cap(4, 4))
 }
 
 /// A device with a live QP and the tombstone of a QP that migrated away;
