@@ -19,6 +19,10 @@ use migros_test_support::require::file;
 
 const A: (&str, &str) = ("ucxA", "127.0.0.175");
 const B: (&str, &str) = ("ucxB", "127.0.0.176");
+/// The `ucx_info` test's own devices: the two tests run in parallel, and
+/// daemons of the same name and address would collide.
+const INFO_A: (&str, &str) = ("ucxC", "127.0.0.179");
+const INFO_B: (&str, &str) = ("ucxD", "127.0.0.180");
 /// The port of ucx_perftest's own TCP exchange (its default is 13337).
 const PORT: &str = "18675";
 
@@ -78,10 +82,10 @@ fn ucx(net: &Net, args: &[&str], tls: &str, device: &str) -> Command {
 #[test]
 fn ucx_info_lists_the_verbs_transports() {
     let Some(bin) = ucx_ready() else { return };
-    let net = Net::start(&bin, [A, B], &[]);
+    let net = Net::start(&bin, [INFO_A, INFO_B], &[]);
     let out = net.cmd(&["ucx_info", "-d"]).output().expect("run ucx_info");
     let info = check(&["ucx_info", "-d"], &out);
-    let dev = format!("Device: {}:1", A.0);
+    let dev = format!("Device: {}:1", INFO_A.0);
     // (transport, device) pairs in the order ucx_info prints them.
     let mut pairs = Vec::new();
     let mut tl = "";
