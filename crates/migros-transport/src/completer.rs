@@ -34,14 +34,23 @@ impl Qp {
             MigrationState::Resuming => {
                 // Any response from the partner at our new address means it
                 // has processed our RESUME, unless it is the pause NAK of a
-                // partner that is itself away.
+                // partner that is itself away. Its answer (an ACK through
+                // the last PSN it has) completes what arrived first, then
+                // the requester restarts from what the partner lacks.
                 if is_pause_nak(pkt) {
                     return;
                 }
+                self.completer_step(now, pkt, env);
                 self.finish_resume(now);
+                return;
             }
             MigrationState::Running => {}
         }
+        self.completer_step(now, pkt, env);
+    }
+
+    /// One response of a running (or resuming) QP.
+    fn completer_step(&mut self, now: Instant, pkt: &Packet, env: &mut Env) {
         let psn = pkt.headers.bth.psn;
         match pkt.info().kind {
             OpKind::Ack => {
@@ -100,6 +109,26 @@ impl Qp {
     /// Completes every WR acknowledged by an ACK through `psn`. Returns
     /// false if the QP failed meanwhile.
     fn ack_through(&mut self, now: Instant, psn: Psn, env: &mut Env) -> bool {
+        self.complete_through(now, psn, true, env)
+    }
+
+    /// Completes what a resuming partner's expected PSN (`psn` + 1) says
+    /// it has: as an ACK through `psn`, except that a READ or atomic whose
+    /// response has not come stops it without a retry (the requester
+    /// restarts from it anyway). Returns false if the QP failed meanwhile.
+    pub(crate) fn ack_told(&mut self, now: Instant, psn: Psn, env: &mut Env) -> bool {
+        self.complete_through(now, psn, false, env)
+    }
+
+    /// [`Qp::ack_through`]; `retry_reads`: a READ or atomic the partner
+    /// went past without its response is asked again at once.
+    fn complete_through(
+        &mut self,
+        now: Instant,
+        psn: Psn,
+        retry_reads: bool,
+        env: &mut Env,
+    ) -> bool {
         if psn.distance(self.req.una) < 0 {
             return true; // stale: acknowledges nothing new
         }
@@ -124,7 +153,9 @@ impl Qp {
             if head.is_read_or_atomic() {
                 // The responder went past a READ or atomic whose response we
                 // have not seen: it was lost. Ask again.
-                self.fast_retry(now, env);
+                if retry_reads {
+                    self.fast_retry(now, env);
+                }
                 break;
             }
             if psn.distance(head.last_psn()) >= 0 {
