@@ -297,3 +297,69 @@ fn both_ends_move_under_loss_reorder_and_duplication() {
         assert_bounded(&o, &format!("both ends, seed {seed:#x}"));
     }
 }
+
+/// A RESUME of the previous version (28 bytes, no expected PSN) is still
+/// taken: the partner falls back to going back to its oldest
+/// unacknowledged PSN, and the stream completes byte-exact.
+#[test]
+fn a_resume_without_expected_psn_falls_back_to_go_back_n() {
+    use migros_transport::resume::ResumeMessage;
+    use migros_wire::{Aeth, Bth, Headers, IpContext, Packet, Psn};
+    let mut sim = Sim::new(0x5e60);
+    let n: Vec<NodeId> = (0..3).map(|_| sim.add_node()).collect();
+    let opts = RcOptions {
+        mtu: Mtu::Mtu1024,
+        buf_len: SENDS * BIG,
+        timeout: 14,
+        ..RcOptions::default()
+    };
+    let (a, b) = rc_pair(&mut sim, n[0], n[1], &opts);
+    let data = post_send_stream(&mut sim, &a, &b, SENDS, BIG, 3);
+    sim.run_for(Duration::from_micros(150));
+    let (b_psn, b_expects) = psns(&sim, &b);
+    let pending = sim
+        .begin_migration(&[(b.owner, n[1], n[2])])
+        .expect("checkpoint");
+    sim.run_for(DOWNTIME);
+    assert_eq!(mig_state(&sim, &a), MigrationState::Paused);
+    let in_flight = unacked(&sim, &a);
+    let lacked = u64::from(psns(&sim, &a).0.wrapping_sub(b_expects) & 0xff_ffff);
+    let before = counters(&sim, &a).retransmits;
+    // B's own RESUMEs are lost; one of the previous version stands in.
+    let (c, a_addr) = (sim.addr(n[2]), sim.addr(n[0]));
+    let own = sim.add_rule(Rule::drop(Filter::from(c).opcode(OPCODE_RESUME), 1.0));
+    sim.finish_migration(pending).expect("restore");
+    sim.run_for(Duration::from_micros(1));
+    sim.remove_rule(own);
+    let key = sim.device(n[2]).connection_key(b.qpn).expect("b restored");
+    let legacy = ResumeMessage::Resume {
+        location: c,
+        qpn: b.qpn,
+        key,
+        expected: None,
+    }
+    .encode();
+    assert_eq!(legacy.len(), 28);
+    let mut bth = Bth::new(migros_wire::Opcode::RC_RESUME, a.qpn, Psn::new(b_psn));
+    bth.ack_req = true;
+    let mut headers = Headers::new(bth);
+    headers.aeth = Some(Aeth {
+        syndrome: 0x1f,
+        msn: 0,
+    });
+    let packet = Packet::new(headers, &legacy).expect("a RESUME");
+    let mut bytes = vec![0u8; packet.buffer_len()];
+    packet.emit(&mut bytes).expect("room");
+    migros_wire::seal(&IpContext::new(c, a_addr, 4791, 4791), &mut bytes);
+    sim.inject(c, 4791, a_addr, bytes);
+    check_stream(&mut sim, &a, &b, &data);
+    let after = counters(&sim, &a).retransmits - before;
+    // Go-back-N of the whole window: more than the receiver lacked.
+    assert!(lacked < in_flight, "lacked {lacked}, in flight {in_flight}");
+    assert_eq!(after, in_flight, "lacked {lacked}");
+    assert_eq!(
+        a.query(&sim).expect("qp").dest_addr,
+        Some(c),
+        "the 28-byte RESUME moved the sender"
+    );
+}
