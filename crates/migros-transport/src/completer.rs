@@ -40,7 +40,20 @@ impl Qp {
                 if is_pause_nak(pkt) {
                     return;
                 }
-                self.completer_step(now, pkt, env);
+                let psn = pkt.headers.bth.psn;
+                let ack = pkt.info().kind == OpKind::Ack
+                    && pkt.headers.aeth.is_some_and(|a| {
+                        matches!(AckSyndrome::decode(a.syndrome), AckSyndrome::Ack { .. })
+                    });
+                if ack {
+                    // The partner has everything before psn + 1.
+                    if !self.ack_told(now, psn, env) {
+                        return;
+                    }
+                    self.note_told(psn.add(1));
+                } else {
+                    self.completer_step(now, pkt, env);
+                }
                 self.finish_resume(now);
                 return;
             }
@@ -120,6 +133,17 @@ impl Qp {
         self.complete_through(now, psn, false, env)
     }
 
+    /// The partner has every request before `expected`: remembered (if
+    /// it is past what is acknowledged and not past what was sent) so the
+    /// requester skips those packets when it goes back.
+    pub(crate) fn note_told(&mut self, expected: Psn) {
+        let past_una = expected.distance(self.req.una) > 0;
+        let sent = expected.distance(self.req.high_psn) <= 0;
+        if past_una && sent {
+            self.req.told = Some(expected);
+        }
+    }
+
     /// [`Qp::ack_through`]; `retry_reads`: a READ or atomic the partner
     /// went past without its response is asked again at once.
     fn complete_through(
@@ -171,7 +195,7 @@ impl Qp {
         if progressed {
             let acked = self.req.una.distance(una_before).max(1) as u32;
             self.on_progress(now, acked);
-            self.after_completions(env);
+            self.after_completions(now, env);
         }
         self.state() != QpState::Err
     }
@@ -206,7 +230,18 @@ impl Qp {
 
     /// After WRs completed: report a local error that reached the head, and
     /// the end of an SQD drain.
-    fn after_completions(&mut self, env: &mut Env) {
+    fn after_completions(&mut self, now: Instant, env: &mut Env) {
+        if let Some(told) = self.req.told {
+            // A READ or atomic that stopped a resume's acknowledgement
+            // completed: what follows it up to `told` arrived too.
+            if told.distance(self.req.una) > 0 {
+                if !self.ack_told(now, told.sub(1), env) {
+                    return;
+                }
+            } else {
+                self.req.told = None;
+            }
+        }
         self.complete_local_error_at_head(env);
         self.check_drained(env);
     }
@@ -357,7 +392,7 @@ impl Qp {
             self.complete_head(WcStatus::Success, env);
         }
         self.on_progress(now, 1);
-        self.after_completions(env);
+        self.after_completions(now, env);
     }
 
     /// The answer to an ATOMIC WRITE: a READ response without data at its
@@ -382,7 +417,7 @@ impl Qp {
         self.req.una = psn.add(1);
         self.complete_head(WcStatus::Success, env);
         self.on_progress(now, 1);
-        self.after_completions(env);
+        self.after_completions(now, env);
     }
 
     fn atomic_ack(&mut self, now: Instant, pkt: &Packet, env: &mut Env) {
@@ -415,7 +450,7 @@ impl Qp {
         self.req.una = psn.add(1);
         self.complete_head(WcStatus::Success, env);
         self.on_progress(now, 1);
-        self.after_completions(env);
+        self.after_completions(now, env);
     }
 }
 

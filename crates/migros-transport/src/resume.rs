@@ -441,6 +441,7 @@ impl Qp {
             if !self.ack_told(now, expected.sub(1), env) {
                 return;
             }
+            self.note_told(expected);
             if self.mig() != MigrationState::Running {
                 // Resuming: no retransmission timer until the partner
                 // answers (the requester restarts then).

@@ -1,7 +1,9 @@
 //! Selective resend after RESUME: a QP whose partner migrated resends
 //! only what the partner lacks (its RESUME, or its answer to ours, names
 //! the PSN it expects), a paused QP sends nothing, and a repeated RESUME
-//! does not start the resend again. Counted with the QPs' counters: the
+//! does not start the resend again; a READ whose responses a migration
+//! cut is asked again alone, from what its requester holds. Counted with
+//! the QPs' counters: the
 //! request packets each QP sends again after the resume never exceed the
 //! request PSNs it had unacknowledged at the pause, under loss,
 //! reordering and duplication around the migration.
@@ -362,4 +364,93 @@ fn a_resume_without_expected_psn_falls_back_to_go_back_n() {
         Some(c),
         "the 28-byte RESUME moved the sender"
     );
+}
+
+/// SENDs, a 256 KiB READ, more SENDs from a to b; `who` moves (0: a, the
+/// READ's requester; 1: b, its responder) while the READ's responses
+/// stream. The READ is asked again from what a holds; of the SENDs only
+/// what b lacks is sent again.
+fn read_between_sends(seed: u64, who: usize) -> (Resend, u64) {
+    const READ: usize = 256 * 1024;
+    let mut sim = Sim::new(seed);
+    let n: Vec<NodeId> = (0..3).map(|_| sim.add_node()).collect();
+    let opts = RcOptions {
+        mtu: Mtu::Mtu1024,
+        buf_len: SENDS * BIG,
+        timeout: 14,
+        ..RcOptions::default()
+    };
+    let (a, b) = rc_pair(&mut sim, n[0], n[1], &opts);
+    let sends = 12;
+    let read_at = sends * BIG;
+    let src = b.fill_rx(&mut sim, read_at, READ, seed);
+    let mut data = Vec::new();
+    for i in 0..sends {
+        b.recv(&mut sim, i as u64, i * BIG, BIG);
+    }
+    for i in 0..sends {
+        if i == 4 {
+            let wr = wr::read(100, a.tx.sges(read_at, READ), b.rx.at(read_at), b.rx.rkey);
+            a.post_send(&mut sim, wr).expect("read posted");
+        }
+        data.push(a.fill_tx(&mut sim, i * BIG, BIG, seed + i as u64));
+        a.post_send(&mut sim, wr::send(i as u64, a.tx.sges(i * BIG, BIG)))
+            .expect("send posted");
+    }
+    sim.run_for(Duration::from_micros(60));
+    assert_mid_stream(&sim, &a, (READ / 1024) as u64);
+    let (ep, from) = if who == 0 { (&a, n[0]) } else { (&b, n[1]) };
+    let mut q = Resend {
+        in_flight: unacked(&sim, &a),
+        ..Resend::default()
+    };
+    let a_next = psns(&sim, &a).0;
+    let b_expects = psns(&sim, &b).1;
+    q.lacked = u64::from(a_next.wrapping_sub(b_expects) & 0xff_ffff);
+    let mut base = counters(&sim, &a).retransmits;
+    let pending = sim
+        .begin_migration(&[(ep.owner, from, n[2])])
+        .expect("checkpoint");
+    sim.run_for(DOWNTIME);
+    if who == 1 {
+        assert_eq!(mig_state(&sim, &a), MigrationState::Paused);
+        q.in_flight = unacked(&sim, &a);
+        q.during_pause = counters(&sim, &a).retransmits - base;
+        base = counters(&sim, &a).retransmits;
+    }
+    sim.finish_migration(pending).expect("restore");
+    let c = a.expect_send(&mut sim, sends + 1, DEADLINE);
+    let mut ids: Vec<u64> = c.iter().map(|wc| wc.wr_id).collect();
+    assert!(c.iter().all(|wc| wc.status == WcStatus::Success), "{c:?}");
+    let expected: Vec<u64> = (0..4).chain([100]).chain(4..sends as u64).collect();
+    assert_eq!(ids, expected, "completions in order");
+    ids.clear();
+    let r = b.expect_recv(&mut sim, sends, DEADLINE);
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!((r[i].wr_id, r[i].status), (i as u64, WcStatus::Success));
+        assert_buf_eq(&sim, &b.rx, i * BIG, d);
+    }
+    assert_buf_eq(&sim, &a.tx, read_at, &src);
+    q.after_resume = counters(&sim, &a).retransmits - base;
+    eprintln!("read between sends, qp {who} moved: {q:?}");
+    (q, u64::from(b_expects))
+}
+
+#[test]
+fn read_between_sends_its_responder_moves() {
+    let (q, _) = read_between_sends(0x5e70, 1);
+    assert_eq!(q.during_pause, 0);
+    assert!(q.after_resume <= q.in_flight, "{q:?}");
+    // What b lacked, in PSNs, holds the READ's 256 (its responses): the
+    // READ goes again as one request packet, every SEND packet b lacked
+    // once, none that it had.
+    assert_eq!(q.after_resume, q.lacked - 255, "{q:?}");
+}
+
+#[test]
+fn read_between_sends_its_requester_moves() {
+    let (q, _) = read_between_sends(0x5e71, 0);
+    // b got every request a sent before it stopped: only the READ goes
+    // again, from the response a lacks.
+    assert_eq!(q.after_resume, 1, "{q:?}");
 }
