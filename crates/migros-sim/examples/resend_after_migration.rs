@@ -5,8 +5,9 @@
 //! when it stopped sending (a moved QP at the pause, its partner at the
 //! pause NAK); `lacked`, those its partner did not have; `rtx-to-pause`,
 //! request packets it sent again until then; `rtx-after`, those it sent
-//! again from the resume to the end of the stream. Rows ending in `/s`
-//! run between slow receivers (2 µs per datagram, 208 KiB receive queue,
+//! again from the resume to the end of the stream. Rows ending in `/l`
+//! lose the first answer to the moved receiver's RESUME (it sends the
+//! RESUME again 10 ms later). Rows ending in `/s` run between slow receivers (2 µs per datagram, 208 KiB receive queue,
 //! as a daemon behind a socket buffer): their queues overflow, and the
 //! `none/s` rows show what the stream resends over the same span without
 //! any migration.
@@ -15,8 +16,9 @@
 
 use std::time::Duration;
 
+use migros_sim::net::OPCODE_RC_ACK;
 use migros_sim::support::{post_send_stream, rc_pair, Endpoint, RcOptions};
-use migros_sim::{NodeId, Sim, SlowReceiver};
+use migros_sim::{Filter, NodeId, Rule, Sim, SlowReceiver};
 use migros_transport::{MigrationState, Mtu, WcStatus};
 
 const MSG: usize = 64 * 1024;
@@ -30,6 +32,9 @@ enum Who {
     /// moment (a slow receiver's queue overflows).
     Nobody,
     Receiver,
+    /// The receiver, and the first answer to its RESUME is lost (the
+    /// RESUME comes again).
+    ReceiverAnswerLost,
     Sender,
     Both,
 }
@@ -48,6 +53,8 @@ fn main() {
         ("sender", Who::Sender, false, false),
         ("one (bidir)", Who::Receiver, true, false),
         ("both", Who::Both, true, false),
+        ("receiver/l", Who::ReceiverAnswerLost, false, false),
+        ("one (bidir)/l", Who::ReceiverAnswerLost, true, false),
         ("none/s", Who::Nobody, false, true),
         ("none (bidir)/s", Who::Nobody, true, true),
         ("receiver/s", Who::Receiver, false, true),
@@ -102,7 +109,7 @@ fn run(name: &str, who: Who, bidir: bool, slow: bool) {
     sim.run_for(Duration::from_micros(300));
     let moves = match who {
         Who::Nobody => vec![],
-        Who::Receiver => vec![(b.owner, n[1], n[2])],
+        Who::Receiver | Who::ReceiverAnswerLost => vec![(b.owner, n[1], n[2])],
         Who::Sender => vec![(a.owner, n[0], n[2])],
         Who::Both => vec![(a.owner, n[0], n[2]), (b.owner, n[1], n[3])],
     };
@@ -121,6 +128,10 @@ fn run(name: &str, who: Who, bidir: bool, slow: bool) {
             psns[i] = self::psns(&sim, ep);
         }
     }
+    if let Who::ReceiverAnswerLost = who {
+        let to_c = Filter::between(sim.addr(n[0]), sim.addr(n[2])).opcode(OPCODE_RC_ACK);
+        sim.add_rule(Rule::drop_next(to_c, 1));
+    }
     if let Some(pending) = pending {
         sim.finish_migration(pending).expect("restore");
     }
@@ -138,12 +149,13 @@ fn run(name: &str, who: Who, bidir: bool, slow: bool) {
             assert_eq!(&sim.read_mem(a.owner, a.rx.at(i * MSG), MSG), data);
         }
     }
-    for ep in [&a, &b] {
-        assert_eq!(
-            ep.query(&sim).expect("qp").migration,
-            MigrationState::Running
-        );
-    }
+    // A moved QP whose RESUME went unanswered sends it again.
+    let running = |s: &mut Sim| {
+        [&a, &b]
+            .iter()
+            .all(|ep| ep.query(s).expect("qp").migration == MigrationState::Running)
+    };
+    assert!(sim.run_until(Duration::from_millis(100), running));
     let after = [retransmits(&sim, &a), retransmits(&sim, &b)];
     for (i, (ep, qp)) in [(&a, "A"), (&b, "B")].into_iter().enumerate() {
         // Request PSNs sent that the partner did not have at the pause.
