@@ -72,6 +72,14 @@ fn volley(sim: &mut Sim, attacker: IpAddr, victim: &Endpoint, partner: &Endpoint
             location: attacker,
             qpn: partner.qpn,
             key: guess ^ u64::from(psn),
+            expected: Some(Psn::new(psn)),
+        };
+        // The same claim in the 28 bytes of the previous version.
+        let no_psn = ResumeMessage::Resume {
+            location: attacker,
+            qpn: partner.qpn,
+            key: guess ^ u64::from(psn),
+            expected: None,
         };
         let key = ResumeMessage::Key {
             qpn: partner.qpn,
@@ -88,6 +96,7 @@ fn volley(sim: &mut Sim, attacker: IpAddr, victim: &Endpoint, partner: &Endpoint
             Vec::new(),
             legacy,
             resume.encode(),
+            no_psn.encode(),
             key.encode(),
             probe.encode(),
         ] {

@@ -34,14 +34,36 @@ impl Qp {
             MigrationState::Resuming => {
                 // Any response from the partner at our new address means it
                 // has processed our RESUME, unless it is the pause NAK of a
-                // partner that is itself away.
+                // partner that is itself away. Its answer (an ACK through
+                // the last PSN it has) completes what arrived first, then
+                // the requester restarts from what the partner lacks.
                 if is_pause_nak(pkt) {
                     return;
                 }
+                let psn = pkt.headers.bth.psn;
+                let ack = pkt.info().kind == OpKind::Ack
+                    && pkt.headers.aeth.is_some_and(|a| {
+                        matches!(AckSyndrome::decode(a.syndrome), AckSyndrome::Ack { .. })
+                    });
+                if ack {
+                    // The partner has everything before psn + 1.
+                    if !self.ack_told(now, psn, env) {
+                        return;
+                    }
+                    self.note_told(psn.add(1));
+                } else {
+                    self.completer_step(now, pkt, env);
+                }
                 self.finish_resume(now);
+                return;
             }
             MigrationState::Running => {}
         }
+        self.completer_step(now, pkt, env);
+    }
+
+    /// One response of a running (or resuming) QP.
+    fn completer_step(&mut self, now: Instant, pkt: &Packet, env: &mut Env) {
         let psn = pkt.headers.bth.psn;
         match pkt.info().kind {
             OpKind::Ack => {
@@ -100,6 +122,37 @@ impl Qp {
     /// Completes every WR acknowledged by an ACK through `psn`. Returns
     /// false if the QP failed meanwhile.
     fn ack_through(&mut self, now: Instant, psn: Psn, env: &mut Env) -> bool {
+        self.complete_through(now, psn, true, env)
+    }
+
+    /// Completes what a resuming partner's expected PSN (`psn` + 1) says
+    /// it has: as an ACK through `psn`, except that a READ or atomic whose
+    /// response has not come stops it without a retry (the requester
+    /// restarts from it anyway). Returns false if the QP failed meanwhile.
+    pub(crate) fn ack_told(&mut self, now: Instant, psn: Psn, env: &mut Env) -> bool {
+        self.complete_through(now, psn, false, env)
+    }
+
+    /// The partner has every request before `expected`: remembered (if
+    /// it is past what is acknowledged and not past what was sent) so the
+    /// requester skips those packets when it goes back.
+    pub(crate) fn note_told(&mut self, expected: Psn) {
+        let past_una = expected.distance(self.req.una) > 0;
+        let sent = expected.distance(self.req.high_psn) <= 0;
+        if past_una && sent {
+            self.req.told = Some(expected);
+        }
+    }
+
+    /// [`Qp::ack_through`]; `retry_reads`: a READ or atomic the partner
+    /// went past without its response is asked again at once.
+    fn complete_through(
+        &mut self,
+        now: Instant,
+        psn: Psn,
+        retry_reads: bool,
+        env: &mut Env,
+    ) -> bool {
         if psn.distance(self.req.una) < 0 {
             return true; // stale: acknowledges nothing new
         }
@@ -124,7 +177,9 @@ impl Qp {
             if head.is_read_or_atomic() {
                 // The responder went past a READ or atomic whose response we
                 // have not seen: it was lost. Ask again.
-                self.fast_retry(now, env);
+                if retry_reads {
+                    self.fast_retry(now, env);
+                }
                 break;
             }
             if psn.distance(head.last_psn()) >= 0 {
@@ -140,7 +195,7 @@ impl Qp {
         if progressed {
             let acked = self.req.una.distance(una_before).max(1) as u32;
             self.on_progress(now, acked);
-            self.after_completions(env);
+            self.after_completions(now, env);
         }
         self.state() != QpState::Err
     }
@@ -175,7 +230,18 @@ impl Qp {
 
     /// After WRs completed: report a local error that reached the head, and
     /// the end of an SQD drain.
-    fn after_completions(&mut self, env: &mut Env) {
+    fn after_completions(&mut self, now: Instant, env: &mut Env) {
+        if let Some(told) = self.req.told {
+            // A READ or atomic that stopped a resume's acknowledgement
+            // completed: what follows it up to `told` arrived too.
+            if told.distance(self.req.una) > 0 {
+                if !self.ack_told(now, told.sub(1), env) {
+                    return;
+                }
+            } else {
+                self.req.told = None;
+            }
+        }
         self.complete_local_error_at_head(env);
         self.check_drained(env);
     }
@@ -326,7 +392,7 @@ impl Qp {
             self.complete_head(WcStatus::Success, env);
         }
         self.on_progress(now, 1);
-        self.after_completions(env);
+        self.after_completions(now, env);
     }
 
     /// The answer to an ATOMIC WRITE: a READ response without data at its
@@ -351,7 +417,7 @@ impl Qp {
         self.req.una = psn.add(1);
         self.complete_head(WcStatus::Success, env);
         self.on_progress(now, 1);
-        self.after_completions(env);
+        self.after_completions(now, env);
     }
 
     fn atomic_ack(&mut self, now: Instant, pkt: &Packet, env: &mut Env) {
@@ -384,7 +450,7 @@ impl Qp {
         self.req.una = psn.add(1);
         self.complete_head(WcStatus::Success, env);
         self.on_progress(now, 1);
-        self.after_completions(env);
+        self.after_completions(now, env);
     }
 }
 

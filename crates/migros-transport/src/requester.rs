@@ -105,6 +105,15 @@ pub(crate) struct Requester {
     /// How many PSNs may be unacknowledged (RC), shrunk after a loss.
     #[serde(flatten)]
     pub window: Window,
+    /// After a resume: the first PSN the partner lacks (it has every
+    /// request before it, as its RESUME or its answer to ours said).
+    /// Going back, the requester skips the packets before it but for
+    /// READs and atomics still owed their responses, which it asks again;
+    /// when one of those completes, what follows it up to here counts as
+    /// acknowledged. Not in the image: a QP that moves again meanwhile
+    /// resends those packets instead (go-back-N).
+    #[serde(skip)]
+    pub told: Option<Psn>,
 }
 
 impl Requester {
@@ -118,6 +127,7 @@ impl Requester {
         self.rd_atomic_outstanding = 0;
         self.rewound_at = None;
         self.retry_fence = None;
+        self.told = None;
         self.window.reset();
     }
 
@@ -303,6 +313,7 @@ impl Qp {
         if !self.wants_to_send() {
             return None;
         }
+        self.skip_delivered();
         self.run_local_ops(env);
         let next = self.req.sq.get(self.req.next_idx);
         if !self.wants_to_send() || next.is_some_and(|w| w.is_local()) {
@@ -392,6 +403,35 @@ impl Qp {
             env.objs.complete(self.init.send_cq, wc);
         }
         self.enter_error(Failure::Completed, env);
+    }
+
+    /// Moves the send cursor past request packets the partner already has
+    /// (those before `req.told`), stopping at a READ or atomic still owed
+    /// its response, which is sent again.
+    fn skip_delivered(&mut self) {
+        let Some(told) = self.req.told else {
+            return;
+        };
+        let mtu = self.mtu();
+        while self.req.next_psn.distance(told) < 0 {
+            let Some(w) = self.req.sq.get(self.req.next_idx) else {
+                break;
+            };
+            if !w.sent || w.is_local() || w.is_read_or_atomic() {
+                break;
+            }
+            if told.distance(w.last_psn()) > 0 {
+                // The whole message arrived.
+                self.req.next_psn = w.last_psn().add(1);
+                self.req.next_idx += 1;
+                self.req.next_off = 0;
+            } else {
+                // It arrived up to `told`: go on from there.
+                let k = told.distance(w.first_psn).max(0) as u64;
+                self.req.next_off = k * mtu;
+                self.req.next_psn = told;
+            }
+        }
     }
 
     /// Go-back-N: the next packet sent is the one carrying `psn`.

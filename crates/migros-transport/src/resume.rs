@@ -4,10 +4,17 @@
 //!
 //! Three messages share the RESUME opcode (0x19, BTH + AETH), told apart by
 //! their payload length:
-//! - **RESUME** (28 bytes): the sender's new location (16 bytes,
-//!   IPv4-mapped for IPv4), its QPN (4) and its connection key (8), all big
-//!   endian. The location travels in the payload, not only as the IP
+//! - **RESUME** (32 bytes): the sender's new location (16 bytes,
+//!   IPv4-mapped for IPv4), its QPN (4), its connection key (8) and the
+//!   PSN its responder expects next (4: 24 bits, the top byte zero), all
+//!   big endian. The location travels in the payload, not only as the IP
 //!   source, so a tombstone can forward a RESUME when both ends migrate.
+//!   The expected PSN is what the partner resends from: exactly what the
+//!   sender lacks, not the partner's whole unacknowledged window. The
+//!   28-byte RESUME of the previous version (no expected PSN) is still
+//!   taken, and the partner then goes back to its oldest unacknowledged
+//!   PSN as before; UD announcements and tombstone redirects, which have
+//!   no PSN to tell, are 28 bytes.
 //! - **PROBE** (12 bytes): the sender's QPN and a nonce. A QP sends it to
 //!   its partner's current address when it cannot yet check a RESUME (it
 //!   does not know the partner's key, or it is Running): only the partner's
@@ -25,7 +32,9 @@
 //! cannot check yet is remembered (one claim) and checked when the KEY
 //! comes. A kernel peer never sends any of these (it drops the unknown
 //! opcode); the empty and 16/20-byte RESUMEs of MigrOS and older migros
-//! are refused.
+//! are refused, and so is a 32-byte RESUME whose expected PSN has a
+//! nonzero top byte. (A migros of the previous version refuses the
+//! 32-byte RESUME, as it refuses every length it does not know.)
 
 use std::net::IpAddr;
 
@@ -36,8 +45,11 @@ use crate::qp::{Env, Failure, Qp};
 use crate::time::Instant;
 use migros_proto::verbs::*;
 
-/// Bytes of a RESUME payload.
-pub const RESUME_PAYLOAD_LEN: usize = 28;
+/// Bytes of a RESUME payload with the sender's expected PSN.
+pub const RESUME_PAYLOAD_LEN: usize = 32;
+/// Bytes of a RESUME payload without it (UD; connected QPs of the
+/// previous version).
+pub const RESUME_PAYLOAD_LEN_NO_PSN: usize = 28;
 /// Bytes of a PROBE payload.
 pub const PROBE_PAYLOAD_LEN: usize = 12;
 /// Bytes of a KEY payload.
@@ -55,10 +67,12 @@ const ANNOUNCE_REPEAT: usize = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResumeMessage {
     /// The sender, QP `qpn`, now lives at `location`; `key` proves it.
+    /// `expected`: the PSN its responder expects next (`None`: not told).
     Resume {
         location: IpAddr,
         qpn: Qpn,
         key: u64,
+        expected: Option<Psn>,
     },
     /// QP `qpn` asks its partner's old location for the connection key.
     Probe { qpn: Qpn, nonce: u64 },
@@ -71,7 +85,12 @@ impl ResumeMessage {
     pub fn encode(&self) -> Vec<u8> {
         let mut p = Vec::with_capacity(RESUME_PAYLOAD_LEN);
         match *self {
-            ResumeMessage::Resume { location, qpn, key } => {
+            ResumeMessage::Resume {
+                location,
+                qpn,
+                key,
+                expected,
+            } => {
                 let v6 = match location {
                     IpAddr::V4(v4) => v4.to_ipv6_mapped(),
                     IpAddr::V6(v6) => v6,
@@ -79,6 +98,9 @@ impl ResumeMessage {
                 p.extend_from_slice(&v6.octets());
                 p.extend_from_slice(&qpn.to_be_bytes());
                 p.extend_from_slice(&key.to_be_bytes());
+                if let Some(psn) = expected {
+                    p.extend_from_slice(&psn.value().to_be_bytes());
+                }
             }
             ResumeMessage::Probe { qpn, nonce } => {
                 p.extend_from_slice(&qpn.to_be_bytes());
@@ -95,7 +117,8 @@ impl ResumeMessage {
     }
 
     /// Reads a payload; `None` for the lengths migros no longer takes
-    /// (empty, 16 and 20 bytes) and anything else.
+    /// (empty, 16 and 20 bytes), an expected PSN wider than 24 bits, and
+    /// anything else.
     pub fn parse(payload: &[u8]) -> Option<ResumeMessage> {
         let u32_at = |i: usize| {
             let b: [u8; 4] = payload.get(i..i + 4)?.try_into().ok()?;
@@ -106,17 +129,28 @@ impl ResumeMessage {
             Some(u64::from_be_bytes(b))
         };
         match payload.len() {
-            RESUME_PAYLOAD_LEN => {
-                let octets: [u8; 16] = payload[..16].try_into().ok()?;
+            RESUME_PAYLOAD_LEN | RESUME_PAYLOAD_LEN_NO_PSN => {
+                let octets: [u8; 16] = payload.get(..16)?.try_into().ok()?;
                 let v6 = std::net::Ipv6Addr::from(octets);
                 let location = match v6.to_ipv4_mapped() {
                     Some(v4) => IpAddr::V4(v4),
                     None => IpAddr::V6(v6),
                 };
+                let expected = match payload.get(28..32) {
+                    Some(b) => {
+                        let v = u32::from_be_bytes(b.try_into().ok()?);
+                        if v > MAX_QPN {
+                            return None;
+                        }
+                        Some(Psn::new(v))
+                    }
+                    None => None,
+                };
                 Some(ResumeMessage::Resume {
                     location,
                     qpn: u32_at(16)?,
                     key: u64_at(20)?,
+                    expected,
                 })
             }
             PROBE_PAYLOAD_LEN => Some(ResumeMessage::Probe {
@@ -171,8 +205,9 @@ pub(crate) struct KeyExchange {
     pub probe: Option<(u64, Instant)>,
     /// A probe to answer with our key (its nonce).
     pub answer: Option<u64>,
-    /// The last RESUME that could not be checked yet: location and key.
-    pub claim: Option<(IpAddr, u64)>,
+    /// The last RESUME that could not be checked yet: location, key and
+    /// the PSN the partner expects.
+    pub claim: Option<(IpAddr, u64, Option<Psn>)>,
 }
 
 impl Qp {
@@ -238,9 +273,14 @@ impl Qp {
     pub fn on_resume_message(&mut self, now: Instant, pkt: &Packet, src: IpAddr, env: &mut Env) {
         let _ = src; // authenticated by key and nonce, not by address
         let refused = match ResumeMessage::parse(pkt.payload) {
-            Some(ResumeMessage::Resume { location, qpn, key }) => {
+            Some(ResumeMessage::Resume {
+                location,
+                qpn,
+                key,
+                expected,
+            }) => {
                 let psn = (pkt.headers.bth.psn, pkt.headers.bth.solicited);
-                !self.on_resume(now, psn, location, qpn, key, env)
+                !self.on_resume(now, psn, (location, qpn, key), expected, env)
             }
             Some(ResumeMessage::Probe { qpn, nonce }) => !self.on_probe(qpn, nonce),
             Some(ResumeMessage::Key { qpn, nonce, key }) => !self.on_key(now, qpn, nonce, key, env),
@@ -269,19 +309,19 @@ impl Qp {
     /// A RESUME: taken when it is the partner's, in a state that expects
     /// one, within the PSN window and with the partner's key; kept as a
     /// claim (and the key asked for) when it cannot be checked yet.
-    /// False when refused.
+    /// `told`: the PSN the partner expects, if its RESUME says. False when
+    /// refused.
     fn on_resume(
         &mut self,
         now: Instant,
-        (psn, expected): (Psn, bool),
-        location: IpAddr,
-        sender: Qpn,
-        key: u64,
+        (psn, names_expected): (Psn, bool),
+        (location, sender, key): (IpAddr, Qpn, u64),
+        told: Option<Psn>,
         env: &mut Env,
     ) -> bool {
         if sender != self.attr.dest_qp_num
             || !self.can_receive()
-            || !self.psn_plausible(psn, expected)
+            || !self.psn_plausible(psn, names_expected)
         {
             return false;
         }
@@ -293,7 +333,7 @@ impl Qp {
                 if self.mig() != MigrationState::Running
                     || self.attr.dest_addr == Some(location) =>
             {
-                self.accept_resume(now, location);
+                self.accept_resume(now, location, told, env);
                 return true;
             }
             _ => {}
@@ -301,7 +341,7 @@ impl Qp {
         // Running (the partner never paused us) or the key is unknown:
         // ask the partner's old location, which answers only if the
         // partner really left it.
-        self.keys.claim = Some((location, key));
+        self.keys.claim = Some((location, key, told));
         self.request_probe(now, env);
         true
     }
@@ -333,9 +373,9 @@ impl Qp {
         if self.mig() == MigrationState::Running {
             self.enter_paused(now, env);
         }
-        if let Some((location, claimed)) = self.keys.claim.take() {
+        if let Some((location, claimed, told)) = self.keys.claim.take() {
             if claimed == key && self.can_receive() {
-                self.accept_resume(now, location);
+                self.accept_resume(now, location, told, env);
             }
         }
         true
@@ -353,13 +393,19 @@ impl Qp {
     }
 
     /// The partner, authenticated, is at `location`: go on with it there.
-    fn accept_resume(&mut self, now: Instant, location: IpAddr) {
+    /// `told`: the PSN the partner's responder expects. Everything before
+    /// it arrived, so it counts as acknowledged (as an ACK through the PSN
+    /// before it would), and the requester resends from there, not from
+    /// its oldest unacknowledged PSN: only what the partner lacks.
+    fn accept_resume(&mut self, now: Instant, location: IpAddr, told: Option<Psn>, env: &mut Env) {
         self.keys.claim = None;
         self.attr.dest_addr = Some(location);
-        match self.mig() {
+        let was = self.mig();
+        match was {
             MigrationState::Stopped => {
                 // Our own move is under way: the new address is kept; the
-                // partner hears from us when we resume.
+                // partner hears from us when we resume, and its answer
+                // tells us what it has.
                 self.resp.pause_nak = self.qp_type() == QpType::Rc;
                 return;
             }
@@ -389,7 +435,22 @@ impl Qp {
             syndrome: ack,
             msn,
         });
-        if self.mig() == MigrationState::Running {
+        if let Some(expected) = told {
+            // Sends, WRITEs up to the first READ or atomic still owed its
+            // response complete; a PSN we never sent is ignored.
+            if !self.ack_told(now, expected.sub(1), env) {
+                return;
+            }
+            self.note_told(expected);
+            if self.mig() != MigrationState::Running {
+                // Resuming: no retransmission timer until the partner
+                // answers (the requester restarts then).
+                self.timers.retransmit = None;
+            }
+        }
+        // A repeated RESUME (our answer was lost) finds us running with
+        // the requester restarted already: nothing to resend for it.
+        if was == MigrationState::Paused {
             self.restart_requester(now);
         }
     }
@@ -404,13 +465,17 @@ impl Qp {
         }
     }
 
-    /// Go-back-N from the oldest unacknowledged PSN with fresh timers:
-    /// whatever was in flight across the pause is sent again. It consumes
-    /// no retry.
+    /// Restarts the requester after a pause: go-back-N from the oldest
+    /// unacknowledged PSN (which the partner's RESUME, or its answer to
+    /// ours, moved to the first PSN it lacks) with fresh timers. It
+    /// consumes no retry. The path to the partner is new (or was idle for
+    /// the pause): the window starts small and grows by slow start, so the
+    /// resend does not overrun a receiver that just came back.
     fn restart_requester(&mut self, now: Instant) {
         if self.req.outstanding() {
             let una = self.req.una;
             self.rewind(una);
+            self.req.window.on_new_path(self.mtu());
             self.timers.retransmit = self.ack_timeout().map(|t| now + t);
         }
     }
@@ -451,10 +516,13 @@ impl Qp {
             (
                 dst,
                 qpn,
+                // A UD or UC announcement: no acknowledged stream to
+                // resume, so no expected PSN (28 bytes, as before).
                 ResumeMessage::Resume {
                     location,
                     qpn: me,
                     key,
+                    expected: None,
                 },
             )
         } else if let Some(nonce) = self.keys.answer.take() {
@@ -488,6 +556,7 @@ impl Qp {
                 location,
                 qpn: me,
                 key,
+                expected: Some(self.resp.epsn),
             };
             (self.attr.dest_addr?, self.attr.dest_qp_num, msg)
         } else {
@@ -506,5 +575,70 @@ impl Qp {
         build_message(buf, env.config, dst, headers, &msg)?;
         self.counters.tx_packets += 1;
         Some(dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const LOCATION: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3));
+
+    fn resume(expected: Option<Psn>) -> ResumeMessage {
+        ResumeMessage::Resume {
+            location: LOCATION,
+            qpn: 0x12_3456,
+            key: 0x0102_0304_0506_0708,
+            expected,
+        }
+    }
+
+    #[test]
+    fn resume_with_expected_psn_is_32_bytes() {
+        let bytes = resume(Some(Psn::new(0xab_cdef))).encode();
+        let mut golden = vec![0u8; 10];
+        golden.extend_from_slice(&[0xff, 0xff, 198, 18, 0, 3]);
+        golden.extend_from_slice(&[0x00, 0x12, 0x34, 0x56]);
+        golden.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        golden.extend_from_slice(&[0x00, 0xab, 0xcd, 0xef]);
+        assert_eq!(bytes, golden);
+        assert_eq!(bytes.len(), RESUME_PAYLOAD_LEN);
+        assert_eq!(
+            ResumeMessage::parse(&bytes),
+            Some(resume(Some(Psn::new(0xab_cdef))))
+        );
+    }
+
+    #[test]
+    fn resume_of_the_previous_version_parses_without_expected_psn() {
+        let bytes = resume(None).encode();
+        assert_eq!(bytes.len(), RESUME_PAYLOAD_LEN_NO_PSN);
+        assert_eq!(ResumeMessage::parse(&bytes), Some(resume(None)));
+        // The 32-byte form is the 28-byte one with the PSN appended.
+        let long = resume(Some(Psn::new(7))).encode();
+        assert_eq!(&long[..28], &bytes[..]);
+    }
+
+    #[test]
+    fn expected_psn_wider_than_24_bits_is_refused() {
+        let mut bytes = resume(Some(Psn::new(1))).encode();
+        bytes[28] = 0x01;
+        assert_eq!(ResumeMessage::parse(&bytes), None);
+    }
+
+    #[test]
+    fn ipv6_location_and_other_lengths() {
+        let v6 = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 9));
+        let msg = ResumeMessage::Resume {
+            location: v6,
+            qpn: 5,
+            key: 6,
+            expected: Some(Psn::new(0)),
+        };
+        assert_eq!(ResumeMessage::parse(&msg.encode()), Some(msg));
+        for len in [0, 16, 20, 27, 29, 31, 33] {
+            assert_eq!(ResumeMessage::parse(&vec![0; len]), None, "{len} bytes");
+        }
     }
 }

@@ -132,6 +132,7 @@ impl Tombstone {
             location: to,
             qpn: self.qpn,
             key: self.key,
+            expected: None,
         };
         let mut out = Vec::new();
         let h = message_headers(dest_qpn, self.epsn, self.msn);

@@ -20,7 +20,11 @@
 //! - acknowledged progress grows it back ([`Window::on_ack`]): by the packets
 //!   acknowledged while below the threshold (slow start), then by one packet
 //!   per window's worth acknowledged (congestion avoidance), until it is
-//!   whole again and congestion control steps aside.
+//!   whole again and congestion control steps aside;
+//! - a QP that resumes after a migration's pause starts over at
+//!   [`RESTART_PACKETS`] and grows by slow start up to the whole window
+//!   ([`Window::on_new_path`]): its partner may be on another node, behind
+//!   a receive queue that has just come back.
 //!
 //! The window reads no clock and no QP state: the completer tells it what
 //! happened, the requester asks it whether a packet may go
@@ -36,6 +40,8 @@ pub(crate) const MAX_PACKETS: u32 = 1024;
 /// Request bytes a QP may have unacknowledged: the whole window in packets
 /// is this over the path MTU (at most [`MAX_PACKETS`]).
 pub(crate) const MAX_BYTES: u64 = 1 << 20;
+/// The window after a pause, in packets ([`Window::on_new_path`]).
+pub(crate) const RESTART_PACKETS: u32 = 16;
 /// Lowest slow-start threshold, in packets.
 const MIN_THRESHOLD: u32 = 2;
 
@@ -96,6 +102,21 @@ impl Window {
     pub fn on_sequence_nak(&mut self, mtu: u64) {
         let half = (self.limit(mtu) / 2).max(1);
         self.shrink_to(half, mtu);
+    }
+
+    /// The QP resumes after a pause, to a partner that may live on
+    /// another node: the path is unknown, so the window restarts at
+    /// [`RESTART_PACKETS`] and grows by slow start (threshold: the whole
+    /// window) back to whole, as TCP restarts after idle.
+    pub fn on_new_path(&mut self, mtu: u64) {
+        let full = Window::full(mtu);
+        if full <= RESTART_PACKETS {
+            *self = Window::default();
+            return;
+        }
+        self.threshold = full;
+        self.credit = 0;
+        self.shrunk = Some(RESTART_PACKETS);
     }
 
     /// `acked` more packets were acknowledged: a shrunk window grows.
@@ -264,6 +285,27 @@ mod tests {
         assert_eq!(w.limit(MTU_4096), 256);
         w.on_ack(1, MTU_4096);
         assert!(!w.is_shrunk());
+    }
+
+    #[test]
+    fn a_new_path_starts_small_and_slow_starts_to_whole() {
+        let mut w = Window::default();
+        w.on_new_path(MTU_1024);
+        assert_eq!(w.limit(MTU_1024), RESTART_PACKETS);
+        assert!(!w.has_room(16, MTU_1024));
+        // Slow start all the way: the window doubles per window acknowledged.
+        let mut limits = Vec::new();
+        while w.is_shrunk() {
+            let l = w.limit(MTU_1024);
+            limits.push(l);
+            w.on_ack(l, MTU_1024);
+        }
+        assert_eq!(limits, [16, 32, 64, 128, 256, 512]);
+        assert_eq!(w, Window::default());
+        // A whole window no larger than the restart: nothing to shrink.
+        let mut w = Window::default();
+        w.on_new_path(1 << 20);
+        assert_eq!(w, Window::default());
     }
 
     #[test]

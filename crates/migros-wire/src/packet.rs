@@ -14,12 +14,13 @@ use crate::opcode::{OpKind, OpcodeInfo};
 
 /// Payload lengths a RESUME-opcode packet may carry: none (as MigrOS sends
 /// it), a 16-byte IPv6 (or IPv4-mapped IPv6) location, that location
-/// followed by the sender's 4-byte QPN (older migros), and the three
-/// messages migros sends now: a key probe (12), a key answer (24) and a
-/// RESUME carrying the location, the QPN and the connection key (28). What
-/// each means is the transport's (`migros_transport::resume`); this crate
-/// only checks the length.
-pub const RESUME_PAYLOAD_LENS: [usize; 6] = [0, 12, 16, 20, 24, 28];
+/// followed by the sender's 4-byte QPN (older migros), and the messages
+/// migros sends now: a key probe (12), a key answer (24), a RESUME carrying
+/// the location, the QPN and the connection key (28: a UD announcement, or
+/// a connected QP of the previous version) and the same followed by the
+/// PSN the sender expects next (32). What each means is the transport's
+/// (`migros_transport::resume`); this crate only checks the length.
+pub const RESUME_PAYLOAD_LENS: [usize; 7] = [0, 12, 16, 20, 24, 28, 32];
 
 /// All headers of one packet. Which `Option`s are `Some` is fixed by
 /// `bth.opcode` (see [`OpcodeInfo`]).

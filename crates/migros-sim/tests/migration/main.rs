@@ -166,4 +166,5 @@ fn check_numbered(
 
 mod must_show_a_to_h;
 mod must_show_i_to_k;
+mod selective_resend;
 mod uc_and_further;

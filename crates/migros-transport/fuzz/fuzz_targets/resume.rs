@@ -1,6 +1,6 @@
 //! RESUME handling is what an attacker on the network reaches first: any
-//! sequence of RESUME-opcode packets (RESUME, PROBE, KEY and malformed
-//! ones, valid ICRC, from a third address or spoofing the peer's, at any
+//! sequence of RESUME-opcode packets (RESUME with and without the expected
+//! PSN, PROBE, KEY and malformed ones, valid ICRC, from a third address or spoofing the peer's, at any
 //! PSN), mixed with time passing, against an RC QP that is Running, Paused
 //! (the peer's pause NAK) or Stopped (checkpointed), never panics and
 //! never re-points the QP but to a location named by a RESUME whose key a
@@ -175,10 +175,14 @@ fuzz_target!(|data: &[u8]| {
                 }
                 let key = u64::from_be_bytes(k);
                 claims.push((addr(3), key));
+                // With the PSN the sender expects (the 32-byte RESUME) or
+                // without it (the 28 bytes of the previous version).
+                let expected = (op & 0x20 != 0).then(|| Psn::new(psn));
                 let msg = ResumeMessage::Resume {
                     location: addr(3),
                     qpn: PEER_QPN,
                     key,
+                    expected,
                 };
                 let h = aeth_headers(Opcode::RC_RESUME, psn, 0x1f, false);
                 let bytes = sealed(src, h, &msg.encode()).unwrap();

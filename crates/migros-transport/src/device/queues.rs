@@ -101,6 +101,16 @@ impl Device {
         self.objs.srqs.get(&srq).map(|s| s.queue.len())
     }
 
+    /// Request PSNs QP `qpn` has sent and not yet seen acknowledged (RC:
+    /// what a retransmission could resend), zero for UD and UC.
+    pub fn qp_unacknowledged(&self, qpn: Qpn) -> Option<u32> {
+        let qp = self.qps.get(&qpn)?;
+        if qp.qp_type() != QpType::Rc {
+            return Some(0);
+        }
+        Some(qp.req.high_psn.distance(qp.req.una).max(0) as u32)
+    }
+
     /// Work requests of QP `qpn` posted and not yet completed: (send
     /// queue, receive queue). A receive being filled counts as posted.
     pub fn qp_outstanding(&self, qpn: Qpn) -> Option<(usize, usize)> {

@@ -277,6 +277,9 @@ fn requester_from_image(r: RequesterImage) -> Result<Requester, VerbsError> {
         retry_fence: r.retry_fence.map(Psn::new),
         since_ack_req: r.since_ack_req,
         window: Window::from_image(r.window),
+        // Transient (see the field): a restored QP goes back from its
+        // oldest unacknowledged PSN until its partner tells it more.
+        told: None,
     })
 }
 
