@@ -192,6 +192,7 @@ impl Drop for Lab {
     }
 }
 
+mod mpi;
 mod nodes_and_containers;
 mod rdma;
 mod tcp_and_failures;

@@ -5,7 +5,7 @@ use super::*;
 
 /// RDMA runs one at a time: two cores, and a daemon starved of CPU makes
 /// the peers' retry counters run out.
-static RDMA: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(super) static RDMA: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Which end moves.
 #[derive(Clone, Copy, PartialEq)]
