@@ -180,7 +180,7 @@ impl Daemon {
                         "qp {q} was not checkpointed by this session"
                     )));
                 }
-                self.device.forward_tombstones(&qpns, to);
+                self.device.forward_tombstones(self.now, &qpns, to);
                 Ok(Response::Ok)
             }
         }
