@@ -250,7 +250,7 @@ impl Sim {
         for m in plan.iter_mut() {
             let (owner, from) = (m.owner, m.from);
             m.qpns = self
-                .with_device(from, |d, _, _| d.evict_owner(owner))
+                .with_device(from, |d, _, now| d.evict_owner(now, owner))
                 .map_err(|e| verbs("evict_owner", owner, from, e, false))?;
             if let Some(mem) = self.nodes[from.0].memory.take_owner(owner) {
                 self.nodes[m.to.0].memory.insert_owner(owner, mem);
@@ -276,7 +276,9 @@ impl Sim {
         }
         for m in &plan {
             let to_addr = self.addr(m.to);
-            self.with_device(m.from, |d, _, _| d.forward_tombstones(&m.qpns, to_addr));
+            self.with_device(m.from, |d, _, now| {
+                d.forward_tombstones(now, &m.qpns, to_addr)
+            });
         }
         for m in &plan {
             let (owner, to) = (m.owner, m.to);

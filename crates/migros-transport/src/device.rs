@@ -25,7 +25,7 @@ use crate::memory::{Memory, MemoryFault};
 use crate::qp::{Env, Objects, Qp};
 use crate::queues::{Cq, Srq};
 use crate::time::Instant;
-use crate::tombstone::Tombstone;
+use crate::tombstone::Tombstones;
 use crate::transition;
 use migros_proto::counters::{DeviceCounters, QpCounters};
 use migros_proto::verbs::*;
@@ -85,7 +85,7 @@ pub struct Device {
     config: DeviceConfig,
     objs: Objects,
     qps: BTreeMap<Qpn, Qp>,
-    tombstones: BTreeMap<Qpn, Tombstone>,
+    tombstones: Tombstones,
     /// QPs that may have a packet to send, in round-robin order.
     ready: VecDeque<Qpn>,
     scheduled: BTreeSet<Qpn>,
@@ -176,7 +176,7 @@ impl Device {
             config,
             objs,
             qps: BTreeMap::new(),
-            tombstones: BTreeMap::new(),
+            tombstones: Tombstones::default(),
             ready: VecDeque::new(),
             scheduled: BTreeSet::new(),
             control_out: VecDeque::new(),
@@ -387,7 +387,7 @@ impl Device {
                 "a qp needs a send or a receive queue".into(),
             ));
         }
-        self.tombstones.remove(&init.qpn);
+        self.tombstones.remove(init.qpn);
         let ud = init.qp_type == QpType::Ud;
         let mut qp = Qp::new(init);
         qp.resume_key = self.objs.secrets.draw();

@@ -64,3 +64,4 @@ pub use responder::GRH_LEN;
 pub use secret::SecretSeed;
 pub use snapshot::OwnerSnapshot;
 pub use time::Instant;
+pub use tombstone::{MAX_TOMBSTONES, TOMBSTONE_TTL};

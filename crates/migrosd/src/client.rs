@@ -12,10 +12,19 @@
 //! Then it opens `/proc/<pid>/mem`. That file stays bound to the address
 //! space (the `mm`) it was opened on: after the process execs (a setuid
 //! program included) or exits, it reads and writes nothing, even if the
-//! pid is reused. Every write, and every small read, goes through it;
-//! large reads use `process_vm_readv` on the pid (it copies once where the
-//! file copies twice) and are kept only if the bound address space is
-//! still alive afterwards ([`ClientProcess::mm_alive`]). The pidfd (from
+//! pid is reused. Small reads go through it; large reads use
+//! `process_vm_readv` on the pid (it copies once where the file copies
+//! twice) and are kept only if the bound address space is still alive
+//! afterwards ([`ClientProcess::mm_alive`]). Writes use
+//! `process_vm_writev` too, but made with the client's own rights: for
+//! the length of that one call the daemon's thread takes the client's
+//! real and effective uid and gid (keeping root as its saved uid, so it
+//! drops its effective capabilities and can take them back), and the
+//! kernel's own ptrace-access check then refuses what the client's uid
+//! could not reach (a setuid program it exec'd, another user's process
+//! that took its pid). Where the kernel refuses it anyway (Yama's
+//! `ptrace_scope`, which asks for a descendant), the write goes through
+//! the memory file. The pidfd (from
 //! `SO_PEERPIDFD`, or `pidfd_open`) becomes readable when the process
 //! exits: the daemon polls it and ends the session at once.
 
@@ -23,6 +32,12 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+
+use crate::backing::{self, BackingError, Mapping, Mounts};
+use nix::errno::Errno;
+use nix::sys::uio::{process_vm_writev, RemoteIoVec};
+use nix::unistd::Pid;
+use std::io::IoSlice;
 
 /// Why a process cannot be a client.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +66,12 @@ pub enum ClientError {
 pub struct ClientProcess {
     pid: i32,
     uid: u32,
+    gid: u32,
     pidfd: OwnedFd,
     mem: File,
+    /// `process_vm_writev` as the client was refused once (Yama, or an
+    /// exec'd program): writes go through `mem` from then on.
+    pvm_refused: std::cell::Cell<bool>,
 }
 
 impl ClientProcess {
@@ -91,8 +110,10 @@ impl ClientProcess {
         let p = ClientProcess {
             pid,
             uid,
+            gid,
             pidfd,
             mem,
+            pvm_refused: std::cell::Cell::new(false),
         };
         // While the pidfd's process lives, `pid` is that process.
         if exited(p.pidfd.as_raw_fd()) || !p.mm_alive() {
@@ -130,15 +151,31 @@ impl ClientProcess {
 
     /// Checks that every page of `[addr, addr + len)` is mapped readable
     /// (and writable if `write`) in the process, as the kernel checks a
-    /// memory region's pages when it pins them.
+    /// memory region's pages when it pins them, and backed by what a page
+    /// fault never waits on another process or the network for
+    /// ([`crate::backing`]).
     pub fn check_range(&self, addr: u64, len: u64, write: bool) -> Result<(), RangeError> {
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid))
             .map_err(|_| RangeError::Gone)?;
+        let files = check_maps(&maps, addr, len, write)?;
+        if !files.is_empty() {
+            let mut mounts = Mounts::default();
+            // The client's view first (its own mounts), then the daemon's
+            // (what lies under a container's overlay).
+            for who in [self.pid.to_string(), "self".to_string()] {
+                if let Ok(text) = std::fs::read_to_string(format!("/proc/{who}/mountinfo")) {
+                    mounts.add(&text);
+                }
+            }
+            for (m, at) in &files {
+                backing::check(m, *at, &mounts, backing::internal_shmem())?;
+            }
+        }
         // The maps were the bound address space's only if it still lives.
         if !self.mm_alive() {
             return Err(RangeError::Gone);
         }
-        check_maps(&maps, addr, len, write)
+        Ok(())
     }
 
     /// Reads `buf.len()` bytes at `addr` of the bound address space.
@@ -170,6 +207,121 @@ impl ClientProcess {
     }
 }
 
+impl ClientProcess {
+    /// Writes each `local[i]` at `remote[i]` with one `process_vm_writev`
+    /// made with the client's rights ([`AsClient`]); falls back to the
+    /// memory file where the kernel refuses that call.
+    pub fn write_vectored(&self, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Access {
+        let want: usize = remote.iter().map(|r| r.len).sum();
+        // By pid: once the process exited, the pid may be another's.
+        if self.exited() {
+            return Access::Gone;
+        }
+        if !self.pvm_refused.get() {
+            let r = {
+                let _as_client = match AsClient::enter(self.uid, self.gid) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take a client's uid: writes go through its memory file");
+                        self.pvm_refused.set(true);
+                        return self.write_each(local, remote);
+                    }
+                };
+                process_vm_writev(Pid::from_raw(self.pid), local, remote)
+            };
+            match r {
+                Ok(n) if n == want => return Access::Done,
+                Err(Errno::EPERM) => self.pvm_refused.set(true),
+                Err(Errno::ESRCH) => return Access::Gone,
+                _ => {
+                    return if self.mm_alive() {
+                        Access::Fault
+                    } else {
+                        Access::Gone
+                    }
+                }
+            }
+        }
+        self.write_each(local, remote)
+    }
+
+    /// Writes piece by piece through the memory file.
+    fn write_each(&self, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Access {
+        for (l, r) in local.iter().zip(remote) {
+            let a = self.write_at(r.base as u64, &l[..r.len.min(l.len())]);
+            if a != Access::Done {
+                return a;
+            }
+        }
+        Access::Done
+    }
+}
+
+/// The daemon's effective uid, real uid, real gid and effective gid, as
+/// it started.
+static DAEMON_IDS: std::sync::LazyLock<(u32, u32, u32, u32)> =
+    // SAFETY: these four calls cannot fail.
+    std::sync::LazyLock::new(|| unsafe {
+            (
+                libc::geteuid(),
+                libc::getuid(),
+                libc::getgid(),
+                libc::getegid(),
+            )
+        });
+
+/// The calling thread runs with a client's real and effective uid and gid
+/// (no effective capabilities) until dropped. Only this thread: the raw
+/// system calls, not libc's wrappers, which change every thread. The
+/// saved uid and gid stay root's, so the way back is always allowed.
+struct AsClient {
+    switched: bool,
+}
+
+impl AsClient {
+    fn enter(uid: u32, gid: u32) -> io::Result<AsClient> {
+        if uid == 0 || DAEMON_IDS.0 != 0 {
+            // A root client has root's rights; a daemon that is not root
+            // has no more than its own.
+            return Ok(AsClient { switched: false });
+        }
+        let keep = libc::uid_t::MAX; // -1: leave the saved id as it is
+                                     // SAFETY: setresgid/setresuid on this thread only, with ids.
+        unsafe {
+            if libc::syscall(libc::SYS_setresgid, gid, gid, keep) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::syscall(libc::SYS_setresuid, uid, uid, keep) != 0 {
+                let e = io::Error::last_os_error();
+                libc::syscall(libc::SYS_setresgid, 0, 0, keep);
+                return Err(e);
+            }
+        }
+        Ok(AsClient { switched: true })
+    }
+}
+
+impl Drop for AsClient {
+    fn drop(&mut self) {
+        if !self.switched {
+            return;
+        }
+        let keep = libc::uid_t::MAX;
+        let (ruid, rgid, egid) = (DAEMON_IDS.1, DAEMON_IDS.2, DAEMON_IDS.3);
+        // SAFETY: back to the daemon's ids: allowed, root is the saved uid
+        // (and, once the uid is root again, its capabilities allow the gid).
+        let ok = unsafe {
+            libc::syscall(libc::SYS_setresuid, ruid, 0, keep) == 0
+                && libc::syscall(libc::SYS_setresgid, rgid, egid, keep) == 0
+        };
+        if !ok {
+            // A daemon that lost root halfway cannot serve anyone right.
+            tracing::error!(error = %io::Error::last_os_error(), "cannot take root back after a client write");
+            std::process::abort();
+        }
+    }
+}
+
 /// What a memory access came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -191,34 +343,36 @@ pub enum RangeError {
     Rights { addr: u64, right: &'static str },
     #[error("client memory wraps the address space")]
     Wraps,
+    #[error(transparent)]
+    Backing(#[from] BackingError),
 }
 
 /// Whether the mappings of a `/proc/<pid>/maps` text cover
-/// `[addr, addr + len)` without a gap, readable (and writable).
-fn check_maps(maps: &str, addr: u64, len: u64, write: bool) -> Result<(), RangeError> {
+/// `[addr, addr + len)` without a gap, readable (and writable); returns
+/// the file mappings among them, with the first address of each in range.
+fn check_maps(
+    maps: &str,
+    addr: u64,
+    len: u64,
+    write: bool,
+) -> Result<Vec<(Mapping<'_>, u64)>, RangeError> {
     let end = addr.checked_add(len).ok_or(RangeError::Wraps)?;
     let mut at = addr;
+    let mut files = Vec::new();
     for line in maps.lines() {
         if at >= end {
             break;
         }
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+        let Some(m) = Mapping::parse(line) else {
             continue;
         };
-        let Some((s, e)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) else {
-            continue;
-        };
-        if e <= at {
+        if m.end <= at {
             continue;
         }
-        if s > at {
+        if m.start > at {
             return Err(RangeError::Unmapped(at));
         }
-        let p = perms.as_bytes();
+        let p = m.perms.as_bytes();
         if p.first() != Some(&b'r') {
             return Err(RangeError::Rights {
                 addr: at,
@@ -231,12 +385,16 @@ fn check_maps(maps: &str, addr: u64, len: u64, write: bool) -> Result<(), RangeE
                 right: "writable",
             });
         }
-        at = e;
+        let next = m.end;
+        if !m.is_anonymous() {
+            files.push((m, at));
+        }
+        at = next;
     }
     if at < end {
         return Err(RangeError::Unmapped(at));
     }
-    Ok(())
+    Ok(files)
 }
 
 fn pidfd_open(pid: i32) -> Result<OwnedFd, ClientError> {
@@ -341,11 +499,14 @@ mod tests {
     fn maps_must_cover_the_whole_range() {
         let maps = "\
 1000-3000 rw-p 00000000 00:00 0
-3000-4000 r--p 00000000 00:00 0 /lib/x
+3000-4000 r--p 00000000 fe:00 12 /lib/x
 5000-6000 rw-p 00000000 00:00 0 [heap]
 ";
-        assert_eq!(check_maps(maps, 0x1000, 0x2000, true), Ok(()));
-        assert_eq!(check_maps(maps, 0x1800, 0x2000, false), Ok(()));
+        assert_eq!(check_maps(maps, 0x1000, 0x2000, true), Ok(vec![]));
+        // The file mapping in range, from where the range enters it.
+        let files = check_maps(maps, 0x1800, 0x2000, false).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!((files[0].0.path, files[0].1), ("/lib/x", 0x3000));
         assert_eq!(
             check_maps(maps, 0x1800, 0x2000, true),
             Err(RangeError::Rights {

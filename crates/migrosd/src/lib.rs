@@ -87,6 +87,7 @@
 //! with no more rights than the client's own uid (see [`client`] and the
 //! threat model in ARCHITECTURE.md).
 
+pub mod backing;
 pub mod client;
 pub mod clock;
 pub mod cm;

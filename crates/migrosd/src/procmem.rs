@@ -1,7 +1,8 @@
 //! The transport's [`Memory`] over client processes: an owner's address
 //! space is the one its session's process had when it connected
-//! ([`ClientProcess`]: writes and small reads through its `/proc/<pid>/mem`,
-//! large reads with `process_vm_readv` checked against it). An owner whose
+//! ([`ClientProcess`]: small reads through its `/proc/<pid>/mem`, large
+//! reads with `process_vm_readv` checked against it, writes with
+//! `process_vm_writev` made with the client's rights). An owner whose
 //! process exec'd or exited is noted ([`ProcMem::take_gone`]) and faults.
 //!
 //! Two optimisations keep system calls off the per-packet path:
@@ -17,7 +18,7 @@
 //!   ([`ProcMem::take_write_faults`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::IoSliceMut;
+use std::io::{IoSlice, IoSliceMut};
 
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
@@ -59,8 +60,6 @@ pub struct ProcMem {
     gone: BTreeSet<OwnerId>,
     /// Owners a staged write failed for since last asked.
     write_faults: BTreeSet<OwnerId>,
-    /// Scratch for joining adjacent writes.
-    joined: Vec<u8>,
     /// Regions read-ahead may cover: owner → start → end.
     regions: BTreeMap<OwnerId, BTreeMap<u64, u64>>,
     cache: Option<ReadCache>,
@@ -267,9 +266,9 @@ impl ProcMem {
         }
     }
 
-    /// Writes pieces: each `(remote address, bytes)`, in order, through the
-    /// bound memory file: one system call per run of adjacent pieces (at
-    /// most [`MAX_IOV`] pieces).
+    /// Writes pieces: each `(remote address, bytes)`, in order, with one
+    /// system call made with the client's rights
+    /// ([`ClientProcess::write_vectored`]; at most [`MAX_IOV`] pieces).
     pub fn writev_now(
         &mut self,
         owner: OwnerId,
@@ -290,30 +289,15 @@ impl ProcMem {
         let Some(p) = self.procs.get(&owner) else {
             return Err(fault);
         };
-        let mut joined = std::mem::take(&mut self.joined);
-        let mut access = Access::Done;
-        let mut i = 0;
-        while i < pieces.len() && access == Access::Done {
-            // The run of pieces that continue each other in the process.
-            let start = pieces[i].0;
-            let mut end = start.wrapping_add(pieces[i].1.len() as u64);
-            let mut j = i + 1;
-            while j < pieces.len() && pieces[j].0 == end {
-                end = end.wrapping_add(pieces[j].1.len() as u64);
-                j += 1;
-            }
-            access = if j == i + 1 {
-                p.write_at(start, pieces[i].1)
-            } else {
-                joined.clear();
-                for piece in &pieces[i..j] {
-                    joined.extend_from_slice(piece.1);
-                }
-                p.write_at(start, &joined)
-            };
-            i = j;
-        }
-        self.joined = joined;
+        let local: Vec<IoSlice<'_>> = pieces.iter().map(|(_, d)| IoSlice::new(d)).collect();
+        let remote: Vec<RemoteIoVec> = pieces
+            .iter()
+            .map(|(a, d)| RemoteIoVec {
+                base: *a as usize,
+                len: d.len(),
+            })
+            .collect();
+        let access = p.write_vectored(&local, &remote);
         if self.note(owner, access) {
             Ok(())
         } else {

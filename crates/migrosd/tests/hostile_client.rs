@@ -147,8 +147,17 @@ fn victim_child() {
     println!("VICTIM pid {} euid {}", std::process::id(), unsafe {
         libc::geteuid()
     });
+    // Each line asks for the first bytes where the secret is; EOF ends.
     let mut s = String::new();
-    let _ = std::io::stdin().read_line(&mut s);
+    while std::io::stdin().read_line(&mut s).is_ok_and(|n| n > 0) {
+        let mut now = vec![0u8; SECRET.len()];
+        for (i, b) in now.iter_mut().enumerate() {
+            // SAFETY: inside the mapping made above.
+            *b = unsafe { std::ptr::read_volatile((FIXED as *const u8).add(i)) };
+        }
+        println!("VICTIM memory {}", String::from_utf8_lossy(&now));
+        s.clear();
+    }
 }
 
 /// RESET → RTS with a short ACK timeout and two retries, so that a READ
@@ -221,6 +230,31 @@ impl Helper {
         Helper { c, mr, cq, qp }
     }
 
+    /// RDMA WRITE of 64 bytes of `fill` at the attacker's FIXED: the
+    /// completion.
+    fn write_attacker(&mut self, rkey: u32, fill: u8) -> WorkCompletion {
+        self.mr.buf.write(0, &[fill; 64]);
+        let wr = send_wr(
+            8,
+            &self.mr,
+            0,
+            64,
+            WrOpcode::RdmaWrite {
+                remote_addr: FIXED,
+                rkey,
+            },
+        );
+        self.qp.post_send(&mut self.c, &wr);
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(wc) = self.cq.poll() {
+                return wc;
+            }
+            assert!(Instant::now() < end, "no completion for the write");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// RDMA READ of 64 bytes at the attacker's FIXED: the completion and
     /// what arrived.
     fn read_attacker(&mut self, rkey: u32) -> (WorkCompletion, Vec<u8>) {
@@ -277,6 +311,12 @@ fn set_up(dir: &std::path::Path) -> (Daemon, Bystanders, Helper, Attacker) {
     let (wc, got) = helper.read_attacker(att.rkey);
     assert_eq!(wc.status, WcStatus::Success, "{wc:?}");
     assert!(got.starts_with(b"attacker's own bytes."), "{got:?}");
+    // A WRITE lands too (made with the attacker's own rights).
+    let wc = helper.write_attacker(att.rkey, b'W');
+    assert_eq!(wc.status, WcStatus::Success, "{wc:?}");
+    let (wc, got) = helper.read_attacker(att.rkey);
+    assert_eq!(wc.status, WcStatus::Success, "{wc:?}");
+    assert_eq!(got, [b'W'; 64]);
     (d, by, helper, att)
 }
 
@@ -304,6 +344,17 @@ fn exec_into_a_setuid_program_ends_the_session() {
         "the setuid program runs"
     );
 
+    // A WRITE first, before anything ends the session: it must not land
+    // in the root process (the daemon writes with the attacker's rights).
+    let wc = helper.write_attacker(att.rkey, b'X');
+    writeln!(att.stdin, "memory?").unwrap();
+    let now = line(&mut att.out, "VICTIM memory");
+    assert_eq!(
+        now.as_bytes(),
+        SECRET,
+        "the helper wrote into the root process"
+    );
+    assert_ne!(wc.status, WcStatus::Success, "{wc:?}");
     let (wc, got) = helper.read_attacker(att.rkey);
     assert!(!contains(&got, SECRET), "the helper read the root process");
     assert_ne!(wc.status, WcStatus::Success, "{wc:?}");

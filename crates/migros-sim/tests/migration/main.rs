@@ -17,7 +17,7 @@ use migros_sim::support::{
 use migros_sim::{Action, Filter, NodeId, Rule, Sim};
 use migros_transport::{
     DeviceConfig, DeviceEvent, Instant, MigrationState, Mtu, QpCounters, QpState, WcOpcode,
-    WcStatus, WorkCompletion,
+    WcStatus, WorkCompletion, TOMBSTONE_TTL,
 };
 use migros_wire::{Opcode, PAUSE_NAK_SYNDROME};
 

@@ -381,7 +381,7 @@ fn g_peer_that_never_returns_errors_after_pause_timeout() {
         .expect("snapshot");
     assert!(!image.encode().is_empty());
     let evicted = sim
-        .with_device(n[1], |d, _, _| d.evict_owner(owner))
+        .with_device(n[1], |d, _, now| d.evict_owner(now, owner))
         .expect("evicted");
     assert_eq!(evicted, [b.qpn]);
 

@@ -253,3 +253,65 @@ fn rolled_back_checkpoint_resumes_on_the_source() {
         "still talking to the source"
     );
 }
+
+// ---- tombstones expire once nobody needs them ----
+
+/// A forwarded tombstone: the partner resumed at the new node (under 5 %
+/// loss, 2 % duplication), so nothing reaches the old node any more and
+/// its tombstone goes TOMBSTONE_TTL after it was forwarded, not before;
+/// the stream is byte-exact meanwhile and after.
+#[test]
+fn a_forwarded_tombstone_expires_when_its_partner_went_on() {
+    let (mut sim, n, a, b) = rc_setup(0x3e00, 3);
+    sim.add_rule(Rule::drop(Filter::any(), 0.05));
+    sim.add_rule(Rule::new(
+        Filter::any(),
+        Action::Duplicate { probability: 0.02 },
+    ));
+    let s = stream_under_way(&mut sim, &a, &b, 64, 0x3e, 40);
+    sim.migrate_owner(b.owner, n[1], n[2], DOWNTIME)
+        .expect("migrated");
+    let forwarded_at = sim.now();
+    finish_stream(&mut sim, &a, &b, &s);
+    assert_eq!(sim.device(n[1]).tombstones(), [b.qpn]);
+    let second = start_stream(&mut sim, &a, &b, 16, 0x3f);
+    let before = Instant::from_nanos((forwarded_at + TOMBSTONE_TTL).as_nanos() - 1_000_000_000);
+    sim.run_until(before, |_| false);
+    assert_eq!(
+        sim.device(n[1]).tombstones(),
+        [b.qpn],
+        "kept for its full time"
+    );
+    sim.run_until(forwarded_at + TOMBSTONE_TTL, |_| false);
+    assert!(sim.device(n[1]).tombstones().is_empty(), "expired");
+    finish_stream(&mut sim, &a, &b, &second);
+}
+
+/// A tombstone whose migration never finished: its partner is paused by
+/// it, probes and retries, and each answer keeps it alive; once the
+/// partner gave up (its pause timeout), nothing comes and it goes
+/// TOMBSTONE_TTL after the last answer. Under 5 % loss.
+#[test]
+fn an_unforwarded_tombstone_outlives_its_paused_partner_then_expires() {
+    let (mut sim, n, a, b) = rc_setup(0x3e10, 3);
+    sim.add_rule(Rule::drop(Filter::any(), 0.05));
+    let _s = stream_under_way(&mut sim, &a, &b, 64, 0x3e, 40);
+    let _pending = sim
+        .begin_migration(&[(b.owner, n[1], n[2])])
+        .expect("migration started");
+    let paused = sim.run_until(Duration::from_millis(5), |s| {
+        mig_state(s, &a) == MigrationState::Paused
+    });
+    assert!(paused, "the tombstone paused the partner");
+    let failed = sim.run_until(Duration::from_secs(60), |s| a.state(s) == QpState::Err);
+    assert!(failed, "the partner gave up at its pause timeout");
+    let gave_up = sim.now();
+    assert!(sim.device(n[1]).counters().rx_tombstone >= 1);
+    // Alive for TOMBSTONE_TTL after the last thing it answered, which came
+    // no later than the partner's failure.
+    let before = Instant::from_nanos((gave_up + TOMBSTONE_TTL).as_nanos() - 60_000_000_000);
+    sim.run_until(before, |_| false);
+    assert_eq!(sim.device(n[1]).tombstones(), [b.qpn]);
+    sim.run_until(gave_up + TOMBSTONE_TTL, |_| false);
+    assert!(sim.device(n[1]).tombstones().is_empty(), "expired");
+}

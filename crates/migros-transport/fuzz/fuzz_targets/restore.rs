@@ -48,7 +48,7 @@ fn device() -> (Device, u64) {
     d.create_qp(qp(200, TOMBSTONE_QPN, 200, 200)).unwrap();
     let key = d.connection_key(TOMBSTONE_QPN).unwrap();
     d.pause_owner(200).unwrap();
-    d.evict_owner(200).unwrap();
+    d.evict_owner(Instant::ZERO, 200).unwrap();
     (d, key)
 }
 

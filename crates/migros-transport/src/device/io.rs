@@ -50,15 +50,16 @@ impl Device {
                 // The closure's result is (); the QP exists, so this is Ok.
                 let _ = self.with_qp(qpn, mem, |qp, env| qp.handle_packet(now, &pkt, src, env));
             }
-            None => match self.tombstones.get(&qpn) {
-                Some(t) => {
-                    self.objs.counters.rx_tombstone += 1;
-                    if let Some(out) = t.answer(&self.config, &pkt, datagram, src) {
-                        self.control_out.push_back(out);
-                    }
+            None if self.tombstones.contains(qpn) => {
+                self.objs.counters.rx_tombstone += 1;
+                let answer = self
+                    .tombstones
+                    .answer(now, &self.config, qpn, &pkt, datagram, src);
+                if let Some(out) = answer {
+                    self.control_out.push_back(out);
                 }
-                None => self.objs.counters.rx_unknown_qp += 1,
-            },
+            }
+            None => self.objs.counters.rx_unknown_qp += 1,
         }
     }
 
@@ -162,11 +163,13 @@ impl Device {
 
     /// The earliest deadline of any timer, if one is armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.qps.values().filter_map(|q| q.deadline()).min()
+        let qps = self.qps.values().filter_map(|q| q.deadline()).min();
+        qps.into_iter().chain(self.tombstones.next_expiry()).min()
     }
 
     /// Runs every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tombstones.expire(now);
         let due: Vec<Qpn> = self
             .qps
             .iter()

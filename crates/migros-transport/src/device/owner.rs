@@ -117,12 +117,14 @@ impl Device {
     }
 
     /// Removes every object of `owner`, leaving a tombstone per QP that
-    /// answers requests with the pause NAK. Returns the tombstoned QPNs.
-    pub fn evict_owner(&mut self, owner: OwnerId) -> Result<Vec<Qpn>, VerbsError> {
+    /// answers requests with the pause NAK (until it expires: see
+    /// [`crate::tombstone::Tombstones`]). Returns the tombstoned QPNs.
+    pub fn evict_owner(&mut self, now: Instant, owner: OwnerId) -> Result<Vec<Qpn>, VerbsError> {
         let qpns = self.owner_qpns(owner);
         for qpn in &qpns {
             if let Some(qp) = self.qps.remove(qpn) {
-                self.tombstones.insert(*qpn, Tombstone::of(&qp));
+                // At the bound, the tombstone expiring first makes room.
+                let _dropped = self.tombstones.insert(now, Tombstone::of(&qp));
             }
         }
         self.remove_owner_objects(owner);
@@ -147,22 +149,25 @@ impl Device {
     }
 
     /// Tells tombstones where their QPs went, so RESUMEs reaching this node
-    /// are forwarded there.
-    pub fn forward_tombstones(&mut self, qpns: &[Qpn], new_addr: IpAddr) {
+    /// are forwarded there (from `now`, each lives its full time again).
+    pub fn forward_tombstones(&mut self, now: Instant, qpns: &[Qpn], new_addr: IpAddr) {
         for qpn in qpns {
-            if let Some(t) = self.tombstones.get_mut(qpn) {
-                t.forward = Some(new_addr);
-            }
+            self.tombstones.forward(now, *qpn, new_addr);
         }
     }
 
     pub fn release_tombstone(&mut self, qpn: Qpn) {
-        self.tombstones.remove(&qpn);
+        self.tombstones.remove(qpn);
     }
 
     /// QPNs with a tombstone on this device.
     pub fn tombstones(&self) -> Vec<Qpn> {
-        self.tombstones.keys().copied().collect()
+        self.tombstones.qpns().collect()
+    }
+
+    /// Whether `qpn` has a tombstone on this device.
+    pub fn has_tombstone(&self, qpn: Qpn) -> bool {
+        self.tombstones.contains(qpn)
     }
 
     /// Fails if restoring `snapshot` here would collide with an object.
@@ -198,7 +203,7 @@ impl Device {
             // keeps. Another image would inherit its partner.
             if self
                 .tombstones
-                .get(&qp.qpn())
+                .get(qp.qpn())
                 .is_some_and(|t| t.key != qp.resume_key)
             {
                 return Err(VerbsError::BadSnapshot(format!(
@@ -237,7 +242,7 @@ impl Device {
         for mut qp in snapshot.qps {
             qp.timers.map(from_remaining(now));
             qp.attr.migration = MigrationState::Stopped;
-            self.tombstones.remove(&qp.qpn());
+            self.tombstones.remove(qp.qpn());
             self.qps.insert(qp.qpn(), qp);
         }
         Ok(())

@@ -180,7 +180,7 @@ impl Daemon {
                         "qp {q} was not checkpointed by this session"
                     )));
                 }
-                self.device.forward_tombstones(&qpns, to);
+                self.device.forward_tombstones(self.now, &qpns, to);
                 Ok(Response::Ok)
             }
         }
@@ -262,7 +262,8 @@ impl Daemon {
     }
 
     /// Every page of `[addr, addr + len)` must be mapped in the client's
-    /// process, readable, and writable if `write`.
+    /// process, readable, writable if `write`, and backed by memory or a
+    /// local disk (never FUSE or a network filesystem: `backing.rs`).
     pub(super) fn check_client_memory(
         &mut self,
         owner: OwnerId,
@@ -280,7 +281,7 @@ impl Daemon {
         p.check_range(addr, len, write).map_err(|e| match e {
             RangeError::Wraps => ReqError::inval(e.to_string()),
             RangeError::Gone => ReqError::new(libc::ESRCH, e.to_string()),
-            RangeError::Unmapped(_) | RangeError::Rights { .. } => {
+            RangeError::Unmapped(_) | RangeError::Rights { .. } | RangeError::Backing(_) => {
                 ReqError::new(libc::EFAULT, e.to_string())
             }
         })

@@ -80,7 +80,7 @@ impl Daemon {
             .get(sid)
             .map(|s| s.owner())
             .ok_or_else(|| ReqError::noent("no session"))?;
-        let qpns = self.device.evict_owner(owner)?;
+        let qpns = self.device.evict_owner(self.now, owner)?;
         let objects = self.reg.take_objects(sid);
         self.forget(&objects);
         self.mem.unbind(owner);

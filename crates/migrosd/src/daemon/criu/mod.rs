@@ -178,14 +178,13 @@ impl Daemon {
         to: std::net::IpAddr,
     ) -> AdminResponse {
         self.commit_checkpoints_of(qpns);
-        let tombs = self.device.tombstones();
-        if let Some(q) = qpns.iter().find(|q| !tombs.contains(q)) {
+        if let Some(q) = qpns.iter().find(|q| !self.device.has_tombstone(**q)) {
             return AdminResponse::Error {
                 errno: libc::ENOENT,
                 message: format!("qp {q:#x} has no tombstone on this device"),
             };
         }
-        self.device.forward_tombstones(qpns, to);
+        self.device.forward_tombstones(self.now, qpns, to);
         // The CM connections that carried these QPs forward too.
         let cm = self.cm.forward_tombstones(qpns, to);
         tracing::info!(qps = qpns.len(), cm_connections = cm, %to, "tombstones forwarded");
