@@ -178,8 +178,7 @@ impl Daemon {
         to: std::net::IpAddr,
     ) -> AdminResponse {
         self.commit_checkpoints_of(qpns);
-        let tombs = self.device.tombstones();
-        if let Some(q) = qpns.iter().find(|q| !tombs.contains(q)) {
+        if let Some(q) = qpns.iter().find(|q| !self.device.has_tombstone(**q)) {
             return AdminResponse::Error {
                 errno: libc::ENOENT,
                 message: format!("qp {q:#x} has no tombstone on this device"),
