@@ -69,11 +69,12 @@ pub struct Quotas {
 
 impl Default for Quotas {
     /// One process may hold 131,072 QPs and as many CQs (one per QP is
-    /// common), about 1 KiB of daemon memory each plus what they queue
-    /// (see ARCHITECTURE.md, "Limits"); one uid twice that, so the
-    /// device's 2^20 QPs take four users at their quota. Many-QP
-    /// applications (one RC QP per peer, 100,000 peers) fit in one
-    /// process.
+    /// common): many-QP applications (one RC QP per peer, 100,000 peers)
+    /// fit in one process. One uid may hold twice that, so the device's
+    /// 2^20 QPs take four users at their quota. A connected RC QP costs
+    /// under 27 KB of resident memory, daemon and client together
+    /// (`restore_time`'s `B/qp`), so a full session quota is at most
+    /// about 3.5 GB.
     fn default() -> Quotas {
         Quotas {
             pd: Quota::new("protection domains", 1024, 4096),
