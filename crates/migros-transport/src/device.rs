@@ -12,6 +12,7 @@
 mod io;
 mod owner;
 mod queues;
+mod timers;
 mod windows;
 
 pub use queues::SrqAttr;
@@ -83,6 +84,9 @@ pub struct Transmit {
 /// One node's device. See the module docs for the calling contract.
 pub struct Device {
     config: DeviceConfig,
+    /// The configured RESUME repeat interval (`config.resume_interval`
+    /// grows with the QPs resuming at once, see `resume_owner`).
+    resume_interval: Duration,
     objs: Objects,
     qps: BTreeMap<Qpn, Qp>,
     tombstones: Tombstones,
@@ -93,6 +97,8 @@ pub struct Device {
     control_out: VecDeque<(IpAddr, Vec<u8>)>,
     /// QPs and SRQs whose queues shrank since [`Device::take_freed`].
     freed: Freed,
+    /// Every QP's earliest armed timer, ordered.
+    timers: timers::TimerIndex,
 }
 
 /// Work queues that hold fewer work requests than before: their rings in
@@ -173,6 +179,7 @@ impl Device {
             ..Objects::default()
         };
         Device {
+            resume_interval: config.resume_interval,
             config,
             objs,
             qps: BTreeMap::new(),
@@ -181,6 +188,7 @@ impl Device {
             scheduled: BTreeSet::new(),
             control_out: VecDeque::new(),
             freed: Freed::default(),
+            timers: timers::TimerIndex::default(),
         }
     }
 
@@ -210,6 +218,7 @@ impl Device {
         };
         let r = f(qp, &mut env);
         self.freed.note(qp, before, depth(qp, &self.objs));
+        self.timers.set(qpn, qp.deadline());
         self.schedule(qpn);
         Ok(r)
     }
@@ -395,6 +404,7 @@ impl Device {
             // A UD QP has no path: its messages may fill the port's MTU.
             qp.attr.path_mtu = self.config.max_mtu;
         }
+        self.timers.set(qp.qpn(), qp.deadline());
         self.qps.insert(qp.qpn(), qp);
         Ok(())
     }
@@ -402,6 +412,7 @@ impl Device {
     /// Destroys a QP; the type 2 memory windows it bound become free.
     pub fn destroy_qp(&mut self, qpn: Qpn) -> Result<(), VerbsError> {
         self.qps.remove(&qpn).ok_or_else(|| not_found("qp", qpn))?;
+        self.timers.remove(qpn);
         self.objs.mrs.release_windows_of(qpn);
         Ok(())
     }

@@ -23,7 +23,11 @@
 //!   and every object recreated on B (QPs stopped);
 //! - `resume`: admin Resume sent to its answer: every QP sent its RESUME;
 //! - `back`: admin Resume sent until every QP's SEND completed on B and
-//!   arrived on C: every peer acknowledged the RESUME and traffic flows.
+//!   arrived on C: every peer acknowledged the RESUME and traffic flows;
+//! - `B/qp`: this process's resident memory grown by setting up the QPs
+//!   (A's and C's daemon state and both applications' rings and handles),
+//!   divided by the 2N QPs, in the first run: an upper bound on what one
+//!   QP costs a daemon.
 //!
 //! Needs root (the daemons reach this process's memory with
 //! process_vm_readv/writev).
@@ -81,24 +85,26 @@ fn main() {
         start_daemon(dir.path(), name, addr);
     }
     println!(
-        "{:>6} {:>10} {:>8} {:>11} {:>9} {:>8} {:>8}",
-        "qps", "image", "pause", "checkpoint", "restore", "resume", "back"
+        "{:>6} {:>10} {:>8} {:>11} {:>9} {:>8} {:>8} {:>6}",
+        "qps", "image", "pause", "checkpoint", "restore", "resume", "back", "B/qp"
     );
     for n in counts {
         let mut rows: Vec<Row> = (0..runs.max(1)).map(|_| migrate(dir.path(), n)).collect();
         let image = rows[0].image;
+        let rss_per_qp = rows[0].rss_per_qp;
         let med = |f: fn(&Row) -> Duration, rows: &mut Vec<Row>| {
             rows.sort_by_key(f);
             ms(f(&rows[rows.len() / 2]))
         };
         println!(
-            "{n:>6} {:>9}B {:>8} {:>11} {:>9} {:>8} {:>8}",
+            "{n:>6} {:>9}B {:>8} {:>11} {:>9} {:>8} {:>8} {:>6}",
             image,
             med(|r| r.pause, &mut rows),
             med(|r| r.checkpoint, &mut rows),
             med(|r| r.restore, &mut rows),
             med(|r| r.resume, &mut rows),
             med(|r| r.back, &mut rows),
+            rss_per_qp,
         );
     }
     for (name, _) in [A, B, C] {
@@ -113,6 +119,7 @@ fn ms(d: Duration) -> String {
 /// One migration's figures.
 struct Row {
     image: usize,
+    rss_per_qp: u64,
     pause: Duration,
     checkpoint: Duration,
     restore: Duration,
@@ -255,10 +262,12 @@ impl Side {
 /// Sets up N QP pairs between A and C, moves the A side to B, and times it.
 fn migrate(dir: &Path, n: usize) -> Row {
     let pid = std::process::id();
+    let rss = rss_bytes();
     let mut app = Side::new(dir, A.0, n);
     let peers = Side::new(dir, C.0, n);
     app.connect(&peers);
     peers.connect(&app);
+    let rss_per_qp = rss_bytes().saturating_sub(rss) / (2 * n as u64).max(1);
     peers.post_recvs(2);
     app.send_one_each(1);
     app.wait(n, "warm-up sends");
@@ -307,6 +316,7 @@ fn migrate(dir: &Path, n: usize) -> Row {
     );
     Row {
         image: image.objects.len(),
+        rss_per_qp,
         pause,
         checkpoint,
         restore,
@@ -371,6 +381,16 @@ fn restore_session(dir: &Path, image: &SessionImage) -> Duration {
     std::mem::forget(target);
     assert_ne!(new.as_raw_fd(), old);
     took
+}
+
+/// This process's resident memory (VmRSS), in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// The descriptor of this process whose socket has inode `inode`.

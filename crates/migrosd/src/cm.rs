@@ -267,6 +267,8 @@ impl CmPort {
     /// `qpns` (whoever forwards or releases them knows they moved); their
     /// connection tokens, to be closed.
     pub fn commit_qpns(&mut self, qpns: &[u32]) -> Vec<usize> {
+        // A set: a node's worth of QPs against its connections stays n log n.
+        let qpns: std::collections::BTreeSet<u32> = qpns.iter().copied().collect();
         let owners: Vec<u64> = self
             .checkpointed
             .iter()
@@ -301,6 +303,7 @@ impl CmPort {
     }
 
     fn tombstones_of(&self, qpns: &[u32]) -> Vec<u32> {
+        let qpns: std::collections::BTreeSet<u32> = qpns.iter().copied().collect();
         self.tombstone_qpns
             .iter()
             .filter(|(_, q)| qpns.contains(q))

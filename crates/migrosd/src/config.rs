@@ -28,6 +28,8 @@ pub struct Config {
     /// How long a session paused for a checkpoint stays paused while its
     /// process runs (CRIU died before freezing or after thawing it).
     pub checkpoint_hold: Duration,
+    /// What one session and one uid may hold.
+    pub quotas: crate::limits::Quotas,
 }
 
 impl Config {
@@ -41,6 +43,7 @@ impl Config {
             pause_timeout: None,
             port: migros_wire::ROCE_V2_PORT,
             checkpoint_hold: Duration::from_secs(30),
+            quotas: crate::limits::Quotas::default(),
         }
     }
 }

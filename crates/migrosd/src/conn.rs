@@ -74,9 +74,15 @@ pub enum ReadState {
 
 impl Conn {
     pub fn new(stream: UnixStream, kind: ConnKind, peer: Peer) -> Conn {
+        let mut reader = FrameReader::new();
+        if peer.uid != 0 {
+            // Only root may restore an image, the one first message larger
+            // than a session's frames.
+            reader.set_limit(crate::limits::SESSION_FRAME_LIMIT);
+        }
         Conn {
             stream,
-            reader: FrameReader::new(),
+            reader,
             out: Vec::new(),
             out_pos: 0,
             kind,

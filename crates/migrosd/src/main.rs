@@ -38,6 +38,11 @@ struct Args {
     /// died between its hooks) before its QPs resume, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     checkpoint_hold_ms: u64,
+    /// A quota as KIND=SESSION,UID (kinds: pds, mrs, cqs, srqs, qps,
+    /// channels): what one session and all sessions of one uid may hold.
+    /// Repeatable.
+    #[arg(long)]
+    quota: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +64,9 @@ fn main() -> anyhow::Result<()> {
     cfg.fault = args.fault;
     cfg.pause_timeout = args.pause_timeout_ms.map(Duration::from_millis);
     cfg.checkpoint_hold = Duration::from_millis(args.checkpoint_hold_ms);
+    for q in &args.quota {
+        cfg.quotas.apply(q).map_err(anyhow::Error::msg)?;
+    }
     if cfg.fault.is_some() {
         tracing::warn!(
             "fault injection is on: this daemon drops, reorders or duplicates datagrams"

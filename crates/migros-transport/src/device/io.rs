@@ -150,6 +150,7 @@ impl Device {
             let sent = qp.poll_packet(now, &mut env, buf);
             // UD and UC complete at send time, local operations run here.
             self.freed.note(qp, before, depth(qp, &self.objs));
+            self.timers.set(qpn, qp.deadline());
             let Some(dst) = sent else {
                 continue;
             };
@@ -163,19 +164,20 @@ impl Device {
 
     /// The earliest deadline of any timer, if one is armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let qps = self.qps.values().filter_map(|q| q.deadline()).min();
-        qps.into_iter().chain(self.tombstones.next_expiry()).min()
+        let earliest = self.timers.earliest();
+        // The index must agree with the QPs (every test checks it).
+        debug_assert_eq!(
+            earliest,
+            self.qps.values().filter_map(|q| q.deadline()).min(),
+            "the timer index lost a deadline"
+        );
+        earliest.into_iter().chain(self.tombstones.next_expiry()).min()
     }
 
     /// Runs every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tombstones.expire(now);
-        let due: Vec<Qpn> = self
-            .qps
-            .iter()
-            .filter(|(_, q)| q.deadline().is_some_and(|d| d <= now))
-            .map(|(n, _)| *n)
-            .collect();
+        let due = self.timers.due(now);
         let mut nomem = NoMemory;
         for qpn in due {
             let _ = self.with_qp(qpn, &mut nomem, |qp, env| qp.on_timeout(now, env));

@@ -11,6 +11,9 @@ use crate::time::Instant;
 use crate::tombstone::Tombstone;
 use migros_proto::verbs::*;
 
+/// How much a RESUME repeat interval grows per QP resuming at once.
+const RESUME_REPEAT_PER_QP: std::time::Duration = std::time::Duration::from_micros(10);
+
 impl Device {
     fn owner_qpns(&self, owner: OwnerId) -> Vec<Qpn> {
         self.qps
@@ -54,6 +57,7 @@ impl Device {
         for qpn in self.owner_qpns(owner) {
             if let Some(qp) = self.qps.get_mut(&qpn) {
                 qp.pause();
+                self.timers.set(qpn, qp.deadline());
             }
         }
         Ok(())
@@ -126,6 +130,7 @@ impl Device {
                 // At the bound, the tombstone expiring first makes room.
                 let _dropped = self.tombstones.insert(now, Tombstone::of(&qp));
             }
+            self.timers.remove(*qpn);
         }
         self.remove_owner_objects(owner);
         Ok(qpns)
@@ -243,6 +248,7 @@ impl Device {
             qp.timers.map(from_remaining(now));
             qp.attr.migration = MigrationState::Stopped;
             self.tombstones.remove(qp.qpn());
+            self.timers.set(qp.qpn(), qp.deadline());
             self.qps.insert(qp.qpn(), qp);
         }
         Ok(())
@@ -254,6 +260,18 @@ impl Device {
         for qpn in self.owner_qpns(owner) {
             self.with_qp(qpn, &mut nomem, |qp, env| qp.start_resume(now, env))?;
         }
+        // Every QP sends its first RESUME at once; the repeats of many
+        // QPs are spread out, so that the peers can answer the first round
+        // before the next one comes (10,000 QPs repeating every 10 ms
+        // flooded their peer's daemon until their sends ran out of retries).
+        let resuming = self
+            .qps
+            .values()
+            .filter(|q| q.mig() == MigrationState::Resuming)
+            .count() as u32;
+        self.config.resume_interval = self
+            .resume_interval
+            .max(RESUME_REPEAT_PER_QP.saturating_mul(resuming));
         Ok(())
     }
 
@@ -261,6 +279,7 @@ impl Device {
     pub fn destroy_owner(&mut self, owner: OwnerId) {
         for qpn in self.owner_qpns(owner) {
             self.qps.remove(&qpn);
+            self.timers.remove(qpn);
         }
         self.remove_owner_objects(owner);
     }

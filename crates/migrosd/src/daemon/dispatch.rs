@@ -291,7 +291,7 @@ impl Daemon {
 
     fn alloc_pd(&mut self, sid: SessionId, owner: OwnerId) -> Res {
         self.below_limit(Kind::Pd, limits::MAX_PD, "protection domains")?;
-        self.within_quota(sid, Kind::Pd, limits::QUOTA_PD)?;
+        self.within_quota(sid, Kind::Pd, self.cfg.quotas.pd)?;
         let pd = self.free_u32(Id::Pd, "pd handle")?;
         self.device.alloc_pd(owner, pd)?;
         self.reg.add_pd(sid, pd);
@@ -322,7 +322,7 @@ impl Daemon {
         if self.reg.mr_count() >= limits::MAX_MR as usize {
             return Err(ReqError::nomem("too many memory regions"));
         }
-        self.within_quota(sid, Kind::Key, limits::QUOTA_MR)?;
+        self.within_quota(sid, Kind::Key, self.cfg.quotas.mr)?;
         if length > 0 {
             let write = access.0
                 & (Access::LOCAL_WRITE.0 | Access::REMOTE_WRITE.0 | Access::REMOTE_ATOMIC.0)
@@ -364,7 +364,7 @@ impl Daemon {
     // ---- completion channels and CQs ----
 
     fn create_channel(&mut self, sid: SessionId) -> Res {
-        self.within_quota(sid, Kind::Channel, limits::QUOTA_CHANNEL)?;
+        self.within_quota(sid, Kind::Channel, self.cfg.quotas.channel)?;
         let channel = self.free_u32(Id::Channel, "channel id")?;
         self.reg.add_channel(sid, channel, Channel::default());
         Ok(Response::Channel { channel })
@@ -402,7 +402,7 @@ impl Daemon {
             self.own(sid, "channel", ch, Objects::channel)?;
         }
         self.below_limit(Kind::Cq, limits::MAX_CQ, "cqs")?;
-        self.within_quota(sid, Kind::Cq, limits::QUOTA_CQ)?;
+        self.within_quota(sid, Kind::Cq, self.cfg.quotas.cq)?;
         self.check_client_memory(
             owner,
             ring_addr,
@@ -437,7 +437,7 @@ impl Daemon {
             return Err(ReqError::inval(format!("{} sges per receive", new.max_sge)));
         }
         self.below_limit(Kind::Srq, limits::MAX_SRQ, "srqs")?;
-        self.within_quota(sid, Kind::Srq, limits::QUOTA_SRQ)?;
+        self.within_quota(sid, Kind::Srq, self.cfg.quotas.srq)?;
         let entries = new.max_wr.next_power_of_two();
         let ring_len = u64::from(entries) * RQ_WQE_SIZE as u64;
         self.check_client_memory(owner, new.ring, ring_len, true)?;
@@ -472,7 +472,7 @@ impl Daemon {
         let cap = new.cap;
         check_cap(&cap, None)?;
         self.below_limit(Kind::Qp, limits::MAX_QP, "qps")?;
-        self.within_quota(sid, Kind::Qp, limits::QUOTA_QP)?;
+        self.within_quota(sid, Kind::Qp, self.cfg.quotas.qp)?;
         let ring_entries = |wr: u32| if wr == 0 { 0 } else { wr.next_power_of_two() };
         let sq_entries = ring_entries(cap.max_send_wr);
         let rq_entries = match new.srq {
@@ -488,11 +488,10 @@ impl Daemon {
             let len = u64::from(rq_entries) * RQ_WQE_SIZE as u64;
             self.check_client_memory(owner, new.rq_ring, len, true)?;
         }
-        let reg = &self.reg;
-        let tomb = self.device.tombstones();
+        let (reg, device) = (&self.reg, &self.device);
         let qpn = self
             .ids
-            .qpn(|q| reg.is_taken(Id::Qp(q)) || tomb.contains(&q))
+            .qpn(|q| reg.is_taken(Id::Qp(q)) || device.has_tombstone(q))
             .ok_or_else(|| ReqError::nomem("no free qp number"))?;
         self.device.create_qp(QpInit {
             owner,
