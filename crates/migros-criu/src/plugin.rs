@@ -442,18 +442,21 @@ pub fn restore_unix_sk(id: c_int) -> HookResult<Option<RawFd>> {
         SocketKind::Channel(c) => format!("channel {c} of session {:#x}", sk.session),
         SocketKind::Cm => format!("librdmacm connection {:#x}", sk.session),
     };
+    let read_image = |name: &str| {
+        image::read_at(dir, name)
+            .map_err(bad_image)?
+            .ok_or_else(|| {
+                fail(
+                    libc::ENOENT,
+                    format!("restore of {what}: {name} is missing"),
+                )
+            })
+    };
     // The session's objects, read and checked before the daemon is asked.
     let objects = match sk.kind {
         SocketKind::Session => {
             let sname = image::session_file_name(sk.session);
-            let sbytes = image::read_at(dir, &sname)
-                .map_err(bad_image)?
-                .ok_or_else(|| {
-                    fail(
-                        libc::ENOENT,
-                        format!("restore of {what}: {sname} is missing"),
-                    )
-                })?;
+            let sbytes = read_image(&sname)?;
             let img = image::decode_session(&sname, &sbytes).map_err(bad_image)?;
             if img.session != sk.session {
                 return Err(fail(
@@ -468,14 +471,7 @@ pub fn restore_unix_sk(id: c_int) -> HookResult<Option<RawFd>> {
         }
         SocketKind::Cm => {
             let cname = image::cm_file_name(sk.session);
-            let cbytes = image::read_at(dir, &cname)
-                .map_err(bad_image)?
-                .ok_or_else(|| {
-                    fail(
-                        libc::ENOENT,
-                        format!("restore of {what}: {cname} is missing"),
-                    )
-                })?;
+            let cbytes = read_image(&cname)?;
             let img = image::decode_cm(&cname, &cbytes).map_err(bad_image)?;
             if img.owner != sk.session {
                 return Err(fail(
