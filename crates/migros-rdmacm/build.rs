@@ -14,39 +14,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (node, symbols) lines of a list, in order.
-fn nodes(list: &str) -> Vec<(String, Vec<String>)> {
-    list.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let mut w = l.split_whitespace();
-            let node = w.next().expect("a node name").to_string();
-            (node, w.map(str::to_string).collect())
-        })
-        .collect()
-}
-
-/// The version script and the `.symver` directives of a list.
-fn script(list: &[(String, Vec<String>)]) -> (String, String) {
-    let mut map = String::new();
-    let mut symver = String::new();
-    let mut prev: Option<&str> = None;
-    for (node, syms) in list {
-        let _ = writeln!(map, "{node} {{\n  global:");
-        for sym in syms {
-            let _ = writeln!(map, "    {sym};");
-            let _ = writeln!(symver, ".symver {sym}, {sym}@@{node}");
-        }
-        match prev {
-            None => map.push_str("  local: *;\n};\n"),
-            Some(p) => {
-                let _ = writeln!(map, "}} {p};");
-            }
-        }
-        prev = Some(node);
-    }
-    (map, symver)
-}
+include!("../migros-ibverbs/version_script.rs");
 
 /// Builds the libibverbs stand-in into `dir/libibverbs.so`.
 fn ibverbs_stub(dir: &Path, versions: &Path) {
@@ -104,6 +72,7 @@ fn main() {
 
     println!("cargo:rerun-if-changed=exports.txt");
     println!("cargo:rerun-if-changed=../migros-ibverbs/versions.txt");
+    println!("cargo:rerun-if-changed=../migros-ibverbs/version_script.rs");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librdmacm.so.1");
     println!(
         "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",

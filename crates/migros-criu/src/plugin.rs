@@ -205,31 +205,15 @@ pub fn pause_devices(pid: c_int) -> HookResult<()> {
     let mut answered = Vec::new();
     let mut errors = Vec::new();
     for sock in socks {
-        let error = match daemons::ask(&sock, &AdminRequest::Pause { pid: pid as u32 }) {
-            Ok(AdminResponse::Paused { sessions }) => {
-                if sessions > 0 {
-                    log!(
-                        "paused {sessions} session(s) of pid {pid} on {}",
-                        sock.display()
-                    );
-                }
-                answered.push((sock, sessions));
-                continue;
+        match ask_sessions(&sock, pid, Verb::Pause) {
+            Ok(Some(sessions)) => answered.push((sock, sessions)),
+            Ok(None) => {}
+            Err(error) => {
+                errors.push(error);
+                // It may hold something of the task: roll it back too.
+                answered.push((sock, 0));
             }
-            Err(AskError::Gone(_)) => continue,
-            Ok(other) => describe(&other),
-            Err(e) => e.to_string(),
-        };
-        if daemons::has_nothing_of(&sock, pid as u32) {
-            log_warn!(
-                "ignoring {}, which has no session of pid {pid}: pause: {error}",
-                sock.display()
-            );
-            continue;
         }
-        errors.push(format!("{}: {error}", sock.display()));
-        // It may hold something of the task: roll it back too.
-        answered.push((sock, 0));
     }
     with_dump(|d| d.paused.insert(pid, answered));
     if !errors.is_empty() {
@@ -458,18 +442,21 @@ pub fn restore_unix_sk(id: c_int) -> HookResult<Option<RawFd>> {
         SocketKind::Channel(c) => format!("channel {c} of session {:#x}", sk.session),
         SocketKind::Cm => format!("librdmacm connection {:#x}", sk.session),
     };
+    let read_image = |name: &str| {
+        image::read_at(dir, name)
+            .map_err(bad_image)?
+            .ok_or_else(|| {
+                fail(
+                    libc::ENOENT,
+                    format!("restore of {what}: {name} is missing"),
+                )
+            })
+    };
     // The session's objects, read and checked before the daemon is asked.
     let objects = match sk.kind {
         SocketKind::Session => {
             let sname = image::session_file_name(sk.session);
-            let sbytes = image::read_at(dir, &sname)
-                .map_err(bad_image)?
-                .ok_or_else(|| {
-                    fail(
-                        libc::ENOENT,
-                        format!("restore of {what}: {sname} is missing"),
-                    )
-                })?;
+            let sbytes = read_image(&sname)?;
             let img = image::decode_session(&sname, &sbytes).map_err(bad_image)?;
             if img.session != sk.session {
                 return Err(fail(
@@ -484,14 +471,7 @@ pub fn restore_unix_sk(id: c_int) -> HookResult<Option<RawFd>> {
         }
         SocketKind::Cm => {
             let cname = image::cm_file_name(sk.session);
-            let cbytes = image::read_at(dir, &cname)
-                .map_err(bad_image)?
-                .ok_or_else(|| {
-                    fail(
-                        libc::ENOENT,
-                        format!("restore of {what}: {cname} is missing"),
-                    )
-                })?;
+            let cbytes = read_image(&cname)?;
             let img = image::decode_cm(&cname, &cbytes).map_err(bad_image)?;
             if img.owner != sk.session {
                 return Err(fail(
@@ -568,28 +548,9 @@ pub fn restore_unix_sk(id: c_int) -> HookResult<Option<RawFd>> {
 pub fn resume_devices_late(pid: c_int) -> HookResult<()> {
     let mut errors = Vec::new();
     for sock in daemons::admin_sockets() {
-        let error = match daemons::ask(&sock, &AdminRequest::Resume { pid: pid as u32 }) {
-            Ok(AdminResponse::Resumed { sessions }) => {
-                if sessions > 0 {
-                    log!(
-                        "resumed {sessions} session(s) of pid {pid} on {}",
-                        sock.display()
-                    );
-                }
-                continue;
-            }
-            Err(AskError::Gone(_)) => continue,
-            Ok(other) => describe(&other),
-            Err(e) => e.to_string(),
-        };
-        if daemons::has_nothing_of(&sock, pid as u32) {
-            log_warn!(
-                "ignoring {}, which has no session of pid {pid}: resume: {error}",
-                sock.display()
-            );
-            continue;
+        if let Err(error) = ask_sessions(&sock, pid, Verb::Resume) {
+            errors.push(error);
         }
-        errors.push(format!("{}: {error}", sock.display()));
     }
     if !errors.is_empty() {
         return Err(fail(
@@ -602,6 +563,47 @@ pub fn resume_devices_late(pid: c_int) -> HookResult<()> {
 
 /// Where a restored connection goes: the recorded path, or the same
 /// socket name in `$MIGROS_RESTORE_SOCKET_DIR`.
+/// What [`ask_sessions`] asks a daemon to do with a process's sessions.
+#[derive(Clone, Copy)]
+enum Verb {
+    Pause,
+    Resume,
+}
+
+/// Asks the daemon at `sock` to pause or resume `pid`'s sessions: how many
+/// it did; `None` if the daemon is gone, or failed but holds nothing of
+/// `pid` (logged and ignored); otherwise the error, naming the socket.
+fn ask_sessions(sock: &Path, pid: c_int, verb: Verb) -> Result<Option<u32>, String> {
+    let pid32 = pid as u32;
+    let (request, name, done) = match verb {
+        Verb::Pause => (AdminRequest::Pause { pid: pid32 }, "pause", "paused"),
+        Verb::Resume => (AdminRequest::Resume { pid: pid32 }, "resume", "resumed"),
+    };
+    let error = match (verb, daemons::ask(sock, &request)) {
+        (Verb::Pause, Ok(AdminResponse::Paused { sessions }))
+        | (Verb::Resume, Ok(AdminResponse::Resumed { sessions })) => {
+            if sessions > 0 {
+                log!(
+                    "{done} {sessions} session(s) of pid {pid} on {}",
+                    sock.display()
+                );
+            }
+            return Ok(Some(sessions));
+        }
+        (_, Err(AskError::Gone(_))) => return Ok(None),
+        (_, Ok(other)) => describe(&other),
+        (_, Err(e)) => e.to_string(),
+    };
+    if daemons::has_nothing_of(sock, pid32) {
+        log_warn!(
+            "ignoring {}, which has no session of pid {pid}: {name}: {error}",
+            sock.display()
+        );
+        return Ok(None);
+    }
+    Err(format!("{}: {error}", sock.display()))
+}
+
 fn restore_path(recorded: &str) -> String {
     restore_path_in(recorded, std::env::var_os(RESTORE_SOCKET_DIR_ENV))
 }

@@ -2,7 +2,7 @@
 //! a send WR's SGEs, scatter into a receive WR's SGEs, and remote accesses
 //! checked against an rkey. Every access goes through the MR table first.
 
-use crate::memory::{KeyError, Memory, MrTable};
+use crate::memory::{KeyError, Memory, MrTable, Reach};
 use migros_proto::verbs::{Access, Pdn, Qpn, Sge, WcStatus};
 
 /// Why a local data movement failed (each becomes a completion status).
@@ -114,6 +114,22 @@ pub struct Requestee {
     pub qpn: Qpn,
 }
 
+impl Requestee {
+    /// Where `len` bytes at `va` through `rkey` are, if this requester
+    /// may `need` them.
+    fn reach(
+        self,
+        mrs: &MrTable,
+        rkey: u32,
+        va: u64,
+        len: usize,
+        need: Access,
+    ) -> Result<Reach, RemoteError> {
+        mrs.check_remote(rkey, self.pd, self.qpn, va, len as u64, need)
+            .map_err(RemoteError::Key)
+    }
+}
+
 /// Writes `data` at `va` through `rkey` (RDMA WRITE payload).
 pub fn remote_write(
     mem: &mut dyn Memory,
@@ -123,16 +139,7 @@ pub fn remote_write(
     va: u64,
     data: &[u8],
 ) -> Result<(), RemoteError> {
-    let at = mrs
-        .check_remote(
-            rkey,
-            qp.pd,
-            qp.qpn,
-            va,
-            data.len() as u64,
-            Access::REMOTE_WRITE,
-        )
-        .map_err(RemoteError::Key)?;
+    let at = qp.reach(mrs, rkey, va, data.len(), Access::REMOTE_WRITE)?;
     mem.write(at.owner, at.addr, data)
         .map_err(|_| RemoteError::Fault)
 }
@@ -146,16 +153,7 @@ pub fn remote_read(
     va: u64,
     out: &mut [u8],
 ) -> Result<(), RemoteError> {
-    let at = mrs
-        .check_remote(
-            rkey,
-            qp.pd,
-            qp.qpn,
-            va,
-            out.len() as u64,
-            Access::REMOTE_READ,
-        )
-        .map_err(RemoteError::Key)?;
+    let at = qp.reach(mrs, rkey, va, out.len(), Access::REMOTE_READ)?;
     mem.read(at.owner, at.addr, out)
         .map_err(|_| RemoteError::Fault)
 }

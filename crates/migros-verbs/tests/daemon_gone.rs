@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use migros_proto::frame;
 use migros_proto::msg::Request;
 use migros_verbs::*;
-use support::stand_in;
+use support::{rc_attr, small_cap, stand_in};
 
 /// Answers requests until the first `Stats`, then closes the session.
 fn serve(mut s: UnixStream) {
@@ -48,22 +48,7 @@ fn posts_fail_and_outstanding_wrs_flush_when_the_daemon_hangs_up() {
     let pd = ctx.alloc_pd().unwrap();
     let mr = pd.alloc_mr(64, Access::LOCAL_WRITE).unwrap();
     let cq = ctx.create_cq(16, None).unwrap();
-    let qp = pd
-        .create_qp(&QpInitAttr {
-            qp_type: QpType::Rc,
-            send_cq: &cq,
-            recv_cq: &cq,
-            srq: None,
-            cap: QpCap {
-                max_send_wr: 8,
-                max_recv_wr: 8,
-                max_send_sge: 1,
-                max_recv_sge: 1,
-                max_inline_data: 0,
-            },
-            sq_sig_all: false,
-        })
-        .unwrap();
+    let qp = pd.create_qp(&rc_attr(&cq, None, small_cap(8, 8))).unwrap();
     // Posting needs RTS (the stand-in daemon accepts any transition).
     let rts = QpAttr {
         qp_state: QpState::Rts,

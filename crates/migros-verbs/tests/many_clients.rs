@@ -111,15 +111,8 @@ impl Group {
         let cq = ctx.create_cq((2 * n * MSGS) as u32, None).expect("cq");
         let qps = (0..n)
             .map(|_| {
-                pd.create_qp(&QpInitAttr {
-                    qp_type: QpType::Rc,
-                    send_cq: &cq,
-                    recv_cq: &cq,
-                    srq: None,
-                    cap: cap(MSGS as u32),
-                    sq_sig_all: false,
-                })
-                .expect("qp")
+                pd.create_qp(&rc_attr(&cq, None, cap(MSGS as u32)))
+                    .expect("qp")
             })
             .collect();
         let mr = pd.alloc_mr(2 * n * MSGS * SLOT, ALL_ACCESS).expect("mr");

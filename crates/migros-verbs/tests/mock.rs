@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use migros_proto::frame;
 use migros_proto::msg::{DeviceInfo, Event, Request, Response};
 use migros_verbs::*;
-use support::stand_in;
+use support::{rc_attr, small_cap, stand_in};
 
 const QPN: Qpn = 0x42;
 const CQ: Cqn = 5;
@@ -138,22 +138,7 @@ fn objects(ctx: &Context) -> Objects {
     let pd = ctx.alloc_pd().unwrap();
     let mr = pd.alloc_mr(100, Access::LOCAL_WRITE).unwrap();
     assert_eq!((mr.len(), mr.addr() % 4096), (100, 0));
-    let qp = pd
-        .create_qp(&QpInitAttr {
-            qp_type: QpType::Rc,
-            send_cq: &cq,
-            recv_cq: &cq,
-            srq: None,
-            cap: QpCap {
-                max_send_wr: 3,
-                max_recv_wr: 2,
-                max_send_sge: 1,
-                max_recv_sge: 1,
-                max_inline_data: 0,
-            },
-            sq_sig_all: false,
-        })
-        .unwrap();
+    let qp = pd.create_qp(&rc_attr(&cq, None, small_cap(3, 2))).unwrap();
     // Posting needs RTS (the stand-in daemon accepts any transition).
     rts(&qp);
     Objects {

@@ -13,7 +13,7 @@ use std::path::Path;
 use migros_proto::frame;
 use migros_proto::msg::{Request, Response};
 use migros_verbs::*;
-use support::stand_in;
+use support::{rc_attr, small_cap, stand_in};
 
 const MAX_CQE: u32 = 64;
 
@@ -46,21 +46,7 @@ fn open(dir: &Path) -> Context {
 }
 
 fn qp(pd: &Pd, cq: &Cq, srq: Option<&Srq>) -> Qp {
-    pd.create_qp(&QpInitAttr {
-        qp_type: QpType::Rc,
-        send_cq: cq,
-        recv_cq: cq,
-        srq,
-        cap: QpCap {
-            max_send_wr: 4,
-            max_recv_wr: 4,
-            max_send_sge: 1,
-            max_recv_sge: 1,
-            max_inline_data: 0,
-        },
-        sq_sig_all: false,
-    })
-    .unwrap()
+    pd.create_qp(&rc_attr(cq, srq, small_cap(4, 4))).unwrap()
 }
 
 fn to(qp: &Qp, qp_state: QpState) {

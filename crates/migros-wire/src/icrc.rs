@@ -262,6 +262,15 @@ pub fn reseal_ipv4_id(udp_payload: &mut [u8], from: u16, to: u16) {
 mod tests {
     use super::*;
 
+    fn v6_ctx() -> IpContext {
+        IpContext::new(
+            "fd00::1".parse().unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            "fd00::2".parse().unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            50000,
+            crate::ROCE_V2_PORT,
+        )
+    }
+
     fn v4_ctx() -> IpContext {
         IpContext::new(
             IpAddr::V4(Ipv4Addr::new(198, 18, 10, 1)),
@@ -321,12 +330,7 @@ mod tests {
 
     #[test]
     fn ipv6_seal_verify() {
-        let ctx = IpContext::new(
-            "fd00::1".parse().unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-            "fd00::2".parse().unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-            50000,
-            crate::ROCE_V2_PORT,
-        );
+        let ctx = v6_ctx();
         let mut p = captured_packet_1();
         seal(&ctx, &mut p);
         assert!(verify(&ctx, &p));
@@ -446,12 +450,7 @@ mod tests {
 
     #[test]
     fn ipv6_is_checked_as_before() {
-        let ctx = IpContext::new(
-            "fd00::1".parse().unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-            "fd00::2".parse().unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-            50000,
-            crate::ROCE_V2_PORT,
-        );
+        let ctx = v6_ctx();
         let mut p = captured_packet_1();
         seal(&ctx, &mut p);
         assert_eq!(verify_received(&ctx, &p), Some(ReceivedHeader::Ipv6));

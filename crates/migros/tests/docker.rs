@@ -257,6 +257,119 @@ fn assert_result(who: &str, log: &str) {
     assert!(!log.contains("Couldn't"), "{who}:\n{log}");
 }
 
+/// A `migros run --engine docker` pair: nodes `<p>a|b|c` (see
+/// [`Lab::nodes`]); the server container `<p>srv` (`<p>srv-1` once moved)
+/// at 198.19.240.<octet> on node A, then, once it waits for a client, the
+/// client `<p>cli` at 198.19.240.<octet+1> on node B, running `cmd` with
+/// the server's address appended: its container's, or with
+/// `server_at_node` node A's. Its containers go when it is dropped, then
+/// its lab.
+struct MigrosPair {
+    srv: String,
+    cli: String,
+    nodes: [String; 3],
+    _lab: Lab,
+    /// One test at a time, released last.
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl MigrosPair {
+    /// The pair once RDMA traffic flows (the server printed the remote
+    /// address, a second more), and a watch on the client's node, started
+    /// before it connected; `None` if the test skips.
+    fn start(p: &str, octet: u8, cmd: &[&str], server_at_node: bool) -> Option<(Self, NodeWatch)> {
+        if !ready() {
+            return None;
+        }
+        let _one = RDMA.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lab = Lab::new();
+        let nodes = lab.nodes(p, octet);
+        let srv_ip = format!("198.19.240.{octet}");
+        let cli_ip = format!("198.19.240.{}", octet + 1);
+        let (srv, cli) = (format!("{p}srv"), format!("{p}cli"));
+        for n in [&srv, &format!("{srv}-1"), &cli] {
+            lab.container(n);
+        }
+        let _ = run(MIGROS, &["rm", "-f", &srv]);
+        let _ = run(MIGROS, &["rm", "-f", &cli]);
+        let mrun = |node: &str, name: &str, ip: &str, server: Option<&str>| {
+            let mut args = vec![
+                "run", "--engine", "docker", "--node", node, "--name", name, "--ip", ip, "--",
+            ];
+            args.extend_from_slice(cmd);
+            if let Some(s) = server {
+                args.push(s);
+            }
+            migros(&args);
+        };
+        let pair = MigrosPair {
+            srv,
+            cli,
+            nodes,
+            _lab: lab,
+            _one,
+        };
+        let (a, b) = (&pair.nodes[0], &pair.nodes[1]);
+        mrun(a, &pair.srv, &srv_ip, None);
+        pair.wait_for(&pair.srv, "Waiting for client");
+        let server_addr = match server_at_node {
+            true => format!("198.18.2.{octet}"),
+            false => srv_ip,
+        };
+        mrun(b, &pair.cli, &cli_ip, Some(&server_addr));
+        let watch = NodeWatch::start(b);
+        pair.wait_for(&pair.srv, "remote address");
+        std::thread::sleep(Duration::from_millis(1000));
+        Some((pair, watch))
+    }
+
+    /// `migros logs` of the container `name`.
+    fn logs(&self, name: &str) -> String {
+        migros(&["logs", name])
+    }
+
+    /// Waits (60 s at most) until the output of `name` contains `needle`.
+    fn wait_for(&self, name: &str, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.logs(name).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no {needle:?}:\n{}",
+                self.logs(name)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for the client, then the server, to exit 0, their QPs seen
+    /// paused and resumed by `watch`: their output, the client's first.
+    fn finish(&self, watch: NodeWatch) -> (String, String) {
+        let code = |n: &str| {
+            let o = run(MIGROS, &["wait", n, "--timeout", "300"]);
+            o.status.code().unwrap_or(-1)
+        };
+        let (cs, ss) = (code(&self.cli), code(&self.srv));
+        let seen = watch.finish();
+        let (pauses, resumes) = (seen.pauses, seen.resumes);
+        let (cl, sl) = (self.logs(&self.cli), self.logs(&self.srv));
+        eprintln!("server:\n{sl}\nclient:\n{cl}");
+        assert_eq!((cs, ss), (0, 0), "client:\n{cl}\nserver:\n{sl}");
+        assert!(
+            pauses >= 1 && resumes >= 1,
+            "the client's QP saw pauses {pauses} resumes {resumes}"
+        );
+        (cl, sl)
+    }
+}
+
+impl Drop for MigrosPair {
+    fn drop(&mut self) {
+        for n in [&self.srv, &self.cli] {
+            let _ = run(MIGROS, &["rm", "-f", n]);
+        }
+    }
+}
+
 /// The seed experiment, the server moved with the seed's own commands.
 #[test]
 fn seed_commands_server_migrates() {
@@ -345,59 +458,14 @@ fn seed_commands_server_migrates() {
 /// --engine docker`.
 #[test]
 fn migros_migrate_engine_docker() {
-    if !ready() {
+    let Some((pair, watch)) = MigrosPair::start("dk2", 21, SEED, false) else {
         return;
-    }
-    let _one = RDMA.lock().unwrap_or_else(|e| e.into_inner());
-    let mut lab = Lab::new();
-    let [a, b, c] = lab.nodes("dk2", 21);
-    let (srv_ip, cli_ip) = ("198.19.240.21", "198.19.240.22");
-    let (srv, cli) = ("dk2srv", "dk2cli");
-    for n in [srv, "dk2srv-1", cli] {
-        lab.container(n);
-    }
-    let _ = run(MIGROS, &["rm", "-f", srv]);
-    let _ = run(MIGROS, &["rm", "-f", cli]);
-    let mrun = |node: &str, name: &str, ip: &str, server: Option<&str>| {
-        let mut args = vec![
-            "run", "--engine", "docker", "--node", node, "--name", name, "--ip", ip, "--",
-        ];
-        args.extend_from_slice(SEED);
-        if let Some(s) = server {
-            args.push(s);
-        }
-        migros(&args);
     };
-    struct Rm(&'static [&'static str]);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            for n in self.0 {
-                let _ = run(MIGROS, &["rm", "-f", n]);
-            }
-        }
-    }
-    let _rm = Rm(&["dk2srv", "dk2cli"]);
-    mrun(&a, srv, srv_ip, None);
-    let logs = |n: &str| migros(&["logs", n]);
-    let wait_for = |n: &str, needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !logs(n).contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "{n}: no {needle:?}:\n{}",
-                logs(n)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_for(srv, "Waiting for client");
-    mrun(&b, cli, cli_ip, Some(srv_ip));
-    let watch = NodeWatch::start(&b);
-    wait_for(srv, "remote address");
-    std::thread::sleep(Duration::from_millis(1000));
+    let srv = pair.srv.as_str();
+    let [a, _, c] = &pair.nodes;
 
     // Refused before anything is frozen: the traffic goes on.
-    let same = run(MIGROS, &["migrate", "--engine", "docker", srv, "--to", &a]);
+    let same = run(MIGROS, &["migrate", "--engine", "docker", srv, "--to", a]);
     assert!(!same.status.success());
     let err = String::from_utf8_lossy(&same.stderr);
     assert!(err.contains("already runs on node"), "{err}");
@@ -408,7 +476,7 @@ fn migros_migrate_engine_docker() {
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("not found"));
 
-    let out = migros(&["migrate", "--engine", "docker", srv, "--to", &c]);
+    let out = migros(&["migrate", "--engine", "docker", srv, "--to", c]);
     eprintln!("{out}");
     assert!(out.contains(&format!("from {a} to {c}")), "{out}");
     assert!(out.contains("downtime"), "{out}");
@@ -417,25 +485,13 @@ fn migros_migrate_engine_docker() {
     let ps = migros(&["ps"]);
     assert!(
         ps.lines()
-            .any(|l| l.starts_with(srv) && l.contains(&c) && l.contains("dk2srv-1")),
+            .any(|l| l.starts_with(srv) && l.contains(c.as_str()) && l.contains("dk2srv-1")),
         "{ps}"
     );
 
-    let code = |n: &str| {
-        let o = run(MIGROS, &["wait", n, "--timeout", "300"]);
-        o.status.code().unwrap_or(-1)
-    };
-    let (cs, ss) = (code(cli), code(srv));
-    let seen = watch.finish();
-    let (pauses, resumes) = (seen.pauses, seen.resumes);
-    let (cl, sl) = (logs(cli), logs(srv));
-    assert_eq!((cs, ss), (0, 0), "client:\n{cl}\nserver:\n{sl}");
+    let (cl, sl) = pair.finish(watch);
     assert_result("client", &cl);
     assert_result("server", &sl);
-    assert!(
-        pauses >= 1 && resumes >= 1,
-        "the client's QP saw pauses {pauses} resumes {resumes}"
-    );
 }
 
 /// perftest's RDMA CM mode (`ib_send_bw -R -b`: its exchange and its
@@ -447,19 +503,6 @@ fn migros_migrate_engine_docker() {
 /// through A's tombstone, and both ends print their result lines.
 #[test]
 fn rdma_cm_migros_migrate_engine_docker() {
-    if !ready() {
-        return;
-    }
-    let _one = RDMA.lock().unwrap_or_else(|e| e.into_inner());
-    let mut lab = Lab::new();
-    let [a, b, c] = lab.nodes("dk3", 31);
-    let (srv_ip, cli_ip) = ("198.19.240.31", "198.19.240.32");
-    let (srv, cli) = ("dk3srv", "dk3cli");
-    for n in [srv, "dk3srv-1", cli] {
-        lab.container(n);
-    }
-    let _ = run(MIGROS, &["rm", "-f", srv]);
-    let _ = run(MIGROS, &["rm", "-f", cli]);
     const CMD: &[&str] = &[
         "stdbuf",
         "-oL",
@@ -473,69 +516,23 @@ fn rdma_cm_migros_migrate_engine_docker() {
         "100000",
         "-b",
     ];
-    let mrun = |node: &str, name: &str, ip: &str, server: Option<&str>| {
-        let mut args = vec![
-            "run", "--engine", "docker", "--node", node, "--name", name, "--ip", ip, "--",
-        ];
-        args.extend_from_slice(CMD);
-        if let Some(s) = server {
-            args.push(s);
-        }
-        migros(&args);
+    let Some((pair, watch)) = MigrosPair::start("dk3", 31, CMD, true) else {
+        return;
     };
-    struct Rm(&'static [&'static str]);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            for n in self.0 {
-                let _ = run(MIGROS, &["rm", "-f", n]);
-            }
-        }
-    }
-    let _rm = Rm(&["dk3srv", "dk3cli"]);
-    mrun(&a, srv, srv_ip, None);
-    let logs = |n: &str| migros(&["logs", n]);
-    let wait_for = |n: &str, needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !logs(n).contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "{n}: no {needle:?}:\n{}",
-                logs(n)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_for(srv, "Waiting for client");
-    let a_addr = "198.18.2.31";
-    mrun(&b, cli, cli_ip, Some(a_addr));
-    let watch = NodeWatch::start(&b);
-    wait_for(srv, "remote address");
-    std::thread::sleep(Duration::from_millis(1000));
+    let srv = pair.srv.as_str();
+    let [a, _, c] = &pair.nodes;
 
-    let out = migros(&["migrate", "--engine", "docker", srv, "--to", &c]);
+    let out = migros(&["migrate", "--engine", "docker", srv, "--to", c]);
     eprintln!("{out}");
     assert!(out.contains(&format!("from {a} to {c}")), "{out}");
     assert!(out.contains("downtime"), "{out}");
     assert!(out.contains("QP(s) forwarded"), "{out}");
 
-    let code = |n: &str| {
-        let o = run(MIGROS, &["wait", n, "--timeout", "300"]);
-        o.status.code().unwrap_or(-1)
-    };
-    let (cs, ss) = (code(cli), code(srv));
-    let seen = watch.finish();
-    let (pauses, resumes) = (seen.pauses, seen.resumes);
-    let (cl, sl) = (logs(cli), logs(srv));
-    eprintln!("server:\n{sl}\nclient:\n{cl}");
-    assert_eq!((cs, ss), (0, 0), "client:\n{cl}\nserver:\n{sl}");
+    let (cl, sl) = pair.finish(watch);
     for (who, log) in [("client", &cl), ("server", &sl)] {
         assert!(log.contains("Send Bidirectional BW Test"), "{who}:\n{log}");
         perftest::assert_bw(who, log, 16384, Some(100000));
         assert!(!log.contains("Completion with error"), "{who}:\n{log}");
         assert!(!log.contains("Couldn't"), "{who}:\n{log}");
     }
-    assert!(
-        pauses >= 1 && resumes >= 1,
-        "the client's QP saw pauses {pauses} resumes {resumes}"
-    );
 }

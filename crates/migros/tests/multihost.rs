@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lab::{migros, ok, run, run_env, ssh, Lab, MIGROS};
+use lab::{exit_code, migros, ok, on, run, run_env, ssh, wait_for, Lab, MIGROS};
 
 /// One test at a time: hosts and their dockerds are heavy on two cores.
 static ONE: Mutex<()> = Mutex::new(());
@@ -197,38 +197,12 @@ fn migrate_docker_between_ssh_hosts() {
         args.extend(server);
         migros(&args);
     };
-    let wait_for = |name: &str, needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let l = migros(&["logs", name]);
-            if l.contains(needle) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{name}: no {needle:?}:\n{l}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
     start("mh-a", srv, SERVER_IP, None);
     wait_for(srv, "Waiting for client");
     start("mh-b", cli, CLIENT_IP, Some(SERVER_IP));
     let watch = QpWatch::start("mh-b");
     wait_for(srv, "remote address");
     eprintln!("lab and containers ready in {:?}", t0.elapsed());
-    let on = |name: &str| -> (String, String) {
-        let ps = migros(&["ps", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&ps).unwrap();
-        let c = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("{name} not in {ps}"))
-            .clone();
-        (
-            c["node"].as_str().unwrap().to_string(),
-            c["status"].as_str().unwrap().to_string(),
-        )
-    };
 
     // A transfer whose ssh is killed mid-copy: the server is started
     // again on its source from the checkpoint and goes on.
@@ -300,20 +274,7 @@ fn migrate_docker_between_ssh_hosts() {
         "{list}"
     );
     // Back up: the node again (its record goes, the machine stays).
-    migros(&["node", "del", "mh-c"]);
-    migros(&[
-        "node",
-        "add",
-        "mh-c",
-        "--ssh",
-        "root@mh-c",
-        "--ssh-config",
-        lab::SSH_CONFIG,
-        "--addr",
-        "198.18.64.43",
-        "--mtu",
-        "4096",
-    ]);
+    lab::readd_node("mh-c", "198.18.64.43");
 
     // There and back, and the other end too.
     for (name, to, from) in [
@@ -321,22 +282,10 @@ fn migrate_docker_between_ssh_hosts() {
         (srv, "mh-a", "mh-c"),
         (cli, "mh-c", "mh-b"),
     ] {
-        let t = Instant::now();
-        let out = migros(&["migrate", name, "--to", to]);
-        eprintln!("{out}({:?})", t.elapsed());
-        assert!(out.contains(&format!("from {from} to {to}")), "{out}");
-        assert!(out.contains(&format!("streamed {from} -> {to}")), "{out}");
-        assert!(out.contains("QP(s) forwarded"), "{out}");
-        assert_eq!(on(name), (to.to_string(), "running".to_string()), "{name}");
+        lab::migrate_streamed(name, from, to);
     }
 
-    let code = |n: &str| {
-        run(MIGROS, &["wait", n, "--timeout", "300"])
-            .status
-            .code()
-            .unwrap_or(-1)
-    };
-    let (cs, ss) = (code(cli), code(srv));
+    let (cs, ss) = (exit_code(cli), exit_code(srv));
     let (pauses, resumes) = watch.finish();
     let (cl, sl) = (migros(&["logs", cli]), migros(&["logs", srv]));
     assert_eq!((cs, ss), (0, 0), "client:\n{cl}\nserver:\n{sl}");

@@ -16,42 +16,12 @@
 
 mod lab;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use lab::{migros, run, run_env, ssh, Lab, MIGROS};
+use lab::{exit_code, migros, on, run, run_env, ssh, wait_for, Lab, MIGROS};
 
 const SERVER_IP: &str = "198.19.64.51";
 const ITERS: u64 = 500_000;
-
-/// The node and status `migros ps` shows for `name`.
-fn on(name: &str) -> (String, String) {
-    let ps = migros(&["ps", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&ps).unwrap();
-    let c = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {ps}"))
-        .clone();
-    (
-        c["node"].as_str().unwrap().to_string(),
-        c["status"].as_str().unwrap().to_string(),
-    )
-}
-
-/// Waits until `migros logs name` shows `needle`.
-fn wait_for(name: &str, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let l = migros(&["logs", name]);
-        if l.contains(needle) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name}: no {needle:?}:\n{l}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn migrate_runc_between_ssh_hosts() {
@@ -128,39 +98,14 @@ fn migrate_runc_between_ssh_hosts() {
         "{err}"
     );
     assert_eq!(on(srv), ("mh-ra".into(), "running".into()));
-    migros(&["node", "del", "mh-rb"]);
-    migros(&[
-        "node",
-        "add",
-        "mh-rb",
-        "--ssh",
-        "root@mh-rb",
-        "--ssh-config",
-        lab::SSH_CONFIG,
-        "--addr",
-        "198.18.64.52",
-        "--mtu",
-        "4096",
-    ]);
+    lab::readd_node("mh-rb", "198.18.64.52");
 
     // There and back.
     for (to, from) in [("mh-rb", "mh-ra"), ("mh-ra", "mh-rb")] {
-        let t = Instant::now();
-        let out = migros(&["migrate", srv, "--to", to]);
-        eprintln!("{out}({:?})", t.elapsed());
-        assert!(out.contains(&format!("from {from} to {to}")), "{out}");
-        assert!(out.contains(&format!("streamed {from} -> {to}")), "{out}");
-        assert!(out.contains("QP(s) forwarded"), "{out}");
-        assert_eq!(on(srv), (to.to_string(), "running".to_string()));
+        lab::migrate_streamed(srv, from, to);
     }
 
-    let code = |n: &str| {
-        run(MIGROS, &["wait", n, "--timeout", "300"])
-            .status
-            .code()
-            .unwrap_or(-1)
-    };
-    let (cs, ss) = (code(cli), code(srv));
+    let (cs, ss) = (exit_code(cli), exit_code(srv));
     let (cl, sl) = (migros(&["logs", cli]), migros(&["logs", srv]));
     assert_eq!((cs, ss), (0, 0), "client:\n{cl}\nserver:\n{sl}");
     lab::assert_result("client", &cl, ITERS);

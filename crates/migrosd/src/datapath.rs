@@ -385,42 +385,31 @@ impl DataPath {
                 continue;
             }
             let mut n = 0;
-            loop {
+            let failed = loop {
                 let waiting = p.device.completions_waiting(cq);
-                let fits = ring.room_for(p.mem, holder.owner, waiting);
-                let k = match fits {
-                    Ok(0) => break,
+                let k = match ring.room_for(p.mem, holder.owner, waiting) {
+                    Ok(0) => break None,
                     Ok(k) => k,
-                    Err(e) => {
-                        tracing::info!(cq, error = %e, "cannot read the consumer index of a cq ring: cq in error");
-                        Self::fail_cq(
-                            &mut self.failed_cqs,
-                            &mut self.notices,
-                            &mut self.wc_buf,
-                            p.device,
-                            p.now,
-                            holder.session,
-                            cq,
-                        );
-                        break;
-                    }
+                    Err(e) => break Some(("cannot read the consumer index of a cq ring", e)),
                 };
                 self.wc_buf.clear();
                 let _ = p.device.poll_cq(cq, k, &mut self.wc_buf);
                 if let Err(e) = ring.write(p.mem, holder.owner, &self.wc_buf, &mut self.cqe_buf) {
-                    tracing::info!(cq, error = %e, "cannot write completions into the client's ring: cq in error");
-                    Self::fail_cq(
-                        &mut self.failed_cqs,
-                        &mut self.notices,
-                        &mut self.wc_buf,
-                        p.device,
-                        p.now,
-                        holder.session,
-                        cq,
-                    );
-                    break;
+                    break Some(("cannot write completions into the client's ring", e));
                 }
                 n += k;
+            };
+            if let Some((what, e)) = failed {
+                tracing::info!(cq, error = %e, "{what}: cq in error");
+                Self::fail_cq(
+                    &mut self.failed_cqs,
+                    &mut self.notices,
+                    &mut self.wc_buf,
+                    p.device,
+                    p.now,
+                    holder.session,
+                    cq,
+                );
             }
             if n > 0 && ring.armed {
                 ring.armed = false;

@@ -121,8 +121,9 @@ impl Net {
         self.nodes.iter().position(|n| n.addr == a)
     }
 
-    /// Binds and listens on `port` (TCP port space, RC) at node `i`.
-    pub fn listen(&mut self, i: usize, port: u16, qp_type: CmQpType) -> u32 {
+    /// Binds node `i`'s address and `port` (0: any) in the port space of
+    /// `qp_type` (UDP for UD, TCP otherwise); the bind's id.
+    fn bind(&mut self, i: usize, port: u16, qp_type: CmQpType) -> u32 {
         let ps = if qp_type == CmQpType::Ud {
             PortSpace::Udp
         } else {
@@ -133,6 +134,12 @@ impl Net {
             .agent
             .bind(OWNER, ps, Some(a), port, false)
             .expect("bind");
+        bind
+    }
+
+    /// Binds and listens on `port` (TCP port space, RC) at node `i`.
+    pub fn listen(&mut self, i: usize, port: u16, qp_type: CmQpType) -> u32 {
+        let bind = self.bind(i, port, qp_type);
         self.nodes[i]
             .agent
             .listen(OWNER, bind, qp_type)
@@ -141,16 +148,8 @@ impl Net {
 
     /// Connects node `i` to `j`:`port`; returns the connection id.
     pub fn connect(&mut self, i: usize, j: usize, port: u16, qp_type: CmQpType, pd: &[u8]) -> u32 {
-        let ps = if qp_type == CmQpType::Ud {
-            PortSpace::Udp
-        } else {
-            PortSpace::Tcp
-        };
+        let bind = self.bind(i, 0, qp_type);
         let a = self.nodes[i].addr;
-        let (bind, _) = self.nodes[i]
-            .agent
-            .bind(OWNER, ps, Some(a), 0, false)
-            .expect("bind");
         let p = ConnectParams {
             bind,
             src: a,

@@ -6,26 +6,13 @@
 //! resumes, runs its timers and sends without panicking.
 #![no_main]
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use migros_test_support::rc::{cap, rc_qp_init};
-use migros_transport::{
-    Device, DeviceConfig, Instant, Memory, MemoryFault, OwnerId, OwnerSnapshot, QpInit,
-};
-
-struct Zeros;
-
-impl Memory for Zeros {
-    fn read(&mut self, _: OwnerId, _: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
-        buf.fill(0);
-        Ok(())
-    }
-    fn write(&mut self, _: OwnerId, _: u64, _: &[u8]) -> Result<(), MemoryFault> {
-        Ok(())
-    }
-}
+use migros_transport::{Device, DeviceConfig, Instant, OwnerId, OwnerSnapshot, QpInit};
 
 /// The golden image's QPNs, so that the corpus reaches the collisions.
 const LIVE_QPN: u32 = 0x42;
@@ -68,27 +55,23 @@ fuzz_target!(|data: &[u8]| {
         .flatten()
         .any(|q| q["init"]["qpn"] == TOMBSTONE_QPN && q["resume_key"] == tomb_key);
     let before = (dev.qpns(), dev.tombstones());
-    let mut now = Instant::from_nanos(1_000_000);
+    let now = Instant::from_nanos(1_000_000);
     match dev.restore(now, snap) {
         Err(_) => {
-            assert_eq!((dev.qpns(), dev.tombstones()), before, "a refusal changes nothing");
+            assert_eq!(
+                (dev.qpns(), dev.tombstones()),
+                before,
+                "a refusal changes nothing"
+            );
             return;
         }
         Ok(()) => {
             assert!(!takes_live, "restored over a live qp");
-            assert!(!takes_tomb || tomb_key_matches, "took a tombstone without its key");
+            assert!(
+                !takes_tomb || tomb_key_matches,
+                "took a tombstone without its key"
+            );
         }
     }
-    let _ = dev.resume_owner(now, owner);
-    let mut buf = Vec::new();
-    for _ in 0..4 {
-        for _ in 0..64 {
-            if dev.poll_transmit(now, &mut Zeros, &mut buf).is_none() {
-                break;
-            }
-        }
-        while dev.poll_event().is_some() {}
-        now = dev.poll_timeout().unwrap_or(now + Duration::from_millis(1));
-        dev.handle_timeout(now);
-    }
+    common::resume_and_run(&mut dev, now, owner);
 });

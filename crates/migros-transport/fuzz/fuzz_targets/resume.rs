@@ -8,28 +8,17 @@
 //! fuzzer may find one; a network attacker cannot).
 #![no_main]
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use common::Zeros;
 use libfuzzer_sys::fuzz_target;
+use migros_test_support::rc::{cap, rc_qp_init, RcParams};
 use migros_transport::resume::ResumeMessage;
-use migros_transport::{
-    Access, AttrMask, Device, DeviceConfig, Instant, Memory, MemoryFault, Mtu,
-    OwnerId, QpAttr, QpCap, QpInit, QpState, QpType,
-};
+use migros_transport::{Device, DeviceConfig, Instant, OwnerId};
 use migros_wire::{Aeth, Bth, Headers, IpContext, Opcode, Packet, Psn, PAUSE_NAK_SYNDROME};
-
-struct Zeros;
-
-impl Memory for Zeros {
-    fn read(&mut self, _: OwnerId, _: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
-        buf.fill(0);
-        Ok(())
-    }
-    fn write(&mut self, _: OwnerId, _: u64, _: &[u8]) -> Result<(), MemoryFault> {
-        Ok(())
-    }
-}
 
 const OWNER: OwnerId = 1;
 const QPN: u32 = 0x42;
@@ -44,67 +33,19 @@ fn device() -> Device {
     let mut d = Device::new(DeviceConfig::new(addr(1)));
     d.alloc_pd(OWNER, 1).unwrap();
     d.create_cq(OWNER, 3, 64).unwrap();
-    let cap = QpCap {
-        max_send_wr: 8,
-        max_recv_wr: 8,
-        max_send_sge: 1,
-        max_recv_sge: 1,
-        max_inline_data: 0,
-    };
-    d.create_qp(QpInit {
-        owner: OWNER,
-        qpn: QPN,
-        qp_type: QpType::Rc,
-        pd: 1,
-        send_cq: 3,
-        recv_cq: 3,
-        srq: None,
-        cap,
-        sq_sig_all: false,
-    })
-    .unwrap();
-    let now = Instant::ZERO;
-    let init = QpAttr {
-        qp_state: QpState::Init,
-        qp_access_flags: Access(0xf),
-        ..QpAttr::default()
-    };
-    let m = AttrMask::STATE | AttrMask::ACCESS_FLAGS | AttrMask::PKEY_INDEX | AttrMask::PORT;
-    d.modify_qp(now, QPN, &init, m).unwrap();
-    let rtr = QpAttr {
-        qp_state: QpState::Rtr,
-        path_mtu: Mtu::Mtu1024,
-        dest_qp_num: PEER_QPN,
-        rq_psn: 1000,
-        dest_addr: Some(addr(2)),
-        max_dest_rd_atomic: 1,
-        min_rnr_timer: 1,
-        ..QpAttr::default()
-    };
-    let m = AttrMask::STATE
-        | AttrMask::AV
-        | AttrMask::PATH_MTU
-        | AttrMask::DEST_QPN
-        | AttrMask::RQ_PSN
-        | AttrMask::MAX_DEST_RD_ATOMIC
-        | AttrMask::MIN_RNR_TIMER;
-    d.modify_qp(now, QPN, &rtr, m).unwrap();
-    let rts = QpAttr {
-        qp_state: QpState::Rts,
+    d.create_qp(rc_qp_init(OWNER, QPN, 1, 3, cap(8, 8)))
+        .unwrap();
+    let params = RcParams {
         sq_psn: 2000,
+        rq_psn: 1000,
         timeout: 14,
-        retry_cnt: 7,
-        rnr_retry: 7,
         max_rd_atomic: 1,
-        ..QpAttr::default()
+        max_dest_rd_atomic: 1,
+        ..RcParams::new(PEER_QPN, addr(2))
     };
-    let m = AttrMask::STATE
-        | AttrMask::SQ_PSN
-        | AttrMask::TIMEOUT
-        | AttrMask::RETRY_CNT
-        | AttrMask::RNR_RETRY
-        | AttrMask::MAX_QP_RD_ATOMIC;
-    d.modify_qp(now, QPN, &rts, m).unwrap();
+    for (attr, mask) in params.transitions() {
+        d.modify_qp(Instant::ZERO, QPN, &attr, mask).unwrap();
+    }
     d
 }
 

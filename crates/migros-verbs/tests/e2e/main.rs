@@ -53,16 +53,7 @@ fn rc_side_on_srq(ctx: Context, cqe: u32, srq_wr: u32, mr_len: usize) -> (Srq, S
     let pd = ctx.alloc_pd().unwrap();
     let cq = ctx.create_cq(cqe, None).unwrap();
     let srq = pd.create_srq(srq_wr, 1, 0).unwrap();
-    let qp = pd
-        .create_qp(&QpInitAttr {
-            qp_type: QpType::Rc,
-            send_cq: &cq,
-            recv_cq: &cq,
-            srq: Some(&srq),
-            cap: cap(16),
-            sq_sig_all: false,
-        })
-        .unwrap();
+    let qp = pd.create_qp(&rc_attr(&cq, Some(&srq), cap(16))).unwrap();
     let mr = pd.alloc_mr(mr_len, ALL_ACCESS).unwrap();
     let side = Side {
         ctx,

@@ -118,16 +118,7 @@ fn completion_channel_reports_armed_cqs() {
     assert!(ch.fd() >= 0);
     let pd = bctx.alloc_pd().unwrap();
     let cq = bctx.create_cq(16, Some(&ch)).unwrap();
-    let qp = pd
-        .create_qp(&QpInitAttr {
-            qp_type: QpType::Rc,
-            send_cq: &cq,
-            recv_cq: &cq,
-            srq: None,
-            cap: cap(16),
-            sq_sig_all: false,
-        })
-        .unwrap();
+    let qp = pd.create_qp(&rc_attr(&cq, None, cap(16))).unwrap();
     let mr = pd.alloc_mr(4096, ALL_ACCESS).unwrap();
     let b = Side {
         ctx: bctx,

@@ -12,6 +12,9 @@ use migros_test_support::require::{require, root};
 use migros_test_support::RcParams;
 use migros_verbs::*;
 
+/// `send_wr` and `recv_wr` work requests of one SGE, no inline data.
+#[allow(unused_imports)] // not every test binary uses it
+pub use migros_test_support::rc::cap as small_cap;
 pub use migros_test_support::ALL_ACCESS;
 
 pub mod stand_in;
@@ -81,6 +84,20 @@ pub struct Side {
     pub mr: Mr,
 }
 
+/// An RC QP's attributes: both queues complete on `cq`, receives come
+/// from `srq` if there is one, and only the send WRs that ask for a
+/// completion get one.
+pub fn rc_attr<'a>(cq: &'a Cq, srq: Option<&'a Srq>, cap: QpCap) -> QpInitAttr<'a> {
+    QpInitAttr {
+        qp_type: QpType::Rc,
+        send_cq: cq,
+        recv_cq: cq,
+        srq,
+        cap,
+        sq_sig_all: false,
+    }
+}
+
 pub fn cap(wr: u32) -> QpCap {
     QpCap {
         max_send_wr: wr,
@@ -100,16 +117,7 @@ pub fn rc_side(ctx: Context, mr_len: usize) -> Side {
 pub fn rc_side_with(ctx: Context, mr_len: usize, channel: Option<&CompChannel>) -> Side {
     let pd = ctx.alloc_pd().expect("pd");
     let cq = ctx.create_cq(256, channel).expect("cq");
-    let qp = pd
-        .create_qp(&QpInitAttr {
-            qp_type: QpType::Rc,
-            send_cq: &cq,
-            recv_cq: &cq,
-            srq: None,
-            cap: cap(64),
-            sq_sig_all: false,
-        })
-        .expect("qp");
+    let qp = pd.create_qp(&rc_attr(&cq, None, cap(64))).expect("qp");
     let mr = pd.alloc_mr(mr_len, ALL_ACCESS).expect("mr");
     Side {
         ctx,

@@ -147,6 +147,16 @@ impl<'a> RdmaRun<'a> {
 }
 
 impl Ran {
+    /// Both ends' perftest result lines (`size` bytes, `iters` iterations
+    /// if given), the partner paused and resumed, the destination serving
+    /// the moved QPs.
+    fn assert_streamed_through(&self, size: u64, iters: Option<u64>) {
+        perftest::assert_bw("server", &self.srv, size, iters);
+        perftest::assert_bw("client", &self.cli, size, iters);
+        self.assert_partner_paused_and_resumed();
+        self.assert_destination_served();
+    }
+
     /// The end that stayed was paused by the migration (its requests got
     /// the pause NAK) and resumed.
     fn assert_partner_paused_and_resumed(&self) {
@@ -214,10 +224,7 @@ fn rdma_send_bw_bidirectional_server_migrates() {
     let Some(r) = RdmaRun::server_to_c("k6", 61, &cmd).run() else {
         return;
     };
-    perftest::assert_bw("server", &r.srv, 16384, Some(100000));
-    perftest::assert_bw("client", &r.cli, 16384, Some(100000));
-    r.assert_partner_paused_and_resumed();
-    r.assert_destination_served();
+    r.assert_streamed_through(16384, Some(100000));
 }
 
 /// perftest's RDMA CM mode (`-R`: both its own exchange and the test's
@@ -232,22 +239,13 @@ fn rdma_send_bw_bidirectional_server_migrates() {
 fn rdma_cm_send_bw_bidirectional_server_migrates() {
     let cmd = perftest("ib_send_bw", &["-R", "-s", "16384", "-n", "100000", "-b"]);
     let Some(r) = (RdmaRun {
-        prefix: "k21",
-        octet: 211,
-        server: &cmd,
-        client: &cmd,
-        moves: Moves::Server,
-        hops: &["c"],
-        volume: None,
         server_at_node: true,
+        ..RdmaRun::server_to_c("k21", 211, &cmd)
     })
     .run() else {
         return;
     };
-    perftest::assert_bw("server", &r.srv, 16384, Some(100000));
-    perftest::assert_bw("client", &r.cli, 16384, Some(100000));
-    r.assert_partner_paused_and_resumed();
-    r.assert_destination_served();
+    r.assert_streamed_through(16384, Some(100000));
 }
 
 /// The seed's command, exactly: `ib_send_bw -d rxe0 -n 100000 -b`
@@ -264,11 +262,8 @@ fn rdma_seed_experiment_exact() {
     let Some(r) = RdmaRun::server_to_c("k14", 141, SEED).run() else {
         return;
     };
-    perftest::assert_bw("server", &r.srv, 65536, Some(100000));
-    perftest::assert_bw("client", &r.cli, 65536, Some(100000));
+    r.assert_streamed_through(65536, Some(100000));
     assert!(r.srv.contains("Send Bidirectional BW Test"), "{}", r.srv);
-    r.assert_partner_paused_and_resumed();
-    r.assert_destination_served();
 }
 
 /// One-way `ib_send_bw`: the server only receives, and perftest leaves its

@@ -149,6 +149,76 @@ pub fn ssh(host: &str, script: &str) -> Output {
     run("ssh", &["-F", SSH_CONFIG, host, script])
 }
 
+/// The node and status `migros ps` shows for the container `name`.
+pub fn on(name: &str) -> (String, String) {
+    let ps = migros(&["ps", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&ps).unwrap();
+    let c = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {ps}"))
+        .clone();
+    (
+        c["node"].as_str().unwrap().to_string(),
+        c["status"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Waits (60 s at most) until `migros logs name` shows `needle`.
+pub fn wait_for(name: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = migros(&["logs", name]);
+        if l.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name}: no {needle:?}:\n{l}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `migros wait` (300 s at most): the container's exit code, -1 without one.
+pub fn exit_code(name: &str) -> i32 {
+    run(MIGROS, &["wait", name, "--timeout", "300"])
+        .status
+        .code()
+        .unwrap_or(-1)
+}
+
+/// The ssh node `host` (the host's daemon at `addr`) deleted and added
+/// again: its record goes, the machine stays.
+pub fn readd_node(host: &str, addr: &str) {
+    migros(&["node", "del", host]);
+    migros(&[
+        "node",
+        "add",
+        host,
+        "--ssh",
+        &format!("root@{host}"),
+        "--ssh-config",
+        SSH_CONFIG,
+        "--addr",
+        addr,
+        "--mtu",
+        "4096",
+    ]);
+}
+
+/// `migros migrate name --to to`: it must say it moved `name` from
+/// `from`, its image streamed host to host and its QPs forwarded; `name`
+/// then runs on `to`.
+pub fn migrate_streamed(name: &str, from: &str, to: &str) {
+    let t = Instant::now();
+    let out = migros(&["migrate", name, "--to", to]);
+    eprintln!("{out}({:?})", t.elapsed());
+    assert!(out.contains(&format!("from {from} to {to}")), "{out}");
+    assert!(out.contains(&format!("streamed {from} -> {to}")), "{out}");
+    assert!(out.contains("QP(s) forwarded"), "{out}");
+    assert_eq!(on(name), (to.to_string(), "running".to_string()), "{name}");
+}
+
 /// Hosts, ssh nodes and migros containers of one test, removed when dropped.
 pub struct Lab {
     pub hosts: Vec<String>,

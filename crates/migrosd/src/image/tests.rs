@@ -118,23 +118,17 @@ fn the_golden_image_goes_through_the_registry_objects_unchanged() {
 }
 
 #[test]
-fn a_version_1_image_is_refused_by_name() {
-    let e = decode(VERSION_1).expect_err("version 1");
-    assert_eq!(
-        e.to_string(),
-        "image version 1: this migrosd reads version 3 only \
-         (checkpoint and restore with the same migros version)"
-    );
-}
-
-#[test]
-fn a_version_2_image_is_refused_by_name() {
-    let e = decode(VERSION_2).expect_err("version 2");
-    assert_eq!(
-        e.to_string(),
-        "image version 2: this migrosd reads version 3 only \
-         (checkpoint and restore with the same migros version)"
-    );
+fn version_1_and_2_images_are_refused_by_name() {
+    for (version, bytes) in [(1, VERSION_1), (2, VERSION_2)] {
+        let e = decode(bytes).expect_err("an old version");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "image version {version}: this migrosd reads version 3 only \
+                 (checkpoint and restore with the same migros version)"
+            )
+        );
+    }
 }
 
 #[test]
