@@ -34,7 +34,15 @@
 //! - `solicited`: `ibv_req_notify_cq(cq, 1)` ignores unsolicited
 //!   completions;
 //! - `queue_full`: a receive queue holds `max_recv_wr` (ENOMEM past it,
-//!   room again once one completes).
+//!   room again once one completes);
+//! - `wr_ex`: the extended post API (`ibv_wr_start` … `ibv_wr_complete`)
+//!   on an RTS QP made with `ibv_create_qp_ex`: SEND, SEND_WITH_IMM,
+//!   WRITE from two SGEs, inline SEND, WRITE_WITH_IMM, READ and both
+//!   atomics in one batch with every byte checked, an aborted batch, an
+//!   unsignaled WR;
+//! - `fatal`: IBV_EVENT_QP_FATAL when a region is unmapped under the
+//!   daemon and a WRITE into it cannot land, IBV_EVENT_CQ_ERR when a CQ
+//!   nobody polls overflows.
 //!
 //! Needs root and a C compiler with libibverbs-dev (skipped otherwise, or
 //! failing with `MIGROS_TESTS_REQUIRED=1`); starts daemons on loopback,
@@ -65,18 +73,22 @@ const CASES: &[&str] = &[
     "events",
     "solicited",
     "queue_full",
+    "wr_ex",
+    "fatal",
+];
+
+const SOURCES: [&str; 6] = [
+    "verbs_strict.c",
+    "verbs_strict_device.c",
+    "verbs_strict_post.c",
+    "verbs_strict_mw.c",
+    "verbs_strict_events.c",
+    "verbs_strict_ex.c",
 ];
 
 #[test]
 fn every_case_answers_as_the_kernel_softroce() {
-    let sources = [
-        "verbs_strict.c",
-        "verbs_strict_device.c",
-        "verbs_strict_post.c",
-        "verbs_strict_mw.c",
-        "verbs_strict_events.c",
-    ];
-    let Some((bin, program)) = c_program("verbs_strict", &sources) else {
+    let Some((bin, program)) = c_program("verbs_strict", &SOURCES) else {
         return;
     };
     let exe = program.exe.as_str();

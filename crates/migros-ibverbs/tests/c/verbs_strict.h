@@ -60,5 +60,7 @@ void case_srq(char **argv);
 void case_events(char **argv);
 void case_solicited(char **argv);
 void case_queue_full(char **argv);
+void case_wr_ex(char **argv);
+void case_fatal(char **argv);
 
 #endif
