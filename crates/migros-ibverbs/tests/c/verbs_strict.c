@@ -163,6 +163,7 @@ int main(int argc, char **argv)
 	struct { const char *name; void (*run)(char **); } cases[] = {
 		{ "exports", case_exports },
 		{ "gid", case_gid },
+		{ "gid_port", case_gid_port },
 		{ "ah", case_ah },
 		{ "cq", case_cq },
 		{ "mr", case_mr },

@@ -45,6 +45,7 @@ void post_recv(struct ibv_qp *qp, struct side *s, uint64_t id);
 
 void case_exports(char **argv);
 void case_gid(char **argv);
+void case_gid_port(char **argv);
 void case_ah(char **argv);
 void case_cq(char **argv);
 void case_mr(char **argv);
