@@ -51,6 +51,8 @@ fn device() -> DeviceInfo {
     DeviceInfo {
         name: "fake".into(),
         addr: "127.0.0.189".parse().unwrap(),
+        gids: vec!["127.0.0.189".parse().unwrap()],
+        port_active: true,
         mtu: Mtu::Mtu1024,
         node_guid: 1,
         max_qp: 1,

@@ -22,12 +22,13 @@ pub unsafe extern "C" fn ibv_create_ah(pd: *mut ibv_pd, attr: *mut ibv_ah_attr) 
     let a = unsafe { &*attr };
     // As the kernel's rdma_check_ah_attr: the port must exist and RoCE
     // needs the GRH (the destination is its GID, the source its
-    // sgid_index, which must name a GID the device has).
+    // sgid_index, which must name a GID the device has and can send
+    // from: see `device`).
     if a.is_global == 0 || a.port_num != 1 {
         return null_errno(libc::EINVAL);
     }
     // SAFETY: the PD's context is open (contract).
-    if let Err(e) = unsafe { crate::device::gid_entry((*pd).context, 1, a.grh.sgid_index.into()) } {
+    if let Err(e) = unsafe { crate::device::source_gid((*pd).context, a.grh.sgid_index.into()) } {
         return null_errno(e);
     }
     let ah = ibv_ah {

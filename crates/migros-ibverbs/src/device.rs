@@ -3,11 +3,23 @@
 //! 0) so programs take the generic paths.
 //!
 //! The GID table has rxe's length (1024); the entries the device has come
-//! first (RoCE v2 GIDs of the addresses the daemon serves, index 0 its
-//! main one), the rest are empty. As with libibverbs on a kernel device:
-//! `ibv_query_gid` of an empty entry gives the zero GID, `ibv_query_gid_ex`
-//! ENODATA, `ibv_query_gid_type` RoCE v1; an index past the table is
-//! EINVAL.
+//! first, the rest are empty. They are RoCE v2 GIDs of the addresses of
+//! the interface the daemon's address belongs to, as the daemon found
+//! them when the context was opened (IPv4 ones mapped, `::ffff:a.b.c.d`):
+//! index 0 is the device's own address, then its interface's other IPv4
+//! addresses, then its IPv6 ones; a device on a loopback address has that
+//! address only (migrosd's `port` module says why index 0 is not the
+//! kernel's MAC-derived link-local GID). Only index 0 can carry traffic:
+//! a QP (`ibv_modify_qp` with `IBV_QP_AV`) or address handle whose
+//! `sgid_index` names another listed GID is refused with EINVAL, since
+//! the daemon can neither send from nor hear at an address it is not
+//! bound to. As with libibverbs on a kernel device: `ibv_query_gid` of an
+//! empty entry gives the zero GID, `ibv_query_gid_ex` ENODATA,
+//! `ibv_query_gid_type` RoCE v1; an index past the table is EINVAL.
+//!
+//! The port is ACTIVE (phys state LinkUp) while the daemon's address is
+//! up, DOWN (Disabled) after a PORT_ERR and until a PORT_ACTIVE (the
+//! `events` watcher keeps the state).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -233,10 +245,14 @@ pub(crate) unsafe extern "C" fn query_device_ex(
     0
 }
 
-fn port_attr(info: &DeviceInfo) -> ibv_port_attr {
+fn port_attr(info: &DeviceInfo, active: bool) -> ibv_port_attr {
     // SAFETY: all-zero is a valid ibv_port_attr (integers).
     let mut p: ibv_port_attr = unsafe { core::mem::zeroed() };
-    p.state = ibv_port_state_IBV_PORT_ACTIVE;
+    p.state = if active {
+        ibv_port_state_IBV_PORT_ACTIVE
+    } else {
+        ibv_port_state_IBV_PORT_DOWN
+    };
     // The device accepts path MTUs up to its --mtu and no more (modify_qp
     // refuses larger ones), so that is its maximum as well as its active MTU.
     p.max_mtu = info.mtu as u32;
@@ -248,7 +264,7 @@ fn port_attr(info: &DeviceInfo) -> ibv_port_attr {
     p.max_vl_num = 1;
     p.active_width = 1; // 1X
     p.active_speed = 1; // 2.5 Gb/s, as rxe reports
-    p.phys_state = 5; // LinkUp
+    p.phys_state = if active { 5 } else { 3 }; // LinkUp, Disabled
     p.link_layer = IBV_LINK_LAYER_ETHERNET as u8;
     p
 }
@@ -277,7 +293,8 @@ pub(crate) unsafe extern "C" fn query_port_ex(
         return libc::EINVAL;
     }
     // SAFETY: live context (contract).
-    let p = port_attr(unsafe { info(context) });
+    let (p_info, active) = unsafe { (info(context), Ctx::from_ibv(context).events.port_active()) };
+    let p = port_attr(p_info, active);
     let n = attr_len.min(core::mem::size_of::<ibv_port_attr>());
     // SAFETY: attr holds attr_len bytes (contract); n is at most that.
     unsafe {
@@ -318,7 +335,27 @@ pub(crate) unsafe fn gid_entry(
 
 /// The addresses in the GID table, in index order.
 fn gid_addrs(info: &DeviceInfo) -> Vec<std::net::IpAddr> {
-    vec![info.addr]
+    if info.gids.first() == Some(&info.addr) {
+        info.gids.clone()
+    } else {
+        vec![info.addr]
+    }
+}
+
+/// Whether GID `index` may be the source of a QP's or an address
+/// handle's traffic: an empty or missing entry is the kernel's error
+/// (ENODATA, EINVAL), a listed address other than the device's own
+/// (index 0) EINVAL.
+///
+/// # Safety
+/// `context` must be a live context.
+pub(crate) unsafe fn source_gid(context: *mut ibv_context, index: u32) -> Result<(), i32> {
+    // SAFETY: a live context (caller).
+    unsafe { gid_entry(context, 1, index) }?;
+    if index != 0 {
+        return Err(libc::EINVAL);
+    }
+    Ok(())
 }
 
 #[no_mangle]

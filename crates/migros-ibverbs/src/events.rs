@@ -31,6 +31,9 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 pub(crate) struct Async {
     /// The daemon closed the session.
     pub dead: AtomicBool,
+    /// The port is down: a PORT_ERR came (or the device was down when
+    /// the context opened) and no PORT_ACTIVE since.
+    port_down: AtomicBool,
     /// Queued events and whether the context is closed (then `fd` is gone).
     queue: Mutex<Queue>,
 }
@@ -59,6 +62,7 @@ impl Async {
     pub fn start(dev: &Context, fd: libc::c_int) -> Arc<Async> {
         let a = Arc::new(Async {
             dead: AtomicBool::new(false),
+            port_down: AtomicBool::new(!dev.device().port_active),
             queue: Mutex::new(Queue {
                 events: VecDeque::new(),
                 closed: false,
@@ -79,7 +83,16 @@ impl Async {
                     .as_ref()
                     .map(|c| c.get_async_event_timeout(WATCH_INTERVAL));
                 match got {
-                    Some(Ok(Some(ev))) => shared.push(event_of(ev)),
+                    Some(Ok(Some(ev))) => {
+                        match ev.kind {
+                            AsyncKind::PortErr => shared.port_down.store(true, Ordering::Release),
+                            AsyncKind::PortActive => {
+                                shared.port_down.store(false, Ordering::Release)
+                            }
+                            _ => {}
+                        }
+                        shared.push(event_of(ev))
+                    }
                     Some(Ok(None)) => {}
                     // No channel, or it broke: the connection check below.
                     None | Some(Err(_)) => std::thread::sleep(WATCH_INTERVAL),
@@ -98,6 +111,11 @@ impl Async {
 
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
+    }
+
+    /// The port's state as the events last told it.
+    pub fn port_active(&self) -> bool {
+        !self.port_down.load(Ordering::Acquire)
     }
 
     /// Queues an event and counts it on the eventfd.

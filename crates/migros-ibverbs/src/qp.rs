@@ -219,6 +219,16 @@ pub unsafe extern "C" fn ibv_modify_qp(
     // SAFETY: live QP and readable attr (contract).
     let (q, a) = unsafe { (&mut *qp.cast::<Qp>(), &*attr) };
     let mask = attr_mask as u32;
+    if mask & ibv_qp_attr_mask_IBV_QP_AV != 0 && a.ah_attr.is_global != 0 {
+        // The source GID must be one the device sends from (see `device`).
+        // SAFETY: a live QP's context is open.
+        let sgid = unsafe {
+            crate::device::source_gid(q.qpx.qp_base.context, a.ah_attr.grh.sgid_index.into())
+        };
+        if let Err(e) = sgid {
+            return e;
+        }
+    }
     let Some(rust) = qp_attr(a, mask) else {
         return libc::EINVAL;
     };

@@ -26,7 +26,8 @@ use crate::msg::{ChannelId, DeviceInfo};
 use crate::verbs::{Cqn, OwnerId, Pdn, QpState, Qpn, Srqn};
 
 /// Version of the admin protocol, reported by [`AdminResponse::Status`].
-pub const ADMIN_PROTOCOL_VERSION: u32 = 1;
+/// 2: [`DeviceInfo`] holds the GID table and the port's state.
+pub const ADMIN_PROTOCOL_VERSION: u32 = 2;
 
 /// What an administrator asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

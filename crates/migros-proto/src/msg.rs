@@ -19,8 +19,9 @@ use crate::verbs::*;
 
 /// Version of this protocol; a daemon refuses clients of another.
 /// 3: memory windows, region I/O addresses, CQ and SRQ resizing, SRQ
-/// queries, asynchronous events.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// queries, asynchronous events. 4: the device's GID table
+/// ([`DeviceInfo::gids`]) and the port's state.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Most memory windows a session may hold (`max_mw`).
 pub const MAX_MW: u32 = 1 << 16;
@@ -341,8 +342,17 @@ pub enum AsyncKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     pub name: String,
-    /// The device's address: its RoCE v2 GID.
+    /// The device's address: its RoCE v2 GID, the one its datagrams
+    /// leave from and arrive at.
     pub addr: IpAddr,
+    /// The GID table, in index order: `addr` first, then the other
+    /// addresses of the interface `addr` belongs to (IPv4 ones, then IPv6
+    /// ones), as they were when the client asked. Only `addr` carries
+    /// traffic; see migrosd's `gids` module.
+    pub gids: Vec<IpAddr>,
+    /// Whether the port is active: `addr` is still an address of an
+    /// interface that is up (PORT_ACTIVE / PORT_ERR say when it changes).
+    pub port_active: bool,
     /// The active MTU (and the largest path MTU it accepts).
     pub mtu: Mtu,
     pub node_guid: u64,

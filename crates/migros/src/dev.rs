@@ -189,15 +189,28 @@ pub fn render_show(i: &DeviceInfo) -> String {
     s += &format!("\tmax_inline_data:\t\t{}\n", i.max_inline_data);
     s += "\tphys_port_cnt:\t\t\t1\n";
     s += "\t\tport:\t1\n";
-    s += "\t\t\tstate:\t\t\tPORT_ACTIVE (4)\n";
+    s += if i.port_active {
+        "\t\t\tstate:\t\t\tPORT_ACTIVE (4)\n"
+    } else {
+        "\t\t\tstate:\t\t\tPORT_DOWN (1)\n"
+    };
     s += &format!("\t\t\tmax_mtu:\t\t{mtu}\n");
     s += &format!("\t\t\tactive_mtu:\t\t{mtu}\n");
     s += "\t\t\tlink_layer:\t\tEthernet\n";
-    s += &format!(
-        "\t\t\tGID[  0]:\t\t{}, RoCE v2 ({})\n",
-        gid_hex(i.addr),
-        gid(i.addr)
-    );
+    // The daemon's table starts with its own address; an empty one shows
+    // that address alone.
+    let gids = if i.gids.is_empty() {
+        std::slice::from_ref(&i.addr)
+    } else {
+        &i.gids[..]
+    };
+    for (n, a) in gids.iter().enumerate() {
+        s += &format!(
+            "\t\t\tGID[{n:>3}]:\t\t{}, RoCE v2 ({})\n",
+            gid_hex(*a),
+            gid(*a)
+        );
+    }
     s
 }
 
@@ -222,6 +235,8 @@ mod tests {
         DeviceInfo {
             name: "d0".into(),
             addr: "127.0.0.2".parse().unwrap(),
+            gids: vec!["127.0.0.2".parse().unwrap()],
+            port_active: true,
             mtu: Mtu::Mtu4096,
             node_guid: 0x0123_4567_89ab_cdef,
             max_qp: 1,
@@ -262,6 +277,23 @@ mod tests {
         ] {
             assert!(s.contains(want), "missing {want:?} in\n{s}");
         }
+    }
+
+    #[test]
+    fn show_lists_every_gid_and_a_port_down() {
+        let mut i = info();
+        i.gids.push("fe80::1".parse().unwrap());
+        i.port_active = false;
+        let s = render_show(&i);
+        assert!(
+            s.contains("GID[  0]:\t\t0000:0000:0000:0000:0000:ffff:7f00:0002"),
+            "{s}"
+        );
+        assert!(
+            s.contains("GID[  1]:\t\tfe80:0000:0000:0000:0000:0000:0000:0001, RoCE v2 (fe80::1)"),
+            "{s}"
+        );
+        assert!(s.contains("PORT_DOWN (1)"), "{s}");
     }
 
     #[test]

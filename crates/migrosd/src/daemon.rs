@@ -467,6 +467,7 @@ impl Daemon {
             self.last_sweep = std::time::Instant::now();
             self.mem.sweep();
             self.expire_silent_conns();
+            self.check_port();
         }
         self.end_gone_processes();
         self.flush_conns();

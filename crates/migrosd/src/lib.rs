@@ -31,6 +31,8 @@
 //! - [`image`]: the daemon's checkpoint image (versioned JSON wrapping the
 //!   transport's `OwnerSnapshot` plus the rings' state).
 //! - [`limits`]: the device limits and what clients learn of the device.
+//! - [`port`]: the GID table (the addresses of the device's interface) and
+//!   the port's state (PORT_ACTIVE / PORT_ERR).
 //! - [`cm`]: QP1 and the connection manager librdmacm talks to (the
 //!   daemon's side of its connections is `daemon::cm`).
 //!
@@ -101,6 +103,7 @@ pub mod fault;
 pub mod ids;
 pub mod image;
 pub mod limits;
+pub mod port;
 pub mod procmem;
 pub mod registry;
 pub mod rings;

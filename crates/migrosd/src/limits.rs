@@ -145,9 +145,12 @@ pub fn device_info(cfg: &Config) -> DeviceInfo {
         std::net::IpAddr::V4(a) => 0x0200_5eff_fe00_0000 ^ u64::from(u32::from(a)),
         std::net::IpAddr::V6(a) => 0x0200_5eff_fe00_0000 ^ (u128::from(a) as u64),
     };
+    let port = crate::port::current(cfg.addr);
     DeviceInfo {
         name: cfg.name.clone(),
         addr: cfg.addr,
+        gids: port.gids,
+        port_active: port.active,
         mtu: cfg.mtu,
         node_guid,
         max_qp: MAX_QP,

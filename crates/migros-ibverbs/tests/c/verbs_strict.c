@@ -8,7 +8,7 @@
  *   verbs_strict CASE DEV_A DEV_B
  *
  * This file holds the helpers and main; the cases are in
- * verbs_strict_device.c, _post.c, _mw.c and _events.c, built together with
+ * verbs_strict_device.c, _post.c, _mw.c, _events.c and _ex.c, built together with
  * common.c. Every check failure prints "FAIL FILE line N: ..." and exits
  * 1; success prints "CASE ok". alarm() bounds every run: a hang fails.
  */
@@ -163,6 +163,7 @@ int main(int argc, char **argv)
 	struct { const char *name; void (*run)(char **); } cases[] = {
 		{ "exports", case_exports },
 		{ "gid", case_gid },
+		{ "gid_port", case_gid_port },
 		{ "ah", case_ah },
 		{ "cq", case_cq },
 		{ "mr", case_mr },
@@ -178,6 +179,8 @@ int main(int argc, char **argv)
 		{ "events", case_events },
 		{ "solicited", case_solicited },
 		{ "queue_full", case_queue_full },
+		{ "wr_ex", case_wr_ex },
+		{ "fatal", case_fatal },
 	};
 	for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		if (!strcmp(argv[1], cases[i].name)) {

@@ -45,6 +45,7 @@ void post_recv(struct ibv_qp *qp, struct side *s, uint64_t id);
 
 void case_exports(char **argv);
 void case_gid(char **argv);
+void case_gid_port(char **argv);
 void case_ah(char **argv);
 void case_cq(char **argv);
 void case_mr(char **argv);
@@ -60,5 +61,7 @@ void case_srq(char **argv);
 void case_events(char **argv);
 void case_solicited(char **argv);
 void case_queue_full(char **argv);
+void case_wr_ex(char **argv);
+void case_fatal(char **argv);
 
 #endif

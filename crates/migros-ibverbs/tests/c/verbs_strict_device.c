@@ -1,6 +1,7 @@
-/* verbs_strict's cases of the device and its objects: exports, gid, ah,
- * cq, mr. */
+/* verbs_strict's cases of the device and its objects: exports, gid,
+ * gid_port, ah, cq, mr. */
 #include <arpa/inet.h>
+#include <poll.h>
 
 #include <infiniband/sa.h>
 #include <rdma/ib_user_sa.h>
@@ -140,10 +141,148 @@ void case_gid(char **argv)
 
 	struct ibv_gid_entry table[4];
 	ssize_t n = ibv_query_gid_table(ctx, table, 4, 0);
-	CHECK(n >= 1 && table[0].gid_index == 0, "table: %zd", n);
+	/* A device on a loopback address lists that address only. */
+	CHECK(n == 1 && table[0].gid_index == 0, "table: %zd", n);
+	CHECK(ibv_query_gid(ctx, 1, 0, &g) == 0 &&
+		      !memcmp(&table[0].gid, &g, sizeof g) &&
+		      g.raw[10] == 0xff && g.raw[11] == 0xff,
+	      "the table's entry 0 is query_gid's, an IPv4-mapped address");
+	CHECK(ibv_query_gid_ex(ctx, 1, 1, &e, 0) == ENODATA, "index 1 is empty");
 	CHECK(ibv_query_gid_table(ctx, table, 0, 0) == -EINVAL, "no room");
 	ibv_close_device(ctx);
 	printf("gid ok\n");
+}
+
+/* ---- the GID table of a real interface, and the port's events ---- */
+
+static struct ibv_async_event port_event(struct ibv_context *ctx)
+{
+	struct pollfd p = { .fd = ctx->async_fd, .events = POLLIN };
+	CHECK(poll(&p, 1, 10000) == 1, "no port event");
+	struct ibv_async_event ev;
+	CHECK(!ibv_get_async_event(ctx, &ev), "get_async_event");
+	ibv_ack_async_event(&ev);
+	return ev;
+}
+
+static enum ibv_port_state port_state(struct ibv_context *ctx)
+{
+	struct ibv_port_attr pa;
+	CHECK(!ibv_query_port(ctx, 1, &pa), "query_port");
+	return pa.state;
+}
+
+static void send_checked(struct side *a, struct side *b, uint64_t id)
+{
+	snprintf(a->buf, 64, "message %llu", (unsigned long long)id);
+	post_recv(b->qp, b, id);
+	struct ibv_sge sge = { (uintptr_t)a->buf, 64, a->mr->lkey };
+	struct ibv_send_wr w = send_wr(&sge, id, IBV_WR_SEND);
+	CHECK(!post1(a->qp, &w), "send %llu", (unsigned long long)id);
+	expect_wc(a->cq, id, IBV_WC_SUCCESS, IBV_WC_SEND);
+	expect_wc(b->cq, id, IBV_WC_SUCCESS, IBV_WC_RECV);
+	CHECK(!memcmp(a->buf, b->buf, 64), "message %llu's bytes",
+	      (unsigned long long)id);
+}
+
+/*
+ * gid_port DEV "A.B.C.D/N dev IF": DEV is bound to A.B.C.D, an address of
+ * IF, which has at least one more IPv4 address and an IPv6 one (run in a
+ * network namespace of its own, as root: this case removes the address
+ * and puts it back with ip(8)).
+ */
+void case_gid_port(char **argv)
+{
+	struct ibv_context *ctx = open_dev(argv[2]);
+	struct ibv_gid_entry table[16];
+	ssize_t n = ibv_query_gid_table(ctx, table, 16, 0);
+	CHECK(n >= 3, "the interface's addresses: %zd entries", n);
+	int v4 = 0, v6 = 0;
+	for (int i = 0; i < n; i++) {
+		union ibv_gid g;
+		struct ibv_gid_entry e;
+		CHECK(table[i].gid_index == (uint32_t)i && table[i].port_num == 1 &&
+			      table[i].gid_type == IBV_GID_TYPE_ROCE_V2,
+		      "table entry %d", i);
+		CHECK(!ibv_query_gid(ctx, 1, i, &g) &&
+			      !memcmp(&g, &table[i].gid, sizeof g),
+		      "query_gid %d agrees with the table", i);
+		CHECK(!ibv_query_gid_ex(ctx, 1, i, &e, 0) &&
+			      !memcmp(&e.gid, &table[i].gid, sizeof g) &&
+			      e.gid_type == IBV_GID_TYPE_ROCE_V2,
+		      "query_gid_ex %d agrees with the table", i);
+		int mapped = g.raw[10] == 0xff && g.raw[11] == 0xff;
+		/* IPv4 first, then IPv6. */
+		CHECK(mapped ? v6 == 0 : 1, "IPv4 entry %d after an IPv6 one", i);
+		v4 += mapped;
+		v6 += !mapped;
+		char text[INET6_ADDRSTRLEN];
+		inet_ntop(AF_INET6, g.raw, text, sizeof text);
+		printf("gid %d: %s\n", i, text);
+	}
+	CHECK(v4 >= 2 && v6 >= 1, "%d IPv4 and %d IPv6 entries", v4, v6);
+	struct ibv_gid_entry e;
+	CHECK(ibv_query_gid_ex(ctx, 1, n, &e, 0) == ENODATA, "past the last: empty");
+	/* Entry 0 is the address the device is bound to. */
+	char want[64];
+	snprintf(want, sizeof want, "%s", argv[3]);
+	*strchr(want, '/') = 0;
+	struct in_addr in;
+	CHECK(inet_pton(AF_INET, want, &in) == 1, "address %s", want);
+	CHECK(!memcmp(&table[0].gid.raw[12], &in, 4), "entry 0 is %s", want);
+
+	/* Traffic from GID 0 works; another listed GID cannot be a source:
+	 * EINVAL, for an address handle and for a QP. */
+	struct side a, b;
+	side_init(&a, argv[2]);
+	side_init(&b, argv[2]);
+	struct ibv_ah_attr at = { .is_global = 1, .port_num = 1,
+				  .grh = { .dgid = b.gid, .hop_limit = 64,
+					   .sgid_index = 1 } };
+	errno = 0;
+	CHECK(!ibv_create_ah(a.pd, &at) && errno == EINVAL, "AH from GID 1");
+	at.grh.sgid_index = 0;
+	struct ibv_ah *ah = ibv_create_ah(a.pd, &at);
+	CHECK(ah, "AH from GID 0");
+	ibv_destroy_ah(ah);
+	to_init(a.qp, REMOTE_ALL);
+	to_init(b.qp, REMOTE_ALL);
+	struct ibv_qp_attr r = {
+		.qp_state = IBV_QPS_RTR, .path_mtu = IBV_MTU_1024,
+		.dest_qp_num = b.qp->qp_num, .max_dest_rd_atomic = 4,
+		.min_rnr_timer = 1,
+		.ah_attr = { .is_global = 1, .port_num = 1,
+			     .grh = { .dgid = b.gid, .hop_limit = 64,
+				      .sgid_index = n - 1 } },
+	};
+	int mask = IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+		   IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC |
+		   IBV_QP_MIN_RNR_TIMER;
+	CHECK(ibv_modify_qp(a.qp, &r, mask) == EINVAL, "QP from the last GID");
+	to_rtr(a.qp, &b, 4);
+	to_rtr(b.qp, &a, 4);
+	to_rts(a.qp);
+	to_rts(b.qp);
+	send_checked(&a, &b, 1);
+
+	/* The address goes: PORT_ERR, the port is down; it comes back:
+	 * PORT_ACTIVE, and traffic flows again. */
+	CHECK(port_state(ctx) == IBV_PORT_ACTIVE, "active at first");
+	char cmd[256];
+	snprintf(cmd, sizeof cmd, "ip addr del %s", argv[3]);
+	CHECK(system(cmd) == 0, "%s", cmd);
+	struct ibv_async_event ev = port_event(ctx);
+	CHECK(ev.event_type == IBV_EVENT_PORT_ERR && ev.element.port_num == 1,
+	      "port err: %s", ibv_event_type_str(ev.event_type));
+	CHECK(port_state(ctx) == IBV_PORT_DOWN, "down");
+	snprintf(cmd, sizeof cmd, "ip addr add %s", argv[3]);
+	CHECK(system(cmd) == 0, "%s", cmd);
+	ev = port_event(ctx);
+	CHECK(ev.event_type == IBV_EVENT_PORT_ACTIVE && ev.element.port_num == 1,
+	      "port active: %s", ibv_event_type_str(ev.event_type));
+	CHECK(port_state(ctx) == IBV_PORT_ACTIVE, "active again");
+	send_checked(&a, &b, 2);
+	printf("gid_port ok (%zd GIDs)\n", n);
 }
 
 /* ---- address handles ---- */

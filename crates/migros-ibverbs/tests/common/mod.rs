@@ -35,11 +35,22 @@ pub struct CProgram {
 /// compiler. Then builds `sources` (files of tests/c, with its common.c)
 /// into the program `name`. Returns the daemon's path and the program.
 pub fn c_program(name: &str, sources: &[&str]) -> Option<(PathBuf, CProgram)> {
+    c_program_with(name, sources, Vec::new())
+}
+
+/// [`c_program`] with `more` prerequisites.
+pub fn c_program_with(
+    name: &str,
+    sources: &[&str],
+    more: Vec<Check>,
+) -> Option<(PathBuf, CProgram)> {
     let header = file(
         "/usr/include/infiniband/verbs.h",
         "libibverbs-dev: scripts/setup.sh installs it",
     );
-    let bin = ready(&[], vec![header, program("cc", "a C compiler (gcc)")])?;
+    let mut checks = vec![header, program("cc", "a C compiler (gcc)")];
+    checks.extend(more);
+    let bin = ready(&[], checks)?;
     let dir = tempfile::tempdir().expect("temp dir");
     let exe = dir.path().join(name);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c");

@@ -30,6 +30,7 @@ fn u64_at(mr: &Mr, at: usize) -> u64 {
     u64::from_ne_bytes(b)
 }
 
+mod extended;
 mod migration;
 mod rc;
 mod ud_srq_channel;

@@ -13,6 +13,8 @@ pub fn device(name: &str, addr: &str, max_cqe: u32) -> DeviceInfo {
     DeviceInfo {
         name: name.into(),
         addr: addr.parse().unwrap(),
+        gids: vec![addr.parse().unwrap()],
+        port_active: true,
         mtu: Mtu::Mtu1024,
         node_guid: 1,
         max_qp: 16,

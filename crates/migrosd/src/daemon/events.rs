@@ -3,7 +3,9 @@
 //! completion reaches the client's ring, and the verbs asynchronous events
 //! (QP, CQ, SRQ) go to the channel the session subscribed with
 //! `SubscribeAsync` (none subscribed: they are dropped, as a libibverbs
-//! program that never reads its async fd never sees them).
+//! program that never reads its async fd never sees them). The port's
+//! PORT_ERR / PORT_ACTIVE go to every subscribed session (see
+//! [`crate::port`]).
 
 use migros_proto::msg::{AsyncEvent, AsyncKind, Event};
 use migros_transport::DeviceEvent;
@@ -56,6 +58,29 @@ impl Daemon {
         let conn = self.reg.async_conn(sid);
         if let Some(c) = conn.and_then(|t| self.conns.get_mut(&t)) {
             let _ = c.send(&Event::Async(ev));
+        }
+    }
+
+    /// Looks at the port again: its GID table is refreshed, and a change
+    /// of state is told to every session subscribed to asynchronous
+    /// events (element: port 1).
+    pub(super) fn check_port(&mut self) {
+        let now = crate::port::current(self.info.addr);
+        self.info.gids = now.gids;
+        if now.active == self.info.port_active {
+            return;
+        }
+        self.info.port_active = now.active;
+        let kind = if now.active {
+            tracing::info!(addr = %self.info.addr, "port active: the address is back");
+            AsyncKind::PortActive
+        } else {
+            tracing::warn!(addr = %self.info.addr, "port down: the address is gone or its interface down");
+            AsyncKind::PortErr
+        };
+        let sids: Vec<SessionId> = self.reg.sessions().map(|s| s.id()).collect();
+        for sid in sids {
+            self.async_event(sid, AsyncEvent { kind, element: 1 });
         }
     }
 }

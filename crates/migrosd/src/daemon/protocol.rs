@@ -95,6 +95,8 @@ impl Daemon {
                     c.reader.set_limit(crate::limits::SESSION_FRAME_LIMIT);
                 }
                 tracing::info!(session = sid, pid, owner, "session started");
+                // The GID table and the port's state as they are now.
+                self.check_port();
                 Outcome::Reply(Response::Welcome {
                     session: sid,
                     device: self.info.clone(),
