@@ -11,6 +11,7 @@
 //! (runc root `/run/migros/state/runc`) in the network namespace
 //! `migros-c-<name>-<g>` ([`net`]).
 
+pub mod freezer;
 pub mod net;
 pub mod spec;
 pub mod ssh;

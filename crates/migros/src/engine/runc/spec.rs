@@ -168,13 +168,24 @@ impl Spec<'_> {
 }
 
 /// The CRIU action script of every container: CRIU runs it (through runc,
-/// with `CRTOOLS_SCRIPT_ACTION` and `CRTOOLS_INIT_PID` set) at
-/// `network-lock`, right after freezing the container, and at
-/// `network-unlock`. CRIU cannot lock a network namespace it does not own
-/// (runc's, made by us), so without this the kernel would answer the peers
-/// of the dumped TCP connections with resets until the namespace goes.
+/// with `CRTOOLS_SCRIPT_ACTION` and `CRTOOLS_INIT_PID` set) at `pre-dump`,
+/// just before it freezes the container, at `network-lock`, right after,
+/// and at `network-unlock`.
+///
+/// `pre-dump` freezes the container's cgroup-v1 freezer when the final
+/// dump of a migration asks it (`freezer::FREEZE_ENV`): CRIU then finds
+/// it frozen and does not poll the freezer every 100 ms, and everything
+/// runc and CRIU do before this point happens while the container runs.
+/// It retries the freeze as the cgroup-v1 freezer may need, and fails the
+/// dump when the cgroup is not frozen within about two seconds.
+///
+/// CRIU cannot lock a network namespace it does not own (runc's, made by
+/// us), so without `network-lock` the kernel would answer the peers of the
+/// dumped TCP connections with resets until the namespace goes.
 pub const ACTION_SCRIPT: &str = r#"#!/bin/sh
 # CRIU action script of migros containers (written by `migros run`).
+# pre-dump: freeze $MIGROS_FREEZE (a freezer.state file), if set, and
+# write when to $MIGROS_FROZEN_AT;
 # network-lock: drop every packet in the container's network namespace;
 # network-unlock: remove those rules. One iptables-restore each: the
 # unlock is part of the migration's downtime.
@@ -184,7 +195,21 @@ rules() {
   printf '*filter\n-%s INPUT %s-j DROP\n-%s OUTPUT %s-j DROP\nCOMMIT\n' "$1" "$2" "$1" "$2" |
     nsenter -t "$CRTOOLS_INIT_PID" -n iptables-restore -w --noflush
 }
+freeze() {
+  [ -n "$MIGROS_FREEZE" ] || return 0
+  [ -z "$MIGROS_FROZEN_AT" ] || date +%s.%N >"$MIGROS_FROZEN_AT"
+  echo FROZEN >"$MIGROS_FREEZE" || return 1
+  i=0
+  while read -r state <"$MIGROS_FREEZE" && [ "$state" != FROZEN ]; do
+    i=$((i + 1))
+    [ "$i" -le 2000 ] || { echo "migros: $MIGROS_FREEZE still $state" >&2; return 1; }
+    [ $((i % 100)) != 0 ] || echo FROZEN >"$MIGROS_FREEZE"
+    sleep 0.001
+  done
+  [ "$state" = FROZEN ]
+}
 case "$CRTOOLS_SCRIPT_ACTION" in
+pre-dump) freeze || exit 1 ;;
 network-lock) rules I "1 " || exit 1 ;;
 network-unlock) rules D "" 2>/dev/null || true ;;
 esac

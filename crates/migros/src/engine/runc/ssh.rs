@@ -14,8 +14,8 @@
 //!   home, through the home machine's address elsewhere (the machines
 //!   share a link). A migration moves those routes on every ssh node;
 //! - prepare: the destination makes the directory, rootfs, bundle and the
-//!   locked namespace; checkpoint: `runc pause` + `runc checkpoint` on the
-//!   source into `migration-<gen>/source/final`; transfer: that directory
+//!   locked namespace; checkpoint: `runc checkpoint` (frozen as on one
+//!   machine, see `steps`) on the source into `migration-<gen>/source/final`; transfer: that directory
 //!   streamed source to destination (`tar | ssh … tar` run on the source,
 //!   `crate::remote::stream`); network: the routes; restore: `runc
 //!   restore` on the destination; finish: the source's output is kept

@@ -4,16 +4,19 @@
 //!   address) on the destination node, locked, and its bundle, which mounts
 //!   the destination node's socket directory at `/run/migros`;
 //! - pre-copy: `runc checkpoint --pre-dump` rounds;
-//! - checkpoint: `runc pause` freezes the container (quicker than CRIU's
-//!   own freezer loop), then `runc checkpoint --tcp-established`: the
-//!   migros CRIU plugin pauses and dumps its RDMA state, the container's
-//!   CRIU action script locks its network namespace, CRIU dumps memory and
-//!   kills it (with `--leave-running` it stays, frozen, until the restore
-//!   succeeded);
+//! - checkpoint: `runc checkpoint --tcp-established`, the container
+//!   running until CRIU's `pre-dump` action freezes its cgroup-v1 freezer
+//!   (see [`freezer`]; `runc pause` before the checkpoint where there is
+//!   none): the migros CRIU plugin pauses and dumps its RDMA state, the
+//!   container's CRIU action script locks its network namespace, CRIU dumps
+//!   memory and kills it (with `--leave-running` it stays, frozen, until
+//!   the restore succeeded);
 //! - transfer: the image directory is copied (one machine);
 //! - network: routes on every node point at the destination, the source
 //!   namespace goes;
-//! - restore: `runc restore -d --tcp-established` under a new supervisor;
+//! - restore: `runc restore -d --tcp-established` under a new supervisor,
+//!   then a thaw (the container was dumped frozen, so it comes back frozen:
+//!   its freezer is written directly, `runc resume` without one);
 //! - finish: with `--leave-running` the source is stopped now; the
 //!   migration's directory goes unless `--keep-image`.
 //!
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::{gen_dir, net, runc, runc_id, start, Runc};
+use super::{freezer, gen_dir, net, runc, runc_id, start, Runc};
 use crate::container::{dir, State};
 use crate::engine::{Aftermath, Checkpointed, Engine as _, Move, Restored, Step, Transferred};
 use crate::migration::criu;
@@ -44,10 +47,19 @@ pub(super) struct Migration {
     pid: i32,
     /// `<container>/migration-<gen>`.
     pub(super) dir: PathBuf,
-    /// `runc pause` froze the container before the checkpoint.
-    prefrozen: bool,
+    /// How the final checkpoint froze the container, once it did.
+    froze: Option<Freeze>,
     /// The last pre-copy round's image (`pre-<n>`), the next one's parent.
     parent: Option<String>,
+}
+
+/// How the final checkpoint freezes the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freeze {
+    /// `runc pause` before `runc checkpoint`.
+    RuncPause,
+    /// CRIU's `pre-dump` action writes the cgroup-v1 freezer.
+    PreDump,
 }
 
 impl Migration {
@@ -112,7 +124,7 @@ impl Runc {
         let img = self.mig.source().join(&name);
         let work = self.mig.work().join(&name);
         std::fs::create_dir_all(&work)?;
-        self.checkpoint_into(&img, &work, &["--pre-dump"])?;
+        self.checkpoint_into(&img, &work, &["--pre-dump"], &[])?;
         let st = criu::read_stats(&work.join("stats-dump")).unwrap_or_default();
         self.mig.parent = Some(name);
         Ok(format!(
@@ -123,8 +135,15 @@ impl Runc {
     }
 
     /// `runc checkpoint <flags>` of the current incarnation into `image`
-    /// (CRIU's logs and stats in `work`), on top of the last pre-copy.
-    fn checkpoint_into(&self, image: &Path, work: &Path, flags: &[&str]) -> Result<String> {
+    /// (CRIU's logs and stats in `work`), on top of the last pre-copy;
+    /// `env` for runc, CRIU and its action script.
+    fn checkpoint_into(
+        &self,
+        image: &Path,
+        work: &Path,
+        flags: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Result<String> {
         let (image, work) = (image.display().to_string(), work.display().to_string());
         let parent = self.mig.parent.as_ref().map(|p| format!("../{p}"));
         let id = self.id(self.c.gen);
@@ -134,7 +153,26 @@ impl Runc {
             args.extend(["--parent-path", p]);
         }
         args.push(&id);
-        runc(&args)
+        if env.is_empty() {
+            return runc(&args);
+        }
+        let out = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(super::runc_root())
+            .args(&args)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("running runc")?;
+        if !out.status.success() {
+            bail!(
+                "runc {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub(super) fn checkpoint_step(&mut self, m: &Move) -> Result<Checkpointed> {
@@ -145,35 +183,52 @@ impl Runc {
     pub(super) fn checkpoint_here(&mut self, leave_running: bool) -> Result<Checkpointed> {
         let id = self.id(self.c.gen);
         let t_ck = Instant::now();
-        // Freeze first: CRIU re-polls a cgroup still freezing only every
-        // 100 ms, runc's freezer far more often; CRIU takes a frozen cgroup as
-        // it is (and leaves it frozen with --leave-running).
-        self.mig.prefrozen = runc(&["pause", &id]).is_ok();
         let img = self.mig.source().join("final");
         let work = self.mig.work().join("final");
         std::fs::create_dir_all(&work)?;
+        let frozen_at_file = work.join("frozen-at");
+        // CRIU re-polls a cgroup still freezing only every 100 ms and takes
+        // a frozen one as it is (leaving it frozen with --leave-running):
+        // the cgroup-v1 freezer is frozen by CRIU's pre-dump action, just
+        // before CRIU would freeze (see `freezer`); without one, runc's
+        // freezer, which polls far more often, freezes before runc starts.
+        let state = freezer::state_file(self.mig.pid);
+        let mut env = Vec::new();
+        if let Some(state) = &state {
+            env.push((freezer::FREEZE_ENV, state.as_path()));
+            env.push((freezer::FROZEN_AT_ENV, frozen_at_file.as_path()));
+            self.mig.froze = Some(Freeze::PreDump);
+        } else if runc(&["pause", &id]).is_ok() {
+            self.mig.froze = Some(Freeze::RuncPause);
+        }
         let leave = if leave_running {
             &["--tcp-established", "--leave-running"][..]
         } else {
             &["--tcp-established"]
         };
-        self.checkpoint_into(&img, &work, leave)?;
+        self.checkpoint_into(&img, &work, leave, &env)?;
         let ck_end = Instant::now();
         let stats = criu::read_stats(&work.join("stats-dump")).unwrap_or_default();
         let log = criu::read_log(&work.join("dump.log"));
         // The freeze happened (log end - freeze) before runc returned.
-        let stopped_at = match (log.stopped(), log.end) {
-            _ if self.mig.prefrozen => t_ck,
-            (Some(f), Some(e)) if e >= f => ck_end - Duration::from_secs_f64(e - f),
+        // (The pre-dump action wrote when it asked the freeze.)
+        let pre_dump = match self.mig.froze {
+            Some(Freeze::PreDump) => freezer::frozen_at(&frozen_at_file),
+            _ => None,
+        };
+        let stopped_at = match (self.mig.froze, pre_dump, log.stopped(), log.end) {
+            (Some(Freeze::RuncPause), ..) => t_ck,
+            (_, Some(at), ..) => at.clamp(t_ck, ck_end),
+            (_, None, Some(f), Some(e)) if e >= f => ck_end - Duration::from_secs_f64(e - f),
             _ => t_ck,
         };
         let us = Duration::from_micros;
         let mut detail = format!(
             "{}criu: freeze {}, frozen {}, memory dump {} + write {}, {} pages",
-            if self.mig.prefrozen {
-                "runc pause, "
-            } else {
-                ""
+            match self.mig.froze {
+                Some(Freeze::RuncPause) => "runc pause, ",
+                Some(Freeze::PreDump) => "frozen by CRIU's pre-dump action, ",
+                None => "",
             },
             ms(us(stats.freezing_time)),
             ms(us(stats.frozen_time)),
@@ -259,7 +314,9 @@ impl Runc {
             let _ = std::fs::remove_dir_all(gen_dir(&c.name, m.gen));
         };
         let resume_source = || {
-            if mig.prefrozen {
+            // The pre-dump action may have frozen the cgroup before the
+            // dump failed: CRIU leaves a cgroup it found frozen frozen.
+            if mig.froze.is_some() {
                 let _ = runc(&["resume", &id]);
             }
         };
@@ -329,12 +386,18 @@ impl Runc {
 pub(super) fn restore_here(name: &str, gen: u32, image: &Path) -> Result<Restored> {
     let pid = start(name, gen, Some(image))?;
 
-    // A checkpoint of a frozen cgroup restores frozen.
+    // A checkpoint of a frozen cgroup restores frozen: thaw it through its
+    // freezer (two runc runs less), or runc.
     let new_id = runc_id(name, gen);
-    if runc(&["state", &new_id]).is_ok_and(|st| st.contains("\"paused\"")) {
-        if let Err(e) = runc(&["resume", &new_id]) {
-            eprintln!("migros: warning: thawing the restored container: {e:#}");
+    let thawed = match freezer::state_file(pid) {
+        Some(state) => freezer::thaw(&state).map(|_| ()),
+        None if runc(&["state", &new_id]).is_ok_and(|st| st.contains("\"paused\"")) => {
+            runc(&["resume", &new_id]).map(|_| ())
         }
+        None => Ok(()),
+    };
+    if let Err(e) = thawed {
+        eprintln!("migros: warning: thawing the restored container: {e:#}");
     }
     let resumed_at = Instant::now();
     net::unlock(name, gen);
