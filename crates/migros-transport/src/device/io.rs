@@ -171,7 +171,10 @@ impl Device {
             self.qps.values().filter_map(|q| q.deadline()).min(),
             "the timer index lost a deadline"
         );
-        earliest.into_iter().chain(self.tombstones.next_expiry()).min()
+        earliest
+            .into_iter()
+            .chain(self.tombstones.next_expiry())
+            .min()
     }
 
     /// Runs every timer whose deadline is at or before `now`.
