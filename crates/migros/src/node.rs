@@ -398,22 +398,34 @@ fn add_ssh(a: &NodeAddArgs, ssh: Ssh) -> Result<()> {
 }
 
 /// The migros CRIU plugin to install on other machines: `$MIGROS_CRIU_PLUGIN`,
-/// else the release build next to this executable's build, else this
-/// machine's installed one.
+/// else the newest of the build beside this executable, the release build
+/// and this machine's installed one. The newest, not the first found: a
+/// plugin left from an older build speaks an older protocol, and the
+/// daemons the node runs (this build's) would refuse its restores.
 fn criu_plugin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MIGROS_CRIU_PLUGIN").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
     let exe = std::env::current_exe().ok()?;
     let bin = exe.parent()?;
-    [
+    newest_file([
         bin.join("libmigros_criu.so"),
         bin.join("../release/libmigros_criu.so"),
         bin.join("../../release/libmigros_criu.so"),
         PathBuf::from("/usr/lib/criu/migros_criu.so"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
+    ])
+}
+
+/// The most recently modified of `paths` that is a regular file.
+fn newest_file(paths: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let meta = std::fs::metadata(&p).ok().filter(|m| m.is_file())?;
+            Some((meta.modified().ok()?, p))
+        })
+        .max_by_key(|(modified, _)| *modified)
+        .map(|(_, p)| p)
 }
 
 /// Starts `migrosd` inside the node's namespace, detached, and waits until
@@ -569,5 +581,26 @@ mod tests {
         assert!(!valid_addr(Ipv4Addr::new(198, 18, 255, 255)));
         assert!(!valid_addr(Ipv4Addr::new(198, 19, 1, 1)));
         assert!(!valid_addr(Ipv4Addr::new(10, 0, 0, 1)));
+    }
+
+    #[test]
+    fn the_newest_plugin_build_is_installed_not_the_first_found() {
+        let dir = std::env::temp_dir().join(format!("migros-newest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (old, new) = (dir.join("old.so"), dir.join("new.so"));
+        std::fs::write(&old, b"old").unwrap();
+        let a_minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(a_minute_ago)
+            .unwrap();
+        std::fs::write(&new, b"new").unwrap();
+        let missing = dir.join("missing.so");
+        let picked = newest_file([old.clone(), missing.clone(), new.clone(), dir.clone()]);
+        assert_eq!(picked, Some(new));
+        assert_eq!(newest_file([missing, dir.clone()]), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
