@@ -12,6 +12,8 @@
  * common.c. Every check failure prints "FAIL FILE line N: ..." and exits
  * 1; success prints "CASE ok". alarm() bounds every run: a hang fails.
  */
+#include <poll.h>
+
 #include "verbs_strict.h"
 
 struct ibv_qp *make_qp(struct side *s, enum ibv_qp_type type)
@@ -153,6 +155,17 @@ void post_recv(struct ibv_qp *qp, struct side *s, uint64_t id)
 	struct ibv_recv_wr wr = { .wr_id = id, .sg_list = &sge, .num_sge = 1 },
 			   *bad;
 	CHECK(!ibv_post_recv(qp, &wr, &bad), "post_recv");
+}
+
+struct ibv_async_event next_event(struct ibv_context *ctx, int timeout_ms)
+{
+	struct pollfd p = { .fd = ctx->async_fd, .events = POLLIN };
+	CHECK(poll(&p, 1, timeout_ms) == 1, "no async event in %d ms",
+	      timeout_ms);
+	struct ibv_async_event ev;
+	CHECK(!ibv_get_async_event(ctx, &ev), "get_async_event");
+	ibv_ack_async_event(&ev);
+	return ev;
 }
 
 int main(int argc, char **argv)

@@ -42,6 +42,8 @@ struct ibv_send_wr send_wr(struct ibv_sge *sge, uint64_t id,
 			   enum ibv_wr_opcode op);
 int post1(struct ibv_qp *qp, struct ibv_send_wr *wr);
 void post_recv(struct ibv_qp *qp, struct side *s, uint64_t id);
+/* The next asynchronous event of ctx, acknowledged; fails after timeout_ms. */
+struct ibv_async_event next_event(struct ibv_context *ctx, int timeout_ms);
 
 void case_exports(char **argv);
 void case_gid(char **argv);

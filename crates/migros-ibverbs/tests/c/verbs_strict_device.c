@@ -1,7 +1,6 @@
 /* verbs_strict's cases of the device and its objects: exports, gid,
  * gid_port, ah, cq, mr. */
 #include <arpa/inet.h>
-#include <poll.h>
 
 #include <infiniband/sa.h>
 #include <rdma/ib_user_sa.h>
@@ -155,16 +154,6 @@ void case_gid(char **argv)
 
 /* ---- the GID table of a real interface, and the port's events ---- */
 
-static struct ibv_async_event port_event(struct ibv_context *ctx)
-{
-	struct pollfd p = { .fd = ctx->async_fd, .events = POLLIN };
-	CHECK(poll(&p, 1, 10000) == 1, "no port event");
-	struct ibv_async_event ev;
-	CHECK(!ibv_get_async_event(ctx, &ev), "get_async_event");
-	ibv_ack_async_event(&ev);
-	return ev;
-}
-
 static enum ibv_port_state port_state(struct ibv_context *ctx)
 {
 	struct ibv_port_attr pa;
@@ -271,13 +260,13 @@ void case_gid_port(char **argv)
 	char cmd[256];
 	snprintf(cmd, sizeof cmd, "ip addr del %s", argv[3]);
 	CHECK(system(cmd) == 0, "%s", cmd);
-	struct ibv_async_event ev = port_event(ctx);
+	struct ibv_async_event ev = next_event(ctx, 10000);
 	CHECK(ev.event_type == IBV_EVENT_PORT_ERR && ev.element.port_num == 1,
 	      "port err: %s", ibv_event_type_str(ev.event_type));
 	CHECK(port_state(ctx) == IBV_PORT_DOWN, "down");
 	snprintf(cmd, sizeof cmd, "ip addr add %s", argv[3]);
 	CHECK(system(cmd) == 0, "%s", cmd);
-	ev = port_event(ctx);
+	ev = next_event(ctx, 10000);
 	CHECK(ev.event_type == IBV_EVENT_PORT_ACTIVE && ev.element.port_num == 1,
 	      "port active: %s", ibv_event_type_str(ev.event_type));
 	CHECK(port_state(ctx) == IBV_PORT_ACTIVE, "active again");

@@ -7,16 +7,6 @@
 
 /* ---- SRQ: size, limit, query, resize, the limit event ---- */
 
-static struct ibv_async_event next_event(struct ibv_context *ctx)
-{
-	struct pollfd p = { .fd = ctx->async_fd, .events = POLLIN };
-	CHECK(poll(&p, 1, 5000) == 1, "no async event");
-	struct ibv_async_event ev;
-	CHECK(!ibv_get_async_event(ctx, &ev), "get_async_event");
-	ibv_ack_async_event(&ev);
-	return ev;
-}
-
 static void no_event(struct ibv_context *ctx)
 {
 	struct pollfd p = { .fd = ctx->async_fd, .events = POLLIN };
@@ -75,7 +65,7 @@ void case_srq(char **argv)
 		expect_wc(b.cq, i, IBV_WC_SUCCESS, IBV_WC_RECV);
 	}
 	/* 20 → 17: below 18, once. */
-	struct ibv_async_event ev = next_event(b.ctx);
+	struct ibv_async_event ev = next_event(b.ctx, 5000);
 	CHECK(ev.event_type == IBV_EVENT_SRQ_LIMIT_REACHED && ev.element.srq == srq,
 	      "srq limit: %s", ibv_event_type_str(ev.event_type));
 	CHECK(!ibv_query_srq(srq, &sa) && sa.srq_limit == 0, "disarmed");
@@ -83,7 +73,7 @@ void case_srq(char **argv)
 	/* LAST_WQE_REACHED when the QP on the SRQ goes to ERR. */
 	struct ibv_qp_attr err = { .qp_state = IBV_QPS_ERR };
 	CHECK(!ibv_modify_qp(b.qp, &err, IBV_QP_STATE), "to err");
-	ev = next_event(b.ctx);
+	ev = next_event(b.ctx, 5000);
 	CHECK(ev.event_type == IBV_EVENT_QP_LAST_WQE_REACHED && ev.element.qp == b.qp,
 	      "last wqe: %s", ibv_event_type_str(ev.event_type));
 	printf("srq ok\n");
@@ -102,7 +92,7 @@ void case_events(char **argv)
 	w.wr.rdma.rkey = b.mr->rkey;
 	CHECK(!post1(a.qp, &w), "read");
 	expect_wc(a.cq, 1, IBV_WC_REM_INV_REQ_ERR, IBV_WC_RDMA_READ);
-	struct ibv_async_event ev = next_event(b.ctx);
+	struct ibv_async_event ev = next_event(b.ctx, 5000);
 	CHECK(ev.event_type == IBV_EVENT_QP_REQ_ERR && ev.element.qp == b.qp,
 	      "req err: %s", ibv_event_type_str(ev.event_type));
 	/* The requester's failure is in its completion, no event. */
@@ -120,7 +110,7 @@ void case_events(char **argv)
 	w.wr.rdma.rkey = mr->rkey;
 	CHECK(!post1(a.qp, &w), "write");
 	expect_wc(a.cq, 2, IBV_WC_REM_ACCESS_ERR, IBV_WC_RDMA_WRITE);
-	ev = next_event(b.ctx);
+	ev = next_event(b.ctx, 5000);
 	CHECK(ev.event_type == IBV_EVENT_QP_ACCESS_ERR && ev.element.qp == b.qp,
 	      "access err: %s", ibv_event_type_str(ev.event_type));
 
@@ -137,14 +127,14 @@ void case_events(char **argv)
 	w = send_wr(&sge, 4, IBV_WR_SEND);
 	CHECK(!post1(a.qp, &w), "send");
 	expect_wc(b.cq, 3, IBV_WC_SUCCESS, IBV_WC_RECV);
-	ev = next_event(b.ctx);
+	ev = next_event(b.ctx, 5000);
 	CHECK(ev.event_type == IBV_EVENT_COMM_EST && ev.element.qp == b.qp,
 	      "comm est: %s", ibv_event_type_str(ev.event_type));
 	/* SQ_DRAINED: a moves to SQD with nothing in flight. */
 	expect_wc(a.cq, 4, IBV_WC_SUCCESS, IBV_WC_SEND);
 	struct ibv_qp_attr sqd = { .qp_state = IBV_QPS_SQD };
 	CHECK(!ibv_modify_qp(a.qp, &sqd, IBV_QP_STATE), "to sqd");
-	ev = next_event(a.ctx);
+	ev = next_event(a.ctx, 5000);
 	CHECK(ev.event_type == IBV_EVENT_SQ_DRAINED && ev.element.qp == a.qp,
 	      "sq drained: %s", ibv_event_type_str(ev.event_type));
 

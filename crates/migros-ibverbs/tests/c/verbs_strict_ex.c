@@ -173,16 +173,6 @@ void case_wr_ex(char **argv)
 
 /* ---- QP_FATAL and CQ_ERR from a real daemon ---- */
 
-static struct ibv_async_event wait_event(struct ibv_context *ctx)
-{
-	struct pollfd p = { .fd = ctx->async_fd, .events = POLLIN };
-	CHECK(poll(&p, 1, 5000) == 1, "no async event");
-	struct ibv_async_event ev;
-	CHECK(!ibv_get_async_event(ctx, &ev), "get_async_event");
-	ibv_ack_async_event(&ev);
-	return ev;
-}
-
 void case_fatal(char **argv)
 {
 	/* QP_FATAL: b's region is unmapped under the daemon; a's WRITE
@@ -207,7 +197,7 @@ void case_fatal(char **argv)
 	struct ibv_wc wc = wait_wc(a.cq);
 	CHECK(wc.wr_id == 1 && wc.status != IBV_WC_SUCCESS,
 	      "the write was acknowledged: %s", ibv_wc_status_str(wc.status));
-	struct ibv_async_event ev = wait_event(b.ctx);
+	struct ibv_async_event ev = next_event(b.ctx, 5000);
 	CHECK(ev.event_type == IBV_EVENT_QP_FATAL && ev.element.qp == b.qp,
 	      "qp fatal: %s", ibv_event_type_str(ev.event_type));
 	struct ibv_qp_attr qa;
@@ -259,7 +249,7 @@ void case_fatal(char **argv)
 	if (!seen)
 		seen = poll(&p, 1, 2000) == 1;
 	CHECK(seen, "no CQ_ERR after %d completions on a CQ of %d", posted, room);
-	ev = wait_event(c.ctx);
+	ev = next_event(c.ctx, 5000);
 	CHECK(ev.event_type == IBV_EVENT_CQ_ERR && ev.element.cq == small,
 	      "cq err: %s", ibv_event_type_str(ev.event_type));
 	printf("fatal ok (cq of %d overflowed within %d writes)\n", room, posted);
