@@ -59,9 +59,8 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{c_program, c_program_with, root_dir, Net};
+use common::{c_program, c_program_with, root_dir, spawn_daemon, Net};
 use migros_test_support::require::program;
 
 const A: (&str, &str) = ("vsA", "127.0.0.171");
@@ -182,24 +181,12 @@ fn gid_table_and_port_events_of_a_real_interface() {
     ns.ip(&["addr", "add", "198.18.78.1/24", "dev", "d0"]);
     ns.ip(&["addr", "add", "2001:db8:77::1/64", "dev", "d0", "nodad"]);
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = std::fs::File::create(dir.path().join("gidM.log")).expect("log");
-    let mut daemon = ns
-        .cmd(&[bin.to_str().expect("utf-8 path")])
-        .args(["--name", "gidM", "--addr", "198.18.77.1", "--socket-dir"])
-        .arg(dir.path())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn migrosd");
-    let sock = dir.path().join("gidM.sock");
-    let start = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "migrosd did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut daemon = spawn_daemon(
+        ns.cmd(&[bin.to_str().expect("utf-8 path")]),
+        dir.path(),
+        "gidM",
+        "198.18.77.1",
+    );
     let out = ns
         .cmd(&["timeout", "90", program.exe.as_str(), "gid_port", "gidM"])
         .arg("198.18.77.1/24 dev d0")

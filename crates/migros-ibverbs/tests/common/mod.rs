@@ -70,6 +70,31 @@ pub fn c_program_with(
     Some((bin, CProgram { _dir: dir, exe }))
 }
 
+/// Starts the daemon `daemon` (a command naming migrosd, with any
+/// arguments of its own) as device `name` on `addr` in socket directory
+/// `dir`, its output in `dir/<name>.log`, and waits until its socket answers.
+pub fn spawn_daemon(mut daemon: Command, dir: &Path, name: &str, addr: &str) -> Child {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
+    let child = daemon
+        .args(["--name", name, "--addr", addr])
+        .arg("--socket-dir")
+        .arg(dir)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn migrosd");
+    let sock = dir.join(format!("{name}.sock"));
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "migrosd {name} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// Two daemons in a temporary socket directory; killed on drop.
 pub struct Net {
     pub dir: tempfile::TempDir,
@@ -82,27 +107,9 @@ impl Net {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut daemons = Vec::new();
         for (name, addr) in devices {
-            let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log");
-            daemons.push(
-                Command::new(bin)
-                    .args(["--name", name, "--addr", addr])
-                    .args(extra)
-                    .arg("--socket-dir")
-                    .arg(dir.path())
-                    .stdout(log.try_clone().expect("log"))
-                    .stderr(log)
-                    .spawn()
-                    .expect("spawn migrosd"),
-            );
-            let sock = dir.path().join(format!("{name}.sock"));
-            let start = Instant::now();
-            while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "migrosd {name} did not start"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let mut daemon = Command::new(bin);
+            daemon.args(extra);
+            daemons.push(spawn_daemon(daemon, dir.path(), name, addr));
         }
         Net { dir, daemons }
     }
