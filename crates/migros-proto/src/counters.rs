@@ -63,4 +63,16 @@ pub struct DeviceCounters {
     pub duplicates: u64,
     pub out_of_sequence: u64,
     pub rx_dropped: u64,
+    /// Tombstones dropped before they were released: expired (nobody
+    /// needed them for `TOMBSTONE_TTL`) or pushed out at `MAX_TOMBSTONES`.
+    #[serde(default)]
+    pub tombstones_dropped: u64,
+    /// Accesses into client memory the daemon's watchdog found running
+    /// longer than its bound (`--memory-stall-ms`; a FUSE file mapped over
+    /// registered memory whose server does not answer), each counted once.
+    #[serde(default)]
+    pub watchdog_stalls: u64,
+    /// FUSE connections the watchdog aborted to end such an access.
+    #[serde(default)]
+    pub watchdog_aborts: u64,
 }

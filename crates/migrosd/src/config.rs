@@ -30,6 +30,9 @@ pub struct Config {
     pub checkpoint_hold: Duration,
     /// What one session and one uid may hold.
     pub quotas: crate::limits::Quotas,
+    /// How long one access into client memory may run before the
+    /// watchdog acts on it ([`crate::watchdog`]); zero: no watchdog.
+    pub memory_stall: Duration,
 }
 
 impl Config {
@@ -44,6 +47,7 @@ impl Config {
             port: migros_wire::ROCE_V2_PORT,
             checkpoint_hold: Duration::from_secs(30),
             quotas: crate::limits::Quotas::default(),
+            memory_stall: crate::watchdog::DEFAULT_STALL,
         }
     }
 }

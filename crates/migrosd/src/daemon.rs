@@ -56,6 +56,7 @@ use crate::limits::device_info;
 use crate::procmem::ProcMem;
 use crate::registry::{Id, Registry, SessionId};
 use crate::udp::UdpIo;
+use crate::watchdog::Watchdog;
 use criu::CriuState;
 use protocol::error;
 use sockets::Sockets;
@@ -134,6 +135,8 @@ pub struct Daemon {
     udp_blocked: bool,
     tx_more: bool,
     tx_buf: Vec<u8>,
+    /// Ends (or reports) accesses into client memory that do not return.
+    watchdog: Watchdog,
 }
 
 impl Daemon {
@@ -175,12 +178,15 @@ impl Daemon {
         let clock = Clock::new();
         let mut ids = Ids::new();
         let cm = CmPort::new(&info, cfg.port, ids.u64(|_| false).unwrap_or(1));
+        let mem = ProcMem::new();
+        let watchdog = Watchdog::start(mem.activity(), cfg.memory_stall)
+            .map_err(io_err("cannot start the memory watchdog"))?;
         Ok(Daemon {
             now: clock.now(),
             clock,
             info,
             device: Device::new(dcfg),
-            mem: ProcMem::new(),
+            mem,
             ids,
             poll,
             udp,
@@ -199,6 +205,7 @@ impl Daemon {
             udp_blocked: false,
             tx_more: false,
             tx_buf: Vec::with_capacity(9000),
+            watchdog,
             cfg,
         })
     }

@@ -27,6 +27,9 @@
 //! - [`procmem`]: the transport's `Memory` over client processes (owner →
 //!   [`client::ClientProcess`]), with read-ahead inside registered regions
 //!   and coalesced writes; failed writes are reported, never dropped.
+//! - [`watchdog`]: a thread that notices an access into client memory
+//!   that does not return (a FUSE file mapped over registered memory) and
+//!   aborts the FUSE connection it waits on, or reports it.
 //! - [`conn`]: a unix socket connection (framing, write queue).
 //! - [`image`]: the daemon's checkpoint image (versioned JSON wrapping the
 //!   transport's `OwnerSnapshot` plus the rings' state).
@@ -108,6 +111,7 @@ pub mod procmem;
 pub mod registry;
 pub mod rings;
 pub mod udp;
+pub mod watchdog;
 
 pub use config::Config;
 pub use daemon::Daemon;

@@ -43,6 +43,11 @@ struct Args {
     /// Repeatable.
     #[arg(long)]
     quota: Vec<String>,
+    /// How long one access into client memory may run before the
+    /// watchdog ends it (aborting the FUSE connection it waits on) or
+    /// reports it, in milliseconds; 0 turns the watchdog off.
+    #[arg(long, default_value_t = 2_000)]
+    memory_stall_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +69,7 @@ fn main() -> anyhow::Result<()> {
     cfg.fault = args.fault;
     cfg.pause_timeout = args.pause_timeout_ms.map(Duration::from_millis);
     cfg.checkpoint_hold = Duration::from_millis(args.checkpoint_hold_ms);
+    cfg.memory_stall = Duration::from_millis(args.memory_stall_ms);
     for q in &args.quota {
         cfg.quotas.apply(q).map_err(anyhow::Error::msg)?;
     }

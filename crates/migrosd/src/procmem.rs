@@ -19,11 +19,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IoSlice, IoSliceMut};
+use std::sync::Arc;
 
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
 
 use crate::client::{Access, ClientProcess};
+use crate::watchdog::Activity;
 
 use migros_transport::{Memory, MemoryFault, OwnerId};
 
@@ -66,11 +68,19 @@ pub struct ProcMem {
     staged: Staged,
     /// Reads and writes that failed (the process went away, or unmapped).
     pub faults: u64,
+    /// The access running, for the watchdog.
+    activity: Arc<Activity>,
 }
 
 impl ProcMem {
     pub fn new() -> ProcMem {
         ProcMem::default()
+    }
+
+    /// Where each access is published while it runs (for
+    /// [`crate::watchdog::Watchdog::start`]).
+    pub fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
     }
 
     /// `owner`'s memory is process `proc`'s.
@@ -203,6 +213,8 @@ impl ProcMem {
         let Some(p) = self.procs.get(&owner) else {
             return Err(fault);
         };
+        let end = addr.saturating_add(buf.len() as u64);
+        let running = self.activity.begin(p.pid(), addr, end);
         let access = if buf.len() <= SMALL_READ {
             p.read_at(addr, buf)
         } else {
@@ -212,6 +224,7 @@ impl ProcMem {
             }];
             checked_pvm_read(p, &mut [IoSliceMut::new(buf)], &remote)
         };
+        drop(running);
         if self.note(owner, access) {
             Ok(())
         } else {
@@ -239,6 +252,8 @@ impl ProcMem {
         let Some(p) = self.procs.get(&owner) else {
             return Err(fault);
         };
+        let (lo, hi) = span(pieces.iter().map(|(a, l)| (*a, *l)));
+        let running = self.activity.begin(p.pid(), lo, hi);
         let access = if let [(addr, len)] = pieces {
             if *len <= SMALL_READ {
                 p.read_at(*addr, &mut buf[..*len])
@@ -259,6 +274,7 @@ impl ProcMem {
                 .collect();
             checked_pvm_read(p, &mut [IoSliceMut::new(&mut buf[..total])], &remote)
         };
+        drop(running);
         if self.note(owner, access) {
             Ok(())
         } else {
@@ -297,7 +313,10 @@ impl ProcMem {
                 len: d.len(),
             })
             .collect();
+        let (lo, hi) = span(pieces.iter().map(|(a, d)| (*a, d.len())));
+        let running = self.activity.begin(p.pid(), lo, hi);
         let access = p.write_vectored(&local, &remote);
+        drop(running);
         if self.note(owner, access) {
             Ok(())
         } else {
@@ -324,6 +343,14 @@ impl ProcMem {
         staged.iovs.clear();
         self.staged = staged;
     }
+}
+
+/// The addresses `[lo, hi)` that pieces `(address, length)` span.
+#[inline]
+fn span(pieces: impl Iterator<Item = (u64, usize)>) -> (u64, u64) {
+    pieces.fold((u64::MAX, 0), |(lo, hi), (a, l)| {
+        (lo.min(a), hi.max(a.saturating_add(l as u64)))
+    })
 }
 
 /// `process_vm_readv` on the process's pid, kept only if the address space

@@ -13,8 +13,15 @@
 //! data byte-exact, and no READ ever reached the server from the daemon.
 //! A child process touching the mapping does block (a READ arrives and is
 //! never answered, and not even SIGKILL ends the child's wait): the hazard
-//! is real. At the end the server fails the READs. Needs root; skipped
-//! otherwise.
+//! is real. At the end the server fails the READs.
+//!
+//! The daemon pins nothing, though: a client can map the file over memory
+//! it already registered (`MAP_FIXED`). Then the daemon's watchdog ends
+//! the access that blocks: the second test has a peer WRITE into such
+//! memory; within the bound (2 s) the watchdog aborts the FUSE connection,
+//! the write fails, the writer gets an error completion and the attacked
+//! QP its flushed receive, and the other sessions go on byte-exact.
+//! Needs root; skipped otherwise.
 
 mod common;
 
@@ -28,10 +35,12 @@ use std::time::{Duration, Instant};
 
 use common::verbs::*;
 use common::*;
+use migros_proto::admin::{AdminRequest, AdminResponse};
 use migros_proto::msg::{Request, Response};
 use migros_proto::verbs::*;
 
 const ADDR: &str = "127.0.0.143";
+const ADDR_WATCHDOG: &str = "127.0.0.144";
 /// The stalling file's size, and the size of each mapping of it.
 const FILE_LEN: usize = 1 << 16;
 const PAGE: usize = 4096;
@@ -280,12 +289,7 @@ fn assert_refused(r: &Response) {
 
 #[test]
 fn memory_of_a_fuse_file_that_never_answers_is_refused() {
-    let fuse_dev = if Path::new("/dev/fuse").exists() {
-        Ok(())
-    } else {
-        Err("/dev/fuse (the fuse kernel module: modprobe fuse)".to_string())
-    };
-    if !migros_test_support::require([migros_test_support::require::root(), fuse_dev]) {
+    if !fuse_ready() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -379,4 +383,150 @@ fn memory_of_a_fuse_file_that_never_answers_is_refused() {
     drop(file);
     drop(fuse);
     by.check();
+}
+
+fn fuse_ready() -> bool {
+    let fuse_dev = if Path::new("/dev/fuse").exists() {
+        Ok(())
+    } else {
+        Err("/dev/fuse (the fuse kernel module: modprobe fuse)".to_string())
+    };
+    migros_test_support::require([migros_test_support::require::root(), fuse_dev])
+}
+
+/// Polls `cq` for up to `within`.
+fn wait_wc(cq: &mut Cq, within: Duration) -> Option<WorkCompletion> {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if let Some(wc) = cq.poll() {
+            return Some(wc);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+fn device_counters(d: &Daemon) -> migros_proto::counters::DeviceCounters {
+    match d.admin(&AdminRequest::Stats) {
+        AdminResponse::Stats { device, .. } => device,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_fuse_file_mapped_over_registered_memory_is_aborted_by_the_watchdog() {
+    if !fuse_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = start_daemon(dir.path(), "f1", ADDR_WATCHDOG, &["--mtu", "1024"]);
+    let mut by = Bystanders::new(&d, ADDR_WATCHDOG);
+    by.check();
+    let fuse = StallingFuse::mount(&dir.path().join("mnt"));
+    let file = File::open(fuse.file()).expect("open the fuse file");
+
+    // b: an MR on anonymous memory, and a receive posted.
+    let len = 4 * PAGE;
+    let (mut bc, _) = d.session();
+    let bpd = alloc_pd(&mut bc);
+    // SAFETY: a fresh anonymous mapping of our own, never touched through
+    // Rust references.
+    let target = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(target, libc::MAP_FAILED);
+    let rkey = match reg(&mut bc, bpd, target as u64, len) {
+        Response::Mr { rkey, .. } => rkey,
+        other => panic!("{other:?}"),
+    };
+    let brecv = reg_mr(&mut bc, bpd, PAGE);
+    let mut bcq = create_cq(&mut bc, 64);
+    let mut bqp = create_qp(&mut bc, bpd, &bcq, 32);
+    // a: the peer that writes.
+    let (mut ac, _) = d.session();
+    let apd = alloc_pd(&mut ac);
+    let amr = reg_mr(&mut ac, apd, len);
+    let mut acq = create_cq(&mut ac, 64);
+    let mut aqp = create_qp(&mut ac, apd, &acq, 32);
+    let at = ADDR_WATCHDOG.parse().unwrap();
+    connect(&mut ac, aqp.qpn, at, bqp.qpn, Mtu::Mtu1024);
+    connect(&mut bc, bqp.qpn, at, aqp.qpn, Mtu::Mtu1024);
+    bqp.post_recv(&mut bc, &recv_wr(7, &brecv, 0, PAGE as u32));
+    let write = |id: u64| {
+        send_wr(
+            id,
+            &amr,
+            0,
+            len as u32,
+            WrOpcode::RdmaWrite {
+                remote_addr: target as u64,
+                rkey,
+            },
+        )
+    };
+    // The MR works while it is anonymous memory.
+    amr.buf.write(0, &[0x5a; 4 * PAGE]);
+    aqp.post_send(&mut ac, &write(1));
+    let wc = wait_wc(&mut acq, TIMEOUT).expect("the first write completes");
+    assert_eq!(wc.status, WcStatus::Success, "{wc:?}");
+
+    // Now its third page is the file's, which never yields its bytes.
+    // SAFETY: inside our own mapping.
+    map_file(
+        &file,
+        unsafe { target.cast::<u8>().add(2 * PAGE) }.cast(),
+        PAGE,
+    );
+    let before = device_counters(&d);
+    assert_eq!((before.watchdog_stalls, before.watchdog_aborts), (0, 0));
+    let posted = Instant::now();
+    aqp.post_send(&mut ac, &write(2));
+    let wc = wait_wc(&mut acq, Duration::from_secs(30)).expect("the write into the file completes");
+    let took = posted.elapsed();
+    assert_eq!(wc.status, WcStatus::RemOpErr, "{wc:?}");
+    assert!(
+        fuse.reads() > 0,
+        "the daemon never waited on the fuse server"
+    );
+    // The bound is 2 s; what the loop does after it is quick.
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "the write failed after {took:?}"
+    );
+    // The attacked QP failed: its posted receive is flushed.
+    let wc = wait_wc(&mut bcq, TIMEOUT).expect("b's receive is flushed");
+    assert_eq!((wc.wr_id, wc.status), (7, WcStatus::WrFlushErr), "{wc:?}");
+    let after = device_counters(&d);
+    assert_eq!(
+        (after.watchdog_stalls, after.watchdog_aborts),
+        (1, 1),
+        "{after:?}"
+    );
+    // The daemon lives, and every other session goes on byte-exact.
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the daemon exited:\n{}",
+        d.log()
+    );
+    by.check();
+    let mut fresh = Bystanders::new(&d, ADDR_WATCHDOG);
+    fresh.check();
+    by.check();
+    assert!(
+        d.log().contains("its FUSE connection is aborted"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(device_counters(&d).watchdog_aborts, 1);
+    // SAFETY: our own mapping, no longer used.
+    unsafe { libc::munmap(target, len) };
+    drop(file);
+    drop(fuse);
 }

@@ -282,8 +282,10 @@ fn a_forwarded_tombstone_expires_when_its_partner_went_on() {
         [b.qpn],
         "kept for its full time"
     );
+    assert_eq!(sim.device(n[1]).counters().tombstones_dropped, 0);
     sim.run_until(forwarded_at + TOMBSTONE_TTL, |_| false);
     assert!(sim.device(n[1]).tombstones().is_empty(), "expired");
+    assert_eq!(sim.device(n[1]).counters().tombstones_dropped, 1);
     finish_stream(&mut sim, &a, &b, &second);
 }
 

@@ -179,7 +179,8 @@ impl Device {
 
     /// Runs every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.tombstones.expire(now);
+        let expired = self.tombstones.expire(now);
+        self.objs.counters.tombstones_dropped += expired as u64;
         let due = self.timers.due(now);
         let mut nomem = NoMemory;
         for qpn in due {

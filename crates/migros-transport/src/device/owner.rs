@@ -128,7 +128,9 @@ impl Device {
         for qpn in &qpns {
             if let Some(qp) = self.qps.remove(qpn) {
                 // At the bound, the tombstone expiring first makes room.
-                let _dropped = self.tombstones.insert(now, Tombstone::of(&qp));
+                if self.tombstones.insert(now, Tombstone::of(&qp)).is_some() {
+                    self.objs.counters.tombstones_dropped += 1;
+                }
             }
             self.timers.remove(*qpn);
         }

@@ -214,9 +214,14 @@ impl Daemon {
         }
     }
 
-    /// The device's counters, QP1's datagrams included.
+    /// The device's counters, QP1's datagrams and the memory watchdog's
+    /// included.
     pub(super) fn link_counters(&self) -> DeviceCounters {
-        self.cm.add_link_counters(self.device.counters())
+        DeviceCounters {
+            watchdog_stalls: self.watchdog.stalls(),
+            watchdog_aborts: self.watchdog.aborts(),
+            ..self.cm.add_link_counters(self.device.counters())
+        }
     }
 }
 
