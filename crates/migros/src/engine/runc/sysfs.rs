@@ -24,6 +24,7 @@
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::time::Duration;
 
 /// Where a container's own, complete sysfs is mounted.
 pub const SYSFS: &str = "/.migros/sys";
@@ -38,19 +39,28 @@ pub struct IbDevice {
     pub gids: Vec<IpAddr>,
 }
 
-/// The devices whose sockets are in `sock` and whose daemons answer,
-/// with their GID tables; a device that does not answer is left out
-/// (its libibverbs would not list it either).
+/// How long a daemon has to answer with its GID table.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The devices whose sockets are in `sock` and whose daemons answer
+/// within [`ANSWER_TIMEOUT`], with their GID tables; a device that does
+/// not answer is left out (its libibverbs would not list it either), and
+/// a daemon that hangs does not hang the caller (the asking thread is
+/// left behind: callers are short-lived commands).
 pub fn devices(sock: &Path) -> Vec<IbDevice> {
     migros_proto::paths::list_devices(sock)
         .into_iter()
         .filter_map(|name| {
-            let ctx = migros_verbs::Context::open_in(sock, &name).ok()?;
-            let info = ctx.device();
-            Some(IbDevice {
-                name,
-                gids: info.gids.clone(),
-            })
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (dir, n) = (sock.to_owned(), name.clone());
+            std::thread::spawn(move || {
+                let gids = migros_verbs::Context::open_in(&dir, &n)
+                    .ok()
+                    .map(|ctx| ctx.device().gids.clone());
+                let _ = tx.send(gids);
+            });
+            let gids = rx.recv_timeout(ANSWER_TIMEOUT).ok().flatten()?;
+            Some(IbDevice { name, gids })
         })
         .collect()
 }
