@@ -195,6 +195,7 @@ impl Drop for Lab {
 mod mpi;
 mod nodes_and_containers;
 mod rdma;
+mod sysfs;
 mod tcp_and_failures;
 
 fn wait_bounded(child: Child, what: &[&str]) -> Output {

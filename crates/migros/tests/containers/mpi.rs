@@ -21,8 +21,9 @@
 //!   `routed=direct` and `plm_rsh_no_tree_spawn` keep each orted talking
 //!   to mpirun only (no orted-to-orted connection to move);
 //! - UCX lists a device only if `/dev/infiniband/<dev_name>` is a character
-//!   device; a container's /dev is its own tmpfs, so the container's first
-//!   command links `/dev/infiniband/uverbs-rxe0` to `/dev/null`;
+//!   device; `migros run` gives the container its node's
+//!   `/dev/infiniband/uverbs-rxe0` (and the `infiniband` sysfs class that
+//!   tells UCX the GIDs are RoCE v2), nothing to do here;
 //! - `btl self` (no shared memory or TCP byte transfer layers) and
 //!   `UCX_TLS=rc_verbs,ud_verbs:aux`: the ranks talk over the migros device
 //!   only.
@@ -48,10 +49,9 @@ const NODES: [(&str, &str); 3] = [
 /// The containers' addresses, the "hosts" mpirun is given.
 const HOSTS: [&str; 2] = ["198.19.1.231", "198.19.1.232"];
 
-/// The first command of every rank's container: UCX's device node, then
-/// the orted command line the agent was given, in the foreground.
+/// The first command of every rank's container: the orted command line
+/// the agent was given, in the foreground.
 const START: &str = r#"#!/bin/sh
-mkdir -p /dev/infiniband && ln -sf /dev/null /dev/infiniband/uverbs-rxe0 || exit 1
 exec sh -c "$(printf '%s' "$1" | sed 's/ --daemonize / /')"
 "#;
 

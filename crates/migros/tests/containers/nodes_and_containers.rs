@@ -17,7 +17,7 @@ fn a_container_reaches_the_client_socket_but_no_admin_socket() {
 import os, socket, stat
 found = []
 for root, dirs, files in os.walk('/'):
-    if root in ('/proc', '/sys', '/dev'):
+    if root in ('/proc', '/sys', '/dev', '/.migros/sys'):
         dirs[:] = []
         continue
     for f in files + dirs:

@@ -17,6 +17,7 @@ pub mod spec;
 pub mod ssh;
 mod steps;
 pub mod supervise;
+pub mod sysfs;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -65,7 +66,9 @@ pub fn runc(args: &[&str]) -> Result<String> {
 
 /// Writes the OCI bundle of incarnation `gen` of `c` on this machine,
 /// the device sockets of `sock` mounted at `/run/migros` (`flat`: the
-/// host directories without their submounts, see `spec::Spec`).
+/// host directories without their submounts, see `spec::Spec`), and for
+/// the devices there that answer their `/sys/class` directory
+/// (`gen-<g>/sys-class`, [`sysfs`]) and device nodes.
 pub fn write_bundle(c: &Container, gen: u32, sock: &Path, flat: bool) -> Result<PathBuf> {
     let gd = gen_dir(&c.name, gen);
     std::fs::create_dir_all(&gd).with_context(|| format!("creating {}", gd.display()))?;
@@ -76,6 +79,16 @@ pub fn write_bundle(c: &Container, gen: u32, sock: &Path, flat: bool) -> Result<
     std::fs::write(&script, spec::ACTION_SCRIPT)?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
     std::fs::write(&criu_conf, spec::criu_config(&script))?;
+    let devices = sysfs::devices(sock);
+    let names: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
+    let class = gd.join("sys-class");
+    sysfs::build(
+        &class,
+        &sysfs::host_classes(),
+        &devices,
+        &sysfs::host_ib_devices(),
+    )
+    .with_context(|| format!("writing {}", class.display()))?;
     let s = spec::Spec {
         hostname: &c.name,
         rootfs: &root,
@@ -87,6 +100,8 @@ pub fn write_bundle(c: &Container, gen: u32, sock: &Path, flat: bool) -> Result<
         criu_config: Some(&criu_conf),
         volumes: &c.volumes,
         flat_host_dirs: flat,
+        ib_devices: &names,
+        sys_class: Some(&class),
     };
     sys::write_json(&gd.join("config.json"), &s.to_json())?;
     Ok(gd)

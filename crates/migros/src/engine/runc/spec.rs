@@ -3,7 +3,9 @@
 //! the node's socket directory at `/run/migros` (read-only: clients only
 //! connect; the daemon's admin directory beside it is not mounted, see
 //! `migros_proto::paths`), migros' libibverbs at
-//! `/opt/migros/lib`, and a network namespace made beforehand.
+//! `/opt/migros/lib`, and a network namespace made beforehand; with the
+//! node's devices, their nodes in `/dev/infiniband` and an `infiniband`
+//! class in `/sys/class` (see [`super::sysfs`]).
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +43,22 @@ pub struct Spec<'a> {
     /// `rbind`): on a simulated host those are bind mounts of files CRIU
     /// cannot reach (`/etc/hostname`, `/usr/lib/criu`…).
     pub flat_host_dirs: bool,
+    /// The node's migros devices: each gets its placeholder node
+    /// `/dev/infiniband/uverbs-<name>` (what UCX checks before listing a
+    /// device; see migrosd's `devnode`).
+    pub ib_devices: &'a [String],
+    /// The host directory bind-mounted over `/sys/class` (written by
+    /// [`super::sysfs::build`]), with the container's own sysfs at
+    /// [`super::sysfs::SYSFS`] beside it; `None`: `/sys` as it is.
+    pub sys_class: Option<&'a Path>,
+}
+
+/// The major and minor numbers of a device's placeholder node: `/dev/null`'s.
+pub const DEVNODE_NUMBERS: (u32, u32) = (1, 3);
+
+/// Where a device's placeholder node is (as migrosd makes it on the host).
+pub fn devnode(dev: &str) -> String {
+    format!("/dev/infiniband/uverbs-{dev}")
 }
 
 fn bind(src: &Path, dst: &str, ro: bool) -> Value {
@@ -93,11 +111,33 @@ impl Spec<'_> {
                    "options": ["nosuid", "noexec", "nodev"]}),
             json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                    "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        ];
+        let mut masked = vec![
+            "/proc/acpi",
+            "/proc/asound",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/sys/firmware",
+            "/proc/scsi",
+        ];
+        if let Some(class) = self.sys_class {
+            // runc mounts in this order: the second sysfs, then the class
+            // directory over the first one's `class`.
+            mounts.push(json!({"destination": super::sysfs::SYSFS, "type": "sysfs",
+                "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}));
+            mounts.push(bind_as(class, "/sys/class", true, "bind"));
+            masked.push(SYSFS_FIRMWARE);
+        }
+        mounts.extend([
             json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                    "options": ["nosuid", "nodev", "mode=1777"]}),
             json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs",
                    "options": ["nosuid", "nodev", "mode=755"]}),
-        ];
+        ]);
         let how = if self.flat_host_dirs { "bind" } else { "rbind" };
         for d in Self::bound_dirs() {
             mounts.push(bind_as(Path::new(d), d, true, how));
@@ -125,6 +165,22 @@ impl Spec<'_> {
             "CAP_AUDIT_WRITE",
             "CAP_IPC_LOCK",
         ];
+        let (major, minor) = DEVNODE_NUMBERS;
+        let devices: Vec<Value> = self
+            .ib_devices
+            .iter()
+            .map(|d| {
+                json!({"path": devnode(d), "type": "c", "major": major, "minor": minor,
+                       "fileMode": 0o666, "uid": 0, "gid": 0})
+            })
+            .collect();
+        let mut allowed = vec![json!({"allow": false, "access": "rwm"})];
+        if !devices.is_empty() {
+            allowed.push(
+                json!({"allow": true, "type": "c", "major": major, "minor": minor,
+                                "access": "rwm"}),
+            );
+        }
         json!({
             "ociVersion": "1.0.2",
             "process": {
@@ -146,7 +202,8 @@ impl Spec<'_> {
             },
             "mounts": mounts,
             "linux": {
-                "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+                "resources": {"devices": allowed},
+                "devices": devices,
                 "namespaces": [
                     {"type": "pid"},
                     {"type": "ipc"},
@@ -154,11 +211,7 @@ impl Spec<'_> {
                     {"type": "mount"},
                     {"type": "network", "path": self.netns},
                 ],
-                "maskedPaths": [
-                    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-                    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                    "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
-                ],
+                "maskedPaths": masked,
                 "readonlyPaths": [
                     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
                 ],
@@ -166,6 +219,9 @@ impl Spec<'_> {
         })
     }
 }
+
+/// The second sysfs' firmware directory, masked as `/sys/firmware`.
+const SYSFS_FIRMWARE: &str = "/.migros/sys/firmware";
 
 /// The CRIU action script of every container: CRIU runs it (through runc,
 /// with `CRTOOLS_SCRIPT_ACTION` and `CRTOOLS_INIT_PID` set) at `pre-dump`,
@@ -242,6 +298,7 @@ pub fn make_rootfs(rootfs: &Path) -> std::io::Result<()> {
         "tmp",
         "run",
         "opt/migros/lib",
+        ".migros/sys",
         "usr",
         "etc",
     ] {
@@ -280,6 +337,8 @@ mod tests {
             criu_config: Some(Path::new("/s/criu.conf")),
             volumes: &["/h/bin:/opt/bin:ro".parse().unwrap()],
             flat_host_dirs: false,
+            ib_devices: &[],
+            sys_class: None,
         };
         let v = s.to_json();
         assert_eq!(v["process"]["args"][2], "true");
@@ -318,5 +377,68 @@ mod tests {
         assert!(ns
             .iter()
             .any(|n| n["type"] == "network" && n["path"] == "/run/netns/migros-c-srv-0"));
+        // Without devices: no device node, no class directory, and every
+        // device refused.
+        assert!(find("/sys/class").is_none() && find("/.migros/sys").is_none());
+        assert_eq!(v["linux"]["devices"], json!([]));
+        assert_eq!(
+            v["linux"]["resources"]["devices"],
+            json!([{"allow": false, "access": "rwm"}])
+        );
+    }
+
+    #[test]
+    fn devices_get_their_node_and_the_class_directory() {
+        let args = vec!["true".to_string()];
+        let devs = vec!["rxe0".to_string()];
+        let s = Spec {
+            hostname: "srv",
+            rootfs: Path::new("/r"),
+            args: &args,
+            env: &[],
+            netns: PathBuf::from("/run/netns/x"),
+            socket_dir: Path::new("/run/migros/nodes/a"),
+            lib_dir: None,
+            criu_config: None,
+            volumes: &[],
+            flat_host_dirs: false,
+            ib_devices: &devs,
+            sys_class: Some(Path::new("/c/gen-0/sys-class")),
+        };
+        let v = s.to_json();
+        let dev = &v["linux"]["devices"][0];
+        assert_eq!(dev["path"], "/dev/infiniband/uverbs-rxe0");
+        assert_eq!(
+            (&dev["type"], &dev["major"], &dev["minor"]),
+            (&json!("c"), &json!(1), &json!(3))
+        );
+        assert_eq!(dev["fileMode"], 0o666);
+        let rules = v["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(rules[0]["allow"], false, "deny all first");
+        assert!(rules
+            .iter()
+            .any(|r| r["allow"] == true && r["type"] == "c" && r["major"] == 1 && r["minor"] == 3));
+        let mounts = v["mounts"].as_array().unwrap();
+        let at = |d: &str| {
+            mounts
+                .iter()
+                .position(|m| m["destination"] == d)
+                .unwrap_or_else(|| panic!("{d} mounted"))
+        };
+        // The container's sysfs first, then the second one, then the class
+        // directory over it, read-only.
+        assert!(at("/sys") < at("/.migros/sys") && at("/.migros/sys") < at("/sys/class"));
+        let sys2 = &mounts[at("/.migros/sys")];
+        assert_eq!(sys2["type"], "sysfs");
+        assert!(sys2["options"].as_array().unwrap().contains(&json!("ro")));
+        let class = &mounts[at("/sys/class")];
+        assert_eq!(class["source"], "/c/gen-0/sys-class");
+        assert!(class["options"].as_array().unwrap().contains(&json!("ro")));
+        let masked = v["linux"]["maskedPaths"].as_array().unwrap();
+        assert!(masked.contains(&json!("/sys/firmware")));
+        assert!(masked.contains(&json!(format!(
+            "{}/firmware",
+            crate::engine::runc::sysfs::SYSFS
+        ))));
     }
 }
