@@ -24,18 +24,7 @@ struct Mapping {
 
 impl Mapping {
     fn new(len: usize) -> Mapping {
-        // SAFETY: a fresh anonymous mapping.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
+        let p = anonymous_mapping(len);
         Mapping {
             addr: p as u64,
             len,

@@ -306,18 +306,7 @@ fn memory_of_a_fuse_file_that_never_answers_is_refused() {
     let started = Instant::now();
     assert_refused(&reg(&mut c, pd, whole, FILE_LEN));
     // Anonymous pages whose last one is the file's.
-    // SAFETY: a fresh anonymous mapping of our own.
-    let mixed = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4 * PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(mixed, libc::MAP_FAILED);
+    let mixed = anonymous_mapping(4 * PAGE);
     // SAFETY: inside the mapping just made.
     let last = unsafe { mixed.cast::<u8>().add(3 * PAGE) }.cast();
     map_file(&file, last, PAGE);
@@ -429,19 +418,7 @@ fn a_fuse_file_mapped_over_registered_memory_is_aborted_by_the_watchdog() {
     let len = 4 * PAGE;
     let (mut bc, _) = d.session();
     let bpd = alloc_pd(&mut bc);
-    // SAFETY: a fresh anonymous mapping of our own, never touched through
-    // Rust references.
-    let target = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(target, libc::MAP_FAILED);
+    let target = anonymous_mapping(len);
     let rkey = match reg(&mut bc, bpd, target as u64, len) {
         Response::Mr { rkey, .. } => rkey,
         other => panic!("{other:?}"),

@@ -264,40 +264,40 @@ fn without_faults_the_peer_resends_exactly_what_the_receiver_lacked() {
     }
 }
 
+/// Moves `moves` mid-stream (`both_ways`: a stream each way) under loss,
+/// reordering and duplication around the move, for each seed: the faults
+/// happened and the resends stayed bounded.
+fn faulted_moves_stay_bounded(seeds: [u64; 3], moves: Moves, both_ways: bool, what: &str) {
+    for seed in seeds {
+        let o = migrate_mid_stream(seed, moves, both_ways, Faults::Around);
+        assert!(o.net.dropped > 0 && o.net.duplicated > 0 && o.net.delayed > 0);
+        assert_bounded(&o, &format!("{what}, seed {seed:#x}"));
+    }
+}
+
 #[test]
 fn receiver_moves_under_loss_reorder_and_duplication() {
-    for seed in [0x5e20, 0x5e21, 0x5e22] {
-        let o = migrate_mid_stream(seed, Moves::Receiver, false, Faults::Around);
-        assert!(o.net.dropped > 0 && o.net.duplicated > 0 && o.net.delayed > 0);
-        assert_bounded(&o, &format!("receiver, seed {seed:#x}"));
-    }
+    faulted_moves_stay_bounded([0x5e20, 0x5e21, 0x5e22], Moves::Receiver, false, "receiver");
 }
 
 #[test]
 fn sender_moves_under_loss_reorder_and_duplication() {
-    for seed in [0x5e30, 0x5e31, 0x5e32] {
-        let o = migrate_mid_stream(seed, Moves::Sender, false, Faults::Around);
-        assert!(o.net.dropped > 0 && o.net.duplicated > 0 && o.net.delayed > 0);
-        assert_bounded(&o, &format!("sender, seed {seed:#x}"));
-    }
+    faulted_moves_stay_bounded([0x5e30, 0x5e31, 0x5e32], Moves::Sender, false, "sender");
 }
 
 #[test]
 fn one_end_of_two_streams_moves_under_loss_reorder_and_duplication() {
-    for seed in [0x5e40, 0x5e41, 0x5e42] {
-        let o = migrate_mid_stream(seed, Moves::Receiver, true, Faults::Around);
-        assert!(o.net.dropped > 0 && o.net.duplicated > 0 && o.net.delayed > 0);
-        assert_bounded(&o, &format!("one end, both ways, seed {seed:#x}"));
-    }
+    faulted_moves_stay_bounded(
+        [0x5e40, 0x5e41, 0x5e42],
+        Moves::Receiver,
+        true,
+        "one end, both ways",
+    );
 }
 
 #[test]
 fn both_ends_move_under_loss_reorder_and_duplication() {
-    for seed in [0x5e50, 0x5e51, 0x5e52] {
-        let o = migrate_mid_stream(seed, Moves::Both, true, Faults::Around);
-        assert!(o.net.dropped > 0 && o.net.duplicated > 0 && o.net.delayed > 0);
-        assert_bounded(&o, &format!("both ends, seed {seed:#x}"));
-    }
+    faulted_moves_stay_bounded([0x5e50, 0x5e51, 0x5e52], Moves::Both, true, "both ends");
 }
 
 /// A RESUME of the previous version (28 bytes, no expected PSN) is still

@@ -53,6 +53,18 @@ impl Lab {
     /// the drop-in libibverbs built (scripts/ibverbs.sh), the CRIU plugin
     /// installed and the programs on PATH too.
     fn rdma(programs: &[&str]) -> Option<Lab> {
+        let mut checks = Lab::rdma_checks();
+        if checks.iter().all(Result::is_ok) {
+            for p in programs {
+                checks.push(program(p, "perftest and ibverbs-utils: scripts/setup.sh"));
+            }
+        }
+        require(checks).then(Lab::empty)
+    }
+
+    /// [`Lab::checks`], then (when those pass) what every RDMA container
+    /// test needs: the drop-in libibverbs and the CRIU plugin.
+    fn rdma_checks() -> Vec<Check> {
         let mut checks = Lab::checks();
         if checks.iter().all(Result::is_ok) {
             checks.push(script_once("ibverbs.sh"));
@@ -66,11 +78,8 @@ impl Lab {
                 "/usr/lib/criu/migros_criu.so",
                 "scripts/install-criu-plugin.sh installs the CRIU plugin",
             ));
-            for p in programs {
-                checks.push(program(p, "perftest and ibverbs-utils: scripts/setup.sh"));
-            }
         }
-        require(checks).then(Lab::empty)
+        checks
     }
 
     fn empty() -> Lab {

@@ -79,19 +79,8 @@ exec nsenter --net="$MPI_HOST_NETNS" {migros} run --node $node --name "$MPI_JOB$
 }
 
 fn checks() -> Vec<Check> {
-    let mut checks = Lab::checks();
+    let mut checks = Lab::rdma_checks();
     if checks.iter().all(Result::is_ok) {
-        checks.push(script_once("ibverbs.sh"));
-        let lib = Path::new(MIGROS)
-            .parent()
-            .and_then(Path::parent)
-            .map(|t| t.join("ibverbs/libibverbs.so.1"))
-            .expect("target dir");
-        checks.push(file(lib, "scripts/ibverbs.sh builds it"));
-        checks.push(file(
-            "/usr/lib/criu/migros_criu.so",
-            "scripts/install-criu-plugin.sh installs the CRIU plugin",
-        ));
         for p in ["mpirun", "mpicc", "orted"] {
             checks.push(program(p, "openmpi-bin, libopenmpi-dev: scripts/setup.sh"));
         }

@@ -183,3 +183,23 @@ impl Drop for Pages {
         unsafe { dealloc(self.ptr, self.layout) };
     }
 }
+
+/// A fresh private anonymous mapping of `len` bytes, readable and
+/// writable, that the caller unmaps (or leaves to the process's exit). It
+/// is reached only through raw pointers, never Rust references, so the
+/// daemon (and the tests) may write it behind the compiler's back.
+pub fn anonymous_mapping(len: usize) -> *mut libc::c_void {
+    // SAFETY: asks the kernel for a new mapping; touches nothing existing.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap of {len} bytes");
+    p
+}
