@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use migros_proto::verbs::{
     Access, AttrMask, Cqn, Mtu, OwnerId, Pdn, QpAttr, QpCap, QpInit, QpState, QpType, Qpn,
+    SendData, SendFlags, SendWr, Sge, WrOpcode,
 };
 
 /// Local write and every remote right (write, read, atomic).
@@ -17,6 +18,17 @@ pub const ALL_ACCESS: Access = Access(
         | Access::REMOTE_READ.0
         | Access::REMOTE_ATOMIC.0,
 );
+
+/// A signaled send work request of `opcode` gathering `sges` (not UD).
+pub fn signaled_send(wr_id: u64, opcode: WrOpcode, sges: Vec<Sge>) -> SendWr {
+    SendWr {
+        wr_id,
+        opcode,
+        flags: SendFlags::SIGNALED,
+        data: SendData::Sges(sges),
+        ud: None,
+    }
+}
 
 /// How one side of an RC connection is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

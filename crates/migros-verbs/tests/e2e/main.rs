@@ -14,15 +14,7 @@ use migros_test_support::role::spawn_role;
 use migros_verbs::*;
 use support::*;
 
-fn send_wr(wr_id: u64, opcode: WrOpcode, sges: Vec<Sge>) -> SendWr {
-    SendWr {
-        wr_id,
-        opcode,
-        flags: SendFlags::SIGNALED,
-        data: SendData::Sges(sges),
-        ud: None,
-    }
-}
+use migros_test_support::rc::signaled_send as send_wr;
 
 fn u64_at(mr: &Mr, at: usize) -> u64 {
     let mut b = [0u8; 8];

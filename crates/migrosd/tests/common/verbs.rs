@@ -8,6 +8,7 @@ use std::time::Instant;
 use migros_proto::msg::{Request, Response};
 use migros_proto::ring::{self, CQE_PHASE, CQE_SIZE, RQ_WQE_SIZE, SQ_WQE_SIZE};
 use migros_proto::verbs::*;
+use migros_test_support::rc::signaled_send;
 
 use super::{Client, Daemon, Pages, Raw, TIMEOUT};
 
@@ -204,17 +205,12 @@ impl Cq {
 }
 
 pub fn send_wr(wr_id: u64, mr: &Mr, offset: u64, len: u32, opcode: WrOpcode) -> SendWr {
-    SendWr {
-        wr_id,
-        opcode,
-        flags: SendFlags::SIGNALED,
-        data: SendData::Sges(vec![Sge {
-            addr: mr.buf.addr() + offset,
-            length: len,
-            lkey: mr.lkey,
-        }]),
-        ud: None,
-    }
+    let sge = Sge {
+        addr: mr.buf.addr() + offset,
+        length: len,
+        lkey: mr.lkey,
+    };
+    signaled_send(wr_id, opcode, vec![sge])
 }
 
 pub fn recv_wr(wr_id: u64, mr: &Mr, offset: u64, len: u32) -> RecvWr {

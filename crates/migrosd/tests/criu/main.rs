@@ -30,6 +30,7 @@ use common::{can_run, start_daemon, Daemon, Raw, TIMEOUT};
 use migros_proto::admin::{AdminRequest, AdminResponse, SessionIds, SessionImage};
 use migros_proto::frame;
 use migros_proto::msg::{Request, Response, PROTOCOL_VERSION};
+use migros_test_support::rc::signaled_send;
 use migros_test_support::role::spawn_role;
 use migros_verbs::*;
 use nix::sys::ptrace;
@@ -79,13 +80,7 @@ fn rc_qp(pd: &Pd, cq: &Cq) -> Qp {
 }
 
 fn send_wr(wr_id: u64, sge: Sge) -> SendWr {
-    SendWr {
-        wr_id,
-        opcode: WrOpcode::Send,
-        flags: SendFlags::SIGNALED,
-        data: SendData::Sges(vec![sge]),
-        ud: None,
-    }
+    signaled_send(wr_id, WrOpcode::Send, vec![sge])
 }
 
 // ---- the client process ----
