@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use migros_proto::msg::{Request, Response};
 use migros_proto::ring::{self, CQE_PHASE, CQE_SIZE, RQ_WQE_SIZE, SQ_WQE_SIZE};
@@ -181,6 +181,19 @@ impl Cq {
         self.ci = self.ci.wrapping_add(1);
         self.ctrl.set_u32(ring::CQ_CTRL_CI as usize, self.ci);
         Some(ring::decode_cqe(&e).expect("valid cqe"))
+    }
+
+    /// Polls for up to `within` (every millisecond): the first completion,
+    /// or `None` when none came.
+    pub fn poll_within(&mut self, within: Duration) -> Option<WorkCompletion> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(wc) = self.poll() {
+                return Some(wc);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
     }
 
     /// Waits (bounded) for `n` completions.
