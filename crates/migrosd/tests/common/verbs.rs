@@ -77,28 +77,37 @@ pub fn create_cq(c: &mut Client, entries: u32) -> Cq {
     }
 }
 
-pub fn create_qp(c: &mut Client, pd: Pdn, cq: &Cq, entries: u32) -> Qp {
-    let sq = Pages::new(entries as usize * SQ_WQE_SIZE);
-    let rq = Pages::new(entries as usize * RQ_WQE_SIZE);
-    let ctrl = Pages::new(ring::QP_CTRL_SIZE);
-    match c.request(&Request::CreateQp {
+/// The request creating an RC QP of `pd` with capacities `cap` whose send
+/// and receive completions go to `cq` (every send signaled), its send
+/// ring, receive ring and control block in `pages`.
+pub fn create_rc_qp(pd: Pdn, cq: &Cq, cap: QpCap, pages: [&Pages; 3]) -> Request {
+    let [sq, rq, ctrl] = pages;
+    Request::CreateQp {
         pd,
         qp_type: QpType::Rc,
         send_cq: cq.cq,
         recv_cq: cq.cq,
         srq: None,
-        cap: QpCap {
-            max_send_wr: entries,
-            max_recv_wr: entries,
-            max_send_sge: 1,
-            max_recv_sge: 1,
-            max_inline_data: 64,
-        },
+        cap,
         sq_sig_all: true,
         sq_ring: sq.addr(),
         rq_ring: rq.addr(),
         ctrl: ctrl.addr(),
-    }) {
+    }
+}
+
+pub fn create_qp(c: &mut Client, pd: Pdn, cq: &Cq, entries: u32) -> Qp {
+    let sq = Pages::new(entries as usize * SQ_WQE_SIZE);
+    let rq = Pages::new(entries as usize * RQ_WQE_SIZE);
+    let ctrl = Pages::new(ring::QP_CTRL_SIZE);
+    let cap = QpCap {
+        max_send_wr: entries,
+        max_recv_wr: entries,
+        max_send_sge: 1,
+        max_recv_sge: 1,
+        max_inline_data: 64,
+    };
+    match c.request(&create_rc_qp(pd, cq, cap, [&sq, &rq, &ctrl])) {
         Response::Qp { qpn } => Qp {
             qpn,
             sq,
