@@ -18,6 +18,7 @@
 //!   `migrosd` on a loopback address with its log kept, killed on drop.
 //! - [`capture`]: RoCE v2 packets seen on the loopback interface (which
 //!   node sent which opcode to which), for assertions about the wire.
+//! - [`net`]: `ip` commands that must succeed (namespaces, veth links).
 //! - [`perftest`]: perftest's result lines.
 //! - [`symbols`]: a shared library's functions and their version nodes
 //!   (`objdump -T`).
@@ -27,6 +28,7 @@
 
 pub mod capture;
 pub mod daemon;
+pub mod net;
 pub mod perftest;
 pub mod rc;
 pub mod require;
