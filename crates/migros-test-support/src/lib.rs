@@ -18,6 +18,7 @@
 //!   `migrosd` on a loopback address with its log kept, killed on drop.
 //! - [`capture`]: RoCE v2 packets seen on the loopback interface (which
 //!   node sent which opcode to which), for assertions about the wire.
+//! - [`mpi`]: Open MPI's `mpirun` options for UCX-only runs.
 //! - [`net`]: `ip` commands that must succeed (namespaces, veth links).
 //! - [`perftest`]: perftest's result lines.
 //! - [`symbols`]: a shared library's functions and their version nodes
@@ -28,6 +29,7 @@
 
 pub mod capture;
 pub mod daemon;
+pub mod mpi;
 pub mod net;
 pub mod perftest;
 pub mod rc;
