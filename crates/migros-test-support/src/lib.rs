@@ -10,8 +10,9 @@
 //!   which `scripts/test.sh` prints how many end-to-end tests ran and how
 //!   many skipped.
 //! - [`rc`]: the verbs attributes of an RC connection (INIT → RTR → RTS)
-//!   and of a UD QP, the all-access flags and an RC QP's creation, for every kind of client
-//!   (migros-verbs, the raw daemon protocol, the simulator).
+//!   and of a UD QP, the all-access flags, an RC QP's creation and a
+//!   signaled send WR, for every kind of client (migros-verbs, the raw
+//!   daemon protocol, the simulator).
 //! - [`wait`]: bounded waits: polling a condition, a child process, a
 //!   command's output.
 //! - [`daemon`]: building workspace binaries from a test, starting
