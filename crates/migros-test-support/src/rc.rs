@@ -90,7 +90,7 @@ impl RcParams {
                     qp_access_flags: self.access,
                     ..QpAttr::default()
                 },
-                AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS,
+                AttrMask::RC_INIT,
             ),
             (
                 QpAttr {
@@ -103,13 +103,7 @@ impl RcParams {
                     min_rnr_timer: self.min_rnr_timer,
                     ..QpAttr::default()
                 },
-                AttrMask::STATE
-                    | AttrMask::AV
-                    | AttrMask::PATH_MTU
-                    | AttrMask::DEST_QPN
-                    | AttrMask::RQ_PSN
-                    | AttrMask::MAX_DEST_RD_ATOMIC
-                    | AttrMask::MIN_RNR_TIMER,
+                AttrMask::RC_RTR,
             ),
         ];
         if self.until != QpState::Rtr {
@@ -123,12 +117,7 @@ impl RcParams {
                     max_rd_atomic: self.max_rd_atomic,
                     ..QpAttr::default()
                 },
-                AttrMask::STATE
-                    | AttrMask::SQ_PSN
-                    | AttrMask::TIMEOUT
-                    | AttrMask::RETRY_CNT
-                    | AttrMask::RNR_RETRY
-                    | AttrMask::MAX_QP_RD_ATOMIC,
+                AttrMask::RC_RTS,
             ));
         }
         v
