@@ -84,6 +84,18 @@ pub struct Side {
     pub mr: Mr,
 }
 
+impl Side {
+    pub fn new(ctx: Context, pd: Pd, cq: Cq, qp: Qp, mr: Mr) -> Side {
+        Side {
+            ctx,
+            pd,
+            cq,
+            qp,
+            mr,
+        }
+    }
+}
+
 /// An RC QP's attributes: both queues complete on `cq`, receives come
 /// from `srq` if there is one, and only the send WRs that ask for a
 /// completion get one.
@@ -131,13 +143,7 @@ pub fn rc_side_sized(
     let cq = ctx.create_cq(cqe, channel).expect("cq");
     let qp = pd.create_qp(&rc_attr(&cq, None, cap)).expect("qp");
     let mr = pd.alloc_mr(mr_len, ALL_ACCESS).expect("mr");
-    Side {
-        ctx,
-        pd,
-        cq,
-        qp,
-        mr,
-    }
+    Side::new(ctx, pd, cq, qp, mr)
 }
 
 /// Moves an RC QP to RTS towards `(remote_qpn, remote_addr)` (PSNs 0x100,
