@@ -9,7 +9,6 @@
 //! private data it points to; `rdma_ack_cm_event` frees it and counts the
 //! event as acknowledged for `rdma_destroy_id`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use migros_proto::cm::{CmEvent, ConnInfo};
@@ -157,22 +156,40 @@ fn process(b: &mut IdBlock, item: Item) -> Outcome {
 fn cm_event(b: &mut IdBlock, dev: usize, ev: CmEvent, mut e: Box<EventBlock>) -> Outcome {
     match ev {
         CmEvent::ConnectRequest { conn, info, .. } => {
-            let path = |n: &mut IdBlock| {
-                n.set_path(
-                    info.path_mtu,
-                    info.hop_limit,
-                    info.traffic_class,
-                    info.ack_timeout.saturating_sub(1),
-                    info.remote_gid,
-                );
+            let Some(np) = registry_child(dev, conn) else {
+                return Outcome::Skip;
+            };
+            // SAFETY: the child id made by the reader thread, registered.
+            let n = unsafe { &mut *np };
+            let Some(d) = device::get(dev) else {
+                return Outcome::Skip;
+            };
+            n.attach(&d);
+            n.set_src(info.local);
+            n.set_dst(info.peer);
+            n.set_path(
+                info.path_mtu,
+                info.hop_limit,
+                info.traffic_class,
+                info.ack_timeout.saturating_sub(1),
+                info.remote_gid,
+            );
+            let sync = lock(&b.p).sync;
+            {
                 let mut p = lock(&n.p);
+                p.st = St::Connect;
+                p.conn = Some((dev, conn));
                 p.initiator_depth = info.initiator_depth;
                 p.responder_resources = info.responder_resources;
                 p.info = Some(info.clone());
-            };
-            if !take_in_child(b, dev, conn, (info.local, info.peer), &mut e, path) {
-                return Outcome::Skip;
             }
+            if sync {
+                // SAFETY: a live id; a new private channel for it.
+                unsafe { id::rdma_migrate_id(np.cast(), core::ptr::null_mut()) };
+            }
+            e.ev.event = rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_REQUEST;
+            e.ev.id = np.cast();
+            e.ev.listen_id = (b as *mut IdBlock).cast();
             set_conn(&mut e, &info.private_data, Some(&info));
             Outcome::Deliver(e)
         }
@@ -183,9 +200,30 @@ fn cm_event(b: &mut IdBlock, dev: usize, ev: CmEvent, mut e: Box<EventBlock>) ->
             private_data,
             ..
         } => {
-            if !take_in_child(b, dev, conn, (local, peer), &mut e, |_| {}) {
+            let Some(np) = registry_child(dev, conn) else {
                 return Outcome::Skip;
+            };
+            // SAFETY: as above.
+            let n = unsafe { &mut *np };
+            let Some(d) = device::get(dev) else {
+                return Outcome::Skip;
+            };
+            n.attach(&d);
+            n.set_src(local);
+            n.set_dst(peer);
+            let sync = lock(&b.p).sync;
+            {
+                let mut p = lock(&n.p);
+                p.st = St::Connect;
+                p.conn = Some((dev, conn));
             }
+            if sync {
+                // SAFETY: as above.
+                unsafe { id::rdma_migrate_id(np.cast(), core::ptr::null_mut()) };
+            }
+            e.ev.event = rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_REQUEST;
+            e.ev.id = np.cast();
+            e.ev.listen_id = (b as *mut IdBlock).cast();
             set_ud_pd(&mut e, &private_data);
             Outcome::Deliver(e)
         }
@@ -299,48 +337,6 @@ fn cm_event(b: &mut IdBlock, dev: usize, ev: CmEvent, mut e: Box<EventBlock>) ->
 }
 
 /// The id made for connection `conn` of `dev` by the reader thread.
-/// Takes in the child id the reader thread made and registered for the
-/// incoming request `conn` on device `dev`: attached to the device, with
-/// its `(local, peer)` addresses, `setup` applied, in the Connect state,
-/// on a private channel of its own if the listener `b` is synchronous;
-/// `e` becomes the CONNECT_REQUEST event that hands it out. `false` (skip
-/// the event) when the id or the device is gone.
-fn take_in_child(
-    b: &mut IdBlock,
-    dev: usize,
-    conn: u32,
-    (local, peer): (SocketAddr, SocketAddr),
-    e: &mut EventBlock,
-    setup: impl FnOnce(&mut IdBlock),
-) -> bool {
-    let Some(np) = registry_child(dev, conn) else {
-        return false;
-    };
-    // SAFETY: the child id made by the reader thread, registered.
-    let n = unsafe { &mut *np };
-    let Some(d) = device::get(dev) else {
-        return false;
-    };
-    n.attach(&d);
-    n.set_src(local);
-    n.set_dst(peer);
-    setup(n);
-    let sync = lock(&b.p).sync;
-    {
-        let mut p = lock(&n.p);
-        p.st = St::Connect;
-        p.conn = Some((dev, conn));
-    }
-    if sync {
-        // SAFETY: a live id; a new private channel for it.
-        unsafe { id::rdma_migrate_id(np.cast(), core::ptr::null_mut()) };
-    }
-    e.ev.event = rdma_cm_event_type_RDMA_CM_EVENT_CONNECT_REQUEST;
-    e.ev.id = np.cast();
-    e.ev.listen_id = (b as *mut IdBlock).cast();
-    true
-}
-
 fn registry_child(dev: usize, conn: u32) -> Option<*mut IdBlock> {
     registry::conn_owner(dev, conn).and_then(registry::get)
 }
