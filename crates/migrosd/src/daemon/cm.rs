@@ -89,7 +89,7 @@ impl Daemon {
                 c.held = held;
             }
             if !held && self.cm.is_checkpointed(owner) {
-                self.cm.roll_back(owner);
+                self.cm.roll_back(self.now, owner);
                 tracing::info!(pid, owner, "cm checkpoint rolled back");
             }
         }
@@ -134,7 +134,7 @@ impl Daemon {
             let image = match crate::image::cm::encode(owner, snap, inbox) {
                 Ok(i) => i,
                 Err(e) => {
-                    self.cm.roll_back(owner);
+                    self.cm.roll_back(self.now, owner);
                     return admin_error(libc::EIO, format!("cm image: {e}"));
                 }
             };
