@@ -246,6 +246,28 @@ impl CmPort {
         snap
     }
 
+    /// The state of `owner`, nothing changed (the identifier check).
+    pub fn snapshot(
+        &self,
+        now: migros_transport::Instant,
+        owner: u64,
+    ) -> migros_cm::migrate::CmSnapshot {
+        self.agent.snapshot_owner(to_cm(now), owner)
+    }
+
+    /// Whether `snap` could be restored here as `owner` (nothing changes):
+    /// the owner free, and what [`migros_cm::Agent::check_restore`] checks.
+    pub fn check_restore(
+        &self,
+        owner: u64,
+        snap: &migros_cm::migrate::CmSnapshot,
+    ) -> Result<(), CmError> {
+        if self.owners.contains_key(&owner) {
+            return Err(CmError::AddrInUse);
+        }
+        self.agent.check_restore(snap)
+    }
+
     pub fn is_checkpointed(&self, owner: u64) -> bool {
         self.checkpointed.contains_key(&owner)
     }
