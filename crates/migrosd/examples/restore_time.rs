@@ -16,6 +16,9 @@
 //! over the old descriptor (what RESTORE_UNIX_SK gives the restored
 //! process); one SEND per QP is posted (held: the QPs are stopped); admin
 //! `Resume` on B. Memory stays where it is, as after CRIU's restore.
+//! From the pause until A holds the tombstones a child process traces
+//! this one (`PTRACE_SEIZE`, see [`Seized`]), as CRIU's dump does, so that
+//! A's watchdog does not take it for a process running again.
 //!
 //! Columns (milliseconds, the median of `--runs` runs, 3 by default):
 //! - `pause`, `checkpoint`: the admin requests on A, sent to answer;
@@ -30,7 +33,7 @@
 //!   QP costs a daemon.
 //!
 //! Needs root (the daemons reach this process's memory with
-//! process_vm_readv/writev).
+//! process_vm_readv/writev; the child traces it).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
