@@ -49,6 +49,7 @@ use crate::mad::MAD_LEN;
 use crate::msg::CmMessage;
 use crate::ports::{BindId, Ports};
 use crate::time::{ib_time_to_ms, Instant};
+use crate::tombstone::CmTombstones;
 
 mod incoming;
 mod requests;
@@ -66,6 +67,9 @@ pub const MRA_SERVICE_TIMEOUT: u8 = 24;
 pub const IBOE_PACKET_LIFETIME: u8 = 18;
 /// The Q_Key of RDMA CM UD QPs (`RDMA_UDP_QKEY`).
 pub const RDMA_UDP_QKEY: u32 = 0x0123_4567;
+/// Most MADs kept for an owner being checkpointed (its peers resend what
+/// is lost).
+pub const MAX_HELD_PER_OWNER: usize = 256;
 /// −ETIMEDOUT, the status of timeouts.
 pub const ETIMEDOUT: i32 = -110;
 
@@ -104,6 +108,10 @@ pub struct AgentCounters {
     pub rx_dropped: u64,
     /// MADs for migrated connections sent on to their new node.
     pub forwarded: u64,
+    /// MADs kept for a checkpointed owner or an unforwarded tombstone.
+    pub held: u64,
+    /// Tombstones that expired or were pushed out by a full table.
+    pub tombstones_dropped: u64,
 }
 
 /// A MAD to send.
@@ -144,9 +152,13 @@ pub struct Agent {
     pub(crate) sidr_answered: BTreeMap<(u32, IpAddr), (Instant, [u8; MAD_LEN])>,
     pub(crate) out: VecDeque<Transmit>,
     pub(crate) events: VecDeque<(u64, CmEvent)>,
-    /// Connections that migrated away: local comm ID → where they went
-    /// (`None`: not told yet). MADs for them are forwarded there.
-    pub(crate) tombstones: BTreeMap<u32, Option<IpAddr>>,
+    /// Connections that migrated away: MADs for them are forwarded to
+    /// where they went, or held until that is known; bounded, expiring.
+    pub(crate) tombstones: CmTombstones,
+    /// Owners being checkpointed ([`Agent::hold_owner`]) → the MADs for
+    /// them that arrived since, from where (untouched until the
+    /// checkpoint commits or rolls back).
+    pub(crate) held: BTreeMap<u64, Vec<(IpAddr, [u8; MAD_LEN])>>,
     pub counters: AgentCounters,
 }
 
@@ -190,7 +202,8 @@ impl Agent {
             remote_qpns: BTreeMap::new(),
             sidr_remote: BTreeMap::new(),
             sidr_answered: BTreeMap::new(),
-            tombstones: BTreeMap::new(),
+            tombstones: CmTombstones::default(),
+            held: BTreeMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             counters: AgentCounters::default(),
@@ -213,7 +226,8 @@ impl Agent {
         self.events.pop_front()
     }
 
-    /// The earliest deadline of a resend or a time-wait.
+    /// The earliest deadline of a resend, a time-wait or a tombstone's
+    /// expiry.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.conns
             .values()
@@ -224,7 +238,18 @@ impl Agent {
                     .into_iter()
                     .chain(c.timewait_until)
             })
+            .chain(self.tombstones.next_expiry())
             .min()
+    }
+
+    /// Tombstones held (connections that migrated away).
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// Whether comm ID `id` has a tombstone here.
+    pub fn has_tombstone(&self, id: u32) -> bool {
+        self.tombstones.contains(id)
     }
 
     /// The state of a connection (tests and diagnostics).
@@ -309,7 +334,7 @@ impl Agent {
     fn new_local_id(&mut self) -> u32 {
         loop {
             let id: u32 = self.rng.gen();
-            if id != 0 && !self.conns.contains_key(&id) && !self.tombstones.contains_key(&id) {
+            if id != 0 && !self.conns.contains_key(&id) && !self.tombstones.contains(id) {
                 return id;
             }
         }
@@ -403,6 +428,7 @@ impl Agent {
     /// time-waits.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.sidr_answered.retain(|_, (until, _)| *until > now);
+        self.counters.tombstones_dropped += self.tombstones.expire(now) as u64;
         let due: Vec<u32> = self
             .conns
             .iter()

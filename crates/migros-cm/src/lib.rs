@@ -16,7 +16,8 @@
 //!   resends and timeouts as the kernel does them.
 //! - [`migrate`]: a process's CM state moved to another device (snapshot,
 //!   restore with the same identifiers, tombstones that forward the
-//!   peer's MADs to the new node).
+//!   peer's MADs to the new node); [`tombstone`]: those tombstones,
+//!   bounded and expiring.
 //!
 //! The daemon (`migrosd`) owns QP1 of its device and runs an [`Agent`];
 //! librdmacm reaches it through `migros_proto::cm`. Nothing here reads a
@@ -33,6 +34,7 @@ pub mod migrate;
 pub mod msg;
 pub mod ports;
 pub mod time;
+pub mod tombstone;
 
 pub use agent::{Agent, AgentConfig, AgentCounters, Connecting, Transmit};
 pub use conn::State;

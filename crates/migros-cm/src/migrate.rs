@@ -18,13 +18,14 @@ use std::time::Duration;
 use migros_proto::cm::{CmQpType, ConnInfo, PortSpace};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{Agent, Listener};
+use crate::agent::{Agent, Listener, Transmit};
 use crate::conn::{Conn, Retransmit, State};
 use crate::error::CmError;
 use crate::mad::MAD_LEN;
 use crate::msg::CmMessage;
 use crate::ports::Bound;
 use crate::time::Instant;
+use crate::tombstone::CmTombstone;
 
 /// Version of [`CmSnapshot`].
 pub const SNAPSHOT_VERSION: u32 = 1;
@@ -361,7 +362,7 @@ impl Agent {
                 self.remote_qpns
                     .insert((c.remote_ca_guid, c.remote_qpn), c.local_id);
             }
-            self.tombstones.remove(&c.local_id);
+            self.tombstones.remove(c.local_id);
             self.conns.insert(
                 c.local_id,
                 Conn {
@@ -393,10 +394,42 @@ impl Agent {
         Ok(())
     }
 
+    /// `owner` is being checkpointed: from now on MADs for it (for its
+    /// connections, resent REQs of them, new REQs and SIDR_REQs to its
+    /// listeners) are kept untouched instead of handled, so its state
+    /// stays what [`Agent::snapshot_owner`] took and nothing it would have
+    /// been told is lost in the window before the process is gone. The
+    /// checkpoint then commits ([`Agent::evict_owner`]: its connections'
+    /// MADs go to their tombstones and on to the new node) or rolls back
+    /// ([`Agent::release_owner`]: they are handled here).
+    pub fn hold_owner(&mut self, owner: u64) {
+        self.held.entry(owner).or_default();
+    }
+
+    /// The checkpoint of `owner` rolled back: the MADs held for it are
+    /// handled now, in the order they came.
+    pub fn release_owner(&mut self, now: Instant, owner: u64) {
+        for (src, mad) in self.held.remove(&owner).unwrap_or_default() {
+            self.replay(now, src, &mad);
+        }
+    }
+
+    /// Whether `owner` is held ([`Agent::hold_owner`]).
+    pub fn is_held(&self, owner: u64) -> bool {
+        self.held.contains_key(&owner)
+    }
+
     /// Removes `owner` after its state moved away, telling no peer: each
     /// of its connections leaves a tombstone that forwards the peer's MADs
-    /// once [`Agent::forward_tombstones`] says where. Returns their IDs.
-    pub fn evict_owner(&mut self, owner: u64) -> Vec<u32> {
+    /// once [`Agent::forward_tombstones`] says where, and keeps them until
+    /// then. MADs held for the owner since [`Agent::hold_owner`] are
+    /// handled as if they came now: its connections' go to their
+    /// tombstones; a new REQ to one of its listeners finds none here and is
+    /// rejected (reason 8), as one that comes after the move is: its
+    /// sender named this node's address, which the process left. Returns
+    /// the connections' IDs.
+    pub fn evict_owner(&mut self, now: Instant, owner: u64) -> Vec<u32> {
+        let held = self.held.remove(&owner).unwrap_or_default();
         let ids: Vec<u32> = self
             .conns
             .iter()
@@ -404,25 +437,43 @@ impl Agent {
             .map(|(id, _)| *id)
             .collect();
         for id in &ids {
-            if let Some(c) = self.conns.remove(id) {
-                if c.indexed {
-                    self.remote_ids.remove(&(c.remote_ca_guid, c.remote_id));
-                    self.remote_qpns.remove(&(c.remote_ca_guid, c.remote_qpn));
-                }
+            let Some(c) = self.conns.remove(id) else {
+                continue;
+            };
+            if c.indexed {
+                self.remote_ids.remove(&(c.remote_ca_guid, c.remote_id));
+                self.remote_qpns.remove(&(c.remote_ca_guid, c.remote_qpn));
             }
-            self.tombstones.insert(*id, None);
+            let t = CmTombstone {
+                peer_ip: c.peer_ip,
+                remote: (c.remote_id != 0).then_some((c.remote_ca_guid, c.remote_id)),
+                forward: None,
+                held: Vec::new(),
+                ended: matches!(
+                    c.state,
+                    State::Idle | State::Timewait | State::DreqSent | State::DreqRcvd
+                ),
+            };
+            if self.tombstones.insert(now, *id, t).is_some() {
+                self.counters.tombstones_dropped += 1;
+            }
         }
         self.listeners.retain(|_, l| l.owner != owner);
         self.ports.unbind_owner(owner);
         self.events.retain(|(o, _)| *o != owner);
+        for (src, mad) in held {
+            self.replay(now, src, &mad);
+        }
         ids
     }
 
-    /// Where the migrated connections `ids` went.
-    pub fn forward_tombstones(&mut self, ids: &[u32], to: IpAddr) {
+    /// Where the migrated connections `ids` went: what their tombstones
+    /// held goes there now, and what comes later follows.
+    pub fn forward_tombstones(&mut self, now: Instant, ids: &[u32], to: IpAddr) {
         for id in ids {
-            if let Some(t) = self.tombstones.get_mut(id) {
-                *t = Some(to);
+            for mad in self.tombstones.forward(now, *id, to).unwrap_or_default() {
+                self.counters.forwarded += 1;
+                self.out.push_back(Transmit { dst: to, mad });
             }
         }
     }
@@ -430,7 +481,7 @@ impl Agent {
     /// Drops tombstones (their connections ended on the new node).
     pub fn forget_tombstones(&mut self, ids: &[u32]) {
         for id in ids {
-            self.tombstones.remove(id);
+            self.tombstones.remove(*id);
         }
     }
 }

@@ -27,10 +27,10 @@ fn connected_then_moved(seed: u64, faults: Faults) -> (Net, u32, u32) {
     let snap: migros_cm::migrate::CmSnapshot = serde_json::from_str(&json).unwrap();
     net.nodes[2].agent.check_restore(&snap).unwrap();
     net.nodes[2].agent.restore_owner(now, OWNER, &snap).unwrap();
-    let ids = net.nodes[1].agent.evict_owner(OWNER);
+    let ids = net.nodes[1].agent.evict_owner(now, OWNER);
     assert_eq!(ids, vec![p]);
     let to = net.nodes[2].addr;
-    net.nodes[1].agent.forward_tombstones(&ids, to);
+    net.nodes[1].agent.forward_tombstones(now, &ids, to);
     assert_eq!(net.nodes[2].agent.state(p), Some(State::Established));
     assert_eq!(net.nodes[1].agent.len(), (0, 0, 0));
     (net, a, p)
@@ -206,4 +206,220 @@ fn a_damaged_snapshot_is_refused_and_nothing_changes() {
             .map(|(b, _)| net.nodes[0].agent.unbind(OWNER + 2, b).unwrap())
             .unwrap_or_else(|e| panic!("{what}: port 9999 left bound: {e}"));
     }
+}
+
+/// Moves node 1's process to node 2 as the daemon does with CRIU: the
+/// owner is held from the checkpoint on, `between` runs while the process
+/// is frozen (MADs arriving then are kept), then restore, evict, forward.
+fn checkpoint_and_move(net: &mut Net, between: Duration) -> Vec<u32> {
+    net.nodes[1].agent.hold_owner(OWNER);
+    let now = net.now;
+    let snap = net.nodes[1].agent.snapshot_owner(now, OWNER);
+    net.run_for(between);
+    let now = net.now;
+    net.nodes[2].agent.restore_owner(now, OWNER, &snap).unwrap();
+    let ids = net.nodes[1].agent.evict_owner(now, OWNER);
+    let to = net.nodes[2].addr;
+    net.nodes[1].agent.forward_tombstones(now, &ids, to);
+    ids
+}
+
+/// A DREQ that reaches the old node between the checkpoint and the move is
+/// kept and handled on the new node: the process hears DISCONNECTED there,
+/// and the peer its DREP from there (no DREQ timeout).
+#[test]
+fn a_dreq_during_the_checkpoint_is_delivered_on_the_new_node() {
+    for seed in 0..40 {
+        let mut net = Net::new(3, seed, lossy());
+        let (a, p) = net.connect_established(PORT, Duration::from_secs(1200), seed);
+        net.nodes[1].agent.hold_owner(OWNER);
+        let now = net.now;
+        let snap = net.nodes[1].agent.snapshot_owner(now, OWNER);
+        net.nodes[0].agent.disconnect(now, OWNER, a).unwrap();
+        net.run_for(Duration::from_secs(2));
+        // Held: the frozen process's state stays what the image took.
+        assert_eq!(net.count(1, is_disconnected), 0, "seed {seed}");
+        assert_eq!(net.nodes[1].agent.state(p), Some(State::Established));
+        let now = net.now;
+        net.nodes[2].agent.restore_owner(now, OWNER, &snap).unwrap();
+        let ids = net.nodes[1].agent.evict_owner(now, OWNER);
+        let to = net.nodes[2].addr;
+        net.nodes[1].agent.forward_tombstones(now, &ids, to);
+        net.run_for(Duration::from_secs(300));
+        let on_new = net.nodes[2]
+            .events
+            .iter()
+            .filter(|(_, e)| *e == CmEvent::Disconnected { conn: p, status: 0 })
+            .count();
+        assert_eq!(on_new, 1, "seed {seed}: {:?}", net.nodes[2].events);
+        assert_eq!(net.count(0, is_disconnected), 1, "seed {seed}");
+        assert_eq!(
+            net.count(0, |e| matches!(
+                e,
+                CmEvent::Disconnected { status: -110, .. }
+            )),
+            0,
+            "seed {seed}"
+        );
+    }
+}
+
+/// The moving process connects; the peer's REP arrives while it is frozen:
+/// kept, forwarded, and the connection completes from the new node.
+#[test]
+fn a_rep_during_the_checkpoint_is_delivered_on_the_new_node() {
+    for seed in 0..40 {
+        let mut net = Net::new(3, seed, Faults::default());
+        net.nodes[0].policy = Policy::Accept {
+            delay: Duration::from_millis(500),
+        };
+        net.listen(0, PORT, CmQpType::Rc);
+        let c = net.connect(1, 0, PORT, CmQpType::Rc, &[]);
+        net.run_for(Duration::from_millis(100));
+        assert_eq!(net.count(0, is_request), 1);
+        checkpoint_and_move(&mut net, Duration::from_secs(2));
+        assert_eq!(net.count(1, is_response), 0, "seed {seed}");
+        net.run_for(Duration::from_secs(60));
+        let on_new = net.nodes[2]
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, CmEvent::ConnectResponse { conn, .. } if *conn == c))
+            .count();
+        assert_eq!(on_new, 1, "seed {seed}: {:?}", net.nodes[2].events);
+        assert_eq!(net.count(0, is_established), 1, "seed {seed}");
+        assert_eq!(net.nodes[2].agent.state(c), Some(State::Established));
+    }
+}
+
+/// A REQ to the moving process's listener while it is frozen: handled on
+/// the old node if the checkpoint rolls back; refused at once (no listener
+/// at that address any more) if it commits, so the client does not wait
+/// out its REQ's resends.
+#[test]
+fn a_req_to_a_frozen_listener_is_kept_until_the_checkpoint_ends() {
+    // Rolled back: the process accepts it on the old node.
+    let mut net = Net::new(3, 11, Faults::default());
+    net.listen(1, PORT, CmQpType::Rc);
+    net.nodes[1].agent.hold_owner(OWNER);
+    net.connect(0, 1, PORT, CmQpType::Rc, &[]);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.count(1, is_request), 0);
+    let now = net.now;
+    net.nodes[1].agent.release_owner(now, OWNER);
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(net.count(1, is_established), 1);
+    assert_eq!(net.count(0, is_response), 1);
+    // Committed: the client is told at once.
+    let mut net = Net::new(3, 12, Faults::default());
+    net.listen(1, PORT, CmQpType::Rc);
+    net.nodes[1].agent.hold_owner(OWNER);
+    net.connect(0, 1, PORT, CmQpType::Rc, &[]);
+    net.run_for(Duration::from_millis(100));
+    let now = net.now;
+    let snap = net.nodes[1].agent.snapshot_owner(now, OWNER);
+    net.nodes[2].agent.restore_owner(now, OWNER, &snap).unwrap();
+    net.nodes[1].agent.evict_owner(now, OWNER);
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(
+        net.count(0, |e| matches!(e, CmEvent::Rejected { reason: 8, .. })),
+        1
+    );
+    // A new client of the new node is accepted there.
+    net.connect(0, 2, PORT, CmQpType::Rc, &[]);
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(net.count(2, is_established), 1);
+}
+
+/// The process moves before it accepted a connection request: the peer's
+/// resent REQs (which name only the peer's comm ID) reach the old node's
+/// tombstone and are forwarded, so the peer waits (MRA) instead of being
+/// refused, and the accept on the new node completes the connection.
+#[test]
+fn a_request_accepted_after_the_move_completes() {
+    let mut net = Net::new(3, 13, Faults::default());
+    net.nodes[1].policy = Policy::Ignore;
+    net.listen(1, PORT, CmQpType::Rc);
+    let a = net.connect(0, 1, PORT, CmQpType::Rc, &[]);
+    net.run_for(Duration::from_millis(100));
+    let p = net.nodes[1]
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            CmEvent::ConnectRequest { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .unwrap();
+    checkpoint_and_move(&mut net, Duration::ZERO);
+    // The peer resends its REQ (about every 6 s) to the old node.
+    net.run_for(Duration::from_secs(10));
+    assert!(net.nodes[1].agent.counters.forwarded > 0);
+    assert_eq!(net.count(0, |e| matches!(e, CmEvent::Rejected { .. })), 0);
+    let now = net.now;
+    net.nodes[2]
+        .agent
+        .accept(
+            now,
+            OWNER,
+            p,
+            &migros_proto::cm::AcceptParams {
+                qpn: 0x51_0000,
+                responder_resources: 4,
+                initiator_depth: 4,
+                flow_control: true,
+                rnr_retry_count: 7,
+                srq: false,
+                qkey: 0,
+                private_data: Vec::new(),
+            },
+        )
+        .unwrap();
+    net.run_for(Duration::from_secs(30));
+    assert_eq!(net.count(0, is_response), 1);
+    assert_eq!(net.count(2, is_established), 1);
+    assert_eq!(net.nodes[0].agent.state(a), Some(State::Established));
+    assert_eq!(net.nodes[2].agent.state(p), Some(State::Established));
+}
+
+/// Tombstones do not live for ever: an unforwarded one (the migration
+/// never finished) goes after `CM_TOMBSTONE_TTL`; a forwarded one of a
+/// connection still up stays (its peer's DREQ must still reach the new
+/// node, hours later) and goes `CM_TOMBSTONE_TTL` after the connection
+/// ended. Each counts in `tombstones_dropped`, and the agent's timer
+/// stops once none is left.
+#[test]
+fn cm_tombstones_expire_once_nobody_needs_them() {
+    use migros_cm::tombstone::{CM_TOMBSTONE_LIVE_TTL, CM_TOMBSTONE_TTL};
+    // Never forwarded.
+    let mut net = Net::new(3, 21, Faults::default());
+    net.connect_established(PORT, Duration::from_secs(10), 21);
+    let now = net.now;
+    let ids = net.nodes[1].agent.evict_owner(now, OWNER);
+    assert_eq!(ids.len(), 1);
+    net.run_for(CM_TOMBSTONE_TTL - Duration::from_secs(1));
+    assert_eq!(net.nodes[1].agent.tombstone_count(), 1);
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.nodes[1].agent.tombstone_count(), 0);
+    assert_eq!(net.nodes[1].agent.counters.tombstones_dropped, 1);
+    assert_eq!(net.nodes[1].agent.poll_timeout(), None);
+
+    // Forwarded, the connection up for hours, then the peer disconnects.
+    let (mut net, a, p) = connected_then_moved(22, Faults::default());
+    net.run_for(Duration::from_secs(3 * 3600));
+    assert_eq!(net.nodes[1].agent.tombstone_count(), 1);
+    let now = net.now;
+    net.nodes[0].agent.disconnect(now, OWNER, a).unwrap();
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(
+        net.count(2, |e| *e == CmEvent::Disconnected { conn: p, status: 0 }),
+        1
+    );
+    net.run_for(CM_TOMBSTONE_TTL);
+    assert_eq!(net.nodes[1].agent.tombstone_count(), 0);
+    assert_eq!(net.nodes[1].agent.counters.tombstones_dropped, 1);
+
+    // Forwarded and never heard of again: gone after the long TTL.
+    let (mut net, _, _) = connected_then_moved(23, Faults::default());
+    net.run_for(CM_TOMBSTONE_LIVE_TTL + Duration::from_secs(1));
+    assert_eq!(net.nodes[1].agent.tombstone_count(), 0);
+    assert_eq!(net.nodes[1].agent.poll_timeout(), None);
 }

@@ -71,6 +71,16 @@ pub enum AdminRequest {
     /// the QP it carries ([`AdminRequest::ForwardTombstones`]). Answers
     /// [`AdminResponse::CmCheckpointed`].
     CheckpointCm { pid: u32 },
+    /// The connection-manager state of process `pid`'s librdmacm
+    /// connections, taken without changing anything (for the check before
+    /// a migration freezes anything). Answers
+    /// [`AdminResponse::CmIdentifiers`].
+    CmIdentifiers { pid: u32 },
+    /// Whether this device's connection manager could restore these
+    /// (owners, connection IDs, listener and binding IDs free; ports
+    /// bindable; no connection to the same peer): `Ok`, or an error
+    /// naming the clash. Nothing changes.
+    CheckCmIdentifiers(Vec<CmIds>),
 }
 
 /// The daemon's answer to an admin request.
@@ -97,6 +107,17 @@ pub enum AdminResponse {
     },
     Identifiers(Vec<SessionIds>),
     CmCheckpointed(Vec<CmImage>),
+    CmIdentifiers(Vec<CmIds>),
+}
+
+/// One librdmacm connection's connection-manager identifiers: its owner
+/// and its state as a checkpoint would take it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CmIds {
+    pub owner: u64,
+    /// `migros_cm::migrate::CmSnapshot` as JSON.
+    #[serde(with = "crate::bytes")]
+    pub snapshot: Vec<u8>,
 }
 
 /// One librdmacm connection as an admin checkpoint takes it.
@@ -237,6 +258,11 @@ mod tests {
             },
             AdminRequest::ReleaseTombstones { qpns: vec![3] },
             AdminRequest::CheckpointCm { pid: 42 },
+            AdminRequest::CmIdentifiers { pid: 42 },
+            AdminRequest::CheckCmIdentifiers(vec![CmIds {
+                owner: 3,
+                snapshot: b"{}".to_vec(),
+            }]),
         ] {
             let bytes = postcard::to_allocvec(&r).unwrap();
             assert_eq!(postcard::from_bytes::<AdminRequest>(&bytes).unwrap(), r);
@@ -281,6 +307,7 @@ mod tests {
                 outbox: vec![6],
                 qpns: vec![0x13],
             }]),
+            AdminResponse::CmIdentifiers(vec![CmIds::default()]),
         ] {
             let bytes = postcard::to_allocvec(&resp).unwrap();
             assert_eq!(postcard::from_bytes::<AdminResponse>(&bytes).unwrap(), resp);

@@ -64,7 +64,9 @@ pub struct DeviceCounters {
     pub out_of_sequence: u64,
     pub rx_dropped: u64,
     /// Tombstones dropped before they were released: expired (nobody
-    /// needed them for `TOMBSTONE_TTL`) or pushed out at `MAX_TOMBSTONES`.
+    /// needed them for `TOMBSTONE_TTL`) or pushed out at `MAX_TOMBSTONES`;
+    /// the connection manager's tombstones of migrated connections count
+    /// here too (`migros_cm::tombstone`).
     #[serde(default)]
     pub tombstones_dropped: u64,
     /// Accesses into client memory the daemon's watchdog found running

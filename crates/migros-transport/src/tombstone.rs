@@ -22,7 +22,12 @@ use crate::time::Instant;
 use migros_proto::verbs::*;
 
 /// Most tombstones a device keeps: beyond, the one expiring first goes.
-pub const MAX_TOMBSTONES: usize = 1 << 16;
+/// As many as the QPs a device holds (2^20 − 16, the kernel's SoftRoCE
+/// bound): every QP of a full device can move away at once and each keeps
+/// its tombstone (2^16, the previous bound, dropped the tombstones of a
+/// 100,000-QP move while it was under way, so their partners could not
+/// check the RESUMEs). About 150 bytes each, indexes included.
+pub const MAX_TOMBSTONES: usize = 1 << 20;
 /// How long a tombstone lives after it was left, told where its QP went,
 /// or last answered its partner. Longer than a UD redirect lives at a
 /// sender ([`DeviceConfig::ud_redirect_ttl`], 5 min by default), so UD

@@ -16,6 +16,9 @@
 //! over the old descriptor (what RESTORE_UNIX_SK gives the restored
 //! process); one SEND per QP is posted (held: the QPs are stopped); admin
 //! `Resume` on B. Memory stays where it is, as after CRIU's restore.
+//! From the pause until A holds the tombstones a child process traces
+//! this one (`PTRACE_SEIZE`, see [`Seized`]), as CRIU's dump does, so that
+//! A's watchdog does not take it for a process running again.
 //!
 //! Columns (milliseconds, the median of `--runs` runs, 3 by default):
 //! - `pause`, `checkpoint`: the admin requests on A, sent to answer;
@@ -30,7 +33,7 @@
 //!   QP costs a daemon.
 //!
 //! Needs root (the daemons reach this process's memory with
-//! process_vm_readv/writev).
+//! process_vm_readv/writev; the child traces it).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -84,6 +87,13 @@ fn main() {
         std::process::exit(2);
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
+    let _ = DIR.set(dir.path().to_path_buf());
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     for (name, addr) in [A, B, C] {
         start_daemon(dir.path(), name, addr);
     }
@@ -248,7 +258,9 @@ impl Side {
             wcs.clear();
             self.cq.poll(&mut wcs, 256).expect("poll");
             for wc in &wcs {
-                assert_eq!(wc.status, WcStatus::Success, "{what}: {wc:?}");
+                if wc.status != WcStatus::Success {
+                    diagnose(what, got, n, wc);
+                }
             }
             got += wcs.len();
             if wcs.is_empty() {
@@ -261,6 +273,45 @@ impl Side {
         }
     }
 }
+
+/// A failed completion: what each daemon counted, then the panic.
+fn diagnose(what: &str, got: usize, n: usize, wc: &WorkCompletion) -> ! {
+    if let Some(dir) = DIR.get() {
+        for (name, _) in [A, B, C] {
+            if let AdminResponse::Stats { device, qps } = admin(dir, name, &AdminRequest::Stats) {
+                let sum = |f: fn(&migros_proto::counters::QpCounters) -> u64| -> u64 {
+                    qps.iter().map(|q| f(&q.counters)).sum()
+                };
+                let timeouts = sum(|c| c.timeouts);
+                let retransmits = sum(|c| c.retransmits);
+                let pauses = sum(|c| c.pauses);
+                let resumes = sum(|c| c.resumes);
+                let mut states = std::collections::BTreeMap::new();
+                for q in &qps {
+                    *states.entry(format!("{:?}", q.state)).or_insert(0) += 1;
+                }
+                if let AdminResponse::Status(st) = admin(dir, name, &AdminRequest::Status) {
+                    eprintln!(
+                        "{name}: {} sessions, {} tombstones",
+                        st.sessions.len(),
+                        st.tombstones.len()
+                    );
+                }
+                eprintln!(
+                    "{name}: {device:?} timeouts={timeouts} retransmits={retransmits} \
+                     pauses={pauses} resumes={resumes} states={states:?}"
+                );
+            }
+        }
+    }
+    if let Some(t) = RESUMED.get() {
+        eprintln!("{:?} after the resume", t.elapsed());
+    }
+    panic!("{what}: {wc:?} after {got} of {n} completions");
+}
+
+static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+static RESUMED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 /// Sets up N QP pairs between A and C, moves the A side to B, and times it.
 fn migrate(dir: &Path, n: usize) -> Row {
@@ -276,6 +327,9 @@ fn migrate(dir: &Path, n: usize) -> Row {
     app.wait(n, "warm-up sends");
     peers.wait(n, "warm-up receives");
 
+    // From the pause until A has turned the QPs into tombstones, this
+    // process looks to A's watchdog as CRIU's dump leaves a process.
+    let seized = Seized::new();
     let t = Instant::now();
     match admin(dir, A.0, &AdminRequest::Pause { pid }) {
         AdminResponse::Paused { sessions: 1 } => {}
@@ -290,10 +344,13 @@ fn migrate(dir: &Path, n: usize) -> Row {
     let checkpoint = t.elapsed();
 
     let restore = restore_session(dir, &image);
+    wait_tombstones(dir, &image.qpns);
+    drop(seized);
 
     // Posted while the QPs are stopped: they go out after the RESUME.
     app.send_one_each(2);
     let t = Instant::now();
+    let _ = RESUMED.set(t);
     match admin(dir, B.0, &AdminRequest::Resume { pid }) {
         AdminResponse::Resumed { sessions: 1 } => {}
         other => panic!("resume answered {other:?}"),
@@ -374,6 +431,81 @@ fn restore_session(dir: &Path, image: &SessionImage) -> Duration {
     std::mem::forget(target);
     assert_ne!(new.as_raw_fd(), old);
     took
+}
+
+/// This process traced (`PTRACE_SEIZE`, which stops nothing) by a child,
+/// as CRIU's dump leaves a process: the daemons' watchdog sees it frozen.
+/// Untraced, this process, which keeps running (it is the one that sends
+/// the admin requests), is seen running with its session open twice in a
+/// row (40 ms) whenever the checkpoint and the close of its session take
+/// that long (10,000 QPs do), and A rolls the checkpoint back: A's QPs
+/// then end with the session, without tombstones, so no peer can check
+/// B's RESUMEs, and every QP on B fails at its pause timeout (30 s) with
+/// `RetryExcErr`. The child exits (the trace ends) when dropped.
+struct Seized {
+    child: libc::pid_t,
+    release: Option<OwnedFd>,
+}
+
+impl Seized {
+    fn new() -> Seized {
+        let parent = nix::unistd::getpid().as_raw();
+        let (ready_r, ready_w) = nix::unistd::pipe().expect("a pipe");
+        let (hold_r, hold_w) = nix::unistd::pipe().expect("a pipe");
+        // SAFETY: the child of this multithreaded process calls only
+        // async-signal-safe functions (dup2, close_range, ptrace, write,
+        // read, _exit) on descriptors it owns.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: as above. Stdin and stdout become the two pipes;
+            // every other descriptor (daemon and session sockets) is
+            // closed, so that it keeps none of them open.
+            unsafe {
+                libc::dup2(hold_r.as_raw_fd(), 0);
+                libc::dup2(ready_w.as_raw_fd(), 1);
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                let ok = u8::from(libc::ptrace(libc::PTRACE_SEIZE, parent, 0, 0) == 0);
+                libc::write(1, (&ok as *const u8).cast(), 1);
+                let mut b = 0u8;
+                libc::read(0, (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        assert!(child > 0, "fork: {}", std::io::Error::last_os_error());
+        drop(ready_w);
+        drop(hold_r);
+        let mut ok = [0u8];
+        let mut r = std::fs::File::from(ready_r);
+        std::io::Read::read_exact(&mut r, &mut ok).expect("the tracer's answer");
+        assert_eq!(ok[0], 1, "PTRACE_SEIZE of this process failed");
+        Seized {
+            child,
+            release: Some(hold_w),
+        }
+    }
+}
+
+impl Drop for Seized {
+    fn drop(&mut self) {
+        self.release.take();
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.child), None);
+    }
+}
+
+/// Waits until A holds a tombstone for each of `qpns`: the source saw the
+/// process go (CRIU restores after the source process is gone).
+fn wait_tombstones(dir: &Path, qpns: &[Qpn]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let AdminResponse::Status(st) = admin(dir, A.0, &AdminRequest::Status) {
+            let have: std::collections::HashSet<Qpn> = st.tombstones.into_iter().collect();
+            if qpns.iter().all(|q| have.contains(q)) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "A never left tombstones");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// This process's resident memory (VmRSS), in bytes.

@@ -163,7 +163,8 @@ impl CmPort {
         Some((t.dst, datagram))
     }
 
-    /// The device's counters `c` with QP1's datagrams added.
+    /// The device's counters `c` with QP1's datagrams (and the CM's
+    /// dropped tombstones) added.
     pub fn add_link_counters(&self, c: DeviceCounters) -> DeviceCounters {
         let l = &self.link;
         DeviceCounters {
@@ -173,6 +174,8 @@ impl CmPort {
             rx_bytes: c.rx_bytes + l.rx_bytes,
             rx_icrc_errors: c.rx_icrc_errors + l.rx_icrc_errors,
             rx_malformed: c.rx_malformed + l.rx_malformed,
+            // The connection manager's tombstones go the same ways.
+            tombstones_dropped: c.tombstones_dropped + self.agent.counters.tombstones_dropped,
             ..c
         }
     }
@@ -188,6 +191,9 @@ impl CmPort {
         let now = to_cm(now);
         if self.agent.poll_timeout().is_some_and(|d| d <= now) {
             self.agent.handle_timeout(now);
+            // Expired tombstones leave no QPN behind.
+            let agent = &self.agent;
+            self.tombstone_qpns.retain(|id, _| agent.has_tombstone(*id));
         }
     }
 
@@ -210,7 +216,7 @@ impl CmPort {
             return;
         }
         if self.checkpointed.contains_key(&owner) {
-            self.commit(owner);
+            self.commit(now, owner);
         } else {
             self.owners.remove(&owner);
             self.agent.destroy_owner(to_cm(now), owner);
@@ -220,13 +226,17 @@ impl CmPort {
     // ---- migration (CRIU) ----
 
     /// The state of `owner` for a checkpoint; nothing changes but that the
-    /// owner counts as checkpointed (see [`CmPort::detach`]).
+    /// owner counts as checkpointed (see [`CmPort::detach`]) and MADs for
+    /// it are kept, untouched, until the checkpoint commits (they go to
+    /// the tombstones and on to the new node) or rolls back (handled
+    /// here): nothing the frozen process would have been told is lost.
     pub fn checkpoint(
         &mut self,
         now: migros_transport::Instant,
         owner: u64,
     ) -> migros_cm::migrate::CmSnapshot {
         let snap = self.agent.snapshot_owner(to_cm(now), owner);
+        self.agent.hold_owner(owner);
         let conns = snap
             .conns
             .iter()
@@ -236,21 +246,45 @@ impl CmPort {
         snap
     }
 
+    /// The state of `owner`, nothing changed (the identifier check).
+    pub fn snapshot(
+        &self,
+        now: migros_transport::Instant,
+        owner: u64,
+    ) -> migros_cm::migrate::CmSnapshot {
+        self.agent.snapshot_owner(to_cm(now), owner)
+    }
+
+    /// Whether `snap` could be restored here as `owner` (nothing changes):
+    /// the owner free, and what [`migros_cm::Agent::check_restore`] checks.
+    pub fn check_restore(
+        &self,
+        owner: u64,
+        snap: &migros_cm::migrate::CmSnapshot,
+    ) -> Result<(), CmError> {
+        if self.owners.contains_key(&owner) {
+            return Err(CmError::AddrInUse);
+        }
+        self.agent.check_restore(snap)
+    }
+
     pub fn is_checkpointed(&self, owner: u64) -> bool {
         self.checkpointed.contains_key(&owner)
     }
 
-    /// The checkpoint of `owner` rolled back: it goes on here as before.
-    pub fn roll_back(&mut self, owner: u64) {
+    /// The checkpoint of `owner` rolled back: it goes on here as before,
+    /// with the MADs that came for it meanwhile.
+    pub fn roll_back(&mut self, now: migros_transport::Instant, owner: u64) {
         self.checkpointed.remove(&owner);
+        self.agent.release_owner(to_cm(now), owner);
     }
 
     /// The checkpointed owner's state lives elsewhere now: it leaves, each
     /// connection a tombstone (forwarding nothing until told where).
-    fn commit(&mut self, owner: u64) {
+    fn commit(&mut self, now: migros_transport::Instant, owner: u64) {
         let conns = self.checkpointed.remove(&owner).unwrap_or_default();
         self.owners.remove(&owner);
-        let ids = self.agent.evict_owner(owner);
+        let ids = self.agent.evict_owner(to_cm(now), owner);
         for (id, qpn) in conns {
             if ids.contains(&id) {
                 self.tombstone_qpns.insert(id, qpn);
@@ -266,7 +300,7 @@ impl CmPort {
     /// Commits the checkpointed owners whose connections carry one of
     /// `qpns` (whoever forwards or releases them knows they moved); their
     /// connection tokens, to be closed.
-    pub fn commit_qpns(&mut self, qpns: &[u32]) -> Vec<usize> {
+    pub fn commit_qpns(&mut self, now: migros_transport::Instant, qpns: &[u32]) -> Vec<usize> {
         // A set: a node's worth of QPs against its connections stays n log n.
         let qpns: std::collections::BTreeSet<u32> = qpns.iter().copied().collect();
         let owners: Vec<u64> = self
@@ -280,16 +314,21 @@ impl CmPort {
             if let Some(t) = self.owners.get(&o) {
                 tokens.push(*t);
             }
-            self.commit(o);
+            self.commit(now, o);
         }
         tokens
     }
 
     /// The tombstones of the connections that carried `qpns` forward to
     /// `to`; how many.
-    pub fn forward_tombstones(&mut self, qpns: &[u32], to: IpAddr) -> usize {
+    pub fn forward_tombstones(
+        &mut self,
+        now: migros_transport::Instant,
+        qpns: &[u32],
+        to: IpAddr,
+    ) -> usize {
         let ids = self.tombstones_of(qpns);
-        self.agent.forward_tombstones(&ids, to);
+        self.agent.forward_tombstones(to_cm(now), &ids, to);
         ids.len()
     }
 
@@ -309,6 +348,11 @@ impl CmPort {
             .filter(|(_, q)| qpns.contains(q))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// The agent's counters (tombstones dropped, MADs held or forwarded).
+    pub fn counters(&self) -> &migros_cm::AgentCounters {
+        &self.agent.counters
     }
 
     /// Recreates `snap` as owner `owner` on connection `token`, with the

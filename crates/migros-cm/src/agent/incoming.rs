@@ -14,7 +14,8 @@ use crate::msg::{
 };
 use crate::time::{ib_time_to_ms, Instant};
 
-use super::{ack_timeout, ms, Agent, Listener, Transmit, MRA_SERVICE_TIMEOUT};
+use super::{ack_timeout, ms, Agent, Listener, Transmit, MAX_HELD_PER_OWNER, MRA_SERVICE_TIMEOUT};
+use crate::tombstone::Fate;
 
 impl Agent {
     /// Takes a MAD that arrived from `src` (the sender's address). Bad
@@ -28,18 +29,50 @@ impl Agent {
             }
         };
         self.counters.rx += 1;
-        if let Some(target) = crate::migrate::target(&msg) {
-            if !self.conns.contains_key(&target) {
-                if let Some(to) = self.tombstones.get(&target) {
-                    if let Some(dst) = *to {
-                        let mut mad_copy = [0u8; MAD_LEN];
-                        mad_copy.copy_from_slice(mad);
-                        self.counters.forwarded += 1;
-                        self.out.push_back(Transmit { dst, mad: mad_copy });
-                    }
-                    return Ok(());
+        self.dispatch(now, src, mad, hdr, msg);
+        Ok(())
+    }
+
+    /// Handles a MAD held earlier (it was counted when it arrived).
+    pub(crate) fn replay(&mut self, now: Instant, src: IpAddr, mad: &[u8]) {
+        if let Ok((hdr, msg)) = CmMessage::parse(mad) {
+            self.dispatch(now, src, mad, hdr, msg);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, src: IpAddr, mad: &[u8], hdr: MadHeader, msg: CmMessage) {
+        // For a connection that migrated away: forwarded to its new node,
+        // or held until the tombstone knows where that is.
+        if let Some(id) = self.tombstone_for(&msg) {
+            let ends = matches!(
+                msg,
+                CmMessage::Dreq(_) | CmMessage::Drep(_) | CmMessage::Rej(_)
+            );
+            match self.tombstones.take(now, id, src, mad, ends) {
+                Some(Fate::Forward(dst)) => {
+                    let mut mad_copy = [0u8; MAD_LEN];
+                    mad_copy.copy_from_slice(mad);
+                    self.counters.forwarded += 1;
+                    self.out.push_back(Transmit { dst, mad: mad_copy });
+                }
+                Some(Fate::Held) => self.counters.held += 1,
+                _ => {}
+            }
+            return;
+        }
+        // For an owner being checkpointed: kept untouched, so that its
+        // state stays what the checkpoint took; handled here if the
+        // checkpoint rolls back, given to its tombstones if it commits.
+        if let Some(owner) = self.held_owner_of(&msg) {
+            if let Some(list) = self.held.get_mut(&owner) {
+                if list.len() < MAX_HELD_PER_OWNER {
+                    let mut mad_copy = [0u8; MAD_LEN];
+                    mad_copy.copy_from_slice(mad);
+                    list.push((src, mad_copy));
+                    self.counters.held += 1;
                 }
             }
+            return;
         }
         match msg {
             CmMessage::Req(m) => self.on_req(now, src, &hdr, m),
@@ -53,7 +86,59 @@ impl Agent {
             CmMessage::SidrRep(m) => self.on_sidr_rep(src, m),
             CmMessage::Other(_) => {}
         }
-        Ok(())
+    }
+
+    /// The tombstone a MAD is for: the connection it names moved away, or
+    /// it is a resent REQ of one (named by the peer's CA GUID and comm ID).
+    fn tombstone_for(&self, msg: &CmMessage) -> Option<u32> {
+        match crate::migrate::target(msg) {
+            Some(t) => (!self.conns.contains_key(&t) && self.tombstones.contains(t)).then_some(t),
+            None => match msg {
+                CmMessage::Req(m) => {
+                    let remote = (m.local_ca_guid, m.local_comm_id);
+                    if self.remote_ids.contains_key(&remote) {
+                        None
+                    } else {
+                        self.tombstones.by_remote(remote)
+                    }
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// The checkpointed owner ([`Agent::hold_owner`]) a MAD is for: the
+    /// owner of the connection it names, of the one a resent REQ is for,
+    /// or of the listener a new REQ or SIDR_REQ would reach.
+    fn held_owner_of(&self, msg: &CmMessage) -> Option<u64> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let owner_of_conn = |id: &u32| self.conns.get(id).map(|c| c.owner);
+        let owner_of_service = |service_id: u64, private: &[u8], kind: CmQpType| {
+            let found = self.find_listener(service_id)?;
+            let by_header = CmaHeader::parse(private)
+                .ok()
+                .and_then(|h| Self::match_listener(&found, &h, kind));
+            by_header
+                .or_else(|| found.first().cloned())
+                .map(|(_, l)| l.owner)
+        };
+        let owner = match msg {
+            CmMessage::Req(m) => match self.remote_ids.get(&(m.local_ca_guid, m.local_comm_id)) {
+                Some(id) => owner_of_conn(id),
+                None => {
+                    let kind = match m.service_type {
+                        ServiceType::Uc => CmQpType::Uc,
+                        _ => CmQpType::Rc,
+                    };
+                    owner_of_service(m.service_id, &m.private_data, kind)
+                }
+            },
+            CmMessage::SidrReq(m) => owner_of_service(m.service_id, &m.private_data, CmQpType::Ud),
+            _ => crate::migrate::target(msg).and_then(|t| owner_of_conn(&t)),
+        };
+        owner.filter(|o| self.held.contains_key(o))
     }
 
     /// A REJ to a REQ we take no further (`cm_issue_rej`).
@@ -113,9 +198,15 @@ impl Agent {
                         service_timeout: MRA_SERVICE_TIMEOUT,
                         private_data: Vec::new(),
                     });
-                    self.send(src, hdr.tid, &msg);
+                    // To the peer, not to `src`: a resent REQ can come
+                    // forwarded by the node the connection migrated from.
+                    let dst = c.peer_ip;
+                    self.send(dst, hdr.tid, &msg);
                 }
-                State::Timewait => self.issue_rej(src, hdr.tid, &m, rej_reason::STALE_CONN),
+                State::Timewait => {
+                    let dst = c.peer_ip;
+                    self.issue_rej(dst, hdr.tid, &m, rej_reason::STALE_CONN)
+                }
                 _ => {}
             }
             return;

@@ -413,6 +413,7 @@ impl Agent {
 
     /// Forgets everything of `owner` (its process is gone).
     pub fn destroy_owner(&mut self, now: Instant, owner: u64) {
+        let held = self.held.remove(&owner).unwrap_or_default();
         let conns: Vec<u32> = self
             .conns
             .iter()
@@ -425,5 +426,9 @@ impl Agent {
         self.listeners.retain(|_, l| l.owner != owner);
         self.ports.unbind_owner(owner);
         self.events.retain(|(o, _)| *o != owner);
+        // What came for it while it was held: handled as for nobody.
+        for (src, mad) in held {
+            self.replay(now, src, &mad);
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use migros_proto::admin::{AdminRequest, AdminResponse, SessionIds};
+use migros_proto::admin::{AdminRequest, AdminResponse, CmIds, SessionIds};
 
 use crate::container::Container;
 use crate::engine::Move;
@@ -21,6 +21,11 @@ pub trait Cluster {
     fn identifiers(&self, node: &Node, pid: i32) -> Result<Option<Vec<SessionIds>>>;
     /// Fails unless `node`'s daemon can take these identifiers.
     fn check_identifiers(&self, node: &Node, sessions: &[SessionIds]) -> Result<()>;
+    /// The connection-manager state of process `pid`'s librdmacm
+    /// connections on `node`'s daemon (`None`: the daemon cannot tell).
+    fn cm_identifiers(&self, node: &Node, pid: i32) -> Result<Option<Vec<CmIds>>>;
+    /// Fails unless `node`'s connection manager can take these.
+    fn check_cm_identifiers(&self, node: &Node, cm: &[CmIds]) -> Result<()>;
     /// The QPNs with a tombstone on `node`'s daemon (`None`: it does not say).
     fn tombstones(&self, node: &Node) -> Option<Vec<u32>>;
     /// Tells `node`'s daemon that these QPs now live at `to`.
@@ -66,6 +71,39 @@ impl Cluster for Local {
         }
     }
 
+    fn cm_identifiers(&self, node: &Node, pid: i32) -> Result<Option<Vec<CmIds>>> {
+        let req = AdminRequest::CmIdentifiers { pid: pid as u32 };
+        // A daemon that predates the request cannot decode it: it answers
+        // an error or closes the connection.
+        match node.admin(&req) {
+            Ok(AdminResponse::CmIdentifiers(ids)) => Ok(Some(ids)),
+            Ok(AdminResponse::Error { errno, .. }) if errno != nix::errno::Errno::ENOENT as i32 => {
+                Ok(None)
+            }
+            Ok(AdminResponse::Error { errno, message }) => bail!(
+                "node {}: CmIdentifiers for pid {pid}: {message} (errno {errno})",
+                node.name
+            ),
+            Ok(r) => bail!(
+                "node {}: unexpected answer {r:?} to CmIdentifiers",
+                node.name
+            ),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn check_cm_identifiers(&self, node: &Node, cm: &[CmIds]) -> Result<()> {
+        let req = AdminRequest::CheckCmIdentifiers(cm.to_vec());
+        match node.admin(&req)? {
+            AdminResponse::Ok => Ok(()),
+            AdminResponse::Error { errno, message } => bail!("{message} (errno {errno})"),
+            r => bail!(
+                "node {}: unexpected answer {r:?} to CheckCmIdentifiers",
+                node.name
+            ),
+        }
+    }
+
     fn tombstones(&self, node: &Node) -> Option<Vec<u32>> {
         match node.admin(&AdminRequest::Status).ok()? {
             AdminResponse::Status(s) => Some(s.tombstones),
@@ -96,6 +134,8 @@ pub struct Sessions {
     pub found: Option<Vec<SessionIds>>,
     /// How many processes were asked about.
     pub processes: usize,
+    /// librdmacm connections (connection-manager owners) checked.
+    pub cm: usize,
 }
 
 impl Sessions {
@@ -118,6 +158,13 @@ impl Sessions {
             Some(s) if s.is_empty() => {
                 format!("no RDMA sessions in {} process(es)", self.processes)
             }
+            Some(s) if self.cm > 0 => format!(
+                "{} session(s), {} QP(s), {} rdma_cm connection(s) free on {}",
+                s.len(),
+                self.qpns().len(),
+                self.cm,
+                m.dst.name
+            ),
             Some(s) => format!(
                 "{} session(s), {} QP(s) free on {}",
                 s.len(),
@@ -139,6 +186,7 @@ pub fn check_identifiers(cluster: &dyn Cluster, m: &Move, pids: &[i32]) -> Resul
                 return Ok(Sessions {
                     found: None,
                     processes: pids.len(),
+                    cm: 0,
                 })
             }
         }
@@ -161,9 +209,37 @@ pub fn check_identifiers(cluster: &dyn Cluster, m: &Move, pids: &[i32]) -> Resul
             )
         })?;
     }
+    // The connection managers' identifiers (owners, comm IDs, listeners,
+    // port bindings) too: a clash found after the freeze would leave a
+    // dumped process that cannot be restored.
+    let mut cm = Vec::new();
+    for &pid in pids {
+        match cluster.cm_identifiers(&m.src, pid)? {
+            Some(ids) => cm.extend(ids),
+            None => break,
+        }
+    }
+    if !cm.is_empty() {
+        if m.src.dev != m.dst.dev {
+            bail!(
+                "the container uses device {} of node {}, node {} has {}: nothing was frozen",
+                m.src.dev,
+                m.src.name,
+                m.dst.name,
+                m.dst.dev
+            );
+        }
+        cluster.check_cm_identifiers(&m.dst, &cm).map_err(|e| {
+            anyhow!(
+                "node {} cannot take the container's rdma_cm state: {e:#}; nothing was frozen",
+                m.dst.name
+            )
+        })?;
+    }
     Ok(Sessions {
         found: Some(found),
         processes: pids.len(),
+        cm: cm.len(),
     })
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use migros_proto::admin::SessionIds;
+use migros_proto::admin::{CmIds, SessionIds};
 
 use super::cluster::Cluster;
 use super::drive;
@@ -170,6 +170,8 @@ struct TestCluster {
     collide: bool,
     /// The source's daemon predates `Identifiers`.
     no_identifiers: bool,
+    /// The destination's connection manager refuses pid 101's rdma_cm state.
+    cm_collide: bool,
     tombstone_calls: Cell<u32>,
     forwarded: RefCell<Vec<(String, Vec<u32>, IpAddr)>>,
     saved: RefCell<Vec<Container>>,
@@ -197,6 +199,30 @@ impl Cluster for TestCluster {
         assert_eq!(sessions.len(), 1);
         if self.collide {
             bail!("QPN 0x11 is taken");
+        }
+        Ok(())
+    }
+
+    fn cm_identifiers(&self, node: &Node, pid: i32) -> Result<Option<Vec<CmIds>>> {
+        assert_eq!(node.name, "a", "identifiers are asked of the source");
+        if self.no_identifiers {
+            return Ok(None);
+        }
+        Ok(Some(if pid == 101 {
+            vec![CmIds {
+                owner: 0x77,
+                snapshot: b"{}".to_vec(),
+            }]
+        } else {
+            Vec::new()
+        }))
+    }
+
+    fn check_cm_identifiers(&self, node: &Node, cm: &[CmIds]) -> Result<()> {
+        assert_eq!(node.name, "c", "identifiers are checked on the destination");
+        assert_eq!(cm.len(), 1);
+        if self.cm_collide {
+            bail!("the connection manager cannot take owner 0x77's state: address in use");
         }
         Ok(())
     }
@@ -315,7 +341,10 @@ fn steps_run_in_order_and_the_record_follows() {
             "total"
         ]
     );
-    assert!(text.contains("1 session(s), 2 QP(s) free on c"), "{text}");
+    assert!(
+        text.contains("1 session(s), 2 QP(s), 1 rdma_cm connection(s) free on c"),
+        "{text}"
+    );
     assert!(
         text.contains("3 QP(s) forwarded to 198.18.1.3, source stopped"),
         "{text}"
@@ -418,6 +447,30 @@ fn identifiers_taken_on_the_destination_stop_before_the_freeze() {
     );
     assert!(
         err.contains("node c cannot take the container's RDMA identifiers: QPN 0x11 is taken"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was frozen"), "{err}");
+    assert_eq!(e.steps, ["check"]);
+    assert_eq!(e.rolled_back, [Step::Check]);
+    assert!(e.source_runs && cluster.saved.borrow().is_empty());
+}
+
+/// The rdma_cm state (a listener's port, a connection's comm ID) is
+/// checked on the destination with the verbs identifiers: a clash stops
+/// the migration before the freeze and the source keeps running.
+#[test]
+fn rdma_cm_state_taken_on_the_destination_stops_before_the_freeze() {
+    let mut e = TestEngine::new(None);
+    let cluster = TestCluster {
+        cm_collide: true,
+        ..TestCluster::default()
+    };
+    let err = format!(
+        "{:#}",
+        drive(&mut e, &moving(Options::default()), &cluster).unwrap_err()
+    );
+    assert!(
+        err.contains("node c cannot take the container's rdma_cm state: the connection manager cannot take owner 0x77's state: address in use"),
         "{err}"
     );
     assert!(err.contains("nothing was frozen"), "{err}");

@@ -528,3 +528,102 @@ fn rdma_failed_checkpoints_roll_back_and_the_benchmark_finishes() {
         seen.resumes
     );
 }
+
+/// A listening rdma_cm server keeps accepting on its new node: `ucmatose`
+/// serving two connections (`-c 2`, ten 100-byte messages each way on
+/// each) in a container on node A; a first client (`-c 1`) connects to
+/// node A's device address and waits for the server's messages (which
+/// ucmatose sends once both connections are up); the server is migrated
+/// to node C with its listener and that connection; then a NEW client
+/// connects to node C's address and is accepted there by the moved
+/// listener. The server then exchanges messages over both connections
+/// (the first one migrated: its CM MADs still go to node A, whose
+/// tombstone forwards them) and disconnects both; all three end with
+/// "data transfers complete" and status 0.
+#[test]
+fn rdma_cm_listener_accepts_a_new_client_after_the_move() {
+    let Some(mut lab) = Lab::rdma(&["ucmatose"]) else {
+        return;
+    };
+    let _one = RDMA.lock().unwrap_or_else(|e| e.into_inner());
+    let (a, b, c) = ("k22a", "k22b", "k22c");
+    let (addr_a, addr_c) = ("198.18.1.221", "198.18.1.223");
+    for (n, addr) in [(a, addr_a), (b, "198.18.1.222"), (c, addr_c)] {
+        lab.clean_node(n);
+        lab.nodes.push(n.to_string());
+        lab.ok(&["node", "add", n, "--addr", addr, "--mtu", "4096"]);
+    }
+    lab.container(a, "k22srv", "198.19.1.221", &["ucmatose", "-c", "2"]);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.container(
+        b,
+        "k22cli1",
+        "198.19.1.222",
+        &["ucmatose", "-s", addr_a, "-c", "1"],
+    );
+    // The first connection is up (its QP on node A is connected).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node_qps(a).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no QP on node A:\n{}\n{}",
+            lab.logs("k22srv"),
+            lab.logs("k22cli1")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let out = lab.migrate("k22srv", c);
+    assert_eq!(lab.ps("k22srv").expect("listed")["node"], c);
+    assert!(
+        out.contains("rdma_cm connection(s) free on k22c"),
+        "the check step covered the CM state: {out}"
+    );
+    // Nothing listens on node A any more; a new client goes to node C.
+    let t0 = Instant::now();
+    lab.container(
+        b,
+        "k22cli2",
+        "198.19.1.223",
+        &["ucmatose", "-s", addr_c, "-c", "1"],
+    );
+    let c2 = lab.wait("k22cli2");
+    let connected = t0.elapsed();
+    let (c1, s) = (lab.wait("k22cli1"), lab.wait("k22srv"));
+    let logs: Vec<(&str, String)> = ["k22srv", "k22cli1", "k22cli2"]
+        .into_iter()
+        .map(|n| (n, lab.logs(n)))
+        .collect();
+    eprintln!("new client connected and done {connected:?} after the migration");
+    assert_eq!((s, c1, c2), (0, 0, 0), "{logs:#?}");
+    for (n, l) in &logs {
+        assert!(
+            l.contains("data transfers complete") && l.contains("return status 0"),
+            "{n}:\n{l}"
+        );
+    }
+}
+
+/// `rping` (librdmacm: its connection, then per iteration a SEND, an RDMA
+/// READ of the client's buffer, a SEND, an RDMA WRITE back and a SEND),
+/// 10000 iterations verified (`-V`), the server migrated from A to C in
+/// the middle of the run: both end with status 0, no completion error,
+/// the client's QP resumed with the server on C, C serving the moved QP.
+#[test]
+fn rdma_cm_rping_long_run_server_migrates() {
+    let server: &[&str] = &["rping", "-s", "-a", "0.0.0.0", "-C", "10000", "-V"];
+    let client: &[&str] = &["rping", "-c", "-C", "10000", "-V", "-a"];
+    let t0 = Instant::now();
+    let Some(r) = (RdmaRun {
+        server,
+        client,
+        server_at_node: true,
+        ..RdmaRun::server_to_c("k23", 225, server)
+    })
+    .run() else {
+        return;
+    };
+    eprintln!("rping: 10000 iterations in {:?}", t0.elapsed());
+    r.assert_partner_resumed();
+    r.assert_destination_served();
+}

@@ -37,6 +37,8 @@ impl Daemon {
             }
             AdminRequest::ReleaseTombstones { qpns } => self.release_tombstones(&qpns),
             AdminRequest::CheckpointCm { pid } => self.checkpoint_cm_pid(pid),
+            AdminRequest::CmIdentifiers { pid } => self.cm_identifiers_of_pid(pid),
+            AdminRequest::CheckCmIdentifiers(list) => self.check_cm_identifiers(&list),
         }
     }
 

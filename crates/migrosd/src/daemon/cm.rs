@@ -4,7 +4,7 @@
 //! its timers, and the end of a connection (everything its process had in
 //! the agent goes, the peers are told).
 
-use migros_proto::admin::{AdminResponse, CmImage};
+use migros_proto::admin::{AdminResponse, CmIds, CmImage};
 use migros_proto::cm::{CmDown, CmRequest};
 use migros_proto::counters::DeviceCounters;
 use migros_proto::msg::Response;
@@ -89,7 +89,7 @@ impl Daemon {
                 c.held = held;
             }
             if !held && self.cm.is_checkpointed(owner) {
-                self.cm.roll_back(owner);
+                self.cm.roll_back(self.now, owner);
                 tracing::info!(pid, owner, "cm checkpoint rolled back");
             }
         }
@@ -134,7 +134,7 @@ impl Daemon {
             let image = match crate::image::cm::encode(owner, snap, inbox) {
                 Ok(i) => i,
                 Err(e) => {
-                    self.cm.roll_back(owner);
+                    self.cm.roll_back(self.now, owner);
                     return admin_error(libc::EIO, format!("cm image: {e}"));
                 }
             };
@@ -150,6 +150,50 @@ impl Daemon {
             });
         }
         AdminResponse::CmCheckpointed(images)
+    }
+
+    /// Admin CmIdentifiers: the CM state of each librdmacm connection of
+    /// `pid`, as a checkpoint would take it (nothing changes, nothing is
+    /// held): what the destination checks before anything freezes.
+    pub(super) fn cm_identifiers_of_pid(&self, pid: u32) -> AdminResponse {
+        let Ok(pid) = i32::try_from(pid) else {
+            return AdminResponse::CmIdentifiers(Vec::new());
+        };
+        let mut list = Vec::new();
+        for (_, owner) in self.cm_conns_of(pid) {
+            let snap = self.cm.snapshot(self.now, owner);
+            match serde_json::to_vec(&snap) {
+                Ok(snapshot) => list.push(CmIds { owner, snapshot }),
+                Err(e) => return admin_error(libc::EIO, format!("cm snapshot: {e}")),
+            }
+        }
+        AdminResponse::CmIdentifiers(list)
+    }
+
+    /// Admin CheckCmIdentifiers: whether this device's connection manager
+    /// could restore each of these (nothing changes).
+    pub(super) fn check_cm_identifiers(&self, list: &[CmIds]) -> AdminResponse {
+        for ids in list {
+            let snap: migros_cm::migrate::CmSnapshot = match serde_json::from_slice(&ids.snapshot) {
+                Ok(s) => s,
+                Err(e) => {
+                    return admin_error(
+                        libc::EINVAL,
+                        format!("cm state of owner {:#x} refused: {e}", ids.owner),
+                    )
+                }
+            };
+            if let Err(e) = self.cm.check_restore(ids.owner, &snap) {
+                return admin_error(
+                    e.errno(),
+                    format!(
+                        "the connection manager cannot take owner {:#x}'s state: {e}",
+                        ids.owner
+                    ),
+                );
+            }
+        }
+        AdminResponse::Ok
     }
 
     /// RestoreCm on connection `token`: the CM state of `owner` from

@@ -132,6 +132,25 @@ fn version_1_and_2_images_are_refused_by_name() {
 }
 
 #[test]
+fn a_whole_image_of_another_format_or_version_is_refused_by_name() {
+    // The body parses as this version's: the header is checked after the
+    // one parse (an image that does not parse is checked before, above).
+    let text = std::str::from_utf8(GOLDEN).expect("json is text");
+    let other = text.replacen("\"format\":\"migrosd-image\"", "\"format\":\"other\"", 1);
+    assert_eq!(
+        decode(other.as_bytes())
+            .expect_err("another format")
+            .to_string(),
+        "not a migrosd image (format \"other\")"
+    );
+    let later = text.replacen("\"version\":3,", "\"version\":4,", 1);
+    assert!(decode(later.as_bytes())
+        .expect_err("a later version")
+        .to_string()
+        .starts_with("image version 4: this migrosd reads version 3 only"));
+}
+
+#[test]
 fn inconsistent_images_are_refused() {
     let refused = |img: Image| {
         let bytes = serde_json::to_vec(&img).expect("encode");

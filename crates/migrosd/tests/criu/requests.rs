@@ -2,6 +2,7 @@
 //! a checkpoint that drains requests, bad restores and bad admin input.
 
 use super::*;
+use migros_proto::cm::{CmDown, CmQpType, CmRequest, CmResponse, PortSpace};
 
 // ---- requests on their own (this process is the client) ----
 
@@ -276,4 +277,128 @@ fn admin_requests_from_bad_input_never_panic(a: &Daemon) {
     // Still serving, the session still there.
     let st = status(a);
     assert_eq!(st.sessions.len(), 1);
+}
+
+/// A librdmacm connection on `d`: (stream, owner).
+fn cm_client(d: &Daemon) -> (UnixStream, u64) {
+    let mut s = UnixStream::connect(d.socket()).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    frame::write(
+        &mut s,
+        &Request::CmHello {
+            version: PROTOCOL_VERSION,
+            inode: 0,
+        },
+    )
+    .unwrap();
+    match frame::read::<Response>(&mut s).expect("welcome") {
+        Response::Welcome { session, .. } => (s, session),
+        other => panic!("CmHello answered {other:?}"),
+    }
+}
+
+fn cm_request(s: &mut UnixStream, req: &CmRequest) -> CmResponse {
+    frame::write(s, req).unwrap();
+    loop {
+        match frame::read::<CmDown>(s).expect("cm reply") {
+            CmDown::Reply(r) => return r,
+            CmDown::Event(_) => {}
+        }
+    }
+}
+
+/// Binds `port` (any address) and listens on it (RC).
+fn cm_listen(s: &mut UnixStream, port: u16) {
+    let bind = match cm_request(
+        s,
+        &CmRequest::Bind {
+            ps: PortSpace::Tcp,
+            addr: None,
+            port,
+            reuse: false,
+        },
+    ) {
+        CmResponse::Bound { bind, .. } => bind,
+        other => panic!("bind answered {other:?}"),
+    };
+    match cm_request(
+        s,
+        &CmRequest::Listen {
+            bind,
+            qp_type: CmQpType::Rc,
+        },
+    ) {
+        CmResponse::Listening { .. } => {}
+        other => panic!("listen answered {other:?}"),
+    }
+}
+
+/// The pre-freeze check covers the connection manager: a process's
+/// librdmacm state (here a listener on port 7471) is taken from the source
+/// without changing anything, and a destination whose connection manager
+/// cannot take it (port 7471 listened on there) says so; one that can
+/// answers Ok.
+#[test]
+fn check_cm_identifiers_refuses_a_port_taken_on_the_destination() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = start_daemon(tmp.path(), "a", "127.0.0.131", &[]);
+    let dst = start_daemon(tmp.path(), "b", "127.0.0.132", &[]);
+    let (mut a, owner) = cm_client(&src);
+    cm_listen(&mut a, 7471);
+    let me = std::process::id();
+    let ids = match src.admin(&AdminRequest::CmIdentifiers { pid: me }) {
+        AdminResponse::CmIdentifiers(ids) => ids,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0].owner, owner);
+    // Free on the destination.
+    assert_eq!(
+        dst.admin(&AdminRequest::CheckCmIdentifiers(ids.clone())),
+        AdminResponse::Ok
+    );
+    // Not on the source itself (the owner and its port are there).
+    assert!(matches!(
+        src.admin(&AdminRequest::CheckCmIdentifiers(ids.clone())),
+        AdminResponse::Error { .. }
+    ));
+    // Somebody listens on 7471 at the destination: refused, with why.
+    let (mut b, _) = cm_client(&dst);
+    cm_listen(&mut b, 7471);
+    match dst.admin(&AdminRequest::CheckCmIdentifiers(ids.clone())) {
+        AdminResponse::Error { errno, message } => {
+            assert_eq!(errno, libc::EADDRINUSE);
+            assert!(
+                message.contains("cannot take owner") && message.contains("address in use"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The source's process goes on: its connection manager answers as
+    // before (another port binds; nothing was held).
+    match cm_request(
+        &mut a,
+        &CmRequest::Bind {
+            ps: PortSpace::Tcp,
+            addr: None,
+            port: 7472,
+            reuse: false,
+        },
+    ) {
+        CmResponse::Bound { port, .. } => assert_eq!(port, 7472),
+        other => panic!("{other:?}"),
+    }
+    // A damaged state is refused, not a panic.
+    let bad = vec![migros_proto::admin::CmIds {
+        owner: 5,
+        snapshot: b"{\"version\": 1}".to_vec(),
+    }];
+    assert!(matches!(
+        dst.admin(&AdminRequest::CheckCmIdentifiers(bad)),
+        AdminResponse::Error { errno, .. } if errno == libc::EINVAL
+    ));
 }

@@ -186,7 +186,7 @@ impl Daemon {
         }
         self.device.forward_tombstones(self.now, qpns, to);
         // The CM connections that carried these QPs forward too.
-        let cm = self.cm.forward_tombstones(qpns, to);
+        let cm = self.cm.forward_tombstones(self.now, qpns, to);
         tracing::info!(qps = qpns.len(), cm_connections = cm, %to, "tombstones forwarded");
         AdminResponse::Ok
     }
@@ -293,7 +293,7 @@ impl Daemon {
         sids.sort_unstable();
         sids.dedup();
         // librdmacm connections checkpointed with these QPs move on too.
-        for t in self.cm.commit_qpns(qpns) {
+        for t in self.cm.commit_qpns(self.now, qpns) {
             if let Some(c) = self.conns.get_mut(&t) {
                 c.closing = true;
             }
