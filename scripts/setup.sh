@@ -55,38 +55,41 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-if can_install; then
-  ./scripts/setup-criu.sh || fail "scripts/setup-criu.sh failed (CRIU, runc: the container tests need them)"
-else
-  fail "cannot install CRIU and runc (needs root and apt-get); the container tests need them"
-fi
+# setup_with CHECK CANNOT SCRIPT WHY...: when CHECK (is_root, can_install)
+# passes, runs each scripts/SCRIPT, a failure reported with its WHY;
+# otherwise reports CANNOT.
+setup_with() {
+  local check=$1 cannot=$2
+  shift 2
+  if ! "$check"; then
+    fail "$cannot"
+    return
+  fi
+  while [ $# -gt 0 ]; do
+    "./scripts/$1" || fail "scripts/$1 failed ($2)"
+    shift 2
+  done
+}
 
-if is_root; then
-  ./scripts/install-criu-plugin.sh \
-    || fail "scripts/install-criu-plugin.sh failed (the RDMA container tests need the plugin)"
-  # Docker for the Docker migration tests (crates/migros/tests/docker.rs):
-  # dockerd with experimental checkpoints, image migros-base, network migros-dock.
-  ./scripts/setup-docker.sh || fail "scripts/setup-docker.sh failed (the Docker migration tests need dockerd)"
-else
-  fail "cannot install the CRIU plugin or start dockerd (needs root)"
-fi
+setup_with can_install "cannot install CRIU and runc (needs root and apt-get); the container tests need them" \
+  setup-criu.sh "CRIU, runc: the container tests need them"
+
+# Docker for the Docker migration tests (crates/migros/tests/docker.rs):
+# dockerd with experimental checkpoints, image migros-base, network migros-dock.
+setup_with is_root "cannot install the CRIU plugin or start dockerd (needs root)" \
+  install-criu-plugin.sh "the RDMA container tests need the plugin" \
+  setup-docker.sh "the Docker migration tests need dockerd"
 
 # The kernel-interoperability VM (crates/migros-interop): qemu, Debian's 6.1
 # kernel with rdma_rxe, tcpdump, virtme-ng.
-if can_install; then
-  ./scripts/setup-vm.sh || fail "scripts/setup-vm.sh failed (the kernel interoperability tests need the VM)"
-else
-  fail "cannot install qemu and the 6.1 kernel (needs root and apt-get); the kernel interoperability tests need them"
-fi
+setup_with can_install "cannot install qemu and the 6.1 kernel (needs root and apt-get); the kernel interoperability tests need them" \
+  setup-vm.sh "the kernel interoperability tests need the VM"
 
 # Simulated hosts for the multi-host tests (crates/migros/tests/multihost.rs,
 # swarm.rs) and `migros demo --swarm`: openssh-server, debootstrap, image
 # migros-bookworm (scripts/setup-hosts.sh).
-if is_root; then
-  ./scripts/setup-hosts.sh || fail "scripts/setup-hosts.sh failed (the multi-host tests need it)"
-else
-  fail "cannot set up the simulated hosts (needs root)"
-fi
+setup_with is_root "cannot set up the simulated hosts (needs root)" \
+  setup-hosts.sh "the multi-host tests need it"
 
 if [ ${#failed[@]} -gt 0 ]; then
   case "${MIGROS_TESTS_REQUIRED:-}" in

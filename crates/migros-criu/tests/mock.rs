@@ -352,6 +352,18 @@ impl Setup {
             .collect()
     }
 
+    /// Waits for `pid` (the process, restored) to exit 0, having read
+    /// every frame in order, each once.
+    fn exits_with_every_frame(&self, pid: i32) {
+        assert_eq!(
+            reap(pid, WAIT),
+            Some(Ended::Exited(0)),
+            "child log:\n{}",
+            self.child_log()
+        );
+        assert_eq!(self.got(), (0..TOTAL).collect::<Vec<_>>());
+    }
+
     fn child_log(&self) -> String {
         std::fs::read_to_string(self.work.join("child.log")).unwrap_or_default()
     }
@@ -441,14 +453,7 @@ fn dump_and_restore_replay_every_unread_byte_once() {
     });
     // The restored process reads the rest, in order, each frame once.
     write_atomic(&s.work.join("allow"), &TOTAL.to_string());
-    let ended = reap(pid, WAIT);
-    assert_eq!(
-        ended,
-        Some(Ended::Exited(0)),
-        "child log:\n{}",
-        s.child_log()
-    );
-    assert_eq!(s.got(), (0..TOTAL).collect::<Vec<_>>());
+    s.exits_with_every_frame(pid);
     s.fake
         .with(|st| assert_eq!(st.conns[1].acks, (5..TOTAL).collect::<Vec<_>>()));
 }
@@ -554,13 +559,7 @@ fn a_corrupt_image_fails_the_restore_clearly_and_a_good_one_still_restores() {
     let (status, log) = s.restore("restore-good.log");
     assert!(status.success(), "criu restore failed:\n{log}");
     write_atomic(&s.work.join("allow"), &TOTAL.to_string());
-    assert_eq!(
-        reap(s.pid, WAIT),
-        Some(Ended::Exited(0)),
-        "{}",
-        s.child_log()
-    );
-    assert_eq!(s.got(), (0..TOTAL).collect::<Vec<_>>());
+    s.exits_with_every_frame(s.pid);
 }
 
 #[test]
@@ -614,13 +613,7 @@ fn a_process_blocked_in_read_gets_the_held_back_frames_after_restore() {
     let (status, log) = s.restore("restore.log");
     assert!(status.success(), "criu restore failed:\n{log}");
     // The interrupted read(2) restarts on the new connection.
-    assert_eq!(
-        reap(s.pid, WAIT),
-        Some(Ended::Exited(0)),
-        "{}",
-        s.child_log()
-    );
-    assert_eq!(s.got(), (0..TOTAL).collect::<Vec<_>>());
+    s.exits_with_every_frame(s.pid);
     s.fake
         .with(|st| assert_eq!(st.conns[1].acks, (SENT..TOTAL).collect::<Vec<_>>()));
 }

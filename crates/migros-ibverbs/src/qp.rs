@@ -60,14 +60,7 @@ pub unsafe extern "C" fn ibv_create_qp(
         Ok(q) => q,
         Err(e) => return null_errno(e.errno()),
     };
-    let cap = inner.cap();
-    a.cap = ibv_qp_cap {
-        max_send_wr: cap.max_send_wr,
-        max_recv_wr: cap.max_recv_wr,
-        max_send_sge: cap.max_send_sge,
-        max_recv_sge: cap.max_recv_sge,
-        max_inline_data: cap.max_inline_data,
-    };
+    a.cap = ibv_cap(inner.cap());
     // SAFETY: all-zero is a valid ibv_qp_ex (pointers, integers, `None`
     // ops, zero-initialised pthread objects).
     let mut qpx: ibv_qp_ex = unsafe { core::mem::zeroed() };
@@ -269,14 +262,7 @@ pub unsafe extern "C" fn ibv_query_qp(
     a.sq_psn = r.sq_psn;
     a.dest_qp_num = r.dest_qp_num;
     a.qp_access_flags = r.qp_access_flags.0;
-    let cap = q.inner.cap();
-    a.cap = ibv_qp_cap {
-        max_send_wr: cap.max_send_wr,
-        max_recv_wr: cap.max_recv_wr,
-        max_send_sge: cap.max_send_sge,
-        max_recv_sge: cap.max_recv_sge,
-        max_inline_data: cap.max_inline_data,
-    };
+    a.cap = ibv_cap(q.inner.cap());
     if let Some(addr) = r.dest_addr {
         a.ah_attr.is_global = 1;
         a.ah_attr.grh.dgid = gid_of(addr);
@@ -303,4 +289,15 @@ pub unsafe extern "C" fn ibv_query_qp(
         }
     }
     0
+}
+
+/// A QP's capacities as `struct ibv_qp_cap`.
+fn ibv_cap(cap: QpCap) -> ibv_qp_cap {
+    ibv_qp_cap {
+        max_send_wr: cap.max_send_wr,
+        max_recv_wr: cap.max_recv_wr,
+        max_send_sge: cap.max_send_sge,
+        max_recv_sge: cap.max_recv_sge,
+        max_inline_data: cap.max_inline_data,
+    }
 }

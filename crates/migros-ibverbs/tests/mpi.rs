@@ -8,6 +8,7 @@
 mod common;
 
 use common::{check, ready, root_dir, Net};
+use migros_test_support::mpi::UCX_ONLY;
 use migros_test_support::require::file;
 
 const A: (&str, &str) = ("mpiA", "127.0.0.177");
@@ -66,22 +67,8 @@ fn mpi_pingpong_and_allreduce_over_ucx() {
         let tls_env = format!("UCX_TLS={tls}");
         let d0 = format!("UCX_NET_DEVICES={dev0}");
         let d1 = format!("UCX_NET_DEVICES={dev1}");
-        let mut args = vec![
-            "mpirun",
-            "--allow-run-as-root",
-            "--oversubscribe",
-            "--mca",
-            "pml",
-            "ucx",
-            // No shared memory or TCP byte transfer layers: the ranks talk
-            // through UCX only.
-            "--mca",
-            "btl",
-            "self",
-            "--mca",
-            "osc",
-            "^ucx",
-        ];
+        let mut args = vec!["mpirun", "--allow-run-as-root", "--oversubscribe"];
+        args.extend(UCX_ONLY);
         args.extend(extra.iter().copied());
         args.extend([
             "-x",

@@ -61,6 +61,7 @@ mod common;
 use std::process::Command;
 
 use common::{c_program, c_program_with, root_dir, spawn_daemon, Net};
+use migros_test_support::net::ip;
 use migros_test_support::require::program;
 
 const A: (&str, &str) = ("vsA", "127.0.0.171");
@@ -151,15 +152,6 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

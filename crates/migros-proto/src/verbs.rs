@@ -426,6 +426,33 @@ impl AttrMask {
     pub const CAP: AttrMask = AttrMask(1 << 19);
     pub const DEST_QPN: AttrMask = AttrMask(1 << 20);
 
+    /// RESET → INIT of a connected QP: its state, P_Key index, port and
+    /// access flags.
+    pub const RC_INIT: AttrMask =
+        AttrMask(Self::STATE.0 | Self::PKEY_INDEX.0 | Self::PORT.0 | Self::ACCESS_FLAGS.0);
+    /// INIT → RTR of an RC QP: the path, the remote QPN and first PSN, the
+    /// READ/atomic depth it answers and its RNR timer (what
+    /// `ibv_modify_qp(3)` requires).
+    pub const RC_RTR: AttrMask = AttrMask(
+        Self::STATE.0
+            | Self::AV.0
+            | Self::PATH_MTU.0
+            | Self::DEST_QPN.0
+            | Self::RQ_PSN.0
+            | Self::MAX_DEST_RD_ATOMIC.0
+            | Self::MIN_RNR_TIMER.0,
+    );
+    /// RTR → RTS of an RC QP: its first PSN, ACK timeout, retry counts and
+    /// the READ/atomic depth it issues.
+    pub const RC_RTS: AttrMask = AttrMask(
+        Self::STATE.0
+            | Self::SQ_PSN.0
+            | Self::TIMEOUT.0
+            | Self::RETRY_CNT.0
+            | Self::RNR_RETRY.0
+            | Self::MAX_QP_RD_ATOMIC.0,
+    );
+
     pub fn contains(self, other: AttrMask) -> bool {
         self.0 & other.0 == other.0
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use migros_sim::net::Action;
 use migros_sim::support::{assert_buf_eq, assert_no_completion, rc_pair, wr, Endpoint, RcOptions};
 use migros_sim::{Filter, Rule, Sim};
-use migros_transport::{Mtu, WcOpcode, WcStatus};
+use migros_transport::{Mtu, Qpn, WcOpcode, WcStatus, WorkCompletion};
 
 const MTUS: [Mtu; 5] = [
     Mtu::Mtu256,
@@ -132,15 +132,7 @@ fn transfer(seed: u64, mtu: Mtu, fault: Fault, ops: &[Op], sizes: &[usize]) -> F
     let recvs = b.expect_recv(&mut sim, receivers.len(), DEADLINE);
 
     for (i, (wc, m)) in sends.iter().zip(&msgs).enumerate() {
-        assert_eq!(wc.wr_id, i as u64, "send completions in posting order");
-        assert_eq!(
-            wc.status,
-            WcStatus::Success,
-            "{:?} of {} bytes",
-            m.op,
-            m.len
-        );
-        assert_eq!(wc.qp_num, a.qpn);
+        assert_completed(wc, m, i as u64, a.qpn, "send completions in posting order");
         let opcode = match m.op {
             Op::Send | Op::SendImm => WcOpcode::Send,
             Op::Write | Op::WriteImm => WcOpcode::RdmaWrite,
@@ -149,15 +141,13 @@ fn transfer(seed: u64, mtu: Mtu, fault: Fault, ops: &[Op], sizes: &[usize]) -> F
         assert_eq!(wc.opcode, opcode);
     }
     for (wc, &(i, m)) in recvs.iter().zip(&receivers) {
-        assert_eq!(wc.wr_id, 1000 + i as u64, "receive completions in order");
-        assert_eq!(
-            wc.status,
-            WcStatus::Success,
-            "{:?} of {} bytes",
-            m.op,
-            m.len
+        assert_completed(
+            wc,
+            m,
+            1000 + i as u64,
+            b.qpn,
+            "receive completions in order",
         );
-        assert_eq!(wc.qp_num, b.qpn);
         assert_eq!(wc.byte_len as usize, m.len, "{:?}", m.op);
         match m.op {
             Op::Send => {
@@ -240,6 +230,20 @@ impl FaultTally {
             }
         }
     }
+}
+
+/// Asserts that `wc`, the completion of `m`, has `wr_id` (`order` says
+/// which order that checks), succeeded and is on QP `qpn`.
+fn assert_completed(wc: &WorkCompletion, m: &Msg, wr_id: u64, qpn: Qpn, order: &str) {
+    assert_eq!(wc.wr_id, wr_id, "{order}");
+    assert_eq!(
+        wc.status,
+        WcStatus::Success,
+        "{:?} of {} bytes",
+        m.op,
+        m.len
+    );
+    assert_eq!(wc.qp_num, qpn);
 }
 
 fn post(sim: &mut Sim, a: &Endpoint, b: &Endpoint, i: u64, m: &Msg) {

@@ -10,14 +10,17 @@
 //!   which `scripts/test.sh` prints how many end-to-end tests ran and how
 //!   many skipped.
 //! - [`rc`]: the verbs attributes of an RC connection (INIT → RTR → RTS)
-//!   and of a UD QP, the all-access flags and an RC QP's creation, for every kind of client
-//!   (migros-verbs, the raw daemon protocol, the simulator).
+//!   and of a UD QP, the all-access flags, an RC QP's creation and a
+//!   signaled send WR, for every kind of client (migros-verbs, the raw
+//!   daemon protocol, the simulator).
 //! - [`wait`]: bounded waits: polling a condition, a child process, a
 //!   command's output.
 //! - [`daemon`]: building workspace binaries from a test, starting
 //!   `migrosd` on a loopback address with its log kept, killed on drop.
 //! - [`capture`]: RoCE v2 packets seen on the loopback interface (which
 //!   node sent which opcode to which), for assertions about the wire.
+//! - [`mpi`]: Open MPI's `mpirun` options for UCX-only runs.
+//! - [`net`]: `ip` commands that must succeed (namespaces, veth links).
 //! - [`perftest`]: perftest's result lines.
 //! - [`symbols`]: a shared library's functions and their version nodes
 //!   (`objdump -T`).
@@ -27,6 +30,8 @@
 
 pub mod capture;
 pub mod daemon;
+pub mod mpi;
+pub mod net;
 pub mod perftest;
 pub mod rc;
 pub mod require;

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use migros_proto::verbs::{
     Access, AttrMask, Cqn, Mtu, OwnerId, Pdn, QpAttr, QpCap, QpInit, QpState, QpType, Qpn,
+    SendData, SendFlags, SendWr, Sge, WrOpcode,
 };
 
 /// Local write and every remote right (write, read, atomic).
@@ -17,6 +18,17 @@ pub const ALL_ACCESS: Access = Access(
         | Access::REMOTE_READ.0
         | Access::REMOTE_ATOMIC.0,
 );
+
+/// A signaled send work request of `opcode` gathering `sges` (not UD).
+pub fn signaled_send(wr_id: u64, opcode: WrOpcode, sges: Vec<Sge>) -> SendWr {
+    SendWr {
+        wr_id,
+        opcode,
+        flags: SendFlags::SIGNALED,
+        data: SendData::Sges(sges),
+        ud: None,
+    }
+}
 
 /// How one side of an RC connection is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +90,7 @@ impl RcParams {
                     qp_access_flags: self.access,
                     ..QpAttr::default()
                 },
-                AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS,
+                AttrMask::RC_INIT,
             ),
             (
                 QpAttr {
@@ -91,13 +103,7 @@ impl RcParams {
                     min_rnr_timer: self.min_rnr_timer,
                     ..QpAttr::default()
                 },
-                AttrMask::STATE
-                    | AttrMask::AV
-                    | AttrMask::PATH_MTU
-                    | AttrMask::DEST_QPN
-                    | AttrMask::RQ_PSN
-                    | AttrMask::MAX_DEST_RD_ATOMIC
-                    | AttrMask::MIN_RNR_TIMER,
+                AttrMask::RC_RTR,
             ),
         ];
         if self.until != QpState::Rtr {
@@ -111,12 +117,7 @@ impl RcParams {
                     max_rd_atomic: self.max_rd_atomic,
                     ..QpAttr::default()
                 },
-                AttrMask::STATE
-                    | AttrMask::SQ_PSN
-                    | AttrMask::TIMEOUT
-                    | AttrMask::RETRY_CNT
-                    | AttrMask::RNR_RETRY
-                    | AttrMask::MAX_QP_RD_ATOMIC,
+                AttrMask::RC_RTS,
             ));
         }
         v

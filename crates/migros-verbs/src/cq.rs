@@ -10,7 +10,7 @@ use crate::channel::{ChannelShared, CompChannel};
 use crate::conn::{lock, unexpected};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::ring::{ring_entries, CqRing};
+use crate::ring::{destroy_or_keep, finish_resize, ring_entries, CqRing, DaemonRing};
 
 /// A completion queue. QPs using it keep it alive.
 pub struct Cq {
@@ -119,43 +119,27 @@ impl Cq {
         }
         let entries = ring_entries(entries)?;
         let mut ring = lock(&s.ring);
-        let mut new = CqRing::new(entries)?;
+        let new = CqRing::new(entries)?;
         // The daemon copies what is between our published consumer index
         // and its producer index; the ring lock keeps this process from
         // polling meanwhile.
-        match s.ctx.request_ok(&Request::ResizeCq {
+        let result = s.ctx.request_ok(&Request::ResizeCq {
             cq: s.handle,
             entries,
             ring: new.addr(),
             ctrl: new.ctrl_addr(),
-        }) {
-            Ok(()) => {
-                // The daemon writes only the new ring from now on.
-                *ring = new;
-                Ok(())
-            }
-            Err(e) => {
-                if !matches!(e, Error::Daemon { .. }) {
-                    // Which ring the daemon uses is unknown: keep both.
-                    new.leak_on_drop();
-                    ring.leak_on_drop();
-                }
-                Err(e)
-            }
-        }
+        });
+        finish_resize(&mut *ring, new, result)
     }
 }
 
 impl Drop for CqShared {
     fn drop(&mut self) {
-        if self
-            .ctx
-            .request_ok(&Request::DestroyCq { cq: self.handle })
-            .is_err()
-        {
-            // The daemon may still write completions here.
-            lock(&self.ring).leak_on_drop();
-        }
+        destroy_or_keep(
+            &self.ctx,
+            &Request::DestroyCq { cq: self.handle },
+            &self.ring,
+        );
     }
 }
 

@@ -22,7 +22,7 @@ use crate::cq::{Cq, CqShared};
 use crate::error::{Error, PostError, Result};
 use crate::flush::WrTrack;
 use crate::memory::{Pd, PdShared};
-use crate::ring::{ring_entries, Ctrl, Producer};
+use crate::ring::{destroy_or_keep, finish_resize, ring_entries, Ctrl, DaemonRing, Producer};
 
 /// What `Pd::create_qp` needs.
 #[derive(Debug, Clone)]
@@ -338,7 +338,7 @@ struct SrqRing {
     ctrl: Ctrl,
 }
 
-impl SrqRing {
+impl DaemonRing for SrqRing {
     fn leak_on_drop(&mut self) {
         self.rq.leak_on_drop();
         self.ctrl.leak_on_drop();
@@ -430,7 +430,7 @@ impl Srq {
         };
         let entries = ring_entries(max_wr)?;
         let mut ring = lock(&s.ring);
-        let mut new = SrqRing {
+        let new = SrqRing {
             rq: Producer::new(entries, RQ_WQE_SIZE)?,
             ctrl: Ctrl::new(layout::SRQ_CTRL_SIZE)?,
         };
@@ -440,24 +440,13 @@ impl Srq {
             ring: new.rq.addr(),
             ctrl: new.ctrl.addr(),
         };
-        match s.ctx.request_ok(&Request::ModifySrq {
+        let result = s.ctx.request_ok(&Request::ModifySrq {
             srq: s.handle,
             limit,
             resize: Some(resize),
-        }) {
-            Ok(()) => {
-                // The daemon took every entry of the old ring first.
-                *ring = new;
-                Ok(())
-            }
-            Err(e) => {
-                if !matches!(e, Error::Daemon { .. }) {
-                    new.leak_on_drop();
-                    ring.leak_on_drop();
-                }
-                Err(e)
-            }
-        }
+        });
+        // On success the daemon took every entry of the old ring first.
+        finish_resize(&mut *ring, new, result)
     }
 
     /// The most SGEs a receive of this SRQ may have.
@@ -481,13 +470,11 @@ impl Srq {
 
 impl Drop for SrqShared {
     fn drop(&mut self) {
-        if self
-            .ctx
-            .request_ok(&Request::DestroySrq { srq: self.handle })
-            .is_err()
-        {
-            lock(&self.ring).leak_on_drop();
-        }
+        destroy_or_keep(
+            &self.ctx,
+            &Request::DestroySrq { srq: self.handle },
+            &self.ring,
+        );
     }
 }
 

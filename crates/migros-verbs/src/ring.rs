@@ -5,10 +5,14 @@
 //! entries, so `index % entries` stays consistent across the wrap.
 
 use std::sync::atomic::{fence, Ordering};
+use std::sync::Mutex;
 
+use migros_proto::msg::Request;
 use migros_proto::ring::{self as layout, CQE_SIZE};
 use migros_proto::verbs::WorkCompletion;
 
+use crate::conn::lock;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::shm::ShmBuf;
 
@@ -19,6 +23,46 @@ pub(crate) fn ring_entries(requested: u32) -> Result<u32> {
         .max(1)
         .checked_next_power_of_two()
         .ok_or_else(|| Error::InvalidArgument(format!("{requested} entries are too many")))
+}
+
+/// A ring the daemon writes into (a CQ's, an SRQ's): its memory can be
+/// kept for the life of the process when the daemon may still use it.
+pub(crate) trait DaemonRing {
+    /// Keeps the ring's memory for the life of the process.
+    fn leak_on_drop(&mut self);
+}
+
+/// Ends a resize that asked the daemon to move from `ring` to `new`: on
+/// success the daemon writes only `new` from now on; when the request
+/// failed without the daemon's answer, which ring it uses is unknown, so
+/// both are kept.
+pub(crate) fn finish_resize<R: DaemonRing>(
+    ring: &mut R,
+    mut new: R,
+    result: Result<()>,
+) -> Result<()> {
+    match result {
+        Ok(()) => {
+            *ring = new;
+            Ok(())
+        }
+        Err(e) => {
+            if !matches!(e, Error::Daemon { .. }) {
+                new.leak_on_drop();
+                ring.leak_on_drop();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Asks the daemon to destroy the object `destroy` names; if it did not
+/// confirm, it may still write completions or consumer indices into
+/// `ring`, which is then kept.
+pub(crate) fn destroy_or_keep<R: DaemonRing>(ctx: &Context, destroy: &Request, ring: &Mutex<R>) {
+    if ctx.request_ok(destroy).is_err() {
+        lock(ring).leak_on_drop();
+    }
 }
 
 /// Whether a producer at `pi` may write one more entry when the consumer
@@ -180,9 +224,10 @@ impl CqRing {
         }
         result.map(|()| n)
     }
+}
 
-    /// Keeps the ring's memory for the life of the process.
-    pub(crate) fn leak_on_drop(&mut self) {
+impl DaemonRing for CqRing {
+    fn leak_on_drop(&mut self) {
         self.buf.leak_on_drop();
         self.ctrl.leak_on_drop();
     }

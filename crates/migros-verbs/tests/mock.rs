@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use migros_proto::frame;
 use migros_proto::msg::{DeviceInfo, Event, Request, Response};
+use migros_test_support::rc::signaled_send;
 use migros_verbs::*;
 use support::{rc_attr, small_cap, stand_in};
 
@@ -103,16 +104,11 @@ impl Mock {
 }
 
 fn write_wr(mr: &Mr) -> SendWr {
-    SendWr {
-        wr_id: 1,
-        opcode: WrOpcode::RdmaWrite {
-            remote_addr: 0x1000,
-            rkey: 9,
-        },
-        flags: SendFlags::SIGNALED,
-        data: SendData::Sges(vec![mr.sge(0, 8)]),
-        ud: None,
-    }
+    let opcode = WrOpcode::RdmaWrite {
+        remote_addr: 0x1000,
+        rkey: 9,
+    };
+    signaled_send(1, opcode, vec![mr.sge(0, 8)])
 }
 
 struct Objects {

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use migros_proto::frame;
 use migros_proto::msg::{Request, Response};
+use migros_test_support::rc::signaled_send;
 use migros_verbs::*;
 use support::{rc_attr, small_cap, stand_in};
 
@@ -58,13 +59,7 @@ fn to(qp: &Qp, qp_state: QpState) {
 }
 
 fn send(mr: &Mr, wr_id: u64, sges: usize) -> SendWr {
-    SendWr {
-        wr_id,
-        opcode: WrOpcode::Send,
-        flags: SendFlags::SIGNALED,
-        data: SendData::Sges(vec![mr.sge(0, 8); sges]),
-        ud: None,
-    }
+    signaled_send(wr_id, WrOpcode::Send, vec![mr.sge(0, 8); sges])
 }
 
 fn recv(mr: &Mr, wr_id: u64, sges: usize) -> RecvWr {

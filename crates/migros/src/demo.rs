@@ -148,17 +148,13 @@ fn experiment(a: &DemoArgs, migros: &dyn Fn(&[&str]) -> Result<String>) -> Resul
         let bytes: u64 = qps.iter().map(payload_bytes).sum();
         if let Some((t0, b0)) = last {
             let dt = now.duration_since(t0).as_secs_f64();
-            samples.push(Sample {
-                t: now.duration_since(start).as_secs_f64(),
-                gbits: bytes.saturating_sub(b0) as f64 * 8.0 / dt / 1e9,
-            });
+            let t = now.duration_since(start).as_secs_f64();
+            samples.push(Sample::rate(t, bytes.saturating_sub(b0), dt));
         }
         last = Some((now, bytes));
-        if let Some(q) = qps.iter().find(|q| q.counters.resumes > 0) {
-            if resumed_at.is_none() {
-                resumed_at = Some(now.duration_since(start).as_secs_f64());
-            }
-            pause = Some(Duration::from_nanos(q.counters.last_pause_nanos));
+        if let Some(p) = last_pause(&qps) {
+            resumed_at.get_or_insert(now.duration_since(start).as_secs_f64());
+            pause = Some(p);
         }
         let done = (bytes as f64 / expected).min(1.0);
         let migrating = migration.as_ref().is_some_and(|m| !m.is_finished());
@@ -213,20 +209,12 @@ fn experiment(a: &DemoArgs, migros: &dyn Fn(&[&str]) -> Result<String>) -> Resul
                 "\npause the client's QP saw (pause NAK to RESUME): {:.2} ms",
                 p.as_secs_f64() * 1e3
             );
-            spans.push(Span {
-                from: (end - p.as_secs_f64()).max(0.0),
-                to: end,
-                label: format!("pause {:.1} ms", p.as_secs_f64() * 1e3),
-            });
+            spans.push(Span::pause(p, end));
         }
         _ => println!("\nthe client's QP was not paused (did the migration happen mid-run?)"),
     }
     if let Some(t) = migrate_started {
-        spans.push(Span {
-            from: t,
-            to: t,
-            label: "migrate".into(),
-        });
+        spans.push(Span::instant(t, "migrate"));
     }
     let title = format!(
         "ib_send_bw -b -n {}: client on {node_b}, server moved {node_a} -> {node_c}",
@@ -242,6 +230,14 @@ fn experiment(a: &DemoArgs, migros: &dyn Fn(&[&str]) -> Result<String>) -> Resul
 /// counted, so the plot shows the device's view).
 pub(crate) fn payload_bytes(q: &QpStats) -> u64 {
     q.counters.tx_bytes + q.counters.rx_bytes
+}
+
+/// The last pause (pause NAK to RESUME) of the first of `qps` that got a
+/// RESUME; `None` while none did.
+pub(crate) fn last_pause(qps: &[QpStats]) -> Option<Duration> {
+    qps.iter()
+        .find(|q| q.counters.resumes > 0)
+        .map(|q| Duration::from_nanos(q.counters.last_pause_nanos))
 }
 
 pub(crate) fn write_plot(

@@ -232,13 +232,19 @@ fn setup(a: &NodeAddArgs, addr: Ipv4Addr) -> Result<Node> {
     let sock = sys::node_socket_dir(&a.name);
     std::fs::create_dir_all(&sock).with_context(|| format!("creating {}", sock.display()))?;
     let pid = start_daemon(a, addr, &ns, &sock)?;
+    record_node(a, addr, pid, None)
+}
+
+/// Writes the record of the node `a` asked for, at `addr`, its daemon
+/// `pid` on the machine `ssh` reaches (`None`: this one).
+fn record_node(a: &NodeAddArgs, addr: Ipv4Addr, pid: i32, ssh: Option<Ssh>) -> Result<Node> {
     let node = Node {
         name: a.name.clone(),
         addr,
         dev: a.dev.clone(),
         mtu: a.mtu,
         pid,
-        ssh: None,
+        ssh,
     };
     sys::write_json(&record_path(&a.name), &node)?;
     Ok(node)
@@ -373,16 +379,8 @@ fn add_ssh(a: &NodeAddArgs, ssh: Ssh) -> Result<()> {
         .trim()
         .parse()
         .with_context(|| format!("{ssh}: migrosd's pid {out:?}"))?;
-    let node = Node {
-        name: a.name.clone(),
-        addr,
-        dev: a.dev.clone(),
-        mtu: a.mtu,
-        pid,
-        ssh: Some(ssh.clone()),
-    };
     std::fs::create_dir_all(node_dir(&a.name))?;
-    sys::write_json(&record_path(&a.name), &node)?;
+    let node = record_node(a, addr, pid, Some(ssh.clone()))?;
     println!(
         "node {} added: {ssh} addr {addr} device {} pid {pid} (supervised) sockets {ssh}:{}{}",
         node.name,

@@ -4,6 +4,7 @@
 //! for `migros demo`.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 /// One measurement: seconds since the start, and Gbit/s over the interval
 /// that ended then.
@@ -19,6 +20,37 @@ pub struct Span {
     pub from: f64,
     pub to: f64,
     pub label: String,
+}
+
+impl Sample {
+    /// The rate at `t` of `bytes` moved in the `secs` seconds before.
+    pub fn rate(t: f64, bytes: u64, secs: f64) -> Sample {
+        Sample {
+            t,
+            gbits: bytes as f64 * 8.0 / secs / 1e9,
+        }
+    }
+}
+
+impl Span {
+    /// The pause of length `pause` that ended at `end` (from no earlier
+    /// than the start), labelled with its milliseconds.
+    pub fn pause(pause: Duration, end: f64) -> Span {
+        Span {
+            from: (end - pause.as_secs_f64()).max(0.0),
+            to: end,
+            label: format!("pause {:.1} ms", pause.as_secs_f64() * 1e3),
+        }
+    }
+
+    /// A marker at the instant `t`.
+    pub fn instant(t: f64, label: &str) -> Span {
+        Span {
+            from: t,
+            to: t,
+            label: label.into(),
+        }
+    }
 }
 
 const WIDTH: f64 = 900.0;

@@ -32,7 +32,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::ValueEnum;
 use migros_proto::admin::{AdminRequest, AdminResponse, QpStats};
 
-use crate::demo::{payload_bytes, progress, run_migros, say, write_plot, DemoArgs};
+use crate::demo::{last_pause, payload_bytes, progress, run_migros, say, write_plot, DemoArgs};
 use crate::node::Node;
 use crate::plot::{Sample, Span};
 use crate::remote::{quote, Host, Ssh};
@@ -413,18 +413,15 @@ fn experiment(a: &DemoArgs, nodes: &[Node; 3]) -> Result<()> {
         if let Some((t0, b0)) = last {
             let dt = at - t0;
             if dt > 0.0 {
-                samples.push(Sample {
-                    t: at,
-                    gbits: bytes.saturating_sub(b0) as f64 * 8.0 / dt / 1e9,
-                });
+                samples.push(Sample::rate(at, bytes.saturating_sub(b0), dt));
             }
         }
         if bytes > 0 || last.is_none() {
             last = Some((at, bytes));
         }
-        if let Some(q) = qps.iter().find(|q| q.counters.resumes > 0) {
+        if let Some(p) = last_pause(&qps) {
             resumed_at.get_or_insert(at);
-            pause = Some(Duration::from_nanos(q.counters.last_pause_nanos));
+            pause = Some(p);
         }
         let done = (most as f64 / expected).min(1.0);
         let migrating = migration.as_ref().is_some_and(|m| !m.is_finished());
@@ -539,20 +536,12 @@ fn experiment(a: &DemoArgs, nodes: &[Node; 3]) -> Result<()> {
                 fixed.name,
                 p.as_secs_f64() * 1e3
             );
-            spans.push(Span {
-                from: (end - p.as_secs_f64()).max(0.0),
-                to: end,
-                label: format!("pause {:.1} ms", p.as_secs_f64() * 1e3),
-            });
+            spans.push(Span::pause(p, end));
         }
         _ => println!("the {} QP was not paused", fixed.name),
     }
     if let Some(t) = migrate_started {
-        spans.push(Span {
-            from: t,
-            to: t,
-            label: "migrate".into(),
-        });
+        spans.push(Span::instant(t, "migrate"));
     }
     let title = format!(
         "ib_send_bw -b -n {} (Docker Swarm, 3 hosts): {} moved {} -> {}",

@@ -48,6 +48,9 @@ use migros_verbs::*;
 #[path = "../tests/common/rc.rs"]
 mod rc;
 use rc::{connect_rc, ALL_ACCESS};
+#[path = "../tests/common/socket.rs"]
+mod socket;
+use socket::{fd_of_inode, unread_then_outbox};
 
 const A: (&str, &str) = ("a", "127.0.0.231");
 const B: (&str, &str) = ("b", "127.0.0.232");
@@ -388,19 +391,9 @@ fn migrate(dir: &Path, n: usize) -> Row {
 /// the old descriptor's number. Returns the RestoreSession round trip.
 fn restore_session(dir: &Path, image: &SessionImage) -> Duration {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    use nix::sys::socket::{recv, MsgFlags};
     use std::os::unix::fs::MetadataExt;
     let old = fd_of_inode(image.inode).expect("the session's descriptor");
-    // What the process had not read, then what the daemon still held.
-    let mut replay = vec![0u8; 1 << 20];
-    let got = recv(
-        old,
-        &mut replay,
-        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-    )
-    .unwrap_or(0);
-    replay.truncate(got);
-    replay.extend_from_slice(&image.outbox);
+    let replay = unread_then_outbox(old, &image.outbox);
     // SAFETY: `old` is an open descriptor of this process (from /proc/self/fd);
     // it is only borrowed here.
     let old_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(old) };
@@ -523,14 +516,4 @@ fn rss_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
-}
-
-/// The descriptor of this process whose socket has inode `inode`.
-fn fd_of_inode(inode: u64) -> Option<i32> {
-    let want = format!("socket:[{inode}]");
-    std::fs::read_dir("/proc/self/fd")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want))
-        .and_then(|e| e.file_name().to_str()?.parse().ok())
 }

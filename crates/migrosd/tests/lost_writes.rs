@@ -108,17 +108,6 @@ fn qp_state(c: &mut Client, qpn: Qpn) -> QpState {
     }
 }
 
-fn wait_wc(cq: &mut Cq, within: Duration) -> Option<WorkCompletion> {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if let Some(wc) = cq.poll() {
-            return Some(wc);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    None
-}
-
 #[test]
 fn a_write_that_cannot_land_is_naked_not_acknowledged() {
     if !can_run() {
@@ -156,7 +145,9 @@ fn a_write_that_cannot_land_is_naked_not_acknowledged() {
         },
     );
     a.qp.post_send(&mut a.c, &wr);
-    let wc = wait_wc(&mut a.cq, Duration::from_secs(10)).expect("a completion for the write");
+    let wc =
+        a.cq.poll_within(Duration::from_secs(10))
+            .expect("a completion for the write");
     assert_eq!(wc.status, WcStatus::RemOpErr, "{wc:?}");
     assert_eq!(qp_state(&mut b.c, b.qp.qpn), QpState::Err);
     // The other pair goes on, byte-exact.
@@ -242,10 +233,14 @@ fn a_cq_ring_that_cannot_be_written_puts_the_cq_in_error() {
     assert_eq!(qp_state(&mut bc, bqp.qpn), QpState::Err);
     // The sender's SEND was acknowledged before (the data landed); its
     // next one finds b's QP in error and fails.
-    let first = wait_wc(&mut a.cq, Duration::from_secs(10)).expect("first send completes");
+    let first =
+        a.cq.poll_within(Duration::from_secs(10))
+            .expect("first send completes");
     assert_eq!(first.status, WcStatus::Success, "{first:?}");
     a.qp.post_send(&mut a.c, &send_wr(6, &a.mr, 0, 64, WrOpcode::Send));
-    let second = wait_wc(&mut a.cq, Duration::from_secs(30)).expect("second send completes");
+    let second =
+        a.cq.poll_within(Duration::from_secs(30))
+            .expect("second send completes");
     assert_ne!(second.status, WcStatus::Success, "{second:?}");
     write_checked(&mut x, &mut y, 2);
 }

@@ -101,24 +101,14 @@ fn qp_capabilities_are_bounded_on_create_and_modify() {
     let rq = Pages::new(16 * RQ_WQE_SIZE);
     let ctrl = Pages::new(ring::QP_CTRL_SIZE);
     let create = |c: &mut Client, max_recv_wr: u32| {
-        c.request(&Request::CreateQp {
-            pd,
-            qp_type: QpType::Rc,
-            send_cq: cq.cq,
-            recv_cq: cq.cq,
-            srq: None,
-            cap: QpCap {
-                max_send_wr: 16,
-                max_recv_wr,
-                max_send_sge: 1,
-                max_recv_sge: 1,
-                max_inline_data: 0,
-            },
-            sq_sig_all: true,
-            sq_ring: sq.addr(),
-            rq_ring: rq.addr(),
-            ctrl: ctrl.addr(),
-        })
+        let cap = QpCap {
+            max_send_wr: 16,
+            max_recv_wr,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 0,
+        };
+        c.request(&create_rc_qp(pd, &cq, cap, [&sq, &rq, &ctrl]))
     };
     let (errno, message) = error_of(create(&mut c, u32::MAX));
     assert_eq!(errno, libc::EINVAL);

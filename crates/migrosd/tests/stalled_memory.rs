@@ -383,18 +383,6 @@ fn fuse_ready() -> bool {
     migros_test_support::require([migros_test_support::require::root(), fuse_dev])
 }
 
-/// Polls `cq` for up to `within`.
-fn wait_wc(cq: &mut Cq, within: Duration) -> Option<WorkCompletion> {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if let Some(wc) = cq.poll() {
-            return Some(wc);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    None
-}
-
 fn device_counters(d: &Daemon) -> migros_proto::counters::DeviceCounters {
     match d.admin(&AdminRequest::Stats) {
         AdminResponse::Stats { device, .. } => device,
@@ -451,7 +439,7 @@ fn a_fuse_file_mapped_over_registered_memory_is_aborted_by_the_watchdog() {
     // The MR works while it is anonymous memory.
     amr.buf.write(0, &[0x5a; 4 * PAGE]);
     aqp.post_send(&mut ac, &write(1));
-    let wc = wait_wc(&mut acq, TIMEOUT).expect("the first write completes");
+    let wc = acq.poll_within(TIMEOUT).expect("the first write completes");
     assert_eq!(wc.status, WcStatus::Success, "{wc:?}");
 
     // Now its third page is the file's, which never yields its bytes.
@@ -465,7 +453,9 @@ fn a_fuse_file_mapped_over_registered_memory_is_aborted_by_the_watchdog() {
     assert_eq!((before.watchdog_stalls, before.watchdog_aborts), (0, 0));
     let posted = Instant::now();
     aqp.post_send(&mut ac, &write(2));
-    let wc = wait_wc(&mut acq, Duration::from_secs(30)).expect("the write into the file completes");
+    let wc = acq
+        .poll_within(Duration::from_secs(30))
+        .expect("the write into the file completes");
     let took = posted.elapsed();
     assert_eq!(wc.status, WcStatus::RemOpErr, "{wc:?}");
     assert!(
@@ -478,7 +468,7 @@ fn a_fuse_file_mapped_over_registered_memory_is_aborted_by_the_watchdog() {
         "the write failed after {took:?}"
     );
     // The attacked QP failed: its posted receive is flushed.
-    let wc = wait_wc(&mut bcq, TIMEOUT).expect("b's receive is flushed");
+    let wc = bcq.poll_within(TIMEOUT).expect("b's receive is flushed");
     assert_eq!((wc.wr_id, wc.status), (7, WcStatus::WrFlushErr), "{wc:?}");
     let after = device_counters(&d);
     assert_eq!(

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use migros_test_support::daemon::drop_in_ready;
+use migros_test_support::net::ip;
 use migros_test_support::require;
 
 pub const ADDR: [&str; 2] = ["198.18.212.1", "198.18.212.2"];
@@ -27,15 +28,6 @@ pub fn ready(programs: &[&str]) -> Option<PathBuf> {
     checks.extend(programs.iter().map(|p| require::installed(p)));
     checks.push(require::program("ip", "iproute2"));
     drop_in_ready(checks)
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Two hosts; torn down on drop.

@@ -1,18 +1,7 @@
 //! Work request builders. Every send WR is signaled.
 
-use migros_transport::{
-    Access, MwBind, RecvWr, SendData, SendFlags, SendWr, Sge, UdDest, WrOpcode,
-};
-
-fn signaled(wr_id: u64, opcode: WrOpcode, sges: Vec<Sge>) -> SendWr {
-    SendWr {
-        wr_id,
-        opcode,
-        flags: SendFlags::SIGNALED,
-        data: SendData::Sges(sges),
-        ud: None,
-    }
-}
+use migros_test_support::rc::signaled_send as signaled;
+use migros_transport::{Access, MwBind, RecvWr, SendWr, Sge, UdDest, WrOpcode};
 
 pub fn send(wr_id: u64, sges: Vec<Sge>) -> SendWr {
     signaled(wr_id, WrOpcode::Send, sges)

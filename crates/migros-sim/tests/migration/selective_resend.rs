@@ -14,6 +14,18 @@ const BIG: usize = 32 * 1024;
 /// 24 SENDs of 32 KiB at MTU 1024: 768 packets, all within one window.
 const SENDS: usize = 24;
 
+/// An RC pair on `n[0]` and `n[1]` with buffers for `SENDS` SENDs of
+/// `BIG` bytes, at MTU 1024 with a 67 ms ACK timeout.
+fn stream_pair(sim: &mut Sim, n: &[NodeId]) -> (Endpoint, Endpoint) {
+    let opts = RcOptions {
+        mtu: Mtu::Mtu1024,
+        buf_len: SENDS * BIG,
+        timeout: 14,
+        ..RcOptions::default()
+    };
+    rc_pair(sim, n[0], n[1], &opts)
+}
+
 /// Which ends move.
 #[derive(Clone, Copy, Debug)]
 enum Moves {
@@ -81,13 +93,7 @@ fn check_stream(sim: &mut Sim, from: &Endpoint, to: &Endpoint, data: &[Vec<u8>])
 fn migrate_mid_stream(seed: u64, moves: Moves, both_ways: bool, faults: Faults) -> Outcome {
     let mut sim = Sim::new(seed);
     let n: Vec<NodeId> = (0..4).map(|_| sim.add_node()).collect();
-    let opts = RcOptions {
-        mtu: Mtu::Mtu1024,
-        buf_len: SENDS * BIG,
-        timeout: 14,
-        ..RcOptions::default()
-    };
-    let (a, b) = rc_pair(&mut sim, n[0], n[1], &opts);
+    let (a, b) = stream_pair(&mut sim, &n);
     let mut rules = Vec::new();
     if let Faults::Around = faults {
         rules.push(sim.add_rule(Rule::drop(Filter::any(), 0.01)));
@@ -309,13 +315,7 @@ fn a_resume_without_expected_psn_falls_back_to_go_back_n() {
     use migros_wire::{Aeth, Bth, Headers, IpContext, Packet, Psn};
     let mut sim = Sim::new(0x5e60);
     let n: Vec<NodeId> = (0..3).map(|_| sim.add_node()).collect();
-    let opts = RcOptions {
-        mtu: Mtu::Mtu1024,
-        buf_len: SENDS * BIG,
-        timeout: 14,
-        ..RcOptions::default()
-    };
-    let (a, b) = rc_pair(&mut sim, n[0], n[1], &opts);
+    let (a, b) = stream_pair(&mut sim, &n);
     let data = post_send_stream(&mut sim, &a, &b, SENDS, BIG, 3);
     sim.run_for(Duration::from_micros(150));
     let (b_psn, b_expects) = psns(&sim, &b);
@@ -374,13 +374,7 @@ fn read_between_sends(seed: u64, who: usize) -> (Resend, u64) {
     const READ: usize = 256 * 1024;
     let mut sim = Sim::new(seed);
     let n: Vec<NodeId> = (0..3).map(|_| sim.add_node()).collect();
-    let opts = RcOptions {
-        mtu: Mtu::Mtu1024,
-        buf_len: SENDS * BIG,
-        timeout: 14,
-        ..RcOptions::default()
-    };
-    let (a, b) = rc_pair(&mut sim, n[0], n[1], &opts);
+    let (a, b) = stream_pair(&mut sim, &n);
     let sends = 12;
     let read_at = sends * BIG;
     let src = b.fill_rx(&mut sim, read_at, READ, seed);

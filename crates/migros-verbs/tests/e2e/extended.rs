@@ -158,28 +158,8 @@ fn a_resized_cq_keeps_its_completions_and_holds_more() {
         return;
     };
     let mut a = rc_side(net.open("a"), 1 << 16);
-    let bctx = net.open("b");
-    let pd = bctx.alloc_pd().unwrap();
-    let cq = bctx.create_cq(16, None).unwrap();
-    assert_eq!(cq.entries(), 16);
-    let qp = pd
-        .create_qp(&QpInitAttr {
-            qp_type: QpType::Rc,
-            send_cq: &cq,
-            recv_cq: &cq,
-            srq: None,
-            cap: cap(64),
-            sq_sig_all: false,
-        })
-        .unwrap();
-    let mr = pd.alloc_mr(1 << 16, ALL_ACCESS).unwrap();
-    let b = Side {
-        ctx: bctx,
-        pd,
-        cq,
-        qp,
-        mr,
-    };
+    let b = rc_side_sized(net.open("b"), 16, cap(64), 1 << 16, None);
+    assert_eq!(b.cq.entries(), 16);
     connect_pair(&a, &b);
     let max = b.ctx.device().max_cqe;
     assert!(matches!(b.cq.resize(0), Err(Error::InvalidArgument(_))));

@@ -14,15 +14,7 @@ use migros_test_support::role::spawn_role;
 use migros_verbs::*;
 use support::*;
 
-fn send_wr(wr_id: u64, opcode: WrOpcode, sges: Vec<Sge>) -> SendWr {
-    SendWr {
-        wr_id,
-        opcode,
-        flags: SendFlags::SIGNALED,
-        data: SendData::Sges(sges),
-        ud: None,
-    }
-}
+use migros_test_support::rc::signaled_send as send_wr;
 
 fn u64_at(mr: &Mr, at: usize) -> u64 {
     let mut b = [0u8; 8];
@@ -56,14 +48,7 @@ fn rc_side_on_srq(ctx: Context, cqe: u32, srq_wr: u32, mr_len: usize) -> (Srq, S
     let srq = pd.create_srq(srq_wr, 1, 0).unwrap();
     let qp = pd.create_qp(&rc_attr(&cq, Some(&srq), cap(16))).unwrap();
     let mr = pd.alloc_mr(mr_len, ALL_ACCESS).unwrap();
-    let side = Side {
-        ctx,
-        pd,
-        cq,
-        qp,
-        mr,
-    };
-    (srq, side)
+    (srq, Side::new(ctx, pd, cq, qp, mr))
 }
 
 /// Posts SEND `seq` of the `len` bytes at `off` in `a`'s MR, after
@@ -129,16 +114,7 @@ fn ud_side(ctx: Context, srq: bool) -> (Side, Option<Srq>) {
     };
     qp.modify(&rts, AttrMask::STATE | AttrMask::SQ_PSN).unwrap();
     let mr = pd.alloc_mr(1 << 14, ALL_ACCESS).unwrap();
-    (
-        Side {
-            ctx,
-            pd,
-            cq,
-            qp,
-            mr,
-        },
-        srq,
-    )
+    (Side::new(ctx, pd, cq, qp, mr), srq)
 }
 
 #[test]

@@ -116,17 +116,7 @@ fn completion_channel_reports_armed_cqs() {
     let bctx = net.open("b");
     let ch = bctx.create_comp_channel().unwrap();
     assert!(ch.fd() >= 0);
-    let pd = bctx.alloc_pd().unwrap();
-    let cq = bctx.create_cq(16, Some(&ch)).unwrap();
-    let qp = pd.create_qp(&rc_attr(&cq, None, cap(16))).unwrap();
-    let mr = pd.alloc_mr(4096, ALL_ACCESS).unwrap();
-    let b = Side {
-        ctx: bctx,
-        pd,
-        cq,
-        qp,
-        mr,
-    };
+    let b = rc_side_sized(bctx, 16, cap(16), 4096, Some(&ch));
     connect_pair(&a, &b);
     b.cq.req_notify(false).unwrap();
     assert_eq!(

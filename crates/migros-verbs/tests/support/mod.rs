@@ -84,6 +84,18 @@ pub struct Side {
     pub mr: Mr,
 }
 
+impl Side {
+    pub fn new(ctx: Context, pd: Pd, cq: Cq, qp: Qp, mr: Mr) -> Side {
+        Side {
+            ctx,
+            pd,
+            cq,
+            qp,
+            mr,
+        }
+    }
+}
+
 /// An RC QP's attributes: both queues complete on `cq`, receives come
 /// from `srq` if there is one, and only the send WRs that ask for a
 /// completion get one.
@@ -115,17 +127,23 @@ pub fn rc_side(ctx: Context, mr_len: usize) -> Side {
 
 /// Like [`rc_side`], the CQ reporting to `channel`.
 pub fn rc_side_with(ctx: Context, mr_len: usize, channel: Option<&CompChannel>) -> Side {
+    rc_side_sized(ctx, 256, cap(64), mr_len, channel)
+}
+
+/// Like [`rc_side_with`], with a CQ of `cqe` entries and the QP
+/// capacities `cap`.
+pub fn rc_side_sized(
+    ctx: Context,
+    cqe: u32,
+    cap: QpCap,
+    mr_len: usize,
+    channel: Option<&CompChannel>,
+) -> Side {
     let pd = ctx.alloc_pd().expect("pd");
-    let cq = ctx.create_cq(256, channel).expect("cq");
-    let qp = pd.create_qp(&rc_attr(&cq, None, cap(64))).expect("qp");
+    let cq = ctx.create_cq(cqe, channel).expect("cq");
+    let qp = pd.create_qp(&rc_attr(&cq, None, cap)).expect("qp");
     let mr = pd.alloc_mr(mr_len, ALL_ACCESS).expect("mr");
-    Side {
-        ctx,
-        pd,
-        cq,
-        qp,
-        mr,
-    }
+    Side::new(ctx, pd, cq, qp, mr)
 }
 
 /// Moves an RC QP to RTS towards `(remote_qpn, remote_addr)` (PSNs 0x100,

@@ -179,11 +179,7 @@ impl Endpoint {
                 qp_access_flags: ACCESS,
                 ..QpAttr::default()
             };
-            qp.modify(
-                &a,
-                AttrMask::STATE | AttrMask::PKEY_INDEX | AttrMask::PORT | AttrMask::ACCESS_FLAGS,
-            )
-            .context("qp to init")?;
+            qp.modify(&a, AttrMask::RC_INIT).context("qp to init")?;
             a.qp_state = QpState::Rtr;
             a.path_mtu = mtu;
             a.dest_qp_num = remote.qpn;
@@ -191,33 +187,14 @@ impl Endpoint {
             a.dest_addr = Some(remote.gid);
             a.max_dest_rd_atomic = rd;
             a.min_rnr_timer = 1; // 0.01 ms
-            qp.modify(
-                &a,
-                AttrMask::STATE
-                    | AttrMask::AV
-                    | AttrMask::PATH_MTU
-                    | AttrMask::DEST_QPN
-                    | AttrMask::RQ_PSN
-                    | AttrMask::MAX_DEST_RD_ATOMIC
-                    | AttrMask::MIN_RNR_TIMER,
-            )
-            .context("qp to rtr")?;
+            qp.modify(&a, AttrMask::RC_RTR).context("qp to rtr")?;
             a.qp_state = QpState::Rts;
             a.sq_psn = *psn;
             a.timeout = 14; // 67 ms, perftest's default
             a.retry_cnt = 7;
             a.rnr_retry = 7; // infinite
             a.max_rd_atomic = rd;
-            qp.modify(
-                &a,
-                AttrMask::STATE
-                    | AttrMask::TIMEOUT
-                    | AttrMask::RETRY_CNT
-                    | AttrMask::RNR_RETRY
-                    | AttrMask::SQ_PSN
-                    | AttrMask::MAX_QP_RD_ATOMIC,
-            )
-            .context("qp to rts")?;
+            qp.modify(&a, AttrMask::RC_RTS).context("qp to rts")?;
         }
         Ok(())
     }

@@ -40,6 +40,7 @@ use std::path::Path;
 
 use super::rdma::RDMA;
 use super::*;
+use migros_test_support::mpi::UCX_ONLY;
 
 const NODES: [(&str, &str); 3] = [
     ("mpia", "198.18.1.231"),
@@ -129,22 +130,16 @@ impl Job {
             "--mca",
             "oob_tcp_if_include",
             "198.18.0.0/15",
-            "--mca",
-            "pml",
-            "ucx",
-            "--mca",
-            "btl",
-            "self",
-            "--mca",
-            "osc",
-            "^ucx",
+        ];
+        args.extend(UCX_ONLY);
+        args.extend([
             "-x",
             "UCX_TLS=rc_verbs,ud_verbs:aux",
             "-x",
             "UCX_NET_DEVICES=rxe0:1",
             "-x",
             "UCX_LOG_LEVEL=error",
-        ];
+        ]);
         args.extend_from_slice(prog);
         let child = Command::new("nsenter")
             .args(&args)

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod rc;
+pub mod socket;
 pub mod verbs;
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};

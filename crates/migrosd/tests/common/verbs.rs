@@ -3,11 +3,12 @@
 #![allow(dead_code)]
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use migros_proto::msg::{Request, Response};
 use migros_proto::ring::{self, CQE_PHASE, CQE_SIZE, RQ_WQE_SIZE, SQ_WQE_SIZE};
 use migros_proto::verbs::*;
+use migros_test_support::rc::signaled_send;
 
 use super::{Client, Daemon, Pages, Raw, TIMEOUT};
 
@@ -76,28 +77,37 @@ pub fn create_cq(c: &mut Client, entries: u32) -> Cq {
     }
 }
 
-pub fn create_qp(c: &mut Client, pd: Pdn, cq: &Cq, entries: u32) -> Qp {
-    let sq = Pages::new(entries as usize * SQ_WQE_SIZE);
-    let rq = Pages::new(entries as usize * RQ_WQE_SIZE);
-    let ctrl = Pages::new(ring::QP_CTRL_SIZE);
-    match c.request(&Request::CreateQp {
+/// The request creating an RC QP of `pd` with capacities `cap` whose send
+/// and receive completions go to `cq` (every send signaled), its send
+/// ring, receive ring and control block in `pages`.
+pub fn create_rc_qp(pd: Pdn, cq: &Cq, cap: QpCap, pages: [&Pages; 3]) -> Request {
+    let [sq, rq, ctrl] = pages;
+    Request::CreateQp {
         pd,
         qp_type: QpType::Rc,
         send_cq: cq.cq,
         recv_cq: cq.cq,
         srq: None,
-        cap: QpCap {
-            max_send_wr: entries,
-            max_recv_wr: entries,
-            max_send_sge: 1,
-            max_recv_sge: 1,
-            max_inline_data: 64,
-        },
+        cap,
         sq_sig_all: true,
         sq_ring: sq.addr(),
         rq_ring: rq.addr(),
         ctrl: ctrl.addr(),
-    }) {
+    }
+}
+
+pub fn create_qp(c: &mut Client, pd: Pdn, cq: &Cq, entries: u32) -> Qp {
+    let sq = Pages::new(entries as usize * SQ_WQE_SIZE);
+    let rq = Pages::new(entries as usize * RQ_WQE_SIZE);
+    let ctrl = Pages::new(ring::QP_CTRL_SIZE);
+    let cap = QpCap {
+        max_send_wr: entries,
+        max_recv_wr: entries,
+        max_send_sge: 1,
+        max_recv_sge: 1,
+        max_inline_data: 64,
+    };
+    match c.request(&create_rc_qp(pd, cq, cap, [&sq, &rq, &ctrl])) {
         Response::Qp { qpn } => Qp {
             qpn,
             sq,
@@ -182,6 +192,19 @@ impl Cq {
         Some(ring::decode_cqe(&e).expect("valid cqe"))
     }
 
+    /// Polls for up to `within` (every millisecond): the first completion,
+    /// or `None` when none came.
+    pub fn poll_within(&mut self, within: Duration) -> Option<WorkCompletion> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(wc) = self.poll() {
+                return Some(wc);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
+    }
+
     /// Waits (bounded) for `n` completions.
     pub fn wait(&mut self, n: usize) -> Vec<WorkCompletion> {
         let end = Instant::now() + TIMEOUT;
@@ -204,17 +227,12 @@ impl Cq {
 }
 
 pub fn send_wr(wr_id: u64, mr: &Mr, offset: u64, len: u32, opcode: WrOpcode) -> SendWr {
-    SendWr {
-        wr_id,
-        opcode,
-        flags: SendFlags::SIGNALED,
-        data: SendData::Sges(vec![Sge {
-            addr: mr.buf.addr() + offset,
-            length: len,
-            lkey: mr.lkey,
-        }]),
-        ud: None,
-    }
+    let sge = Sge {
+        addr: mr.buf.addr() + offset,
+        length: len,
+        lkey: mr.lkey,
+    };
+    signaled_send(wr_id, opcode, vec![sge])
 }
 
 pub fn recv_wr(wr_id: u64, mr: &Mr, offset: u64, len: u32) -> RecvWr {

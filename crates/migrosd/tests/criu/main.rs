@@ -26,10 +26,12 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::rc::{connect_rc, ALL_ACCESS};
+use common::socket::{fd_of_inode, unread_then_outbox};
 use common::{can_run, start_daemon, Daemon, Raw, TIMEOUT};
 use migros_proto::admin::{AdminRequest, AdminResponse, SessionIds, SessionImage};
 use migros_proto::frame;
 use migros_proto::msg::{Request, Response, PROTOCOL_VERSION};
+use migros_test_support::rc::signaled_send;
 use migros_test_support::role::spawn_role;
 use migros_verbs::*;
 use nix::sys::ptrace;
@@ -79,13 +81,7 @@ fn rc_qp(pd: &Pd, cq: &Cq) -> Qp {
 }
 
 fn send_wr(wr_id: u64, sge: Sge) -> SendWr {
-    SendWr {
-        wr_id,
-        opcode: WrOpcode::Send,
-        flags: SendFlags::SIGNALED,
-        data: SendData::Sges(vec![sge]),
-        ud: None,
-    }
+    signaled_send(wr_id, WrOpcode::Send, vec![sge])
 }
 
 // ---- the client process ----
@@ -235,19 +231,9 @@ fn replace_socket(
     req: impl FnOnce(u64, Vec<u8>) -> Request,
 ) {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    use nix::sys::socket::{recv, MsgFlags};
     use std::os::unix::fs::MetadataExt;
     let old = fd_of_inode(inode).expect("no descriptor for a checkpointed socket");
-    // What the process had not read yet, then what the daemon still held.
-    let mut replay = vec![0u8; 1 << 20];
-    let n = recv(
-        old,
-        &mut replay,
-        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-    )
-    .unwrap_or(0);
-    replay.truncate(n);
-    replay.extend_from_slice(outbox);
+    let replay = unread_then_outbox(old, outbox);
     let mut new = UnixStream::connect(sock).expect("connect to the destination");
     let new_inode = std::fs::File::from(OwnedFd::from(new.try_clone().unwrap()))
         .metadata()
@@ -267,16 +253,6 @@ fn replace_socket(
     nix::unistd::dup2(&new, &mut target).unwrap();
     std::mem::forget(target);
     drop(new);
-}
-
-/// The descriptor of this process whose socket has inode `inode`.
-fn fd_of_inode(inode: u64) -> Option<i32> {
-    let want = format!("socket:[{inode}]");
-    std::fs::read_dir("/proc/self/fd")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want))
-        .and_then(|e| e.file_name().to_str()?.parse().ok())
 }
 
 // ---- the test side ----
