@@ -258,12 +258,19 @@ impl Helper {
     /// RDMA READ of 64 bytes at the attacker's FIXED: the completion and
     /// what arrived.
     fn read_attacker(&mut self, rkey: u32) -> (WorkCompletion, Vec<u8>) {
-        self.mr.buf.write(0, &[0u8; 64]);
+        self.read_attacker_len(rkey, 64)
+    }
+
+    /// RDMA READ of `len` bytes at the attacker's FIXED (above 8 KiB, the
+    /// daemon reads them with `process_vm_readv` and checks for an exec
+    /// before it sends them).
+    fn read_attacker_len(&mut self, rkey: u32, len: usize) -> (WorkCompletion, Vec<u8>) {
+        self.mr.buf.write(0, &vec![0u8; len]);
         let wr = send_wr(
             7,
             &self.mr,
             0,
-            64,
+            len as u32,
             WrOpcode::RdmaRead {
                 remote_addr: FIXED,
                 rkey,
@@ -278,7 +285,7 @@ impl Helper {
             assert!(Instant::now() < end, "no completion for the read");
             std::thread::sleep(Duration::from_millis(1));
         };
-        let mut got = vec![0u8; 64];
+        let mut got = vec![0u8; len];
         self.mr.buf.read(0, &mut got);
         (wc, got)
     }
@@ -344,7 +351,13 @@ fn exec_into_a_setuid_program_ends_the_session() {
         "the setuid program runs"
     );
 
-    // A WRITE first, before anything ends the session: it must not land
+    // A READ of the whole region first: the daemon reads it with
+    // process_vm_readv by pid, now the root program's, and must drop
+    // what it read before anything of it leaves.
+    let (wc, got) = helper.read_attacker_len(att.rkey, LEN);
+    assert!(!contains(&got, SECRET), "the helper read the root process");
+    assert_ne!(wc.status, WcStatus::Success, "{wc:?}");
+    // A WRITE, maybe before anything ends the session: it must not land
     // in the root process (the daemon writes with the attacker's rights).
     let wc = helper.write_attacker(att.rkey, b'X');
     writeln!(att.stdin, "memory?").unwrap();
