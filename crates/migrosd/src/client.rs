@@ -15,16 +15,12 @@
 //! pid is reused. Small reads go through it; large reads use
 //! `process_vm_readv` on the pid (it copies once where the file copies
 //! twice) and are kept only if the bound address space is still alive
-//! afterwards ([`ClientProcess::mm_alive`]). Writes use
-//! `process_vm_writev` too, but made with the client's own rights: for
-//! the length of that one call the daemon's thread takes the client's
-//! real and effective uid and gid (keeping root as its saved uid, so it
-//! drops its effective capabilities and can take them back), and the
-//! kernel's own ptrace-access check then refuses what the client's uid
-//! could not reach (a setuid program it exec'd, another user's process
-//! that took its pid). Where the kernel refuses it anyway (Yama's
-//! `ptrace_scope`, which asks for a descendant), the write goes through
-//! the memory file. The pidfd (from
+//! afterwards ([`ClientProcess::mm_alive`]). Writes go through the
+//! memory file only: a write by pid could land in whatever image the pid
+//! holds by then, and the one way to make `process_vm_writev` apply the
+//! client's rights (the thread taking the client's real uid for the call)
+//! also lets that uid signal the daemon, SIGKILL included, while it lasts.
+//! Adjacent pieces of a batch are written with one `pwritev`. The pidfd (from
 //! `SO_PEERPIDFD`, or `pidfd_open`) becomes readable when the process
 //! exits: the daemon polls it and ends the session at once.
 
@@ -35,8 +31,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 
 use crate::backing::{self, BackingError, Mapping, Mounts};
 use nix::errno::Errno;
-use nix::sys::uio::{process_vm_writev, RemoteIoVec};
-use nix::unistd::Pid;
+use nix::sys::uio::RemoteIoVec;
 use std::io::IoSlice;
 
 /// Why a process cannot be a client.
@@ -66,12 +61,8 @@ pub enum ClientError {
 pub struct ClientProcess {
     pid: i32,
     uid: u32,
-    gid: u32,
     pidfd: OwnedFd,
     mem: File,
-    /// `process_vm_writev` as the client was refused once (Yama, or an
-    /// exec'd program): writes go through `mem` from then on.
-    pvm_refused: std::cell::Cell<bool>,
 }
 
 impl ClientProcess {
@@ -110,10 +101,8 @@ impl ClientProcess {
         let p = ClientProcess {
             pid,
             uid,
-            gid,
             pidfd,
             mem,
-            pvm_refused: std::cell::Cell::new(false),
         };
         // While the pidfd's process lives, `pid` is that process.
         if exited(p.pidfd.as_raw_fd()) || !p.mm_alive() {
@@ -208,32 +197,58 @@ impl ClientProcess {
 }
 
 impl ClientProcess {
-    /// Writes each `local[i]` at `remote[i]` with one `process_vm_writev`
-    /// made with the client's rights ([`AsClient`]); falls back to the
-    /// memory file where the kernel refuses that call.
+    /// Writes each `local[i]` at `remote[i]` of the bound address space,
+    /// through the memory file: one `pwritev` for each run of pieces that
+    /// follow each other in the client's memory.
     pub fn write_vectored(&self, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Access {
-        let want: usize = remote.iter().map(|r| r.len).sum();
         // By pid: once the process exited, the pid may be another's.
         if self.exited() {
             return Access::Gone;
         }
-        if !self.pvm_refused.get() {
-            let r = {
-                let _as_client = match AsClient::enter(self.uid, self.gid) {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot take a client's uid: writes go through its memory file");
-                        self.pvm_refused.set(true);
-                        return self.write_each(local, remote);
-                    }
-                };
-                process_vm_writev(Pid::from_raw(self.pid), local, remote)
-            };
-            match r {
-                Ok(n) if n == want => return Access::Done,
-                Err(Errno::EPERM) => self.pvm_refused.set(true),
-                Err(Errno::ESRCH) => return Access::Gone,
-                _ => {
+        let mut i = 0;
+        while i < remote.len() {
+            let mut j = i + 1;
+            let mut next = remote[i].base.wrapping_add(remote[i].len);
+            while j < remote.len() && remote[j].base == next {
+                next = next.wrapping_add(remote[j].len);
+                j += 1;
+            }
+            let a = self.write_run(remote[i].base as u64, &local[i..j], &remote[i..j]);
+            if a != Access::Done {
+                return a;
+            }
+            i = j;
+        }
+        Access::Done
+    }
+
+    /// Writes `local` (each cut to its `remote` length) one after the
+    /// other from `addr` on, going on after a short write.
+    fn write_run(&self, addr: u64, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Access {
+        let pieces: Vec<&[u8]> = local
+            .iter()
+            .zip(remote)
+            .map(|(l, r)| &l[..r.len.min(l.len())])
+            .collect();
+        let total: usize = pieces.iter().map(|p| p.len()).sum();
+        let mut done = 0usize;
+        while done < total {
+            // The pieces from `done` on.
+            let mut skip = done;
+            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(pieces.len());
+            for p in &pieces {
+                if skip >= p.len() {
+                    skip -= p.len();
+                    continue;
+                }
+                iov.push(IoSlice::new(&p[skip..]));
+                skip = 0;
+            }
+            match nix::sys::uio::pwritev(&self.mem, &iov, (addr + done as u64) as i64) {
+                Ok(0) => return Access::Gone,
+                Ok(n) => done += n,
+                Err(Errno::EINTR) => {}
+                Err(_) => {
                     return if self.mm_alive() {
                         Access::Fault
                     } else {
@@ -242,83 +257,7 @@ impl ClientProcess {
                 }
             }
         }
-        self.write_each(local, remote)
-    }
-
-    /// Writes piece by piece through the memory file.
-    fn write_each(&self, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Access {
-        for (l, r) in local.iter().zip(remote) {
-            let a = self.write_at(r.base as u64, &l[..r.len.min(l.len())]);
-            if a != Access::Done {
-                return a;
-            }
-        }
         Access::Done
-    }
-}
-
-/// The daemon's effective uid, real uid, real gid and effective gid, as
-/// it started.
-static DAEMON_IDS: std::sync::LazyLock<(u32, u32, u32, u32)> =
-    // SAFETY: these four calls cannot fail.
-    std::sync::LazyLock::new(|| unsafe {
-            (
-                libc::geteuid(),
-                libc::getuid(),
-                libc::getgid(),
-                libc::getegid(),
-            )
-        });
-
-/// The calling thread runs with a client's real and effective uid and gid
-/// (no effective capabilities) until dropped. Only this thread: the raw
-/// system calls, not libc's wrappers, which change every thread. The
-/// saved uid and gid stay root's, so the way back is always allowed.
-struct AsClient {
-    switched: bool,
-}
-
-impl AsClient {
-    fn enter(uid: u32, gid: u32) -> io::Result<AsClient> {
-        if uid == 0 || DAEMON_IDS.0 != 0 {
-            // A root client has root's rights; a daemon that is not root
-            // has no more than its own.
-            return Ok(AsClient { switched: false });
-        }
-        let keep = libc::uid_t::MAX; // -1: leave the saved id as it is
-                                     // SAFETY: setresgid/setresuid on this thread only, with ids.
-        unsafe {
-            if libc::syscall(libc::SYS_setresgid, gid, gid, keep) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::syscall(libc::SYS_setresuid, uid, uid, keep) != 0 {
-                let e = io::Error::last_os_error();
-                libc::syscall(libc::SYS_setresgid, 0, 0, keep);
-                return Err(e);
-            }
-        }
-        Ok(AsClient { switched: true })
-    }
-}
-
-impl Drop for AsClient {
-    fn drop(&mut self) {
-        if !self.switched {
-            return;
-        }
-        let keep = libc::uid_t::MAX;
-        let (ruid, rgid, egid) = (DAEMON_IDS.1, DAEMON_IDS.2, DAEMON_IDS.3);
-        // SAFETY: back to the daemon's ids: allowed, root is the saved uid
-        // (and, once the uid is root again, its capabilities allow the gid).
-        let ok = unsafe {
-            libc::syscall(libc::SYS_setresuid, ruid, 0, keep) == 0
-                && libc::syscall(libc::SYS_setresgid, rgid, egid, keep) == 0
-        };
-        if !ok {
-            // A daemon that lost root halfway cannot serve anyone right.
-            tracing::error!(error = %io::Error::last_os_error(), "cannot take root back after a client write");
-            std::process::abort();
-        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! The transport's [`Memory`] over client processes: an owner's address
 //! space is the one its session's process had when it connected
 //! ([`ClientProcess`]: small reads through its `/proc/<pid>/mem`, large
-//! reads with `process_vm_readv` checked against it, writes with
-//! `process_vm_writev` made with the client's rights). An owner whose
+//! reads with `process_vm_readv` checked against it, writes through the
+//! memory file). An owner whose
 //! process exec'd or exited is noted ([`ProcMem::take_gone`]) and faults.
 //!
 //! Two optimisations keep system calls off the per-packet path:
@@ -11,7 +11,7 @@
 //!   it, and kept until [`ProcMem::end_batch`]. Send buffers may not change
 //!   while their WR is outstanding, so this is safe within one loop turn.
 //! - **write coalescing**: writes are staged and sent with one
-//!   `process_vm_writev` of many iovecs, before any read, before the
+//!   `pwritev` per run of adjacent pieces, before any read, before the
 //!   daemon writes completions ([`ProcMem::flush`]) and at the end of every
 //!   loop turn. A staged write that fails (the process unmapped registered
 //!   memory, or died) is kept as a fault of its owner
@@ -282,9 +282,9 @@ impl ProcMem {
         }
     }
 
-    /// Writes pieces: each `(remote address, bytes)`, in order, with one
-    /// system call made with the client's rights
-    /// ([`ClientProcess::write_vectored`]; at most [`MAX_IOV`] pieces).
+    /// Writes pieces: each `(remote address, bytes)`, in order, through
+    /// the bound memory file ([`ClientProcess::write_vectored`]; at most
+    /// [`MAX_IOV`] pieces).
     pub fn writev_now(
         &mut self,
         owner: OwnerId,
@@ -471,7 +471,7 @@ mod tests {
         m.write(1, base + 50, &[3; 10]).unwrap();
         assert_eq!(m.staged.iovs.len(), 2);
         m.flush();
-        // SAFETY: dst is alive and was written by process_vm_writev.
+        // SAFETY: dst is alive and was written through the memory file.
         let (a, b) = unsafe {
             (
                 std::ptr::read_volatile(dst_ptr.add(15)),

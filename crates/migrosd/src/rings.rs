@@ -5,7 +5,7 @@
 //! `process_vm_readv` of at most two iovecs (the wrap); the consumer index
 //! goes back into the control block. Completion rings are written in
 //! batches: first every CQE without its phase byte, then, with a second
-//! `process_vm_writev`, the phase bytes, so a client never sees half an
+//! write, the phase bytes, so a client never sees half an
 //! entry. The client's consumer index is re-read only when the ring looks
 //! full.
 

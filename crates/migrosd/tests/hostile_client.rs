@@ -135,6 +135,45 @@ fn attacker_child() {
     }
 }
 
+/// The signaller: as `nobody`, asks the kernel again and again whether it
+/// may signal any thread of the daemon (`tgkill` with signal 0, which
+/// checks the permission and delivers nothing) until its stdin closes;
+/// prints how often it was allowed.
+#[test]
+fn signaller_child() {
+    let Ok(pid) = std::env::var("MIGROSD_SIGNAL") else {
+        return;
+    };
+    let pid: i32 = pid.parse().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        s.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    println!("SIGNALLER ready");
+    let (mut allowed, mut refused) = (0u64, 0u64);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            break;
+        };
+        let tids: Vec<i32> = tasks
+            .filter_map(|t| t.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        for _ in 0..1000 {
+            for tid in &tids {
+                // SAFETY: signal 0 only checks the permission.
+                if unsafe { libc::syscall(libc::SYS_tgkill, pid, *tid, 0) } == 0 {
+                    allowed += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+        }
+    }
+    println!("SIGNALLER allowed {allowed} refused {refused}");
+}
+
 /// The victim: a root process with a secret where the attacker's region
 /// was. Runs until its stdin closes.
 #[test]
@@ -233,12 +272,18 @@ impl Helper {
     /// RDMA WRITE of 64 bytes of `fill` at the attacker's FIXED: the
     /// completion.
     fn write_attacker(&mut self, rkey: u32, fill: u8) -> WorkCompletion {
-        self.mr.buf.write(0, &[fill; 64]);
+        self.write_attacker_len(rkey, fill, 64)
+    }
+
+    /// RDMA WRITE of `len` bytes of `fill` at the attacker's FIXED: the
+    /// completion.
+    fn write_attacker_len(&mut self, rkey: u32, fill: u8, len: usize) -> WorkCompletion {
+        self.mr.buf.write(0, &vec![fill; len]);
         let wr = send_wr(
             8,
             &self.mr,
             0,
-            64,
+            len as u32,
             WrOpcode::RdmaWrite {
                 remote_addr: FIXED,
                 rkey,
@@ -255,15 +300,28 @@ impl Helper {
         }
     }
 
+    /// RDMA WRITE of the whole region (`LEN` bytes of `fill`) at the
+    /// attacker's FIXED: the completion.
+    fn write_region(&mut self, rkey: u32, fill: u8) -> WorkCompletion {
+        self.write_attacker_len(rkey, fill, LEN)
+    }
+
     /// RDMA READ of 64 bytes at the attacker's FIXED: the completion and
     /// what arrived.
     fn read_attacker(&mut self, rkey: u32) -> (WorkCompletion, Vec<u8>) {
-        self.mr.buf.write(0, &[0u8; 64]);
+        self.read_attacker_len(rkey, 64)
+    }
+
+    /// RDMA READ of `len` bytes at the attacker's FIXED (above 8 KiB, the
+    /// daemon reads them with `process_vm_readv` and checks for an exec
+    /// before it sends them).
+    fn read_attacker_len(&mut self, rkey: u32, len: usize) -> (WorkCompletion, Vec<u8>) {
+        self.mr.buf.write(0, &vec![0u8; len]);
         let wr = send_wr(
             7,
             &self.mr,
             0,
-            64,
+            len as u32,
             WrOpcode::RdmaRead {
                 remote_addr: FIXED,
                 rkey,
@@ -278,7 +336,7 @@ impl Helper {
             assert!(Instant::now() < end, "no completion for the read");
             std::thread::sleep(Duration::from_millis(1));
         };
-        let mut got = vec![0u8; 64];
+        let mut got = vec![0u8; len];
         self.mr.buf.read(0, &mut got);
         (wc, got)
     }
@@ -344,7 +402,13 @@ fn exec_into_a_setuid_program_ends_the_session() {
         "the setuid program runs"
     );
 
-    // A WRITE first, before anything ends the session: it must not land
+    // A READ of the whole region first: the daemon reads it with
+    // process_vm_readv by pid, now the root program's, and must drop
+    // what it read before anything of it leaves.
+    let (wc, got) = helper.read_attacker_len(att.rkey, LEN);
+    assert!(!contains(&got, SECRET), "the helper read the root process");
+    assert_ne!(wc.status, WcStatus::Success, "{wc:?}");
+    // A WRITE, maybe before anything ends the session: it must not land
     // in the root process (the daemon writes with the attacker's rights).
     let wc = helper.write_attacker(att.rkey, b'X');
     writeln!(att.stdin, "memory?").unwrap();
@@ -496,4 +560,59 @@ fn a_memory_region_with_a_hole_is_refused() {
     ));
     // SAFETY: our own mapping, registered but no longer used.
     unsafe { libc::munmap(base as *mut libc::c_void, 3 * 4096) };
+}
+
+/// While the daemon writes into an unprivileged client's memory, that
+/// client's uid must never be allowed to signal the daemon (a SIGKILL
+/// would end every session of the device): the daemon does not take the
+/// client's uid to write.
+#[test]
+fn a_client_cannot_signal_the_daemon_while_it_writes_into_its_memory() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (d, mut by, mut helper, att) = set_up(dir.path());
+    let mut sig = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "signaller_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MIGROSD_SIGNAL", d.child.id().to_string())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sig_in = sig.stdin.take().unwrap();
+    let mut sig_out = BufReader::new(sig.stdout.take().unwrap());
+    line(&mut sig_out, "SIGNALLER ready");
+    // Whole-region WRITEs into the attacker's memory for two seconds.
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut writes = 0u32;
+    while Instant::now() < end {
+        let wc = helper.write_region(att.rkey, b'0' + (writes % 10) as u8);
+        assert_eq!(wc.status, WcStatus::Success, "{wc:?}");
+        writes += 1;
+    }
+    drop(sig_in);
+    let counts = line(&mut sig_out, "SIGNALLER allowed");
+    let _ = sig.wait();
+    let (allowed, refused) = counts.split_once(" refused ").unwrap();
+    assert!(
+        refused.parse::<u64>().unwrap() > 0,
+        "the signaller ran: {counts}"
+    );
+    assert_eq!(
+        allowed, "0",
+        "nobody may signal the daemon during {writes} writes: {counts}"
+    );
+    let (wc, got) = helper.read_attacker_len(att.rkey, LEN);
+    assert_eq!(wc.status, WcStatus::Success, "{wc:?}");
+    assert_eq!(got, vec![b'0' + ((writes - 1) % 10) as u8; LEN]);
+    by.check();
 }
