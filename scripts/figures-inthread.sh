@@ -7,6 +7,9 @@
 #    busy-polling): SEND and WRITE ping-pong, SEND with both processes
 #    on one address steered by QPN (SO_REUSEPORT + BPF), and SEND with each
 #    ACK sent before the application's answer (--acks-first),
+#  - the steering the design recommends (tools/reuseport-steer/steer.c: an
+#    eBPF program choosing among SO_REUSEPORT sockets by QPN, with a
+#    SOCKHASH and with a REUSEPORT_SOCKARRAY; right or wrong, and its cost),
 #  - the daemon path (`migros bench send-lat -s 64 --pair`, two migrosd),
 # with the ratios, and the load (uptime) before and after. Starts daemons:
 # run it under the shared lock, `flock -o /tmp/migros-e2e.lock
@@ -35,6 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 gcc -O2 -o "$work/pp" "$pp_src"
+gcc -O2 -o "$work/steer" tools/reuseport-steer/steer.c
 
 echo "load before: $(uptime)"
 busy=$("$work/pp" 1)
@@ -43,10 +47,15 @@ send=$("$inthread" --op send -s 64 -n "$iters" --json)
 write=$("$inthread" --op write -s 64 -n "$iters" --json)
 steer=$("$inthread" --op send -s 64 -n "$iters" --steer --addr 127.0.0.99 --json)
 acks_first=$("$inthread" --op send -s 64 -n "$iters" --acks-first --json)
+# The production steering: an eBPF program and a map by QPN (both maps).
+steer_hash=$("$work/steer" 127.0.0.89 | tail -3)
+steer_array=$("$work/steer" 127.0.0.89 array | tail -3)
 "$migros" dev add fig17-a --addr 127.0.0.97 >/dev/null
 "$migros" dev add fig17-b --addr 127.0.0.98 >/dev/null
 daemon=$("$migros" bench send-lat -s 64 -n "$daemon_iters" --pair fig17-a fig17-b --json)
 echo "load after:  $(uptime)"
+echo "$steer_hash"
+echo "$steer_array"
 
 python3 - "$busy" "$blocking" "$send" "$write" "$steer" "$daemon" "$acks_first" "$iters" "$daemon_iters" <<'PY'
 import json, re, sys
