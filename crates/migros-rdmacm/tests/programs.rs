@@ -144,15 +144,91 @@ fn perftest_rdma_cm() {
     let h = Hosts::new(&bin, "perf", &[]);
     for prog in progs {
         for s in 0..2 {
-            let (so, co) = h.pair(
-                s,
-                &[prog, "-R", "-d", "rxe0", "-n", "1000"],
-                &[prog, "-R", "-d", "rxe0", "-n", "1000", ADDR[s]],
-            );
+            let mut tries = 0;
+            let (so, co) = loop {
+                let (so, co) = h.pair(
+                    s,
+                    &[prog, "-R", "-d", "rxe0", "-n", "1000"],
+                    &[prog, "-R", "-d", "rxe0", "-n", "1000", ADDR[s]],
+                );
+                tries += 1;
+                // perftest's own race: its server listens for the test's
+                // connection only after their handshake (itself over RDMA
+                // CM), so the client's REQ can come first. The REJ
+                // (reason 8, invalid service ID) is right, as the kernel's
+                // CM does; perftest then retries, and Debian 12's perftest
+                // 4.5-0.17 retries with the ids and node array it has just
+                // destroyed and freed (rdma_cm_client_connection; fixed
+                // upstream in 2025): the client crashes (SIGSEGV in
+                // rdma_resolve_addr on a freed id). Once more.
+                if tries < 3 && text(&co).contains(REJECTED_BEFORE_LISTEN) {
+                    eprintln!(
+                        "{prog}, server on host {s}: client connected before the server \
+                         listened (REJECTED, 8), client {}; again",
+                        co.status
+                    );
+                    continue;
+                }
+                break (so, co);
+            };
             both_ok(prog, &so, &co);
             assert!(stdout(&co).contains("#bytes"), "{}", text(&co));
         }
     }
+}
+
+/// What perftest -R prints when its REQ was rejected because nothing
+/// listened on the port yet (IB reason 8, invalid service ID).
+const REJECTED_BEFORE_LISTEN: &str = "Event: RDMA_CM_EVENT_REJECTED; error: 8.";
+
+/// What `perftest_rdma_cm` tries again on, made to happen every time: the
+/// `ib_write_bw -R` server runs under gdb, which holds its second
+/// `rdma_listen` (the first is perftest's handshake connection, the
+/// second the test's) for 3 s, so the client's REQ finds nobody listening
+/// and is rejected with reason 8, as by the kernel's CM. Debian 12's
+/// perftest 4.5-0.17 then crashes in its retry (the use after free
+/// described in `perftest_rdma_cm`). Ignored: it needs gdb, which
+/// scripts/setup.sh does not install (`cargo test -p migros-rdmacm --test
+/// programs -- --ignored perftest_rdma_cm_listen_late`).
+#[test]
+#[ignore]
+fn perftest_rdma_cm_listen_late() {
+    use migros_test_support::require;
+    if !require::require([require::program("gdb", "apt-get install gdb")]) {
+        return;
+    }
+    let Some(bin) = ready(&["ib_write_bw"]) else {
+        return;
+    };
+    let h = Hosts::new(&bin, "late", &[]);
+    let script = h.dir.path().join("late.gdb");
+    std::fs::write(
+        &script,
+        "set breakpoint pending on\nbreak rdma_listen\nignore 1 1\n\
+         commands 1\nsilent\nshell sleep 3\ncontinue\nend\nrun\n",
+    )
+    .expect("gdb script");
+    let script = script.to_str().expect("utf-8 path");
+    let server = ["gdb", "-batch", "-x", script, "--args", "ib_write_bw"];
+    let args = ["-R", "-d", "rxe0", "-n", "1000"];
+    let srv = common::spawn(h.cmd(0, 60, &[&server[..], &args[..]].concat()));
+    // gdb starts the server, which listens for the handshake.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let co = h
+        .cmd(1, 60, &[&["ib_write_bw"], &args[..], &[ADDR[0]]].concat())
+        .output()
+        .expect("run client");
+    let so = common::wait_or_kill(srv, std::time::Duration::from_secs(15));
+    let out = text(&co);
+    assert!(
+        !co.status.success() && out.contains(REJECTED_BEFORE_LISTEN),
+        "client: {out}\nserver: {}",
+        text(&so)
+    );
+    eprintln!(
+        "ib_write_bw -R, server listening 3 s late: client {}",
+        co.status
+    );
 }
 
 /// `cmtime`: every step of 1 and of 100 connections (connect is
