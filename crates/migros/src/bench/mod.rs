@@ -16,7 +16,7 @@ mod exchange;
 mod lat;
 mod report;
 mod side;
-mod steady;
+pub(crate) mod steady;
 mod verify;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
