@@ -46,8 +46,9 @@ if [ "${1:-}" = "--process" ]; then
   "$migros" dev add demo-c --addr 127.0.0.63
   echo
   echo "== RDMA WRITE, 64 KiB messages, every byte verified; the server end (demo-a)"
-  echo "   moves to demo-c halfway through while the client on demo-b keeps going"
-  "$migros" bench write-bw --pair demo-a demo-b -s 65536 -n 20000 --verify \
+  echo "   moves to demo-c halfway through (6 s) while the client on demo-b keeps going;"
+  echo "   the client end reads its counters: the steady state before and after the move"
+  "$migros" bench write-bw --pair demo-a demo-b -s 65536 -D 6 --verify \
     --migrate-to demo-c --migrate-at 0.5
   echo
   echo "== counters of the device the server end moved to"

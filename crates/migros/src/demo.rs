@@ -139,6 +139,7 @@ fn experiment(a: &DemoArgs, migros: &dyn Fn(&[&str]) -> Result<String>) -> Resul
     let mut migrate_started = None;
     let mut pause = None;
     let mut resumed_at = None;
+    let mut sampler = crate::bench::steady::Sampler::new();
     loop {
         std::thread::sleep(SAMPLE);
         let qps = admin::stats(&dir_b, DEVICE)
@@ -146,6 +147,15 @@ fn experiment(a: &DemoArgs, migros: &dyn Fn(&[&str]) -> Result<String>) -> Resul
             .unwrap_or_default();
         let now = Instant::now();
         let bytes: u64 = qps.iter().map(payload_bytes).sum();
+        sampler.record(
+            now,
+            bytes,
+            qps.iter().map(|q| q.counters.resumes).sum(),
+            qps.iter()
+                .map(|q| q.counters.last_pause_nanos)
+                .max()
+                .unwrap_or(0),
+        );
         if let Some((t0, b0)) = last {
             let dt = now.duration_since(t0).as_secs_f64();
             let t = now.duration_since(start).as_secs_f64();
@@ -215,6 +225,17 @@ fn experiment(a: &DemoArgs, migros: &dyn Fn(&[&str]) -> Result<String>) -> Resul
     }
     if let Some(t) = migrate_started {
         spans.push(Span::instant(t, "migrate"));
+    }
+    match crate::bench::steady::steady(&sampler.readings) {
+        Ok(st) => println!(
+            "steady state on {node_b}: {:.2} Gbit/s the 1 s before the pause, {:.2} the 1 s after the RESUME: ratio {:.3} (without a move: {})",
+            st.before_gbps,
+            st.after_gbps,
+            st.ratio,
+            st.ratio_without_move
+                .map_or("-".into(), |r| format!("{r:.3}"))
+        ),
+        Err(e) => println!("steady state on {node_b}: not measured ({e})"),
     }
     let title = format!(
         "ib_send_bw -b -n {}: client on {node_b}, server moved {node_a} -> {node_c}",

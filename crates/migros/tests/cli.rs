@@ -245,6 +245,14 @@ fn every_bench_verified_across_a_migration() {
         );
         assert_eq!(v["migrated"], true, "{t}: {v}");
         assert!(v["pause_ms"].as_f64().is_some_and(|p| p >= 0.0), "{t}: {v}");
+        // The end that stayed read its counters: the steady state, or why
+        // not (these runs are shorter than the two seconds it compares).
+        if t.ends_with("-bw") {
+            assert!(
+                v["steady"]["ratio"].is_f64() || v["steady_error"].is_string(),
+                "{t}: {v}"
+            );
+        }
         assert!(v["migration"]["downtime_ms"].as_f64().is_some(), "{t}: {v}");
         assert!(
             v["migration"]["image_bytes"]

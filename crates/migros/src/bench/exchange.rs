@@ -107,6 +107,13 @@ pub struct Summary {
     #[serde(default)]
     pub out_of_sequence: u64,
     pub migration: Option<MigrationInfo>,
+    /// The steady state around the peer's migration, from this end's
+    /// counters (an end that stayed while its peer moved).
+    #[serde(default)]
+    pub steady: Option<super::steady::Steady>,
+    /// Why that end could not tell the steady state.
+    #[serde(default)]
+    pub steady_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,8 @@
 //! the client's parameters (size, iterations, QPs, …). `--pair devA devB`
 //! runs both ends in this process, over a loopback connection; the first
 //! device is the server's end. `--migrate-to` moves this end's context to
-//! another daemon while traffic runs.
+//! another daemon while traffic runs; the end that stays then reports the
+//! steady state around the move ([`steady`]).
 
 mod bw;
 mod endpoint;
@@ -15,6 +16,7 @@ mod exchange;
 mod lat;
 mod report;
 mod side;
+pub(crate) mod steady;
 mod verify;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -205,7 +207,11 @@ fn run_end(
         tell_peer_at: peer.migrate_at.filter(|_| !peer_roles.self_driven()),
         told: false,
     };
+    let peer_migrates = peer.migrate_at.is_some() && migrate.is_none();
     let mut side = Side::new(params.clone(), server, ep, peer.qps, ctrl, mig);
+    if peer_migrates && !params.test.is_latency() {
+        side.sampler = Some(steady::Sampler::new());
+    }
     if matches!(params.test, Test::ReadBw | Test::ReadLat) {
         bw::fill_targets(&mut side);
     }

@@ -94,6 +94,9 @@ pub struct Report {
     pub out_of_sequence: u64,
     pub migration: Option<super::exchange::MigrationInfo>,
     pub pause_ms: Option<f64>,
+    /// The steady state around the migration (from the end that stayed).
+    pub steady: Option<super::steady::Steady>,
+    pub steady_error: Option<String>,
 }
 
 impl Report {
@@ -147,6 +150,11 @@ impl Report {
             out_of_sequence: local.out_of_sequence + peer.out_of_sequence,
             migration,
             pause_ms,
+            steady: local.steady.clone().or_else(|| peer.steady.clone()),
+            steady_error: local
+                .steady_error
+                .clone()
+                .or_else(|| peer.steady_error.clone()),
         }
     }
 
@@ -223,6 +231,12 @@ impl Report {
                 "from": m.from, "to": m.to, "downtime_ms": m.downtime_ms,
                 "image_bytes": m.image_bytes, "qpns": m.qpns,
             });
+            if let Some(st) = &self.steady {
+                v["steady"] = json!(st);
+            }
+            if let Some(e) = &self.steady_error {
+                v["steady_error"] = json!(e);
+            }
         }
         v
     }
@@ -286,6 +300,26 @@ impl Report {
             );
             if let Some(pm) = self.pause_ms {
                 s += &format!(" peer's pause    : {pm:.3} ms\n");
+            }
+            if let Some(st) = &self.steady {
+                s += &format!(
+                    " steady state    : {:.2} Gbit/s the 1 s before the pause, {:.2} Gbit/s the 1 s after the RESUME: ratio {:.3}\n",
+                    st.before_gbps, st.after_gbps, st.ratio
+                );
+                if let Some(r) = st.ratio_without_move {
+                    s += &format!(
+                        " without a move  : ratio {r:.3} (the 1 s before the pause over the 1 s before that)\n"
+                    );
+                }
+                s += &format!(
+                    " back within 5 % : {} (100 ms rate; counters read every {:.0} ms at most, pause {:.3} ms)\n",
+                    st.recovery_ms
+                        .map_or("never in this run".into(), |r| format!("{r:.0} ms after the RESUME")),
+                    st.max_step_ms,
+                    st.pause_ms
+                );
+            } else if let Some(e) = &self.steady_error {
+                s += &format!(" steady state    : not measured ({e})\n");
             }
         }
         s
@@ -423,6 +457,45 @@ mod tests {
         // Seen from the other end, the same.
         let r2 = Report::merge(&params(Test::SendBw), 1024, &peer, &local);
         assert_eq!(r2.json()["pause_ms"], 17.0);
+    }
+
+    #[test]
+    fn the_steady_state_comes_from_the_end_that_stayed() {
+        let moved = Summary {
+            migration: Some(MigrationInfo {
+                from: "a".into(),
+                to: "c".into(),
+                downtime_ms: 3.5,
+                image_bytes: 1234,
+                qpns: vec![0x42],
+            }),
+            ..Default::default()
+        };
+        let stayed = Summary {
+            steady: Some(crate::bench::steady::Steady {
+                before_gbps: 10.0,
+                after_gbps: 9.7,
+                ratio: 0.97,
+                ratio_without_move: Some(1.01),
+                pause_ms: 12.0,
+                recovery_ms: Some(40.0),
+                max_step_ms: 21.0,
+            }),
+            ..Default::default()
+        };
+        let r = Report::merge(&params(Test::WriteBw), 1024, &moved, &stayed);
+        assert_eq!(r.json()["steady"]["ratio"], 0.97);
+        assert_eq!(r.json()["steady"]["recovery_ms"], 40.0);
+        let t = r.table();
+        assert!(t.contains("ratio 0.970"), "{t}");
+        assert!(t.contains("40 ms after the RESUME"), "{t}");
+        let failed = Summary {
+            steady_error: Some("no counter readings".into()),
+            ..Default::default()
+        };
+        let r = Report::merge(&params(Test::WriteBw), 1024, &failed, &moved);
+        assert_eq!(r.json()["steady_error"], "no counter readings");
+        assert!(r.table().contains("not measured (no counter readings)"));
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub struct Side {
     /// The peer's `Done`, when it came before this end finished.
     peer_done: Option<Summary>,
     last_ctrl_poll: Instant,
+    /// Reads this end's counters while the peer migrates (`steady`).
+    pub sampler: Option<super::steady::Sampler>,
 }
 
 impl Side {
@@ -131,6 +133,7 @@ impl Side {
             peer_ops: None,
             peer_done: None,
             last_ctrl_poll: Instant::now(),
+            sampler: None,
         }
     }
 
@@ -198,6 +201,7 @@ impl Side {
 
     /// Looks at the side channel, at most once a millisecond.
     pub fn poll_ctrl(&mut self, now: Instant) -> Result<bool> {
+        self.sample(now)?;
         if now.duration_since(self.last_ctrl_poll) < Duration::from_millis(1) {
             return Ok(false);
         }
@@ -211,8 +215,38 @@ impl Side {
         }
     }
 
+    /// Reads this end's counters if a reading is due (see `steady`).
+    fn sample(&mut self, now: Instant) -> Result<()> {
+        let Some(sampler) = self.sampler.as_mut().filter(|s| s.due(now)) else {
+            return Ok(());
+        };
+        let (_, qps) = self.ep.ctx.stats().context("reading counters")?;
+        let (mut bytes, mut resumes, mut pause) = (0, 0, 0);
+        for (_, c) in &qps {
+            bytes += c.tx_bytes + c.rx_bytes;
+            resumes += c.resumes;
+            pause = pause.max(c.last_pause_nanos);
+        }
+        sampler.record(now, bytes, resumes, pause);
+        Ok(())
+    }
+
     /// Waits for the peer's `Finished` (handling `Progress` on the way).
     pub fn wait_peer_finished(&mut self) -> Result<Vec<u64>> {
+        // Reading counters meanwhile: look at the side channel between
+        // readings instead of blocking on it.
+        let deadline = Instant::now() + PASSIVE_WAIT;
+        while self.peer_ops.is_none() && self.sampler.is_some() {
+            let now = Instant::now();
+            self.sample(now)?;
+            match self.ctrl.try_recv()? {
+                Some(m) => self.handle(m)?,
+                None if now >= deadline => {
+                    bail!("bench peer sent nothing for {PASSIVE_WAIT:?}")
+                }
+                None => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
         while self.peer_ops.is_none() {
             let m = self.ctrl.recv(PASSIVE_WAIT)?;
             self.handle(m)?;
@@ -229,6 +263,12 @@ impl Side {
     pub fn done(&mut self, mut local: Summary) -> Result<(Summary, Summary)> {
         local.max_gap_ms = self.gaps.max.map(|g| g.as_secs_f64() * 1e3);
         local.migration = self.mig.done.clone();
+        if let Some(s) = self.sampler.take() {
+            match super::steady::steady(&s.readings) {
+                Ok(st) => local.steady = Some(st),
+                Err(e) => local.steady_error = Some(e),
+            }
+        }
         let counters = self.ep.counters()?;
         local.retransmits = counters.retransmits;
         local.duplicates = counters.duplicates;
