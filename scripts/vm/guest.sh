@@ -194,7 +194,7 @@ run_case() {
   local gidflag=-x
   case $prog in ibv_* | rdma_check) gidflag=-g ;; esac
   PORT=$((PORT + 1))
-  local saddr sargs cargs cm="" port=$PORT
+  local saddr sargs cargs cm="" serving="" port=$PORT
   saddr=$(side_addr "$srv")
   # Programs that connect through the RDMA CM find the device from the
   # address (no -d, no GID index) and listen on no TCP port.
@@ -214,6 +214,12 @@ run_case() {
       cm=1 port=7174
       sargs=(udaddy -b "$saddr" "$@")
       cargs=(udaddy -s "$saddr" "$@")
+      ;;
+    cmtime)
+      # Its server serves for ever: stopped once the client is done.
+      cm=1 serving=1
+      sargs=(cmtime -b "$saddr" -p "$PORT" "$@")
+      cargs=(cmtime -s "$saddr" -p "$PORT" "$@")
       ;;
     *)
       if [[ " $* " == *" -R "* ]]; then
@@ -275,8 +281,16 @@ run_case() {
   on "$cli" timeout "$limit" "${cargs[@]}" </dev/null >"$LOGS/$name.client" 2>&1
   local crc=$?
   [ -n "$stopper" ] && wait "$stopper"
-  wait "$spid"
-  local src=$?
+  local src
+  if [ -n "$serving" ] && kill -0 "$spid" 2>/dev/null; then
+    # Still serving after its client: what it should be doing.
+    pkill -TERM -f "${sargs[*]}"
+    wait "$spid"
+    src=0
+  else
+    wait "$spid"
+    src=$?
+  fi
   local secs=$((SECONDS - t0))
   # Let late ACKs land before the counters are read.
   sleep 0.5
@@ -301,6 +315,7 @@ result_line() {
     ib_*) awk '/^ *[0-9]+[ \t]+[0-9]+[ \t]+[0-9.]+/ { l = $0 } END { gsub(/[ \t]+/, " ", l); print l }' "$2" ;;
     rping) echo "$(grep -c '^ping data: rdma-ping-' "$2") pings verified" ;;
     ucmatose | udaddy) grep -E 'data transfers complete|return status' "$2" | tr '\n' ' ' | sed 's/  */ /g' ;;
+    cmtime) grep -E '^connect ' "$2" | sed 's/  */ /g' ;;
     rdma_check) grep -E '^(result|check failed|rnr_retry|rounds)' "$2" | tr '\n' ' ' | sed 's/  */ /g' ;;
     *) grep -E 'iters in|bytes in' "$2" | tr '\n' ' ' | sed 's/  */ /g' ;;
   esac

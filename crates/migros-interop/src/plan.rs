@@ -163,7 +163,9 @@ pub fn matrix() -> Vec<Step> {
 /// kernel's `rdma_ucm` and the IB CM on QP1 against migros' drop-in
 /// library and its daemon's CM), each side as server and as client:
 /// rdmacm-utils' rping (every ping verified), ucmatose (4 connections),
-/// udaddy (UD, SIDR) and perftest's `-R`. (`ib_write_bw -R` and
+/// udaddy (UD, SIDR), perftest's `-R`, and cmtime (10 connections, each
+/// step timed: `connect` is `rdma_connect` until ESTABLISHED; its server
+/// serves for ever and is stopped once the client is done). (`ib_write_bw -R` and
 /// `ib_read_lat -R` connect exactly as `ib_send_bw -R` does; they run
 /// between migros devices in migros-rdmacm's tests, not here, where each
 /// case costs seconds of the VM's budget.)
@@ -172,6 +174,7 @@ const RDMA_CM_PROGRAMS: &[(&str, &str, &[&str])] = &[
     ("cm_ucmatose", "ucmatose", &["-c", "4"]),
     ("cm_udaddy", "udaddy", &[]),
     ("cm_send_bw", "ib_send_bw", &["-R", "-u", "18", "-n", "200"]),
+    ("cm_cmtime", "cmtime", &["-c", "10"]),
 ];
 
 /// The RDMA CM programs, kernel as server then migros as server, on a
