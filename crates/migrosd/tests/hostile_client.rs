@@ -223,21 +223,23 @@ struct Attacker {
     rkey: u32,
 }
 
-fn spawn_attacker(d: &Daemon) -> Attacker {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "attacker_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MIGROSD_ATTACKER", d.socket())
+/// This test binary as `nobody`, running only its test `child` (one of
+/// the `*_child` modes, chosen by the environment variable `var`), with
+/// its stdin and stdout piped.
+fn spawn_as_nobody(child: &str, var: &str, value: impl AsRef<std::ffi::OsStr>) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .env(var, value)
         .uid(NOBODY)
         .gid(NOBODY)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn spawn_attacker(d: &Daemon) -> Attacker {
+    let mut child = spawn_as_nobody("attacker_child", "MIGROSD_ATTACKER", d.socket());
     let stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let l = line(&mut out, "ATTACKER qpn");
@@ -574,20 +576,11 @@ fn a_client_cannot_signal_the_daemon_while_it_writes_into_its_memory() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (d, mut by, mut helper, att) = set_up(dir.path());
-    let mut sig = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "signaller_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MIGROSD_SIGNAL", d.child.id().to_string())
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut sig = spawn_as_nobody(
+        "signaller_child",
+        "MIGROSD_SIGNAL",
+        d.child.id().to_string(),
+    );
     let sig_in = sig.stdin.take().unwrap();
     let mut sig_out = BufReader::new(sig.stdout.take().unwrap());
     line(&mut sig_out, "SIGNALLER ready");
