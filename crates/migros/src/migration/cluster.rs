@@ -60,15 +60,11 @@ impl Cluster for Local {
     }
 
     fn check_identifiers(&self, node: &Node, sessions: &[SessionIds]) -> Result<()> {
-        let req = AdminRequest::CheckIdentifiers(sessions.to_vec());
-        match node.admin(&req)? {
-            AdminResponse::Ok => Ok(()),
-            AdminResponse::Error { errno, message } => bail!("{message} (errno {errno})"),
-            r => bail!(
-                "node {}: unexpected answer {r:?} to CheckIdentifiers",
-                node.name
-            ),
-        }
+        admin_ok(
+            node,
+            &AdminRequest::CheckIdentifiers(sessions.to_vec()),
+            "CheckIdentifiers",
+        )
     }
 
     fn cm_identifiers(&self, node: &Node, pid: i32) -> Result<Option<Vec<CmIds>>> {
@@ -93,15 +89,11 @@ impl Cluster for Local {
     }
 
     fn check_cm_identifiers(&self, node: &Node, cm: &[CmIds]) -> Result<()> {
-        let req = AdminRequest::CheckCmIdentifiers(cm.to_vec());
-        match node.admin(&req)? {
-            AdminResponse::Ok => Ok(()),
-            AdminResponse::Error { errno, message } => bail!("{message} (errno {errno})"),
-            r => bail!(
-                "node {}: unexpected answer {r:?} to CheckCmIdentifiers",
-                node.name
-            ),
-        }
+        admin_ok(
+            node,
+            &AdminRequest::CheckCmIdentifiers(cm.to_vec()),
+            "CheckCmIdentifiers",
+        )
     }
 
     fn tombstones(&self, node: &Node) -> Option<Vec<u32>> {
@@ -277,4 +269,14 @@ pub fn forward_tombstones(
         Ok(()) => format!("{} QP(s) forwarded to {to}", qpns.len()),
         Err(e) => format!("forwarding tombstones failed: {e:#}"),
     })
+}
+
+/// Sends `req` (named `what` in errors) to `node`'s daemon, which must
+/// answer Ok; its error answer becomes this error.
+fn admin_ok(node: &Node, req: &AdminRequest, what: &str) -> Result<()> {
+    match node.admin(req)? {
+        AdminResponse::Ok => Ok(()),
+        AdminResponse::Error { errno, message } => bail!("{message} (errno {errno})"),
+        r => bail!("node {}: unexpected answer {r:?} to {what}", node.name),
+    }
 }
