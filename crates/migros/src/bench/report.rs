@@ -426,17 +426,22 @@ mod tests {
         assert!(t.contains("verified        : every byte"));
     }
 
+    /// A move from node a to c of QP 0x42: 3.5 ms down, a 1234-byte image.
+    fn moved_from_a_to_c() -> MigrationInfo {
+        MigrationInfo {
+            from: "a".into(),
+            to: "c".into(),
+            downtime_ms: 3.5,
+            image_bytes: 1234,
+            qpns: vec![0x42],
+        }
+    }
+
     #[test]
     fn migration_fields_take_the_peers_pause() {
         let local = Summary {
             max_gap_ms: Some(1.0),
-            migration: Some(MigrationInfo {
-                from: "a".into(),
-                to: "c".into(),
-                downtime_ms: 3.5,
-                image_bytes: 1234,
-                qpns: vec![0x42],
-            }),
+            migration: Some(moved_from_a_to_c()),
             ..Default::default()
         };
         let peer = Summary {
@@ -462,13 +467,7 @@ mod tests {
     #[test]
     fn the_steady_state_comes_from_the_end_that_stayed() {
         let moved = Summary {
-            migration: Some(MigrationInfo {
-                from: "a".into(),
-                to: "c".into(),
-                downtime_ms: 3.5,
-                image_bytes: 1234,
-                qpns: vec![0x42],
-            }),
+            migration: Some(moved_from_a_to_c()),
             ..Default::default()
         };
         let stayed = Summary {
